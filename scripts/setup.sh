@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs every Debian package xolfleet needs (build, tests, kernel, VM, benchmarks).
+# Idempotent: packages already present are skipped quickly.
+set -euo pipefail
+PKGS=(
+  # build
+  bazel-bootstrap clang llvm lld libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev
+  protobuf-compiler libabsl-dev prometheus-cpp-dev libbpf-dev libelf-dev zlib1g-dev bpftool
+  libzydis-dev libsqlite3-dev libgtest-dev libgmock-dev libbenchmark-dev libssl-dev
+  # kernel + VM
+  linux-source-6.1 bc flex bison cpio busybox-static qemu-system-x86 ccache xz-utils
+  # tests + benchmarks
+  prometheus bpftrace iproute2 openssl curl python3 procps
+)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${#missing[@]} packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/tmp/xolfleet-apt.log 2>&1 \
+    || { tail -40 /tmp/xolfleet-apt.log; exit 1; }
+  # The prometheus package starts a system service on :9090; tests run their own server.
+  systemctl disable --now prometheus prometheus-node-exporter 2>/dev/null || true
+  pkill -x prometheus 2>/dev/null || true
+else
+  echo "setup: all ${#PKGS[@]} packages present"
+fi
+mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null || true

@@ -1,0 +1,44 @@
+// Placement vocabulary shared by the classifier, the agent and the controller.
+// The rules live in docs/placement.md.
+#ifndef XOLFLEET_SERVICES_COMMON_PLACEMENT_H_
+#define XOLFLEET_SERVICES_COMMON_PLACEMENT_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace xolfleet {
+
+enum class Placement { kEmulated, kBoosted, kBoostedRipRel, kSingleStep, kRefused };
+
+// Kernel behaviours the classifier knows (docs/placement.md, "Profiles").
+enum class KernelProfile {
+  kLinux61,     // "linux-6.1": stock 6.1, and the patched kernel with boosting off
+  kLinux618,    // "linux-6.18": stock newer kernels (this host)
+  kXolfleet61,  // "xolfleet-6.1": the patched kernel with boosting on
+};
+
+// "EMULATED", "BOOSTED", "BOOSTED_RIPREL", "SINGLE_STEP", "REFUSED".
+absl::string_view PlacementName(Placement p);
+absl::StatusOr<Placement> ParsePlacement(absl::string_view name);
+
+// "linux-6.1", "linux-6.18", "xolfleet-6.1".
+absl::string_view ProfileName(KernelProfile p);
+absl::StatusOr<KernelProfile> ParseProfile(absl::string_view name);
+std::vector<KernelProfile> AllProfiles();
+
+// The decision for one instruction.
+struct InsnPlacement {
+  Placement placement = Placement::kRefused;
+  std::string reason;       // rule that decided it, for people
+  std::string disassembly;  // Intel syntax; empty if undecodable
+  uint8_t length = 0;       // instruction length in bytes (0 if undecodable)
+  std::vector<uint8_t> bytes;
+};
+
+}  // namespace xolfleet
+
+#endif  // XOLFLEET_SERVICES_COMMON_PLACEMENT_H_

@@ -1,0 +1,7 @@
+"""Offline shim: forwards rules_java names to Bazel 4.2.3's native Java rules."""
+java_binary = native.java_binary
+java_import = native.java_import
+java_library = native.java_library
+java_runtime = native.java_runtime
+java_toolchain = native.java_toolchain
+java_test = native.java_test
