@@ -1,0 +1,332 @@
+#include "services/agent/controller_link.h"
+
+#include <algorithm>
+#include <set>
+#include <utility>
+
+#include "absl/random/random.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "grpcpp/grpcpp.h"
+#include "xolfleet/v1/controller.grpc.pb.h"
+
+namespace xolfleet {
+namespace {
+
+struct LocalFleetProbe {
+  const v1::Probe* probe;
+  std::string set_id;
+  int index;
+};
+
+// Parses the fleet labels of a local probe; false if it is not a fleet probe.
+bool FleetLabels(const v1::Probe& p, std::string* set_id, int* index) {
+  auto it = p.spec().labels().find(kFleetProbeLabel);
+  if (it == p.spec().labels().end()) return false;
+  std::vector<std::string> parts = absl::StrSplit(it->second, absl::MaxSplits('/', 1));
+  *index = -1;
+  if (parts.size() == 2) {
+    *set_id = parts[0];
+    if (!absl::SimpleAtoi(parts[1], index)) *index = -1;
+  } else {
+    *set_id = it->second;
+  }
+  return true;
+}
+
+bool IsActive(const v1::Probe& p) { return p.state() == v1::ATTACHED; }
+
+}  // namespace
+
+ReconcilePlan PlanReconcile(const v1::DesiredState& desired, const v1::ListResponse& local,
+                            const std::map<std::string, std::string>& failed) {
+  ReconcilePlan plan;
+  std::map<std::string, const v1::DesiredProbeSet*> want;
+  for (const auto& s : desired.sets()) want[s.set_id()] = &s;
+
+  // set id -> index -> active local probe ids; and sets with expired probes.
+  std::map<std::string, std::map<int, std::vector<std::string>>> active;
+  std::set<std::string> expired;
+  for (const auto& p : local.probes()) {
+    std::string set_id;
+    int index;
+    if (!FleetLabels(p, &set_id, &index)) continue;  // not ours: never touched
+    if (IsActive(p)) {
+      auto w = want.find(set_id);
+      if (w == want.end() || index < 0 || index >= w->second->specs_size()) {
+        plan.detach.push_back(p.id());  // leftover
+      } else {
+        active[set_id][index].push_back(p.id());
+      }
+    } else if (p.state() == v1::EXPIRED) {
+      expired.insert(set_id);
+    }
+  }
+
+  for (const auto& [set_id, ds] : want) {
+    auto& by_index = active[set_id];
+    bool complete = true;
+    for (int i = 0; i < ds->specs_size(); ++i) {
+      auto it = by_index.find(i);
+      if (it == by_index.end() || it->second.empty()) complete = false;
+    }
+    v1::AgentSetStatus st;
+    st.set_set_id(set_id);
+    if (complete) {
+      // Keep one copy of each; detach duplicates.
+      for (auto& [i, ids] : by_index) {
+        for (size_t k = 1; k < ids.size(); ++k) plan.detach.push_back(ids[k]);
+      }
+      st.set_state(v1::SET_ATTACHED);
+    } else {
+      // Partial (or absent): whatever is left goes, then the whole set comes back as one
+      // batch, unless it expired here or failed recently.
+      for (auto& [i, ids] : by_index) {
+        for (const auto& id : ids) plan.detach.push_back(id);
+      }
+      if (expired.count(set_id) && by_index.empty()) {
+        st.set_state(v1::SET_EXPIRED);
+        st.set_status_message("TTL expired on this node");
+      } else if (auto f = failed.find(set_id); f != failed.end()) {
+        st.set_state(v1::SET_FAILED);
+        st.set_status_message(f->second);
+      } else {
+        st.set_state(v1::SET_PENDING);
+        ReconcilePlan::Batch b;
+        b.set_id = set_id;
+        for (int i = 0; i < ds->specs_size(); ++i) {
+          v1::ProbeSpec* spec = b.request.add_specs();
+          *spec = ds->specs(i);
+          (*spec->mutable_labels())[kFleetProbeLabel] = absl::StrCat(set_id, "/", i);
+          (*spec->mutable_labels())[kProbeSetLabel] = set_id;
+        }
+        plan.attach.push_back(std::move(b));
+      }
+    }
+    plan.status[set_id] = st;
+  }
+  return plan;
+}
+
+absl::StatusOr<std::unique_ptr<ControllerLink>> ControllerLink::Start(const Options& opts,
+                                                                      AgentApi* api) {
+  if (opts.target.empty()) return absl::InvalidArgumentError("controller address is empty");
+  auto creds = tls::ChannelCredentials(opts.tls, opts.target);
+  if (!creds.ok()) return creds.status();
+  std::unique_ptr<ControllerLink> link(new ControllerLink(opts, api, *creds));
+  link->thread_ = std::thread([l = link.get()] { l->Run(); });
+  return link;
+}
+
+ControllerLink::~ControllerLink() {
+  {
+    absl::MutexLock l(&mu_);
+    stopping_ = true;
+    if (ctx_) ctx_->TryCancel();
+  }
+  if (thread_.joinable()) thread_.join();
+}
+
+ControllerLink::Status ControllerLink::status() const {
+  absl::MutexLock l(&mu_);
+  return status_;
+}
+
+void ControllerLink::Run() {
+  absl::BitGen rng;
+  absl::Duration backoff = opts_.min_backoff;
+  for (;;) {
+    absl::Time started = absl::Now();
+    absl::Status why = RunStream();
+    absl::MutexLock l(&mu_);
+    status_.connected = false;
+    status_.last_error = std::string(why.message());
+    if (stopping_) return;
+    if (absl::Now() - started > absl::Seconds(10)) backoff = opts_.min_backoff;
+    absl::Duration wait = backoff * absl::Uniform(rng, 0.5, 1.0);
+    backoff = std::min(backoff * 2, opts_.max_backoff);
+    auto stop = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_; };
+    if (mu_.AwaitWithTimeout(absl::Condition(&stop), wait)) return;
+  }
+}
+
+absl::Status ControllerLink::RunStream() {
+  v1::AgentRegister reg;
+  {
+    auto info = api_->GetNodeInfo();
+    if (!info.ok()) return info.status();
+    reg.set_node_name(opts_.node_name.empty() ? info->node_name() : opts_.node_name);
+    for (const auto& [k, v] : info->labels()) (*reg.mutable_labels())[k] = v;
+    for (const auto& [k, v] : opts_.labels) (*reg.mutable_labels())[k] = v;
+    reg.set_kernel_release(info->kernel_release());
+    reg.set_kernel_profile(info->kernel_profile());
+    reg.set_kernel_boosts(info->kernel_boosts());
+    reg.set_agent_version(info->agent_version());
+    for (const auto& f : info->features()) reg.add_features(f);
+  }
+
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 20000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  args.SetInt(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, 64 << 20);
+  // The link does its own backoff; connect attempts should fail fast.
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
+  auto channel = grpc::CreateCustomChannel(opts_.target, creds_, args);
+  auto stub = v1::AgentLink::NewStub(channel);
+  grpc::ClientContext ctx;
+  {
+    absl::MutexLock l(&mu_);
+    if (stopping_) return absl::CancelledError("stopping");
+    ctx_ = &ctx;
+    stream_done_ = false;
+    dirty_ = false;
+    desired_.Clear();
+  }
+  auto stream = stub->Connect(&ctx);
+  v1::AgentMessage first;
+  *first.mutable_register_() = reg;
+  bool ok = stream->Write(first);
+
+  std::thread reader([this, &stream] {
+    v1::ControllerMessage msg;
+    while (stream->Read(&msg)) {
+      absl::MutexLock l(&mu_);
+      if (msg.has_registered()) {
+        status_.connected = true;
+        status_.connects++;
+        if (msg.registered().heartbeat_interval_ms() > 0) {
+          interval_ = absl::Milliseconds(
+              std::max<uint32_t>(50, msg.registered().heartbeat_interval_ms()));
+        }
+      } else if (msg.has_desired()) {
+        desired_ = msg.desired();
+        dirty_ = true;
+      }
+    }
+    absl::MutexLock l(&mu_);
+    stream_done_ = true;
+  });
+
+  // A fresh stream: retry failed sets right away (the controller may have fixed them).
+  failed_.clear();
+  absl::Time last_repair = absl::Now();
+  while (ok) {
+    v1::DesiredState desired;
+    bool apply = false;
+    {
+      absl::MutexLock l(&mu_);
+      auto wake = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return dirty_ || stream_done_ || stopping_;
+      };
+      mu_.AwaitWithTimeout(absl::Condition(&wake), interval_);
+      if (stream_done_ || stopping_) break;
+      if (!status_.connected) continue;  // not registered yet
+      // Never apply before this stream's first desired state: an empty one would
+      // detach every fleet probe the node runs.
+      apply = desired_.generation() != 0 &&
+              (dirty_ || absl::Now() - last_repair >= opts_.repair_interval);
+      dirty_ = false;
+      desired = desired_;
+    }
+    if (apply) last_repair = absl::Now();
+    v1::AgentMessage msg;
+    Reconcile(desired, apply, msg.mutable_heartbeat());
+    msg.mutable_heartbeat()->set_desired_generation(desired.generation());
+    if (!stream->Write(msg)) break;
+  }
+  {
+    absl::MutexLock l(&mu_);
+    ctx_ = nullptr;
+  }
+  ctx.TryCancel();
+  reader.join();
+  grpc::Status st = stream->Finish();
+  if (!ok) return absl::UnavailableError("could not send registration");
+  return absl::Status(static_cast<absl::StatusCode>(st.error_code()),
+                      absl::StrCat("controller stream ended: ", st.error_message()));
+}
+
+void ControllerLink::Reconcile(const v1::DesiredState& desired, bool apply,
+                               v1::AgentHeartbeat* hb) {
+  v1::ListRequest lreq;
+  lreq.set_include_inactive(true);
+  absl::Time now = absl::Now();
+  for (auto it = failed_.begin(); it != failed_.end();) {
+    it = now - it->second.second > opts_.failed_retry ? failed_.erase(it) : std::next(it);
+  }
+  std::map<std::string, std::string> failed;
+  for (const auto& [k, v] : failed_) failed[k] = v.first;
+
+  auto local = api_->List(lreq);
+  if (!local.ok()) {
+    absl::MutexLock l(&mu_);
+    status_.last_error = std::string(local.status().message());
+    return;
+  }
+  ReconcilePlan plan = PlanReconcile(desired, *local, failed);
+  if (apply) {
+    if (!plan.detach.empty()) {
+      v1::DetachRequest d;
+      for (const auto& id : plan.detach) d.add_probe_ids(id);
+      if (!api_->Detach(d).ok()) {
+        // One of them may have expired since List: detach one by one, ignoring NOT_FOUND.
+        for (const auto& id : plan.detach) {
+          v1::DetachRequest one;
+          one.add_probe_ids(id);
+          api_->Detach(one).IgnoreError();
+        }
+      }
+    }
+    for (auto& b : plan.attach) {
+      auto r = api_->Attach(b.request);
+      auto& st = plan.status[b.set_id];
+      if (r.ok()) {
+        st.set_state(v1::SET_ATTACHED);
+      } else {
+        std::string msg = absl::StrCat(absl::StatusCodeToString(r.status().code()), ": ",
+                                       r.status().message());
+        failed_[b.set_id] = {msg, absl::Now()};
+        st.set_state(v1::SET_FAILED);
+        st.set_status_message(msg);
+      }
+    }
+    if (!plan.detach.empty() || !plan.attach.empty()) {
+      local = api_->List(lreq);  // report what is there now
+    }
+    absl::MutexLock l(&mu_);
+    status_.reconciles++;
+    status_.desired_generation = desired.generation();
+  }
+  for (const auto& [id, st] : plan.status) *hb->add_sets() = st;
+  std::set<std::string> want;
+  for (const auto& s : desired.sets()) want.insert(s.set_id());
+  if (local.ok()) {
+    uint32_t attached = 0;
+    for (const auto& p : local->probes()) {
+      if (IsActive(p)) ++attached;
+      std::string set_id;
+      int index;
+      if (!FleetLabels(p, &set_id, &index)) continue;
+      if (!IsActive(p) && !(p.state() == v1::EXPIRED && want.count(set_id))) continue;
+      auto* s = hb->add_probes();
+      s->set_fleet_probe_id(p.spec().labels().at(kFleetProbeLabel));
+      s->set_set_id(set_id);
+      s->set_local_probe_id(p.id());
+      s->set_state(p.state());
+      s->set_placement(p.kernel_placement() != v1::PLACEMENT_UNSPECIFIED
+                           ? p.kernel_placement()
+                           : p.site().placement());
+      s->set_hits(p.hits());
+      s->set_status_message(p.status_message());
+    }
+    hb->set_probes_attached(attached);
+  }
+  if (auto info = api_->GetNodeInfo(); info.ok()) {
+    *hb->mutable_slot_stats() = info->slot_stats();
+  }
+}
+
+}  // namespace xolfleet

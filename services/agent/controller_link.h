@@ -1,0 +1,132 @@
+// The agent's link to the xolfleet controller (optional: the agent works without one).
+//
+// Wiring (agent main.cc, `--controller=HOST:PORT`):
+//
+//   ControllerLink::Options lo;
+//   lo.target = absl::GetFlag(FLAGS_controller);            // e.g. "10.0.0.1:7443"
+//   lo.tls = {ca, cert, key, /*insecure_plaintext=*/false};  // --controller_tls_* flags
+//   auto link = ControllerLink::Start(lo, manager.get());     // AgentApi*
+//   ...                                                       // destroy before the manager
+//
+// What it does. The agent dials the controller (so it works behind NAT) and keeps one
+// bidi stream (xolfleet.v1.AgentLink/Connect): it registers (node name, labels, kernel
+// release/profile, boosting), then heartbeats every interval the controller asks for
+// with the status of every fleet probe (state, placement, hit total), the status of each
+// probe set and the kernel's slot counters. The controller sends the node's complete
+// desired state whenever it changes; the link reconciles it through AgentApi:
+//
+//   - every fleet probe is an ordinary agent probe carrying two labels,
+//     `xolfleet.io/fleet-probe` = "<set id>/<index>" and `xolfleet.io/probe-set` = set id,
+//     so List shows exactly what the controller placed;
+//   - a desired set with every probe present is left alone; one with some missing is
+//     detached and attached again as one batch (all or nothing, like any Attach);
+//   - fleet probes of sets no longer desired, and duplicates, are detached;
+//   - a set whose Attach failed is reported FAILED and not retried for a minute (or until
+//     the link reconnects); a set whose TTL expired on the node is reported EXPIRED.
+//
+// A reconnecting or restarted agent therefore ends with exactly its desired probes: no
+// duplicates, no leftovers. Probes attached through the agent's own API (without the
+// labels) are never touched. On a broken stream the link reconnects with exponential
+// backoff (0.2 s .. 10 s, jittered); the node's probes stay as they are meanwhile.
+#ifndef XOLFLEET_SERVICES_AGENT_CONTROLLER_LINK_H_
+#define XOLFLEET_SERVICES_AGENT_CONTROLLER_LINK_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "services/agent/agent_api.h"
+#include "services/controller/tls.h"
+#include "xolfleet/v1/controller.pb.h"
+
+namespace grpc {
+class ClientContext;
+}
+
+namespace xolfleet {
+
+inline constexpr char kFleetProbeLabel[] = "xolfleet.io/fleet-probe";
+inline constexpr char kProbeSetLabel[] = "xolfleet.io/probe-set";
+
+// What one reconciliation pass does; computed from the desired state and the agent's List.
+struct ReconcilePlan {
+  std::vector<std::string> detach;  // local probe ids
+  struct Batch {
+    std::string set_id;
+    v1::AttachRequest request;  // specs carry the fleet labels
+  };
+  std::vector<Batch> attach;
+  std::map<std::string, v1::AgentSetStatus> status;  // per desired set (before attaching)
+};
+
+// Pure: `failed` maps set ids whose Attach failed recently to the error.
+ReconcilePlan PlanReconcile(const v1::DesiredState& desired, const v1::ListResponse& local,
+                            const std::map<std::string, std::string>& failed);
+
+class ControllerLink {
+ public:
+  struct Options {
+    std::string target;  // controller address, e.g. "10.0.0.1:7443" or "unix:/path"
+    tls::TlsFiles tls;
+    std::string node_name;               // empty: AgentApi::GetNodeInfo().node_name
+    std::map<std::string, std::string> labels;  // merged over NodeInfo.labels
+    absl::Duration min_backoff = absl::Milliseconds(200);
+    absl::Duration max_backoff = absl::Seconds(10);
+    absl::Duration failed_retry = absl::Seconds(60);
+    absl::Duration repair_interval = absl::Seconds(5);  // reconcile even without changes
+  };
+
+  struct Status {
+    bool connected = false;
+    uint64_t connects = 0;
+    uint64_t desired_generation = 0;  // last applied
+    uint64_t reconciles = 0;
+    std::string last_error;
+  };
+
+  // Validates the options (credentials, target) and starts the link's thread.
+  static absl::StatusOr<std::unique_ptr<ControllerLink>> Start(const Options& opts,
+                                                               AgentApi* api);
+  ~ControllerLink();  // closes the stream; leaves the node's probes as they are
+  ControllerLink(const ControllerLink&) = delete;
+  ControllerLink& operator=(const ControllerLink&) = delete;
+
+  Status status() const;
+
+ private:
+  ControllerLink(Options opts, AgentApi* api, std::shared_ptr<grpc::ChannelCredentials> creds)
+      : opts_(std::move(opts)), api_(api), creds_(std::move(creds)) {}
+  void Run();
+  // One stream's life; returns why it ended.
+  absl::Status RunStream();
+  // Applies the desired state; fills `hb` with what the node runs now.
+  void Reconcile(const v1::DesiredState& desired, bool apply, v1::AgentHeartbeat* hb);
+
+  const Options opts_;
+  AgentApi* const api_;
+  std::shared_ptr<grpc::ChannelCredentials> creds_;
+  std::thread thread_;
+
+  mutable absl::Mutex mu_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::ClientContext* ctx_ ABSL_GUARDED_BY(mu_) = nullptr;
+  v1::DesiredState desired_ ABSL_GUARDED_BY(mu_);
+  bool dirty_ ABSL_GUARDED_BY(mu_) = false;
+  bool stream_done_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Duration interval_ ABSL_GUARDED_BY(mu_) = absl::Seconds(1);
+  Status status_ ABSL_GUARDED_BY(mu_);
+  // Only the link thread touches these.
+  std::map<std::string, std::pair<std::string, absl::Time>> failed_;  // set -> (msg, when)
+};
+
+}  // namespace xolfleet
+
+#endif  // XOLFLEET_SERVICES_AGENT_CONTROLLER_LINK_H_

@@ -1,0 +1,341 @@
+// The agent's controller link against a real controller core and gRPC edge (in process,
+// over a unix socket), with fake agents: registration, rollouts, reconnects, restarts,
+// leftovers and duplicates, hit reporting.
+#include "services/agent/controller_link.h"
+
+#include <unistd.h>
+
+#include <functional>
+#include <memory>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "services/controller/authz.h"
+#include "services/controller/fleet.h"
+#include "services/controller/service.h"
+#include "services/controller/store.h"
+#include "tests/fleet/fake_agent_api.h"
+
+namespace xolfleet {
+namespace {
+
+using controller::FleetController;
+using testing::FakeAgentApi;
+
+bool WaitFor(const std::function<bool()>& pred, absl::Duration timeout = absl::Seconds(10)) {
+  absl::Time end = absl::Now() + timeout;
+  while (absl::Now() < end) {
+    if (pred()) return true;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  return pred();
+}
+
+v1::ProbeSpec Spec(const std::string& path, const std::string& sym) {
+  v1::ProbeSpec s;
+  s.set_binary_path(path);
+  s.set_symbol(sym);
+  return s;
+}
+
+size_t CountFleetProbes(FakeAgentApi& api, const std::string& set_id) {
+  v1::ListRequest req;
+  auto l = api.List(req);
+  size_t n = 0;
+  for (const auto& p : l->probes()) {
+    auto it = p.spec().labels().find(kProbeSetLabel);
+    if (it != p.spec().labels().end() && it->second == set_id) ++n;
+  }
+  return n;
+}
+
+class LinkTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    socket_ = absl::StrCat("unix:/tmp/xolfleet-link-test-", getpid(), ".sock");
+    StartController();
+  }
+  void TearDown() override {
+    links_.clear();
+    StopController();
+  }
+
+  void StartController() {
+    auto store = controller::Store::Open(db_);
+    ASSERT_TRUE(store.ok()) << store.status();
+    FleetController::Options o;
+    o.heartbeat_interval = absl::Milliseconds(50);
+    o.heartbeat_timeout = absl::Seconds(2);
+    o.tick = absl::Milliseconds(20);
+    auto f = FleetController::Create(o, std::move(*store), nullptr);
+    ASSERT_TRUE(f.ok()) << f.status();
+    fleet_ = std::move(*f);
+    fleet_->Start();
+    auto a = controller::Authorizer::FromString("agent insecure:local\nadmin insecure:local\n");
+    ASSERT_TRUE(a.ok());
+    authz_ = std::make_unique<controller::Authorizer>(*a);
+    link_svc_ = std::make_unique<controller::AgentLinkService>(fleet_.get(), authz_.get(),
+                                                               nullptr,
+                                                               controller::ServiceOptions{});
+    grpc::ServerBuilder b;
+    b.AddListeningPort(socket_, grpc::InsecureServerCredentials());
+    b.RegisterService(link_svc_.get());
+    server_ = b.BuildAndStart();
+    ASSERT_NE(server_, nullptr);
+  }
+  void StopController() {
+    if (server_) server_->Shutdown(std::chrono::system_clock::now());
+    server_.reset();
+    fleet_.reset();
+    link_svc_.reset();
+  }
+
+  std::unique_ptr<ControllerLink> Link(FakeAgentApi* api) {
+    ControllerLink::Options o;
+    o.target = socket_;
+    o.tls.insecure_plaintext = true;
+    o.min_backoff = absl::Milliseconds(20);
+    o.max_backoff = absl::Milliseconds(200);
+    o.repair_interval = absl::Milliseconds(200);
+    auto l = ControllerLink::Start(o, api);
+    EXPECT_TRUE(l.ok()) << l.status();
+    return std::move(*l);
+  }
+
+  bool AllUp(size_t n) {
+    return WaitFor([&] {
+      auto a = fleet_->ListAgents({});
+      size_t up = 0;
+      for (const auto& ag : a->agents()) up += ag.health() == v1::AGENT_UP;
+      return up == n;
+    });
+  }
+
+  v1::Rollout AttachWait(v1::FleetAttachRequest req) {
+    req.set_wait(true);
+    auto r = fleet_->Attach(req, "test", absl::Now() + absl::Seconds(10));
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? *r : v1::Rollout();
+  }
+
+  std::string db_ = absl::StrCat("/tmp/xolfleet-link-test-", getpid(), ".db");
+  std::string socket_;
+  std::unique_ptr<FleetController> fleet_;
+  std::unique_ptr<controller::Authorizer> authz_;
+  std::unique_ptr<controller::AgentLinkService> link_svc_;
+  std::unique_ptr<grpc::Server> server_;
+  std::vector<std::unique_ptr<ControllerLink>> links_;
+
+ public:
+  ~LinkTest() override {
+    unlink(db_.c_str());
+    unlink((db_ + "-wal").c_str());
+    unlink((db_ + "-shm").c_str());
+  }
+};
+
+TEST_F(LinkTest, CanaryRolloutReachesEveryNode) {
+  FakeAgentApi a("n1", {{"zone", "a"}}), b("n2", {{"zone", "a"}}), c("n3", {{"zone", "b"}});
+  for (auto* api : {&a, &b, &c}) links_.push_back(Link(api));
+  ASSERT_TRUE(AllUp(3));
+  v1::FleetAttachRequest req;
+  (*req.mutable_selector()->mutable_match_labels())["zone"] = "a";
+  *req.add_specs() = Spec("/bin/sh", "main");
+  *req.add_specs() = Spec("/bin/sh", "other");
+  req.mutable_policy()->set_canary_fraction(0.5);
+  v1::Rollout r = AttachWait(req);
+  EXPECT_EQ(r.state(), v1::ROLLOUT_COMPLETE) << r.message();
+  EXPECT_EQ(r.canary_nodes_size(), 1);
+  EXPECT_EQ(r.nodes_attached(), 2u);
+  EXPECT_EQ(CountFleetProbes(a, r.set_id()), 2u);
+  EXPECT_EQ(CountFleetProbes(b, r.set_id()), 2u);
+  EXPECT_EQ(CountFleetProbes(c, r.set_id()), 0u);
+  // Desired vs actual per node.
+  auto l = fleet_->ListProbes({});
+  ASSERT_TRUE(l.ok());
+  ASSERT_TRUE(WaitFor([&] {
+    auto l = fleet_->ListProbes({});
+    int attached = 0;
+    for (const auto& p : l->probes()) attached += p.actual() == v1::ATTACHED;
+    return attached == 4;
+  }));
+}
+
+TEST_F(LinkTest, CanaryFailureRollsBack) {
+  FakeAgentApi a("n1"), b("n2"), c("n3");
+  for (auto* api : {&a, &b, &c}) links_.push_back(Link(api));
+  ASSERT_TRUE(AllUp(3));
+  v1::FleetAttachRequest req;
+  req.mutable_selector()->set_all(true);
+  *req.add_specs() = Spec("/bin/sh", "main");
+  *req.add_specs() = Spec("/nonexistent/xolfleet/binary", "main");
+  req.mutable_policy()->set_canary_fraction(0.34);
+  v1::Rollout r = AttachWait(req);
+  EXPECT_EQ(r.state(), v1::ROLLOUT_ROLLED_BACK);
+  EXPECT_NE(r.message().find("no such file"), std::string::npos) << r.message();
+  // Only the canary ever tried, and nothing is left anywhere.
+  EXPECT_EQ(a.attach_calls() + b.attach_calls() + c.attach_calls(),
+            static_cast<uint64_t>(r.canary_nodes_size()));
+  EXPECT_LT(r.canary_nodes_size(), 3);
+  EXPECT_EQ(a.active() + b.active() + c.active(), 0u);
+}
+
+TEST_F(LinkTest, ReconnectAndRestartConvergeWithoutDuplicatesOrLeftovers) {
+  FakeAgentApi a("n1"), b("n2");
+  links_.push_back(Link(&a));
+  links_.push_back(Link(&b));
+  ASSERT_TRUE(AllUp(2));
+  v1::FleetAttachRequest req;
+  req.mutable_selector()->set_all(true);
+  *req.add_specs() = Spec("/bin/sh", "main");
+  v1::Rollout keep = AttachWait(req);
+  v1::Rollout gone = AttachWait(req);
+  ASSERT_EQ(keep.state(), v1::ROLLOUT_COMPLETE);
+  ASSERT_EQ(gone.state(), v1::ROLLOUT_COMPLETE);
+
+  // n1's link goes away (agent keeps its probes); meanwhile one set is detached and a
+  // duplicate of the other appears locally.
+  links_[0].reset();
+  ASSERT_TRUE(WaitFor([&] {
+    auto ag = fleet_->ListAgents({});
+    return ag->agents(0).health() == v1::AGENT_DOWN;
+  }));
+  auto l = fleet_->ListProbes({});
+  bool unknown = false;
+  for (const auto& p : l->probes()) unknown |= p.node_name() == "n1" && p.actual() == v1::UNKNOWN;
+  EXPECT_TRUE(unknown);
+  v1::FleetDetachRequest d;
+  d.add_set_ids(gone.set_id());
+  ASSERT_TRUE(fleet_->Detach(d).ok());
+  v1::AttachRequest dup;
+  auto* s = dup.add_specs();
+  *s = Spec("/bin/sh", "main");
+  (*s->mutable_labels())[kFleetProbeLabel] = keep.set_id() + "/0";
+  (*s->mutable_labels())[kProbeSetLabel] = keep.set_id();
+  ASSERT_TRUE(a.Attach(dup).ok());
+  EXPECT_EQ(CountFleetProbes(a, keep.set_id()), 2u);
+  EXPECT_EQ(CountFleetProbes(a, gone.set_id()), 1u);
+
+  links_[0] = Link(&a);
+  ASSERT_TRUE(WaitFor([&] {
+    return CountFleetProbes(a, keep.set_id()) == 1 && CountFleetProbes(a, gone.set_id()) == 0;
+  }));
+
+  // A restarted agent (fresh, no probes) gets exactly its desired probes back.
+  FakeAgentApi b2("n2");
+  links_[1] = Link(&b2);
+  ASSERT_TRUE(WaitFor([&] { return CountFleetProbes(b2, keep.set_id()) == 1; }));
+  EXPECT_EQ(b2.active(), 1u);
+}
+
+TEST_F(LinkTest, ControllerRestartKeepsDesiredState) {
+  FakeAgentApi a("n1"), b("n2");
+  links_.push_back(Link(&a));
+  links_.push_back(Link(&b));
+  ASSERT_TRUE(AllUp(2));
+  v1::FleetAttachRequest req;
+  req.mutable_selector()->add_node_names("n2");
+  *req.add_specs() = Spec("/bin/sh", "main");
+  v1::Rollout r = AttachWait(req);
+  ASSERT_EQ(r.state(), v1::ROLLOUT_COMPLETE);
+  StopController();
+  StartController();
+  ASSERT_TRUE(AllUp(2));
+  auto got = fleet_->GetRollout(r.set_id());
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->state(), v1::ROLLOUT_COMPLETE);
+  absl::SleepFor(absl::Milliseconds(500));
+  EXPECT_EQ(CountFleetProbes(b, r.set_id()), 1u);
+  EXPECT_EQ(a.active(), 0u);
+}
+
+TEST_F(LinkTest, HitsFlowUpstream) {
+  FakeAgentApi a("n1");
+  links_.push_back(Link(&a));
+  ASSERT_TRUE(AllUp(1));
+  auto w = fleet_->hits().Subscribe({}, {}, 16);
+  v1::FleetAttachRequest req;
+  req.mutable_selector()->set_all(true);
+  *req.add_specs() = Spec("/bin/sh", "main");
+  v1::Rollout r = AttachWait(req);
+  a.AddHitsToAll(41);
+  a.AddHitsToAll(1);
+  ASSERT_TRUE(WaitFor([&] {
+    auto l = fleet_->ListProbes({});
+    return l->probes_size() == 1 && l->probes(0).hits() == 42;
+  }));
+  uint64_t total = 0;
+  v1::FleetHitBatch batch;
+  while (total < 42 && w->Next(100, absl::Seconds(1), &batch) && batch.updates_size()) {
+    for (const auto& u : batch.updates()) total += u.hits_delta();
+  }
+  EXPECT_EQ(total, 42u);
+  fleet_->hits().Unsubscribe(w);
+}
+
+TEST_F(LinkTest, LocalProbesAreNeverTouched) {
+  FakeAgentApi a("n1");
+  v1::AttachRequest mine;
+  *mine.add_specs() = Spec("/bin/sh", "main");
+  ASSERT_TRUE(a.Attach(mine).ok());
+  links_.push_back(Link(&a));
+  ASSERT_TRUE(AllUp(1));
+  absl::SleepFor(absl::Milliseconds(500));
+  EXPECT_EQ(a.active(), 1u);
+}
+
+TEST(PlanReconcile, EmptyDesiredDetachesOnlyFleetProbes) {
+  v1::ListResponse local;
+  auto* p = local.add_probes();
+  p->set_id("p1");
+  p->set_state(v1::ATTACHED);
+  (*p->mutable_spec()->mutable_labels())[kFleetProbeLabel] = "ps-1/0";
+  auto* q = local.add_probes();
+  q->set_id("p2");
+  q->set_state(v1::ATTACHED);
+  ReconcilePlan plan = PlanReconcile(v1::DesiredState(), local, {});
+  ASSERT_EQ(plan.detach.size(), 1u);
+  EXPECT_EQ(plan.detach[0], "p1");
+  EXPECT_TRUE(plan.attach.empty());
+}
+
+TEST(PlanReconcile, PartialSetIsReplacedWhole) {
+  v1::DesiredState d;
+  auto* s = d.add_sets();
+  s->set_set_id("ps-1");
+  *s->add_specs() = Spec("/bin/sh", "a");
+  *s->add_specs() = Spec("/bin/sh", "b");
+  v1::ListResponse local;
+  auto* p = local.add_probes();
+  p->set_id("p1");
+  p->set_state(v1::ATTACHED);
+  (*p->mutable_spec()->mutable_labels())[kFleetProbeLabel] = "ps-1/1";
+  ReconcilePlan plan = PlanReconcile(d, local, {});
+  EXPECT_EQ(plan.detach, std::vector<std::string>{"p1"});
+  ASSERT_EQ(plan.attach.size(), 1u);
+  EXPECT_EQ(plan.attach[0].request.specs_size(), 2);
+  EXPECT_EQ(plan.attach[0].request.specs(1).labels().at(kFleetProbeLabel), "ps-1/1");
+}
+
+TEST(PlanReconcile, ExpiredAndFailedSetsAreNotRetried) {
+  v1::DesiredState d;
+  for (const char* id : {"ps-exp", "ps-bad"}) {
+    auto* s = d.add_sets();
+    s->set_set_id(id);
+    *s->add_specs() = Spec("/bin/sh", "a");
+  }
+  v1::ListResponse local;
+  auto* p = local.add_probes();
+  p->set_id("p1");
+  p->set_state(v1::EXPIRED);
+  (*p->mutable_spec()->mutable_labels())[kFleetProbeLabel] = "ps-exp/0";
+  ReconcilePlan plan = PlanReconcile(d, local, {{"ps-bad", "NOT_FOUND: no file"}});
+  EXPECT_TRUE(plan.attach.empty());
+  EXPECT_EQ(plan.status["ps-exp"].state(), v1::SET_EXPIRED);
+  EXPECT_EQ(plan.status["ps-bad"].state(), v1::SET_FAILED);
+}
+
+}  // namespace
+}  // namespace xolfleet

@@ -1,0 +1,128 @@
+#include "services/controller/authz.h"
+
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+
+namespace xolfleet::controller {
+
+absl::string_view CapabilityName(Capability c) {
+  switch (c) {
+    case Capability::kReadOnly: return "read-only";
+    case Capability::kAttachCounts: return "attach-counts";
+    case Capability::kAttachCapture: return "attach-capture";
+    case Capability::kAdmin: return "admin";
+    case Capability::kAgent: return "agent";
+  }
+  return "?";
+}
+
+absl::StatusOr<Capability> ParseCapability(absl::string_view name) {
+  for (Capability c : {Capability::kReadOnly, Capability::kAttachCounts,
+                       Capability::kAttachCapture, Capability::kAdmin, Capability::kAgent}) {
+    if (name == CapabilityName(c)) return c;
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unknown capability \"", name,
+      "\" (read-only, attach-counts, attach-capture, admin, agent)"));
+}
+
+std::string Identity::ToString() const {
+  if (plaintext) return "insecure:local";
+  if (!subject.empty()) return subject;
+  return absl::StrCat("CN=", common_name);
+}
+
+absl::StatusOr<Authorizer> Authorizer::FromFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot read authorization config ", path));
+  }
+  std::stringstream ss;
+  ss << in.rdbuf();
+  auto a = FromString(ss.str());
+  if (!a.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": ", a.status().message()));
+  }
+  return a;
+}
+
+absl::StatusOr<Authorizer> Authorizer::FromString(absl::string_view text) {
+  Authorizer a;
+  int lineno = 0;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    ++lineno;
+    if (auto hash = line.find('#'); hash != absl::string_view::npos) line = line.substr(0, hash);
+    line = absl::StripAsciiWhitespace(line);
+    if (line.empty()) continue;
+    std::vector<absl::string_view> parts =
+        absl::StrSplit(line, absl::MaxSplits(absl::ByAnyChar(" \t"), 1), absl::SkipEmpty());
+    if (parts.size() != 2) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("line ", lineno, ": expected \"<capability> <identity>\""));
+    }
+    auto cap = ParseCapability(parts[0]);
+    if (!cap.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("line ", lineno, ": ", cap.status().message()));
+    }
+    absl::string_view ident = absl::StripAsciiWhitespace(parts[1]);
+    Rule r;
+    r.cap = *cap;
+    if (ident == "insecure:local") {
+      r.kind = "insecure";
+    } else if (absl::ConsumePrefix(&ident, "cn:")) {
+      r.kind = "cn";
+    } else if (absl::ConsumePrefix(&ident, "subject:")) {
+      r.kind = "subject";
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "line ", lineno, ": identity must be cn:NAME, subject:SUBJECT or insecure:local"));
+    }
+    if (r.kind != "insecure") {
+      if (absl::ConsumeSuffix(&ident, "*")) r.prefix = true;
+      if (ident.empty() && !r.prefix) {
+        return absl::InvalidArgumentError(absl::StrCat("line ", lineno, ": empty identity"));
+      }
+      r.pattern = std::string(ident);
+    }
+    a.rules_.push_back(std::move(r));
+  }
+  return a;
+}
+
+bool Authorizer::RuleMatches(const Rule& r, const Identity& who) const {
+  if (r.kind == "insecure") return who.plaintext;
+  if (who.plaintext) return false;
+  const std::string& value = r.kind == "cn" ? who.common_name : who.subject;
+  if (value.empty()) return false;
+  return r.prefix ? absl::StartsWith(value, r.pattern) : value == r.pattern;
+}
+
+namespace {
+// Whether holding `have` grants `need`.
+bool Grants(Capability have, Capability need) {
+  if (need == Capability::kAgent || have == Capability::kAgent) return have == need;
+  return static_cast<int>(have) >= static_cast<int>(need);
+}
+}  // namespace
+
+bool Authorizer::Has(const Identity& who, Capability needed) const {
+  for (const auto& r : rules_) {
+    if (Grants(r.cap, needed) && RuleMatches(r, who)) return true;
+  }
+  return false;
+}
+
+absl::Status Authorizer::Check(const Identity& who, Capability needed) const {
+  if (Has(who, needed)) return absl::OkStatus();
+  return absl::PermissionDeniedError(absl::StrCat("missing capability ", CapabilityName(needed),
+                                                  " for identity \"", who.ToString(),
+                                                  "\" (see the controller's --authz_config)"));
+}
+
+}  // namespace xolfleet::controller

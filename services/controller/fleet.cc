@@ -1,0 +1,651 @@
+#include "services/controller/fleet.h"
+
+#include <algorithm>
+#include <cmath>
+#include <utility>
+
+#include "absl/random/random.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "services/controller/selector.h"
+
+namespace xolfleet::controller {
+namespace {
+
+bool Active(v1::RolloutState s) {
+  return s == v1::ROLLOUT_CANARY || s == v1::ROLLOUT_ROLLING || s == v1::ROLLOUT_COMPLETE ||
+         s == v1::ROLLOUT_DEGRADED;
+}
+
+std::string NewSetId() {
+  static absl::BitGen* gen = new absl::BitGen();
+  static absl::Mutex* mu = new absl::Mutex();
+  absl::MutexLock l(mu);
+  return absl::StrFormat("ps-%012x", absl::Uniform<uint64_t>(*gen) & 0xffffffffffffULL);
+}
+
+std::string PlacementLabel(v1::Placement p) {
+  return p == v1::PLACEMENT_UNSPECIFIED ? "UNKNOWN" : v1::Placement_Name(p);
+}
+
+}  // namespace
+
+bool IsTerminal(v1::RolloutState s) {
+  return s == v1::ROLLOUT_COMPLETE || s == v1::ROLLOUT_ROLLED_BACK ||
+         s == v1::ROLLOUT_DEGRADED || s == v1::ROLLOUT_DETACHED || s == v1::ROLLOUT_EXPIRED;
+}
+
+FleetController::FleetController(Options opts, std::unique_ptr<Store> store,
+                                 std::shared_ptr<FleetMetrics> metrics, Clock clock)
+    : opts_(opts),
+      store_(std::move(store)),
+      metrics_(std::move(metrics)),
+      clock_(std::move(clock)),
+      hub_([m = metrics_](uint64_t n) {
+        if (m) m->HitUpdatesDropped(n);
+      }) {}
+
+absl::StatusOr<std::unique_ptr<FleetController>> FleetController::Create(
+    Options opts, std::unique_ptr<Store> store, std::shared_ptr<FleetMetrics> metrics,
+    Clock clock) {
+  auto sets = store->LoadSets();
+  if (!sets.ok()) return sets.status();
+  auto agents = store->LoadAgents();
+  if (!agents.ok()) return agents.status();
+  std::unique_ptr<FleetController> c(
+      new FleetController(opts, std::move(store), std::move(metrics), std::move(clock)));
+  absl::MutexLock l(&c->mu_);
+  for (auto& a : *agents) {
+    Node& n = c->nodes_[a.registration.node_name()];
+    n.reg = std::move(a.registration);
+    n.identity = a.identity;
+    n.last_seen = absl::FromUnixNanos(a.last_seen_unix_ns);
+  }
+  for (auto& s : *sets) {
+    Set& set = c->sets_[s.rollout.set_id()];
+    set.canary.insert(s.rollout.canary_nodes().begin(), s.rollout.canary_nodes().end());
+    set.stored = std::move(s);
+  }
+  return c;
+}
+
+FleetController::~FleetController() {
+  {
+    absl::MutexLock l(&mu_);
+    stopping_ = true;
+  }
+  if (ticker_.joinable()) ticker_.join();
+}
+
+void FleetController::Start() {
+  ticker_ = std::thread([this] {
+    for (;;) {
+      {
+        absl::MutexLock l(&mu_);
+        auto stop = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_; };
+        if (mu_.AwaitWithTimeout(absl::Condition(&stop), opts_.tick)) return;
+      }
+      Tick();
+    }
+  });
+}
+
+bool FleetController::Desired(const Set& s, const Node& n) const {
+  switch (s.stored.rollout.state()) {
+    case v1::ROLLOUT_CANARY:
+      return s.canary.count(n.reg.node_name()) > 0;
+    case v1::ROLLOUT_ROLLING:
+    case v1::ROLLOUT_COMPLETE:
+    case v1::ROLLOUT_DEGRADED:
+      return Matches(s.stored.request.selector(), n.reg);
+    default:
+      return false;
+  }
+}
+
+std::vector<std::string> FleetController::DesiredSetsLocked(const Node& n) const {
+  std::vector<std::string> out;
+  for (const auto& [id, s] : sets_) {
+    if (Desired(s, n)) out.push_back(id);
+  }
+  return out;
+}
+
+void FleetController::PushLocked(Node& n, bool force) {
+  if (!n.session) return;
+  std::vector<std::string> want = DesiredSetsLocked(n);
+  if (!force && want == n.pushed) return;
+  v1::ControllerMessage msg;
+  auto* d = msg.mutable_desired();
+  d->set_generation(++generation_);
+  absl::Time now = clock_();
+  for (const auto& id : want) {
+    const Set& s = sets_.at(id);
+    auto* ds = d->add_sets();
+    ds->set_set_id(id);
+    int64_t exp = s.stored.rollout.expires_at_unix_ns();
+    uint32_t left = 0;
+    if (exp > 0) {
+      double secs = absl::ToDoubleSeconds(absl::FromUnixNanos(exp) - now);
+      left = static_cast<uint32_t>(std::max(1.0, std::ceil(secs)));
+    }
+    for (const auto& spec : s.stored.request.specs()) {
+      auto* out = ds->add_specs();
+      *out = spec;
+      out->set_ttl_seconds(left);
+    }
+  }
+  n.pushed = std::move(want);
+  n.session->Send(msg);
+}
+
+void FleetController::PushAllLocked() {
+  for (auto& [name, n] : nodes_) PushLocked(n, false);
+}
+
+void FleetController::PersistLocked(const Set& s) {
+  if (auto st = store_->PutSet(s.stored); !st.ok()) {
+    // Memory stays ahead of the store only for a rollout state change; the next
+    // transition (or a restart, which re-evaluates from the stored state) repairs it.
+    fprintf(stderr, "controller: persisting set %s: %s\n", s.stored.rollout.set_id().c_str(),
+            std::string(st.message()).c_str());
+  }
+}
+
+void FleetController::FinishLocked(Set& s, v1::RolloutState state, const std::string& message,
+                                   const char* outcome) {
+  auto& r = s.stored.rollout;
+  r.set_state(state);
+  r.set_message(message);
+  r.set_finished_at_unix_ns(NowNs());
+  PersistLocked(s);
+  if (metrics_ && outcome) metrics_->RolloutFinished(outcome);
+}
+
+v1::Rollout FleetController::RolloutLocked(const Set& s) const {
+  v1::Rollout r = s.stored.rollout;
+  uint32_t attached = 0, failed = 0, pending = 0;
+  for (const auto& [name, n] : nodes_) {
+    if (!Desired(s, n) || !n.up) continue;
+    auto it = n.set_status.find(r.set_id());
+    v1::SetState st = it == n.set_status.end() ? v1::SET_PENDING : it->second.state();
+    if (st == v1::SET_ATTACHED || st == v1::SET_EXPIRED) {
+      ++attached;
+    } else if (st == v1::SET_FAILED) {
+      ++failed;
+    } else {
+      ++pending;
+    }
+  }
+  r.set_nodes_attached(attached);
+  r.set_nodes_failed(failed);
+  r.set_nodes_pending(pending);
+  return r;
+}
+
+void FleetController::EvaluateLocked() {
+  bool changed = false;
+  absl::Time now = clock_();
+  for (auto& [id, s] : sets_) {
+    auto& r = s.stored.rollout;
+    if (r.state() == v1::ROLLOUT_CANARY) {
+      std::vector<std::string> waiting;
+      std::string failure;
+      for (const auto& c : s.canary) {
+        auto nit = nodes_.find(c);
+        if (nit == nodes_.end()) continue;  // forgotten node: nothing to wait for
+        const Node& n = nit->second;
+        auto it = n.set_status.find(id);
+        if (n.up && it != n.set_status.end() && it->second.state() == v1::SET_FAILED) {
+          failure = absl::StrCat("canary node ", c, " failed: ", it->second.status_message());
+          break;
+        }
+        if (!n.up || it == n.set_status.end() || it->second.state() != v1::SET_ATTACHED) {
+          waiting.push_back(c);
+        }
+      }
+      uint32_t timeout_s = s.stored.request.policy().canary_timeout_seconds();
+      absl::Duration timeout =
+          timeout_s ? absl::Seconds(timeout_s) : opts_.default_canary_timeout;
+      if (failure.empty() && !waiting.empty() &&
+          now > absl::FromUnixNanos(r.created_at_unix_ns()) + timeout) {
+        failure = absl::StrCat("canary timed out after ", absl::FormatDuration(timeout),
+                               "; not attached on: ", absl::StrJoin(waiting, ","));
+      }
+      if (!failure.empty()) {
+        FinishLocked(s, v1::ROLLOUT_ROLLED_BACK, absl::StrCat(failure, "; rolled back"),
+                     "rolled_back");
+        changed = true;
+      } else if (waiting.empty()) {
+        r.set_state(v1::ROLLOUT_ROLLING);
+        r.set_message("canary healthy; rolling out to every selected node");
+        PersistLocked(s);
+        changed = true;
+      }
+    }
+    if (r.state() == v1::ROLLOUT_ROLLING) {
+      v1::Rollout counts = RolloutLocked(s);
+      if (counts.nodes_pending() == 0) {
+        if (counts.nodes_failed() > 0) {
+          FinishLocked(s, v1::ROLLOUT_DEGRADED,
+                       absl::StrCat(counts.nodes_failed(), " node(s) failed after the canary"),
+                       "degraded");
+        } else {
+          FinishLocked(s, v1::ROLLOUT_COMPLETE,
+                       absl::StrCat("attached on ", counts.nodes_attached(), " node(s)"),
+                       "complete");
+        }
+      }
+    }
+  }
+  if (changed) PushAllLocked();
+}
+
+absl::Status FleetController::Register(std::shared_ptr<AgentSession> session,
+                                       const v1::AgentRegister& reg,
+                                       const std::string& identity, const std::string& peer) {
+  if (auto s = ValidateRegister(reg); !s.ok()) return s;
+  absl::MutexLock l(&mu_);
+  auto it = nodes_.find(reg.node_name());
+  if (it == nodes_.end() && nodes_.size() >= opts_.max_agents) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("the controller already knows ", nodes_.size(), " agents (limit)"));
+  }
+  StoredAgent rec{reg, NowNs(), identity};
+  if (auto s = store_->PutAgent(rec); !s.ok()) return s;
+  Node& n = nodes_[reg.node_name()];
+  if (n.session && n.session != session) n.session->Close();
+  n.reg = reg;
+  n.identity = identity;
+  n.peer = peer;
+  n.session = std::move(session);
+  n.up = true;
+  n.last_seen = clock_();
+  n.have_heartbeat = false;
+  n.set_status.clear();
+  n.probes.clear();
+  if (metrics_) metrics_->AgentConnected();
+  v1::ControllerMessage ack;
+  ack.mutable_registered()->set_heartbeat_interval_ms(
+      static_cast<uint32_t>(absl::ToInt64Milliseconds(opts_.heartbeat_interval)));
+  n.session->Send(ack);
+  PushLocked(n, /*force=*/true);
+  return absl::OkStatus();
+}
+
+absl::Status FleetController::Heartbeat(const AgentSession* session, const std::string& node,
+                                        const v1::AgentHeartbeat& hb) {
+  if (hb.probes_size() > 100000 || hb.sets_size() > 20000) {
+    return absl::InvalidArgumentError("heartbeat too large");
+  }
+  absl::MutexLock l(&mu_);
+  auto it = nodes_.find(node);
+  if (it == nodes_.end() || it->second.session.get() != session) {
+    return absl::FailedPreconditionError("stream replaced by a newer one for this node");
+  }
+  Node& n = it->second;
+  n.up = true;
+  n.last_seen = clock_();
+  n.have_heartbeat = true;
+  n.set_status.clear();
+  for (const auto& s : hb.sets()) n.set_status[s.set_id()] = s;
+  n.probes.clear();
+  std::vector<v1::FleetHitUpdate> updates;
+  int64_t now_ns = NowNs();
+  std::map<std::string, std::pair<std::string, uint64_t>> marks;
+  for (const auto& p : hb.probes()) {
+    n.probes[p.fleet_probe_id()].push_back(p);
+    if (p.state() != v1::ATTACHED && p.state() != v1::EXPIRED) continue;
+    auto& mark = n.hit_marks[p.fleet_probe_id()];
+    uint64_t delta = 0;
+    if (mark.first == p.local_probe_id() && p.hits() >= mark.second) {
+      delta = p.hits() - mark.second;
+    } else {
+      delta = p.hits();  // a new local probe (agent restart or reattach)
+    }
+    marks[p.fleet_probe_id()] = {p.local_probe_id(), p.hits()};
+    if (delta > 0) {
+      if (metrics_) metrics_->AddHits(node, PlacementLabel(p.placement()), delta);
+      v1::FleetHitUpdate u;
+      u.set_node_name(node);
+      u.set_set_id(p.set_id());
+      u.set_fleet_probe_id(p.fleet_probe_id());
+      u.set_placement(p.placement());
+      u.set_hits_total(p.hits());
+      u.set_hits_delta(delta);
+      u.set_at_unix_ns(now_ns);
+      updates.push_back(std::move(u));
+    }
+  }
+  n.hit_marks = std::move(marks);
+  if (hb.has_slot_stats() && hb.slot_stats().available()) {
+    const auto& s = hb.slot_stats();
+    uint64_t dm = s.slot_migrations(), dr = s.slot_reinstalls();
+    if (n.have_slots && s.slot_migrations() >= n.slots.slot_migrations() &&
+        s.slot_reinstalls() >= n.slots.slot_reinstalls()) {
+      dm -= n.slots.slot_migrations();
+      dr -= n.slots.slot_reinstalls();
+    }
+    if (metrics_ && (dm || dr || !n.have_slots)) metrics_->AddSlotCounters(node, dm, dr);
+    n.slots = s;
+    n.have_slots = true;
+  }
+  n.last_hb = hb;
+  if (metrics_) metrics_->Heartbeat();
+  hub_.Publish(updates);
+  EvaluateLocked();
+  return absl::OkStatus();
+}
+
+void FleetController::MarkDownLocked(Node& n) {
+  n.up = false;
+  if (n.session) n.session->Close();
+  n.session.reset();
+  n.pushed.clear();
+}
+
+void FleetController::Disconnect(const AgentSession* session, const std::string& node) {
+  absl::MutexLock l(&mu_);
+  auto it = nodes_.find(node);
+  if (it == nodes_.end() || it->second.session.get() != session) return;
+  MarkDownLocked(it->second);
+  EvaluateLocked();
+}
+
+void FleetController::Tick() {
+  absl::MutexLock l(&mu_);
+  absl::Time now = clock_();
+  for (auto& [name, n] : nodes_) {
+    if (n.up && now - n.last_seen > opts_.heartbeat_timeout) MarkDownLocked(n);
+  }
+  bool changed = false;
+  for (auto& [id, s] : sets_) {
+    int64_t exp = s.stored.rollout.expires_at_unix_ns();
+    if (exp > 0 && Active(s.stored.rollout.state()) && absl::FromUnixNanos(exp) <= now) {
+      bool was_canary = s.stored.rollout.state() == v1::ROLLOUT_CANARY;
+      FinishLocked(s, v1::ROLLOUT_EXPIRED, "TTL expired fleet-wide", nullptr);
+      if (was_canary && metrics_) metrics_->RolloutFinished("rolled_back");
+      changed = true;
+    }
+  }
+  if (changed) PushAllLocked();
+  EvaluateLocked();
+}
+
+absl::StatusOr<v1::Rollout> FleetController::Attach(const v1::FleetAttachRequest& req,
+                                                    const std::string& who,
+                                                    absl::Time wait_deadline) {
+  if (auto s = ValidateAttach(req); !s.ok()) return s;
+  std::string id;
+  {
+    absl::MutexLock l(&mu_);
+    size_t active = 0;
+    for (const auto& [sid, s] : sets_) active += Active(s.stored.rollout.state()) ? 1 : 0;
+    if (sets_.size() >= opts_.max_sets) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "the controller holds ", sets_.size(), " probe sets (", active,
+          " active), the limit; detach some (xolctl fleet detach)"));
+    }
+    const auto& sel = req.selector();
+    for (const auto& name : sel.node_names()) {
+      if (!nodes_.count(name)) {
+        return absl::NotFoundError(absl::StrCat(
+            "node ", name, " has never registered (xolctl fleet agents lists the nodes)"));
+      }
+    }
+    std::vector<std::string> selected, up;
+    for (const auto& [name, n] : nodes_) {
+      if (!Matches(sel, n.reg)) continue;
+      selected.push_back(name);
+      if (n.up) up.push_back(name);
+    }
+    if (up.empty()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "the selector matches no agent that is up (", selected.size(),
+          " known but down); nothing attached"));
+    }
+    double f = req.policy().canary_fraction();
+    size_t ncanary = 0;
+    if (f > 0) {
+      ncanary = std::max<size_t>(1, static_cast<size_t>(std::ceil(f * up.size() - 1e-9)));
+      ncanary = std::min(ncanary, up.size());
+    }
+    Set s;
+    s.stored.request = req;
+    s.stored.request.set_wait(false);
+    s.stored.created_by = who;
+    auto& r = s.stored.rollout;
+    do {
+      id = NewSetId();
+    } while (sets_.count(id));
+    r.set_set_id(id);
+    int64_t now = NowNs();
+    r.set_created_at_unix_ns(now);
+    if (uint32_t ttl = req.specs(0).ttl_seconds()) {
+      r.set_expires_at_unix_ns(now + static_cast<int64_t>(ttl) * 1000000000LL);
+    }
+    for (const auto& n : selected) r.add_selected_nodes(n);
+    for (size_t i = 0; i < ncanary; ++i) {
+      r.add_canary_nodes(up[i]);
+      s.canary.insert(up[i]);
+    }
+    if (ncanary > 0) {
+      r.set_state(v1::ROLLOUT_CANARY);
+      r.set_message(absl::StrCat("canary on ", ncanary, " of ", up.size(), " node(s)"));
+    } else {
+      r.set_state(v1::ROLLOUT_ROLLING);
+      r.set_message(absl::StrCat("rolling out to ", up.size(), " node(s)"));
+    }
+    if (auto st = store_->PutSet(s.stored); !st.ok()) return st;  // nothing applied
+    sets_.emplace(id, std::move(s));
+    PushAllLocked();
+    EvaluateLocked();
+    if (!req.wait()) return RolloutLocked(sets_.at(id));
+  }
+  absl::MutexLock l(&mu_);
+  auto done = [this, &id]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    auto it = sets_.find(id);
+    return it == sets_.end() || IsTerminal(it->second.stored.rollout.state()) || stopping_;
+  };
+  mu_.AwaitWithDeadline(absl::Condition(&done), wait_deadline);
+  auto it = sets_.find(id);
+  if (it == sets_.end()) return absl::AbortedError(absl::StrCat("set ", id, " was detached"));
+  return RolloutLocked(it->second);
+}
+
+absl::StatusOr<v1::FleetDetachResponse> FleetController::Detach(
+    const v1::FleetDetachRequest& req) {
+  if (auto s = ValidateSetIds(req.set_ids(), /*allow_empty=*/false); !s.ok()) return s;
+  absl::MutexLock l(&mu_);
+  std::vector<std::string> ids(req.set_ids().begin(), req.set_ids().end());
+  std::vector<std::string> missing;
+  for (const auto& id : ids) {
+    if (!sets_.count(id)) missing.push_back(id);
+  }
+  if (!missing.empty()) {
+    return absl::NotFoundError(absl::StrCat("no probe set ", absl::StrJoin(missing, ", "),
+                                            "; nothing detached"));
+  }
+  if (auto s = store_->DeleteSets(ids); !s.ok()) return s;
+  v1::FleetDetachResponse resp;
+  for (const auto& id : ids) {
+    sets_.erase(id);
+    resp.add_detached_set_ids(id);
+  }
+  PushAllLocked();
+  return resp;
+}
+
+absl::StatusOr<v1::Rollout> FleetController::GetRollout(const std::string& set_id) {
+  absl::MutexLock l(&mu_);
+  auto it = sets_.find(set_id);
+  if (it == sets_.end()) return absl::NotFoundError(absl::StrCat("no probe set ", set_id));
+  return RolloutLocked(it->second);
+}
+
+absl::StatusOr<v1::ListFleetProbesResponse> FleetController::ListProbes(
+    const v1::ListFleetProbesRequest& req) {
+  if (auto s = ValidateSetIds(req.set_ids(), /*allow_empty=*/true); !s.ok()) return s;
+  for (const auto& n : req.node_names()) {
+    if (auto s = ValidateNodeName(n); !s.ok()) return s;
+  }
+  std::set<std::string> want_nodes(req.node_names().begin(), req.node_names().end());
+  std::set<std::string> want_sets(req.set_ids().begin(), req.set_ids().end());
+  absl::MutexLock l(&mu_);
+  for (const auto& id : want_sets) {
+    if (!sets_.count(id)) return absl::NotFoundError(absl::StrCat("no probe set ", id));
+  }
+  v1::ListFleetProbesResponse resp;
+  for (const auto& [name, n] : nodes_) {
+    if (!want_nodes.empty() && !want_nodes.count(name)) continue;
+    for (const auto& [id, s] : sets_) {
+      if (!want_sets.empty() && !want_sets.count(id)) continue;
+      bool desired = Desired(s, n);
+      auto sit = n.set_status.find(id);
+      for (int i = 0; i < s.stored.request.specs_size(); ++i) {
+        std::string fid = absl::StrCat(id, "/", i);
+        auto pit = n.probes.find(fid);
+        bool present = pit != n.probes.end() && !pit->second.empty();
+        if (!desired && !present) continue;
+        v1::FleetProbeStatus st;
+        st.set_node_name(name);
+        st.set_set_id(id);
+        st.set_fleet_probe_id(fid);
+        *st.mutable_spec() = s.stored.request.specs(i);
+        st.set_desired(desired);
+        if (present) {
+          const auto& p = pit->second.front();
+          st.set_local_copies(pit->second.size());
+          st.set_local_probe_id(p.local_probe_id());
+          st.set_placement(p.placement());
+          st.set_hits(p.hits());
+          st.set_actual(p.state());
+          st.set_status_message(p.status_message());
+        } else if (sit != n.set_status.end() && sit->second.state() == v1::SET_FAILED) {
+          st.set_actual(v1::FAILED);
+          st.set_status_message(sit->second.status_message());
+        } else {
+          st.set_actual(v1::PENDING);
+        }
+        if (!n.up) st.set_actual(v1::UNKNOWN);
+        *resp.add_probes() = std::move(st);
+      }
+    }
+  }
+  for (const auto& [id, s] : sets_) {
+    if (!want_sets.empty() && !want_sets.count(id)) continue;
+    *resp.add_rollouts() = RolloutLocked(s);
+  }
+  return resp;
+}
+
+absl::StatusOr<v1::ListAgentsResponse> FleetController::ListAgents(
+    const v1::ListAgentsRequest& req) {
+  bool filter = req.has_selector();
+  if (filter) {
+    if (auto s = ValidateSelector(req.selector()); !s.ok()) return s;
+  }
+  absl::MutexLock l(&mu_);
+  v1::ListAgentsResponse resp;
+  for (const auto& [name, n] : nodes_) {
+    if (filter && !Matches(req.selector(), n.reg)) continue;
+    auto* a = resp.add_agents();
+    *a->mutable_registration() = n.reg;
+    a->set_health(n.up ? v1::AGENT_UP : v1::AGENT_DOWN);
+    a->set_last_seen_unix_ns(absl::ToUnixNanos(n.last_seen));
+    a->set_probes_attached(n.last_hb.probes_attached());
+    auto desired = DesiredSetsLocked(n);
+    a->set_sets_desired(desired.size());
+    uint32_t converged = 0;
+    for (const auto& id : desired) {
+      auto it = n.set_status.find(id);
+      if (it != n.set_status.end() && it->second.state() == v1::SET_ATTACHED) ++converged;
+    }
+    a->set_sets_converged(converged);
+    *a->mutable_slot_stats() = n.slots;
+    a->set_peer(n.peer);
+    a->set_identity(n.identity);
+  }
+  return resp;
+}
+
+absl::Status FleetController::ForgetAgent(const std::string& node) {
+  if (auto s = ValidateNodeName(node); !s.ok()) return s;
+  absl::MutexLock l(&mu_);
+  auto it = nodes_.find(node);
+  if (it == nodes_.end()) return absl::NotFoundError(absl::StrCat("no agent named ", node));
+  if (it->second.up) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("agent ", node, " is up; stop it before forgetting it"));
+  }
+  if (auto s = store_->DeleteAgent(node); !s.ok()) return s;
+  nodes_.erase(it);
+  EvaluateLocked();
+  return absl::OkStatus();
+}
+
+std::vector<GaugeFamily> FleetController::CollectGauges() {
+  absl::MutexLock l(&mu_);
+  GaugeFamily agents{"xolfleet_controller_agents",
+                     "Agents known to the controller, by health and kernel profile", {}};
+  GaugeFamily up{"xolfleet_controller_agent_up", "1 if the node's agent is up, else 0", {}};
+  GaugeFamily probes{"xolfleet_controller_probes",
+                     "Fleet probes per node, by placement and state (desired or reported)", {}};
+  GaugeFamily sets{"xolfleet_controller_probe_sets", "Probe sets by rollout state", {}};
+  GaugeFamily watchers{"xolfleet_controller_hit_watchers", "Open WatchFleetHits streams", {}};
+  std::map<std::pair<std::string, std::string>, int> by_state;
+  for (const auto& [name, n] : nodes_) {
+    std::string profile = n.reg.kernel_profile().empty() ? "unknown" : n.reg.kernel_profile();
+    by_state[{n.up ? "up" : "down", profile}]++;
+    up.samples.push_back({{{"node", name}}, n.up ? 1.0 : 0.0});
+    std::map<std::pair<std::string, std::string>, int> counts;  // placement,state
+    for (const auto& [id, s] : sets_) {
+      bool desired = Desired(s, n);
+      for (int i = 0; i < s.stored.request.specs_size(); ++i) {
+        auto pit = n.probes.find(absl::StrCat(id, "/", i));
+        bool present = pit != n.probes.end() && !pit->second.empty();
+        if (!desired && !present) continue;
+        std::string placement = "UNKNOWN", state;
+        if (!n.up) {
+          state = "UNKNOWN";
+        } else if (present) {
+          placement = PlacementLabel(pit->second.front().placement());
+          state = v1::ProbeState_Name(pit->second.front().state());
+        } else {
+          auto sit = n.set_status.find(id);
+          state = sit != n.set_status.end() && sit->second.state() == v1::SET_FAILED ? "FAILED"
+                                                                                       : "PENDING";
+        }
+        counts[{placement, state}]++;
+      }
+    }
+    for (const auto& [k, v] : counts) {
+      probes.samples.push_back({{{"node", name}, {"placement", k.first}, {"state", k.second}},
+                                static_cast<double>(v)});
+    }
+  }
+  for (const char* st : {"up", "down"}) {
+    bool any = false;
+    for (const auto& [k, v] : by_state) {
+      if (k.first == st) {
+        agents.samples.push_back(
+            {{{"state", k.first}, {"kernel_profile", k.second}}, static_cast<double>(v)});
+        any = true;
+      }
+    }
+    if (!any) agents.samples.push_back({{{"state", st}, {"kernel_profile", "any"}}, 0});
+  }
+  std::map<std::string, int> set_counts;
+  for (int s = v1::ROLLOUT_CANARY; s <= v1::ROLLOUT_DEGRADED; ++s) {
+    set_counts[v1::RolloutState_Name(static_cast<v1::RolloutState>(s))] = 0;
+  }
+  for (const auto& [id, s] : sets_) set_counts[v1::RolloutState_Name(s.stored.rollout.state())]++;
+  for (const auto& [k, v] : set_counts) {
+    sets.samples.push_back({{{"state", k}}, static_cast<double>(v)});
+  }
+  watchers.samples.push_back({{}, static_cast<double>(hub_.watchers())});
+  return {agents, up, probes, sets, watchers};
+}
+
+}  // namespace xolfleet::controller

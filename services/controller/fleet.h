@@ -1,0 +1,160 @@
+// The controller's core, independent of transport: the registry of agents, the probe
+// sets (desired state) and their rollouts, reconciliation of what each node should run.
+//
+// Model. A fleet attach creates a *probe set*: specs plus a node selector plus a rollout
+// policy, stored in SQLite before the call returns. A node's desired state is every set
+// whose rollout has reached it:
+//   CANARY    only the canary nodes (picked among the selected nodes that are up)
+//   ROLLING, COMPLETE, DEGRADED   every node the selector matches, including nodes that
+//             register later (a DaemonSet scaling up gets the fleet's probes)
+//   ROLLED_BACK, EXPIRED   nobody (kept for inspection until detached)
+// Desired state is pushed to agents whole (level-triggered) on every change and on every
+// (re)registration, so an agent that reconnects or restarts converges to exactly it.
+//
+// Rollout rules. The canary stage ends when every canary node reports the set attached
+// (-> ROLLING) or when one of them reports it failed or the canary timeout passes
+// (-> ROLLED_BACK: removed from every node). ROLLING ends when every selected node that
+// is up reports it attached (COMPLETE) or failed (DEGRADED: failures after the canary are
+// reported, not rolled back). TTLs are fleet-wide: the set expires everywhere at once.
+//
+// Health. A node is up while its stream is open and it heartbeats within the timeout;
+// otherwise it is down and its probes are shown UNKNOWN (still desired, never deleted).
+//
+// Locking: one mutex (mu_) guards all state. AgentSession::Send only queues, so it may
+// be called with mu_ held; nothing called under mu_ calls back into this class.
+#ifndef XOLFLEET_SERVICES_CONTROLLER_FLEET_H_
+#define XOLFLEET_SERVICES_CONTROLLER_FLEET_H_
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "services/controller/hit_hub.h"
+#include "services/controller/metrics.h"
+#include "services/controller/store.h"
+#include "xolfleet/v1/controller.pb.h"
+
+namespace xolfleet::controller {
+
+// One agent's stream, as the core sees it.
+class AgentSession {
+ public:
+  virtual ~AgentSession() = default;
+  // Queues a message for the agent; must not block on the network.
+  virtual void Send(const v1::ControllerMessage& msg) = 0;
+  // Ends the stream (replaced by a newer one, or the agent stopped heartbeating).
+  virtual void Close() = 0;
+};
+
+class FleetController {
+ public:
+  struct Options {
+    absl::Duration heartbeat_interval = absl::Seconds(1);
+    absl::Duration heartbeat_timeout = absl::Seconds(10);
+    absl::Duration default_canary_timeout = absl::Seconds(60);
+    absl::Duration tick = absl::Milliseconds(200);
+    size_t max_sets = 10000;
+    size_t max_agents = 100000;
+    size_t watch_queue = 4096;
+  };
+  using Clock = std::function<absl::Time()>;
+
+  // Loads the stored sets and agents (agents start down until they reconnect).
+  static absl::StatusOr<std::unique_ptr<FleetController>> Create(
+      Options opts, std::unique_ptr<Store> store, std::shared_ptr<FleetMetrics> metrics,
+      Clock clock = [] { return absl::Now(); });
+  ~FleetController();
+
+  // --- agent side ---
+  absl::Status Register(std::shared_ptr<AgentSession> session, const v1::AgentRegister& reg,
+                        const std::string& identity, const std::string& peer);
+  // FAILED_PRECONDITION if `session` is not the node's current session.
+  absl::Status Heartbeat(const AgentSession* session, const std::string& node,
+                         const v1::AgentHeartbeat& hb);
+  void Disconnect(const AgentSession* session, const std::string& node);
+
+  // --- fleet API (requests already authorized; validated here) ---
+  absl::StatusOr<v1::Rollout> Attach(const v1::FleetAttachRequest& req, const std::string& who,
+                                     absl::Time wait_deadline);
+  absl::StatusOr<v1::FleetDetachResponse> Detach(const v1::FleetDetachRequest& req);
+  absl::StatusOr<v1::Rollout> GetRollout(const std::string& set_id);
+  absl::StatusOr<v1::ListFleetProbesResponse> ListProbes(const v1::ListFleetProbesRequest& req);
+  absl::StatusOr<v1::ListAgentsResponse> ListAgents(const v1::ListAgentsRequest& req);
+  absl::Status ForgetAgent(const std::string& node);
+  HitHub& hits() { return hub_; }
+
+  // Heartbeat timeouts, TTL expiry, canary timeouts. Start() runs it every opts.tick.
+  void Tick();
+  void Start();
+
+  // Scrape-time gauges (agents by state/profile, probes per node, sets by state).
+  std::vector<GaugeFamily> CollectGauges();
+
+ private:
+  struct Node {
+    v1::AgentRegister reg;
+    std::string identity, peer;
+    std::shared_ptr<AgentSession> session;  // null when disconnected
+    bool up = false;
+    absl::Time last_seen = absl::InfinitePast();
+    bool have_heartbeat = false;
+    v1::AgentHeartbeat last_hb;
+    std::map<std::string, v1::AgentSetStatus> set_status;
+    std::map<std::string, std::vector<v1::AgentProbeStatus>> probes;  // by fleet probe id
+    std::vector<std::string> pushed;  // set ids in the last desired state sent
+    std::map<std::string, std::pair<std::string, uint64_t>> hit_marks;  // fleet id -> local
+    v1::KernelSlotStats slots;
+    bool have_slots = false;
+  };
+  struct Set {
+    StoredSet stored;
+    std::set<std::string> canary;
+  };
+
+  FleetController(Options opts, std::unique_ptr<Store> store,
+                  std::shared_ptr<FleetMetrics> metrics, Clock clock);
+
+  bool Desired(const Set& s, const Node& n) const;
+  std::vector<std::string> DesiredSetsLocked(const Node& n) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void PushLocked(Node& n, bool force) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void PushAllLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Advances rollouts; pushes desired state if it changed.
+  void EvaluateLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FinishLocked(Set& s, v1::RolloutState state, const std::string& message,
+                    const char* outcome) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void PersistLocked(const Set& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  v1::Rollout RolloutLocked(const Set& s) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void MarkDownLocked(Node& n) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  int64_t NowNs() const { return absl::ToUnixNanos(clock_()); }
+
+  const Options opts_;
+  std::unique_ptr<Store> store_;
+  std::shared_ptr<FleetMetrics> metrics_;  // may be null
+  const Clock clock_;
+  HitHub hub_;
+
+  absl::Mutex mu_;
+  std::map<std::string, Node> nodes_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, Set> sets_ ABSL_GUARDED_BY(mu_);
+  uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread ticker_;
+};
+
+bool IsTerminal(v1::RolloutState s);
+
+}  // namespace xolfleet::controller
+
+#endif  // XOLFLEET_SERVICES_CONTROLLER_FLEET_H_

@@ -1,0 +1,153 @@
+// xolfleet-controller: parses flags and wires the store, the fleet core, the gRPC
+// services and /metrics. See README.md for the flags and the protocol.
+#include <signal.h>
+
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/server.h"
+#include "grpcpp/server_builder.h"
+#include "prometheus/exposer.h"
+#include "services/controller/authz.h"
+#include "services/controller/fleet.h"
+#include "services/controller/metrics.h"
+#include "services/controller/service.h"
+#include "services/controller/store.h"
+#include "services/controller/tls.h"
+
+ABSL_FLAG(std::string, listen, "0.0.0.0:7443", "gRPC address for agents and clients (mTLS)");
+ABSL_FLAG(std::string, plaintext_listen, "",
+          "optional extra plaintext address (loopback or unix: only), e.g. "
+          "unix:/run/xolfleet/controller.sock; callers get identity insecure:local");
+ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:9465", "HTTP address for /metrics");
+ABSL_FLAG(std::string, state_db, "/var/lib/xolfleet/controller.db", "SQLite desired state");
+ABSL_FLAG(std::string, tls_ca, "", "PEM CA certificate that signed agents' and clients' certs");
+ABSL_FLAG(std::string, tls_cert, "", "PEM server certificate");
+ABSL_FLAG(std::string, tls_key, "", "PEM server private key");
+ABSL_FLAG(bool, insecure_plaintext, false,
+          "serve --listen without TLS (only allowed on loopback or a unix socket)");
+ABSL_FLAG(std::string, authz_config, "", "authorization config (capability identity lines)");
+ABSL_FLAG(absl::Duration, heartbeat_interval, absl::Seconds(1), "agent heartbeat interval");
+ABSL_FLAG(absl::Duration, heartbeat_timeout, absl::Seconds(10),
+          "an agent silent this long is marked down (its probes UNKNOWN)");
+ABSL_FLAG(absl::Duration, canary_timeout, absl::Seconds(60),
+          "default canary stage timeout (rolled back when exceeded)");
+ABSL_FLAG(bool, agent_cn_must_match_node, false,
+          "require an agent certificate's CN to equal the node name it registers");
+ABSL_FLAG(int, max_message_bytes, 32 << 20, "largest gRPC message accepted");
+
+namespace xolfleet::controller {
+namespace {
+
+int Fail(const absl::Status& s) {
+  fprintf(stderr, "xolfleet-controller: %s\n", std::string(s.message()).c_str());
+  return 1;
+}
+
+int Run() {
+  if (absl::GetFlag(FLAGS_authz_config).empty()) {
+    return Fail(absl::InvalidArgumentError("--authz_config is required"));
+  }
+  auto authz = Authorizer::FromFile(absl::GetFlag(FLAGS_authz_config));
+  if (!authz.ok()) return Fail(authz.status());
+  tls::TlsFiles files{absl::GetFlag(FLAGS_tls_ca), absl::GetFlag(FLAGS_tls_cert),
+                      absl::GetFlag(FLAGS_tls_key), absl::GetFlag(FLAGS_insecure_plaintext)};
+  auto creds = tls::ServerCredentials(files, absl::GetFlag(FLAGS_listen));
+  if (!creds.ok()) return Fail(creds.status());
+  std::shared_ptr<grpc::ServerCredentials> plain_creds;
+  if (!absl::GetFlag(FLAGS_plaintext_listen).empty()) {
+    tls::TlsFiles plain;
+    plain.insecure_plaintext = true;
+    auto c = tls::ServerCredentials(plain, absl::GetFlag(FLAGS_plaintext_listen));
+    if (!c.ok()) return Fail(c.status());
+    plain_creds = *c;
+  }
+
+  auto store = Store::Open(absl::GetFlag(FLAGS_state_db));
+  if (!store.ok()) return Fail(store.status());
+  auto metrics = std::make_shared<FleetMetrics>();
+  FleetController::Options opts;
+  opts.heartbeat_interval = absl::GetFlag(FLAGS_heartbeat_interval);
+  opts.heartbeat_timeout = absl::GetFlag(FLAGS_heartbeat_timeout);
+  opts.default_canary_timeout = absl::GetFlag(FLAGS_canary_timeout);
+  auto fleet = FleetController::Create(opts, std::move(*store), metrics);
+  if (!fleet.ok()) return Fail(fleet.status());
+  (*fleet)->Start();
+
+  std::unique_ptr<prometheus::Exposer> exposer;
+  try {
+    exposer = std::make_unique<prometheus::Exposer>(absl::GetFlag(FLAGS_metrics_listen));
+  } catch (const std::exception& e) {
+    return Fail(absl::UnavailableError(absl::StrCat(
+        "cannot serve /metrics on ", absl::GetFlag(FLAGS_metrics_listen), ": ", e.what())));
+  }
+  exposer->RegisterCollectable(metrics->registry());
+  FleetController* core = fleet->get();
+  auto collector = FleetMetrics::MakeCollector([core] { return core->CollectGauges(); });
+  exposer->RegisterCollectable(collector);
+
+  ServiceOptions sopts;
+  sopts.agent_cn_must_match_node = absl::GetFlag(FLAGS_agent_cn_must_match_node);
+  AgentLinkService link(core, &*authz, metrics, sopts);
+  FleetServiceImpl api(core, &*authz, metrics, sopts);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(absl::GetFlag(FLAGS_listen), *creds, &port);
+  if (plain_creds) builder.AddListeningPort(absl::GetFlag(FLAGS_plaintext_listen), plain_creds);
+  builder.SetMaxReceiveMessageSize(absl::GetFlag(FLAGS_max_message_bytes));
+  // Agents keep their stream open; keepalive pings let both sides notice a dead peer.
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 20000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.RegisterService(&link);
+  builder.RegisterService(&api);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || port == 0) {
+    return Fail(absl::UnavailableError(
+        absl::StrCat("cannot listen on ", absl::GetFlag(FLAGS_listen))));
+  }
+  fprintf(stderr,
+          "xolfleet-controller: serving on %s (%s), metrics on %s, state %s\n",
+          absl::GetFlag(FLAGS_listen).c_str(),
+          files.insecure_plaintext ? "PLAINTEXT" : "mTLS",
+          absl::GetFlag(FLAGS_metrics_listen).c_str(), absl::GetFlag(FLAGS_state_db).c_str());
+
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  int sig = 0;
+  sigwait(&set, &sig);
+  fprintf(stderr, "xolfleet-controller: signal %d, shutting down\n", sig);
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  return 0;
+}
+
+}  // namespace
+}  // namespace xolfleet::controller
+
+int main(int argc, char** argv) {
+  // Block the shutdown signals before any thread starts, so sigwait gets them.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+  absl::SetProgramUsageMessage("xolfleet controller: drives a fleet of xolfleet agents");
+  absl::ParseCommandLine(argc, argv);
+  return xolfleet::controller::Run();
+}

@@ -1,0 +1,216 @@
+#include "services/controller/selector.h"
+
+#include <cmath>
+#include <set>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+
+namespace xolfleet::controller {
+namespace {
+
+bool IsNameChar(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+         c == '-' || c == '_' || c == '.';
+}
+
+absl::Status Invalid(absl::string_view what) { return absl::InvalidArgumentError(what); }
+
+}  // namespace
+
+bool Matches(const v1::NodeSelector& sel, const v1::AgentRegister& node) {
+  if (sel.all()) return true;
+  if (sel.node_names_size() > 0) {
+    for (const auto& n : sel.node_names()) {
+      if (n == node.node_name()) return true;
+    }
+    return false;
+  }
+  if (sel.match_labels().empty()) return false;
+  for (const auto& [k, v] : sel.match_labels()) {
+    auto it = node.labels().find(k);
+    if (it == node.labels().end() || it->second != v) return false;
+  }
+  return true;
+}
+
+absl::Status ValidateNodeName(absl::string_view name) {
+  if (name.empty()) return Invalid("node name is empty");
+  if (name.size() > kMaxNodeNameBytes) {
+    return Invalid(absl::StrCat("node name is ", name.size(), " bytes; the limit is ",
+                                kMaxNodeNameBytes));
+  }
+  for (char c : name) {
+    if (!IsNameChar(c)) {
+      return Invalid(absl::StrCat("node name \"", name,
+                                  "\" may only contain letters, digits, '-', '_' and '.'"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateLabels(const google::protobuf::Map<std::string, std::string>& labels,
+                            bool allow_reserved) {
+  if (labels.size() > kMaxLabels) {
+    return Invalid(absl::StrCat(labels.size(), " labels; the limit is ", kMaxLabels));
+  }
+  for (const auto& [k, v] : labels) {
+    if (k.empty() || k.size() > kMaxLabelKeyBytes) {
+      return Invalid(absl::StrCat("label key \"", k.substr(0, 64), "\" must be 1..",
+                                  kMaxLabelKeyBytes, " bytes"));
+    }
+    for (char c : k) {
+      if (!IsNameChar(c) && c != '/') {
+        return Invalid(absl::StrCat("label key \"", k,
+                                    "\" may only contain letters, digits, '-', '_', '.', '/'"));
+      }
+    }
+    if (!allow_reserved && absl::StartsWith(k, kReservedLabelPrefix)) {
+      return Invalid(absl::StrCat("label key \"", k, "\" uses the reserved prefix ",
+                                  kReservedLabelPrefix));
+    }
+    if (v.size() > kMaxLabelValueBytes) {
+      return Invalid(absl::StrCat("label \"", k, "\" value is ", v.size(),
+                                  " bytes; the limit is ", kMaxLabelValueBytes));
+    }
+    if (v.find('\0') != std::string::npos) {
+      return Invalid(absl::StrCat("label \"", k, "\" value contains a NUL byte"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateSelector(const v1::NodeSelector& sel) {
+  int kinds = (sel.all() ? 1 : 0) + (sel.node_names_size() > 0 ? 1 : 0) +
+              (!sel.match_labels().empty() ? 1 : 0);
+  if (kinds != 1) {
+    return Invalid(
+        "selector must set exactly one of: all, node_names, match_labels "
+        "(e.g. --all, --nodes a,b or --labels zone=a)");
+  }
+  if (sel.node_names_size() > kMaxSelectorNames) {
+    return Invalid(absl::StrCat("selector names ", sel.node_names_size(),
+                                " nodes; the limit is ", kMaxSelectorNames));
+  }
+  std::set<std::string> seen;
+  for (const auto& n : sel.node_names()) {
+    if (auto s = ValidateNodeName(n); !s.ok()) {
+      return Invalid(absl::StrCat("selector: ", s.message()));
+    }
+    if (!seen.insert(n).second) return Invalid(absl::StrCat("selector names ", n, " twice"));
+  }
+  if (auto s = ValidateLabels(sel.match_labels(), /*allow_reserved=*/true); !s.ok()) {
+    return Invalid(absl::StrCat("selector: ", s.message()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateSpec(const v1::ProbeSpec& spec, int index) {
+  auto bad = [index](absl::string_view what) {
+    return Invalid(absl::StrCat("spec ", index, ": ", what));
+  };
+  const std::string& p = spec.binary_path();
+  if (p.empty()) return bad("binary_path is empty");
+  if (p.size() > kMaxPathBytes) {
+    return bad(absl::StrCat("binary_path is ", p.size(), " bytes; the limit is ",
+                            kMaxPathBytes));
+  }
+  if (p[0] != '/') return bad(absl::StrCat("binary_path \"", p, "\" must be absolute"));
+  if (p.find('\0') != std::string::npos) return bad("binary_path contains a NUL byte");
+  if (absl::StrContains(p, "/../") || absl::EndsWith(p, "/..")) {
+    return bad(absl::StrCat("binary_path \"", p, "\" must not contain '..'"));
+  }
+  if (spec.symbol().size() > kMaxSymbolBytes) {
+    return bad(absl::StrCat("symbol is ", spec.symbol().size(), " bytes; the limit is ",
+                            kMaxSymbolBytes));
+  }
+  if (spec.symbol().find('\0') != std::string::npos) return bad("symbol contains a NUL byte");
+  if (spec.pid() < 0) return bad("pid must not be negative");
+  if (!spec.build_id().empty()) {
+    if (spec.build_id().size() > 128 || spec.build_id().size() % 2 != 0) {
+      return bad("build_id must be an even number (<= 128) of hex digits");
+    }
+    for (char c : spec.build_id()) {
+      if (!isxdigit(static_cast<unsigned char>(c))) return bad("build_id must be hex");
+    }
+  }
+  if (spec.capture_size() > 19) return bad("more registers captured than exist");
+  for (int r : spec.capture()) {
+    if (r <= 0 || !v1::Register_IsValid(r)) {
+      return bad(absl::StrCat("capture names unknown register ", r));
+    }
+  }
+  if (spec.ttl_seconds() > kMaxTtlSeconds) {
+    return bad(absl::StrCat("ttl_seconds ", spec.ttl_seconds(), " exceeds the limit ",
+                            kMaxTtlSeconds));
+  }
+  if (auto s = ValidateLabels(spec.labels(), /*allow_reserved=*/false); !s.ok()) {
+    return bad(s.message());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateAttach(const v1::FleetAttachRequest& req) {
+  if (!req.has_selector()) return Invalid("selector is required");
+  if (auto s = ValidateSelector(req.selector()); !s.ok()) return s;
+  if (req.specs_size() == 0) return Invalid("at least one probe spec is required");
+  if (req.specs_size() > kMaxSpecsPerSet) {
+    return Invalid(absl::StrCat(req.specs_size(), " specs in one set; the limit is ",
+                                kMaxSpecsPerSet));
+  }
+  uint32_t ttl = req.specs(0).ttl_seconds();
+  for (int i = 0; i < req.specs_size(); ++i) {
+    if (auto s = ValidateSpec(req.specs(i), i); !s.ok()) return s;
+    if (req.specs(i).ttl_seconds() != ttl) {
+      return Invalid(absl::StrCat("spec ", i,
+                                  ": every spec of a set must have the same ttl_seconds (the "
+                                  "set expires as a whole)"));
+    }
+  }
+  const auto& pol = req.policy();
+  if (!std::isfinite(pol.canary_fraction()) || pol.canary_fraction() < 0 ||
+      pol.canary_fraction() > 1) {
+    return Invalid("policy.canary_fraction must be between 0 and 1");
+  }
+  if (pol.canary_timeout_seconds() > kMaxCanaryTimeoutSeconds) {
+    return Invalid(absl::StrCat("policy.canary_timeout_seconds exceeds the limit ",
+                                kMaxCanaryTimeoutSeconds));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateSetIds(const google::protobuf::RepeatedPtrField<std::string>& ids,
+                            bool allow_empty) {
+  if (ids.empty() && !allow_empty) return Invalid("at least one set id is required");
+  if (ids.size() > kMaxSetIdsPerRequest) {
+    return Invalid(absl::StrCat(ids.size(), " set ids; the limit is ", kMaxSetIdsPerRequest));
+  }
+  std::set<std::string> seen;
+  for (const auto& id : ids) {
+    if (id.empty() || id.size() > 64) return Invalid("set ids are 1..64 bytes");
+    for (char c : id) {
+      if (!IsNameChar(c)) return Invalid(absl::StrCat("malformed set id \"", id, "\""));
+    }
+    if (!seen.insert(id).second) return Invalid(absl::StrCat("set id ", id, " given twice"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateRegister(const v1::AgentRegister& reg) {
+  if (auto s = ValidateNodeName(reg.node_name()); !s.ok()) return s;
+  if (auto s = ValidateLabels(reg.labels(), /*allow_reserved=*/true); !s.ok()) return s;
+  if (reg.kernel_release().size() > 256 || reg.kernel_profile().size() > 64 ||
+      reg.agent_version().size() > 256 || reg.features_size() > 64) {
+    return Invalid("registration fields too large");
+  }
+  return absl::OkStatus();
+}
+
+bool CapturesRegisters(const v1::FleetAttachRequest& req) {
+  for (const auto& s : req.specs()) {
+    if (s.capture_size() > 0) return true;
+  }
+  return false;
+}
+
+}  // namespace xolfleet::controller

@@ -1,0 +1,78 @@
+// The controller's gRPC edge: AgentLink (agents) and FleetService (clients). Each call
+// is authorized by the caller's certificate identity, then handed to FleetController;
+// absl::Status turns into grpc::Status here and nowhere else.
+#ifndef XOLFLEET_SERVICES_CONTROLLER_SERVICE_H_
+#define XOLFLEET_SERVICES_CONTROLLER_SERVICE_H_
+
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include "services/controller/authz.h"
+#include "services/controller/fleet.h"
+#include "services/controller/metrics.h"
+#include "xolfleet/v1/controller.grpc.pb.h"
+
+namespace xolfleet::controller {
+
+grpc::Status ToGrpc(const absl::Status& s);
+
+struct ServiceOptions {
+  // Require an agent certificate's CN to equal the node name it registers.
+  bool agent_cn_must_match_node = false;
+  size_t max_watchers = 64;
+};
+
+class AgentLinkService final : public v1::AgentLink::Service {
+ public:
+  AgentLinkService(FleetController* fleet, const Authorizer* authz,
+                   std::shared_ptr<FleetMetrics> metrics, ServiceOptions opts)
+      : fleet_(fleet), authz_(authz), metrics_(std::move(metrics)), opts_(opts) {}
+
+  grpc::Status Connect(
+      grpc::ServerContext* ctx,
+      grpc::ServerReaderWriter<v1::ControllerMessage, v1::AgentMessage>* stream) override;
+
+ private:
+  FleetController* fleet_;
+  const Authorizer* authz_;
+  std::shared_ptr<FleetMetrics> metrics_;
+  ServiceOptions opts_;
+};
+
+class FleetServiceImpl final : public v1::FleetService::Service {
+ public:
+  FleetServiceImpl(FleetController* fleet, const Authorizer* authz,
+                   std::shared_ptr<FleetMetrics> metrics, ServiceOptions opts)
+      : fleet_(fleet), authz_(authz), metrics_(std::move(metrics)), opts_(opts) {}
+
+  grpc::Status AttachFleet(grpc::ServerContext* ctx, const v1::FleetAttachRequest* req,
+                           v1::FleetAttachResponse* resp) override;
+  grpc::Status DetachFleet(grpc::ServerContext* ctx, const v1::FleetDetachRequest* req,
+                           v1::FleetDetachResponse* resp) override;
+  grpc::Status GetRollout(grpc::ServerContext* ctx, const v1::GetRolloutRequest* req,
+                          v1::Rollout* resp) override;
+  grpc::Status ListFleetProbes(grpc::ServerContext* ctx, const v1::ListFleetProbesRequest* req,
+                               v1::ListFleetProbesResponse* resp) override;
+  grpc::Status ListAgents(grpc::ServerContext* ctx, const v1::ListAgentsRequest* req,
+                          v1::ListAgentsResponse* resp) override;
+  grpc::Status WatchFleetHits(grpc::ServerContext* ctx, const v1::WatchFleetHitsRequest* req,
+                              grpc::ServerWriter<v1::FleetHitBatch>* writer) override;
+  grpc::Status ForgetAgent(grpc::ServerContext* ctx, const v1::ForgetAgentRequest* req,
+                           v1::ForgetAgentResponse* resp) override;
+
+ private:
+  // Authorizes, runs `fn`, records latency and the outcome.
+  template <typename Fn>
+  grpc::Status Handle(const char* method, grpc::ServerContext* ctx, Capability cap, Fn fn);
+
+  FleetController* fleet_;
+  const Authorizer* authz_;
+  std::shared_ptr<FleetMetrics> metrics_;
+  ServiceOptions opts_;
+  std::atomic<size_t> watchers_{0};
+};
+
+}  // namespace xolfleet::controller
+
+#endif  // XOLFLEET_SERVICES_CONTROLLER_SERVICE_H_

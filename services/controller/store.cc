@@ -1,0 +1,204 @@
+#include "services/controller/store.h"
+
+#include <sqlite3.h>
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace xolfleet::controller {
+namespace {
+
+constexpr int kSchemaVersion = 1;
+
+absl::Status SqlError(sqlite3* db, absl::string_view what) {
+  return absl::InternalError(absl::StrCat("sqlite: ", what, ": ", sqlite3_errmsg(db)));
+}
+
+// One prepared statement, finalized on every path.
+class Stmt {
+ public:
+  Stmt(sqlite3* db, const char* sql) : db_(db) {
+    rc_ = sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr);
+  }
+  ~Stmt() { sqlite3_finalize(stmt_); }
+  bool ok() const { return rc_ == SQLITE_OK; }
+  sqlite3_stmt* get() { return stmt_; }
+  void BindText(int i, const std::string& s) {
+    sqlite3_bind_text(stmt_, i, s.data(), static_cast<int>(s.size()), SQLITE_TRANSIENT);
+  }
+  void BindBlob(int i, const std::string& s) {
+    sqlite3_bind_blob(stmt_, i, s.data(), static_cast<int>(s.size()), SQLITE_TRANSIENT);
+  }
+  void BindInt(int i, int64_t v) { sqlite3_bind_int64(stmt_, i, v); }
+  std::string Column(int i) {
+    const void* p = sqlite3_column_blob(stmt_, i);
+    int n = sqlite3_column_bytes(stmt_, i);
+    return p ? std::string(static_cast<const char*>(p), n) : std::string();
+  }
+
+ private:
+  sqlite3* db_;
+  sqlite3_stmt* stmt_ = nullptr;
+  int rc_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path) {
+  sqlite3* db = nullptr;
+  int rc = sqlite3_open_v2(path.c_str(), &db,
+                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+                           nullptr);
+  if (rc != SQLITE_OK) {
+    std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
+    sqlite3_close(db);
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot open state database ", path, ": ", msg));
+  }
+  sqlite3_busy_timeout(db, 5000);
+  std::unique_ptr<Store> store(new Store(db));
+  absl::MutexLock l(&store->mu_);
+  for (const char* sql : {
+           "PRAGMA journal_mode=WAL",
+           "PRAGMA synchronous=NORMAL",
+           "CREATE TABLE IF NOT EXISTS probe_sets (set_id TEXT PRIMARY KEY, request BLOB NOT "
+           "NULL, rollout BLOB NOT NULL, created_by TEXT NOT NULL)",
+           "CREATE TABLE IF NOT EXISTS agents (node_name TEXT PRIMARY KEY, registration BLOB "
+           "NOT NULL, last_seen_unix_ns INTEGER NOT NULL, identity TEXT NOT NULL)",
+       }) {
+    if (auto s = store->Exec(sql); !s.ok()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("state database ", path, ": ", s.message()));
+    }
+  }
+  Stmt v(db, "PRAGMA user_version");
+  int version = 0;
+  if (v.ok() && sqlite3_step(v.get()) == SQLITE_ROW) version = sqlite3_column_int(v.get(), 0);
+  if (version == 0) {
+    if (auto s = store->Exec("PRAGMA user_version=1"); !s.ok()) return s;
+  } else if (version != kSchemaVersion) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "state database ", path, " has schema version ", version, "; this controller reads ",
+        kSchemaVersion));
+  }
+  return store;
+}
+
+Store::~Store() {
+  absl::MutexLock l(&mu_);
+  sqlite3_close(db_);
+}
+
+absl::Status Store::Exec(const char* sql) {
+  char* err = nullptr;
+  if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+    std::string msg = err ? err : "unknown error";
+    sqlite3_free(err);
+    return absl::InternalError(absl::StrCat("sqlite: ", sql, ": ", msg));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Store::PutSet(const StoredSet& set) {
+  absl::MutexLock l(&mu_);
+  Stmt st(db_,
+          "INSERT OR REPLACE INTO probe_sets (set_id, request, rollout, created_by) VALUES "
+          "(?, ?, ?, ?)");
+  if (!st.ok()) return SqlError(db_, "prepare put set");
+  st.BindText(1, set.rollout.set_id());
+  st.BindBlob(2, set.request.SerializeAsString());
+  st.BindBlob(3, set.rollout.SerializeAsString());
+  st.BindText(4, set.created_by);
+  if (sqlite3_step(st.get()) != SQLITE_DONE) return SqlError(db_, "put set");
+  return absl::OkStatus();
+}
+
+absl::Status Store::DeleteSets(const std::vector<std::string>& set_ids) {
+  absl::MutexLock l(&mu_);
+  if (auto s = Exec("BEGIN IMMEDIATE"); !s.ok()) return s;
+  for (const auto& id : set_ids) {
+    Stmt st(db_, "DELETE FROM probe_sets WHERE set_id = ?");
+    if (!st.ok()) {
+      Exec("ROLLBACK").IgnoreError();
+      return SqlError(db_, "prepare delete set");
+    }
+    st.BindText(1, id);
+    if (sqlite3_step(st.get()) != SQLITE_DONE) {
+      auto err = SqlError(db_, "delete set");
+      Exec("ROLLBACK").IgnoreError();
+      return err;
+    }
+    if (sqlite3_changes(db_) != 1) {
+      Exec("ROLLBACK").IgnoreError();
+      return absl::NotFoundError(absl::StrCat("no probe set ", id, "; nothing deleted"));
+    }
+  }
+  return Exec("COMMIT");
+}
+
+absl::StatusOr<std::vector<StoredSet>> Store::LoadSets() {
+  absl::MutexLock l(&mu_);
+  Stmt st(db_, "SELECT request, rollout, created_by FROM probe_sets ORDER BY set_id");
+  if (!st.ok()) return SqlError(db_, "prepare load sets");
+  std::vector<StoredSet> out;
+  int rc;
+  while ((rc = sqlite3_step(st.get())) == SQLITE_ROW) {
+    StoredSet s;
+    if (!s.request.ParseFromString(st.Column(0)) || !s.rollout.ParseFromString(st.Column(1))) {
+      return absl::DataLossError("state database: unreadable probe set record");
+    }
+    s.created_by = st.Column(2);
+    out.push_back(std::move(s));
+  }
+  if (rc != SQLITE_DONE) return SqlError(db_, "load sets");
+  return out;
+}
+
+absl::Status Store::PutAgent(const StoredAgent& agent) {
+  absl::MutexLock l(&mu_);
+  Stmt st(db_,
+          "INSERT OR REPLACE INTO agents (node_name, registration, last_seen_unix_ns, identity) "
+          "VALUES (?, ?, ?, ?)");
+  if (!st.ok()) return SqlError(db_, "prepare put agent");
+  st.BindText(1, agent.registration.node_name());
+  st.BindBlob(2, agent.registration.SerializeAsString());
+  st.BindInt(3, agent.last_seen_unix_ns);
+  st.BindText(4, agent.identity);
+  if (sqlite3_step(st.get()) != SQLITE_DONE) return SqlError(db_, "put agent");
+  return absl::OkStatus();
+}
+
+absl::Status Store::DeleteAgent(const std::string& node_name) {
+  absl::MutexLock l(&mu_);
+  Stmt st(db_, "DELETE FROM agents WHERE node_name = ?");
+  if (!st.ok()) return SqlError(db_, "prepare delete agent");
+  st.BindText(1, node_name);
+  if (sqlite3_step(st.get()) != SQLITE_DONE) return SqlError(db_, "delete agent");
+  if (sqlite3_changes(db_) != 1) {
+    return absl::NotFoundError(absl::StrCat("no agent named ", node_name));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<StoredAgent>> Store::LoadAgents() {
+  absl::MutexLock l(&mu_);
+  Stmt st(db_,
+          "SELECT registration, last_seen_unix_ns, identity FROM agents ORDER BY node_name");
+  if (!st.ok()) return SqlError(db_, "prepare load agents");
+  std::vector<StoredAgent> out;
+  int rc;
+  while ((rc = sqlite3_step(st.get())) == SQLITE_ROW) {
+    StoredAgent a;
+    if (!a.registration.ParseFromString(st.Column(0))) {
+      return absl::DataLossError("state database: unreadable agent record");
+    }
+    a.last_seen_unix_ns = sqlite3_column_int64(st.get(), 1);
+    a.identity = st.Column(2);
+    out.push_back(std::move(a));
+  }
+  if (rc != SQLITE_DONE) return SqlError(db_, "load agents");
+  return out;
+}
+
+}  // namespace xolfleet::controller

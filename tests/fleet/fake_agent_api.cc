@@ -1,0 +1,120 @@
+#include "tests/fleet/fake_agent_api.h"
+
+#include <sys/stat.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+
+namespace xolfleet::testing {
+
+void FakeAgentApi::ExpireLocked() {
+  int64_t now = absl::GetCurrentTimeNanos();
+  for (auto& [id, p] : probes_) {
+    if (p.state() == v1::ATTACHED && p.expires_at_unix_ns() && p.expires_at_unix_ns() <= now) {
+      p.set_state(v1::EXPIRED);
+    }
+  }
+}
+
+absl::StatusOr<v1::AttachResponse> FakeAgentApi::Attach(const v1::AttachRequest& req) {
+  std::vector<std::string> bad;
+  for (int i = 0; i < req.specs_size(); ++i) {
+    struct stat st;
+    if (stat(req.specs(i).binary_path().c_str(), &st) != 0) {
+      bad.push_back(absl::StrCat("spec ", i, ": ", req.specs(i).binary_path(),
+                                 ": no such file"));
+    }
+  }
+  absl::MutexLock l(&mu_);
+  ++attach_calls_;
+  if (!bad.empty()) return absl::NotFoundError(absl::StrJoin(bad, "; "));
+  v1::AttachResponse resp;
+  int64_t now = absl::GetCurrentTimeNanos();
+  for (const auto& spec : req.specs()) {
+    v1::Probe p;
+    p.set_id(absl::StrCat("p", next_++));
+    *p.mutable_spec() = spec;
+    p.set_state(v1::ATTACHED);
+    p.mutable_site()->set_placement(v1::EMULATED);
+    p.set_attached_at_unix_ns(now);
+    if (spec.ttl_seconds()) {
+      p.set_expires_at_unix_ns(now + int64_t{spec.ttl_seconds()} * 1000000000);
+    }
+    probes_[p.id()] = p;
+    *resp.add_probes() = p;
+  }
+  resp.set_link_kind("fake");
+  return resp;
+}
+
+absl::StatusOr<v1::DetachResponse> FakeAgentApi::Detach(const v1::DetachRequest& req) {
+  absl::MutexLock l(&mu_);
+  ExpireLocked();
+  for (const auto& id : req.probe_ids()) {
+    auto it = probes_.find(id);
+    if (it == probes_.end() || it->second.state() != v1::ATTACHED) {
+      return absl::NotFoundError(absl::StrCat("no attached probe ", id));
+    }
+  }
+  v1::DetachResponse resp;
+  for (auto& [id, p] : probes_) {
+    bool pick = req.all() && p.state() == v1::ATTACHED;
+    for (const auto& want : req.probe_ids()) pick |= want == id;
+    if (pick) {
+      p.set_state(v1::DETACHED);
+      resp.add_detached_ids(id);
+    }
+  }
+  return resp;
+}
+
+absl::StatusOr<v1::ListResponse> FakeAgentApi::List(const v1::ListRequest& req) {
+  absl::MutexLock l(&mu_);
+  ExpireLocked();
+  v1::ListResponse resp;
+  for (const auto& [id, p] : probes_) {
+    if (p.state() != v1::ATTACHED && !req.include_inactive()) continue;
+    *resp.add_probes() = p;
+  }
+  return resp;
+}
+
+absl::StatusOr<v1::ClassifyResponse> FakeAgentApi::Classify(const v1::ClassifyRequest&) {
+  return absl::UnimplementedError("fake agent: no classifier");
+}
+
+absl::StatusOr<v1::NodeInfo> FakeAgentApi::GetNodeInfo() {
+  v1::NodeInfo info;
+  info.set_node_name(node_name_);
+  info.set_kernel_release("6.18.0-fake");
+  info.set_kernel_profile("linux-6.18");
+  info.set_agent_version("fake");
+  for (const auto& [k, v] : labels_) (*info.mutable_labels())[k] = v;
+  absl::MutexLock l(&mu_);
+  uint32_t n = 0;
+  for (const auto& [id, p] : probes_) n += p.state() == v1::ATTACHED;
+  info.set_probes_attached(n);
+  return info;
+}
+
+void FakeAgentApi::AddHitsToAll(uint64_t n) {
+  absl::MutexLock l(&mu_);
+  for (auto& [id, p] : probes_) {
+    if (p.state() == v1::ATTACHED) p.set_hits(p.hits() + n);
+  }
+}
+
+size_t FakeAgentApi::active() const {
+  absl::MutexLock l(&mu_);
+  size_t n = 0;
+  for (const auto& [id, p] : probes_) n += p.state() == v1::ATTACHED;
+  return n;
+}
+
+uint64_t FakeAgentApi::attach_calls() const {
+  absl::MutexLock l(&mu_);
+  return attach_calls_;
+}
+
+}  // namespace xolfleet::testing
