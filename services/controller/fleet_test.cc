@@ -1,0 +1,314 @@
+// The controller core with fake agent sessions and a manual clock: rollout state machine,
+// heartbeat timeouts, TTLs, validation, restart from the store, hit accounting, gauges.
+#include "services/controller/fleet.h"
+
+#include <unistd.h>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+
+namespace xolfleet::controller {
+namespace {
+
+class FakeSession : public AgentSession {
+ public:
+  void Send(const v1::ControllerMessage& m) override {
+    absl::MutexLock l(&mu);
+    if (m.has_desired()) last_desired = m.desired();
+    ++sent;
+  }
+  void Close() override {
+    absl::MutexLock l(&mu);
+    closed = true;
+  }
+  std::vector<std::string> DesiredIds() {
+    absl::MutexLock l(&mu);
+    std::vector<std::string> ids;
+    for (const auto& s : last_desired.sets()) ids.push_back(s.set_id());
+    return ids;
+  }
+  absl::Mutex mu;
+  v1::DesiredState last_desired;
+  int sent = 0;
+  bool closed = false;
+};
+
+class FleetTest : public ::testing::Test {
+ protected:
+  void SetUp() override { Open(); }
+  void TearDown() override {
+    fleet_.reset();
+    for (const char* s : {"", "-wal", "-shm"}) unlink((db_ + s).c_str());
+  }
+  void Open() {
+    fleet_.reset();
+    auto st = Store::Open(db_);
+    ASSERT_TRUE(st.ok());
+    FleetController::Options o;
+    o.heartbeat_timeout = absl::Seconds(10);
+    o.default_canary_timeout = absl::Seconds(30);
+    metrics_ = std::make_shared<FleetMetrics>();
+    auto f = FleetController::Create(o, std::move(*st), metrics_, [this] { return now_; });
+    ASSERT_TRUE(f.ok()) << f.status();
+    fleet_ = std::move(*f);
+  }
+  std::shared_ptr<FakeSession> Connect(const std::string& name,
+                                       std::map<std::string, std::string> labels = {}) {
+    auto s = std::make_shared<FakeSession>();
+    v1::AgentRegister r;
+    r.set_node_name(name);
+    r.set_kernel_profile("linux-6.18");
+    for (auto& [k, v] : labels) (*r.mutable_labels())[k] = v;
+    EXPECT_TRUE(fleet_->Register(s, r, "CN=" + name, "test").ok());
+    sessions_[name] = s;
+    return s;
+  }
+  // The node reports `state` for every set it was told to run.
+  void Report(const std::string& name, v1::SetState state, uint64_t hits = 0,
+              const std::string& local_prefix = "p") {
+    auto& s = sessions_[name];
+    v1::AgentHeartbeat hb;
+    for (const auto& ds : s->last_desired.sets()) {
+      auto* st = hb.add_sets();
+      st->set_set_id(ds.set_id());
+      st->set_state(state);
+      if (state == v1::SET_FAILED) st->set_status_message("NOT_FOUND: /missing");
+      if (state != v1::SET_ATTACHED) continue;
+      for (int i = 0; i < ds.specs_size(); ++i) {
+        auto* p = hb.add_probes();
+        p->set_fleet_probe_id(absl::StrCat(ds.set_id(), "/", i));
+        p->set_set_id(ds.set_id());
+        p->set_local_probe_id(absl::StrCat(local_prefix, i));
+        p->set_state(v1::ATTACHED);
+        p->set_placement(v1::EMULATED);
+        p->set_hits(hits);
+      }
+    }
+    ASSERT_TRUE(fleet_->Heartbeat(s.get(), name, hb).ok());
+  }
+  v1::FleetAttachRequest Req(double canary, uint32_t ttl = 0) {
+    v1::FleetAttachRequest r;
+    r.mutable_selector()->set_all(true);
+    auto* s = r.add_specs();
+    s->set_binary_path("/bin/sh");
+    s->set_symbol("main");
+    s->set_ttl_seconds(ttl);
+    r.mutable_policy()->set_canary_fraction(canary);
+    return r;
+  }
+  v1::Rollout Attach(const v1::FleetAttachRequest& r) {
+    auto got = fleet_->Attach(r, "test", absl::InfinitePast());
+    EXPECT_TRUE(got.ok()) << got.status();
+    return got.ok() ? *got : v1::Rollout();
+  }
+  v1::RolloutState State(const std::string& id) { return fleet_->GetRollout(id)->state(); }
+
+  std::string db_ = absl::StrCat(::testing::TempDir(), "/fleet-", getpid(), ".db");
+  absl::Time now_ = absl::FromUnixSeconds(1800000000);
+  std::shared_ptr<FleetMetrics> metrics_;
+  std::unique_ptr<FleetController> fleet_;
+  std::map<std::string, std::shared_ptr<FakeSession>> sessions_;
+};
+
+TEST_F(FleetTest, CanaryThenRestThenComplete) {
+  for (const char* n : {"a", "b", "c", "d"}) Connect(n);
+  v1::Rollout r = Attach(Req(0.25));
+  ASSERT_EQ(r.state(), v1::ROLLOUT_CANARY);
+  ASSERT_EQ(r.canary_nodes_size(), 1);
+  EXPECT_EQ(r.canary_nodes(0), "a");
+  EXPECT_EQ(sessions_["a"]->DesiredIds().size(), 1u);
+  EXPECT_TRUE(sessions_["b"]->DesiredIds().empty());
+  Report("a", v1::SET_ATTACHED);
+  EXPECT_EQ(State(r.set_id()), v1::ROLLOUT_ROLLING);
+  for (const char* n : {"b", "c", "d"}) EXPECT_EQ(sessions_[n]->DesiredIds().size(), 1u);
+  Report("b", v1::SET_ATTACHED);
+  Report("c", v1::SET_ATTACHED);
+  EXPECT_EQ(State(r.set_id()), v1::ROLLOUT_ROLLING);
+  Report("d", v1::SET_ATTACHED);
+  EXPECT_EQ(State(r.set_id()), v1::ROLLOUT_COMPLETE);
+  // A node that registers later gets the set too.
+  Connect("e");
+  EXPECT_EQ(sessions_["e"]->DesiredIds().size(), 1u);
+}
+
+TEST_F(FleetTest, CanaryFailureRollsBackEverywhere) {
+  for (const char* n : {"a", "b", "c"}) Connect(n);
+  v1::Rollout r = Attach(Req(0.5));
+  ASSERT_EQ(r.canary_nodes_size(), 2);
+  Report("a", v1::SET_ATTACHED);
+  Report("b", v1::SET_FAILED);
+  v1::Rollout got = *fleet_->GetRollout(r.set_id());
+  EXPECT_EQ(got.state(), v1::ROLLOUT_ROLLED_BACK);
+  EXPECT_NE(got.message().find("canary node b failed"), std::string::npos) << got.message();
+  for (const char* n : {"a", "b", "c"}) EXPECT_TRUE(sessions_[n]->DesiredIds().empty()) << n;
+}
+
+TEST_F(FleetTest, PostCanaryFailureIsDegradedNotRolledBack) {
+  for (const char* n : {"a", "b"}) Connect(n);
+  v1::Rollout r = Attach(Req(0.5));
+  Report("a", v1::SET_ATTACHED);
+  Report("b", v1::SET_FAILED);
+  EXPECT_EQ(State(r.set_id()), v1::ROLLOUT_DEGRADED);
+  EXPECT_EQ(sessions_["a"]->DesiredIds().size(), 1u);
+}
+
+TEST_F(FleetTest, CanaryTimeoutRollsBack) {
+  Connect("a");
+  Connect("b");
+  v1::Rollout r = Attach(Req(0.5));
+  now_ += absl::Seconds(31);
+  fleet_->Tick();
+  EXPECT_EQ(State(r.set_id()), v1::ROLLOUT_ROLLED_BACK);
+  EXPECT_NE(fleet_->GetRollout(r.set_id())->message().find("timed out"), std::string::npos);
+}
+
+TEST_F(FleetTest, HeartbeatTimeoutMarksDownProbesUnknownNotDeleted) {
+  Connect("a");
+  v1::Rollout r = Attach(Req(0));
+  Report("a", v1::SET_ATTACHED);
+  ASSERT_EQ(State(r.set_id()), v1::ROLLOUT_COMPLETE);
+  now_ += absl::Seconds(11);
+  fleet_->Tick();
+  auto agents = fleet_->ListAgents({});
+  EXPECT_EQ(agents->agents(0).health(), v1::AGENT_DOWN);
+  EXPECT_TRUE(sessions_["a"]->closed);
+  auto probes = fleet_->ListProbes({});
+  ASSERT_EQ(probes->probes_size(), 1);
+  EXPECT_EQ(probes->probes(0).actual(), v1::UNKNOWN);
+  EXPECT_TRUE(probes->probes(0).desired());
+  // Stale session's heartbeats are refused; a new registration brings it back.
+  v1::AgentHeartbeat hb;
+  EXPECT_FALSE(fleet_->Heartbeat(sessions_["a"].get(), "a", hb).ok());
+  Connect("a");
+  EXPECT_EQ(sessions_["a"]->DesiredIds().size(), 1u);
+}
+
+TEST_F(FleetTest, TtlExpiresFleetWide) {
+  Connect("a");
+  Connect("b");
+  v1::Rollout r = Attach(Req(0, 60));
+  EXPECT_EQ(sessions_["a"]->last_desired.sets(0).specs(0).ttl_seconds(), 60u);
+  now_ += absl::Seconds(20);
+  Connect("c");  // late joiner gets the time left, not the full TTL
+  EXPECT_EQ(sessions_["c"]->last_desired.sets(0).specs(0).ttl_seconds(), 40u);
+  now_ += absl::Seconds(41);
+  for (const char* n : {"a", "b", "c"}) Report(n, v1::SET_ATTACHED);  // still heartbeating
+  fleet_->Tick();
+  EXPECT_EQ(State(r.set_id()), v1::ROLLOUT_EXPIRED);
+  for (const char* n : {"a", "b", "c"}) EXPECT_TRUE(sessions_[n]->DesiredIds().empty());
+}
+
+TEST_F(FleetTest, BadAttachesChangeNothing) {
+  auto none = fleet_->Attach(Req(0), "t", absl::InfinitePast());
+  EXPECT_EQ(none.status().code(), absl::StatusCode::kFailedPrecondition);
+  Connect("a");
+  v1::FleetAttachRequest named = Req(0);
+  named.mutable_selector()->set_all(false);
+  named.mutable_selector()->add_node_names("a");
+  named.mutable_selector()->add_node_names("ghost");
+  EXPECT_EQ(fleet_->Attach(named, "t", absl::InfinitePast()).status().code(),
+            absl::StatusCode::kNotFound);
+  v1::FleetAttachRequest invalid = Req(0);
+  invalid.mutable_specs(0)->set_binary_path("rel");
+  EXPECT_EQ(fleet_->Attach(invalid, "t", absl::InfinitePast()).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(fleet_->ListProbes({})->rollouts_size(), 0);
+  EXPECT_TRUE(sessions_["a"]->DesiredIds().empty());
+}
+
+TEST_F(FleetTest, DetachIsAllOrNothing) {
+  Connect("a");
+  v1::Rollout r = Attach(Req(0));
+  v1::FleetDetachRequest d;
+  d.add_set_ids(r.set_id());
+  d.add_set_ids("ps-doesnotexist");
+  EXPECT_EQ(fleet_->Detach(d).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(sessions_["a"]->DesiredIds().size(), 1u);
+  d.clear_set_ids();
+  d.add_set_ids(r.set_id());
+  EXPECT_TRUE(fleet_->Detach(d).ok());
+  EXPECT_TRUE(sessions_["a"]->DesiredIds().empty());
+}
+
+TEST_F(FleetTest, RestartRestoresSetsAndAgents) {
+  Connect("a", {{"zone", "x"}});
+  Connect("b");
+  v1::Rollout r = Attach(Req(0.5));
+  Report("a", v1::SET_ATTACHED);
+  Report("b", v1::SET_ATTACHED);
+  ASSERT_EQ(State(r.set_id()), v1::ROLLOUT_COMPLETE);
+  sessions_.clear();
+  Open();  // a new controller process over the same database
+  auto agents = fleet_->ListAgents({});
+  ASSERT_EQ(agents->agents_size(), 2);
+  EXPECT_EQ(agents->agents(0).health(), v1::AGENT_DOWN);
+  EXPECT_EQ(agents->agents(0).registration().labels().at("zone"), "x");
+  EXPECT_EQ(State(r.set_id()), v1::ROLLOUT_COMPLETE);
+  Connect("a");
+  EXPECT_EQ(sessions_["a"]->DesiredIds(), std::vector<std::string>{r.set_id()});
+}
+
+TEST_F(FleetTest, HitDeltasSurviveAgentRestart) {
+  Connect("a");
+  auto w = fleet_->hits().Subscribe({}, {}, 100);
+  Attach(Req(0));
+  Report("a", v1::SET_ATTACHED, 10);
+  Report("a", v1::SET_ATTACHED, 15);
+  Report("a", v1::SET_ATTACHED, 4, "q");  // restarted agent: new local probe id
+  v1::FleetHitBatch b;
+  ASSERT_TRUE(w->Next(100, absl::ZeroDuration(), &b));
+  ASSERT_EQ(b.updates_size(), 3);
+  EXPECT_EQ(b.updates(0).hits_delta(), 10u);
+  EXPECT_EQ(b.updates(1).hits_delta(), 5u);
+  EXPECT_EQ(b.updates(2).hits_delta(), 4u);
+  EXPECT_EQ(b.dropped_total(), 0u);
+}
+
+TEST_F(FleetTest, SlowWatcherDropsAreCounted) {
+  Connect("a");
+  auto w = fleet_->hits().Subscribe({}, {}, 2);
+  Attach(Req(0));
+  for (int i = 1; i <= 5; ++i) Report("a", v1::SET_ATTACHED, i);
+  v1::FleetHitBatch b;
+  ASSERT_TRUE(w->Next(100, absl::ZeroDuration(), &b));
+  EXPECT_EQ(b.updates_size(), 2);
+  EXPECT_EQ(b.dropped_total(), 3u);
+}
+
+TEST_F(FleetTest, GaugesDescribeTheFleet) {
+  Connect("a");
+  Connect("b");
+  Attach(Req(0));
+  Report("a", v1::SET_ATTACHED);
+  auto fams = fleet_->CollectGauges();
+  std::map<std::string, const GaugeFamily*> by;
+  for (const auto& f : fams) by[f.name] = &f;
+  ASSERT_TRUE(by.count("xolfleet_controller_agents"));
+  double up = 0;
+  for (const auto& s : by["xolfleet_controller_agents"]->samples) {
+    if (s.labels.at("state") == "up") up += s.value;
+  }
+  EXPECT_EQ(up, 2);
+  int attached = 0, pending = 0;
+  for (const auto& s : by["xolfleet_controller_probes"]->samples) {
+    if (s.labels.at("state") == "ATTACHED" && s.labels.at("node") == "a" &&
+        s.labels.at("placement") == "EMULATED") {
+      attached += s.value;
+    }
+    if (s.labels.at("state") == "PENDING" && s.labels.at("node") == "b") pending += s.value;
+  }
+  EXPECT_EQ(attached, 1);
+  EXPECT_EQ(pending, 1);
+}
+
+TEST_F(FleetTest, ForgetOnlyDownAgents) {
+  Connect("a");
+  EXPECT_EQ(fleet_->ForgetAgent("a").code(), absl::StatusCode::kFailedPrecondition);
+  fleet_->Disconnect(sessions_["a"].get(), "a");
+  EXPECT_TRUE(fleet_->ForgetAgent("a").ok());
+  EXPECT_EQ(fleet_->ListAgents({})->agents_size(), 0);
+  EXPECT_EQ(fleet_->ForgetAgent("a").code(), absl::StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace xolfleet::controller
