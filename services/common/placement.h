@@ -12,11 +12,17 @@
 
 namespace xolfleet {
 
-enum class Placement { kEmulated, kBoosted, kBoostedRipRel, kSingleStep, kRefused };
+enum class Placement {
+  kEmulated,
+  kBoosted,
+  kBoostedRipRel,
+  kSingleStep,
+  kRefused
+};
 
 // Kernel behaviours the classifier knows (docs/placement.md, "Profiles").
 enum class KernelProfile {
-  kLinux61,     // "linux-6.1": stock 6.1, and the patched kernel with boosting off
+  kLinux61,  // "linux-6.1": stock 6.1, and the patched kernel with boosting off
   kLinux618,    // "linux-6.18": stock newer kernels (this host)
   kXolfleet61,  // "xolfleet-6.1": the patched kernel with boosting on
 };
@@ -37,6 +43,11 @@ struct InsnPlacement {
   std::string disassembly;  // Intel syntax; empty if undecodable
   uint8_t length = 0;       // instruction length in bytes (0 if undecodable)
   std::vector<uint8_t> bytes;
+  // Non-empty when the kernel accepts the probe but the probed program would
+  // not run as before (the instruction is skipped, or the process dies after
+  // the hit). Callers that attach should refuse such sites unless told
+  // otherwise; Classify reports it.
+  std::string hazard;
 };
 
 }  // namespace xolfleet

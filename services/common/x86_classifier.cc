@@ -432,7 +432,13 @@ bool IsCondJmpOpcode(uint8_t op) { return op >= 0x70 && op <= 0x7f; }
 struct Decision {
   Placement placement;
   std::string reason;
+  std::string hazard;  // see InsnPlacement::hazard
 };
+
+constexpr char kVexSkipped[] =
+    "the stock kernel takes this VEX/EVEX instruction's opcode byte for a "
+    "branch/nop and "
+    "emulates that instead: the instruction itself never runs";
 
 // The stock kernels: uprobe_init_insn(), branch_setup_xol_ops(),
 // push_setup_xol_ops().
@@ -512,7 +518,14 @@ Decision ClassifyStock(const KernelView& v, absl::Span<const uint8_t> bytes,
       if (v.rex >= 0 && (v.rex & 1))
         absl::StrAppend(&reason, " (REX.B: really xchg with r8)");
       absl::StrAppend(&reason, avx_warning);
-      return {Placement::kEmulated, reason};
+      std::string hazard;
+      if (v.avx) {
+        hazard = kVexSkipped;
+      } else if (v.rex >= 0 && (v.rex & 1)) {
+        hazard =
+            "xchg with r8 is emulated as a nop: the exchange never happens";
+      }
+      return {Placement::kEmulated, reason, hazard};
     }
     case 0xe8:
       branch = true, what = "call rel32";
@@ -535,7 +548,8 @@ Decision ClassifyStock(const KernelView& v, absl::Span<const uint8_t> bytes,
     }
     return {
         Placement::kEmulated,
-        absl::StrCat(what, " emulated by branch_setup_xol_ops()", avx_warning)};
+        absl::StrCat(what, " emulated by branch_setup_xol_ops()", avx_warning),
+        v.avx ? kVexSkipped : ""};
   }
   // push_setup_xol_ops().
   if (opc1 >= 0x50 && opc1 <= 0x57 && bytes.size() <= 2) {
@@ -556,7 +570,14 @@ Decision ClassifyStock(const KernelView& v, absl::Span<const uint8_t> bytes,
                     "; rip-relative operand rewritten via scratch register");
   if (v.xop)
     absl::StrAppend(&reason, "; XOP: the kernel decoder sees 8f (pop r/m)");
-  return {Placement::kSingleStep, reason};
+  std::string hazard;
+  if (!v.avx && v.nbytes == 2 && v.opc2 == 0x05) {
+    hazard =
+        "single-stepping syscall out of line kills the probed process (SIGSEGV "
+        "after the "
+        "hit, observed on the 6.18 host)";
+  }
+  return {Placement::kSingleStep, reason, hazard};
 }
 
 bool UsesRsp(const Decoded& d, const KernelView& v) {
@@ -695,6 +716,7 @@ InsnPlacement ClassifyInstruction(absl::Span<const uint8_t> code,
   }
   out.placement = dec.placement;
   out.reason = std::move(dec.reason);
+  out.hazard = std::move(dec.hazard);
   return out;
 }
 
