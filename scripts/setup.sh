@@ -4,7 +4,7 @@
 set -euo pipefail
 PKGS=(
   # build
-  bazel-bootstrap clang llvm lld libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev
+  bazel-bootstrap clang libclang-rt-14-dev llvm lld libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev
   protobuf-compiler libabsl-dev prometheus-cpp-dev libbpf-dev libelf-dev zlib1g-dev bpftool
   libzydis-dev libsqlite3-dev libgtest-dev libgmock-dev libbenchmark-dev libssl-dev
   # kernel + VM
