@@ -214,7 +214,7 @@ absl::StatusOr<std::unique_ptr<ElfFile>> ElfFile::Open(
     const std::string& path) {
   auto impl = std::make_unique<Impl>();
   impl->path = path;
-  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
     const int e = errno;
     const std::string msg = absl::StrCat(path, ": ", strerror(e));
@@ -223,6 +223,8 @@ absl::StatusOr<std::unique_ptr<ElfFile>> ElfFile::Open(
     if (e == EACCES || e == EPERM) return absl::PermissionDeniedError(msg);
     return absl::InvalidArgumentError(msg);
   }
+  // O_NONBLOCK above: a FIFO or device path must not hang the caller; only
+  // regular files are read.
   struct stat st;
   if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     close(fd);

@@ -1,5 +1,8 @@
 #include "services/common/elf_file.h"
 
+#include <sys/stat.h>
+
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 
@@ -112,6 +115,13 @@ TEST(ElfFile, OpenErrors) {
   EXPECT_EQ(ElfFile::Open("/").status().code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(ElfFile::Open("/proc/self/status").status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(ElfFile, FifoDoesNotHang) {
+  const std::string fifo = std::string(getenv("TEST_TMPDIR")) + "/fifo";
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  EXPECT_EQ(ElfFile::Open(fifo).status().code(),
             absl::StatusCode::kInvalidArgument);
 }
 

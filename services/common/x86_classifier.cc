@@ -625,10 +625,7 @@ const Exclusion* BoostExclusion(const KernelView& v) {
   return nullptr;
 }
 
-Decision ClassifyXolfleet(const Decoded& d, const KernelView& v,
-                          absl::Span<const uint8_t> bytes) {
-  Decision stock = ClassifyStock(v, bytes, /*linux_6_16=*/false);
-  if (stock.placement != Placement::kSingleStep) return stock;
+Decision BoostOrKeep(const Decoded& d, const KernelView& v) {
   const std::string keep = "single-stepped (not boostable): ";
   if (HasPrefix(v, 0x67))
     return {Placement::kSingleStep, keep + "address-size prefix 0x67"};
@@ -656,6 +653,18 @@ Decision ClassifyXolfleet(const Decoded& d, const KernelView& v,
   return {Placement::kBoostedRipRel,
           absl::StrCat("boosted rip-relative via scratch ",
                        names_rsi ? "%rdi" : "%rsi")};
+}
+
+// xolfleet-6.1: the linux-6.1 answer, with SINGLE_STEP sites boosted where the
+// rules allow.
+Decision ClassifyXolfleet(const Decoded& d, const KernelView& v,
+                          absl::Span<const uint8_t> bytes) {
+  Decision stock = ClassifyStock(v, bytes, /*linux_6_16=*/false);
+  if (stock.placement != Placement::kSingleStep) return stock;
+  Decision boosted = BoostOrKeep(d, v);
+  if (boosted.placement == Placement::kSingleStep)
+    boosted.hazard = stock.hazard;
+  return boosted;
 }
 
 std::string Disassemble(const Decoded& d) {

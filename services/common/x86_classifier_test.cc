@@ -225,6 +225,23 @@ TEST(Classifier, XolfleetNeverBoostsWhatStockEmulatesOrRefuses) {
   }
 }
 
+TEST(Classifier, HazardsWhenTheKernelAcceptsButChangesTheProgram) {
+  const std::vector<uint8_t> syscall = {0x0f, 0x05};
+  const std::vector<uint8_t> vpcmpeqb = {0xc5, 0xf9, 0x74, 0xc0};
+  const std::vector<uint8_t> xchg_r8 = {0x41, 0x90};
+  const std::vector<uint8_t> nop = {0x90};
+  const std::vector<uint8_t> pause = {0xf3, 0x90};
+  for (KernelProfile prof : AllProfiles()) {
+    EXPECT_THAT(ClassifyInstruction(syscall, prof).hazard,
+                HasSubstr("SIGSEGV"));
+    EXPECT_THAT(ClassifyInstruction(vpcmpeqb, prof).hazard,
+                HasSubstr("never runs"));
+    EXPECT_THAT(ClassifyInstruction(xchg_r8, prof).hazard, HasSubstr("r8"));
+    EXPECT_THAT(ClassifyInstruction(nop, prof).hazard, IsEmpty());
+    EXPECT_THAT(ClassifyInstruction(pause, prof).hazard, IsEmpty());
+  }
+}
+
 TEST(Boundaries, LinearDecodeFromStart) {
   // endbr64; push rbp; mov rbp,rsp; je +2; nop; nop; pop rbp; ret
   const std::vector<uint8_t> fn = {0xf3, 0x0f, 0x1e, 0xfa, 0x55, 0x48, 0x89,
