@@ -1,0 +1,324 @@
+#!/usr/bin/env bash
+# Tier "fleet": a controller and 3 real agents on this machine, each in its own network
+# namespace (veth pairs on a bridge, private subnet 10.231.0.0/24 that exists only inside
+# the namespaces), talking mTLS. Each agent and its workload also run in a private mount
+# namespace where the same path (…/mnt/hit_workload) is that node's own copy of the
+# workload, so one fleet-wide probe spec hits a different file (inode) on every node and
+# hit totals are exact per node.
+#
+# Checks: registration over mTLS, canary rollout with a selector, exact hits per node,
+# label selectors, kill -9 of an agent mid-rollout (restart converges: no duplicates, no
+# leftovers), heartbeat timeout (agent DOWN, probes UNKNOWN, not deleted), kill -9 of the
+# controller (everything comes back), canary failure rolls back, authorization per
+# capability, clients without a valid certificate rejected, plaintext refused off
+# loopback, request validation. Needs root. Prints RESULT lines; exits non-zero on failure.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+N=3
+SUF=$$
+NSC=xfc-$SUF
+TMP=$(mktemp -d /tmp/xolfleet-fleet.XXXXXX)
+FAILED=0
+PIDS=()
+declare -A AGENT_PID WL_FD
+
+log() { printf '[fleet %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+pass() { echo "RESULT PASS fleet-$1"; }
+fail() { echo "RESULT FAIL fleet-$1 $2"; FAILED=1; }
+check() { local name=$1 why=$2; shift 2; if "$@"; then pass "$name"; else fail "$name" "$why"; fi; }
+wait_for() {  # SECONDS CMD...: polls CMD every 0.2 s
+  local end=$((SECONDS + $1)); shift
+  until "$@"; do ((SECONDS >= end)) && return 1; sleep 0.2; done
+}
+
+cleanup() {
+  for fd in "${WL_FD[@]}"; do eval "exec $fd>&-" 2>/dev/null; done
+  for p in "${PIDS[@]}" "${AGENT_PID[@]}"; do kill -9 "$p" 2>/dev/null; done
+  for p in "${PIDS[@]}" "${AGENT_PID[@]}"; do wait "$p" 2>/dev/null; done
+  ip netns del "$NSC" 2>/dev/null
+  for i in $(seq 1 $N); do ip netns del "xfa$i-$SUF" 2>/dev/null; done
+  if ((FAILED)); then
+    log "logs kept in $TMP"
+    for f in "$TMP"/*.log; do echo "--- $f"; tail -n 15 "$f"; done >&2
+  else
+    rm -rf "$TMP"
+  fi
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM
+
+if [ "$(id -u)" != 0 ]; then fail setup "needs root (network namespaces, uprobes)"; exit 1; fi
+
+# --- binaries (copied: other builds may replace bazel-bin while this runs) ---
+mkdir -p "$TMP/bin" "$TMP/mnt"
+for b in services/controller/xolfleet-controller services/agent/xolfleet-agent \
+         services/cli/xolctl tests/workloads/hit_workload; do
+  if [ ! -x "bazel-bin/$b" ]; then
+    bazel build "//${b%/*}:${b##*/}" >"$TMP/build.log" 2>&1 || { fail setup "cannot build $b"; exit 1; }
+  fi
+  cp "bazel-bin/$b" "$TMP/bin/" || { fail setup "missing $b"; exit 1; }
+done
+BIN=$TMP/bin
+CA=$TMP/ca
+scripts/make-test-ca.sh "$CA" --server-san 10.231.0.1 --agents $N >/dev/null 2>&1 ||
+  { fail setup "make-test-ca.sh failed"; exit 1; }
+cat >"$TMP/authz.conf" <<EOF2
+admin          cn:admin
+read-only      cn:viewer
+attach-counts  cn:counter
+attach-capture cn:capturer
+agent          cn:node-*
+EOF2
+
+# --- network: bridge in the controller's namespace, one veth per agent namespace ---
+setup_net() {
+  ip netns add "$NSC" || return 1
+  ip -n "$NSC" link set lo up
+  ip -n "$NSC" link add xfbr0 type bridge || return 1
+  ip -n "$NSC" addr add 10.231.0.1/24 dev xfbr0
+  ip -n "$NSC" link set xfbr0 up
+  for i in $(seq 1 $N); do
+    local ns=xfa$i-$SUF
+    ip netns add "$ns" || return 1
+    ip -n "$ns" link set lo up
+    ip -n "$NSC" link add "xfh$i" type veth peer name eth0 netns "$ns" || return 1
+    ip -n "$NSC" link set "xfh$i" master xfbr0 up
+    ip -n "$ns" addr add "10.231.0.$((10 + i))/24" dev eth0
+    ip -n "$ns" link set eth0 up
+  done
+}
+setup_net || { fail setup "cannot create network namespaces"; exit 1; }
+
+CTL_ADDR=10.231.0.1:7443
+start_controller() {
+  ip netns exec "$NSC" "$BIN/xolfleet-controller" --listen=$CTL_ADDR \
+    --metrics_listen=10.231.0.1:9465 --state_db="$TMP/controller.db" \
+    --tls_ca="$CA/ca.crt" --tls_cert="$CA/controller.crt" --tls_key="$CA/controller.key" \
+    --authz_config="$TMP/authz.conf" --heartbeat_interval=250ms --heartbeat_timeout=3s \
+    --canary_timeout=30s --agent_cn_must_match_node >>"$TMP/controller.log" 2>&1 &
+  CTL_PID=$!
+}
+
+# Node i's private view: $TMP/mnt is bind-mounted from $TMP/node$i in a mount namespace.
+in_node() {  # i CMD...
+  local i=$1; shift
+  # exec: started with `&`, the job's pid ($!) is then the process itself (for kill -9).
+  exec ip netns exec "xfa$i-$SUF" unshare -m --propagation private \
+    sh -c 'mount --bind "$0" "$1" && shift && exec "$@"' "$TMP/node$i" "$TMP/mnt" "$@"
+}
+start_agent() {  # i
+  local i=$1 labels=zone=a
+  ((i == N)) && labels=zone=b
+  in_node "$i" "$BIN/xolfleet-agent" --listen=127.0.0.1:50051 \
+    --metrics_address="10.231.0.$((10 + i)):9464" --node_name="node-$i" --labels="$labels" \
+    --controller=$CTL_ADDR --controller_tls_ca="$CA/ca.crt" \
+    --controller_tls_cert="$CA/node-$i.crt" --controller_tls_key="$CA/node-$i.key" \
+    >>"$TMP/agent$i.log" 2>&1 &
+  AGENT_PID[$i]=$!
+}
+start_workload() {  # i
+  local i=$1
+  mkfifo "$TMP/wl$i.in"
+  in_node "$i" "$TMP/mnt/hit_workload" <"$TMP/wl$i.in" >"$TMP/wl$i.out" 2>&1 &
+  PIDS+=($!)
+  local fd
+  exec {fd}>"$TMP/wl$i.in"
+  WL_FD[$i]=$fd
+}
+
+fleet() {  # WHO ARGS...: xolctl fleet as client WHO, from the controller's namespace
+  local who=$1; shift
+  ip netns exec "$NSC" "$BIN/xolctl" fleet --controller=$CTL_ADDR --tls-ca="$CA/ca.crt" \
+    --tls-cert="$CA/$who.crt" --tls-key="$CA/$who.key" --timeout=30 "$@"
+}
+agents_up() { [ "$(fleet admin agents --json | tests/fleet/fleetq.py agents | grep -c ' AGENT_UP ')" = "$1" ]; }
+probes() { fleet admin list --json "$@" | tests/fleet/fleetq.py probes; }
+local_probes() {  # i: the agent's own List (include inactive), fleet probes only
+  ip netns exec "xfa$1-$SUF" "$BIN/xolctl" --agent=127.0.0.1:50051 list --all --json |
+    tests/fleet/fleetq.py local | awk '$3 != "-"'
+}
+rollout_state() { fleet admin rollout "$1" --json | tests/fleet/fleetq.py rollout | awk '{print $2}'; }
+
+WL=$TMP/mnt/hit_workload
+for i in $(seq 1 $N); do mkdir -p "$TMP/node$i"; cp "$BIN/hit_workload" "$TMP/node$i/"; done
+
+log "starting controller and $N agents in network namespaces"
+start_controller
+for i in $(seq 1 $N); do start_agent "$i"; start_workload "$i"; done
+PIDS+=("$CTL_PID")
+
+# 1. Registration over mTLS, identities from the agents' certificates.
+if wait_for 20 agents_up $N; then
+  ids=$(fleet admin agents --json | tests/fleet/fleetq.py agents | awk '{print $3}' | grep -c 'CN=node-')
+  check register "identities not from certificates" [ "$ids" = $N ]
+else
+  fail register "not all $N agents up: $(fleet admin agents 2>&1 | tr '\n' ' ')"
+  exit 1
+fi
+
+# 2. Fleet attach with a canary rollout (1 canary node, then the rest).
+out=$(fleet counter attach --all --canary=0.3 "$WL:xol_target_add" "$WL:xol_target_other" 2>"$TMP/attach1.err")
+rc=$?
+SET_A=$(echo "$out" | awk 'NR==2 {print $1}')
+if ((rc == 0)) && grep -q CANARY "$TMP/attach1.err" && echo "$out" | grep -q COMPLETE; then
+  canaries=$(fleet admin rollout "$SET_A" --json | tests/fleet/fleetq.py rollout | awk '{print $6}')
+  check canary-rollout "canary was '$canaries'" [ "$canaries" = node-1 ]
+else
+  fail canary-rollout "rc=$rc out=$(echo "$out" "$(cat "$TMP/attach1.err")" | tr '\n' ' ')"
+fi
+
+# 3. Exact hits per node: node i calls each target 1000*i times.
+for i in $(seq 1 $N); do echo "run $((1000 * i)) 0" >&"${WL_FD[$i]}"; done
+exact_hits() {
+  local p; p=$(probes --set="$SET_A")
+  for i in $(seq 1 $N); do
+    for k in 0 1; do
+      echo "$p" | grep -q "^node-$i $SET_A/$k ATTACHED $((1000 * i)) 1 yes$" || return 1
+    done
+  done
+}
+check exact-hits "per-node totals wrong: $(probes --set="$SET_A" | tr '\n' ';')" wait_for 15 exact_hits
+
+# 4. Label selector: zone=a is node-1 and node-2.
+out=$(fleet counter attach --labels=zone=a "$WL:xol_target_spin" 2>/dev/null)
+SET_B=$(echo "$out" | awk 'NR==2 {print $1}')
+labels_ok() {
+  local p; p=$(probes --set="$SET_B")
+  echo "$p" | grep -q "^node-1 $SET_B/0 ATTACHED" && echo "$p" | grep -q "^node-2 $SET_B/0 ATTACHED" &&
+    ! echo "$p" | grep -q "^node-3 "
+}
+check label-selector "$(probes --set="$SET_B" | tr '\n' ';')" wait_for 10 labels_ok
+
+# 5. kill -9 the canary agent in the middle of a rollout; restarted, it converges.
+out=$(fleet counter attach --all --canary=0.3 --no-wait "$WL:xol_target_other" 2>/dev/null)
+SET_C=$(echo "$out" | awk 'NR==2 {print $1}')
+kill -9 "${AGENT_PID[1]}"; wait "${AGENT_PID[1]}" 2>/dev/null
+state_mid=$(rollout_state "$SET_C")
+sleep 0.5
+start_agent 1
+converged() {
+  [ "$(rollout_state "$SET_C")" = ROLLOUT_COMPLETE ] || return 1
+  for i in $(seq 1 $N); do
+    local want=2  # A/0, A/1
+    ((i <= 2)) && want=$((want + 1))  # B/0
+    want=$((want + 1))  # C/0
+    local l; l=$(local_probes "$i" | awk '$2 == "ATTACHED"')
+    [ "$(echo "$l" | grep -c .)" = $want ] || return 1
+    # no fleet probe id twice
+    [ -z "$(echo "$l" | awk '{print $3}' | sort | uniq -d)" ] || return 1
+  done
+}
+if wait_for 30 converged; then
+  pass "agent-kill9-mid-rollout"
+else
+  fail "agent-kill9-mid-rollout" "state at kill: $state_mid; now $(rollout_state "$SET_C"); node-1 local: $(local_probes 1 | tr '\n' ';')"
+fi
+
+# 6. Heartbeat timeout: a stopped agent is marked DOWN, its probes UNKNOWN (not deleted).
+kill -STOP "${AGENT_PID[2]}"
+down_unknown() {
+  fleet admin agents --json | tests/fleet/fleetq.py agents | grep -q '^node-2 AGENT_DOWN' &&
+    probes --node=node-2 | grep -q "^node-2 $SET_A/0 UNKNOWN [0-9]* [0-9]* yes$"
+}
+check heartbeat-timeout "$(probes --node=node-2 | tr '\n' ';')" wait_for 10 down_unknown
+kill -CONT "${AGENT_PID[2]}"
+check agent-recovers "node-2 did not come back" wait_for 15 agents_up $N
+
+# 7. kill -9 the controller and restart it: every set and agent comes back, nothing
+#    is duplicated on the nodes and the hit totals carry on.
+before=$(probes | sort)
+kill -9 "$CTL_PID"; wait "$CTL_PID" 2>/dev/null
+start_controller
+PIDS+=("$CTL_PID")
+restored() {
+  agents_up $N || return 1
+  local now; now=$(probes | sort)
+  [ "$(echo "$now" | awk '{print $1, $2, $3, $5, $6}')" = "$(echo "$before" | awk '{print $1, $2, $3, $5, $6}')" ] || return 1
+  echo "$now" | grep -q "^node-2 $SET_A/0 ATTACHED 2000 1 yes$"
+}
+t0=$SECONDS
+if wait_for 30 restored; then
+  pass "controller-kill9-restart"
+  log "controller restart: fleet restored in $((SECONDS - t0)) s"
+else
+  fail "controller-kill9-restart" "before=$(echo "$before" | tr '\n' ';') after=$(probes | tr '\n' ';')"
+fi
+for s in "$SET_A" "$SET_B" "$SET_C"; do
+  [ "$(rollout_state "$s")" = ROLLOUT_COMPLETE ] || fail controller-restart-rollouts "$s is $(rollout_state "$s")"
+done
+
+# 8. Canary failure: one spec names a missing binary; the canary fails, the rollout stops
+#    and rolls back, and no node keeps any probe of the set.
+out=$(fleet counter attach --all --canary=0.3 "$WL:xol_target_add" /nonexistent/xolfleet/bin:main 2>&1)
+rc=$?
+SET_F=$(echo "$out" | awk '$1 ~ /^ps-/ {print $1}' | tail -1)
+rolled_back() {
+  [ "$(rollout_state "$SET_F")" = ROLLOUT_ROLLED_BACK ] || return 1
+  [ -z "$(probes --set="$SET_F" | grep ATTACHED)" ] || return 1
+  for i in $(seq 1 $N); do local_probes "$i" | awk '$2 == "ATTACHED"' | grep -q "$SET_F" && return 1; done
+  return 0
+}
+if ((rc != 0)) && [ -n "$SET_F" ] && wait_for 15 rolled_back; then
+  pass canary-failure-rollback
+else
+  fail canary-failure-rollback "rc=$rc set=$SET_F state=$(rollout_state "$SET_F") out=$(echo "$out" | tr '\n' ' ')"
+fi
+
+# 9. Authorization: each capability allowed and denied as configured.
+denied() {  # EXPECTED_CAPABILITY WHO ARGS...
+  local cap=$1; shift
+  local err; err=$(fleet "$@" 2>&1 >/dev/null)
+  echo "$err" | grep -q "PERMISSION_DENIED: missing capability $cap"
+}
+allowed() { fleet "$@" >/dev/null 2>&1; }
+check authz-readonly-list "viewer cannot list" allowed viewer list
+check authz-readonly-no-attach "viewer could attach" denied attach-counts viewer attach --all "$WL:xol_target_add"
+check authz-nobody-no-read "nobody could list" denied read-only nobody agents
+check authz-counts-no-capture "counter could capture" denied attach-capture counter attach --all --capture=rdi "$WL:xol_target_add"
+out=$(fleet capturer attach --all --capture=rdi,rsi "$WL:xol_target_add" 2>&1)
+SET_CAP=$(echo "$out" | awk '$1 ~ /^ps-/ {print $1}' | tail -1)
+check authz-capture-allowed "capturer could not capture: $(echo "$out" | tr '\n' ' ')" [ -n "$SET_CAP" ]
+check authz-counts-detach "counter could not detach" allowed counter detach "$SET_CAP"
+check authz-forget-needs-admin "capturer could forget" denied admin capturer forget node-1
+err=$(fleet admin forget node-1 2>&1)
+check authz-admin-forget "admin not authorized: $err" grep -q FAILED_PRECONDITION <<<"$err"
+denials=$(ip netns exec "$NSC" curl -s http://10.231.0.1:9465/metrics |
+  awk '/^xolfleet_controller_authz_denials_total/ {s += $2} END {print s + 0}')
+check authz-denials-counted "denials metric is $denials" [ "$denials" -ge 4 ]
+
+# 10. Clients without a valid certificate are rejected.
+err=$(fleet rogue-admin agents 2>&1)
+check reject-foreign-ca "a certificate from another CA was accepted" grep -q UNAVAILABLE <<<"$err"
+grpc_http() {  # CURL_ARGS...: a raw gRPC ListAgents call over HTTP/2; prints the HTTP status
+  ip netns exec "$NSC" curl -sS --max-time 10 --http2 --cacert "$CA/ca.crt" "$@" \
+    -H 'content-type: application/grpc' -H 'te: trailers' --data-binary @<(printf '\0\0\0\0\0') \
+    -o /dev/null -w '%{http_code}' "https://$CTL_ADDR/xolfleet.v1.FleetService/ListAgents" 2>&1
+}
+with_cert=$(grpc_http --cert "$CA/admin.crt" --key "$CA/admin.key")
+without=$(grpc_http)
+no_cert_rejected() { [ "$with_cert" = 200 ] && ! [[ "$without" =~ ^200 ]]; }
+check reject-no-cert "no cert: '$without'; with cert: '$with_cert'" no_cert_rejected
+err=$(ip netns exec "$NSC" "$BIN/xolctl" fleet --controller=$CTL_ADDR --insecure-plaintext agents 2>&1)
+check client-plaintext-off-loopback-refused "$err" grep -q "refusing plaintext" <<<"$err"
+err=$(ip netns exec "$NSC" timeout 10 "$BIN/xolfleet-controller" --listen=10.231.0.1:7444 --insecure_plaintext \
+  --metrics_listen=10.231.0.1:9466 --state_db="$TMP/other.db" --authz_config="$TMP/authz.conf" 2>&1)
+check server-plaintext-off-loopback-refused "$err" grep -q "refusing plaintext" <<<"$err"
+
+# 11. Validation: the right code, nothing half applied.
+nsets=$(fleet admin list --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin).get("rollouts", [])))')
+err=$(fleet counter attach --all relative/path:main 2>&1)
+check invalid-path "$err" grep -q "INVALID_ARGUMENT.*must be absolute" <<<"$err"
+err=$(fleet counter attach --nodes=node-1,node-9 "$WL:xol_target_add" 2>&1)
+check unknown-node "$err" grep -q "NOT_FOUND.*node-9" <<<"$err"
+err=$(fleet counter detach "$SET_A" ps-doesnotexist 2>&1)
+check detach-unknown "$err" grep -q "NOT_FOUND.*nothing detached" <<<"$err"
+nsets2=$(fleet admin list --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin).get("rollouts", [])))')
+check nothing-half-applied "sets $nsets -> $nsets2" [ "$nsets" = "$nsets2" ]
+
+# 12. Detach removes the set from every node.
+fleet counter detach "$SET_B" >/dev/null 2>&1
+gone_b() { for i in $(seq 1 $N); do local_probes "$i" | awk '$2 == "ATTACHED"' | grep -q "$SET_B" && return 1; done; return 0; }
+check detach-everywhere "set B still on a node" wait_for 10 gone_b
+
+exit $FAILED
