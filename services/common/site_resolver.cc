@@ -254,8 +254,11 @@ absl::StatusOr<ResolvedSite> ResolveSite(const ElfFile& elf,
                                                      b.status().message()));
     }
     body = std::move(*b);
-    const std::vector<uint32_t> bounds = InstructionBoundaries(body);
+    // The entry is a boundary by definition; only inner offsets need the linear
+    // decode.
     const uint64_t off = site.symbol_offset;
+    const std::vector<uint32_t> bounds =
+        off == 0 ? std::vector<uint32_t>{0} : InstructionBoundaries(body);
     if (!std::binary_search(bounds.begin(), bounds.end(), off)) {
       auto it = std::upper_bound(bounds.begin(), bounds.end(), off);
       uint64_t end_decoded = 0;
