@@ -67,6 +67,7 @@ struct ElfFile::Impl {
   std::unordered_map<std::string, size_t> by_name;  // first definition wins
   std::unordered_set<std::string> undefined;        // imported names
   std::vector<ElfSymbol> functions;  // sorted by vaddr, deduplicated
+  std::vector<size_t> by_offset;     // indices into functions, by file offset
 
   ~Impl() {
     if (map) munmap(map, map_size);
@@ -130,11 +131,18 @@ absl::Status ElfFile::Impl::Index() {
   Elf_Scn* scn = nullptr;
   // .symtab first, so its names win over .dynsym's; notes on the way.
   std::vector<std::pair<Elf_Scn*, GElf_Shdr>> symtabs, dynsyms;
+  // .gnu.version: per .dynsym entry; bit 15 marks a hidden (non-default)
+  // version such as memcpy@GLIBC_2.2.5 next to the default memcpy@@GLIBC_2.14.
+  // New links bind to the default, so that is the one a name resolves to.
+  Elf_Data* versym = nullptr;
+  std::vector<bool> hidden;  // parallel to `symbols`
   while ((scn = elf_nextscn(elf, scn)) != nullptr) {
     GElf_Shdr sh;
     if (!gelf_getshdr(scn, &sh)) continue;
     if (sh.sh_type == SHT_SYMTAB) symtabs.push_back({scn, sh});
     if (sh.sh_type == SHT_DYNSYM) dynsyms.push_back({scn, sh});
+    if (sh.sh_type == SHT_GNU_versym && !versym)
+      versym = elf_getdata(scn, nullptr);
     if (sh.sh_type == SHT_NOTE && build_id.empty()) {
       Elf_Data* d = elf_getdata(scn, nullptr);
       if (!d || !d->d_buf) continue;
@@ -179,8 +187,19 @@ absl::Status ElfFile::Impl::Index() {
       es.is_function = type == STT_FUNC || type == STT_GNU_IFUNC;
       es.from_dynsym = dyn;
       if (auto off = VaddrToOff(sym.st_value); off.ok()) es.file_offset = *off;
-      if (by_name.emplace(es.name, symbols.size()).second)
+      bool is_hidden = false;
+      if (dyn && dynsyms.size() == 1 && versym && versym->d_buf &&
+          (i + 1) * sizeof(uint16_t) <= versym->d_size) {
+        is_hidden = static_cast<const uint16_t*>(versym->d_buf)[i] & 0x8000;
+      }
+      auto [it, inserted] = by_name.emplace(es.name, symbols.size());
+      if (inserted) {
         symbols.push_back(std::move(es));
+        hidden.push_back(is_hidden);
+      } else if (hidden[it->second] && !is_hidden) {
+        symbols[it->second] = std::move(es);  // the default version wins
+        hidden[it->second] = false;
+      }
     }
   };
   for (auto& [s, sh] : symtabs) read_table(s, sh, false);
@@ -204,6 +223,11 @@ absl::Status ElfFile::Impl::Index() {
   std::sort(
       functions.begin(), functions.end(),
       [](const ElfSymbol& a, const ElfSymbol& b) { return a.vaddr < b.vaddr; });
+  by_offset.resize(functions.size());
+  for (size_t i = 0; i < functions.size(); ++i) by_offset[i] = i;
+  std::sort(by_offset.begin(), by_offset.end(), [this](size_t a, size_t b) {
+    return functions[a].file_offset < functions[b].file_offset;
+  });
   return absl::OkStatus();
 }
 
@@ -318,17 +342,20 @@ absl::StatusOr<ElfSymbol> ElfFile::FindSymbol(absl::string_view name) const {
 }
 
 std::optional<ElfSymbol> ElfFile::FunctionAtFileOffset(uint64_t off) const {
-  // Functions are sorted by vaddr; file offsets are monotonic with vaddr inside
-  // a segment but not necessarily across segments, so search linearly among
-  // candidates.
-  const ElfSymbol* best = nullptr;
-  for (const ElfSymbol& f : impl_->functions) {
-    if (off >= f.file_offset && off - f.file_offset < f.size) {
-      if (!best || f.file_offset > best->file_offset) best = &f;
-    }
+  // The innermost (highest-starting) function containing `off`. Functions
+  // rarely nest or overlap, so looking back a few entries from the last start
+  // <= off is enough.
+  const std::vector<ElfSymbol>& fns = impl_->functions;
+  const std::vector<size_t>& idx = impl_->by_offset;
+  auto it = std::upper_bound(
+      idx.begin(), idx.end(), off,
+      [&fns](uint64_t o, size_t i) { return o < fns[i].file_offset; });
+  for (int back = 0; it != idx.begin() && back < 16; ++back) {
+    --it;
+    const ElfSymbol& f = fns[*it];
+    if (off - f.file_offset < f.size) return f;
   }
-  if (!best) return std::nullopt;
-  return *best;
+  return std::nullopt;
 }
 
 std::vector<ElfSymbol> ElfFile::Functions() const { return impl_->functions; }

@@ -167,6 +167,11 @@ TEST(ElfFile, SystemLibc) {
   ASSERT_TRUE(malloc_sym.ok()) << malloc_sym.status();
   EXPECT_TRUE(malloc_sym->is_function);
   EXPECT_GT((*elf)->Functions().size(), 1000u);
+  // Versioned names resolve to the default version (memcpy@@GLIBC_2.14), not
+  // the hidden compatibility one (memcpy@GLIBC_2.2.5).
+  auto memcpy_sym = (*elf)->FindSymbol("memcpy");
+  ASSERT_TRUE(memcpy_sym.ok()) << memcpy_sym.status();
+  EXPECT_TRUE(memcpy_sym->is_function);
   auto typo = (*elf)->FindSymbol("mallocc");
   EXPECT_THAT(typo.status().message(), HasSubstr("malloc"));
 }
