@@ -37,9 +37,26 @@ if [[ $variant == patched ]]; then
   want=$(cat "$here"/patches/*.patch 2>/dev/null | sha256sum | cut -c1-16)
   have=$(cat "$out/.series" 2>/dev/null || true)
   if [[ $want != "$have" ]]; then
-    log "applying $(ls "$here"/patches/*.patch 2>/dev/null | wc -l) patches"
-    (cd "$src" && { gitq am --abort >/dev/null 2>&1 || true; } && gitq checkout -q -f pristine && gitq clean -qfdx \
-      && if ls "$here"/patches/*.patch >/dev/null 2>&1; then gitq am -q "$here"/patches/*.patch; fi)
+    n=$(ls "$here"/patches/*.patch 2>/dev/null | wc -l)
+    log "applying $n patches"
+    # Build the target tree in a scratch index (this also proves the series applies to
+    # pristine with plain `git apply`, i.e. patch -p1), then move the work tree to it:
+    # only files whose content differs are rewritten, so make stays incremental.
+    idx=$(mktemp) && trap 'rm -f "$idx"' EXIT
+    (
+      cd "$src"
+      export GIT_INDEX_FILE=$idx
+      gitq read-tree pristine
+      for p in "$here"/patches/*.patch; do
+        [[ -f $p ]] || continue
+        gitq apply --cached "$p" || { echo "patch does not apply: $p" >&2; exit 1; }
+      done
+      tree=$(gitq write-tree)
+      unset GIT_INDEX_FILE
+      commit=$(gitq commit-tree "$tree" -p pristine -m "pristine + kernel/patches ($want)")
+      gitq checkout -q -f "$commit"
+      gitq clean -qfd
+    )
     echo "$want" >"$out/.series"
   fi
 fi

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Boot the xolfleet guest kernel under qemu (TCG, 2 vCPUs) with an initramfs
+# holding busybox and the statically linked in-guest tests, and run them.
+#
+#   kernel/run-vm.sh [--mode test|bench] [--kernel bzImage] [--log file]
+#                    [--timeout seconds] [--smp n]
+#
+# The guest console goes to the log file (and to stdout).  Exit status 0 only
+# if the guest printed "XOL-DONE rc=0" and the console shows no kernel splat
+# (WARNING, BUG, Oops, Call Trace, panic, lockdep or sleep-in-atomic reports).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+CACHE=${XOL_CACHE:-/var/cache/xolfleet/kernel}
+mode=test kernel=$CACHE/build-patched/arch/x86/boot/bzImage
+log=${XOL_LOG:-$CACHE/console-test.log} timeout=${XOL_TIMEOUT:-900} smp=2
+while (($#)); do
+  case $1 in
+  --mode) mode=$2; shift 2 ;;
+  --kernel) kernel=$2; shift 2 ;;
+  --log) log=$2; shift 2 ;;
+  --timeout) timeout=$2; shift 2 ;;
+  --smp) smp=$2; shift 2 ;;
+  *) echo "run-vm.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+[[ $mode == bench && -z ${XOL_LOG:-} && $log == "$CACHE/console-test.log" ]] && log=$CACHE/console-bench.log
+log() { printf '[kernel/run-vm %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+[[ -f $kernel ]] || { log "no kernel at $kernel (run kernel/build.sh)"; exit 2; }
+
+# initramfs: busybox + tests, rebuilt each run (a second or two)
+root=$CACHE/initramfs
+rm -rf "$root" && mkdir -p "$root"/{bin,proc,sys,dev,tmp}
+cp /bin/busybox "$root/bin/busybox"
+# The placement corpus shared with the userspace classifier, when present.
+corpus=${XOL_CORPUS:-$here/../tests/corpus/placement_corpus.tsv}
+gen=$CACHE/gen && rm -rf "$gen" && mkdir -p "$gen"
+extra=()
+if [[ -f $corpus ]]; then
+  bash "$here/tests/gen-corpus.sh" "$corpus" "$gen"
+  extra=(-DHAVE_CORPUS -I"$gen" "$gen/corpus.S")
+else
+  log "no placement corpus at $corpus: hand-written sites only"
+fi
+gcc -static -O2 -pthread -Wall -Wno-missing-field-initializers \
+  -o "$root/bin/xoltest" "$here/tests/xoltest.c" "$here/tests/sites.S" "${extra[@]}"
+install -m 0755 "$here/tests/init" "$root/init"
+(cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) >"$CACHE/initramfs.cpio.gz"
+
+mkdir -p "$(dirname "$log")"
+log "booting $(basename "$kernel") mode=$mode smp=$smp timeout=${timeout}s, console -> $log"
+set +e
+timeout --foreground -k 10 "$timeout" qemu-system-x86_64 \
+  -accel tcg,thread=multi -smp "$smp" -m 2048 -cpu max \
+  -kernel "$kernel" -initrd "$CACHE/initramfs.cpio.gz" \
+  -append "console=ttyS0 panic=-1 xolmode=$mode" \
+  -display none -monitor none -serial stdio -no-reboot </dev/null 2>&1 | tee "$log"
+qrc=${PIPESTATUS[0]}
+set -e
+((qrc == 124)) && log "TIMEOUT after ${timeout}s"
+
+rc=0
+if ! grep -q 'XOL-DONE rc=0' "$log"; then
+  log "guest did not report success (qemu rc=$qrc)"
+  rc=1
+fi
+splat='WARNING:|BUG:|Oops|Call Trace|Kernel panic|general protection fault|INFO: task .* blocked|sleeping function called|possible recursive locking|inconsistent lock state|circular locking'
+if grep -Eq "$splat" "$log"; then
+  log "kernel splat in console:"
+  grep -En "$splat" "$log" | head -5 >&2
+  rc=1
+fi
+exit $rc

@@ -1,0 +1,179 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Probe-site corpus for the in-guest tests: one site per instruction class.
+ * Every probed instruction has a global label s_<name>; the expected
+ * placement of each (docs/placement.md) is in sites.h.  Functions follow the
+ * SysV ABI and are called from xoltest.c.
+ */
+#define FN(name) .globl name; .type name, @function; name:
+#define SITE(name) .globl name; name:
+
+	.data
+	.balign 16
+	.globl g_vec, g_ro, g_sum, g_tmp, g_spsave
+g_vec:	.long 1, 2, 3, 4
+g_ro:	.quad 0x1234
+g_sum:	.quad 0
+g_tmp:	.quad 0
+g_spsave: .quad 0
+
+	.text
+/* ---- BOOSTED --------------------------------------------------------- */
+FN(f_endbr)				/* x + 1 */
+SITE(s_endbr)	endbr64
+	lea 1(%rdi), %rax
+	ret
+FN(f_mov)				/* x + 3 */
+SITE(s_mov)	mov %rdi, %rax
+	add $3, %rax
+	ret
+FN(f_load)				/* *p */
+SITE(s_load)	mov (%rdi), %rax
+	ret
+FN(f_store)				/* *p = v */
+SITE(s_store)	mov %rsi, (%rdi)
+	ret
+FN(f_alu)				/* x * y */
+	mov %rdi, %rax
+SITE(s_alu)	imul %rsi, %rax
+	ret
+FN(f_cmp)				/* x < y (flags cross the jump back) */
+	xor %eax, %eax
+SITE(s_cmp)	cmp %rsi, %rdi
+	setl %al
+	ret
+FN(f_test)				/* (x & 4) != 0 */
+	xor %eax, %eax
+SITE(s_test)	test $4, %dil
+	setnz %al
+	ret
+FN(f_lea)				/* x + 2y + 8 */
+SITE(s_lea)	lea 8(%rdi,%rsi,2), %rax
+	ret
+FN(f_sse)				/* p[0..3] += q[0..3] (int32) */
+SITE(s_sse_load) movdqu (%rdi), %xmm0
+	movdqu (%rsi), %xmm1
+SITE(s_sse_add)	paddd %xmm1, %xmm0
+	movdqu %xmm0, (%rdi)
+	ret
+FN(f_pushm)				/* *p, through push r/m */
+SITE(s_pushm)	push (%rdi)
+	pop %rax
+	ret
+FN(f_popm)				/* *p = 0x5a via pop r/m, returns it */
+	push $0x5a
+SITE(s_popm)	pop (%rdi)
+	mov (%rdi), %rax
+	ret
+FN(f_div)				/* x / y, unsigned; y = 0 raises #DE */
+	mov %rdi, %rax
+	xor %edx, %edx
+SITE(s_div)	div %rsi
+	ret
+FN(f_fault)				/* *p: p = 0x10 raises #PF */
+SITE(s_fault)	mov (%rdi), %rax
+	ret
+
+/* ---- BOOSTED_RIPREL ---------------------------------------------------- */
+FN(f_rload)				/* g_ro */
+SITE(s_rload)	mov g_ro(%rip), %rax
+	ret
+FN(f_rstore)				/* g_tmp = x; returns g_tmp */
+SITE(s_rstore)	mov %rdi, g_tmp(%rip)
+	mov g_tmp(%rip), %rax
+	ret
+FN(f_rrmw)				/* g_sum += x */
+SITE(s_rrmw)	add %rdi, g_sum(%rip)
+	ret
+FN(f_rlea)				/* &g_ro */
+SITE(s_rlea)	lea g_ro(%rip), %rax
+	ret
+FN(f_rsse)				/* p[0..3] = g_vec + p (int32) */
+	movdqu (%rdi), %xmm0
+SITE(s_rsse)	paddd g_vec(%rip), %xmm0
+	movdqu %xmm0, (%rdi)
+	ret
+FN(f_rcmp)				/* g_ro > x */
+	xor %eax, %eax
+SITE(s_rcmp)	cmp %rdi, g_ro(%rip)
+	setg %al
+	ret
+FN(f_rrsi)				/* g_ro + x, %rsi named: scratch is %rdi */
+	mov %rdi, %rax
+SITE(s_rrsi)	mov g_ro(%rip), %rsi
+	add %rsi, %rax
+	ret
+
+/* ---- SINGLE_STEP -------------------------------------------------------- */
+FN(f_popf)				/* x */
+	pushf
+SITE(s_popf)	popf
+	mov %rdi, %rax
+	ret
+FN(f_rep)				/* memcpy(d, s, n) */
+	mov %rdx, %rcx
+SITE(s_rep)	rep movsb
+	ret
+FN(f_rpush)				/* g_ro, push rip-relative */
+SITE(s_rpush)	push g_ro(%rip)
+	pop %rax
+	ret
+FN(f_rsp)				/* stores %rsp rip-relative, returns 7 */
+SITE(s_rsp)	mov %rsp, g_spsave(%rip)
+	mov $7, %eax
+	ret
+FN(f_x87)				/* x, after an x87 instruction */
+SITE(s_x87)	fld1
+	fstp %st(0)
+	mov %rdi, %rax
+	ret
+
+/* ---- EMULATED ----------------------------------------------------------- */
+FN(f_nop)				/* x + 2 */
+SITE(s_nop)	nop
+	lea 2(%rdi), %rax
+	ret
+FN(f_pushbp)				/* x */
+SITE(s_pushbp)	push %rbp
+	mov %rdi, %rax
+	pop %rbp
+	ret
+FN(f_jmp)				/* x */
+SITE(s_jmp)	jmp 1f
+	ud2
+1:	mov %rdi, %rax
+	ret
+FN(f_jcc)				/* x ? x + 1 : 0 */
+	mov %rdi, %rax
+	test %rdi, %rdi
+SITE(s_jcc)	jz 1f
+	add $1, %rax
+1:	ret
+FN(f_call)				/* x + 3 */
+	sub $8, %rsp
+SITE(s_call)	call f_mov
+	add $8, %rsp
+	ret
+
+/* ---- never executed: placement only ------------------------------------- */
+FN(f_placement_only)
+SITE(s_vex)	vpaddd %xmm1, %xmm2, %xmm3
+SITE(s_vexrip)	vaddps g_vec(%rip), %xmm0, %xmm0
+SITE(s_addr32)	addr32 mov (%edi), %eax
+SITE(s_loop)	loop s_loop
+SITE(s_int3)	int3
+SITE(s_ud2)	ud2
+SITE(s_cli)	cli
+SITE(s_fwait)	fwait
+SITE(s_repstos)	rep stosb
+SITE(s_stos)	stosb
+SITE(s_ripr_bx)	vpaddd g_vec(%rip), %xmm6, %xmm7
+SITE(s_vex6)	vaddps g_vec(%rip), %xmm1, %xmm6
+SITE(s_andrip)	andq $0xf, g_tmp(%rip)
+SITE(s_r12rip)	mov %r12, g_tmp(%rip)
+SITE(s_lock)	lock addl $1, (%rdi)
+SITE(s_xmm4)	movdqu g_vec(%rip), %xmm4
+SITE(s_movsx)	movslq g_ro(%rip), %rdx
+SITE(s_popmrip)	popq g_tmp(%rip)
+	ret
+	.section .note.GNU-stack, "", @progbits

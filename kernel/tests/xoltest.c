@@ -1,0 +1,1207 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * xoltest: in-guest tests for the xolfleet uprobes series (per-CPU XOL slots,
+ * boosted probes, switch-time slot fix-up).  Built with gcc -static and run
+ * from the initramfs by kernel/tests/init.
+ *
+ * The probe sites live in sites.S (one per instruction class).  The program
+ * places uprobes on its own binary through tracefs (uprobe_events), computes
+ * the file offset of each site from /proc/self/maps, and reads the kernel's
+ * view from /sys/kernel/debug/uprobes/{stats,placements} and uprobe_profile.
+ *
+ * Every check prints exactly one line: "RESULT PASS <name>" or
+ * "RESULT FAIL <name> <reason>".
+ *
+ *   xoltest all            every test case, boost on and off
+ *   xoltest bench          per-hit costs and 64-thread throughput
+ *   xoltest child <n>      exec target of the exec storm
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+/* ---- sites.S ------------------------------------------------------------ */
+extern long f_endbr(long), f_mov(long), f_load(long *), f_alu(long, long);
+extern void f_store(long *, long);
+extern long f_cmp(long, long), f_test(long), f_lea(long, long);
+extern void f_sse(int *, const int *);
+extern long f_pushm(long *), f_popm(long *), f_fault(long *);
+extern unsigned long f_div(unsigned long, unsigned long);
+extern long f_rload(void), f_rstore(long), f_rlea(void), f_rcmp(long), f_rrsi(long);
+extern void f_rrmw(long), f_rsse(int *);
+extern long f_popf(long), f_rpush(void), f_rsp(void), f_x87(long);
+extern void f_rep(void *, const void *, long);
+extern long f_nop(long), f_pushbp(long), f_jmp(long), f_jcc(long), f_call(long);
+extern long g_ro, g_sum, g_tmp;
+
+#define SITES(X)							\
+	X(s_endbr, "BOOSTED") X(s_mov, "BOOSTED") X(s_load, "BOOSTED")	\
+	X(s_store, "BOOSTED") X(s_alu, "BOOSTED") X(s_cmp, "BOOSTED")	\
+	X(s_test, "BOOSTED") X(s_lea, "BOOSTED") X(s_sse_load, "BOOSTED") \
+	X(s_sse_add, "BOOSTED") X(s_pushm, "BOOSTED") X(s_popm, "BOOSTED") \
+	X(s_div, "BOOSTED") X(s_fault, "BOOSTED")			\
+	X(s_rload, "BOOSTED_RIPREL") X(s_rstore, "BOOSTED_RIPREL")	\
+	X(s_rrmw, "BOOSTED_RIPREL") X(s_rlea, "BOOSTED_RIPREL")		\
+	X(s_rsse, "BOOSTED_RIPREL") X(s_rcmp, "BOOSTED_RIPREL")		\
+	X(s_rrsi, "BOOSTED_RIPREL")					\
+	X(s_popf, "SINGLE_STEP") X(s_rep, "SINGLE_STEP")		\
+	X(s_rpush, "SINGLE_STEP") X(s_rsp, "SINGLE_STEP")		\
+	X(s_x87, "SINGLE_STEP")						\
+	X(s_nop, "EMULATED") X(s_pushbp, "EMULATED") X(s_jmp, "EMULATED") \
+	X(s_jcc, "EMULATED") X(s_call, "EMULATED")			\
+	X(s_vex, "BOOSTED") X(s_vexrip, "BOOSTED_RIPREL")		\
+	X(s_addr32, "SINGLE_STEP") X(s_loop, "SINGLE_STEP")		\
+	X(s_int3, "REFUSED") X(s_ud2, "SINGLE_STEP")			\
+	X(s_cli, "REFUSED") X(s_fwait, "SINGLE_STEP")		\
+	X(s_repstos, "SINGLE_STEP") X(s_stos, "BOOSTED")		\
+	X(s_ripr_bx, "SINGLE_STEP") X(s_vex6, "BOOSTED_RIPREL")	\
+	X(s_andrip, "BOOSTED_RIPREL") X(s_r12rip, "BOOSTED_RIPREL")	\
+	X(s_lock, "REFUSED") X(s_xmm4, "BOOSTED_RIPREL")		\
+	X(s_movsx, "BOOSTED_RIPREL") X(s_popmrip, "SINGLE_STEP")
+
+#define X(n, p) extern char n[];
+SITES(X)
+#undef X
+
+struct site {
+	const char *name;
+	void *addr;
+	const char *on;		/* profile xolfleet-6.1 */
+	const char *off;	/* profile linux-6.1 (boosting off) */
+	const char *desc;
+	int enabled;
+};
+
+/* hand-written sites of sites.S: boosting off turns BOOSTED* into SINGLE_STEP */
+#define X(n, p) { #n, n, p, NULL, #n, 0 },
+static struct site hand_sites[] = { SITES(X) };
+#undef X
+
+/*
+ * The shared corpus (tests/corpus/placement_corpus.tsv), generated into
+ * corpus.S/corpus.h by gen-corpus.sh: placement-only, never executed.
+ */
+struct corpus_row {
+	const char *name;
+	void *addr;
+	const char *desc, *linux61, *linux618, *xol61;
+};
+#ifdef HAVE_CORPUS
+#include "corpus.h"
+#else
+static const struct corpus_row corpus[1];
+#endif
+
+static struct site *sites;
+static int NSITES;
+
+static void sites_init(void)
+{
+	int nh = sizeof(hand_sites) / sizeof(hand_sites[0]);
+	int nc = sizeof(corpus) / sizeof(corpus[0]);
+
+	sites = calloc(nh + nc, sizeof(*sites));
+	for (int i = 0; i < nh; i++) {
+		sites[NSITES] = hand_sites[i];
+		sites[NSITES].off = strncmp(hand_sites[i].on, "BOOSTED", 7) ?
+				    hand_sites[i].on : "SINGLE_STEP";
+		NSITES++;
+	}
+	for (int i = 0; i < nc; i++) {
+		if (!corpus[i].name)
+			continue;
+		sites[NSITES].name = corpus[i].name;
+		sites[NSITES].addr = corpus[i].addr;
+		sites[NSITES].on = corpus[i].xol61;
+		sites[NSITES].off = corpus[i].linux61;
+		sites[NSITES].desc = corpus[i].desc;
+		NSITES++;
+	}
+}
+
+static struct site *site_by_name(const char *n)
+{
+	for (int i = 0; i < NSITES; i++)
+		if (!strcmp(sites[i].name, n))
+			return &sites[i];
+	return NULL;
+}
+
+/* ---- reporting ---------------------------------------------------------- */
+static int failures;
+
+static void pass(const char *name)
+{
+	printf("RESULT PASS %s\n", name);
+	fflush(stdout);
+}
+
+static void fail(const char *name, const char *fmt, ...)
+{
+	va_list ap;
+
+	printf("RESULT FAIL %s ", name);
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	printf("\n");
+	fflush(stdout);
+	failures++;
+}
+
+static void note(const char *fmt, ...)
+{
+	va_list ap;
+
+	printf("# ");
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	printf("\n");
+	fflush(stdout);
+}
+
+/* ---- tracefs / debugfs / sysctl ----------------------------------------- */
+#define TRACEFS "/sys/kernel/tracing"
+#define STATS "/sys/kernel/debug/uprobes/stats"
+#define PLACEMENTS "/sys/kernel/debug/uprobes/placements"
+#define BOOST "/proc/sys/kernel/uprobes_boost"
+
+static char exe[256];
+
+static int write_file(const char *path, const char *s, int flags)
+{
+	int fd = open(path, O_WRONLY | flags);
+	int ret = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (write(fd, s, strlen(s)) < 0)
+		ret = -errno;
+	close(fd);
+	return ret;
+}
+
+static char *read_file(const char *path)
+{
+	static char buf[1 << 20];
+	int fd = open(path, O_RDONLY);
+	ssize_t n, tot = 0;
+
+	buf[0] = 0;
+	if (fd < 0)
+		return buf;
+	while ((n = read(fd, buf + tot, sizeof(buf) - 1 - tot)) > 0)
+		tot += n;
+	buf[tot] = 0;
+	close(fd);
+	return buf;
+}
+
+static unsigned long file_offset(void *addr)
+{
+	FILE *f = fopen("/proc/self/maps", "r");
+	unsigned long lo, hi, off, a = (unsigned long)addr, ret = 0;
+	char line[512], path[256];
+
+	while (f && fgets(line, sizeof(line), f)) {
+		path[0] = 0;
+		if (sscanf(line, "%lx-%lx %*s %lx %*s %*s %255s", &lo, &hi, &off, path) < 3)
+			continue;
+		if (a >= lo && a < hi && !strcmp(path, exe)) {
+			ret = a - lo + off;
+			break;
+		}
+	}
+	if (f)
+		fclose(f);
+	return ret;
+}
+
+static void xol_range(unsigned long *lo, unsigned long *hi)
+{
+	FILE *f = fopen("/proc/self/maps", "r");
+	char line[512];
+
+	*lo = *hi = 0;
+	while (f && fgets(line, sizeof(line), f)) {
+		if (strstr(line, "[uprobes]")) {
+			sscanf(line, "%lx-%lx", lo, hi);
+			break;
+		}
+	}
+	if (f)
+		fclose(f);
+}
+
+static int probe_add(const char *ev, void *addr, int ret)
+{
+	char cmd[512];
+
+	snprintf(cmd, sizeof(cmd), "%c:xt/%s %s:0x%lx\n", ret ? 'r' : 'p', ev, exe,
+		 file_offset(addr));
+	return write_file(TRACEFS "/uprobe_events", cmd, O_APPEND);
+}
+
+static int probe_enable(const char *ev, int on)
+{
+	char path[256];
+
+	snprintf(path, sizeof(path), TRACEFS "/events/xt/%s/enable", ev);
+	return write_file(path, on ? "1" : "0", 0);
+}
+
+static void probes_clear(void)
+{
+	write_file(TRACEFS "/events/xt/enable", "0", 0);
+	write_file(TRACEFS "/uprobe_events", "", O_TRUNC);
+	for (int i = 0; i < NSITES; i++)
+		sites[i].enabled = 0;
+}
+
+/* Register and enable every site of the corpus; refused ones stay off. */
+static void probes_all(void)
+{
+	probes_clear();
+	for (int i = 0; i < NSITES; i++) {
+		int err = probe_add(sites[i].name, sites[i].addr, 0);
+
+		if (!err)
+			err = probe_enable(sites[i].name, 1);
+		sites[i].enabled = !err;
+		if (err) {
+			char cmd[128];
+
+			snprintf(cmd, sizeof(cmd), "-:xt/%s\n", sites[i].name);
+			write_file(TRACEFS "/uprobe_events", cmd, O_APPEND);
+		}
+	}
+}
+
+static long profile_hits(const char *ev)
+{
+	char *buf = read_file(TRACEFS "/uprobe_profile"), *line, *save;
+	char file[256], name[128];
+	unsigned long n;
+
+	for (line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		if (sscanf(line, "%255s %127s %lu", file, name, &n) == 3 && !strcmp(name, ev))
+			return n;
+	}
+	return -1;
+}
+
+enum { ST_EMU, ST_BOOST, ST_RIPREL, ST_SSTEP, ST_REINST, ST_MIGR, ST_SIGDEF,
+	ST_SIGTR, ST_ROLLB, ST_NR };
+static const char *stat_names[ST_NR] = {
+	"hits_emulated", "hits_boosted", "hits_boosted_riprel", "hits_single_step",
+	"slot_reinstalls", "slot_migrations", "signals_deferred",
+	"signals_translated", "fault_rollbacks",
+};
+
+static int stats_read(unsigned long st[ST_NR])
+{
+	char *buf = read_file(STATS), *line, *save;
+	char name[64];
+	unsigned long v;
+	int found = 0;
+
+	memset(st, 0, sizeof(unsigned long) * ST_NR);
+	for (line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		if (sscanf(line, "%63s %lu", name, &v) != 2)
+			continue;
+		for (int i = 0; i < ST_NR; i++)
+			if (!strcmp(name, stat_names[i])) {
+				st[i] = v;
+				found++;
+			}
+	}
+	return found == ST_NR ? 0 : -1;
+}
+
+static int class_of(const char *placement)
+{
+	if (!strcmp(placement, "EMULATED"))
+		return ST_EMU;
+	if (!strcmp(placement, "BOOSTED"))
+		return ST_BOOST;
+	if (!strcmp(placement, "BOOSTED_RIPREL"))
+		return ST_RIPREL;
+	if (!strcmp(placement, "SINGLE_STEP"))
+		return ST_SSTEP;
+	return -1;
+}
+
+static int boost;
+
+static void set_boost(int on)
+{
+	if (write_file(BOOST, on ? "1" : "0", 0))
+		note("cannot write %s: %s", BOOST, strerror(errno));
+	boost = on;
+}
+
+static const char *expected(struct site *s)
+{
+	return boost ? s->on : s->off;
+}
+
+/* The placement the kernel reports for a site, or NULL if not listed. */
+static const char *kernel_placement(const char *all, struct site *s)
+{
+	static char res[64];
+	struct stat stbuf;
+	char key[128];
+	const char *p;
+
+	if (stat(exe, &stbuf))
+		return NULL;
+	snprintf(key, sizeof(key), "%lu 0x%lx ", (unsigned long)stbuf.st_ino,
+		 file_offset(s->addr));
+	for (p = all; (p = strstr(p, key)); p++) {
+		if (p != all && p[-1] != '\n')
+			continue;
+		sscanf(p + strlen(key), "%63s", res);
+		return res;
+	}
+	return NULL;
+}
+
+/* ---- calls: one wrapper per probed function ----------------------------- */
+static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static long c_endbr(long i) { return f_endbr(i); }
+static long c_mov(long i) { return f_mov(i); }
+static long c_load(long i) { long v = i * 3; return f_load(&v); }
+static long c_store(long i) { long v = 0; f_store(&v, i + 11); return v; }
+static long c_alu(long i) { return f_alu(i, 0x1234567); }
+static long c_cmp(long i) { return f_cmp(i, 500) * 2 + f_cmp(500, i) * 0; }
+static long c_test(long i) { return f_test(i); }
+static long c_lea(long i) { return f_lea(i, i * 5); }
+static long c_sse(long i)
+{
+	int a[4] = { (int)i, 2, 3, 4 }, b[4] = { 10, (int)i, 30, 40 };
+
+	f_sse(a, b);
+	return (long)a[0] * 7 + a[1] * 5 + a[2] * 3 + a[3];
+}
+static long c_pushm(long i) { long v = i ^ 0x55; return f_pushm(&v); }
+static long c_popm(long i) { long v = i; return f_popm(&v) + v; }
+static long c_div(long i) { return (long)f_div((unsigned long)i * 1000 + 999, 7); }
+static long c_fault(long i) { long v = i + 1; return f_fault(&v); }
+static long c_rload(long i) { return f_rload() + i; }
+static long c_rstore(long i)
+{
+	long r;
+
+	pthread_mutex_lock(&g_lock);
+	r = f_rstore(i * 9);
+	pthread_mutex_unlock(&g_lock);
+	return r;
+}
+static long c_rrmw(long i)
+{
+	pthread_mutex_lock(&g_lock);
+	f_rrmw(i);
+	pthread_mutex_unlock(&g_lock);
+	return 0;
+}
+static long c_rlea(long i) { return f_rlea() == (long)&g_ro ? i : -1; }
+static long c_rsse(long i)
+{
+	int a[4] = { (int)i, (int)i * 2, 5, 6 };
+
+	f_rsse(a);
+	return (long)a[0] * 11 + a[1] * 7 + a[2] * 3 + a[3];
+}
+static long c_rcmp(long i) { return f_rcmp(i * 17); }
+static long c_rrsi(long i) { return f_rrsi(i); }
+static long c_popf(long i) { return f_popf(i); }
+static long c_rep(long i)
+{
+	char s[16], d[16] = { 0 };
+
+	for (int k = 0; k < 16; k++)
+		s[k] = (char)(i + k);
+	f_rep(d, s, 16);
+	return d[0] + d[7] * 3 + d[15] * 5;
+}
+static long c_rpush(long i) { return f_rpush() + i; }
+static long c_rsp(long i) { return f_rsp() + i; }
+static long c_x87(long i) { return f_x87(i); }
+static long c_nop(long i) { return f_nop(i); }
+static long c_pushbp(long i) { return f_pushbp(i); }
+static long c_jmp(long i) { return f_jmp(i); }
+static long c_jcc(long i) { return f_jcc(i & 3); }
+static long c_call(long i) { return f_call(i); }
+
+#define LOCKED 1	/* takes g_lock: not in fork children or signal handlers */
+#define INSIG 2		/* also called from the timer signal handler */
+
+struct call {
+	const char *name;
+	long (*fn)(long);
+	const char *sites[3];
+	int flags;
+	int reps;	/* hits on sites[0] per call, if not 1 */
+};
+
+static struct call calls[] = {
+	{ "endbr", c_endbr, { "s_endbr" }, INSIG },
+	{ "mov", c_mov, { "s_mov" } },
+	{ "load", c_load, { "s_load" } },
+	{ "store", c_store, { "s_store" } },
+	{ "alu", c_alu, { "s_alu" } },
+	{ "cmp", c_cmp, { "s_cmp" }, 0, 2 },
+	{ "test", c_test, { "s_test" } },
+	{ "lea", c_lea, { "s_lea" }, INSIG },
+	{ "sse", c_sse, { "s_sse_load", "s_sse_add" }, INSIG },
+	{ "pushm", c_pushm, { "s_pushm" } },
+	{ "popm", c_popm, { "s_popm" } },
+	{ "div", c_div, { "s_div" } },
+	{ "fault", c_fault, { "s_fault" } },
+	{ "rload", c_rload, { "s_rload" }, INSIG },
+	{ "rstore", c_rstore, { "s_rstore" }, LOCKED },
+	{ "rrmw", c_rrmw, { "s_rrmw" }, LOCKED },
+	{ "rlea", c_rlea, { "s_rlea" } },
+	{ "rsse", c_rsse, { "s_rsse" }, INSIG },
+	{ "rcmp", c_rcmp, { "s_rcmp" } },
+	{ "rrsi", c_rrsi, { "s_rrsi" } },
+	{ "popf", c_popf, { "s_popf" }, INSIG },
+	/* 6.1 single-steps one iteration of a rep string insn per hit: 16 hits */
+	{ "rep", c_rep, { "s_rep" }, 0, 16 },
+	{ "rpush", c_rpush, { "s_rpush" } },
+	{ "rsp", c_rsp, { "s_rsp" } },
+	{ "x87", c_x87, { "s_x87" } },
+	{ "nop", c_nop, { "s_nop" }, INSIG },
+	{ "pushbp", c_pushbp, { "s_pushbp" } },
+	{ "jmp", c_jmp, { "s_jmp" } },
+	{ "jcc", c_jcc, { "s_jcc" } },
+	{ "call", c_call, { "s_call", "s_mov" } },
+};
+#define NCALLS ((int)(sizeof(calls) / sizeof(calls[0])))
+#define NARG 256
+
+static long base[NCALLS][NARG];	/* unprobed results */
+
+static void compute_base(void)
+{
+	for (int c = 0; c < NCALLS; c++)
+		for (int a = 0; a < NARG; a++)
+			base[c][a] = calls[c].fn(a);
+}
+
+/* Expected per-class hits of one call of @c. */
+static void call_classes(struct call *c, long cls[ST_NR])
+{
+	for (int k = 0; k < 3 && c->sites[k]; k++) {
+		struct site *s = site_by_name(c->sites[k]);
+		int i = class_of(expected(s));
+
+		if (i >= 0 && s->enabled)
+			cls[i] += (k == 0 && c->reps) ? c->reps : 1;
+	}
+}
+
+/* ---- test: placement ------------------------------------------------------ */
+static void test_placement(void)
+{
+	const char *all = read_file(PLACEMENTS);
+	char name[64], why[2048] = "";
+	int bad = 0, unknown = 0;
+
+	snprintf(name, sizeof(name), "placement_boost_%s", boost ? "on" : "off");
+	for (int i = 0; i < NSITES; i++) {
+		struct site *s = &sites[i];
+		const char *want = expected(s), *got;
+
+		if (!strcmp(want, "REFUSED")) {
+			got = s->enabled ? "REGISTERED" : "REFUSED";
+			if (s->enabled || kernel_placement(all, s))
+				got = "REGISTERED";
+		} else {
+			got = kernel_placement(all, s);
+			if (!got)
+				got = s->enabled ? "MISSING" : "REFUSED";
+		}
+		if (!strcmp(got, "UNKNOWN"))
+			unknown++;
+		if (strcmp(want, got)) {
+			bad++;
+			snprintf(why + strlen(why), sizeof(why) - strlen(why), "[%s: %s want %s] ",
+				 s->desc, got, want);
+		}
+	}
+	note("%s: %d sites (%d from the shared corpus), %d differ", name, NSITES,
+	     NSITES - (int)(sizeof(hand_sites) / sizeof(hand_sites[0])), bad);
+	if (bad)
+		fail(name, "%d of %d sites differ%s: %s", bad, NSITES,
+		     unknown ? " (UNKNOWN: not analysed)" : "", why);
+	else
+		pass(name);
+}
+
+/* ---- test: each class really runs the way it is reported ----------------- */
+static void test_class_hits(void)
+{
+	char name[64], why[512] = "";
+	int bad = 0;
+
+	snprintf(name, sizeof(name), "class_hits_boost_%s", boost ? "on" : "off");
+	for (int c = 0; c < NCALLS; c++) {
+		unsigned long b[ST_NR], a[ST_NR];
+		long want[ST_NR] = { 0 }, h0, h1;
+		long r;
+
+		call_classes(&calls[c], want);
+		h0 = profile_hits(calls[c].sites[0]);
+		stats_read(b);
+		r = calls[c].fn(5);
+		stats_read(a);
+		h1 = profile_hits(calls[c].sites[0]);
+		if (r != base[c][5]) {
+			bad++;
+			snprintf(why + strlen(why), sizeof(why) - strlen(why),
+				 "%s:result %ld!=%ld ", calls[c].name, r, base[c][5]);
+		}
+		for (int k = ST_EMU; k <= ST_SSTEP; k++) {
+			if ((long)(a[k] - b[k]) != want[k]) {
+				bad++;
+				snprintf(why + strlen(why), sizeof(why) - strlen(why),
+					 "%s:%s+%lu(want %ld) ", calls[c].name, stat_names[k],
+					 a[k] - b[k], want[k]);
+			}
+		}
+		if (h1 - h0 != (calls[c].reps ? calls[c].reps : 1)) {
+			bad++;
+			snprintf(why + strlen(why), sizeof(why) - strlen(why),
+				 "%s:profile+%ld ", calls[c].name, h1 - h0);
+		}
+	}
+	if (bad)
+		fail(name, "%s", why);
+	else
+		pass(name);
+}
+
+/* ---- test: faults raised by the displaced instruction -------------------- */
+static sigjmp_buf fault_jmp;
+static volatile unsigned long fault_ip, fault_addr;
+
+static void fault_handler(int sig, siginfo_t *si, void *uc_)
+{
+	ucontext_t *uc = uc_;
+
+	fault_ip = uc->uc_mcontext.gregs[REG_RIP];
+	fault_addr = (unsigned long)si->si_addr;
+	siglongjmp(fault_jmp, sig);
+}
+
+static void test_fault(void)
+{
+	struct sigaction sa = { .sa_sigaction = fault_handler, .sa_flags = SA_SIGINFO };
+	unsigned long b[ST_NR], a[ST_NR];
+	char name[64];
+	int n = 50, bad = 0;
+	long h0 = profile_hits("s_fault"), d0 = profile_hits("s_div");
+	char why[256] = "";
+
+	snprintf(name, sizeof(name), "fault_rollback_boost_%s", boost ? "on" : "off");
+	sigaction(SIGSEGV, &sa, NULL);
+	sigaction(SIGFPE, &sa, NULL);
+	stats_read(b);
+	for (int i = 0; i < n; i++) {
+		int sig = sigsetjmp(fault_jmp, 1);
+
+		if (!sig) {
+			f_fault((long *)0x10);
+			bad++;
+			continue;
+		}
+		if (sig != SIGSEGV || fault_ip != (unsigned long)s_fault || fault_addr != 0x10) {
+			if (!bad++)
+				snprintf(why, sizeof(why), "SIGSEGV sig=%d ip=%#lx (site %p) addr=%#lx ",
+					 sig, fault_ip, s_fault, fault_addr);
+		}
+		sig = sigsetjmp(fault_jmp, 1);
+		if (!sig) {
+			f_div(1, 0);
+			bad++;
+			continue;
+		}
+		if (sig != SIGFPE || fault_ip != (unsigned long)s_div ||
+		    fault_addr != (unsigned long)s_div) {
+			if (!bad++)
+				snprintf(why, sizeof(why), "SIGFPE sig=%d ip=%#lx addr=%#lx (site %p) ",
+					 sig, fault_ip, fault_addr, s_div);
+		}
+	}
+	stats_read(a);
+	signal(SIGSEGV, SIG_DFL);
+	signal(SIGFPE, SIG_DFL);
+	if (profile_hits("s_fault") - h0 != n || profile_hits("s_div") - d0 != n) {
+		bad++;
+		snprintf(why + strlen(why), sizeof(why) - strlen(why), "hits %ld/%ld want %d ",
+			 profile_hits("s_fault") - h0, profile_hits("s_div") - d0, n);
+	}
+	if (boost && a[ST_ROLLB] - b[ST_ROLLB] != (unsigned long)(2 * n)) {
+		bad++;
+		snprintf(why + strlen(why), sizeof(why) - strlen(why), "fault_rollbacks +%lu want %d",
+			 a[ST_ROLLB] - b[ST_ROLLB], 2 * n);
+	}
+	if (bad)
+		fail(name, "%s", why);
+	else
+		pass(name);
+}
+
+/* ---- test: stress --------------------------------------------------------- */
+#define NTHREADS 64
+#define ITERS 12
+
+static atomic_long ncalls[NCALLS];	/* calls made, all processes */
+static atomic_long nsig, sig_bad;
+static atomic_int stop_aux;
+static unsigned long xol_lo, xol_hi;
+static atomic_long mismatches;
+static pid_t tids[NTHREADS];
+static pthread_barrier_t start_barrier;
+static char mismatch_why[256];
+
+static void check(int c, long a, long r)
+{
+	if (r != base[c][a]) {
+		if (atomic_fetch_add(&mismatches, 1) == 0)
+			snprintf(mismatch_why, sizeof(mismatch_why), "%s(%ld)=%ld want %ld",
+				 calls[c].name, a, r, base[c][a]);
+	}
+}
+
+static void alarm_handler(int sig, siginfo_t *si, void *uc_)
+{
+	ucontext_t *uc = uc_;
+	unsigned long ip = uc->uc_mcontext.gregs[REG_RIP];
+	int saved = errno;
+
+	/* the interrupted context must never be inside a slot */
+	if (ip >= xol_lo && ip < xol_hi)
+		atomic_fetch_add(&sig_bad, 1);
+	for (int c = 0; c < NCALLS; c++) {
+		if (!(calls[c].flags & INSIG))
+			continue;
+		check(c, 3, calls[c].fn(3));
+		atomic_fetch_add(&ncalls[c], 1);
+	}
+	atomic_fetch_add(&nsig, 1);
+	errno = saved;
+}
+
+static void pin(pid_t tid, int cpu)
+{
+	cpu_set_t set;
+
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	sched_setaffinity(tid, sizeof(set), &set);
+}
+
+static void *worker(void *arg)
+{
+	long id = (long)arg;
+	long local[NCALLS] = { 0 };
+	int ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+
+	tids[id] = syscall(SYS_gettid);
+	pthread_barrier_wait(&start_barrier);
+	for (int it = 0; it < ITERS; it++) {
+		pin(0, (it + id) % ncpu);	/* migrate every iteration */
+		for (int c = 0; c < NCALLS; c++) {
+			long a = (it * NTHREADS + id + c) % NARG;
+
+			check(c, a, calls[c].fn(a));
+			local[c]++;
+		}
+	}
+	for (int c = 0; c < NCALLS; c++)
+		atomic_fetch_add(&ncalls[c], local[c]);
+	return NULL;
+}
+
+/* Moves workers between CPUs from outside, whatever they are doing. */
+static void *migrator(void *arg)
+{
+	int ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	unsigned int r = 1;
+
+	while (!atomic_load(&stop_aux)) {
+		r = r * 1103515245 + 12345;
+		if (tids[(r >> 8) % NTHREADS])
+			pin(tids[(r >> 8) % NTHREADS], (r >> 4) % ncpu);
+		sched_yield();
+	}
+	return NULL;
+}
+
+/* Pure calls only: a forked child may not take g_lock. */
+static int child_work(int n)
+{
+	int bad = 0;
+
+	for (int k = 0; k < n; k++)
+		for (int c = 0; c < NCALLS; c++) {
+			if (calls[c].flags & LOCKED)
+				continue;
+			if (calls[c].fn((k * 5 + c) % NARG) != base[c][(k * 5 + c) % NARG])
+				bad++;
+		}
+	return bad;
+}
+
+#define CHILD_N 2
+static atomic_long forks_ok, forks_bad, execs_ok, execs_bad;
+
+static void count_child(void)
+{
+	for (int c = 0; c < NCALLS; c++)
+		if (!(calls[c].flags & LOCKED))
+			atomic_fetch_add(&ncalls[c], CHILD_N);
+}
+
+static void *forker(void *arg)
+{
+	int execs = (long)arg;
+
+	while (!atomic_load(&stop_aux)) {
+		int st;
+		pid_t p = execs ? vfork() : fork();
+
+		if (p == 0) {
+			if (execs) {
+				execl(exe, exe, "child", NULL);
+				_exit(127);
+			}
+			_exit(child_work(CHILD_N) ? 1 : 0);
+		}
+		if (p < 0)
+			break;
+		while (waitpid(p, &st, 0) < 0 && errno == EINTR)
+			;
+		if (WIFEXITED(st) && WEXITSTATUS(st) == 0) {
+			count_child();
+			atomic_fetch_add(execs ? &execs_ok : &forks_ok, 1);
+		} else {
+			atomic_fetch_add(execs ? &execs_bad : &forks_bad, 1);
+		}
+	}
+	return NULL;
+}
+
+static int count_lines(const char *buf, const char *needle)
+{
+	int n = 0;
+
+	for (const char *p = buf; (p = strstr(p, needle)); p++)
+		n++;
+	return n;
+}
+
+static void test_stress(void)
+{
+	struct sigaction sa = { .sa_sigaction = alarm_handler, .sa_flags = SA_SIGINFO | SA_RESTART };
+	struct itimerval itv = { { 0, 500 }, { 0, 500 } }, off = { 0 };
+	pthread_t th[NTHREADS], mig, fk, ex;
+	unsigned long b[ST_NR], a[ST_NR];
+	long want[ST_NR] = { 0 };
+	const char *sfx = boost ? "on" : "off";
+	char name[64];
+	sigset_t ss;
+	int fd;
+
+	memset(ncalls, 0, sizeof(ncalls));
+	memset(tids, 0, sizeof(tids));
+	nsig = sig_bad = mismatches = forks_ok = forks_bad = execs_ok = execs_bad = 0;
+	stop_aux = 0;
+	g_sum = 0;
+
+	/* base table for exec'd children */
+	fd = open("/tmp/xoltest.base", O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	if (fd >= 0) {
+		if (write(fd, base, sizeof(base)) != sizeof(base))
+			note("short write of base table");
+		close(fd);
+	}
+
+	/* migration tracepoint in its own trace instance, away from probe events */
+	mkdir(TRACEFS "/instances/mig", 0755);
+	write_file(TRACEFS "/instances/mig/trace", "", O_TRUNC);
+	write_file(TRACEFS "/instances/mig/events/uprobes/uprobe_slot_migrate/enable", "1", 0);
+
+	c_endbr(0);	/* creates the [uprobes] area */
+	xol_range(&xol_lo, &xol_hi);
+	stats_read(b);
+	pthread_barrier_init(&start_barrier, NULL, NTHREADS);
+	sigaction(SIGALRM, &sa, NULL);
+	setitimer(ITIMER_REAL, &itv, NULL);
+	pthread_create(&mig, NULL, migrator, NULL);
+	pthread_create(&fk, NULL, forker, (void *)0);
+	pthread_create(&ex, NULL, forker, (void *)1);
+	for (long i = 0; i < NTHREADS; i++)
+		pthread_create(&th[i], NULL, worker, (void *)i);
+	for (int i = 0; i < NTHREADS; i++)
+		pthread_join(th[i], NULL);
+	atomic_store(&stop_aux, 1);
+	pthread_join(mig, NULL);
+	pthread_join(fk, NULL);
+	pthread_join(ex, NULL);
+	setitimer(ITIMER_REAL, &off, NULL);
+	sigemptyset(&ss);
+	sigaddset(&ss, SIGALRM);
+	sigprocmask(SIG_BLOCK, &ss, NULL);
+	usleep(20000);
+	stats_read(a);
+	sigprocmask(SIG_UNBLOCK, &ss, NULL);
+	signal(SIGALRM, SIG_DFL);
+	pthread_barrier_destroy(&start_barrier);
+
+	for (int c = 0; c < NCALLS; c++) {
+		long per[ST_NR] = { 0 };
+
+		call_classes(&calls[c], per);
+		for (int k = 0; k < ST_NR; k++)
+			want[k] += per[k] * ncalls[c];
+	}
+	note("stress boost=%s: %ld signals, %ld+%ld forks, %ld+%ld execs, hits emu %lu boost %lu riprel %lu sstep %lu, reinstalls %lu migrations %lu deferred %lu translated %lu",
+	     sfx, (long)nsig, (long)forks_ok, (long)forks_bad, (long)execs_ok, (long)execs_bad,
+	     a[ST_EMU] - b[ST_EMU], a[ST_BOOST] - b[ST_BOOST], a[ST_RIPREL] - b[ST_RIPREL],
+	     a[ST_SSTEP] - b[ST_SSTEP], a[ST_REINST] - b[ST_REINST], a[ST_MIGR] - b[ST_MIGR],
+	     a[ST_SIGDEF] - b[ST_SIGDEF], a[ST_SIGTR] - b[ST_SIGTR]);
+
+	snprintf(name, sizeof(name), "stress_results_boost_%s", sfx);
+	if (mismatches)
+		fail(name, "%ld wrong results, first %s", (long)mismatches, mismatch_why);
+	else {
+		long sum = 0;
+
+		for (int i = 0; i < NTHREADS; i++)
+			for (int it = 0; it < ITERS; it++)
+				sum += (it * NTHREADS + i + 15) % NARG;	/* rrmw is calls[15] */
+		if (g_sum != sum)
+			fail(name, "rip-relative read-modify-write sum %ld want %ld", g_sum, sum);
+		else
+			pass(name);
+	}
+
+	snprintf(name, sizeof(name), "stress_hits_exact_boost_%s", sfx);
+	{
+		char why[256] = "";
+
+		for (int k = ST_EMU; k <= ST_SSTEP; k++)
+			if ((long)(a[k] - b[k]) != want[k])
+				snprintf(why + strlen(why), sizeof(why) - strlen(why),
+					 "%s %lu want %ld ", stat_names[k], a[k] - b[k], want[k]);
+		if (why[0])
+			fail(name, "%s", why);
+		else
+			pass(name);
+	}
+
+	snprintf(name, sizeof(name), "stress_signal_frames_boost_%s", sfx);
+	if (sig_bad || !nsig)
+		fail(name, "%ld of %ld signal frames had the IP inside [uprobes]",
+		     (long)sig_bad, (long)nsig);
+	else
+		pass(name);
+
+	snprintf(name, sizeof(name), "stress_fork_exec_boost_%s", sfx);
+	if (forks_bad || execs_bad || !forks_ok || !execs_ok)
+		fail(name, "forks ok %ld bad %ld, execs ok %ld bad %ld", (long)forks_ok,
+		     (long)forks_bad, (long)execs_ok, (long)execs_bad);
+	else
+		pass(name);
+
+	if (!boost)
+		return;
+	if (a[ST_REINST] == b[ST_REINST])
+		fail("stress_slot_reinstalls", "slot_reinstalls did not move");
+	else
+		pass("stress_slot_reinstalls");
+	if (a[ST_MIGR] == b[ST_MIGR])
+		fail("stress_slot_migrations", "slot_migrations did not move");
+	else
+		pass("stress_slot_migrations");
+	{
+		int n = count_lines(read_file(TRACEFS "/instances/mig/trace"),
+				    "uprobe_slot_migrate:");
+
+		write_file(TRACEFS "/instances/mig/events/uprobes/uprobe_slot_migrate/enable",
+			   "0", 0);
+		if (n <= 0)
+			fail("stress_migrate_tracepoint", "no uprobe_slot_migrate event in trace");
+		else if ((unsigned long)n > a[ST_MIGR] - b[ST_MIGR])
+			fail("stress_migrate_tracepoint", "%d events for %lu migrations", n,
+			     a[ST_MIGR] - b[ST_MIGR]);
+		else
+			pass("stress_migrate_tracepoint");
+		note("%d uprobe_slot_migrate events", n);
+	}
+}
+
+/* ---- test: uretprobe ----------------------------------------------------- */
+static void test_uretprobe(void)
+{
+	const char *name = boost ? "uretprobe_boost_on" : "uretprobe_boost_off";
+	long h, bad = 0;
+	int err;
+
+	err = probe_add("ret_lea", (void *)f_lea, 1);
+	if (!err)
+		err = probe_enable("ret_lea", 1);
+	if (err) {
+		fail(name, "cannot place uretprobe: %s", strerror(-err));
+		return;
+	}
+	h = profile_hits("ret_lea");
+	for (int i = 0; i < 100; i++)
+		if (c_lea(i) != base[7][i])
+			bad++;
+	h = profile_hits("ret_lea") - h;
+	probe_enable("ret_lea", 0);
+	write_file(TRACEFS "/uprobe_events", "-:xt/ret_lea\n", O_APPEND);
+	if (bad || h != 100)
+		fail(name, "%ld wrong results, %ld hits (want 100)", bad, h);
+	else
+		pass(name);
+}
+
+/* ---- test: many threads never block ---------------------------------------- */
+#define MANY 256
+static pthread_barrier_t many_barrier;
+
+static void *many_worker(void *arg)
+{
+	pthread_barrier_wait(&many_barrier);
+	for (int i = 0; i < 4; i++) {
+		check(20, i, c_popf(i));	/* single-stepped: 6.1 allots ~31 slots */
+		check(1, i, c_mov(i));
+	}
+	return NULL;
+}
+
+static void test_many_threads(void)
+{
+	const char *name = boost ? "many_threads_boost_on" : "many_threads_boost_off";
+	static pthread_t th[MANY];
+	unsigned long b[ST_NR], a[ST_NR];
+	struct timespec t0, t1;
+	long want_s = 4L * MANY * (boost ? 1 : 2), want_b = boost ? 4L * MANY : 0;
+	int n = 0;
+
+	mismatches = 0;
+	stats_read(b);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	pthread_barrier_init(&many_barrier, NULL, MANY);
+	for (; n < MANY; n++)
+		if (pthread_create(&th[n], NULL, many_worker, NULL))
+			break;
+	if (n < MANY) {
+		fail(name, "created only %d threads", n);
+		exit(1);	/* the barrier would never open */
+	}
+	for (int i = 0; i < n; i++)
+		pthread_join(th[i], NULL);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	stats_read(a);
+	pthread_barrier_destroy(&many_barrier);
+	note("%d threads done in %.2fs", n, t1.tv_sec - t0.tv_sec + (t1.tv_nsec - t0.tv_nsec) / 1e9);
+	if (mismatches)
+		fail(name, "wrong results: %s", mismatch_why);
+	else if ((long)(a[ST_SSTEP] - b[ST_SSTEP]) != want_s ||
+		 (long)(a[ST_BOOST] - b[ST_BOOST]) != want_b)
+		fail(name, "hits sstep %lu boost %lu want %ld %ld", a[ST_SSTEP] - b[ST_SSTEP],
+		     a[ST_BOOST] - b[ST_BOOST], want_s, want_b);
+	else
+		pass(name);
+}
+
+/* ---- test: refusal of bad prefixes and traps ------------------------------ */
+static void test_refused(void)
+{
+	struct site *l = site_by_name("s_lock"), *t = site_by_name("s_int3");
+
+	if (l->enabled || t->enabled)
+		fail("refuse_bad_insns", "lock prefix %s, int3 %s",
+		     l->enabled ? "accepted" : "refused", t->enabled ? "accepted" : "refused");
+	else
+		pass("refuse_bad_insns");
+}
+
+/* ---- benchmark ------------------------------------------------------------ */
+static double now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static double time_calls(long (*fn)(long), int n)
+{
+	double t = now();
+
+	for (int i = 0; i < n; i++)
+		fn(i & 255);
+	return now() - t;
+}
+
+static atomic_long bench_hits;
+static atomic_int bench_stop;
+
+static void *bench_worker(void *arg)
+{
+	long n = 0;
+
+	pthread_barrier_wait(&start_barrier);
+	while (!atomic_load(&bench_stop)) {
+		c_mov(n);
+		n++;
+	}
+	atomic_fetch_add(&bench_hits, n);
+	return NULL;
+}
+
+static double bench_threads(double secs)
+{
+	pthread_t th[64];
+	double t;
+
+	bench_hits = 0;
+	bench_stop = 0;
+	pthread_barrier_init(&start_barrier, NULL, 65);
+	for (long i = 0; i < 64; i++)
+		pthread_create(&th[i], NULL, bench_worker, NULL);
+	pthread_barrier_wait(&start_barrier);
+	t = now();
+	usleep(secs * 1e6);
+	atomic_store(&bench_stop, 1);
+	for (int i = 0; i < 64; i++)
+		pthread_join(th[i], NULL);
+	t = now() - t;
+	pthread_barrier_destroy(&start_barrier);
+	return bench_hits / t;
+}
+
+static void bench(int n)
+{
+	struct { const char *label, *site; long (*fn)(long); } b[] = {
+		{ "emulated (nop)", "s_nop", c_nop },
+		{ "boosted (mov)", "s_mov", c_mov },
+		{ "boosted (endbr64)", "s_endbr", c_endbr },
+		{ "boosted_riprel (mov rip)", "s_rload", c_rload },
+		{ "single_step (popf)", "s_popf", c_popf },
+	};
+	int nb = sizeof(b) / sizeof(b[0]);
+	double cost[2][8], base_t[8], tput[2];
+
+	for (int i = 0; i < nb; i++)
+		base_t[i] = time_calls(b[i].fn, n);
+	for (int on = 1; on >= 0; on--) {
+		set_boost(on);
+		for (int i = 0; i < nb; i++) {
+			probes_clear();
+			probe_add(b[i].site, site_by_name(b[i].site)->addr, 0);
+			probe_enable(b[i].site, 1);
+			b[i].fn(0);
+			cost[on][i] = (time_calls(b[i].fn, n) - base_t[i]) / n * 1e6;
+		}
+		probes_clear();
+		probe_add("s_mov", s_mov, 0);
+		probe_enable("s_mov", 1);
+		tput[on] = bench_threads(3.0);
+		probes_clear();
+	}
+	set_boost(1);
+	printf("BENCH per-hit cost, %d hits per site, one boot (TCG: compare rows, not absolutes)\n", n);
+	printf("BENCH %-26s %12s %8s %12s %8s\n", "site", "boost=1 us", "ratio", "boost=0 us", "ratio");
+	for (int i = 0; i < nb; i++)
+		printf("BENCH %-26s %12.2f %8.2f %12.2f %8.2f\n", b[i].label, cost[1][i],
+		       cost[1][i] / cost[1][0], cost[0][i], cost[0][i] / cost[1][0]);
+	printf("BENCH ratios are against the emulated site with boost=1.\n");
+	printf("BENCH single_step/boosted (boost=1, popf vs mov): %.2f\n", cost[1][4] / cost[1][1]);
+	printf("BENCH mov site boost=0 (single-stepped) / boost=1 (boosted): %.2f\n",
+	       cost[0][1] / cost[1][1]);
+	printf("BENCH 64 threads on s_mov: boost=1 %.0f hits/s, boost=0 %.0f hits/s, speedup %.2fx\n",
+	       tput[1], tput[0], tput[1] / tput[0]);
+	fflush(stdout);
+}
+
+/* ---- main ------------------------------------------------------------------ */
+int main(int argc, char **argv)
+{
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+
+	if (n <= 0)
+		return 2;
+	exe[n] = 0;
+	setvbuf(stdout, NULL, _IOLBF, 0);
+
+	if (argc > 1 && !strcmp(argv[1], "child")) {
+		int fd = open("/tmp/xoltest.base", O_RDONLY);
+
+		if (fd < 0 || read(fd, base, sizeof(base)) != sizeof(base))
+			return 3;
+		close(fd);
+		return child_work(CHILD_N) ? 1 : 0;
+	}
+
+	sites_init();
+	compute_base();		/* unprobed reference results */
+
+	if (argc > 1 && !strcmp(argv[1], "bench")) {
+		bench(argc > 2 ? atoi(argv[2]) : 2000);
+		return 0;
+	}
+
+	if (sysconf(_SC_NPROCESSORS_ONLN) >= 2)
+		pass("smp_cpus_online");
+	else
+		fail("smp_cpus_online", "only %ld CPU online", sysconf(_SC_NPROCESSORS_ONLN));
+	if (access(STATS, R_OK) || access(PLACEMENTS, R_OK) || access(BOOST, W_OK)) {
+		fail("interfaces_present", "missing %s, %s or %s", STATS, PLACEMENTS, BOOST);
+		return 1;
+	}
+	pass("interfaces_present");
+
+	for (int on = 1; on >= 0; on--) {
+		set_boost(on);
+		probes_all();
+		test_placement();
+		if (on)
+			test_refused();
+		test_class_hits();
+		test_fault();
+		test_uretprobe();
+		test_stress();
+		test_many_threads();
+		probes_clear();
+	}
+	set_boost(1);
+	return failures ? 1 : 0;
+}
