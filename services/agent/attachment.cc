@@ -1,0 +1,101 @@
+#include "services/agent/attachment.h"
+
+#include <bpf/libbpf.h>
+#include <errno.h>
+#include <string.h>
+
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "services/agent/log.h"
+#include "services/agent/uprobe_multi.h"
+
+namespace xolfleet {
+namespace {
+
+class MultiAttachment final : public Attachment {
+ public:
+  explicit MultiAttachment(UprobeMultiLink link) : link_(std::move(link)) {}
+  size_t link_count() const override { return 1; }
+
+ private:
+  UprobeMultiLink link_;
+};
+
+class PerfAttachment final : public Attachment {
+ public:
+  PerfAttachment(std::string path) : path_(std::move(path)) {}
+  ~PerfAttachment() override {
+    for (bpf_link* l : links_) {
+      int err = bpf_link__destroy(l);
+      if (err)
+        Log("detaching a perf-event uprobe link on ", path_, ": ",
+            strerror(-err));
+    }
+  }
+  void Add(bpf_link* l) { links_.push_back(l); }
+  size_t link_count() const override { return links_.size(); }
+
+ private:
+  std::string path_;
+  std::vector<bpf_link*> links_;
+};
+
+absl::Status ErrnoStatus(int err, const std::string& msg) {
+  switch (err) {
+    case ENOENT:
+    case ESRCH:
+      return absl::NotFoundError(msg);
+    case EPERM:
+    case EACCES:
+      return absl::PermissionDeniedError(msg);
+    case ENOMEM:
+    case E2BIG:
+    case EMFILE:
+      return absl::ResourceExhaustedError(msg);
+    case EINVAL:
+    case ENOTSUP:
+    case EILSEQ:
+      return absl::FailedPreconditionError(msg);
+    default:
+      return absl::InternalError(msg);
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Attachment>> AttachMulti(
+    const ProbeProgram& program, const std::string& path,
+    absl::Span<const uint64_t> offsets, absl::Span<const uint64_t> cookies,
+    int pid) {
+  absl::StatusOr<UprobeMultiLink> link = UprobeMultiLink::Create(
+      program.program_fd(), path, offsets, cookies, pid);
+  if (!link.ok()) return link.status();
+  return std::unique_ptr<Attachment>(new MultiAttachment(std::move(*link)));
+}
+
+absl::StatusOr<std::unique_ptr<Attachment>> AttachPerf(
+    const ProbeProgram& program, const std::string& path,
+    absl::Span<const uint64_t> offsets, absl::Span<const uint64_t> cookies,
+    int pid) {
+  auto att = std::make_unique<PerfAttachment>(path);
+  for (size_t i = 0; i < offsets.size(); ++i) {
+    LIBBPF_OPTS(bpf_uprobe_opts, opts);
+    opts.bpf_cookie = cookies[i];
+    // libbpf: pid -1 is every process, 0 would be the agent itself.
+    bpf_link* l = bpf_program__attach_uprobe_opts(
+        program.program(), pid > 0 ? pid : -1, path.c_str(), offsets[i], &opts);
+    if (l == nullptr) {
+      int err = errno;
+      return ErrnoStatus(
+          err, absl::StrCat("perf-event uprobe on ", path, " at file offset 0x",
+                            absl::Hex(offsets[i]),
+                            pid > 0 ? absl::StrCat(" for pid ", pid) : "", ": ",
+                            strerror(err)));
+    }
+    att->Add(l);
+  }
+  return std::unique_ptr<Attachment>(std::move(att));
+}
+
+}  // namespace xolfleet

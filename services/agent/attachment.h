@@ -1,0 +1,42 @@
+// A kernel attachment of the probe program: the RAII object behind one group of
+// probes. Destroying it detaches every probe it holds (closing a uprobe_multi
+// link fd, or destroying one perf-event link per probe).
+#ifndef XOLFLEET_SERVICES_AGENT_ATTACHMENT_H_
+#define XOLFLEET_SERVICES_AGENT_ATTACHMENT_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "services/agent/probe_program.h"
+
+namespace xolfleet {
+
+class Attachment {
+ public:
+  virtual ~Attachment() = default;
+  // Number of kernel link objects (1 for a multi link, one per probe for perf
+  // links).
+  virtual size_t link_count() const = 0;
+};
+
+// One uprobe_multi link for every offset (file offsets of `path`, same length
+// as `cookies`); `pid` > 0 filters in the kernel.
+absl::StatusOr<std::unique_ptr<Attachment>> AttachMulti(
+    const ProbeProgram& program, const std::string& path,
+    absl::Span<const uint64_t> offsets, absl::Span<const uint64_t> cookies,
+    int pid);
+
+// One perf-event uprobe link per offset (libbpf's
+// bpf_program__attach_uprobe_opts with a BPF cookie). On failure, the links
+// made so far are destroyed before returning.
+absl::StatusOr<std::unique_ptr<Attachment>> AttachPerf(
+    const ProbeProgram& program, const std::string& path,
+    absl::Span<const uint64_t> offsets, absl::Span<const uint64_t> cookies,
+    int pid);
+
+}  // namespace xolfleet
+
+#endif  // XOLFLEET_SERVICES_AGENT_ATTACHMENT_H_

@@ -1,0 +1,113 @@
+// The one BPF program behind every xolfleet probe (see probe.h for the
+// slot/cookie scheme).
+//
+// On a hit: find the probe's slot from the link's BPF cookie, drop hits of
+// other processes (pid filter), count the hit in a per-CPU counter, and, when
+// the probe captures registers, pass the per-probe rate limit (ratelimit.h) and
+// write an event to the ring buffer. Nothing is ever lost silently:
+// rate-limited and ring-buffer-full events are counted per probe.
+//
+// Built without vmlinux.h: with __TARGET_ARCH_x86, bpf_tracing.h and the uapi
+// struct pt_regs use the register names of asm/ptrace.h (rdi, rsi, ...), which
+// is all a uprobe needs.
+#include "probe.h"
+
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <linux/bpf.h>
+#include <linux/ptrace.h>
+
+#include "ratelimit.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, XOL_DEFAULT_MAX_PROBES);
+  __type(key, __u32);
+  __type(value, struct xol_probe_config);
+} xol_config SEC(".maps");
+
+// max_probes + 1 entries: the last one sums all probes (cheap global totals).
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, XOL_DEFAULT_MAX_PROBES + 1);
+  __type(key, __u32);
+  __type(value, struct xol_probe_counters);
+} xol_counters SEC(".maps");
+
+struct {
+  __uint(type, BPF_MAP_TYPE_RINGBUF);
+  __uint(max_entries, 16 << 20);
+} xol_events SEC(".maps");
+
+// Index of the totals entry of xol_counters (set by the agent before load).
+const volatile __u32 xol_totals_slot = XOL_DEFAULT_MAX_PROBES;
+
+#define XOL_CAPTURE(bit, field) \
+  if (cfg->capture_mask & (1u << (bit))) e->regs[bit] = ctx->field
+
+SEC("uprobe")
+int xol_probe(struct pt_regs* ctx) {
+  __u64 cookie = bpf_get_attach_cookie(ctx);
+  __u32 slot = (__u32)cookie;
+  struct xol_probe_config* cfg = bpf_map_lookup_elem(&xol_config, &slot);
+  if (!cfg || cfg->generation != (__u32)(cookie >> 32)) return 0;
+
+  __u64 pid_tgid = bpf_get_current_pid_tgid();
+  if (cfg->pid && (__u32)(pid_tgid >> 32) != cfg->pid) return 0;
+
+  struct xol_probe_counters* c = bpf_map_lookup_elem(&xol_counters, &slot);
+  __u32 totals_slot = xol_totals_slot;
+  struct xol_probe_counters* t =
+      bpf_map_lookup_elem(&xol_counters, &totals_slot);
+  if (!c || !t) return 0;
+  c->hits++;
+  t->hits++;
+  if (!cfg->capture_mask) return 0;
+
+  __u64 now = bpf_ktime_get_ns();
+  if (cfg->rate_interval_ns &&
+      !xol_gcra_admit(&cfg->rate_tat_ns, now, cfg->rate_interval_ns,
+                      cfg->rate_burst_ns)) {
+    c->rate_limited++;
+    t->rate_limited++;
+    return 0;
+  }
+
+  struct xol_hit_event* e = bpf_ringbuf_reserve(&xol_events, sizeof(*e), 0);
+  if (!e) {
+    c->dropped++;
+    t->dropped++;
+    return 0;
+  }
+  e->cookie = cookie;
+  e->ktime_ns = now;
+  e->pid = pid_tgid >> 32;
+  e->tid = (__u32)pid_tgid;
+  e->cpu = bpf_get_smp_processor_id();
+  e->capture_mask = cfg->capture_mask;
+  __builtin_memset(e->regs, 0, sizeof(e->regs));
+  XOL_CAPTURE(XOL_REG_RAX, rax);
+  XOL_CAPTURE(XOL_REG_RBX, rbx);
+  XOL_CAPTURE(XOL_REG_RCX, rcx);
+  XOL_CAPTURE(XOL_REG_RDX, rdx);
+  XOL_CAPTURE(XOL_REG_RSI, rsi);
+  XOL_CAPTURE(XOL_REG_RDI, rdi);
+  XOL_CAPTURE(XOL_REG_RBP, rbp);
+  XOL_CAPTURE(XOL_REG_RSP, rsp);
+  XOL_CAPTURE(XOL_REG_R8, r8);
+  XOL_CAPTURE(XOL_REG_R9, r9);
+  XOL_CAPTURE(XOL_REG_R10, r10);
+  XOL_CAPTURE(XOL_REG_R11, r11);
+  XOL_CAPTURE(XOL_REG_R12, r12);
+  XOL_CAPTURE(XOL_REG_R13, r13);
+  XOL_CAPTURE(XOL_REG_R14, r14);
+  XOL_CAPTURE(XOL_REG_R15, r15);
+  XOL_CAPTURE(XOL_REG_RIP, rip);
+  XOL_CAPTURE(XOL_REG_EFLAGS, eflags);
+  bpf_ringbuf_submit(e, 0);
+  c->emitted++;
+  t->emitted++;
+  return 0;
+}

@@ -1,0 +1,178 @@
+#include "services/agent/hit_hub.h"
+
+#include <bpf/libbpf.h>
+#include <errno.h>
+#include <string.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "services/agent/log.h"
+
+namespace xolfleet {
+
+Watcher::Watcher(absl::flat_hash_set<uint64_t> probe_nums, size_t capacity)
+    : probe_nums_(std::move(probe_nums)),
+      capacity_(std::max<size_t>(capacity, 1)) {
+  absl::MutexLock l(&mu_);
+  ring_.resize(capacity_);
+}
+
+void Watcher::Offer(absl::Span<const RoutedHit> hits) {
+  uint64_t lost = 0, queued = 0;
+  {
+    absl::MutexLock l(&mu_);
+    if (closed_) return;
+    for (const RoutedHit& h : hits) {
+      if (!Wants(h.probe_num)) continue;
+      if (size_ == capacity_) {
+        ++lost;
+        continue;
+      }
+      ring_[(head_ + size_) % capacity_] = h;
+      ++size_;
+      ++queued;
+    }
+  }
+  if (lost) dropped_.fetch_add(lost, std::memory_order_relaxed);
+  if (queued) queued_.fetch_add(queued, std::memory_order_relaxed);
+}
+
+bool Watcher::Take(std::vector<RoutedHit>* out, size_t max,
+                   absl::Duration timeout) {
+  absl::MutexLock l(&mu_);
+  auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return size_ > 0 || closed_;
+  };
+  mu_.AwaitWithTimeout(absl::Condition(&ready), timeout);
+  size_t n = std::min(max, size_);
+  for (size_t i = 0; i < n; ++i) {
+    out->push_back(ring_[head_]);
+    head_ = (head_ + 1) % capacity_;
+  }
+  size_ -= n;
+  return !(closed_ && size_ == 0 && n == 0);
+}
+
+void Watcher::Close() {
+  absl::MutexLock l(&mu_);
+  closed_ = true;
+}
+
+HitHub::HitHub(uint32_t max_slots) {
+  absl::MutexLock l(&mu_);
+  routes_.resize(max_slots);
+}
+
+void HitHub::RouteSlot(uint32_t slot, uint32_t first_generation,
+                       uint64_t probe_num) {
+  absl::MutexLock l(&mu_);
+  if (slot >= routes_.size()) return;
+  routes_[slot] = Route{true, first_generation, probe_num};
+}
+
+void HitHub::UnrouteSlot(uint32_t slot) {
+  absl::MutexLock l(&mu_);
+  if (slot < routes_.size()) routes_[slot].active = false;
+}
+
+std::shared_ptr<Watcher> HitHub::AddWatcher(
+    absl::flat_hash_set<uint64_t> probe_nums, size_t capacity) {
+  auto w = std::make_shared<Watcher>(std::move(probe_nums), capacity);
+  absl::MutexLock l(&mu_);
+  watchers_.push_back(w);
+  return w;
+}
+
+void HitHub::RemoveWatcher(const std::shared_ptr<Watcher>& w) {
+  w->Close();
+  absl::MutexLock l(&mu_);
+  auto it = std::find(watchers_.begin(), watchers_.end(), w);
+  if (it != watchers_.end()) {
+    removed_watchers_dropped_ += w->dropped();
+    watchers_.erase(it);
+  }
+}
+
+size_t HitHub::watcher_count() const {
+  absl::MutexLock l(&mu_);
+  return watchers_.size();
+}
+
+uint64_t HitHub::watcher_dropped_total() const {
+  absl::MutexLock l(&mu_);
+  uint64_t t = removed_watchers_dropped_;
+  for (const auto& w : watchers_) t += w->dropped();
+  return t;
+}
+
+void HitHub::Publish(absl::Span<const xol_hit_event> events) {
+  std::vector<RoutedHit> routed;
+  routed.reserve(events.size());
+  uint64_t unrouted = 0;
+  absl::ReaderMutexLock l(&mu_);
+  for (const xol_hit_event& e : events) {
+    uint32_t slot = static_cast<uint32_t>(e.cookie);
+    uint32_t gen = static_cast<uint32_t>(e.cookie >> 32);
+    if (slot >= routes_.size() || !routes_[slot].active ||
+        gen < routes_[slot].first_generation) {
+      ++unrouted;
+      continue;
+    }
+    routed.push_back(RoutedHit{routes_[slot].probe_num, e});
+  }
+  published_.fetch_add(events.size(), std::memory_order_relaxed);
+  if (unrouted) unrouted_.fetch_add(unrouted, std::memory_order_relaxed);
+  for (const auto& w : watchers_) w->Offer(routed);
+}
+
+absl::StatusOr<std::unique_ptr<RingBufferReader>> RingBufferReader::Start(
+    int ringbuf_fd, HitHub* hub) {
+  std::unique_ptr<RingBufferReader> r(new RingBufferReader(hub));
+  r->rb_ = ring_buffer__new(ringbuf_fd, &RingBufferReader::OnEvent, r.get(),
+                            nullptr);
+  if (r->rb_ == nullptr) {
+    return absl::InternalError(
+        absl::StrCat("opening the hit-event ring buffer: ", strerror(errno)));
+  }
+  r->pending_.reserve(4096);
+  r->thread_ = std::thread([p = r.get()] { p->Run(); });
+  return r;
+}
+
+RingBufferReader::~RingBufferReader() {
+  stop_ = true;
+  if (thread_.joinable()) thread_.join();
+  if (rb_ != nullptr) ring_buffer__free(rb_);
+}
+
+int RingBufferReader::OnEvent(void* ctx, void* data, size_t size) {
+  auto* self = static_cast<RingBufferReader*>(ctx);
+  if (size < sizeof(xol_hit_event)) return 0;
+  xol_hit_event e;
+  memcpy(&e, data, sizeof(e));
+  self->pending_.push_back(e);
+  // Publish in chunks so watchers see events while a long burst is consumed.
+  if (self->pending_.size() >= 4096) {
+    self->hub_->Publish(self->pending_);
+    self->pending_.clear();
+  }
+  return 0;
+}
+
+void RingBufferReader::Run() {
+  while (!stop_.load()) {
+    int n = ring_buffer__poll(rb_, 100 /* ms */);
+    if (n < 0 && n != -EINTR) {
+      Log("ring buffer poll failed: ", strerror(-n));
+      break;
+    }
+    if (!pending_.empty()) {
+      hub_->Publish(pending_);
+      pending_.clear();
+    }
+  }
+}
+
+}  // namespace xolfleet

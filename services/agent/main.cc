@@ -1,0 +1,253 @@
+// xolfleet-agent: places uprobes on this node's processes on request over gRPC.
+// main() parses flags and wires the objects; see README.md for the flags and
+// the API.
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "services/agent/agent_service.h"
+#include "services/agent/controller_link.h"
+#include "services/agent/hit_hub.h"
+#include "services/agent/kernel_features.h"
+#include "services/agent/log.h"
+#include "services/agent/metrics.h"
+#include "services/agent/probe_manager.h"
+#include "services/agent/probe_program.h"
+
+ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
+          "TCP address for the gRPC API (host:port); empty: none");
+ABSL_FLAG(std::string, unix_socket, "",
+          "Unix socket path for the gRPC API; empty: none");
+ABSL_FLAG(std::string, metrics_address, "127.0.0.1:9464",
+          "host:port serving Prometheus /metrics; empty: none");
+ABSL_FLAG(
+    std::string, link_mode, "auto",
+    "auto (uprobe_multi when the kernel has it, Linux 6.6+), multi, or perf "
+    "(one perf-event link per probe)");
+ABSL_FLAG(uint32_t, max_probes, 100000, "most probes attached at once");
+ABSL_FLAG(uint32_t, max_specs_per_request, 20000,
+          "most specs in one Attach request");
+ABSL_FLAG(uint32_t, ringbuf_mib, 16,
+          "hit-event ring buffer size in MiB (power of two)");
+ABSL_FLAG(uint32_t, watch_queue_events, 65536,
+          "events queued per WatchHits stream before that stream drops (and "
+          "counts) events");
+ABSL_FLAG(uint32_t, metrics_max_probe_series, 1000,
+          "most per-probe series in xolfleet_agent_probe_hits_total");
+ABSL_FLAG(std::string, node_name, "",
+          "node name reported in NodeInfo (default: hostname)");
+ABSL_FLAG(std::string, labels, "", "node labels k=v,k=v reported in NodeInfo");
+// Controller link (services/agent/controller_link.h): optional; the agent works
+// alone.
+ABSL_FLAG(std::string, controller, "",
+          "controller address (host:port or unix:PATH) to register with; "
+          "empty: none");
+ABSL_FLAG(std::string, controller_tls_ca, "",
+          "PEM CA that signed the controller's cert");
+ABSL_FLAG(std::string, controller_tls_cert, "",
+          "PEM client certificate of this agent");
+ABSL_FLAG(std::string, controller_tls_key, "", "PEM private key of this agent");
+ABSL_FLAG(bool, controller_insecure_plaintext, false,
+          "talk to the controller without TLS (loopback or unix socket only)");
+
+namespace xolfleet {
+namespace {
+
+int Run() {
+  absl::StatusOr<KernelInfo> kernel = DetectKernel();
+  if (!kernel.ok()) {
+    Log("cannot identify the kernel: ", kernel.status().message());
+    return 1;
+  }
+  Log("kernel ", kernel->release, ": profile ",
+      ProfileName(kernel->profile.profile), " (", kernel->profile.why, ")");
+
+  std::string why;
+  bool multi_ok = KernelSupportsUprobeMulti(&why);
+  std::string mode_flag = absl::GetFlag(FLAGS_link_mode);
+  LinkMode mode;
+  if (mode_flag == "auto") {
+    mode = multi_ok ? LinkMode::kMulti : LinkMode::kPerf;
+    if (!multi_ok)
+      Log("uprobe_multi links unavailable (", why, "): using perf-event links");
+  } else if (mode_flag == "multi") {
+    if (!multi_ok) {
+      Log("--link-mode=multi but the kernel lacks uprobe_multi links: ", why);
+      return 1;
+    }
+    mode = LinkMode::kMulti;
+  } else if (mode_flag == "perf") {
+    mode = LinkMode::kPerf;
+  } else {
+    Log("--link-mode must be auto, multi or perf, not '", mode_flag, "'");
+    return 2;
+  }
+  Log("link mode: ", mode == LinkMode::kMulti ? "uprobe_multi" : "perf_event");
+
+  ProbeProgram::Options popts;
+  popts.link_mode = mode;
+  popts.max_probes = absl::GetFlag(FLAGS_max_probes);
+  popts.ringbuf_bytes = absl::GetFlag(FLAGS_ringbuf_mib) << 20;
+  absl::StatusOr<std::unique_ptr<ProbeProgram>> program =
+      ProbeProgram::Load(popts);
+  if (!program.ok()) {
+    Log(program.status().message());
+    return 1;
+  }
+
+  HitHub hub(popts.max_probes);
+  ProbeManager::Options mopts;
+  mopts.max_specs_per_request = absl::GetFlag(FLAGS_max_specs_per_request);
+  mopts.node_name = absl::GetFlag(FLAGS_node_name);
+  if (mopts.node_name.empty()) {
+    char host[256] = {};
+    gethostname(host, sizeof(host) - 1);
+    mopts.node_name = host;
+  }
+  for (absl::string_view kv :
+       absl::StrSplit(absl::GetFlag(FLAGS_labels), ',', absl::SkipEmpty())) {
+    std::pair<std::string, std::string> p =
+        absl::StrSplit(kv, absl::MaxSplits('=', 1));
+    mopts.labels[p.first] = p.second;
+  }
+  absl::StatusOr<std::unique_ptr<ProbeManager>> manager =
+      ProbeManager::Create(mopts, std::move(*program), *kernel, &hub);
+  if (!manager.ok()) {
+    Log(manager.status().message());
+    return 1;
+  }
+  absl::StatusOr<std::unique_ptr<RingBufferReader>> reader =
+      RingBufferReader::Start((*manager)->program_events_fd(), &hub);
+  if (!reader.ok()) {
+    Log(reader.status().message());
+    return 1;
+  }
+  absl::StatusOr<std::unique_ptr<AgentMetrics>> metrics =
+      AgentMetrics::Start(absl::GetFlag(FLAGS_metrics_address), manager->get(),
+                          &hub, absl::GetFlag(FLAGS_metrics_max_probe_series));
+  if (!metrics.ok()) {
+    Log(metrics.status().message());
+    return 1;
+  }
+  (*manager)->set_observer(metrics->get());
+  if (!absl::GetFlag(FLAGS_metrics_address).empty()) {
+    Log("metrics on http://", absl::GetFlag(FLAGS_metrics_address), "/metrics");
+  }
+
+  AgentServiceImpl::Options sopts;
+  sopts.watch_queue_events = absl::GetFlag(FLAGS_watch_queue_events);
+  AgentServiceImpl service(manager->get(), &hub, sopts);
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  std::string tcp = absl::GetFlag(FLAGS_listen);
+  std::string unix_path = absl::GetFlag(FLAGS_unix_socket);
+  if (tcp.empty() && unix_path.empty()) {
+    Log("nothing to listen on: set --listen and/or --unix-socket");
+    return 2;
+  }
+  int tcp_port = 0;
+  if (!tcp.empty())
+    builder.AddListeningPort(tcp, grpc::InsecureServerCredentials(), &tcp_port);
+  if (!unix_path.empty()) {
+    unlink(unix_path.c_str());
+    builder.AddListeningPort("unix:" + unix_path,
+                             grpc::InsecureServerCredentials());
+  }
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || (!tcp.empty() && tcp_port == 0)) {
+    Log("cannot start the gRPC server on ", tcp.empty() ? "" : tcp,
+        unix_path.empty() ? "" : absl::StrCat(" unix:", unix_path),
+        " (address in use?)");
+    return 1;
+  }
+  server->GetHealthCheckService()->SetServingStatus(true);
+
+  std::unique_ptr<ControllerLink> link;
+  if (!absl::GetFlag(FLAGS_controller).empty()) {
+    ControllerLink::Options lo;
+    lo.target = absl::GetFlag(FLAGS_controller);
+    lo.tls = {absl::GetFlag(FLAGS_controller_tls_ca),
+              absl::GetFlag(FLAGS_controller_tls_cert),
+              absl::GetFlag(FLAGS_controller_tls_key),
+              absl::GetFlag(FLAGS_controller_insecure_plaintext)};
+    absl::StatusOr<std::unique_ptr<ControllerLink>> l =
+        ControllerLink::Start(lo, manager->get());
+    if (!l.ok()) {
+      Log("controller link: ", l.status().message());
+      return 2;
+    }
+    link = std::move(*l);
+    Log("controller link to ", lo.target);
+  }
+  Log("serving xolfleet.v1.AgentService on ",
+      tcp.empty() ? "" : absl::StrCat(tcp, " "),
+      unix_path.empty() ? "" : absl::StrCat("unix:", unix_path));
+
+  // SIGINT/SIGTERM: stop serving, then detach everything (the manager's
+  // destructor).
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  int sig = 0;
+  sigwait(&set, &sig);
+  Log("signal ", sig, ": shutting down");
+  link.reset();  // before the manager it reconciles through
+  service.Shutdown();
+  server->GetHealthCheckService()->SetServingStatus(false);
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  server.reset();
+  reader->reset();
+  manager->reset();
+  if (!unix_path.empty()) unlink(unix_path.c_str());
+  Log("stopped");
+  return 0;
+}
+
+}  // namespace
+}  // namespace xolfleet
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "xolfleet-agent [--listen=HOST:PORT] [--unix-socket=PATH] "
+      "[--metrics-address=HOST:PORT]\n"
+      "  [--link-mode=auto|multi|perf] [--max-probes=N]\n"
+      "Places uprobes on this node's processes on request over gRPC "
+      "(xolfleet.v1.AgentService).");
+  // Accept --link-mode as well as --link_mode (Abseil flag names use
+  // underscores).
+  std::vector<std::string> args(argv, argv + argc);
+  std::vector<char*> fixed;
+  for (std::string& a : args) {
+    if (a.size() > 2 && a[0] == '-' && a[1] == '-') {
+      size_t end = std::min(a.find('='), a.size());
+      std::replace(a.begin() + 2, a.begin() + end, '-', '_');
+    }
+    fixed.push_back(a.data());
+  }
+  absl::ParseCommandLine(static_cast<int>(fixed.size()), fixed.data());
+  // Block the stop signals in every thread; main() waits for them with sigwait.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  setvbuf(stderr, nullptr, _IOLBF, 0);
+  return xolfleet::Run();
+}

@@ -1,0 +1,70 @@
+// The agent's Prometheus metrics (/metrics through prometheus-cpp's pull
+// Exposer).
+//
+//   xolfleet_agent_probes{placement,state}              gauge
+//   xolfleet_agent_probe_hits_total{probe_id}           counter (attached
+//   probes) xolfleet_agent_hits_total                           counter (all
+//   probes since start) xolfleet_agent_events_emitted_total counter
+//   xolfleet_agent_ringbuf_dropped_events_total         counter (ring buffer
+//   full) xolfleet_agent_events_rate_limited_total            counter
+//   xolfleet_agent_watch_dropped_events_total           counter (slow WatchHits
+//   clients) xolfleet_agent_attach_duration_seconds              histogram (per
+//   Attach request) xolfleet_agent_detach_duration_seconds histogram (per
+//   Detach / expiry) xolfleet_agent_attach_requests_total{result} counter
+//   (ok|error) xolfleet_agent_placement_mismatches                 gauge
+//   (patched kernel) xolfleet_kernel_uprobe_hits_total{placement} counter
+//   (patched kernel) xolfleet_kernel_slot_reinstalls_total,
+//   _slot_migrations_total, _signals_deferred_total, _signals_translated_total,
+//   _fault_rollbacks_total   counters (patched kernel)
+//
+// Labels are bounded: placement and state are enums, probe_id is bounded by
+// --max-probes (and only the first --metrics-max-probe-series probes get a
+// series).
+#ifndef XOLFLEET_SERVICES_AGENT_METRICS_H_
+#define XOLFLEET_SERVICES_AGENT_METRICS_H_
+
+#include <prometheus/collectable.h>
+#include <prometheus/counter.h>
+#include <prometheus/exposer.h>
+#include <prometheus/family.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "services/agent/hit_hub.h"
+#include "services/agent/probe_manager.h"
+
+namespace xolfleet {
+
+class AgentMetrics final : public ProbeManagerObserver {
+ public:
+  // Serves /metrics on `address` ("host:port").
+  static absl::StatusOr<std::unique_ptr<AgentMetrics>> Start(
+      const std::string& address, const ProbeManager* manager,
+      const HitHub* hub, size_t max_probe_series);
+  ~AgentMetrics() override;
+
+  void OnAttach(absl::Duration latency, size_t probes, bool ok) override;
+  void OnDetach(absl::Duration latency, size_t probes) override;
+
+  // The text a scrape returns (tests).
+  std::string Render() const;
+
+ private:
+  AgentMetrics() = default;
+  class Collector;
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::shared_ptr<Collector> collector_;
+  std::unique_ptr<prometheus::Exposer> exposer_;
+  prometheus::Histogram* attach_seconds_ = nullptr;
+  prometheus::Histogram* detach_seconds_ = nullptr;
+  prometheus::Counter* attach_ok_ = nullptr;
+  prometheus::Counter* attach_error_ = nullptr;
+};
+
+}  // namespace xolfleet
+
+#endif  // XOLFLEET_SERVICES_AGENT_METRICS_H_

@@ -1,0 +1,25 @@
+// Conversions between the classifier's types (services/common) and the API's,
+// and the Classify dry run shared by the agent and `xolctl classify --local`.
+#ifndef XOLFLEET_SERVICES_AGENT_PROBE_CONVERT_H_
+#define XOLFLEET_SERVICES_AGENT_PROBE_CONVERT_H_
+
+#include "absl/status/statusor.h"
+#include "services/common/placement.h"
+#include "services/common/site_resolver.h"
+#include "xolfleet/v1/agent.pb.h"
+#include "xolfleet/v1/common.pb.h"
+
+namespace xolfleet {
+
+v1::Placement ToProtoPlacement(Placement p);
+v1::SitePlacement ToSitePlacement(const ResolvedSite& site);
+
+// Classify without attaching: every site of `req.sites` (errors name the spec)
+// or every function entry of `req.all_functions_of`, with totals per placement.
+// `req.profile` is ignored: the caller parses it into `profile`.
+absl::StatusOr<v1::ClassifyResponse> ClassifySites(
+    const v1::ClassifyRequest& req, KernelProfile profile);
+
+}  // namespace xolfleet
+
+#endif  // XOLFLEET_SERVICES_AGENT_PROBE_CONVERT_H_

@@ -1,0 +1,732 @@
+#include "services/agent/probe_manager.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "services/agent/kernel_stats.h"
+#include "services/agent/log.h"
+#include "services/agent/probe_convert.h"
+#include "services/common/elf_file.h"
+#include "services/common/site_resolver.h"
+
+namespace xolfleet {
+namespace {
+
+constexpr size_t kMaxLabels = 32;
+constexpr size_t kMaxLabelBytes = 256;
+constexpr size_t kMaxFailuresInMessage = 8;
+
+int64_t UnixNanos(absl::Time t) { return absl::ToUnixNanos(t); }
+
+std::string DescribeSpec(size_t i, const v1::ProbeSpec& s) {
+  std::string where =
+      s.symbol().empty()
+          ? absl::StrCat("file offset 0x", absl::Hex(s.offset()))
+          : (s.offset() ? absl::StrCat(s.symbol(), "+0x", absl::Hex(s.offset()))
+                        : s.symbol());
+  return absl::StrCat("spec[", i, "] ", s.binary_path(), ":", where,
+                      s.pid() ? absl::StrCat(" pid ", s.pid()) : "");
+}
+
+absl::Status ValidateSpec(const v1::ProbeSpec& s) {
+  if (s.binary_path().empty()) {
+    return absl::InvalidArgumentError(
+        "binary_path is empty: name the ELF file to probe");
+  }
+  if (s.binary_path()[0] != '/') {
+    return absl::InvalidArgumentError(
+        absl::StrCat("binary_path '", s.binary_path(), "' is not absolute"));
+  }
+  if (s.pid() < 0)
+    return absl::InvalidArgumentError(absl::StrCat("pid ", s.pid(), " < 0"));
+  for (int r : s.capture()) {
+    if (r < v1::RAX || r > v1::EFLAGS) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "capture names register ", r, ", not one of RAX..EFLAGS (1..18)"));
+    }
+  }
+  if (s.labels_size() > static_cast<int>(kMaxLabels)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(s.labels_size(), " labels, at most ", kMaxLabels));
+  }
+  for (const auto& [k, v] : s.labels()) {
+    if (k.empty() || k.size() > kMaxLabelBytes || v.size() > kMaxLabelBytes) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("label keys must be 1..", kMaxLabelBytes,
+                       " bytes and values at most ", kMaxLabelBytes));
+    }
+  }
+  if (!s.build_id().empty()) {
+    for (char c : s.build_id()) {
+      if (!isxdigit(static_cast<unsigned char>(c))) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("build_id '", s.build_id(), "' is not hex"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+// NOT_FOUND if the process does not exist; FAILED_PRECONDITION if it does not
+// map the file (a probe filtered to it could never fire).
+absl::Status CheckPidMapsFile(int pid, const std::string& path,
+                              const struct stat& st) {
+  if (kill(pid, 0) != 0 && errno == ESRCH) {
+    return absl::NotFoundError(
+        absl::StrCat("process ", pid, " does not exist"));
+  }
+  std::ifstream maps(absl::StrCat("/proc/", pid, "/maps"));
+  if (!maps) {
+    return absl::NotFoundError(absl::StrCat(
+        "process ", pid, " does not exist (no /proc/", pid, "/maps)"));
+  }
+  std::string line;
+  while (std::getline(maps, line)) {
+    // address perms offset dev inode path
+    std::vector<absl::string_view> f =
+        absl::StrSplit(line, ' ', absl::SkipEmpty());
+    if (f.size() < 5) continue;
+    uint64_t ino = 0;
+    if (!absl::SimpleAtoi(f[4], &ino) || ino != st.st_ino) continue;
+    std::vector<absl::string_view> dev = absl::StrSplit(f[3], ':');
+    unsigned int maj = 0, min = 0;
+    if (dev.size() == 2 && absl::SimpleHexAtoi(dev[0], &maj) &&
+        absl::SimpleHexAtoi(dev[1], &min) && maj == major(st.st_dev) &&
+        min == minor(st.st_dev)) {
+      return absl::OkStatus();
+    }
+  }
+  return absl::FailedPreconditionError(
+      absl::StrCat("process ", pid, " does not map ", path,
+                   ": a probe filtered to it would never fire (check the pid, "
+                   "or the library path it loads)"));
+}
+
+}  // namespace
+
+struct ProbeManager::Resolved {
+  ResolvedSite site;
+  uint64_t inode = 0;
+};
+
+ProbeManager::ProbeManager(const Options& options,
+                           std::unique_ptr<ProbeProgram> program,
+                           KernelInfo kernel, HitHub* hub)
+    : options_(options),
+      program_(std::move(program)),
+      kernel_(std::move(kernel)),
+      hub_(hub) {}
+
+absl::StatusOr<std::unique_ptr<ProbeManager>> ProbeManager::Create(
+    const Options& options, std::unique_ptr<ProbeProgram> program,
+    KernelInfo kernel, HitHub* hub) {
+  if (program == nullptr || hub == nullptr) {
+    return absl::InvalidArgumentError(
+        "ProbeManager needs a program and a hit hub");
+  }
+  std::unique_ptr<ProbeManager> m(
+      new ProbeManager(options, std::move(program), std::move(kernel), hub));
+  {
+    absl::MutexLock l(&m->mu_);
+    uint32_t n = m->program_->max_probes();
+    m->slot_generation_.assign(n, 0);
+    m->free_slots_.reserve(n);
+    for (uint32_t i = n; i > 0; --i) m->free_slots_.push_back(i - 1);
+  }
+  m->expiry_thread_ = std::thread([p = m.get()] { p->ExpiryLoop(); });
+  return m;
+}
+
+ProbeManager::~ProbeManager() {
+  {
+    absl::MutexLock l(&mu_);
+    stopping_ = true;
+  }
+  if (expiry_thread_.joinable()) expiry_thread_.join();
+  absl::MutexLock l(&mu_);
+  std::vector<std::string> ids;
+  for (const auto& [id, r] : active_) ids.push_back(id);
+  if (!ids.empty()) {
+    Log("agent stopping: detaching ", ids.size(), " probes");
+    DetachLocked(ids, v1::DETACHED, "agent stopped");
+  }
+}
+
+absl::Status ProbeManager::ResolveAll(const v1::AttachRequest& req,
+                                      std::vector<Resolved>* out) const {
+  out->resize(req.specs_size());
+  absl::flat_hash_map<std::string, absl::StatusOr<std::unique_ptr<ElfFile>>>
+      elves;
+  absl::flat_hash_map<std::string, absl::StatusOr<struct stat>> stats;
+  std::vector<std::pair<size_t, absl::Status>> failures;
+  for (int i = 0; i < req.specs_size(); ++i) {
+    const v1::ProbeSpec& spec = req.specs(i);
+    absl::Status st = ValidateSpec(spec);
+    const struct stat* sbp = nullptr;
+    if (st.ok()) {
+      auto sit = stats.find(spec.binary_path());
+      if (sit == stats.end()) {
+        struct stat sb;
+        absl::StatusOr<struct stat> r = sb;
+        if (stat(spec.binary_path().c_str(), &sb) != 0) {
+          int err = errno;
+          r = err == ENOENT ? absl::NotFoundError(absl::StrCat(
+                                  spec.binary_path(), ": no such file"))
+                            : absl::PermissionDeniedError(absl::StrCat(
+                                  spec.binary_path(), ": ", strerror(err)));
+        } else {
+          r = sb;
+        }
+        sit = stats.emplace(spec.binary_path(), r).first;
+      }
+      if (!sit->second.ok()) {
+        st = sit->second.status();
+      } else {
+        sbp = &*sit->second;
+      }
+    }
+    if (st.ok()) {
+      auto it = elves.find(spec.binary_path());
+      if (it == elves.end()) {
+        it =
+            elves.emplace(spec.binary_path(), ElfFile::Open(spec.binary_path()))
+                .first;
+      }
+      if (!it->second.ok()) {
+        st = it->second.status();
+      } else {
+        SiteRequest sr;
+        sr.binary_path = spec.binary_path();
+        sr.symbol = spec.symbol();
+        sr.offset = spec.offset();
+        sr.build_id = spec.build_id();
+        sr.allow_relocate = spec.allow_relocate();
+        absl::StatusOr<ResolvedSite> site =
+            ResolveSite(**it->second, sr, kernel_.profile.profile);
+        if (!site.ok()) {
+          st = site.status();
+        } else if (site->insn.placement == Placement::kRefused) {
+          st = absl::FailedPreconditionError(absl::StrCat(
+              "the ", ProfileName(kernel_.profile.profile),
+              " kernel refuses to probe '",
+              site->insn.disassembly.empty() ? "undecodable bytes"
+                                             : site->insn.disassembly,
+              "' at file offset 0x", absl::Hex(site->file_offset), ": ",
+              site->insn.reason, "; choose another offset"));
+        } else {
+          (*out)[i].site = std::move(*site);
+          (*out)[i].inode = sbp->st_ino;
+        }
+      }
+    }
+    if (st.ok() && spec.pid() > 0) {
+      st = CheckPidMapsFile(spec.pid(), spec.binary_path(), *sbp);
+    }
+    if (!st.ok()) failures.emplace_back(i, st);
+  }
+  if (failures.empty()) return absl::OkStatus();
+  std::vector<std::string> parts;
+  for (size_t k = 0; k < failures.size() && k < kMaxFailuresInMessage; ++k) {
+    parts.push_back(absl::StrCat(
+        DescribeSpec(failures[k].first, req.specs(failures[k].first)), ": ",
+        failures[k].second.message()));
+  }
+  if (failures.size() > kMaxFailuresInMessage) {
+    parts.push_back(
+        absl::StrCat("and ", failures.size() - kMaxFailuresInMessage, " more"));
+  }
+  return absl::Status(failures[0].second.code(),
+                      absl::StrCat("nothing attached: ", failures.size(),
+                                   " of ", req.specs_size(), " specs failed: ",
+                                   absl::StrJoin(parts, "; ")));
+}
+
+absl::StatusOr<v1::AttachResponse> ProbeManager::Attach(
+    const v1::AttachRequest& req) {
+  const absl::Time start = absl::Now();
+  auto finish = [&](bool ok, size_t n) {
+    if (observer_ != nullptr) observer_->OnAttach(absl::Now() - start, n, ok);
+  };
+  if (req.specs_size() == 0) {
+    finish(false, 0);
+    return absl::InvalidArgumentError("AttachRequest has no specs");
+  }
+  if (static_cast<uint32_t>(req.specs_size()) >
+      options_.max_specs_per_request) {
+    finish(false, 0);
+    return absl::InvalidArgumentError(
+        absl::StrCat("AttachRequest has ", req.specs_size(),
+                     " specs, more than the ", options_.max_specs_per_request,
+                     " one request may carry (--max-specs-per-request): split "
+                     "it into smaller requests"));
+  }
+  std::vector<Resolved> resolved;
+  if (absl::Status st = ResolveAll(req, &resolved); !st.ok()) {
+    finish(false, 0);
+    return st;
+  }
+
+  absl::MutexLock l(&mu_);
+  const size_t n = resolved.size();
+  if (n > free_slots_.size()) {
+    finish(false, 0);
+    return absl::ResourceExhaustedError(
+        absl::StrCat("nothing attached: ", n,
+                     " more probes would exceed the agent's limit of ",
+                     program_->max_probes(), " (--max-probes; ", active_.size(),
+                     " attached now): detach some first"));
+  }
+  const absl::Time now = absl::Now();
+  std::vector<ProbeRecord> records(n);
+  // Take slots and write the per-probe config.
+  for (size_t i = 0; i < n; ++i) {
+    const v1::ProbeSpec& spec = req.specs(i);
+    ProbeRecord& r = records[i];
+    r.slot = free_slots_.back();
+    free_slots_.pop_back();
+    r.generation = ++slot_generation_[r.slot];
+    r.num = next_probe_num_++;
+    r.inode = resolved[i].inode;
+    r.placement = resolved[i].site.insn.placement;
+    r.probe.set_id(absl::StrCat("p", r.num));
+    *r.probe.mutable_spec() = spec;
+    *r.probe.mutable_site() = ToSitePlacement(resolved[i].site);
+    r.probe.set_state(v1::ATTACHED);
+    r.probe.set_attached_at_unix_ns(UnixNanos(now));
+    if (spec.ttl_seconds() > 0) {
+      r.expires = now + absl::Seconds(spec.ttl_seconds());
+      r.probe.set_expires_at_unix_ns(UnixNanos(r.expires));
+    }
+    xol_probe_config cfg = {};
+    cfg.generation = r.generation;
+    cfg.pid = static_cast<uint32_t>(spec.pid());
+    for (int reg : spec.capture()) cfg.capture_mask |= 1u << (reg - 1);
+    if (spec.rate_limit_per_sec() > 0 &&
+        spec.rate_limit_per_sec() < 1000000000u) {
+      cfg.rate_interval_ns = 1000000000ull / spec.rate_limit_per_sec();
+      cfg.rate_burst_ns = 1000000000ull;
+    }
+    absl::Status st = program_->ResetCounters(r.slot);
+    if (st.ok()) st = program_->SetConfig(r.slot, cfg);
+    if (!st.ok()) {
+      for (size_t k = 0; k <= i; ++k) {
+        (void)program_->DeleteConfig(records[k].slot);
+        free_slots_.push_back(records[k].slot);
+      }
+      finish(false, 0);
+      return absl::Status(st.code(),
+                          absl::StrCat("nothing attached: ", st.message()));
+    }
+  }
+
+  // Group and link. Multi: one link per (binary, pid). Perf: one link per
+  // probe.
+  std::vector<std::shared_ptr<LinkGroup>> groups;
+  {
+    std::map<std::pair<std::string, int>, std::shared_ptr<LinkGroup>> by_key;
+    for (size_t i = 0; i < n; ++i) {
+      const v1::ProbeSpec& spec = req.specs(i);
+      std::shared_ptr<LinkGroup>& g =
+          program_->link_mode() == LinkMode::kMulti
+              ? by_key[{spec.binary_path(), spec.pid()}]
+              : by_key[{absl::StrCat(spec.binary_path(), "#", i), spec.pid()}];
+      if (!g) {
+        g = std::make_shared<LinkGroup>();
+        g->path = spec.binary_path();
+        g->pid = spec.pid();
+        groups.push_back(g);
+      }
+      g->probe_ids.push_back(records[i].probe.id());
+      records[i].group = g;
+    }
+  }
+  absl::flat_hash_map<std::string, size_t> index_of;
+  for (size_t i = 0; i < n; ++i) index_of[records[i].probe.id()] = i;
+  absl::Status link_status;
+  for (const auto& g : groups) {
+    std::vector<uint64_t> offsets, cookies;
+    for (const std::string& id : g->probe_ids) {
+      const ProbeRecord& r = records[index_of[id]];
+      offsets.push_back(r.probe.site().file_offset());
+      cookies.push_back(XOL_COOKIE(r.generation, r.slot));
+    }
+    absl::StatusOr<std::unique_ptr<Attachment>> att =
+        program_->link_mode() == LinkMode::kMulti
+            ? AttachMulti(*program_, g->path, offsets, cookies, g->pid)
+            : AttachPerf(*program_, g->path, offsets, cookies, g->pid);
+    if (!att.ok()) {
+      link_status = att.status();
+      break;
+    }
+    g->attachment = std::move(*att);
+  }
+  if (!link_status.ok()) {
+    // Roll back: every link of this request, then every map entry and slot.
+    for (const auto& g : groups) g->attachment.reset();
+    for (const ProbeRecord& r : records) {
+      (void)program_->DeleteConfig(r.slot);
+      (void)program_->ResetCounters(r.slot);
+      free_slots_.push_back(r.slot);
+    }
+    finish(false, 0);
+    return absl::Status(link_status.code(),
+                        absl::StrCat("nothing attached (rolled back ", n,
+                                     " probes): ", link_status.message()));
+  }
+
+  v1::AttachResponse resp;
+  resp.set_link_kind(program_->link_mode() == LinkMode::kMulti ? "uprobe_multi"
+                                                               : "perf_event");
+  for (ProbeRecord& r : records) {
+    hub_->RouteSlot(r.slot, r.generation, r.num);
+    *resp.add_probes() = r.probe;
+    std::string id = r.probe.id();
+    active_.emplace(std::move(id), std::move(r));
+  }
+  finish(true, n);
+  return resp;
+}
+
+void ProbeManager::FillCountersLocked(const ProbeRecord& r,
+                                      v1::Probe* out) const {
+  absl::StatusOr<xol_probe_counters> c = program_->ReadCounters(r.slot);
+  if (c.ok()) {
+    out->set_hits(c->hits);
+    out->set_events_emitted(c->emitted);
+    out->set_events_dropped(c->dropped);
+    out->set_rate_limited(c->rate_limited);
+  }
+  auto kp = kernel_placement_.find(r.probe.id());
+  if (kp != kernel_placement_.end()) {
+    out->set_kernel_placement(ToProtoPlacement(kp->second));
+  }
+}
+
+void ProbeManager::DetachLocked(const std::vector<std::string>& ids,
+                                v1::ProbeState state, const std::string& why) {
+  std::vector<std::shared_ptr<LinkGroup>> touched;
+  for (const std::string& id : ids) {
+    auto it = active_.find(id);
+    if (it == active_.end()) continue;
+    ProbeRecord& r = it->second;
+    // Config first: from here on the program ignores hits of this slot.
+    (void)program_->DeleteConfig(r.slot);
+    v1::Probe final_state = r.probe;
+    FillCountersLocked(r, &final_state);
+    final_state.set_state(state);
+    final_state.set_status_message(why);
+    (void)program_->ResetCounters(r.slot);
+    hub_->UnrouteSlot(r.slot);
+    auto& members = r.group->probe_ids;
+    members.erase(std::remove(members.begin(), members.end(), id),
+                  members.end());
+    if (std::find(touched.begin(), touched.end(), r.group) == touched.end()) {
+      touched.push_back(r.group);
+    }
+    free_slots_.push_back(r.slot);
+    active_.erase(it);
+    kernel_placement_.erase(id);
+    inactive_.push_back(std::move(final_state));
+    while (inactive_.size() > options_.inactive_retention)
+      inactive_.pop_front();
+  }
+  for (const auto& g : touched) {
+    if (g->probe_ids.empty()) {
+      g->attachment
+          .reset();  // closes the link(s): the kernel removes the uprobes
+    } else {
+      RelinkLocked(g.get());
+    }
+  }
+}
+
+// A multi link cannot drop some of its offsets, so the survivors move to a new
+// link: make it with the next generation in the cookies (its hits are ignored
+// until the config says so), switch each survivor's config to that generation
+// (from then on the old link's hits are ignored), then close the old link.
+// Every hit is counted exactly once.
+void ProbeManager::RelinkLocked(LinkGroup* g) {
+  std::vector<uint64_t> offsets, cookies;
+  std::vector<ProbeRecord*> members;
+  for (const std::string& id : g->probe_ids) {
+    ProbeRecord& r = active_.at(id);
+    members.push_back(&r);
+    offsets.push_back(r.probe.site().file_offset());
+    cookies.push_back(XOL_COOKIE(slot_generation_[r.slot] + 1, r.slot));
+  }
+  absl::StatusOr<std::unique_ptr<Attachment>> att =
+      AttachMulti(*program_, g->path, offsets, cookies, g->pid);
+  if (!att.ok()) {
+    Log("re-linking ", members.size(), " probes on ", g->path,
+        " failed; the old link stays until they are detached: ",
+        att.status().message());
+    return;
+  }
+  for (ProbeRecord* r : members) {
+    uint32_t gen = ++slot_generation_[r->slot];
+    absl::StatusOr<xol_probe_config> cfg = program_->GetConfig(r->slot);
+    if (cfg.ok()) {
+      cfg->generation = gen;
+      (void)program_->SetConfig(r->slot, *cfg);
+    }
+    r->generation = gen;
+  }
+  g->attachment = std::move(*att);
+}
+
+absl::StatusOr<v1::DetachResponse> ProbeManager::Detach(
+    const v1::DetachRequest& req) {
+  const absl::Time start = absl::Now();
+  if (!req.all() && req.probe_ids_size() == 0) {
+    return absl::InvalidArgumentError(
+        "DetachRequest names no probe ids (set all to detach every probe)");
+  }
+  v1::DetachResponse resp;
+  std::vector<std::string> ids;
+  {
+    absl::MutexLock l(&mu_);
+    if (req.all()) {
+      for (const auto& [id, r] : active_) ids.push_back(id);
+    } else {
+      std::vector<std::string> unknown;
+      for (const std::string& id : req.probe_ids()) {
+        if (!active_.contains(id)) unknown.push_back(id);
+        ids.push_back(id);
+      }
+      if (!unknown.empty()) {
+        return absl::NotFoundError(
+            absl::StrCat("nothing detached: no attached probe with id ",
+                         absl::StrJoin(unknown, ", "), " (see List)"));
+      }
+    }
+    std::sort(ids.begin(), ids.end());
+    ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+    DetachLocked(ids, v1::DETACHED, "detached on request");
+  }
+  for (const std::string& id : ids) resp.add_detached_ids(id);
+  if (observer_ != nullptr)
+    observer_->OnDetach(absl::Now() - start, ids.size());
+  return resp;
+}
+
+void ProbeManager::ExpireDue(absl::Time now) {
+  const absl::Time start = absl::Now();
+  std::vector<std::string> ids;
+  {
+    absl::MutexLock l(&mu_);
+    for (const auto& [id, r] : active_) {
+      if (r.expires <= now) ids.push_back(id);
+    }
+    if (ids.empty()) return;
+    DetachLocked(ids, v1::EXPIRED, "TTL expired");
+  }
+  Log("TTL expired: detached ", ids.size(), " probes");
+  if (observer_ != nullptr)
+    observer_->OnDetach(absl::Now() - start, ids.size());
+}
+
+void ProbeManager::ExpiryLoop() {
+  for (;;) {
+    {
+      absl::MutexLock l(&mu_);
+      if (mu_.AwaitWithTimeout(absl::Condition(&stopping_),
+                               absl::Milliseconds(100)))
+        return;
+    }
+    ExpireDue(absl::Now());
+  }
+}
+
+void ProbeManager::RefreshKernelPlacementsLocked() {
+  absl::StatusOr<KernelPlacements> kp =
+      ReadPlacements(options_.placements_path);
+  if (!kp.ok()) return;
+  for (const auto& [id, r] : active_) {
+    auto it =
+        kp->find(KernelPlacementKey{r.inode, r.probe.site().file_offset()});
+    if (it != kp->end()) kernel_placement_[id] = it->second;
+  }
+}
+
+absl::StatusOr<v1::ListResponse> ProbeManager::List(
+    const v1::ListRequest& req) {
+  absl::MutexLock l(&mu_);
+  RefreshKernelPlacementsLocked();
+  absl::flat_hash_set<std::string> want(req.probe_ids().begin(),
+                                        req.probe_ids().end());
+  std::vector<const ProbeRecord*> recs;
+  for (const auto& [id, r] : active_) {
+    if (want.empty() || want.contains(id)) recs.push_back(&r);
+  }
+  std::sort(recs.begin(), recs.end(),
+            [](const ProbeRecord* a, const ProbeRecord* b) {
+              return a->num < b->num;
+            });
+  v1::ListResponse resp;
+  for (const ProbeRecord* r : recs) {
+    v1::Probe* p = resp.add_probes();
+    *p = r->probe;
+    FillCountersLocked(*r, p);
+  }
+  if (req.include_inactive()) {
+    for (const v1::Probe& p : inactive_) {
+      if (want.empty() || want.contains(p.id())) *resp.add_probes() = p;
+    }
+  }
+  return resp;
+}
+
+absl::StatusOr<v1::ClassifyResponse> ProbeManager::Classify(
+    const v1::ClassifyRequest& req) {
+  KernelProfile profile = kernel_.profile.profile;
+  if (!req.profile().empty()) {
+    absl::StatusOr<KernelProfile> p = ParseProfile(req.profile());
+    if (!p.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown profile '", req.profile(),
+                       "': use linux-6.1, linux-6.18 or xolfleet-6.1"));
+    }
+    profile = *p;
+  }
+  return ClassifySites(req, profile);
+}
+
+absl::StatusOr<v1::NodeInfo> ProbeManager::GetNodeInfo() {
+  v1::NodeInfo info;
+  info.set_node_name(options_.node_name);
+  info.set_kernel_release(kernel_.release);
+  info.set_kernel_profile(std::string(ProfileName(kernel_.profile.profile)));
+  info.set_kernel_boosts(kernel_.profile.boosts);
+  info.set_agent_version(options_.agent_version);
+  std::string why;
+  if (KernelSupportsUprobeMulti(&why)) info.add_features("uprobe_multi");
+  info.add_features("bpf_cookie");
+  info.add_features("ringbuf");
+  if (kernel_.profile.patched) info.add_features("xolfleet_patched");
+  info.set_link_mode(program_->link_mode() == LinkMode::kMulti ? "uprobe_multi"
+                                                               : "perf_event");
+  info.set_profile_reason(kernel_.profile.why);
+  absl::StatusOr<v1::KernelSlotStats> stats =
+      ReadSlotStats(options_.slot_stats_path);
+  if (stats.ok()) *info.mutable_slot_stats() = *stats;
+  for (const auto& [k, v] : options_.labels) (*info.mutable_labels())[k] = v;
+  absl::MutexLock l(&mu_);
+  RefreshKernelPlacementsLocked();
+  info.set_probes_attached(active_.size());
+  uint32_t mismatches = 0;
+  for (const auto& [id, p] : kernel_placement_) {
+    auto it = active_.find(id);
+    if (it != active_.end() && it->second.placement != p) ++mismatches;
+  }
+  info.set_placement_mismatches(mismatches);
+  return info;
+}
+
+absl::StatusOr<absl::flat_hash_set<uint64_t>> ProbeManager::ProbeNumbers(
+    const std::vector<std::string>& ids) const {
+  absl::flat_hash_set<uint64_t> out;
+  std::vector<std::string> unknown;
+  absl::MutexLock l(&mu_);
+  for (const std::string& id : ids) {
+    auto it = active_.find(id);
+    if (it == active_.end()) {
+      unknown.push_back(id);
+    } else {
+      out.insert(it->second.num);
+    }
+  }
+  if (!unknown.empty()) {
+    return absl::NotFoundError(absl::StrCat("no attached probe with id ",
+                                            absl::StrJoin(unknown, ", "),
+                                            " (see List)"));
+  }
+  return out;
+}
+
+uint64_t ProbeManager::KernelDropped(
+    const absl::flat_hash_set<uint64_t>& nums) const {
+  if (nums.empty()) return program_->ReadTotals().dropped;
+  uint64_t t = 0;
+  absl::MutexLock l(&mu_);
+  for (const auto& [id, r] : active_) {
+    if (!nums.contains(r.num)) continue;
+    absl::StatusOr<xol_probe_counters> c = program_->ReadCounters(r.slot);
+    if (c.ok()) t += c->dropped;
+  }
+  return t;
+}
+
+std::vector<ProbeCounterSnapshot> ProbeManager::SnapshotCounters() const {
+  absl::MutexLock l(&mu_);
+  std::vector<ProbeCounterSnapshot> out;
+  out.reserve(active_.size());
+  for (const auto& [id, r] : active_) {
+    ProbeCounterSnapshot s;
+    s.id = id;
+    s.placement = std::string(PlacementName(r.placement));
+    absl::StatusOr<xol_probe_counters> c = program_->ReadCounters(r.slot);
+    if (c.ok()) {
+      s.hits = c->hits;
+      s.emitted = c->emitted;
+      s.dropped = c->dropped;
+      s.rate_limited = c->rate_limited;
+    }
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+std::map<std::pair<std::string, std::string>, size_t>
+ProbeManager::ProbeCountsByPlacementAndState() const {
+  std::map<std::pair<std::string, std::string>, size_t> out;
+  absl::MutexLock l(&mu_);
+  for (const auto& [id, r] : active_) {
+    ++out[{std::string(PlacementName(r.placement)), "ATTACHED"}];
+  }
+  for (const v1::Probe& p : inactive_) {
+    ++out[{v1::Placement_Name(p.site().placement()),
+           v1::ProbeState_Name(p.state())}];
+  }
+  return out;
+}
+
+uint64_t ProbeManager::placement_mismatches() const {
+  absl::MutexLock l(&mu_);
+  uint64_t n = 0;
+  for (const auto& [id, p] : kernel_placement_) {
+    auto it = active_.find(id);
+    if (it != active_.end() && it->second.placement != p) ++n;
+  }
+  return n;
+}
+
+size_t ProbeManager::attached_count() const {
+  absl::MutexLock l(&mu_);
+  return active_.size();
+}
+
+size_t ProbeManager::link_count() const {
+  absl::MutexLock l(&mu_);
+  absl::flat_hash_set<const LinkGroup*> seen;
+  size_t n = 0;
+  for (const auto& [id, r] : active_) {
+    if (r.group && r.group->attachment && seen.insert(r.group.get()).second) {
+      n += r.group->attachment->link_count();
+    }
+  }
+  return n;
+}
+
+}  // namespace xolfleet

@@ -1,0 +1,175 @@
+// The agent's probe bookkeeping: validates and resolves probe specs, attaches
+// them as one all-or-nothing batch, detaches (by request or at TTL expiry)
+// without leaving links or map entries behind, and reports counts. Implements
+// AgentApi, so the gRPC service and the controller link share one path.
+//
+// Attach runs in two phases. Phase 1 (no lock held) validates every spec and
+// resolves it to a classified site: a missing binary or symbol, a build-id
+// mismatch, an offset inside an instruction, a REFUSED instruction, or a pid
+// that does not exist fails the request before anything touches the kernel,
+// with one message naming every failed spec. Phase 2 (under the lock) takes
+// slots, writes the per-probe config, and creates the links: one uprobe_multi
+// link per (binary, pid) group, or one perf-event link per probe; if any link
+// fails, every link and map entry of the request is removed again before the
+// error is returned.
+#ifndef XOLFLEET_SERVICES_AGENT_PROBE_MANAGER_H_
+#define XOLFLEET_SERVICES_AGENT_PROBE_MANAGER_H_
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "services/agent/agent_api.h"
+#include "services/agent/attachment.h"
+#include "services/agent/hit_hub.h"
+#include "services/agent/kernel_features.h"
+#include "services/agent/probe_program.h"
+#include "services/common/placement.h"
+#include "xolfleet/v1/agent.pb.h"
+
+namespace xolfleet {
+
+// Hooks for metrics (the manager does not depend on prometheus).
+class ProbeManagerObserver {
+ public:
+  virtual ~ProbeManagerObserver() = default;
+  virtual void OnAttach(absl::Duration latency, size_t probes, bool ok) = 0;
+  virtual void OnDetach(absl::Duration latency, size_t probes) = 0;
+};
+
+struct ProbeCounterSnapshot {
+  std::string id;
+  std::string placement;  // PlacementName
+  uint64_t hits = 0;
+  uint64_t emitted = 0;
+  uint64_t dropped = 0;
+  uint64_t rate_limited = 0;
+};
+
+class ProbeManager final : public AgentApi {
+ public:
+  struct Options {
+    uint32_t max_specs_per_request = 20000;
+    size_t inactive_retention = 1000;  // detached/expired probes kept for List
+    std::string node_name;
+    std::string agent_version = "dev";
+    std::map<std::string, std::string> labels;
+    // Where the patched kernel's files live (tests point these at fixtures).
+    std::string slot_stats_path = "/sys/kernel/debug/uprobes/stats";
+    std::string placements_path = "/sys/kernel/debug/uprobes/placements";
+  };
+
+  // Takes ownership of the loaded program; `hub` must outlive the manager.
+  static absl::StatusOr<std::unique_ptr<ProbeManager>> Create(
+      const Options& options, std::unique_ptr<ProbeProgram> program,
+      KernelInfo kernel, HitHub* hub);
+  ~ProbeManager() override;  // detaches everything
+
+  void set_observer(ProbeManagerObserver* o) { observer_ = o; }
+
+  absl::StatusOr<v1::AttachResponse> Attach(
+      const v1::AttachRequest& req) override;
+  absl::StatusOr<v1::DetachResponse> Detach(
+      const v1::DetachRequest& req) override;
+  absl::StatusOr<v1::ListResponse> List(const v1::ListRequest& req) override;
+  absl::StatusOr<v1::ClassifyResponse> Classify(
+      const v1::ClassifyRequest& req) override;
+  absl::StatusOr<v1::NodeInfo> GetNodeInfo() override;
+
+  // Resolves probe ids ("p12") to the numbers the hit hub routes by; NOT_FOUND
+  // names the unknown ones. Empty input: empty set (every probe).
+  absl::StatusOr<absl::flat_hash_set<uint64_t>> ProbeNumbers(
+      const std::vector<std::string>& ids) const;
+  // Ring-buffer drops (kernel side) of these probes, or of all probes when
+  // empty.
+  uint64_t KernelDropped(const absl::flat_hash_set<uint64_t>& probe_nums) const;
+
+  // For metrics: counters of every attached probe, and totals since start.
+  std::vector<ProbeCounterSnapshot> SnapshotCounters() const;
+  xol_probe_counters Totals() const { return program_->ReadTotals(); }
+  // (placement, state) -> number of probes (attached and retained inactive
+  // ones).
+  std::map<std::pair<std::string, std::string>, size_t>
+  ProbeCountsByPlacementAndState() const;
+  uint64_t placement_mismatches() const;
+  size_t attached_count() const;
+  size_t link_count() const;
+  size_t config_entries() const { return program_->CountConfigEntries(); }
+  LinkMode link_mode() const { return program_->link_mode(); }
+  int program_events_fd() const { return program_->events_fd(); }
+  const KernelInfo& kernel() const { return kernel_; }
+
+  // Detaches probes whose TTL ran out by `now` (also runs on the manager's own
+  // thread).
+  void ExpireDue(absl::Time now);
+
+ private:
+  struct LinkGroup {
+    std::string path;
+    int pid = 0;
+    std::unique_ptr<Attachment> attachment;
+    std::vector<std::string> probe_ids;  // members (multi links)
+  };
+  struct ProbeRecord {
+    v1::Probe probe;
+    uint64_t num = 0;
+    uint32_t slot = 0;
+    uint32_t generation = 0;
+    uint64_t inode = 0;
+    Placement placement = Placement::kRefused;
+    std::shared_ptr<LinkGroup> group;
+    absl::Time expires = absl::InfiniteFuture();
+  };
+  struct Resolved;  // phase-1 result of one spec
+
+  ProbeManager(const Options& options, std::unique_ptr<ProbeProgram> program,
+               KernelInfo kernel, HitHub* hub);
+  absl::Status ResolveAll(const v1::AttachRequest& req,
+                          std::vector<Resolved>* out) const;
+  // Removes `ids` from the table (final counts kept in the inactive list with
+  // `state`); detaches their links and re-links surviving members of partially
+  // emptied multi links.
+  void DetachLocked(const std::vector<std::string>& ids, v1::ProbeState state,
+                    const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RelinkLocked(LinkGroup* group) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FillCountersLocked(const ProbeRecord& r, v1::Probe* out) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  void RefreshKernelPlacementsLocked() ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  void ExpiryLoop();
+
+  const Options options_;
+  std::unique_ptr<ProbeProgram> program_;
+  const KernelInfo kernel_;
+  HitHub* const hub_;
+  ProbeManagerObserver* observer_ = nullptr;
+
+  mutable absl::Mutex mu_;
+  absl::flat_hash_map<std::string, ProbeRecord> active_ ABSL_GUARDED_BY(mu_);
+  std::deque<v1::Probe> inactive_ ABSL_GUARDED_BY(mu_);
+  std::vector<uint32_t> free_slots_ ABSL_GUARDED_BY(mu_);
+  std::vector<uint32_t> slot_generation_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_probe_num_ ABSL_GUARDED_BY(mu_) = 1;
+  // Kernel-reported placements (patched kernel), refreshed on List/GetNodeInfo.
+  mutable absl::flat_hash_map<std::string, Placement> kernel_placement_
+      ABSL_GUARDED_BY(mu_);
+
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread expiry_thread_;
+};
+
+}  // namespace xolfleet
+
+#endif  // XOLFLEET_SERVICES_AGENT_PROBE_MANAGER_H_

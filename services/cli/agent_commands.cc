@@ -1,0 +1,398 @@
+// xolctl's node commands: attach, detach, list, classify, watch, info.
+#include <algorithm>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "services/agent/probe_convert.h"
+#include "services/cli/cli.h"
+#include "services/common/placement.h"
+
+namespace xolfleet::cli {
+namespace {
+
+// "BINARY:SYMBOL", "BINARY:SYMBOL+0x10" (or +16), "BINARY:0x1234" (file
+// offset).
+absl::StatusOr<v1::ProbeSpec> ParseSite(const std::string& s) {
+  size_t colon = s.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == s.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "site '", s, "' is not BINARY:SYMBOL[+OFFSET] or BINARY:0xFILEOFFSET"));
+  }
+  v1::ProbeSpec spec;
+  spec.set_binary_path(s.substr(0, colon));
+  std::string where = s.substr(colon + 1);
+  auto parse_num = [](absl::string_view t, uint64_t* v) {
+    if (absl::StartsWith(t, "0x") || absl::StartsWith(t, "0X")) {
+      return absl::SimpleHexAtoi(t.substr(2), v);
+    }
+    return absl::SimpleAtoi(t, v);
+  };
+  uint64_t off = 0;
+  if (absl::StartsWith(where, "0x") && parse_num(where, &off)) {
+    spec.set_offset(off);
+    return spec;
+  }
+  size_t plus = where.find('+');
+  if (plus != std::string::npos) {
+    if (!parse_num(absl::string_view(where).substr(plus + 1), &off)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("bad offset in '", s, "'"));
+    }
+    where = where.substr(0, plus);
+    spec.set_offset(off);
+  }
+  spec.set_symbol(where);
+  return spec;
+}
+
+std::string SiteName(const v1::SitePlacement& p) {
+  if (p.symbol().empty()) return absl::StrCat("0x", absl::Hex(p.file_offset()));
+  return p.symbol_offset()
+             ? absl::StrCat(p.symbol(), "+0x", absl::Hex(p.symbol_offset()))
+             : p.symbol();
+}
+
+std::string PlacementStr(v1::Placement p) {
+  return p == v1::PLACEMENT_UNSPECIFIED ? "-" : v1::Placement_Name(p);
+}
+
+std::string Hex(uint64_t v) { return absl::StrCat("0x", absl::Hex(v)); }
+
+absl::StatusOr<v1::Register> ParseRegister(std::string name) {
+  name = absl::AsciiStrToUpper(absl::StripAsciiWhitespace(name));
+  if (absl::StartsWith(name, "%")) name = name.substr(1);
+  v1::Register r;
+  if (!v1::Register_Parse(name, &r) || r == v1::REGISTER_UNSPECIFIED) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown register '", name, "' (rax..r15, rip, eflags)"));
+  }
+  return r;
+}
+
+int RunAttach(Context& c) {
+  const Args& a = c.args();
+  if (a.positional().empty())
+    return c.Usage("attach: give at least one site BINARY:SYMBOL");
+  v1::AttachRequest req;
+  for (const std::string& s : a.positional()) {
+    absl::StatusOr<v1::ProbeSpec> spec = ParseSite(s);
+    if (!spec.ok()) return c.Usage(std::string(spec.status().message()));
+    int64_t n = 0;
+    if (auto v = a.Get("pid")) {
+      if (!absl::SimpleAtoi(*v, &n)) return c.Usage("--pid takes a number");
+      spec->set_pid(static_cast<int32_t>(n));
+    }
+    if (auto v = a.Get("rate-limit")) {
+      if (!absl::SimpleAtoi(*v, &n) || n < 0)
+        return c.Usage("--rate-limit takes events/s");
+      spec->set_rate_limit_per_sec(static_cast<uint32_t>(n));
+    }
+    if (auto v = a.Get("ttl")) {
+      if (!absl::SimpleAtoi(*v, &n) || n < 0)
+        return c.Usage("--ttl takes seconds");
+      spec->set_ttl_seconds(static_cast<uint32_t>(n));
+    }
+    if (auto v = a.Get("build-id")) spec->set_build_id(*v);
+    spec->set_allow_relocate(a.Has("allow-relocate"));
+    for (const std::string& list : a.GetAll("capture")) {
+      for (absl::string_view r : absl::StrSplit(list, ',', absl::SkipEmpty())) {
+        absl::StatusOr<v1::Register> reg = ParseRegister(std::string(r));
+        if (!reg.ok()) return c.Usage(std::string(reg.status().message()));
+        spec->add_capture(*reg);
+      }
+    }
+    for (const std::string& list : a.GetAll("label")) {
+      for (absl::string_view kv :
+           absl::StrSplit(list, ',', absl::SkipEmpty())) {
+        std::pair<std::string, std::string> p =
+            absl::StrSplit(kv, absl::MaxSplits('=', 1));
+        (*spec->mutable_labels())[p.first] = p.second;
+      }
+    }
+    *req.add_specs() = *spec;
+  }
+  v1::AttachResponse resp;
+  grpc::Status st = c.Agent().Attach(c.Rpc().get(), req, &resp);
+  if (!st.ok()) return c.Fail("attach", st);
+  if (c.json()) {
+    c.PrintJson(resp);
+    return 0;
+  }
+  Table t({"ID", "BINARY", "SITE", "FILE_OFFSET", "PLACEMENT", "INSTRUCTION",
+           "NOTE"});
+  for (const v1::Probe& p : resp.probes()) {
+    t.Add({p.id(), p.spec().binary_path(), SiteName(p.site()),
+           Hex(p.site().file_offset()), PlacementStr(p.site().placement()),
+           p.site().disassembly(),
+           p.site().relocated() ? p.site().relocation_note() : ""});
+  }
+  t.Print(c.out());
+  c.out() << resp.probes_size() << " probes attached (" << resp.link_kind()
+          << ")\n";
+  return 0;
+}
+
+int RunDetach(Context& c) {
+  v1::DetachRequest req;
+  req.set_all(c.args().Has("all"));
+  for (const std::string& id : c.args().positional()) req.add_probe_ids(id);
+  if (!req.all() && req.probe_ids_size() == 0)
+    return c.Usage("detach: give probe ids or --all");
+  v1::DetachResponse resp;
+  grpc::Status st = c.Agent().Detach(c.Rpc().get(), req, &resp);
+  if (!st.ok()) return c.Fail("detach", st);
+  if (c.json()) {
+    c.PrintJson(resp);
+    return 0;
+  }
+  c.out() << "detached " << resp.detached_ids_size() << " probes";
+  if (resp.detached_ids_size() > 0 && resp.detached_ids_size() <= 20) {
+    c.out() << ": " << absl::StrJoin(resp.detached_ids(), " ");
+  }
+  c.out() << "\n";
+  return 0;
+}
+
+int RunList(Context& c) {
+  v1::ListRequest req;
+  req.set_include_inactive(c.args().Has("all"));
+  for (const std::string& id : c.args().positional()) req.add_probe_ids(id);
+  v1::ListResponse resp;
+  grpc::Status st = c.Agent().List(c.Rpc().get(), req, &resp);
+  if (!st.ok()) return c.Fail("list", st);
+  if (c.json()) {
+    c.PrintJson(resp);
+    return 0;
+  }
+  Table t({"ID", "STATE", "BINARY", "SITE", "PLACEMENT", "KERNEL", "HITS",
+           "EVENTS", "DROPPED", "LIMITED", "PID", "TTL", "LABELS"});
+  int64_t now = absl::ToUnixNanos(absl::Now());
+  for (const v1::Probe& p : resp.probes()) {
+    std::string ttl = "-";
+    if (p.expires_at_unix_ns() && p.state() == v1::ATTACHED) {
+      ttl = absl::StrCat(
+          std::max<int64_t>(0, (p.expires_at_unix_ns() - now) / 1000000000),
+          "s");
+    }
+    std::vector<std::string> labels;
+    for (const auto& [k, v] : p.spec().labels())
+      labels.push_back(absl::StrCat(k, "=", v));
+    std::sort(labels.begin(), labels.end());
+    t.Add({p.id(), v1::ProbeState_Name(p.state()), p.spec().binary_path(),
+           SiteName(p.site()), PlacementStr(p.site().placement()),
+           PlacementStr(p.kernel_placement()), absl::StrCat(p.hits()),
+           absl::StrCat(p.events_emitted()), absl::StrCat(p.events_dropped()),
+           absl::StrCat(p.rate_limited()),
+           p.spec().pid() ? absl::StrCat(p.spec().pid()) : "any", ttl,
+           absl::StrJoin(labels, ",")});
+  }
+  t.Print(c.out());
+  return 0;
+}
+
+int RunClassify(Context& c) {
+  const Args& a = c.args();
+  v1::ClassifyRequest req;
+  req.set_profile(a.GetOr("profile", ""));
+  if (auto all = a.Get("all-functions")) req.set_all_functions_of(*all);
+  for (const std::string& s : a.positional()) {
+    absl::StatusOr<v1::ProbeSpec> spec = ParseSite(s);
+    if (!spec.ok()) return c.Usage(std::string(spec.status().message()));
+    spec->set_allow_relocate(a.Has("allow-relocate"));
+    *req.add_sites() = *spec;
+  }
+  if (req.sites_size() == 0 && req.all_functions_of().empty()) {
+    return c.Usage(
+        "classify: give sites BINARY:SYMBOL[+OFF] or --all-functions BINARY");
+  }
+  v1::ClassifyResponse resp;
+  if (a.Has("local")) {
+    KernelProfile profile = KernelProfile::kLinux61;
+    if (!req.profile().empty()) {
+      absl::StatusOr<KernelProfile> p = ParseProfile(req.profile());
+      if (!p.ok()) return c.Usage(std::string(p.status().message()));
+      profile = *p;
+    } else {
+      c.err() << "xolctl: --local without --profile: using linux-6.1\n";
+    }
+    absl::StatusOr<v1::ClassifyResponse> r = ClassifySites(req, profile);
+    if (!r.ok()) return c.Fail("classify", r.status());
+    resp = std::move(*r);
+  } else {
+    grpc::Status st = c.Agent().Classify(c.Rpc().get(), req, &resp);
+    if (!st.ok()) return c.Fail("classify", st);
+  }
+  if (c.json()) {
+    c.PrintJson(resp);
+    return 0;
+  }
+  Table t({"FUNCTION", "FILE_OFFSET", "BYTES", "INSTRUCTION", "PLACEMENT",
+           "REASON"});
+  for (const v1::SitePlacement& p : resp.sites()) {
+    std::string bytes;
+    for (unsigned char b : p.insn_bytes())
+      absl::StrAppend(&bytes, absl::Hex(b, absl::kZeroPad2));
+    std::string reason = p.reason();
+    if (p.relocated())
+      absl::StrAppend(&reason, " [moved: ", p.relocation_note(), "]");
+    t.Add({SiteName(p), Hex(p.file_offset()), bytes, p.disassembly(),
+           PlacementStr(p.placement()), reason});
+  }
+  t.Print(c.out());
+  c.out() << "\nprofile " << resp.profile() << ", " << resp.sites_size()
+          << " sites\n";
+  Table totals({"PLACEMENT", "SITES", "SHARE"});
+  for (v1::Placement p : {v1::EMULATED, v1::BOOSTED, v1::BOOSTED_RIPREL,
+                          v1::SINGLE_STEP, v1::REFUSED}) {
+    auto it = resp.totals().find(v1::Placement_Name(p));
+    uint64_t n = it == resp.totals().end() ? 0 : it->second;
+    totals.Add({v1::Placement_Name(p), absl::StrCat(n),
+                resp.sites_size()
+                    ? absl::StrFormat("%.1f%%", 100.0 * n / resp.sites_size())
+                    : std::string("-")});
+  }
+  totals.Print(c.out());
+  return 0;
+}
+
+const char* kRegNames[] = {"",    "rax", "rbx", "rcx", "rdx",   "rsi", "rdi",
+                           "rbp", "rsp", "r8",  "r9",  "r10",   "r11", "r12",
+                           "r13", "r14", "r15", "rip", "eflags"};
+
+int RunWatch(Context& c) {
+  const Args& a = c.args();
+  v1::WatchHitsRequest req;
+  for (const std::string& id : a.positional()) req.add_probe_ids(id);
+  int64_t max_events = 0;
+  double duration = 0;
+  if (auto v = a.Get("count")) (void)absl::SimpleAtoi(*v, &max_events);
+  if (auto v = a.Get("duration")) (void)absl::SimpleAtod(*v, &duration);
+  if (auto v = a.Get("max-batch")) {
+    uint32_t b = 0;
+    if (absl::SimpleAtoi(*v, &b)) req.set_max_batch(b);
+  }
+  bool quiet = a.Has("quiet");
+  grpc::ClientContext ctx;
+  if (duration > 0) {
+    ctx.set_deadline(
+        std::chrono::system_clock::now() +
+        std::chrono::milliseconds(static_cast<int64_t>(duration * 1000)));
+  }
+  std::unique_ptr<grpc::ClientReader<v1::HitBatch>> reader =
+      c.Agent().WatchHits(&ctx, req);
+  v1::HitBatch batch;
+  uint64_t received = 0, dropped = 0;
+  const absl::Time start = absl::Now();
+  while (reader->Read(&batch)) {
+    received += batch.events_size();
+    dropped = batch.dropped_total();
+    if (c.json()) {
+      c.PrintJson(batch);
+    } else if (!quiet) {
+      for (const v1::HitEvent& e : batch.events()) {
+        std::string regs;
+        for (const v1::RegisterValue& r : e.regs()) {
+          absl::StrAppend(&regs, " ", kRegNames[r.reg() < 19 ? r.reg() : 0],
+                          "=0x", absl::Hex(r.value()));
+        }
+        c.out() << e.probe_id() << " pid=" << e.pid() << " tid=" << e.tid()
+                << " cpu=" << e.cpu() << " t=" << e.ktime_ns() << regs << "\n";
+      }
+    }
+    if (max_events > 0 && received >= static_cast<uint64_t>(max_events)) {
+      ctx.TryCancel();
+      break;
+    }
+  }
+  grpc::Status st = reader->Finish();
+  double secs = absl::ToDoubleSeconds(absl::Now() - start);
+  c.err() << "received " << received << " events, dropped " << dropped
+          << " (agent-side), in " << absl::StrFormat("%.2f", secs) << " s\n";
+  if (!st.ok() && st.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED &&
+      st.error_code() != grpc::StatusCode::CANCELLED) {
+    return c.Fail("watch", st);
+  }
+  return 0;
+}
+
+int RunInfo(Context& c) {
+  v1::NodeInfo info;
+  grpc::Status st =
+      c.Agent().GetNodeInfo(c.Rpc().get(), v1::GetNodeInfoRequest(), &info);
+  if (!st.ok()) return c.Fail("info", st);
+  if (c.json()) {
+    c.PrintJson(info);
+    return 0;
+  }
+  Table t({"FIELD", "VALUE"});
+  t.Add({"node", info.node_name()});
+  t.Add({"kernel", info.kernel_release()});
+  t.Add({"profile", absl::StrCat(info.kernel_profile(), " (",
+                                 info.profile_reason(), ")")});
+  t.Add({"boosting", info.kernel_boosts() ? "on" : "off"});
+  t.Add({"link mode", info.link_mode()});
+  t.Add({"features", absl::StrJoin(info.features(), ",")});
+  t.Add({"probes attached", absl::StrCat(info.probes_attached())});
+  t.Add({"placement mismatches", absl::StrCat(info.placement_mismatches())});
+  t.Add({"agent version", info.agent_version()});
+  std::vector<std::string> labels;
+  for (const auto& [k, v] : info.labels())
+    labels.push_back(absl::StrCat(k, "=", v));
+  std::sort(labels.begin(), labels.end());
+  t.Add({"labels", absl::StrJoin(labels, ",")});
+  const v1::KernelSlotStats& s = info.slot_stats();
+  if (s.available()) {
+    t.Add({"hits emulated", absl::StrCat(s.hits_emulated())});
+    t.Add({"hits boosted", absl::StrCat(s.hits_boosted())});
+    t.Add({"hits boosted riprel", absl::StrCat(s.hits_boosted_riprel())});
+    t.Add({"hits single-step", absl::StrCat(s.hits_single_step())});
+    t.Add({"slot reinstalls", absl::StrCat(s.slot_reinstalls())});
+    t.Add({"slot migrations", absl::StrCat(s.slot_migrations())});
+    t.Add({"signals deferred", absl::StrCat(s.signals_deferred())});
+    t.Add({"signals translated", absl::StrCat(s.signals_translated())});
+    t.Add({"fault rollbacks", absl::StrCat(s.fault_rollbacks())});
+  } else {
+    t.Add({"slot stats", "unavailable (stock kernel)"});
+  }
+  t.Print(c.out());
+  return 0;
+}
+
+}  // namespace
+
+XOLCTL_COMMAND("attach", "attach probes (one all-or-nothing batch)",
+               "attach BINARY:SYMBOL[+OFF]|BINARY:0xFILEOFF... [--pid=N] "
+               "[--capture=rdi,rsi] "
+               "[--rate-limit=EVENTS_PER_S] [--ttl=SECONDS] [--build-id=HEX] "
+               "[--label=k=v,...] [--allow-relocate]",
+               {"pid", "capture", "rate-limit", "ttl", "build-id", "label"},
+               {"allow-relocate"}, RunAttach);
+XOLCTL_COMMAND("detach", "detach probes by id", "detach ID... | detach --all",
+               {}, {"all"}, RunDetach);
+XOLCTL_COMMAND("list", "list probes with hit counts",
+               "list [ID...] [--all (include detached/expired)]", {}, {"all"},
+               RunList);
+XOLCTL_COMMAND("classify",
+               "predict placements (dry run; --local needs no agent)",
+               "classify BINARY:SYMBOL[+OFF]... | --all-functions BINARY "
+               "[--profile=linux-6.1|"
+               "linux-6.18|xolfleet-6.1] [--local] [--allow-relocate]",
+               {"all-functions", "profile"}, {"local", "allow-relocate"},
+               RunClassify);
+XOLCTL_COMMAND("watch", "stream hit events",
+               "watch [ID...] [--count=N] [--duration=SECONDS] "
+               "[--max-batch=N] [--quiet]",
+               {"count", "duration", "max-batch"}, {"quiet"}, RunWatch);
+XOLCTL_COMMAND("info", "the agent's node, kernel profile and features", "info",
+               {}, {}, RunInfo);
+
+}  // namespace xolfleet::cli

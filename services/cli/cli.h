@@ -1,0 +1,132 @@
+// xolctl's building blocks: argument parsing, the command registry, the agent
+// connection and output helpers. Commands live in their own files and register
+// themselves:
+//
+//   XOLCTL_COMMAND(attach, "attach probes to an agent", "attach SPEC...
+//   [--pid=N] ...",
+//                  {"pid", "capture"}, {"allow-relocate"}, RunAttach);
+//
+// agent_commands.cc has the node commands; fleet commands (controller) go in
+// fleet_commands.cc the same way and are added to the xolctl binary's srcs.
+#ifndef XOLFLEET_SERVICES_CLI_CLI_H_
+#define XOLFLEET_SERVICES_CLI_CLI_H_
+
+#include <functional>
+#include <iosfwd>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "google/protobuf/message.h"
+#include "grpcpp/grpcpp.h"
+#include "xolfleet/v1/agent.grpc.pb.h"
+
+namespace xolfleet::cli {
+
+// Parsed command line: `--name=value`, `--name value` (for options that take a
+// value),
+// `--flag` (booleans), and positional arguments. Options may repeat.
+class Args {
+ public:
+  static absl::StatusOr<Args> Parse(const std::vector<std::string>& argv,
+                                    const std::set<std::string>& value_options,
+                                    const std::set<std::string>& bool_options);
+  bool Has(const std::string& name) const { return values_.count(name) > 0; }
+  std::optional<std::string> Get(const std::string& name) const;
+  std::string GetOr(const std::string& name, const std::string& def) const;
+  std::vector<std::string> GetAll(const std::string& name) const;
+  const std::vector<std::string>& positional() const { return positional_; }
+
+ private:
+  std::multimap<std::string, std::string> values_;
+  std::vector<std::string> positional_;
+};
+
+// What every command gets: its arguments, output streams and, on demand, agent
+// stubs.
+class Context {
+ public:
+  Context(Args args, std::ostream& out, std::ostream& err)
+      : args_(std::move(args)), out_(out), err_(err) {}
+  const Args& args() const { return args_; }
+  std::ostream& out() { return out_; }
+  std::ostream& err() { return err_; }
+  bool json() const { return args_.Has("json"); }
+  // --agent ADDRESS: host:port, or unix:PATH / unix:///PATH.
+  std::string agent_address() const;
+  std::shared_ptr<grpc::Channel> Channel(const std::string& address);
+  v1::AgentService::Stub& Agent();
+  // A context with the --timeout deadline.
+  std::unique_ptr<grpc::ClientContext> Rpc() const;
+  // Prints "xolctl: <what>: <code>: <message>" and returns the exit status for
+  // it.
+  int Fail(const std::string& what, const grpc::Status& status);
+  int Fail(const std::string& what, const absl::Status& status);
+  int Usage(const std::string& message);
+  void PrintJson(const google::protobuf::Message& m);
+
+ private:
+  Args args_;
+  std::ostream& out_;
+  std::ostream& err_;
+  std::map<std::string, std::shared_ptr<grpc::Channel>> channels_;
+  std::unique_ptr<v1::AgentService::Stub> agent_;
+};
+
+struct Command {
+  std::string name;
+  std::string summary;
+  std::string usage;
+  std::set<std::string> value_options;
+  std::set<std::string> bool_options;
+  std::function<int(Context&)> run;
+};
+
+class Registry {
+ public:
+  static Registry& Get();
+  bool Add(Command c);
+  const Command* Find(const std::string& name) const;
+  std::vector<const Command*> All() const;
+
+ private:
+  std::map<std::string, Command> commands_;
+};
+
+// Options every command accepts.
+const std::set<std::string>& GlobalValueOptions();  // agent, timeout
+const std::set<std::string>& GlobalBoolOptions();   // json, help
+
+// Runs xolctl with argv[1..] (tests call this directly).
+int Main(const std::vector<std::string>& argv, std::ostream& out,
+         std::ostream& err);
+
+// Aligned text table.
+class Table {
+ public:
+  explicit Table(std::vector<std::string> header)
+      : header_(std::move(header)) {}
+  void Add(std::vector<std::string> row) { rows_.push_back(std::move(row)); }
+  void Print(std::ostream& out) const;
+  size_t size() const { return rows_.size(); }
+
+ private:
+  std::vector<std::string> header_;
+  std::vector<std::vector<std::string>> rows_;
+};
+
+#define XOLCTL_CONCAT_(a, b) a##b
+#define XOLCTL_CONCAT(a, b) XOLCTL_CONCAT_(a, b)
+// Registers a command at static initialisation.
+#define XOLCTL_COMMAND(...)                                       \
+  static const bool XOLCTL_CONCAT(xolctl_registered_, __LINE__) = \
+      ::xolfleet::cli::Registry::Get().Add(                       \
+          ::xolfleet::cli::Command{__VA_ARGS__})
+
+}  // namespace xolfleet::cli
+
+#endif  // XOLFLEET_SERVICES_CLI_CLI_H_

@@ -1,0 +1,86 @@
+// A process with known probe sites, driven over stdin so tests decide when hits
+// happen.
+//
+//   start:          prints "ready <pid>"
+//   "run N BASE":   calls xol_target_add(BASE + i, 7) and xol_target_other(i)
+//   for i < N,
+//                   prints "done N"
+//   "spin SECONDS": calls xol_target_spin(i) as fast as it can for SECONDS,
+//   prints
+//                   "done <calls>"
+//   "quit":         exits 0 (so does end of input)
+//
+// Built -O1 with noinline functions and symbols kept: every call is a real call
+// at a known address, and the first argument is in %rdi at the function entry.
+// Two hand-written functions give sites with known instructions:
+// xol_refused_site (an `in` instruction, which no kernel probes) and
+// xol_mid_insn (a 10-byte movabs, so offsets 1..9 are inside it).
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+volatile uint64_t xol_sink;
+
+__attribute__((noinline)) uint64_t xol_target_add(uint64_t a, uint64_t b) {
+  xol_sink += a + b;
+  return a + b;
+}
+
+__attribute__((noinline)) void xol_target_other(uint64_t x) { xol_sink ^= x; }
+
+__attribute__((noinline)) void xol_target_spin(uint64_t x) { xol_sink += x; }
+
+// Never called: only probed (and refused) by tests.
+__asm__(
+    ".text\n"
+    ".globl xol_refused_site\n"
+    ".type xol_refused_site, @function\n"
+    "xol_refused_site:\n"
+    "  nop\n"          // +0: 90
+    "  in %dx, %al\n"  // +1: ec (port I/O: not in the kernel's good_insns_64)
+    "  ret\n"
+    ".size xol_refused_site, .-xol_refused_site\n"
+    ".globl xol_mid_insn\n"
+    ".type xol_mid_insn, @function\n"
+    "xol_mid_insn:\n"
+    "  movabs $0x1122334455667788, %rax\n"  // +0..+9
+    "  ret\n"                               // +10
+    ".size xol_mid_insn, .-xol_mid_insn\n");
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+int main(void) {
+  setvbuf(stdout, NULL, _IOLBF, 0);
+  printf("ready %d\n", (int)getpid());
+  char line[256];
+  while (fgets(line, sizeof(line), stdin) != NULL) {
+    unsigned long long n = 0, base = 0;
+    double secs = 0;
+    if (sscanf(line, "run %llu %llu", &n, &base) >= 1) {
+      for (uint64_t i = 0; i < n; ++i) {
+        xol_target_add(base + i, 7);
+        xol_target_other(i);
+      }
+      printf("done %llu\n", n);
+    } else if (sscanf(line, "spin %lf", &secs) == 1) {
+      uint64_t calls = 0;
+      double end = now_s() + secs;
+      while (now_s() < end) {
+        for (int k = 0; k < 1000; ++k) xol_target_spin(calls++);
+      }
+      printf("done %llu\n", (unsigned long long)calls);
+    } else if (strncmp(line, "quit", 4) == 0) {
+      break;
+    } else {
+      printf("error unknown command\n");
+    }
+  }
+  return 0;
+}
