@@ -37,6 +37,7 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -93,6 +94,32 @@ DECLARE(pxor)
 DECLARE(vaddps)
 DECLARE(vpxor)
 DECLARE(vzeroupper)
+DECLARE(pushf_popf)
+DECLARE(nop_rexw)
+DECLARE(nop_reg)
+DECLARE(push_rexw)
+DECLARE(push16)
+DECLARE(push_rsp8)
+DECLARE(push_rip)
+DECLARE(pushf)
+DECLARE(leave)
+DECLARE(enter)
+DECLARE(je66)
+DECLARE(je_cs)
+DECLARE(bnd_jmp)
+DECLARE(jrcxz)
+DECLARE(rep_ret)
+DECLARE(mov_fs)
+DECLARE(movsd_rip)
+DECLARE(lock_cmpxchg)
+DECLARE(cpuid)
+DECLARE(rdtsc)
+DECLARE(fxch)
+DECLARE(fwait)
+DECLARE(rep_stosq)
+DECLARE(movsq)
+DECLARE(vmovdqa)
+DECLARE(evex_vaddps)
 int xkpt_fn_vpcmpeqb(void);
 extern const unsigned char xkpt_site_vpcmpeqb[];
 #undef DECLARE
@@ -153,6 +180,31 @@ const Site kSites[] = {
     SITE(vaddps),
     SITE(vpxor),
     SITE(vzeroupper),
+    SITE(nop_rexw),
+    SITE(nop_reg),
+    SITE(push_rexw),
+    SITE(push16),
+    SITE(push_rsp8),
+    SITE(push_rip),
+    SITE(pushf),
+    SITE(leave),
+    SITE(enter),
+    SITE(je66),
+    SITE(je_cs),
+    SITE(bnd_jmp),
+    SITE(jrcxz),
+    SITE(rep_ret),
+    SITE(mov_fs),
+    SITE(movsd_rip),
+    SITE(lock_cmpxchg),
+    SITE(cpuid),
+    SITE(rdtsc),
+    SITE(fxch),
+    SITE(fwait),
+    SITE(rep_stosq),
+    SITE(movsq),
+    SITE(vmovdqa),
+    SITE(evex_vaddps),
     Site{"vpcmpeqb", reinterpret_cast<void (*)()>(xkpt_fn_vpcmpeqb),
          xkpt_site_vpcmpeqb},
 };
@@ -281,6 +333,12 @@ std::string HexBytes(const std::vector<uint8_t>& b) {
   return absl::StrJoin(parts, " ");
 }
 
+// Corpus rows marked [host]: each must match a site here byte for byte.
+std::set<std::string>& HostRows() {
+  static auto* rows = new std::set<std::string>;
+  return *rows;
+}
+
 // linux-6.18 column of tests/corpus/placement_corpus.tsv, by bytes.
 std::map<std::string, std::string> CorpusLinux618() {
   std::map<std::string, std::string> out;
@@ -289,6 +347,8 @@ std::map<std::string, std::string> CorpusLinux618() {
     if (line.empty() || line[0] == '#') continue;
     std::vector<std::string> f = absl::StrSplit(line, '\t');
     if (f.size() == 5) out[f[0]] = f[3];
+    if (f.size() == 5 && absl::StrContains(f[1], "[host]"))
+      HostRows().insert(f[0]);
   }
   return out;
 }
@@ -363,6 +423,7 @@ TEST_F(KernelPlacementTest, ClassifierLinux618MatchesThisKernel) {
         << " (" << how << ")";
     if (auto it = corpus.find(bytes); it != corpus.end()) {
       ++corpus_rows_checked;
+      HostRows().erase(bytes);
       EXPECT_EQ(it->second, PlacementName(observed))
           << "corpus row [" << bytes
           << "] linux-6.18 column disagrees with the kernel";
@@ -370,7 +431,11 @@ TEST_F(KernelPlacementTest, ClassifierLinux618MatchesThisKernel) {
     verdicts[std::string(PlacementName(observed))].push_back(
         absl::StrCat(s.name, " (", predicted.disassembly, ")"));
   }
-  EXPECT_GE(corpus_rows_checked, 30);
+  EXPECT_GE(corpus_rows_checked, 50);
+  for (const std::string& row : HostRows()) {
+    ADD_FAILURE() << "corpus row [" << row
+                  << "] is marked [host] but no site has its bytes";
+  }
   for (const auto& [placement, names] : verdicts) {
     std::cout << "kernel " << placement << ": " << absl::StrJoin(names, ", ")
               << "\n";
@@ -426,6 +491,35 @@ TEST_F(KernelPlacementTest, SyscallSiteIsAcceptedAndKillsTheTarget) {
   ASSERT_EQ(probe.Enable(), 0) << "the kernel accepts a probe on syscall";
   const int result = RunInChild(xkpt_fn_syscall);
   EXPECT_EQ(result, -SIGSEGV) << "child result " << result;
+  EXPECT_EQ(probe.Hits(exe_), 1);
+}
+
+}  // namespace
+}  // namespace xolfleet
+
+namespace xolfleet {
+namespace {
+
+// pushf is single-stepped by the stock kernel with TF set, so the flags it
+// pushes carry TF; a following popf turns single-stepping on in the program,
+// which dies of SIGTRAP. The classifier flags it as a hazard under the stock
+// profiles (boosted on xolfleet-6.1, where the slot runs without TF).
+TEST_F(KernelPlacementTest, PushfSiteLeaksTheTrapFlag) {
+  const absl::Span<const uint8_t> site(xkpt_site_pushf_popf, 15);
+  EXPECT_FALSE(
+      ClassifyInstruction(site, KernelProfile::kLinux618).hazard.empty());
+  EXPECT_EQ(ClassifyInstruction(site, KernelProfile::kXolfleet61).placement,
+            Placement::kBoosted);
+  EXPECT_TRUE(
+      ClassifyInstruction(site, KernelProfile::kXolfleet61).hazard.empty());
+  absl::StatusOr<std::unique_ptr<ElfFile>> elf = ElfFile::Open(exe_);
+  ASSERT_TRUE(elf.ok()) << elf.status();
+  absl::StatusOr<ElfSymbol> es = (*elf)->FindSymbol("xkpt_site_pushf_popf");
+  ASSERT_TRUE(es.ok()) << es.status();
+  ProbeEvent probe(exe_, es->file_offset, 1002);
+  ASSERT_EQ(probe.create_errno(), 0);
+  ASSERT_EQ(probe.Enable(), 0);
+  EXPECT_EQ(RunInChild(xkpt_fn_pushf_popf), -SIGTRAP);
   EXPECT_EQ(probe.Hits(exe_), 1);
 }
 

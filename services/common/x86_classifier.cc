@@ -581,6 +581,14 @@ Decision ClassifyStock(const KernelView& v, absl::Span<const uint8_t> bytes,
   if (v.xop)
     absl::StrAppend(&reason, "; XOP: the kernel decoder sees 8f (pop r/m)");
   std::string hazard;
+  if (!v.avx && v.nbytes == 1 && v.opc1 == 0x9c) {
+    hazard =
+        "pushf is single-stepped with the trap flag set, so the pushed flags "
+        "carry TF; a "
+        "later popf turns on single-stepping and the process dies of SIGTRAP "
+        "(observed on "
+        "the 6.18 host)";
+  }
   if (!v.avx && v.nbytes == 2 && v.opc2 == 0x05) {
     hazard =
         "single-stepping syscall out of line kills the probed process (SIGSEGV "

@@ -239,6 +239,14 @@ TEST(Classifier, HazardsWhenTheKernelAcceptsButChangesTheProgram) {
     EXPECT_THAT(ClassifyInstruction(xchg_r8, prof).hazard, HasSubstr("r8"));
     EXPECT_THAT(ClassifyInstruction(nop, prof).hazard, IsEmpty());
     EXPECT_THAT(ClassifyInstruction(pause, prof).hazard, IsEmpty());
+    const std::vector<uint8_t> pushf = {0x9c};
+    if (prof == KernelProfile::kXolfleet61) {
+      EXPECT_THAT(ClassifyInstruction(pushf, prof).hazard,
+                  IsEmpty());  // boosted, no TF
+    } else {
+      EXPECT_THAT(ClassifyInstruction(pushf, prof).hazard,
+                  HasSubstr("SIGTRAP"));
+    }
   }
 }
 
