@@ -18,6 +18,9 @@ FN(fx_endbr_mov)    endbr64; mov %rdi, %rax; ret; END(fx_endbr_mov)
 /* endbr64; nop4; push: skips both. */
 FN(fx_endbr_nop_push) endbr64; .byte 0x0f, 0x1f, 0x40, 0x00; push %rbp; pop %rbp; ret
                     END(fx_endbr_nop_push)
+/* endbr64 then vpcmpeqb: "emulated" by stock kernels (VEX opcode 74 taken for je), i.e.
+   skipped: cheaper, but a hazard, so the probe must not move there. */
+FN(fx_endbr_vex)    endbr64; vpcmpeqb %xmm0, %xmm0, %xmm0; ret; END(fx_endbr_vex)
 /* A function with an undecodable byte in the middle. */
 FN(fx_bad_middle)   push %rbp; .byte 0x06; pop %rbp; ret; END(fx_bad_middle)
 /* Alias at the same address (functions are deduplicated by address). */

@@ -1,32 +1,30 @@
-// Checks the classifier's linux-6.18 answers against what this machine's kernel
-// really does with a uprobe on each site of kernel_sites.S. Needs root and
-// tracefs (tag "integration").
+// Checks the classifier's linux-6.18 answers against what this machine's
+// kernel really does with a uprobe on each site of kernel_sites.S. Needs root
+// and tracefs (tag "integration").
 //
 // Method (deterministic, no timing). The host kernel is built without kprobes
 // (no kprobe_events, no kprobe PMU) and ftrace's function tracer is locked
 // down, so arch_uprobe_post_xol()/arch_uprobe_skip_sstep() cannot be counted
 // directly. Instead:
-//   1. A tracefs uprobe (uprobe_events, "p:xolfleet_kpt_<pid>/s<N>
-//   <exe>:0x<off>") is created
-//      on the site and enabled. Enabling registers the uprobe on the
-//      already-mapped test binary, which runs arch_uprobe_analyze_insn(): a
-//      refused instruction fails the write
-//      (-ENOTSUPP/-EINVAL). A refused probe that is accepted lazily would never
-//      fire, so "0 hits" also counts as REFUSED.
+//   1. A tracefs uprobe ("p:xolfleet_kpt_<pid>/s<N> <exe>:0x<off>" appended to
+//      uprobe_events) is created on the site and enabled. Enabling registers
+//      the uprobe on the already-mapped test binary, which runs
+//      arch_uprobe_analyze_insn(): a refused instruction fails the write
+//      (-ENOTSUPP/-EINVAL). A refused probe accepted lazily would never fire,
+//      so "0 hits" also counts as REFUSED.
 //   2. A forked child calls the site kRuns times, then reads its own
-//   /proc/self/maps. The
-//      kernel maps the per-mm XOL area ("[uprobes]") the first time it has to
-//      single-step an instruction out of line (pre_ssout() ->
-//      xol_get_insn_slot() -> get_xol_area()); an emulated hit
-//      (arch_uprobe_skip_sstep() true) never needs it, and the [uprobes] vma is
-//      VM_DONTCOPY, so a child forked after the probe starts without one.
-//      nop5's 6.18 optimization maps "[uprobes-trampoline]", a different name.
+//      /proc/self/maps. The kernel maps the per-mm XOL area ("[uprobes]") the
+//      first time it has to single-step an instruction out of line
+//      (pre_ssout() -> xol_get_insn_slot() -> get_xol_area()); an emulated hit
+//      (arch_uprobe_skip_sstep() true) never needs it, and the [uprobes] vma
+//      is VM_DONTCOPY, so a child forked after the probe starts without one.
+//      nop5's 6.18 optimization maps "[uprobes-trampoline]", another name.
 //   3. uprobe_profile gives the hit count of our event, which must be exactly
-//   kRuns.
-// Observed placement: REFUSED (enable failed, or 0 hits), EMULATED (kRuns hits,
-// no XOL area), SINGLE_STEP (kRuns hits, XOL area). Probes are removed in
-// destructors, and events left behind by a crashed earlier run (its pid gone)
-// are removed at start.
+//      kRuns.
+// Observed placement: REFUSED (enable failed, or 0 hits), EMULATED (kRuns
+// hits, no XOL area), SINGLE_STEP (kRuns hits, XOL area). Probes are removed
+// in destructors, and events left behind by a crashed earlier run (its pid
+// gone) are removed at start.
 #include <fcntl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>

@@ -7,24 +7,23 @@
 // change), so a handler at the new site sees exactly the registers and memory
 // it would have seen at the entry:
 //   - endbr64 (f3 0f 1e fa): an indirect-branch landing marker. With user-space
-//   IBT off (Linux
-//     has no user IBT as of 6.18; only the shadow stack is offered to user
-//     space) it is a nop. It still executes in place; only the breakpoint
-//     moves.
+//     IBT off (Linux has no user IBT as of 6.18; only the shadow stack is
+//     offered to user space) it is a nop. It still executes in place; only the
+//     breakpoint moves.
 //   - true nops: 90 (without REX.B, which would make it xchg with %r8, and
-//   without f3, pause),
-//     66 90, and 0f 1f /0 (nopl/nopw with any addressing form; the memory
-//     operand is not accessed).
+//     without f3, pause), 66 90, and 0f 1f /0 (nopl/nopw with any addressing
+//     form; the memory operand is not accessed).
 // Nothing else is skipped: `push %rbp`, `mov %rsp,%rbp` and friends change
 // state the handler may read. The move is made only when
-//   (a) no direct branch inside the function targets any skipped byte after the
-//   entry or the
-//       new site itself (a branch to the entry still runs through the skipped
-//       bytes and hits the new site exactly once, as it hit the entry; a branch
-//       to the new site would add hits the entry probe never had), and
-//   (b) the new site is strictly cheaper under the profile (EMULATED < BOOSTED
-//   <
-//       BOOSTED_RIPREL < SINGLE_STEP; nothing moves onto a REFUSED site).
+//   (a) no direct branch inside the function targets any skipped byte after
+//       the entry or the new site itself (a branch to the entry still runs
+//       through the skipped bytes and hits the new site exactly once, as it
+//       hit the entry; a branch to the new site would add hits the entry probe
+//       never had),
+//   (b) the new site is strictly cheaper under the profile (EMULATED <
+//       BOOSTED < BOOSTED_RIPREL < SINGLE_STEP; nothing moves onto a REFUSED
+//       site), and
+//   (c) the new site has no hazard (InsnPlacement::hazard) the entry lacks.
 // Branches from other functions into the middle of this one are not visible
 // here; compilers target symbols, and a function entry is what callers use.
 #include "services/common/site_resolver.h"
@@ -154,6 +153,12 @@ void TryRelocate(const ElfFile& elf, const ElfSymbol& fn,
           off, std::min<size_t>(kMaxInsnLen, body.size() - off)),
       profile);
   const std::string what = absl::StrJoin(skipped, "; ");
+  if (!moved.hazard.empty() && site->insn.hazard.empty()) {
+    site->relocation_note = absl::StrFormat(
+        "not moved: the site after %s (+0x%x, %s) has a hazard: %s", what, off,
+        moved.disassembly, moved.hazard);
+    return;
+  }
   if (Cost(moved.placement) >= Cost(site->insn.placement)) {
     site->relocation_note = absl::StrFormat(
         "not moved: the site after %s (+0x%x, %s) is %s under %s, not cheaper "

@@ -145,6 +145,14 @@ TEST_F(SiteResolverTest, DoesNotRelocateOntoABranchTarget) {
   EXPECT_THAT(site->relocation_note, HasSubstr("branch"));
 }
 
+TEST_F(SiteResolverTest, DoesNotRelocateOntoAHazard) {
+  auto site = ResolveSite(*elf_, Req("fx_endbr_vex", 0, true),
+                          KernelProfile::kLinux618);
+  ASSERT_TRUE(site.ok()) << site.status();
+  EXPECT_FALSE(site->relocated);
+  EXPECT_THAT(site->relocation_note, HasSubstr("hazard"));
+}
+
 TEST_F(SiteResolverTest, DoesNotRelocateWhenNotCheaperOrNothingToSkip) {
   auto mov = ResolveSite(*elf_, Req("fx_endbr_mov", 0, true),
                          KernelProfile::kLinux618);

@@ -3,43 +3,39 @@
 // What a kernel does with a uprobe on an instruction is decided in
 // arch/x86/kernel/uprobes.c, arch_uprobe_analyze_insn():
 //
-//   1. uprobe_init_insn() decodes the instruction with the kernel's own decoder
-//   and refuses it
-//      (-ENOEXEC/-ENOTSUPP, the probe is REFUSED) when it does not decode,
-//      carries a "bad" prefix (is_prefix_bad(): es/cs/ss/ds segment overrides
-//      and lock), is a masking-exception instruction (mov to %ss), or its first
-//      opcode byte is not in good_insns_64 (for two-byte opcodes
+//   1. uprobe_init_insn() decodes the instruction with the kernel's own
+//      decoder and refuses it (-ENOEXEC/-ENOTSUPP: REFUSED) when it does not
+//      decode, carries a "bad" prefix (is_prefix_bad(): es/cs/ss/ds segment
+//      overrides and lock), is a masking-exception instruction (mov to %ss),
+//      or its first opcode byte is not in good_insns_64 (for two-byte opcodes
 //      good_2byte_insns would be consulted, but see the note at that table).
-//   2. branch_setup_xol_ops() takes jmp rel8/rel32, call rel32, jcc rel8/rel32
-//   and `prefix* 90`
-//      (nop, pause) and emulates them in the trap handler (EMULATED), except
-//      when a branch has a 0x66 prefix, which is refused. Since Linux 6.16
-//      (commit 610f6e14c29d "uprobes/x86: Add support to emulate NOP
-//      instructions") any instruction whose bytes equal x86_nops[len] (len <=
-//      ASM_NOP_MAX = 8, the P6 nops of arch/x86/include/asm/nops.h) is emulated
-//      too; since 6.18 a nop5 probe is further rewritten into a call to the
-//      uprobe trampoline after the first hit (still no single-step, so still
-//      EMULATED here).
+//   2. branch_setup_xol_ops() takes jmp rel8/rel32, call rel32, jcc
+//      rel8/rel32 and `prefix* 90` (nop, pause) and emulates them in the trap
+//      handler (EMULATED), except that a branch with a 0x66 prefix is refused.
+//      Since Linux 6.16 (commit 610f6e14c29d "uprobes/x86: Add support to
+//      emulate NOP instructions") any instruction whose bytes equal
+//      x86_nops[len] (len <= ASM_NOP_MAX = 8, the P6 nops of
+//      arch/x86/include/asm/nops.h) is emulated too; 6.18 further rewrites a
+//      probed nop5 into a call to the uprobe trampoline after the first hit
+//      (still no single-step, so still EMULATED here).
 //   3. push_setup_xol_ops() emulates `push reg` (50-57, or 41 50-57 for
-//   r8-r15).
+//      r8-r15).
 //   4. Everything else is copied to the XOL slot and single-stepped
-//   (SINGLE_STEP), rip-relative
-//      operands included (riprel_analyze() rewrites them through a scratch
-//      register).
+//      (SINGLE_STEP), rip-relative operands included (riprel_analyze()
+//      rewrites them through a scratch register).
 //
-// The kernel decides on the kernel decoder's view of the instruction: OPCODE1
-// is the first opcode byte, which for VEX/EVEX encoded instructions is the
-// opcode byte inside the VEX map. The classifier reproduces that view from
-// Zydis' decoding (KernelView below), including the two quirks it leads to
-// (both confirmed on the 6.18 host by the integration test):
-//   - two-byte opcodes are never checked against good_2byte_insns, because 0x0f
-//   itself is set
-//     in good_insns_64 and uprobe_init_insn() returns on the first test;
+// The kernel decides on its decoder's view of the instruction: OPCODE1 is the
+// first opcode byte, which for VEX/EVEX encoded instructions is the opcode
+// byte inside the VEX map. The classifier rebuilds that view from Zydis'
+// decoding (KernelView below), including the two quirks it leads to (both
+// confirmed on the 6.18 host by kernel_placement_test):
+//   - two-byte opcodes are never checked against good_2byte_insns, because
+//     0x0f itself is set in good_insns_64 and uprobe_init_insn() returns on
+//     the first test;
 //   - a VEX/EVEX instruction whose opcode byte is 70-7f, 90, e8, e9 or eb is
-//   taken by
-//     branch_setup_xol_ops() for a jcc/nop/call/jmp and "emulated": the
-//     instruction itself is never executed. We report EMULATED (that is what
-//     the kernel does) and say so in the reason.
+//     taken by branch_setup_xol_ops() for a jcc/nop/call/jmp and "emulated":
+//     the instruction itself never runs. We report EMULATED (that is what the
+//     kernel does), say so in the reason and set InsnPlacement::hazard.
 //
 // The xolfleet-6.1 profile (the patched kernel with boosting on) follows
 // docs/placement.md.
