@@ -250,6 +250,27 @@ TEST(Classifier, HazardsWhenTheKernelAcceptsButChangesTheProgram) {
   }
 }
 
+TEST(Classifier, RipRelScratchRegister) {
+  // mov rax,[rip+0x10]: %rsi is free.
+  const std::vector<uint8_t> mov_rax = {0x48, 0x8b, 0x05, 0x10, 0, 0, 0};
+  // mov rsi,[rip+0x10]: ModRM.reg names %rsi, so %rdi.
+  const std::vector<uint8_t> mov_rsi = {0x48, 0x8b, 0x35, 0x10, 0, 0, 0};
+  // vaddps xmm0,xmm6,[rip+0x10]: VEX.vvvv names register 6, so %rdi.
+  const std::vector<uint8_t> vaddps = {0xc5, 0xc8, 0x58, 0x05, 0x10, 0, 0, 0};
+  // vaddps xmm6,xmm7,[rip+0x10] names both 6 (ModRM.reg) and 7 (VEX.vvvv): no
+  // scratch register is free, it stays single-stepped.
+  const std::vector<uint8_t> both = {0xc5, 0xc0, 0x58, 0x35, 0x10, 0, 0, 0};
+  const KernelProfile x = KernelProfile::kXolfleet61;
+  EXPECT_THAT(ClassifyInstruction(mov_rax, x).reason, HasSubstr("%rsi"));
+  EXPECT_THAT(ClassifyInstruction(mov_rsi, x).reason, HasSubstr("%rdi"));
+  InsnPlacement v = ClassifyInstruction(vaddps, x);
+  EXPECT_EQ(v.placement, Placement::kBoostedRipRel) << v.disassembly;
+  EXPECT_THAT(v.reason, HasSubstr("%rdi")) << v.disassembly;
+  InsnPlacement b = ClassifyInstruction(both, x);
+  EXPECT_EQ(b.placement, Placement::kSingleStep)
+      << b.disassembly << " " << b.reason;
+}
+
 TEST(Boundaries, LinearDecodeFromStart) {
   // endbr64; push rbp; mov rbp,rsp; je +2; nop; nop; pop rbp; ret
   const std::vector<uint8_t> fn = {0xf3, 0x0f, 0x1e, 0xfa, 0x55, 0x48, 0x89,
