@@ -27,7 +27,8 @@
 // A reconnecting or restarted agent therefore ends with exactly its desired probes: no
 // duplicates, no leftovers. Probes attached through the agent's own API (without the
 // labels) are never touched. On a broken stream the link reconnects with exponential
-// backoff (0.2 s .. 10 s, jittered); the node's probes stay as they are meanwhile.
+// backoff (0.1 s .. 3 s, jittered: a restarted controller
+// has its fleet back within seconds); the node's probes stay as they are meanwhile.
 #ifndef XOLFLEET_SERVICES_AGENT_CONTROLLER_LINK_H_
 #define XOLFLEET_SERVICES_AGENT_CONTROLLER_LINK_H_
 
@@ -78,8 +79,8 @@ class ControllerLink {
     tls::TlsFiles tls;
     std::string node_name;               // empty: AgentApi::GetNodeInfo().node_name
     std::map<std::string, std::string> labels;  // merged over NodeInfo.labels
-    absl::Duration min_backoff = absl::Milliseconds(200);
-    absl::Duration max_backoff = absl::Seconds(10);
+    absl::Duration min_backoff = absl::Milliseconds(100);
+    absl::Duration max_backoff = absl::Seconds(3);
     absl::Duration failed_retry = absl::Seconds(60);
     absl::Duration repair_interval = absl::Seconds(5);  // reconcile even without changes
   };
