@@ -184,9 +184,11 @@ grpc::Status FleetServiceImpl::AttachFleet(grpc::ServerContext* ctx,
   Capability cap = CapturesRegisters(*req) ? Capability::kAttachCapture
                                            : Capability::kAttachCounts;
   return Handle("AttachFleet", ctx, cap, [&](const Identity& who) -> absl::Status {
-    absl::Time deadline = absl::FromChrono(ctx->deadline());
-    // Leave a little time to answer before the client's deadline.
-    if (deadline != absl::InfiniteFuture()) deadline -= absl::Milliseconds(50);
+    // Wait at most until just before the client's deadline, and never over 10 minutes.
+    absl::Time deadline = absl::Now() + absl::Minutes(10);
+    if (ctx->deadline() < std::chrono::system_clock::now() + std::chrono::minutes(10)) {
+      deadline = absl::FromChrono(ctx->deadline()) - absl::Milliseconds(50);
+    }
     auto r = fleet_->Attach(*req, who.ToString(), deadline);
     if (!r.ok()) return r.status();
     *resp->mutable_rollout() = *r;
