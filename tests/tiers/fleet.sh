@@ -132,13 +132,13 @@ fleet() {  # WHO ARGS...: xolctl fleet as client WHO, from the controller's name
   ip netns exec "$NSC" "$BIN/xolctl" fleet --controller=$CTL_ADDR --tls-ca="$CA/ca.crt" \
     --tls-cert="$CA/$who.crt" --tls-key="$CA/$who.key" --timeout=30 "$@"
 }
-agents_up() { [ "$(fleet admin agents --json | tests/fleet/fleetq.py agents | grep -c ' AGENT_UP ')" = "$1" ]; }
-probes() { fleet admin list --json "$@" | tests/fleet/fleetq.py probes; }
+agents_up() { [ "$(fleet admin agents --json 2>/dev/null | tests/fleet/fleetq.py agents | grep -c ' AGENT_UP ')" = "$1" ]; }
+probes() { fleet admin list --json "$@" 2>/dev/null | tests/fleet/fleetq.py probes; }
 local_probes() {  # i: the agent's own List (include inactive), fleet probes only
   ip netns exec "xfa$1-$SUF" "$BIN/xolctl" --agent=127.0.0.1:50051 list --all --json |
     tests/fleet/fleetq.py local | awk '$3 != "-"'
 }
-rollout_state() { fleet admin rollout "$1" --json | tests/fleet/fleetq.py rollout | awk '{print $2}'; }
+rollout_state() { fleet admin rollout "$1" --json 2>/dev/null | tests/fleet/fleetq.py rollout | awk '{print $2}'; }
 
 WL=$TMP/mnt/hit_workload
 for i in $(seq 1 $N); do mkdir -p "$TMP/node$i"; cp "$BIN/hit_workload" "$TMP/node$i/"; done
@@ -193,8 +193,12 @@ check label-selector "$(probes --set="$SET_B" | tr '\n' ';')" wait_for 10 labels
 # 5. kill -9 the canary agent in the middle of a rollout; restarted, it converges.
 out=$(fleet counter attach --all --canary=0.3 --no-wait "$WL:xol_target_other" 2>/dev/null)
 SET_C=$(echo "$out" | awk 'NR==2 {print $1}')
-kill -9 "${AGENT_PID[1]}"; wait "${AGENT_PID[1]}" 2>/dev/null
+old_pid=${AGENT_PID[1]}
+kill -9 "$old_pid"; wait "$old_pid" 2>/dev/null
 state_mid=$(rollout_state "$SET_C")
+if kill -0 "$old_pid" 2>/dev/null || [ "$(cat /proc/"$old_pid"/comm 2>/dev/null)" = xolfleet-agent ]; then
+  fail agent-kill9 "agent pid $old_pid survived kill -9"
+fi
 sleep 0.5
 start_agent 1
 converged() {
@@ -320,5 +324,19 @@ check nothing-half-applied "sets $nsets -> $nsets2" [ "$nsets" = "$nsets2" ]
 fleet counter detach "$SET_B" >/dev/null 2>&1
 gone_b() { for i in $(seq 1 $N); do local_probes "$i" | awk '$2 == "ATTACHED"' | grep -q "$SET_B" && return 1; done; return 0; }
 check detach-everywhere "set B still on a node" wait_for 10 gone_b
+
+# 13. TTLs are fleet-wide: the set expires everywhere at once, nothing stays attached.
+out=$(fleet counter attach --all --ttl=3 "$WL:xol_target_spin" 2>/dev/null)
+SET_T=$(echo "$out" | awk '$1 ~ /^ps-/ {print $1}' | tail -1)
+expired_everywhere() {
+  [ "$(rollout_state "$SET_T")" = ROLLOUT_EXPIRED ] || return 1
+  for i in $(seq 1 $N); do local_probes "$i" | awk '$2 == "ATTACHED"' | grep -q "$SET_T" && return 1; done
+  return 0
+}
+if [ -n "$SET_T" ] && wait_for 15 expired_everywhere; then
+  pass ttl-fleet-wide
+else
+  fail ttl-fleet-wide "set=$SET_T state=$(rollout_state "$SET_T")"
+fi
 
 exit $FAILED
