@@ -126,7 +126,13 @@ class LinkTest : public ::testing::Test {
   std::unique_ptr<controller::Authorizer> authz_;
   std::unique_ptr<controller::AgentLinkService> link_svc_;
   std::unique_ptr<grpc::Server> server_;
+  // Fakes outlive the links that call them (links are cleared first, in TearDown).
+  std::vector<std::unique_ptr<FakeAgentApi>> fakes_;
   std::vector<std::unique_ptr<ControllerLink>> links_;
+  FakeAgentApi& Fake(const std::string& name, std::map<std::string, std::string> labels = {}) {
+    fakes_.push_back(std::make_unique<FakeAgentApi>(name, std::move(labels)));
+    return *fakes_.back();
+  }
 
  public:
   ~LinkTest() override {
@@ -137,7 +143,9 @@ class LinkTest : public ::testing::Test {
 };
 
 TEST_F(LinkTest, CanaryRolloutReachesEveryNode) {
-  FakeAgentApi a("n1", {{"zone", "a"}}), b("n2", {{"zone", "a"}}), c("n3", {{"zone", "b"}});
+  FakeAgentApi& a = Fake("n1", {{"zone", "a"}});
+  FakeAgentApi& b = Fake("n2", {{"zone", "a"}});
+  FakeAgentApi& c = Fake("n3", {{"zone", "b"}});
   for (auto* api : {&a, &b, &c}) links_.push_back(Link(api));
   ASSERT_TRUE(AllUp(3));
   v1::FleetAttachRequest req;
@@ -164,7 +172,7 @@ TEST_F(LinkTest, CanaryRolloutReachesEveryNode) {
 }
 
 TEST_F(LinkTest, CanaryFailureRollsBack) {
-  FakeAgentApi a("n1"), b("n2"), c("n3");
+  FakeAgentApi &a = Fake("n1"), &b = Fake("n2"), &c = Fake("n3");
   for (auto* api : {&a, &b, &c}) links_.push_back(Link(api));
   ASSERT_TRUE(AllUp(3));
   v1::FleetAttachRequest req;
@@ -176,14 +184,16 @@ TEST_F(LinkTest, CanaryFailureRollsBack) {
   EXPECT_EQ(r.state(), v1::ROLLOUT_ROLLED_BACK);
   EXPECT_NE(r.message().find("no such file"), std::string::npos) << r.message();
   // Only the canary ever tried, and nothing is left anywhere.
-  EXPECT_EQ(a.attach_calls() + b.attach_calls() + c.attach_calls(),
-            static_cast<uint64_t>(r.canary_nodes_size()));
+  // Only canaries ever tried (the rollback may beat the second canary to it).
+  uint64_t tries = a.attach_calls() + b.attach_calls() + c.attach_calls();
+  EXPECT_GE(tries, 1u);
+  EXPECT_LE(tries, static_cast<uint64_t>(r.canary_nodes_size()));
   EXPECT_LT(r.canary_nodes_size(), 3);
   EXPECT_EQ(a.active() + b.active() + c.active(), 0u);
 }
 
 TEST_F(LinkTest, ReconnectAndRestartConvergeWithoutDuplicatesOrLeftovers) {
-  FakeAgentApi a("n1"), b("n2");
+  FakeAgentApi &a = Fake("n1"), &b = Fake("n2");
   links_.push_back(Link(&a));
   links_.push_back(Link(&b));
   ASSERT_TRUE(AllUp(2));
@@ -224,14 +234,14 @@ TEST_F(LinkTest, ReconnectAndRestartConvergeWithoutDuplicatesOrLeftovers) {
   }));
 
   // A restarted agent (fresh, no probes) gets exactly its desired probes back.
-  FakeAgentApi b2("n2");
+  FakeAgentApi& b2 = Fake("n2");
   links_[1] = Link(&b2);
   ASSERT_TRUE(WaitFor([&] { return CountFleetProbes(b2, keep.set_id()) == 1; }));
   EXPECT_EQ(b2.active(), 1u);
 }
 
 TEST_F(LinkTest, ControllerRestartKeepsDesiredState) {
-  FakeAgentApi a("n1"), b("n2");
+  FakeAgentApi &a = Fake("n1"), &b = Fake("n2");
   links_.push_back(Link(&a));
   links_.push_back(Link(&b));
   ASSERT_TRUE(AllUp(2));
@@ -252,7 +262,7 @@ TEST_F(LinkTest, ControllerRestartKeepsDesiredState) {
 }
 
 TEST_F(LinkTest, HitsFlowUpstream) {
-  FakeAgentApi a("n1");
+  FakeAgentApi& a = Fake("n1");
   links_.push_back(Link(&a));
   ASSERT_TRUE(AllUp(1));
   auto w = fleet_->hits().Subscribe({}, {}, 16);
@@ -276,7 +286,7 @@ TEST_F(LinkTest, HitsFlowUpstream) {
 }
 
 TEST_F(LinkTest, LocalProbesAreNeverTouched) {
-  FakeAgentApi a("n1");
+  FakeAgentApi& a = Fake("n1");
   v1::AttachRequest mine;
   *mine.add_specs() = Spec("/bin/sh", "main");
   ASSERT_TRUE(a.Attach(mine).ok());
