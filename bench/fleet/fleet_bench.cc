@@ -124,7 +124,9 @@ int main(int argc, char** argv) {
     }
   }
   std::sort(ms.begin(), ms.end());
-  auto pct = [&](double p) { return ms[std::min(ms.size() - 1, static_cast<size_t>(p * ms.size()))]; };
+  auto pct = [&](double p) {
+    return ms[std::min(ms.size() - 1, static_cast<size_t>(p * ms.size()))];
+  };
   printf("rounds=%zu p50_ms=%.1f p99_ms=%.1f max_ms=%.1f min_ms=%.1f\n", ms.size(), pct(0.5),
          pct(0.99), ms.back(), ms.front());
   return 0;

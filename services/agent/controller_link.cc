@@ -198,8 +198,8 @@ absl::Status ControllerLink::RunStream() {
         status_.connected = true;
         status_.connects++;
         if (msg.registered().heartbeat_interval_ms() > 0) {
-          interval_ = absl::Milliseconds(
-              std::max<uint32_t>(50, msg.registered().heartbeat_interval_ms()));
+          interval_ =
+              absl::Milliseconds(std::max<uint32_t>(50, msg.registered().heartbeat_interval_ms()));
         }
       } else if (msg.has_desired()) {
         desired_ = msg.desired();
@@ -286,8 +286,8 @@ void ControllerLink::Reconcile(const v1::DesiredState& desired, bool apply,
       if (r.ok()) {
         st.set_state(v1::SET_ATTACHED);
       } else {
-        std::string msg = absl::StrCat(absl::StatusCodeToString(r.status().code()), ": ",
-                                       r.status().message());
+        std::string msg =
+            absl::StrCat(absl::StatusCodeToString(r.status().code()), ": ", r.status().message());
         failed_[b.set_id] = {msg, absl::Now()};
         st.set_state(v1::SET_FAILED);
         st.set_status_message(msg);
@@ -316,9 +316,8 @@ void ControllerLink::Reconcile(const v1::DesiredState& desired, bool apply,
       s->set_set_id(set_id);
       s->set_local_probe_id(p.id());
       s->set_state(p.state());
-      s->set_placement(p.kernel_placement() != v1::PLACEMENT_UNSPECIFIED
-                           ? p.kernel_placement()
-                           : p.site().placement());
+      s->set_placement(p.kernel_placement() != v1::PLACEMENT_UNSPECIFIED ? p.kernel_placement()
+                                                                         : p.site().placement());
       s->set_hits(p.hits());
       s->set_status_message(p.status_message());
     }

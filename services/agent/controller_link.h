@@ -77,7 +77,7 @@ class ControllerLink {
   struct Options {
     std::string target;  // controller address, e.g. "10.0.0.1:7443" or "unix:/path"
     tls::TlsFiles tls;
-    std::string node_name;               // empty: AgentApi::GetNodeInfo().node_name
+    std::string node_name;                      // empty: AgentApi::GetNodeInfo().node_name
     std::map<std::string, std::string> labels;  // merged over NodeInfo.labels
     absl::Duration min_backoff = absl::Milliseconds(100);
     absl::Duration max_backoff = absl::Seconds(3);
@@ -94,8 +94,7 @@ class ControllerLink {
   };
 
   // Validates the options (credentials, target) and starts the link's thread.
-  static absl::StatusOr<std::unique_ptr<ControllerLink>> Start(const Options& opts,
-                                                               AgentApi* api);
+  static absl::StatusOr<std::unique_ptr<ControllerLink>> Start(const Options& opts, AgentApi* api);
   ~ControllerLink();  // closes the stream; leaves the node's probes as they are
   ControllerLink(const ControllerLink&) = delete;
   ControllerLink& operator=(const ControllerLink&) = delete;

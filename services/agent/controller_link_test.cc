@@ -76,8 +76,7 @@ class LinkTest : public ::testing::Test {
     auto a = controller::Authorizer::FromString("agent insecure:local\nadmin insecure:local\n");
     ASSERT_TRUE(a.ok());
     authz_ = std::make_unique<controller::Authorizer>(*a);
-    link_svc_ = std::make_unique<controller::AgentLinkService>(fleet_.get(), authz_.get(),
-                                                               nullptr,
+    link_svc_ = std::make_unique<controller::AgentLinkService>(fleet_.get(), authz_.get(), nullptr,
                                                                controller::ServiceOptions{});
     grpc::ServerBuilder b;
     b.AddListeningPort(socket_, grpc::InsecureServerCredentials());

@@ -91,7 +91,8 @@ std::string Site(const v1::ProbeSpec& s) {
   return absl::StrCat(s.binary_path(), ":", s.symbol());
 }
 
-absl::Status ParseLabels(const std::string& text, google::protobuf::Map<std::string, std::string>* out) {
+absl::Status ParseLabels(const std::string& text,
+                         google::protobuf::Map<std::string, std::string>* out) {
   for (absl::string_view kv : absl::StrSplit(text, ',', absl::SkipEmpty())) {
     std::vector<std::string> p = absl::StrSplit(kv, absl::MaxSplits('=', 1));
     if (p.size() != 2 || p[0].empty()) {
@@ -105,7 +106,8 @@ absl::Status ParseLabels(const std::string& text, google::protobuf::Map<std::str
 absl::Status ParseSelector(const Args& args, v1::NodeSelector* sel) {
   int kinds = args.Has("all") + args.Has("nodes") + args.Has("labels");
   if (kinds != 1) {
-    return absl::InvalidArgumentError("pick the nodes with exactly one of --all, --nodes, --labels");
+    return absl::InvalidArgumentError(
+        "pick the nodes with exactly one of --all, --nodes, --labels");
   }
   if (args.Has("all")) sel->set_all(true);
   for (const auto& n : args.GetAll("nodes")) {
@@ -181,8 +183,8 @@ int Agents(Context& ctx) {
   if (!stub.ok()) return ctx.Fail("fleet agents", stub.status());
   v1::ListAgentsRequest req;
   if (ctx.args().Has("labels")) {
-    if (auto s = ParseLabels(*ctx.args().Get("labels"),
-                             req.mutable_selector()->mutable_match_labels());
+    if (auto s =
+            ParseLabels(*ctx.args().Get("labels"), req.mutable_selector()->mutable_match_labels());
         !s.ok()) {
       return ctx.Usage(std::string(s.message()));
     }
@@ -196,8 +198,8 @@ int Agents(Context& ctx) {
     ctx.PrintJson(resp);
     return 0;
   }
-  Table t({"NODE", "HEALTH", "PROFILE", "KERNEL", "PROBES", "SETS", "LAST-SEEN", "LABELS",
-           "IDENTITY"});
+  Table t(
+      {"NODE", "HEALTH", "PROFILE", "KERNEL", "PROBES", "SETS", "LAST-SEEN", "LABELS", "IDENTITY"});
   for (const auto& a : resp.agents()) {
     std::vector<std::string> labels;
     for (const auto& [k, v] : a.registration().labels()) labels.push_back(absl::StrCat(k, "=", v));
@@ -227,7 +229,8 @@ int Attach(Context& ctx) {
   req.mutable_policy()->set_canary_fraction(canary);
   uint32_t u = 0;
   if (args.Has("canary-timeout")) {
-    if (!absl::SimpleAtoi(*args.Get("canary-timeout"), &u)) return ctx.Usage("bad --canary-timeout");
+    if (!absl::SimpleAtoi(*args.Get("canary-timeout"), &u))
+      return ctx.Usage("bad --canary-timeout");
     req.mutable_policy()->set_canary_timeout_seconds(u);
   }
   uint32_t ttl = 0, rate = 0;
@@ -278,9 +281,8 @@ int Attach(Context& ctx) {
       last = line;
       if (r.state() != v1::ROLLOUT_CANARY && r.state() != v1::ROLLOUT_ROLLING) break;
       if (absl::Now() > end) {
-        ctx.err() << "xolctl: fleet attach: still " << StateName(r.state()) << " after "
-                  << secs << "s (the rollout goes on; see xolctl fleet rollout " << r.set_id()
-                  << ")\n";
+        ctx.err() << "xolctl: fleet attach: still " << StateName(r.state()) << " after " << secs
+                  << "s (the rollout goes on; see xolctl fleet rollout " << r.set_id() << ")\n";
         break;
       }
       absl::SleepFor(absl::Milliseconds(100));
@@ -336,8 +338,7 @@ int List(Context& ctx) {
     ctx.PrintJson(resp);
     return 0;
   }
-  Table t({"NODE", "PROBE", "SITE", "DESIRED", "ACTUAL", "PLACEMENT", "HITS", "COPIES",
-           "MESSAGE"});
+  Table t({"NODE", "PROBE", "SITE", "DESIRED", "ACTUAL", "PLACEMENT", "HITS", "COPIES", "MESSAGE"});
   for (const auto& p : resp.probes()) {
     t.Add({p.node_name(), p.fleet_probe_id(), Site(p.spec()), p.desired() ? "yes" : "no",
            v1::ProbeState_Name(p.actual()), Placement(p.placement()), absl::StrCat(p.hits()),
@@ -389,9 +390,8 @@ int Watch(Context& ctx) {
       ctx.PrintJson(batch);
     } else {
       for (const auto& u : batch.updates()) {
-        ctx.out() << u.node_name() << "  " << u.fleet_probe_id() << "  "
-                  << Placement(u.placement()) << "  +" << u.hits_delta() << "  "
-                  << u.hits_total() << "\n";
+        ctx.out() << u.node_name() << "  " << u.fleet_probe_id() << "  " << Placement(u.placement())
+                  << "  +" << u.hits_delta() << "  " << u.hits_total() << "\n";
       }
       if (batch.dropped_total()) ctx.out() << "(dropped so far: " << batch.dropped_total() << ")\n";
     }
@@ -428,8 +428,8 @@ int Forget(Context& ctx) {
 int RunFleet(Context& ctx) {
   const auto& pos = ctx.args().positional();
   static const std::map<std::string, int (*)(Context&)> subs = {
-      {"agents", Agents}, {"attach", Attach},   {"detach", Detach}, {"list", List},
-      {"rollout", Rollout}, {"watch", Watch}, {"forget", Forget}};
+      {"agents", Agents},   {"attach", Attach}, {"detach", Detach}, {"list", List},
+      {"rollout", Rollout}, {"watch", Watch},   {"forget", Forget}};
   if (pos.empty() || !subs.count(pos[0])) {
     return ctx.Usage(
         "fleet needs a subcommand: agents, attach, detach, list, rollout, watch, forget "
@@ -440,8 +440,9 @@ int RunFleet(Context& ctx) {
 
 }  // namespace
 
-XOLCTL_COMMAND("fleet", "drive the fleet through the controller (agents, attach, detach, list, "
-                        "rollout, watch, forget)",
+XOLCTL_COMMAND("fleet",
+               "drive the fleet through the controller (agents, attach, detach, list, "
+               "rollout, watch, forget)",
                "fleet SUBCOMMAND [--controller=HOST:PORT] [--tls-ca=F --tls-cert=F --tls-key=F "
                "| --insecure-plaintext]\n"
                "  agents   [--labels=k=v,...]\n"
@@ -456,8 +457,8 @@ XOLCTL_COMMAND("fleet", "drive the fleet through the controller (agents, attach,
                "  watch    [--node=N]... [--set=SET_ID]... [--count=N]\n"
                "  forget   NODE",
                {"controller", "tls-ca", "tls-cert", "tls-key", "nodes", "labels", "canary",
-                "canary-timeout", "ttl", "capture", "pid", "rate-limit", "build-id", "node",
-                "set", "count"},
+                "canary-timeout", "ttl", "capture", "pid", "rate-limit", "build-id", "node", "set",
+                "count"},
                {"all", "insecure-plaintext", "no-wait", "allow-relocate"}, RunFleet);
 
 }  // namespace xolfleet::cli

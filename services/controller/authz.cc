@@ -12,23 +12,28 @@ namespace xolfleet::controller {
 
 absl::string_view CapabilityName(Capability c) {
   switch (c) {
-    case Capability::kReadOnly: return "read-only";
-    case Capability::kAttachCounts: return "attach-counts";
-    case Capability::kAttachCapture: return "attach-capture";
-    case Capability::kAdmin: return "admin";
-    case Capability::kAgent: return "agent";
+    case Capability::kReadOnly:
+      return "read-only";
+    case Capability::kAttachCounts:
+      return "attach-counts";
+    case Capability::kAttachCapture:
+      return "attach-capture";
+    case Capability::kAdmin:
+      return "admin";
+    case Capability::kAgent:
+      return "agent";
   }
   return "?";
 }
 
 absl::StatusOr<Capability> ParseCapability(absl::string_view name) {
-  for (Capability c : {Capability::kReadOnly, Capability::kAttachCounts,
-                       Capability::kAttachCapture, Capability::kAdmin, Capability::kAgent}) {
+  for (Capability c : {Capability::kReadOnly, Capability::kAttachCounts, Capability::kAttachCapture,
+                       Capability::kAdmin, Capability::kAgent}) {
     if (name == CapabilityName(c)) return c;
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unknown capability \"", name,
-      "\" (read-only, attach-counts, attach-capture, admin, agent)"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown capability \"", name,
+                   "\" (read-only, attach-counts, attach-capture, admin, agent)"));
 }
 
 std::string Identity::ToString() const {
@@ -40,8 +45,7 @@ std::string Identity::ToString() const {
 absl::StatusOr<Authorizer> Authorizer::FromFile(const std::string& path) {
   std::ifstream in(path);
   if (!in) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("cannot read authorization config ", path));
+    return absl::FailedPreconditionError(absl::StrCat("cannot read authorization config ", path));
   }
   std::stringstream ss;
   ss << in.rdbuf();
@@ -68,7 +72,8 @@ absl::StatusOr<Authorizer> Authorizer::FromString(absl::string_view text) {
     }
     auto cap = ParseCapability(parts[0]);
     if (!cap.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat("line ", lineno, ": ", cap.status().message()));
+      return absl::InvalidArgumentError(
+          absl::StrCat("line ", lineno, ": ", cap.status().message()));
     }
     absl::string_view ident = absl::StripAsciiWhitespace(parts[1]);
     Rule r;

@@ -31,8 +31,8 @@ absl::StatusOr<Capability> ParseCapability(absl::string_view name);
 
 // Who is calling.
 struct Identity {
-  std::string subject;     // full certificate subject ("" for plaintext)
-  std::string common_name; // CN ("" for plaintext)
+  std::string subject;      // full certificate subject ("" for plaintext)
+  std::string common_name;  // CN ("" for plaintext)
   bool plaintext = false;
 
   std::string ToString() const;  // for logs and records: "CN=..." or "insecure:local"

@@ -32,8 +32,8 @@ std::string PlacementLabel(v1::Placement p) {
 }  // namespace
 
 bool IsTerminal(v1::RolloutState s) {
-  return s == v1::ROLLOUT_COMPLETE || s == v1::ROLLOUT_ROLLED_BACK ||
-         s == v1::ROLLOUT_DEGRADED || s == v1::ROLLOUT_DETACHED || s == v1::ROLLOUT_EXPIRED;
+  return s == v1::ROLLOUT_COMPLETE || s == v1::ROLLOUT_ROLLED_BACK || s == v1::ROLLOUT_DEGRADED ||
+         s == v1::ROLLOUT_DETACHED || s == v1::ROLLOUT_EXPIRED;
 }
 
 FleetController::FleetController(Options opts, std::unique_ptr<Store> store,
@@ -206,8 +206,7 @@ void FleetController::EvaluateLocked() {
         }
       }
       uint32_t timeout_s = s.stored.request.policy().canary_timeout_seconds();
-      absl::Duration timeout =
-          timeout_s ? absl::Seconds(timeout_s) : opts_.default_canary_timeout;
+      absl::Duration timeout = timeout_s ? absl::Seconds(timeout_s) : opts_.default_canary_timeout;
       if (failure.empty() && !waiting.empty() &&
           now > absl::FromUnixNanos(r.created_at_unix_ns()) + timeout) {
         failure = absl::StrCat("canary timed out after ", absl::FormatDuration(timeout),
@@ -243,8 +242,8 @@ void FleetController::EvaluateLocked() {
 }
 
 absl::Status FleetController::Register(std::shared_ptr<AgentSession> session,
-                                       const v1::AgentRegister& reg,
-                                       const std::string& identity, const std::string& peer) {
+                                       const v1::AgentRegister& reg, const std::string& identity,
+                                       const std::string& peer) {
   if (auto s = ValidateRegister(reg); !s.ok()) return s;
   absl::MutexLock l(&mu_);
   auto it = nodes_.find(reg.node_name());
@@ -383,9 +382,9 @@ absl::StatusOr<v1::Rollout> FleetController::Attach(const v1::FleetAttachRequest
     size_t active = 0;
     for (const auto& [sid, s] : sets_) active += Active(s.stored.rollout.state()) ? 1 : 0;
     if (sets_.size() >= opts_.max_sets) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "the controller holds ", sets_.size(), " probe sets (", active,
-          " active), the limit; detach some (xolctl fleet detach)"));
+      return absl::ResourceExhaustedError(
+          absl::StrCat("the controller holds ", sets_.size(), " probe sets (", active,
+                       " active), the limit; detach some (xolctl fleet detach)"));
     }
     const auto& sel = req.selector();
     for (const auto& name : sel.node_names()) {
@@ -401,9 +400,9 @@ absl::StatusOr<v1::Rollout> FleetController::Attach(const v1::FleetAttachRequest
       if (n.up) up.push_back(name);
     }
     if (up.empty()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "the selector matches no agent that is up (", selected.size(),
-          " known but down); nothing attached"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("the selector matches no agent that is up (", selected.size(),
+                       " known but down); nothing attached"));
     }
     double f = req.policy().canary_fraction();
     size_t ncanary = 0;
@@ -454,8 +453,7 @@ absl::StatusOr<v1::Rollout> FleetController::Attach(const v1::FleetAttachRequest
   return RolloutLocked(it->second);
 }
 
-absl::StatusOr<v1::FleetDetachResponse> FleetController::Detach(
-    const v1::FleetDetachRequest& req) {
+absl::StatusOr<v1::FleetDetachResponse> FleetController::Detach(const v1::FleetDetachRequest& req) {
   if (auto s = ValidateSetIds(req.set_ids(), /*allow_empty=*/false); !s.ok()) return s;
   absl::MutexLock l(&mu_);
   std::vector<std::string> ids(req.set_ids().begin(), req.set_ids().end());
@@ -464,8 +462,8 @@ absl::StatusOr<v1::FleetDetachResponse> FleetController::Detach(
     if (!sets_.count(id)) missing.push_back(id);
   }
   if (!missing.empty()) {
-    return absl::NotFoundError(absl::StrCat("no probe set ", absl::StrJoin(missing, ", "),
-                                            "; nothing detached"));
+    return absl::NotFoundError(
+        absl::StrCat("no probe set ", absl::StrJoin(missing, ", "), "; nothing detached"));
   }
   if (auto s = store_->DeleteSets(ids); !s.ok()) return s;
   v1::FleetDetachResponse resp;
@@ -588,10 +586,12 @@ absl::Status FleetController::ForgetAgent(const std::string& node) {
 std::vector<GaugeFamily> FleetController::CollectGauges() {
   absl::MutexLock l(&mu_);
   GaugeFamily agents{"xolfleet_controller_agents",
-                     "Agents known to the controller, by health and kernel profile", {}};
+                     "Agents known to the controller, by health and kernel profile",
+                     {}};
   GaugeFamily up{"xolfleet_controller_agent_up", "1 if the node's agent is up, else 0", {}};
   GaugeFamily probes{"xolfleet_controller_probes",
-                     "Fleet probes per node, by placement and state (desired or reported)", {}};
+                     "Fleet probes per node, by placement and state (desired or reported)",
+                     {}};
   GaugeFamily sets{"xolfleet_controller_probe_sets", "Probe sets by rollout state", {}};
   GaugeFamily watchers{"xolfleet_controller_hit_watchers", "Open WatchFleetHits streams", {}};
   std::map<std::pair<std::string, std::string>, int> by_state;
@@ -615,14 +615,14 @@ std::vector<GaugeFamily> FleetController::CollectGauges() {
         } else {
           auto sit = n.set_status.find(id);
           state = sit != n.set_status.end() && sit->second.state() == v1::SET_FAILED ? "FAILED"
-                                                                                       : "PENDING";
+                                                                                     : "PENDING";
         }
         counts[{placement, state}]++;
       }
     }
     for (const auto& [k, v] : counts) {
-      probes.samples.push_back({{{"node", name}, {"placement", k.first}, {"state", k.second}},
-                                static_cast<double>(v)});
+      probes.samples.push_back(
+          {{{"node", name}, {"placement", k.first}, {"state", k.second}}, static_cast<double>(v)});
     }
   }
   for (const char* st : {"up", "down"}) {

@@ -122,8 +122,8 @@ class FleetController {
     std::set<std::string> canary;
   };
 
-  FleetController(Options opts, std::unique_ptr<Store> store,
-                  std::shared_ptr<FleetMetrics> metrics, Clock clock);
+  FleetController(Options opts, std::unique_ptr<Store> store, std::shared_ptr<FleetMetrics> metrics,
+                  Clock clock);
 
   bool Desired(const Set& s, const Node& n) const;
   std::vector<std::string> DesiredSetsLocked(const Node& n) const
@@ -132,8 +132,8 @@ class FleetController {
   void PushAllLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Advances rollouts; pushes desired state if it changed.
   void EvaluateLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void FinishLocked(Set& s, v1::RolloutState state, const std::string& message,
-                    const char* outcome) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FinishLocked(Set& s, v1::RolloutState state, const std::string& message, const char* outcome)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PersistLocked(const Set& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   v1::Rollout RolloutLocked(const Set& s) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MarkDownLocked(Node& n) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -23,9 +23,7 @@ bool HitWatcher::Offer(const v1::FleetHitUpdate& u) {
 bool HitWatcher::Next(size_t max, absl::Duration timeout, v1::FleetHitBatch* out) {
   out->Clear();
   absl::MutexLock l(&mu_);
-  auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return !queue_.empty() || closed_;
-  };
+  auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !queue_.empty() || closed_; };
   mu_.AwaitWithTimeout(absl::Condition(&ready), timeout);
   size_t n = std::min(max, queue_.size());
   for (size_t i = 0; i < n; ++i) {

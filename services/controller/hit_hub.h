@@ -48,11 +48,10 @@ class HitWatcher {
 
 class HitHub {
  public:
-  explicit HitHub(std::function<void(uint64_t)> on_drop = nullptr)
-      : on_drop_(std::move(on_drop)) {}
+  explicit HitHub(std::function<void(uint64_t)> on_drop = nullptr) : on_drop_(std::move(on_drop)) {}
 
-  std::shared_ptr<HitWatcher> Subscribe(std::set<std::string> sets,
-                                        std::set<std::string> nodes, size_t capacity);
+  std::shared_ptr<HitWatcher> Subscribe(std::set<std::string> sets, std::set<std::string> nodes,
+                                        size_t capacity);
   void Unsubscribe(const std::shared_ptr<HitWatcher>& w);
   void Publish(const std::vector<v1::FleetHitUpdate>& updates);
   size_t watchers() const;

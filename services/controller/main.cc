@@ -116,13 +116,11 @@ int Run() {
   builder.RegisterService(&api);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) {
-    return Fail(absl::UnavailableError(
-        absl::StrCat("cannot listen on ", absl::GetFlag(FLAGS_listen))));
+    return Fail(
+        absl::UnavailableError(absl::StrCat("cannot listen on ", absl::GetFlag(FLAGS_listen))));
   }
-  fprintf(stderr,
-          "xolfleet-controller: serving on %s (%s), metrics on %s, state %s\n",
-          absl::GetFlag(FLAGS_listen).c_str(),
-          files.insecure_plaintext ? "PLAINTEXT" : "mTLS",
+  fprintf(stderr, "xolfleet-controller: serving on %s (%s), metrics on %s, state %s\n",
+          absl::GetFlag(FLAGS_listen).c_str(), files.insecure_plaintext ? "PLAINTEXT" : "mTLS",
           absl::GetFlag(FLAGS_metrics_listen).c_str(), absl::GetFlag(FLAGS_state_db).c_str());
 
   sigset_t set;

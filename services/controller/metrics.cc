@@ -32,7 +32,7 @@ class FnCollector : public prometheus::Collectable {
 
 prometheus::Histogram::BucketBoundaries LatencyBuckets() {
   return {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-          0.05,   0.1,     0.25,   0.5,   1,      2.5,   5,     10};
+          0.05,   0.1,     0.25,   0.5,   1,      2.5,   5,    10};
 }
 
 }  // namespace
@@ -94,8 +94,7 @@ std::shared_ptr<prometheus::Collectable> FleetMetrics::MakeCollector(
   return std::make_shared<FnCollector>(std::move(fn));
 }
 
-void FleetMetrics::AddHits(const std::string& node, const std::string& placement,
-                           uint64_t n) {
+void FleetMetrics::AddHits(const std::string& node, const std::string& placement, uint64_t n) {
   fleet_hits_.Add({{"placement", placement}}).Increment(static_cast<double>(n));
   node_hits_.Add({{"node", node}, {"placement", placement}}).Increment(static_cast<double>(n));
 }
@@ -110,8 +109,7 @@ void FleetMetrics::RolloutFinished(const std::string& outcome) {
   rollouts_.Add({{"outcome", outcome}}).Increment();
 }
 
-void FleetMetrics::Request(const std::string& method, const std::string& code,
-                           double seconds) {
+void FleetMetrics::Request(const std::string& method, const std::string& code, double seconds) {
   prometheus::Histogram* h;
   {
     absl::MutexLock l(&mu_);

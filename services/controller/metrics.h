@@ -66,8 +66,7 @@ class FleetMetrics {
   prometheus::Counter& heartbeats_;
 
   absl::Mutex mu_;
-  absl::flat_hash_map<std::string, prometheus::Histogram*> latency_children_
-      ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, prometheus::Histogram*> latency_children_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace xolfleet::controller

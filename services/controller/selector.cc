@@ -10,8 +10,8 @@ namespace xolfleet::controller {
 namespace {
 
 bool IsNameChar(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-         c == '-' || c == '_' || c == '.';
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+         c == '_' || c == '.';
 }
 
 absl::Status Invalid(absl::string_view what) { return absl::InvalidArgumentError(what); }
@@ -37,8 +37,8 @@ bool Matches(const v1::NodeSelector& sel, const v1::AgentRegister& node) {
 absl::Status ValidateNodeName(absl::string_view name) {
   if (name.empty()) return Invalid("node name is empty");
   if (name.size() > kMaxNodeNameBytes) {
-    return Invalid(absl::StrCat("node name is ", name.size(), " bytes; the limit is ",
-                                kMaxNodeNameBytes));
+    return Invalid(
+        absl::StrCat("node name is ", name.size(), " bytes; the limit is ", kMaxNodeNameBytes));
   }
   for (char c : name) {
     if (!IsNameChar(c)) {
@@ -66,12 +66,12 @@ absl::Status ValidateLabels(const google::protobuf::Map<std::string, std::string
       }
     }
     if (!allow_reserved && absl::StartsWith(k, kReservedLabelPrefix)) {
-      return Invalid(absl::StrCat("label key \"", k, "\" uses the reserved prefix ",
-                                  kReservedLabelPrefix));
+      return Invalid(
+          absl::StrCat("label key \"", k, "\" uses the reserved prefix ", kReservedLabelPrefix));
     }
     if (v.size() > kMaxLabelValueBytes) {
-      return Invalid(absl::StrCat("label \"", k, "\" value is ", v.size(),
-                                  " bytes; the limit is ", kMaxLabelValueBytes));
+      return Invalid(absl::StrCat("label \"", k, "\" value is ", v.size(), " bytes; the limit is ",
+                                  kMaxLabelValueBytes));
     }
     if (v.find('\0') != std::string::npos) {
       return Invalid(absl::StrCat("label \"", k, "\" value contains a NUL byte"));
@@ -89,8 +89,8 @@ absl::Status ValidateSelector(const v1::NodeSelector& sel) {
         "(e.g. --all, --nodes a,b or --labels zone=a)");
   }
   if (sel.node_names_size() > kMaxSelectorNames) {
-    return Invalid(absl::StrCat("selector names ", sel.node_names_size(),
-                                " nodes; the limit is ", kMaxSelectorNames));
+    return Invalid(absl::StrCat("selector names ", sel.node_names_size(), " nodes; the limit is ",
+                                kMaxSelectorNames));
   }
   std::set<std::string> seen;
   for (const auto& n : sel.node_names()) {
@@ -112,8 +112,7 @@ absl::Status ValidateSpec(const v1::ProbeSpec& spec, int index) {
   const std::string& p = spec.binary_path();
   if (p.empty()) return bad("binary_path is empty");
   if (p.size() > kMaxPathBytes) {
-    return bad(absl::StrCat("binary_path is ", p.size(), " bytes; the limit is ",
-                            kMaxPathBytes));
+    return bad(absl::StrCat("binary_path is ", p.size(), " bytes; the limit is ", kMaxPathBytes));
   }
   if (p[0] != '/') return bad(absl::StrCat("binary_path \"", p, "\" must be absolute"));
   if (p.find('\0') != std::string::npos) return bad("binary_path contains a NUL byte");
@@ -121,8 +120,8 @@ absl::Status ValidateSpec(const v1::ProbeSpec& spec, int index) {
     return bad(absl::StrCat("binary_path \"", p, "\" must not contain '..'"));
   }
   if (spec.symbol().size() > kMaxSymbolBytes) {
-    return bad(absl::StrCat("symbol is ", spec.symbol().size(), " bytes; the limit is ",
-                            kMaxSymbolBytes));
+    return bad(
+        absl::StrCat("symbol is ", spec.symbol().size(), " bytes; the limit is ", kMaxSymbolBytes));
   }
   if (spec.symbol().find('\0') != std::string::npos) return bad("symbol contains a NUL byte");
   if (spec.pid() < 0) return bad("pid must not be negative");
@@ -141,8 +140,8 @@ absl::Status ValidateSpec(const v1::ProbeSpec& spec, int index) {
     }
   }
   if (spec.ttl_seconds() > kMaxTtlSeconds) {
-    return bad(absl::StrCat("ttl_seconds ", spec.ttl_seconds(), " exceeds the limit ",
-                            kMaxTtlSeconds));
+    return bad(
+        absl::StrCat("ttl_seconds ", spec.ttl_seconds(), " exceeds the limit ", kMaxTtlSeconds));
   }
   if (auto s = ValidateLabels(spec.labels(), /*allow_reserved=*/false); !s.ok()) {
     return bad(s.message());
@@ -155,8 +154,8 @@ absl::Status ValidateAttach(const v1::FleetAttachRequest& req) {
   if (auto s = ValidateSelector(req.selector()); !s.ok()) return s;
   if (req.specs_size() == 0) return Invalid("at least one probe spec is required");
   if (req.specs_size() > kMaxSpecsPerSet) {
-    return Invalid(absl::StrCat(req.specs_size(), " specs in one set; the limit is ",
-                                kMaxSpecsPerSet));
+    return Invalid(
+        absl::StrCat(req.specs_size(), " specs in one set; the limit is ", kMaxSpecsPerSet));
   }
   uint32_t ttl = req.specs(0).ttl_seconds();
   for (int i = 0; i < req.specs_size(); ++i) {
@@ -173,8 +172,8 @@ absl::Status ValidateAttach(const v1::FleetAttachRequest& req) {
     return Invalid("policy.canary_fraction must be between 0 and 1");
   }
   if (pol.canary_timeout_seconds() > kMaxCanaryTimeoutSeconds) {
-    return Invalid(absl::StrCat("policy.canary_timeout_seconds exceeds the limit ",
-                                kMaxCanaryTimeoutSeconds));
+    return Invalid(
+        absl::StrCat("policy.canary_timeout_seconds exceeds the limit ", kMaxCanaryTimeoutSeconds));
   }
   return absl::OkStatus();
 }

@@ -72,9 +72,7 @@ TEST(Validate, BadRequestsSayWhat) {
       {[](auto* r) { r->mutable_specs(0)->set_build_id("xyz"); }, "build_id"},
       {[](auto* r) { r->mutable_specs(0)->add_capture(static_cast<v1::Register>(99)); },
        "register"},
-      {[](auto* r) {
-         (*r->mutable_specs(0)->mutable_labels())["xolfleet.io/fleet-probe"] = "x";
-       },
+      {[](auto* r) { (*r->mutable_specs(0)->mutable_labels())["xolfleet.io/fleet-probe"] = "x"; },
        "reserved"},
       {[](auto* r) { r->mutable_policy()->set_canary_fraction(1.5); }, "canary_fraction"},
       {[](auto* r) { r->mutable_policy()->set_canary_fraction(-0.1); }, "canary_fraction"},

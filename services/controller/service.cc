@@ -86,9 +86,8 @@ class StreamSession final : public AgentSession {
       v1::ControllerMessage msg;
       {
         absl::MutexLock l(&mu_);
-        auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-          return !queue_.empty() || closed_;
-        };
+        auto ready = [this]()
+                         ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !queue_.empty() || closed_; };
         mu_.Await(absl::Condition(&ready));
         if (closed_) return;
         msg = std::move(queue_.front());
@@ -136,8 +135,7 @@ grpc::Status AgentLinkService::Connect(
                                      "\" may not register as node \"", node, "\""));
   }
   auto session = std::make_shared<StreamSession>(ctx, stream);
-  if (auto s = fleet_->Register(session, first.register_(), who.ToString(), ctx->peer());
-      !s.ok()) {
+  if (auto s = fleet_->Register(session, first.register_(), who.ToString(), ctx->peer()); !s.ok()) {
     session->Finish();
     return ToGrpc(s);
   }
@@ -160,8 +158,8 @@ grpc::Status AgentLinkService::Connect(
 }
 
 template <typename Fn>
-grpc::Status FleetServiceImpl::Handle(const char* method, grpc::ServerContext* ctx,
-                                      Capability cap, Fn fn) {
+grpc::Status FleetServiceImpl::Handle(const char* method, grpc::ServerContext* ctx, Capability cap,
+                                      Fn fn) {
   absl::Time start = absl::Now();
   Identity who = tls::PeerIdentity(*ctx);
   grpc::Status st;
@@ -181,8 +179,7 @@ grpc::Status FleetServiceImpl::Handle(const char* method, grpc::ServerContext* c
 grpc::Status FleetServiceImpl::AttachFleet(grpc::ServerContext* ctx,
                                            const v1::FleetAttachRequest* req,
                                            v1::FleetAttachResponse* resp) {
-  Capability cap = CapturesRegisters(*req) ? Capability::kAttachCapture
-                                           : Capability::kAttachCounts;
+  Capability cap = CapturesRegisters(*req) ? Capability::kAttachCapture : Capability::kAttachCounts;
   return Handle("AttachFleet", ctx, cap, [&](const Identity& who) -> absl::Status {
     // Wait at most until just before the client's deadline, and never over 10 minutes.
     absl::Time deadline = absl::Now() + absl::Minutes(10);
@@ -209,8 +206,7 @@ grpc::Status FleetServiceImpl::DetachFleet(grpc::ServerContext* ctx,
 }
 
 grpc::Status FleetServiceImpl::GetRollout(grpc::ServerContext* ctx,
-                                          const v1::GetRolloutRequest* req,
-                                          v1::Rollout* resp) {
+                                          const v1::GetRolloutRequest* req, v1::Rollout* resp) {
   return Handle("GetRollout", ctx, Capability::kReadOnly, [&](const Identity&) -> absl::Status {
     google::protobuf::RepeatedPtrField<std::string> ids;
     ids.Add()->assign(req->set_id());
@@ -248,45 +244,42 @@ grpc::Status FleetServiceImpl::ListAgents(grpc::ServerContext* ctx,
 grpc::Status FleetServiceImpl::ForgetAgent(grpc::ServerContext* ctx,
                                            const v1::ForgetAgentRequest* req,
                                            v1::ForgetAgentResponse*) {
-  return Handle("ForgetAgent", ctx, Capability::kAdmin, [&](const Identity&) {
-    return fleet_->ForgetAgent(req->node_name());
-  });
+  return Handle("ForgetAgent", ctx, Capability::kAdmin,
+                [&](const Identity&) { return fleet_->ForgetAgent(req->node_name()); });
 }
 
 grpc::Status FleetServiceImpl::WatchFleetHits(grpc::ServerContext* ctx,
                                               const v1::WatchFleetHitsRequest* req,
                                               grpc::ServerWriter<v1::FleetHitBatch>* writer) {
-  return Handle("WatchFleetHits", ctx, Capability::kReadOnly,
-                [&](const Identity&) -> absl::Status {
-                  if (auto s = ValidateSetIds(req->set_ids(), true); !s.ok()) return s;
-                  if (req->node_names_size() > kMaxSelectorNames) {
-                    return absl::InvalidArgumentError("too many node names");
-                  }
-                  for (const auto& n : req->node_names()) {
-                    if (auto s = ValidateNodeName(n); !s.ok()) return s;
-                  }
-                  if (watchers_.fetch_add(1) >= opts_.max_watchers) {
-                    watchers_.fetch_sub(1);
-                    return absl::ResourceExhaustedError(absl::StrCat(
-                        "too many hit watchers (limit ", opts_.max_watchers, ")"));
-                  }
-                  auto w = fleet_->hits().Subscribe(
-                      {req->set_ids().begin(), req->set_ids().end()},
-                      {req->node_names().begin(), req->node_names().end()}, 4096);
-                  v1::FleetHitBatch batch;
-                  uint64_t reported_drops = 0;
-                  while (!ctx->IsCancelled()) {
-                    if (!w->Next(1024, absl::Milliseconds(500), &batch)) break;
-                    if (batch.updates_size() == 0 && batch.dropped_total() == reported_drops) {
-                      continue;
-                    }
-                    reported_drops = batch.dropped_total();
-                    if (!writer->Write(batch)) break;
-                  }
-                  fleet_->hits().Unsubscribe(w);
-                  watchers_.fetch_sub(1);
-                  return absl::OkStatus();
-                });
+  return Handle("WatchFleetHits", ctx, Capability::kReadOnly, [&](const Identity&) -> absl::Status {
+    if (auto s = ValidateSetIds(req->set_ids(), true); !s.ok()) return s;
+    if (req->node_names_size() > kMaxSelectorNames) {
+      return absl::InvalidArgumentError("too many node names");
+    }
+    for (const auto& n : req->node_names()) {
+      if (auto s = ValidateNodeName(n); !s.ok()) return s;
+    }
+    if (watchers_.fetch_add(1) >= opts_.max_watchers) {
+      watchers_.fetch_sub(1);
+      return absl::ResourceExhaustedError(
+          absl::StrCat("too many hit watchers (limit ", opts_.max_watchers, ")"));
+    }
+    auto w = fleet_->hits().Subscribe({req->set_ids().begin(), req->set_ids().end()},
+                                      {req->node_names().begin(), req->node_names().end()}, 4096);
+    v1::FleetHitBatch batch;
+    uint64_t reported_drops = 0;
+    while (!ctx->IsCancelled()) {
+      if (!w->Next(1024, absl::Milliseconds(500), &batch)) break;
+      if (batch.updates_size() == 0 && batch.dropped_total() == reported_drops) {
+        continue;
+      }
+      reported_drops = batch.dropped_total();
+      if (!writer->Write(batch)) break;
+    }
+    fleet_->hits().Unsubscribe(w);
+    watchers_.fetch_sub(1);
+    return absl::OkStatus();
+  });
 }
 
 }  // namespace xolfleet::controller

@@ -47,9 +47,9 @@ class Stmt {
 
 absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path) {
   sqlite3* db = nullptr;
-  int rc = sqlite3_open_v2(path.c_str(), &db,
-                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
-                           nullptr);
+  int rc =
+      sqlite3_open_v2(path.c_str(), &db,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr);
   if (rc != SQLITE_OK) {
     std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
     sqlite3_close(db);
@@ -78,9 +78,9 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path) {
   if (version == 0) {
     if (auto s = store->Exec("PRAGMA user_version=1"); !s.ok()) return s;
   } else if (version != kSchemaVersion) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "state database ", path, " has schema version ", version, "; this controller reads ",
-        kSchemaVersion));
+    return absl::FailedPreconditionError(absl::StrCat("state database ", path,
+                                                      " has schema version ", version,
+                                                      "; this controller reads ", kSchemaVersion));
   }
   return store;
 }
@@ -183,8 +183,7 @@ absl::Status Store::DeleteAgent(const std::string& node_name) {
 
 absl::StatusOr<std::vector<StoredAgent>> Store::LoadAgents() {
   absl::MutexLock l(&mu_);
-  Stmt st(db_,
-          "SELECT registration, last_seen_unix_ns, identity FROM agents ORDER BY node_name");
+  Stmt st(db_, "SELECT registration, last_seen_unix_ns, identity FROM agents ORDER BY node_name");
   if (!st.ok()) return SqlError(db_, "prepare load agents");
   std::vector<StoredAgent> out;
   int rc;

@@ -17,9 +17,9 @@
 namespace xolfleet::tls {
 
 struct TlsFiles {
-  std::string ca_cert;  // PEM: CA that signed the peers' certificates
-  std::string cert;     // PEM: our certificate
-  std::string key;      // PEM: our private key
+  std::string ca_cert;              // PEM: CA that signed the peers' certificates
+  std::string cert;                 // PEM: our certificate
+  std::string key;                  // PEM: our private key
   bool insecure_plaintext = false;  // explicit opt-in; loopback/unix only
 };
 

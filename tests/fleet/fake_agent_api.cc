@@ -22,8 +22,7 @@ absl::StatusOr<v1::AttachResponse> FakeAgentApi::Attach(const v1::AttachRequest&
   for (int i = 0; i < req.specs_size(); ++i) {
     struct stat st;
     if (stat(req.specs(i).binary_path().c_str(), &st) != 0) {
-      bad.push_back(absl::StrCat("spec ", i, ": ", req.specs(i).binary_path(),
-                                 ": no such file"));
+      bad.push_back(absl::StrCat("spec ", i, ": ", req.specs(i).binary_path(), ": no such file"));
     }
   }
   absl::MutexLock l(&mu_);
