@@ -30,6 +30,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/ptrace.h>
+#include <sys/user.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
@@ -1041,6 +1043,77 @@ static void test_many_threads(void)
 		pass(name);
 }
 
+/* ---- test: ptrace stops never show a slot --------------------------------- */
+static void pid_xol_range(pid_t pid, unsigned long *lo, unsigned long *hi)
+{
+	char path[64], line[512];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/maps", pid);
+	f = fopen(path, "r");
+	*lo = *hi = 0;
+	while (f && fgets(line, sizeof(line), f)) {
+		if (strstr(line, "[uprobes]")) {
+			sscanf(line, "%lx-%lx", lo, hi);
+			break;
+		}
+	}
+	if (f)
+		fclose(f);
+}
+
+static void test_ptrace(void)
+{
+	const char *name = boost ? "ptrace_stops_boost_on" : "ptrace_stops_boost_off";
+	unsigned long lo, hi, b[ST_NR], a[ST_NR];
+	int st, stops = 0, bad = 0;
+	pid_t pid;
+
+	stats_read(b);
+	pid = fork();
+
+	if (pid == 0) {
+		/* probed calls forever; a wrong result ends the child with 1 */
+		for (long i = 0;; i++)
+			for (int c = 0; c < NCALLS; c++)
+				if (!(calls[c].flags & LOCKED) &&
+				    calls[c].fn(i % NARG) != base[c][i % NARG])
+					_exit(1);
+	}
+	usleep(50000);
+	if (ptrace(PTRACE_SEIZE, pid, 0, 0)) {
+		fail(name, "PTRACE_SEIZE: %s", strerror(errno));
+		kill(pid, SIGKILL);
+		waitpid(pid, &st, 0);
+		return;
+	}
+	pid_xol_range(pid, &lo, &hi);
+	for (int i = 0; i < 300; i++) {
+		struct user_regs_struct r;
+
+		usleep(1000 + (i % 7) * 300);
+		if (ptrace(PTRACE_INTERRUPT, pid, 0, 0))
+			break;
+		if (waitpid(pid, &st, __WALL) != pid || !WIFSTOPPED(st))
+			break;
+		stops++;
+		if (!ptrace(PTRACE_GETREGS, pid, 0, &r) && r.rip >= lo && r.rip < hi)
+			bad++;
+		ptrace(PTRACE_CONT, pid, 0, WSTOPSIG(st) == SIGTRAP ? 0 : WSTOPSIG(st));
+	}
+	kill(pid, SIGKILL);
+	while (waitpid(pid, &st, __WALL) == pid && !WIFEXITED(st) && !WIFSIGNALED(st))
+		;
+	stats_read(a);
+	note("%s: %d ptrace stops, signals_deferred +%lu", name, stops,
+	     a[ST_SIGDEF] - b[ST_SIGDEF]);
+	if (!lo || stops < 100 || bad || (WIFEXITED(st) && WEXITSTATUS(st)))
+		fail(name, "%d stops, %d with the IP in [uprobes] %#lx-%#lx, child %s", stops,
+		     bad, lo, hi, WIFEXITED(st) ? "computed a wrong result" : "ok");
+	else
+		pass(name);
+}
+
 /* ---- test: refusal of bad prefixes and traps ------------------------------ */
 static void test_refused(void)
 {
@@ -1216,6 +1289,7 @@ int main(int argc, char **argv)
 		test_uretprobe();
 		test_stress();
 		test_many_threads();
+		test_ptrace();
 		probes_clear();
 	}
 	set_boost(1);
