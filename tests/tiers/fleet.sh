@@ -168,7 +168,14 @@ else
   fail canary-rollout "rc=$rc out=$(echo "$out" "$(cat "$TMP/attach1.err")" | tr '\n' ' ')"
 fi
 
-# 3. Exact hits per node: node i calls each target 1000*i times.
+# 3. Exact hits per node: node i calls each target 1000*i times. A read-only client
+#    watches the merged hit stream meanwhile.
+(exec ip netns exec "$NSC" "$BIN/xolctl" fleet --controller=$CTL_ADDR --tls-ca="$CA/ca.crt" \
+  --tls-cert="$CA/viewer.crt" --tls-key="$CA/viewer.key" watch --set="$SET_A" --json) \
+  >"$TMP/watch.json" 2>"$TMP/watch.log" &
+WATCH_PID=$!
+PIDS+=("$WATCH_PID")
+sleep 0.5
 for i in $(seq 1 $N); do echo "run $((1000 * i)) 0" >&"${WL_FD[$i]}"; done
 exact_hits() {
   local p; p=$(probes --set="$SET_A")
@@ -179,6 +186,22 @@ exact_hits() {
   done
 }
 check exact-hits "per-node totals wrong: $(probes --set="$SET_A" | tr '\n' ';')" wait_for 15 exact_hits
+
+sleep 1.5  # one more heartbeat round into the watch stream
+kill "$WATCH_PID" 2>/dev/null; wait "$WATCH_PID" 2>/dev/null
+watch_sums=$(python3 -c '
+import json, sys
+text, dec, pos, sums, dropped = open(sys.argv[1]).read(), json.JSONDecoder(), 0, {}, 0
+while True:
+    while pos < len(text) and text[pos].isspace(): pos += 1
+    if pos >= len(text): break
+    obj, pos = dec.raw_decode(text, pos)
+    dropped = max(dropped, int(obj.get("dropped_total", 0)))
+    for u in obj.get("updates", []):
+        sums[u["node_name"]] = sums.get(u["node_name"], 0) + int(u.get("hits_delta", 0))
+print(" ".join(f"{k}={v}" for k, v in sorted(sums.items())), f"dropped={dropped}")' "$TMP/watch.json" 2>&1)
+want_sums="$(for i in $(seq 1 $N); do printf 'node-%d=%d ' "$i" $((2000 * i)); done)dropped=0"
+check watch-merged-hits "watch saw '$watch_sums', want '$want_sums'" [ "$watch_sums" = "$want_sums" ]
 
 # 4. Label selector: zone=a is node-1 and node-2.
 out=$(fleet counter attach --labels=zone=a "$WL:xol_target_spin" 2>/dev/null)
