@@ -42,6 +42,7 @@ FleetController::FleetController(Options opts, std::unique_ptr<Store> store,
       store_(std::move(store)),
       metrics_(std::move(metrics)),
       clock_(std::move(clock)),
+      started_(clock_()),
       hub_([m = metrics_](uint64_t n) {
         if (m) m->HitUpdatesDropped(n);
       }) {}
@@ -166,8 +167,13 @@ void FleetController::FinishLocked(Set& s, v1::RolloutState state, const std::st
 v1::Rollout FleetController::RolloutLocked(const Set& s) const {
   v1::Rollout r = s.stored.rollout;
   uint32_t attached = 0, failed = 0, pending = 0;
+  bool grace = clock_() < started_ + opts_.heartbeat_timeout;
   for (const auto& [name, n] : nodes_) {
-    if (!Desired(s, n) || !n.up) continue;
+    if (!Desired(s, n)) continue;
+    if (!n.up) {
+      if (grace && !n.seen_this_run) ++pending;  // may still be reconnecting
+      continue;
+    }
     auto it = n.set_status.find(r.set_id());
     v1::SetState st = it == n.set_status.end() ? v1::SET_PENDING : it->second.state();
     if (st == v1::SET_ATTACHED || st == v1::SET_EXPIRED) {
@@ -225,7 +231,9 @@ void FleetController::EvaluateLocked() {
     }
     if (r.state() == v1::ROLLOUT_ROLLING) {
       v1::Rollout counts = RolloutLocked(s);
-      if (counts.nodes_pending() == 0) {
+      // Done when no selected node that is up (or still expected back) is pending,
+      // and at least one node answered.
+      if (counts.nodes_pending() == 0 && counts.nodes_attached() + counts.nodes_failed() > 0) {
         if (counts.nodes_failed() > 0) {
           FinishLocked(s, v1::ROLLOUT_DEGRADED,
                        absl::StrCat(counts.nodes_failed(), " node(s) failed after the canary"),
@@ -260,6 +268,7 @@ absl::Status FleetController::Register(std::shared_ptr<AgentSession> session,
   n.peer = peer;
   n.session = std::move(session);
   n.up = true;
+  n.seen_this_run = true;
   n.last_seen = clock_();
   n.have_heartbeat = false;
   n.set_status.clear();

@@ -116,6 +116,7 @@ class FleetController {
     std::map<std::string, std::pair<std::string, uint64_t>> hit_marks;  // fleet id -> local
     v1::KernelSlotStats slots;
     bool have_slots = false;
+    bool seen_this_run = false;  // registered since this controller process started
   };
   struct Set {
     StoredSet stored;
@@ -143,6 +144,10 @@ class FleetController {
   std::unique_ptr<Store> store_;
   std::shared_ptr<FleetMetrics> metrics_;  // may be null
   const Clock clock_;
+  // Until started_ + heartbeat_timeout, nodes known from the store that have not
+  // reconnected yet count as pending (not excluded as down), so a restart does not end
+  // a rollout before its nodes had a chance to come back.
+  const absl::Time started_;
   HitHub hub_;
 
   absl::Mutex mu_;

@@ -248,6 +248,42 @@ TEST_F(FleetTest, RestartRestoresSetsAndAgents) {
   EXPECT_EQ(sessions_["a"]->DesiredIds(), std::vector<std::string>{r.set_id()});
 }
 
+TEST_F(FleetTest, RestartDoesNotEndRollingSetsBeforeNodesReturn) {
+  Connect("a");
+  Connect("b");
+  v1::Rollout r = Attach(Req(0));
+  Report("a", v1::SET_ATTACHED);
+  ASSERT_EQ(State(r.set_id()), v1::ROLLOUT_ROLLING);  // b has not answered
+  sessions_.clear();
+  Open();  // controller restart: a and b are known but not reconnected
+  fleet_->Tick();
+  EXPECT_EQ(State(r.set_id()), v1::ROLLOUT_ROLLING);
+  Connect("a");
+  Report("a", v1::SET_ATTACHED);
+  EXPECT_EQ(State(r.set_id()), v1::ROLLOUT_ROLLING);  // b may still come back
+  Connect("b");
+  Report("b", v1::SET_ATTACHED);
+  EXPECT_EQ(State(r.set_id()), v1::ROLLOUT_COMPLETE);
+}
+
+TEST_F(FleetTest, AfterGraceDownNodesDoNotHoldARollout) {
+  Connect("a");
+  Connect("b");
+  v1::Rollout r = Attach(Req(0));
+  now_ += absl::Seconds(11);  // past the restart grace
+  Report("a", v1::SET_ATTACHED);
+  fleet_->Tick();  // b misses heartbeats: down
+  EXPECT_EQ(State(r.set_id()), v1::ROLLOUT_COMPLETE);
+}
+
+TEST_F(FleetTest, NoAnswerNoCompletion) {
+  Connect("a");
+  v1::Rollout r = Attach(Req(0));
+  now_ += absl::Seconds(11);
+  fleet_->Tick();  // a is down before it ever answered
+  EXPECT_EQ(State(r.set_id()), v1::ROLLOUT_ROLLING);
+}
+
 TEST_F(FleetTest, HitDeltasSurviveAgentRestart) {
   Connect("a");
   auto w = fleet_->hits().Subscribe({}, {}, 100);
