@@ -7,6 +7,9 @@
 #include "absl/time/clock.h"
 
 namespace xolfleet::testing {
+namespace {
+constexpr size_t kInactiveRetention = 1000;
+}  // namespace
 
 void FakeAgentApi::ExpireLocked() {
   int64_t now = absl::GetCurrentTimeNanos();
@@ -63,6 +66,17 @@ absl::StatusOr<v1::DetachResponse> FakeAgentApi::Detach(const v1::DetachRequest&
     if (pick) {
       p.set_state(v1::DETACHED);
       resp.add_detached_ids(id);
+    }
+  }
+  // Like the real agent, keep a bounded history of inactive probes for List.
+  size_t inactive = 0;
+  for (const auto& [id, p] : probes_) inactive += p.state() != v1::ATTACHED;
+  for (auto it = probes_.begin(); inactive > kInactiveRetention && it != probes_.end();) {
+    if (it->second.state() == v1::DETACHED) {
+      it = probes_.erase(it);
+      --inactive;
+    } else {
+      ++it;
     }
   }
   return resp;
