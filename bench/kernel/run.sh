@@ -17,4 +17,16 @@ bash "$root/kernel/run-vm.sh" --mode bench --log "$log" --timeout "${XOL_TIMEOUT
   echo "# TCG timings are not hardware timings: compare rows of one run, not runs."
   grep -a '^BENCH' "$log" | tr -d '\r' | sed 's/^BENCH //'
 } >"$out"
+# Optional reference: the same program on pristine 6.1 (kernel/build.sh --stock), where
+# both columns are stock behaviour (no sysctl) and each hit rewrites a bitmap-allocated slot.
+stock=$CACHE/build-stock/arch/x86/boot/bzImage
+if [[ ${XOL_BENCH_STOCK:-auto} != 0 && -f $stock ]]; then
+  bash "$root/kernel/run-vm.sh" --mode bench --kernel "$stock" --log "$CACHE/console-bench-stock.log" \
+    --timeout "${XOL_TIMEOUT:-900}" >/dev/null || true
+  {
+    echo
+    echo "# Reference run on pristine Debian 6.1 (kernel/build.sh --stock), separate boot: both columns are stock."
+    grep -a '^BENCH' "$CACHE/console-bench-stock.log" | tr -d '\r' | sed 's/^BENCH /stock-6.1 /'
+  } >>"$out"
+fi
 cat "$out"
