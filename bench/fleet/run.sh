@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 AGENTS=${1:-100}
 ROUNDS=${2:-200}
-OUT=bench/fleet/results.txt
+OUT=${OUT:-bench/fleet/results.txt}
 TMP=$(mktemp -d /tmp/xolfleet-bench.XXXXXX)
 PIDS=()
 CTL_PID=
@@ -86,9 +86,11 @@ BASE_SETS=20
 log "$BASE_SETS standing probe sets on every agent (kept through the restarts)"
 bench --mode=attach --rounds=$BASE_SETS --detach_after=false --timeout=600 >/dev/null
 log "attach rounds: $ROUNDS to all $AGENTS agents, no canary (each set detached after)"
-c0=$(cpu_ticks $CTL_PID); w0=$(date +%s.%N)
+agents_ticks() { for p in "${PIDS[@]}"; do cpu_ticks "$p"; done | awk '{s += $1} END {print s}'; }
+c0=$(cpu_ticks $CTL_PID); a0=$(agents_ticks); w0=$(date +%s.%N)
 attach=$(bench --mode=attach --rounds="$ROUNDS" --timeout=600)
-c1=$(cpu_ticks $CTL_PID); w1=$(date +%s.%N)
+c1=$(cpu_ticks $CTL_PID); a1=$(agents_ticks); w1=$(date +%s.%N)
+per_round=$(python3 -c "print(f'controller {($c1 - $c0) / $HZ / $ROUNDS * 1000:.1f} ms, all agents {($a1 - $a0) / $HZ / $ROUNDS * 1000:.1f} ms')")
 attach_cpu=$(python3 -c "print(f'{($c1 - $c0) / $HZ / ($w1 - $w0) * 100:.1f}')")
 log "$attach (controller CPU ${attach_cpu}% of one core)"
 log "attach rounds: 20 with a 10% canary"
@@ -122,6 +124,7 @@ agent_rss=$(for p in "${PIDS[@]:0:5}"; do rss_kib "$p"; done | awk '{s += $1} EN
   echo "reconverge_after_kill9_s         ${reconv[*]}   (3 runs; controller start -> all $AGENTS up and converged, $sets sets each)"
   echo "controller_cpu_idle_pct          $idle_cpu   (of one core; $AGENTS agents heartbeating)"
   echo "controller_cpu_attach_pct        $attach_cpu   (of one core, during the $ROUNDS attach rounds)"
+  echo "cpu_per_attach_round             $per_round   (each round: attach + detach, both pushed to every agent)"
   echo "controller_rss_kib               idle=$idle_rss after_attaches=$busy_rss after_restarts=$final_rss"
   echo "sim_agent_rss_kib_avg            $agent_rss"
 } | tee "$OUT"
