@@ -10,7 +10,11 @@ import shutil
 import subprocess
 import sys
 
-import yaml
+try:
+    import yaml
+except ImportError:  # Debian: python3-yaml
+    print("FAIL python3-yaml is not installed (apt-get install python3-yaml)")
+    sys.exit(1)
 
 failed = 0
 
