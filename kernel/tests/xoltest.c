@@ -31,6 +31,8 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/ptrace.h>
+#include <sys/resource.h>
+#include <elf.h>
 #include <sys/user.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -1114,6 +1116,96 @@ static void test_ptrace(void)
 		pass(name);
 }
 
+/* ---- test: core dumps never show a slot ------------------------------------ */
+/* RIP of the first NT_PRSTATUS note of an ELF core file, or 0. */
+static unsigned long core_rip(const char *path)
+{
+	static char buf[1 << 16];
+	int fd = open(path, O_RDONLY);
+	unsigned long rip = 0;
+	Elf64_Ehdr eh;
+	Elf64_Phdr ph;
+
+	if (fd < 0)
+		return 0;
+	if (pread(fd, &eh, sizeof(eh), 0) != sizeof(eh))
+		goto out;
+	for (int i = 0; i < eh.e_phnum; i++) {
+		size_t off = 0, len;
+
+		if (pread(fd, &ph, sizeof(ph), eh.e_phoff + i * sizeof(ph)) != sizeof(ph))
+			goto out;
+		if (ph.p_type != PT_NOTE)
+			continue;
+		len = ph.p_filesz < sizeof(buf) ? ph.p_filesz : sizeof(buf);
+		if (pread(fd, buf, len, ph.p_offset) != (ssize_t)len)
+			goto out;
+		while (off + sizeof(Elf64_Nhdr) <= len) {
+			Elf64_Nhdr *nh = (Elf64_Nhdr *)(buf + off);
+			char *desc = buf + off + sizeof(*nh) + ((nh->n_namesz + 3) & ~3);
+
+			if (nh->n_type == NT_PRSTATUS) {
+				/* struct elf_prstatus: pr_reg at 112, rip is register 16 */
+				memcpy(&rip, desc + 112 + 16 * 8, sizeof(rip));
+				goto out;
+			}
+			off += sizeof(*nh) + ((nh->n_namesz + 3) & ~3) + ((nh->n_descsz + 3) & ~3);
+		}
+	}
+out:
+	close(fd);
+	return rip;
+}
+
+static void test_coredump(void)
+{
+	const char *name = boost ? "coredump_boost_on" : "coredump_boost_off";
+	unsigned long b[ST_NR], a[ST_NR];
+	int dumps = 0, bad = 0, n = 12;
+	char why[128] = "";
+
+	write_file("/proc/sys/kernel/core_pattern", "/tmp/core.%p", 0);
+	stats_read(b);
+	for (int k = 0; k < n; k++) {
+		struct rlimit rl = { RLIM_INFINITY, RLIM_INFINITY };
+		unsigned long lo, hi, rip;
+		char path[64];
+		int st;
+		pid_t pid = fork();
+
+		if (pid == 0) {
+			setrlimit(RLIMIT_CORE, &rl);
+			for (long i = 0;; i++)
+				for (int c = 0; c < NCALLS; c++)
+					if (!(calls[c].flags & LOCKED))
+						calls[c].fn(i % NARG);
+		}
+		usleep(20000 + k * 3000);
+		pid_xol_range(pid, &lo, &hi);
+		kill(pid, SIGQUIT);
+		waitpid(pid, &st, 0);
+		snprintf(path, sizeof(path), "/tmp/core.%d", pid);
+		if (!WIFSIGNALED(st) || !WCOREDUMP(st)) {
+			snprintf(why, sizeof(why), "child %d did not dump core (status %#x)", pid, st);
+			continue;
+		}
+		dumps++;
+		rip = core_rip(path);
+		/* inside the binary's own code, as the parent maps it (same layout) */
+		if (!rip || (rip >= lo && rip < hi) || !file_offset((void *)rip)) {
+			bad++;
+			snprintf(why, sizeof(why), "core RIP %#lx, [uprobes] %#lx-%#lx", rip, lo, hi);
+		}
+		unlink(path);
+	}
+	stats_read(a);
+	note("%s: %d core dumps, signals_deferred +%lu", name, dumps, a[ST_SIGDEF] - b[ST_SIGDEF]);
+	if (dumps < n || bad)
+		fail(name, "%d/%d dumps, %d bad: %s", dumps, n, bad, why);
+	else
+		pass(name);
+}
+
 /* ---- test: refusal of bad prefixes and traps ------------------------------ */
 static void test_refused(void)
 {
@@ -1290,6 +1382,7 @@ int main(int argc, char **argv)
 		test_stress();
 		test_many_threads();
 		test_ptrace();
+		test_coredump();
 		probes_clear();
 	}
 	set_boost(1);
