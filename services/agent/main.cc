@@ -216,8 +216,12 @@ int Run() {
   reader->reset();
   manager->reset();
   if (!unix_path.empty()) unlink(unix_path.c_str());
-  Log("stopped");
-  return 0;
+  Log("stopped: every probe detached");
+  // Nothing is left that the kernel would not reclaim; skip the slow teardown
+  // of the metrics web server and gRPC's globals (seconds) so restarts are
+  // quick.
+  fflush(nullptr);
+  _exit(0);
 }
 
 }  // namespace

@@ -1,0 +1,479 @@
+// The real agent over real gRPC on this machine's kernel: real uprobes on a
+// real process. Every test runs in both link modes (uprobe_multi links and
+// perf-event links). Root only.
+#include <unistd.h>
+
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "gtest/gtest.h"
+#include "tests/integration/agent_harness.h"
+
+namespace xolfleet::testing {
+namespace {
+
+constexpr int kMaxProbes = 64;
+constexpr int kMaxSpecs = 40;
+
+class AgentTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    ASSERT_EQ(geteuid(), 0) << "integration tests need root (uprobes, BPF)";
+    absl::StatusOr<std::unique_ptr<AgentProcess>> a = AgentProcess::Start(
+        {"--link-mode=" + GetParam(), absl::StrCat("--max-probes=", kMaxProbes),
+         absl::StrCat("--max-specs-per-request=", kMaxSpecs),
+         "--watch-queue-events=64"});
+    ASSERT_TRUE(a.ok()) << a.status();
+    agent_ = std::move(*a);
+    absl::StatusOr<std::unique_ptr<Workload>> w = Workload::Start();
+    ASSERT_TRUE(w.ok()) << w.status();
+    workload_ = std::move(*w);
+    baseline_ = CountHeldObjects(agent_->pid());
+  }
+  void TearDown() override {
+    if (agent_) {
+      EXPECT_TRUE(agent_->alive()) << agent_->log();
+    }
+    workload_.reset();
+    agent_.reset();
+  }
+
+  v1::ProbeSpec Spec(const std::string& symbol, uint64_t offset = 0) {
+    v1::ProbeSpec s;
+    s.set_binary_path(Workload::Path());
+    s.set_symbol(symbol);
+    s.set_offset(offset);
+    return s;
+  }
+
+  grpc::Status Attach(const std::vector<v1::ProbeSpec>& specs,
+                      v1::AttachResponse* resp) {
+    v1::AttachRequest req;
+    for (const auto& s : specs) *req.add_specs() = s;
+    grpc::ClientContext ctx;
+    return agent_->stub().Attach(&ctx, req, resp);
+  }
+
+  v1::ListResponse List(bool include_inactive = false) {
+    v1::ListRequest req;
+    req.set_include_inactive(include_inactive);
+    v1::ListResponse resp;
+    grpc::ClientContext ctx;
+    EXPECT_TRUE(agent_->stub().List(&ctx, req, &resp).ok());
+    return resp;
+  }
+
+  v1::Probe Get(const std::string& id) {
+    v1::ListResponse all = List(true);
+    for (const v1::Probe& p : all.probes()) {
+      if (p.id() == id) return p;
+    }
+    ADD_FAILURE() << "no probe " << id;
+    return v1::Probe();
+  }
+
+  grpc::Status Detach(const std::vector<std::string>& ids) {
+    v1::DetachRequest req;
+    for (const auto& id : ids) req.add_probe_ids(id);
+    v1::DetachResponse resp;
+    grpc::ClientContext ctx;
+    return agent_->stub().Detach(&ctx, req, &resp);
+  }
+
+  // Nothing of ours is left in the kernel: no links, no perf events, no config
+  // entries.
+  void ExpectNothingLeft() {
+    HeldObjects now = CountHeldObjects(agent_->pid());
+    EXPECT_EQ(now.bpf_links, baseline_.bpf_links);
+    EXPECT_EQ(now.perf_events, baseline_.perf_events);
+    EXPECT_EQ(ConfigMapEntries(agent_->pid()), 0);
+    EXPECT_EQ(List().probes_size(), 0);
+  }
+
+  void ExpectStillServing() {
+    grpc::ClientContext ctx;
+    v1::NodeInfo info;
+    EXPECT_TRUE(
+        agent_->stub().GetNodeInfo(&ctx, v1::GetNodeInfoRequest(), &info).ok());
+  }
+
+  std::unique_ptr<AgentProcess> agent_;
+  std::unique_ptr<Workload> workload_;
+  HeldObjects baseline_;
+};
+
+TEST_P(AgentTest, NodeInfoNamesKernelProfileAndLinkMode) {
+  grpc::ClientContext ctx;
+  v1::NodeInfo info;
+  ASSERT_TRUE(
+      agent_->stub().GetNodeInfo(&ctx, v1::GetNodeInfoRequest(), &info).ok());
+  EXPECT_FALSE(info.kernel_release().empty());
+  EXPECT_FALSE(info.kernel_profile().empty());
+  EXPECT_EQ(info.link_mode(),
+            GetParam() == "multi" ? "uprobe_multi" : "perf_event");
+  EXPECT_EQ(info.probes_attached(), 0u);
+}
+
+TEST_P(AgentTest, CountsEveryHitExactly) {
+  v1::AttachResponse resp;
+  v1::ProbeSpec add = Spec("xol_target_add"), other = Spec("xol_target_other");
+  add.set_pid(workload_->pid());
+  grpc::Status st = Attach({add, other}, &resp);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  ASSERT_EQ(resp.probes_size(), 2);
+  EXPECT_EQ(resp.link_kind(),
+            GetParam() == "multi" ? "uprobe_multi" : "perf_event");
+  for (const v1::Probe& p : resp.probes()) {
+    EXPECT_EQ(p.state(), v1::ATTACHED);
+    EXPECT_NE(p.site().placement(), v1::REFUSED);
+    EXPECT_FALSE(p.site().disassembly().empty());
+  }
+  ASSERT_TRUE(workload_->Run(1234, 0).ok());
+  ASSERT_TRUE(workload_->Run(766, 0).ok());
+  EXPECT_EQ(Get(resp.probes(0).id()).hits(), 2000u);
+  EXPECT_EQ(Get(resp.probes(1).id()).hits(), 2000u);
+  // A second process is not counted by the pid-filtered probe but is by the
+  // other.
+  {
+    absl::StatusOr<std::unique_ptr<Workload>> w2 = Workload::Start();
+    ASSERT_TRUE(w2.ok());
+    ASSERT_TRUE((*w2)->Run(10, 0).ok());
+  }
+  EXPECT_EQ(Get(resp.probes(0).id()).hits(), 2000u);
+  EXPECT_EQ(Get(resp.probes(1).id()).hits(), 2010u);
+  ASSERT_TRUE(Detach({resp.probes(0).id(), resp.probes(1).id()}).ok());
+  ExpectNothingLeft();
+}
+
+TEST_P(AgentTest, CapturesRegistersIntoWatchedEvents) {
+  v1::ProbeSpec add = Spec("xol_target_add");
+  add.set_pid(workload_->pid());
+  add.add_capture(v1::RDI);
+  add.add_capture(v1::RSI);
+  v1::AttachResponse resp;
+  ASSERT_TRUE(Attach({add}, &resp).ok());
+  const std::string id = resp.probes(0).id();
+
+  grpc::ClientContext ctx;
+  v1::WatchHitsRequest wreq;
+  wreq.add_probe_ids(id);
+  auto reader = agent_->stub().WatchHits(&ctx, wreq);
+  absl::SleepFor(absl::Milliseconds(300));  // the stream is registered
+  ASSERT_TRUE(workload_->Run(50, 1000).ok());
+  std::set<uint64_t> rdi;
+  v1::HitBatch batch;
+  while (rdi.size() < 50 && reader->Read(&batch)) {
+    EXPECT_EQ(batch.dropped_total(), 0u);
+    for (const v1::HitEvent& e : batch.events()) {
+      EXPECT_EQ(e.probe_id(), id);
+      EXPECT_EQ(e.pid(), static_cast<uint32_t>(workload_->pid()));
+      ASSERT_EQ(e.regs_size(), 2);
+      for (const v1::RegisterValue& r : e.regs()) {
+        if (r.reg() == v1::RDI) rdi.insert(r.value());
+        if (r.reg() == v1::RSI) EXPECT_EQ(r.value(), 7u);
+      }
+    }
+  }
+  ctx.TryCancel();
+  reader->Finish();
+  ASSERT_EQ(rdi.size(), 50u);
+  EXPECT_EQ(*rdi.begin(), 1000u);
+  EXPECT_EQ(*rdi.rbegin(), 1049u);
+  v1::Probe p = Get(id);
+  EXPECT_EQ(p.hits(), 50u);
+  EXPECT_EQ(p.events_emitted(), 50u);
+  EXPECT_EQ(p.events_dropped(), 0u);
+}
+
+TEST_P(AgentTest, RateLimitBoundsEventsNotCounts) {
+  v1::ProbeSpec add = Spec("xol_target_add");
+  add.add_capture(v1::RDI);
+  add.set_rate_limit_per_sec(20);
+  v1::AttachResponse resp;
+  ASSERT_TRUE(Attach({add}, &resp).ok());
+  const absl::Time start = absl::Now();
+  ASSERT_TRUE(workload_->Run(5000, 0).ok());
+  const double elapsed = absl::ToDoubleSeconds(absl::Now() - start);
+  v1::Probe p = Get(resp.probes(0).id());
+  EXPECT_EQ(p.hits(), 5000u);
+  // A bucket of one second's events, refilled at the rate while the loop ran.
+  EXPECT_LE(p.events_emitted(), 20u + static_cast<uint64_t>(20 * elapsed) + 1);
+  EXPECT_GE(p.events_emitted(), 20u);
+  EXPECT_EQ(p.events_emitted() + p.rate_limited() + p.events_dropped(),
+            p.hits());
+}
+
+TEST_P(AgentTest, TtlDetachesByItself) {
+  v1::ProbeSpec add = Spec("xol_target_add");
+  add.set_ttl_seconds(1);
+  v1::AttachResponse resp;
+  ASSERT_TRUE(Attach({add}, &resp).ok());
+  EXPECT_GT(resp.probes(0).expires_at_unix_ns(), 0);
+  ASSERT_TRUE(workload_->Run(10, 0).ok());
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (List().probes_size() > 0 && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  v1::Probe p = Get(resp.probes(0).id());
+  EXPECT_EQ(p.state(), v1::EXPIRED);
+  EXPECT_EQ(p.hits(), 10u);  // final count kept
+  ExpectNothingLeft();
+  ASSERT_TRUE(workload_->Run(10, 0).ok());  // still runs, unprobed
+}
+
+TEST_P(AgentTest, PartialDetachKeepsTheOthersCountingExactly) {
+  v1::AttachResponse resp;
+  ASSERT_TRUE(
+      Attach({Spec("xol_target_add"), Spec("xol_target_other")}, &resp).ok());
+  ASSERT_TRUE(workload_->Run(100, 0).ok());
+  ASSERT_TRUE(Detach({resp.probes(0).id()}).ok());
+  ASSERT_TRUE(workload_->Run(100, 0).ok());
+  EXPECT_EQ(Get(resp.probes(0).id()).state(), v1::DETACHED);
+  EXPECT_EQ(Get(resp.probes(0).id()).hits(), 100u);
+  EXPECT_EQ(Get(resp.probes(1).id()).hits(), 200u);
+  EXPECT_EQ(List().probes_size(), 1);
+  EXPECT_EQ(ConfigMapEntries(agent_->pid()), 1);
+  ASSERT_TRUE(Detach({resp.probes(1).id()}).ok());
+  ExpectNothingLeft();
+}
+
+TEST_P(AgentTest, MetricsOverHttp) {
+  v1::AttachResponse resp;
+  ASSERT_TRUE(Attach({Spec("xol_target_add")}, &resp).ok());
+  ASSERT_TRUE(workload_->Run(321, 0).ok());
+  absl::StatusOr<std::string> body =
+      HttpGet(agent_->metrics_port(), "/metrics");
+  ASSERT_TRUE(body.ok()) << body.status();
+  std::map<std::string, double> m = ParseMetrics(*body);
+  const std::string id = resp.probes(0).id();
+  EXPECT_EQ(
+      m[absl::StrCat("xolfleet_agent_probe_hits_total{probe_id=\"", id, "\"}")],
+      321);
+  EXPECT_EQ(m["xolfleet_agent_hits_total"], 321);
+  EXPECT_EQ(m["xolfleet_agent_attach_duration_seconds_count"], 1);
+  EXPECT_EQ(m["xolfleet_agent_attach_requests_total{result=\"ok\"}"], 1);
+  EXPECT_EQ(m["xolfleet_agent_ringbuf_dropped_events_total"], 0);
+  EXPECT_TRUE(m.count("xolfleet_agent_events_rate_limited_total"));
+  std::string placement = v1::Placement_Name(resp.probes(0).site().placement());
+  EXPECT_EQ(m[absl::StrCat("xolfleet_agent_probes{placement=\"", placement,
+                           "\",state=\"ATTACHED\"}")],
+            1);
+  ASSERT_TRUE(Detach({id}).ok());
+  body = HttpGet(agent_->metrics_port(), "/metrics");
+  ASSERT_TRUE(body.ok());
+  m = ParseMetrics(*body);
+  EXPECT_EQ(m["xolfleet_agent_detach_duration_seconds_count"], 1);
+  EXPECT_EQ(m.count(absl::StrCat("xolfleet_agent_probe_hits_total{probe_id=\"",
+                                 id, "\"}")),
+            0u);
+}
+
+TEST_P(AgentTest, SlowWatcherLosesEventsButCountsThem) {
+  v1::ProbeSpec spin = Spec("xol_target_spin");
+  spin.add_capture(v1::RDI);
+  v1::AttachResponse resp;
+  ASSERT_TRUE(Attach({spin}, &resp).ok());
+  grpc::ClientContext ctx;
+  v1::WatchHitsRequest wreq;
+  wreq.set_max_batch(8);
+  auto reader = agent_->stub().WatchHits(&ctx, wreq);
+  absl::SleepFor(absl::Milliseconds(300));
+  absl::StatusOr<uint64_t> calls = workload_->Spin(0.5);
+  ASSERT_TRUE(calls.ok());
+  const uint64_t hits = Get(resp.probes(0).id()).hits();
+  EXPECT_EQ(hits, *calls);
+  // Read slowly until every event is either received or counted as dropped.
+  uint64_t received = 0, dropped = 0;
+  v1::HitBatch batch;
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  while (received + dropped < hits && absl::Now() < deadline &&
+         reader->Read(&batch)) {
+    received += batch.events_size();
+    dropped = batch.dropped_total();
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  ctx.TryCancel();
+  reader->Finish();
+  EXPECT_EQ(received + dropped, hits);
+  EXPECT_GT(dropped, 0u);  // 64-event queue, a slow reader
+}
+
+// Every bad input: the right code, nothing attached, and the agent keeps
+// serving.
+TEST_P(AgentTest, BadInputsAreRefusedCleanly) {
+  struct Case {
+    std::string what;
+    std::vector<v1::ProbeSpec> specs;
+    grpc::StatusCode code;
+    std::string message_part;
+  };
+  v1::ProbeSpec missing_file = Spec("xol_target_add");
+  missing_file.set_binary_path("/nonexistent/xolfleet/binary");
+  v1::ProbeSpec relative = Spec("xol_target_add");
+  relative.set_binary_path("hit_workload");
+  v1::ProbeSpec empty;
+  v1::ProbeSpec bad_reg = Spec("xol_target_add");
+  bad_reg.add_capture(static_cast<v1::Register>(99));
+  v1::ProbeSpec build_id = Spec("xol_target_add");
+  build_id.set_build_id("0123456789abcdef0123456789abcdef01234567");
+  v1::ProbeSpec bad_build_id = Spec("xol_target_add");
+  bad_build_id.set_build_id("not-hex");
+  v1::ProbeSpec dead_pid = Spec("xol_target_add");
+  dead_pid.set_pid(0x3ffffff0);
+  v1::ProbeSpec other_pid = Spec("xol_target_add");
+  other_pid.set_pid(getpid());  // the test process does not map the workload
+  v1::ProbeSpec past_end = Spec("xol_target_add", 4096);
+  std::vector<v1::ProbeSpec> too_many(kMaxSpecs + 1, Spec("xol_target_add"));
+  const std::vector<Case> cases = {
+      {"missing binary",
+       {missing_file},
+       grpc::StatusCode::NOT_FOUND,
+       "no such file"},
+      {"missing symbol",
+       {Spec("xol_no_such_function")},
+       grpc::StatusCode::NOT_FOUND,
+       "xol_no_such_function"},
+      {"mid-instruction",
+       {Spec("xol_mid_insn", 3)},
+       grpc::StatusCode::INVALID_ARGUMENT,
+       "boundar"},
+      {"past the function", {past_end}, grpc::StatusCode::INVALID_ARGUMENT, ""},
+      {"refused instruction",
+       {Spec("xol_refused_site", 1)},
+       grpc::StatusCode::FAILED_PRECONDITION,
+       "refuses"},
+      {"build-id mismatch",
+       {build_id},
+       grpc::StatusCode::FAILED_PRECONDITION,
+       "build-id"},
+      {"malformed build-id",
+       {bad_build_id},
+       grpc::StatusCode::INVALID_ARGUMENT,
+       "hex"},
+      {"empty spec",
+       {empty},
+       grpc::StatusCode::INVALID_ARGUMENT,
+       "binary_path"},
+      {"relative path",
+       {relative},
+       grpc::StatusCode::INVALID_ARGUMENT,
+       "absolute"},
+      {"bad register",
+       {bad_reg},
+       grpc::StatusCode::INVALID_ARGUMENT,
+       "register"},
+      {"no specs", {}, grpc::StatusCode::INVALID_ARGUMENT, "no specs"},
+      {"oversized request", too_many, grpc::StatusCode::INVALID_ARGUMENT,
+       "split"},
+      {"dead pid", {dead_pid}, grpc::StatusCode::NOT_FOUND, "does not exist"},
+      {"pid not mapping the binary",
+       {other_pid},
+       grpc::StatusCode::FAILED_PRECONDITION,
+       "does not map"},
+      {"one bad spec among good ones",
+       {Spec("xol_target_add"), Spec("xol_target_other"),
+        Spec("xol_mid_insn", 1)},
+       grpc::StatusCode::INVALID_ARGUMENT,
+       "spec[2]"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    v1::AttachResponse resp;
+    grpc::Status st = Attach(c.specs, &resp);
+    EXPECT_EQ(st.error_code(), c.code) << st.error_message();
+    EXPECT_NE(st.error_message().find(c.message_part), std::string::npos)
+        << st.error_message();
+    EXPECT_EQ(resp.probes_size(), 0);
+    ExpectNothingLeft();
+    ExpectStillServing();
+  }
+  // Too many probes: fill up to the limit, then one more batch.
+  std::vector<v1::ProbeSpec> fill(kMaxSpecs, Spec("xol_target_add"));
+  v1::AttachResponse first;
+  ASSERT_TRUE(Attach(fill, &first).ok());
+  std::vector<v1::ProbeSpec> more(kMaxProbes - kMaxSpecs + 1,
+                                  Spec("xol_target_other"));
+  v1::AttachResponse second;
+  grpc::Status st = Attach(more, &second);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+      << st.error_message();
+  EXPECT_NE(st.error_message().find("--max-probes"), std::string::npos);
+  EXPECT_EQ(List().probes_size(), kMaxSpecs);
+  ASSERT_TRUE(workload_->Run(3, 0).ok());
+  EXPECT_EQ(Get(first.probes(0).id()).hits(), 3u);
+  // Unknown ids: NOT_FOUND and nothing detached.
+  st = Detach({first.probes(0).id(), "p999999"});
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(List().probes_size(), kMaxSpecs);
+  v1::DetachRequest all;
+  all.set_all(true);
+  v1::DetachResponse dresp;
+  grpc::ClientContext ctx;
+  ASSERT_TRUE(agent_->stub().Detach(&ctx, all, &dresp).ok());
+  EXPECT_EQ(dresp.detached_ids_size(), kMaxSpecs);
+  ExpectNothingLeft();
+  // Unknown probe in WatchHits.
+  grpc::ClientContext wctx;
+  v1::WatchHitsRequest wreq;
+  wreq.add_probe_ids("p424242");
+  auto reader = agent_->stub().WatchHits(&wctx, wreq);
+  v1::HitBatch b;
+  EXPECT_FALSE(reader->Read(&b));
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::NOT_FOUND);
+  ExpectStillServing();
+}
+
+TEST_P(AgentTest, ClassifyIsADryRun) {
+  v1::ClassifyRequest req;
+  *req.add_sites() = Spec("xol_refused_site", 1);
+  *req.add_sites() = Spec("xol_target_add");
+  v1::ClassifyResponse resp;
+  grpc::ClientContext ctx;
+  ASSERT_TRUE(agent_->stub().Classify(&ctx, req, &resp).ok());
+  ASSERT_EQ(resp.sites_size(), 2);
+  EXPECT_EQ(resp.sites(0).placement(), v1::REFUSED);
+  EXPECT_FALSE(resp.sites(0).reason().empty());
+  EXPECT_NE(resp.sites(1).placement(), v1::REFUSED);
+  ExpectNothingLeft();
+
+  v1::ClassifyRequest all;
+  all.set_all_functions_of(Workload::Path());
+  all.set_profile("linux-6.1");
+  v1::ClassifyResponse allresp;
+  grpc::ClientContext ctx2;
+  ASSERT_TRUE(agent_->stub().Classify(&ctx2, all, &allresp).ok());
+  EXPECT_EQ(allresp.profile(), "linux-6.1");
+  uint64_t total = 0;
+  for (const auto& [k, v] : allresp.totals()) total += v;
+  EXPECT_EQ(total, static_cast<uint64_t>(allresp.sites_size()));
+  EXPECT_GE(allresp.sites_size(), 5);
+
+  v1::ClassifyRequest bad;
+  bad.set_all_functions_of(Workload::Path());
+  bad.set_profile("linux-2.4");
+  grpc::ClientContext ctx3;
+  EXPECT_EQ(agent_->stub().Classify(&ctx3, bad, &allresp).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_P(AgentTest, StoppingTheAgentDetachesEverything) {
+  v1::AttachResponse resp;
+  ASSERT_TRUE(Attach({Spec("xol_target_add")}, &resp).ok());
+  ASSERT_TRUE(workload_->Run(5, 0).ok());
+  EXPECT_EQ(agent_->Stop(), 0);
+  // The probe is gone with the agent: the workload runs unprobed (no trap, no
+  // crash).
+  ASSERT_TRUE(workload_->Run(5, 0).ok());
+  agent_.reset();
+}
+
+INSTANTIATE_TEST_SUITE_P(LinkModes, AgentTest,
+                         ::testing::Values("multi", "perf"),
+                         [](const ::testing::TestParamInfo<std::string>& i) {
+                           return i.param;
+                         });
+
+}  // namespace
+}  // namespace xolfleet::testing
