@@ -40,7 +40,8 @@ bool IsActive(const v1::Probe& p) { return p.state() == v1::ATTACHED; }
 }  // namespace
 
 ReconcilePlan PlanReconcile(const v1::DesiredState& desired, const v1::ListResponse& local,
-                            const std::map<std::string, std::string>& failed) {
+                            const std::map<std::string, std::string>& failed,
+                            const std::map<std::string, absl::Time>& expires, absl::Time now) {
   ReconcilePlan plan;
   std::map<std::string, const v1::DesiredProbeSet*> want;
   for (const auto& s : desired.sets()) want[s.set_id()] = &s;
@@ -85,7 +86,9 @@ ReconcilePlan PlanReconcile(const v1::DesiredState& desired, const v1::ListRespo
       for (auto& [i, ids] : by_index) {
         for (const auto& id : ids) plan.detach.push_back(id);
       }
-      if (expired.count(set_id) && by_index.empty()) {
+      auto exp = expires.find(set_id);
+      bool ttl_over = exp != expires.end() && exp->second <= now;
+      if ((expired.count(set_id) && by_index.empty()) || ttl_over) {
         st.set_state(v1::SET_EXPIRED);
         st.set_status_message("TTL expired on this node");
       } else if (auto f = failed.find(set_id); f != failed.end()) {
@@ -203,6 +206,13 @@ absl::Status ControllerLink::RunStream() {
         }
       } else if (msg.has_desired()) {
         desired_ = msg.desired();
+        expires_.clear();
+        absl::Time now = absl::Now();
+        for (const auto& ds : desired_.sets()) {
+          if (ds.specs_size() > 0 && ds.specs(0).ttl_seconds() > 0) {
+            expires_[ds.set_id()] = now + absl::Seconds(ds.specs(0).ttl_seconds());
+          }
+        }
         dirty_ = true;
       }
     }
@@ -215,6 +225,7 @@ absl::Status ControllerLink::RunStream() {
   absl::Time last_repair = absl::Now();
   while (ok) {
     v1::DesiredState desired;
+    std::map<std::string, absl::Time> expires;
     bool apply = false;
     {
       absl::MutexLock l(&mu_);
@@ -230,10 +241,11 @@ absl::Status ControllerLink::RunStream() {
               (dirty_ || absl::Now() - last_repair >= opts_.repair_interval);
       dirty_ = false;
       desired = desired_;
+      expires = expires_;
     }
     if (apply) last_repair = absl::Now();
     v1::AgentMessage msg;
-    Reconcile(desired, apply, msg.mutable_heartbeat());
+    Reconcile(desired, expires, apply, msg.mutable_heartbeat());
     msg.mutable_heartbeat()->set_desired_generation(desired.generation());
     if (!stream->Write(msg)) break;
   }
@@ -249,10 +261,12 @@ absl::Status ControllerLink::RunStream() {
                       absl::StrCat("controller stream ended: ", st.error_message()));
 }
 
-void ControllerLink::Reconcile(const v1::DesiredState& desired, bool apply,
+void ControllerLink::Reconcile(const v1::DesiredState& desired,
+                               const std::map<std::string, absl::Time>& expires, bool apply,
                                v1::AgentHeartbeat* hb) {
   v1::ListRequest lreq;
-  lreq.set_include_inactive(true);
+  // Active probes only: the inactive history (up to the agent's retention) would be
+  // copied on every pass; expiry comes from the TTLs in the desired state instead.
   absl::Time now = absl::Now();
   for (auto it = failed_.begin(); it != failed_.end();) {
     it = now - it->second.second > opts_.failed_retry ? failed_.erase(it) : std::next(it);
@@ -266,7 +280,7 @@ void ControllerLink::Reconcile(const v1::DesiredState& desired, bool apply,
     status_.last_error = std::string(local.status().message());
     return;
   }
-  ReconcilePlan plan = PlanReconcile(desired, *local, failed);
+  ReconcilePlan plan = PlanReconcile(desired, *local, failed, expires, absl::Now());
   if (apply) {
     if (!plan.detach.empty()) {
       v1::DetachRequest d;

@@ -68,9 +68,14 @@ struct ReconcilePlan {
   std::map<std::string, v1::AgentSetStatus> status;  // per desired set (before attaching)
 };
 
-// Pure: `failed` maps set ids whose Attach failed recently to the error.
+// Pure: `failed` maps set ids whose Attach failed recently to the error; `expires` maps
+// set ids to when their fleet-wide TTL ends (as of receiving the desired state): a set
+// past it is reported EXPIRED and not attached again (its local probes may have expired
+// without being listed: the link lists active probes only, not the inactive history).
 ReconcilePlan PlanReconcile(const v1::DesiredState& desired, const v1::ListResponse& local,
-                            const std::map<std::string, std::string>& failed);
+                            const std::map<std::string, std::string>& failed,
+                            const std::map<std::string, absl::Time>& expires = {},
+                            absl::Time now = absl::InfinitePast());
 
 class ControllerLink {
  public:
@@ -108,7 +113,8 @@ class ControllerLink {
   // One stream's life; returns why it ended.
   absl::Status RunStream();
   // Applies the desired state; fills `hb` with what the node runs now.
-  void Reconcile(const v1::DesiredState& desired, bool apply, v1::AgentHeartbeat* hb);
+  void Reconcile(const v1::DesiredState& desired, const std::map<std::string, absl::Time>& expires,
+                 bool apply, v1::AgentHeartbeat* hb);
 
   const Options opts_;
   AgentApi* const api_;
@@ -119,6 +125,7 @@ class ControllerLink {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   grpc::ClientContext* ctx_ ABSL_GUARDED_BY(mu_) = nullptr;
   v1::DesiredState desired_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, absl::Time> expires_ ABSL_GUARDED_BY(mu_);  // set -> TTL end
   bool dirty_ ABSL_GUARDED_BY(mu_) = false;
   bool stream_done_ ABSL_GUARDED_BY(mu_) = false;
   absl::Duration interval_ ABSL_GUARDED_BY(mu_) = absl::Seconds(1);

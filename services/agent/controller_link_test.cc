@@ -346,5 +346,19 @@ TEST(PlanReconcile, ExpiredAndFailedSetsAreNotRetried) {
   EXPECT_EQ(plan.status["ps-bad"].state(), v1::SET_FAILED);
 }
 
+TEST(PlanReconcile, SetPastItsTtlIsNotReattached) {
+  v1::DesiredState d;
+  auto* s = d.add_sets();
+  s->set_set_id("ps-ttl");
+  *s->add_specs() = Spec("/bin/sh", "a");
+  absl::Time now = absl::Now();
+  ReconcilePlan later =
+      PlanReconcile(d, v1::ListResponse(), {}, {{"ps-ttl", now + absl::Seconds(5)}}, now);
+  EXPECT_EQ(later.attach.size(), 1u);
+  ReconcilePlan over = PlanReconcile(d, v1::ListResponse(), {}, {{"ps-ttl", now}}, now);
+  EXPECT_TRUE(over.attach.empty());
+  EXPECT_EQ(over.status["ps-ttl"].state(), v1::SET_EXPIRED);
+}
+
 }  // namespace
 }  // namespace xolfleet
