@@ -121,6 +121,19 @@ int main(int argc, char** argv) {
         fprintf(stderr, "detach: %s\n", s.error_message().c_str());
         return 1;
       }
+      // Untimed: let every agent apply the detach, so the next timed attach does not
+      // compete with it.
+      absl::Time settle_end = absl::Now() + absl::Seconds(10);
+      for (bool settled = false; !settled && absl::Now() < settle_end;) {
+        grpc::ClientContext lctx;
+        v1::ListAgentsResponse agents;
+        if (!stub->ListAgents(&lctx, v1::ListAgentsRequest(), &agents).ok()) break;
+        settled = true;
+        for (const auto& a : agents.agents()) {
+          settled &= a.health() != v1::AGENT_UP || a.probes_attached() == a.sets_desired();
+        }
+        if (!settled) absl::SleepFor(absl::Milliseconds(10));
+      }
     }
   }
   std::sort(ms.begin(), ms.end());

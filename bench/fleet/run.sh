@@ -85,7 +85,7 @@ log "idle: controller CPU ${idle_cpu}% of one core, RSS ${idle_rss} KiB"
 BASE_SETS=20
 log "$BASE_SETS standing probe sets on every agent (kept through the restarts)"
 bench --mode=attach --rounds=$BASE_SETS --detach_after=false --timeout=600 >/dev/null
-log "attach rounds: $ROUNDS to all $AGENTS agents, no canary (each set detached after)"
+log "attach rounds: $ROUNDS to all $AGENTS agents, no canary (each set detached after, untimed)"
 agents_ticks() { for p in "${PIDS[@]}"; do cpu_ticks "$p"; done | awk '{s += $1} END {print s}'; }
 c0=$(cpu_ticks $CTL_PID); a0=$(agents_ticks); w0=$(date +%s.%N)
 attach=$(bench --mode=attach --rounds="$ROUNDS" --timeout=600)
@@ -124,7 +124,7 @@ agent_rss=$(for p in "${PIDS[@]:0:5}"; do rss_kib "$p"; done | awk '{s += $1} EN
   echo "reconverge_after_kill9_s         ${reconv[*]}   (3 runs; controller start -> all $AGENTS up and converged, $sets sets each)"
   echo "controller_cpu_idle_pct          $idle_cpu   (of one core; $AGENTS agents heartbeating)"
   echo "controller_cpu_attach_pct        $attach_cpu   (of one core, during the $ROUNDS attach rounds)"
-  echo "cpu_per_attach_round             $per_round   (each round: attach + detach, both pushed to every agent)"
+  echo "cpu_per_attach_round             $per_round   (each round: attach + detach, both pushed to every agent; wall time includes the untimed detach)"
   echo "controller_rss_kib               idle=$idle_rss after_attaches=$busy_rss after_restarts=$final_rss"
   echo "sim_agent_rss_kib_avg            $agent_rss"
 } | tee "$OUT"
