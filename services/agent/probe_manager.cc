@@ -278,6 +278,7 @@ absl::StatusOr<v1::AttachResponse> ProbeManager::Attach(
     return st;
   }
 
+  const absl::Time resolved_at = absl::Now();
   absl::MutexLock l(&mu_);
   const size_t n = resolved.size();
   if (n > free_slots_.size()) {
@@ -386,6 +387,16 @@ absl::StatusOr<v1::AttachResponse> ProbeManager::Attach(
                                      " probes): ", link_status.message()));
   }
 
+  if (n >= 100) {
+    // Large batches: say where the time went (the kernel's share grows with the
+    // number of processes mapping each binary: it writes the breakpoint into
+    // every one of them).
+    const absl::Time linked_at = absl::Now();
+    Log("attached ", n, " probes as ", groups.size(),
+        " link group(s): resolve+classify ",
+        absl::FormatDuration(resolved_at - start), ", kernel links ",
+        absl::FormatDuration(linked_at - resolved_at));
+  }
   v1::AttachResponse resp;
   resp.set_link_kind(program_->link_mode() == LinkMode::kMulti ? "uprobe_multi"
                                                                : "perf_event");
@@ -417,6 +428,8 @@ void ProbeManager::FillCountersLocked(const ProbeRecord& r,
 void ProbeManager::DetachLocked(const std::vector<std::string>& ids,
                                 v1::ProbeState state, const std::string& why) {
   std::vector<std::shared_ptr<LinkGroup>> touched;
+  absl::flat_hash_set<const LinkGroup*> touched_set;
+  absl::flat_hash_set<std::string> gone;
   for (const std::string& id : ids) {
     auto it = active_.find(id);
     if (it == active_.end()) continue;
@@ -429,12 +442,8 @@ void ProbeManager::DetachLocked(const std::vector<std::string>& ids,
     final_state.set_status_message(why);
     (void)program_->ResetCounters(r.slot);
     hub_->UnrouteSlot(r.slot);
-    auto& members = r.group->probe_ids;
-    members.erase(std::remove(members.begin(), members.end(), id),
-                  members.end());
-    if (std::find(touched.begin(), touched.end(), r.group) == touched.end()) {
-      touched.push_back(r.group);
-    }
+    gone.insert(id);
+    if (touched_set.insert(r.group.get()).second) touched.push_back(r.group);
     free_slots_.push_back(r.slot);
     active_.erase(it);
     kernel_placement_.erase(id);
@@ -443,6 +452,12 @@ void ProbeManager::DetachLocked(const std::vector<std::string>& ids,
       inactive_.pop_front();
   }
   for (const auto& g : touched) {
+    auto& members = g->probe_ids;
+    members.erase(std::remove_if(members.begin(), members.end(),
+                                 [&gone](const std::string& m) {
+                                   return gone.contains(m);
+                                 }),
+                  members.end());
     if (g->probe_ids.empty()) {
       g->attachment
           .reset();  // closes the link(s): the kernel removes the uprobes
@@ -516,6 +531,10 @@ absl::StatusOr<v1::DetachResponse> ProbeManager::Detach(
     DetachLocked(ids, v1::DETACHED, "detached on request");
   }
   for (const std::string& id : ids) resp.add_detached_ids(id);
+  if (ids.size() >= 100) {
+    Log("detached ", ids.size(), " probes in ",
+        absl::FormatDuration(absl::Now() - start));
+  }
   if (observer_ != nullptr)
     observer_->OnDetach(absl::Now() - start, ids.size());
   return resp;

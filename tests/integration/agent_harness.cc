@@ -210,7 +210,15 @@ absl::Status Workload::Run(uint64_t n, uint64_t base) {
 }
 
 absl::StatusOr<uint64_t> Workload::Spin(double seconds) {
-  absl::StatusOr<std::string> r = Command(absl::StrCat("spin ", seconds));
+  return Calls(absl::StrCat("spin ", seconds));
+}
+
+absl::StatusOr<uint64_t> Workload::Fast(double seconds) {
+  return Calls(absl::StrCat("fast ", seconds));
+}
+
+absl::StatusOr<uint64_t> Workload::Calls(const std::string& command) {
+  absl::StatusOr<std::string> r = Command(command);
   if (!r.ok()) return r.status();
   uint64_t n = 0;
   absl::string_view v = *r;

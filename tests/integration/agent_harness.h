@@ -66,9 +66,12 @@ class Workload {
   absl::Status Run(uint64_t n, uint64_t base);
   // Calls xol_target_spin as fast as it can; returns the number of calls.
   absl::StatusOr<uint64_t> Spin(double seconds);
+  // The same with xol_target_fast, whose first instruction (push) is emulated.
+  absl::StatusOr<uint64_t> Fast(double seconds);
 
  private:
   absl::StatusOr<std::string> Command(const std::string& line);
+  absl::StatusOr<uint64_t> Calls(const std::string& command);
   pid_t pid_ = -1;
   int to_ = -1;
   FILE* from_ = nullptr;

@@ -8,7 +8,8 @@
 //   "spin SECONDS": calls xol_target_spin(i) as fast as it can for SECONDS,
 //   prints
 //                   "done <calls>"
-//   "quit":         exits 0 (so does end of input)
+//   "fast SECONDS": the same with xol_target_fast (its first instruction is
+//   emulated) "quit":         exits 0 (so does end of input)
 //
 // Built -O1 with noinline functions and symbols kept: every call is a real call
 // at a known address, and the first argument is in %rdi at the function entry.
@@ -48,7 +49,19 @@ __asm__(
     "xol_mid_insn:\n"
     "  movabs $0x1122334455667788, %rax\n"  // +0..+9
     "  ret\n"                               // +10
-    ".size xol_mid_insn, .-xol_mid_insn\n");
+    ".size xol_mid_insn, .-xol_mid_insn\n"
+    // Starts with push: emulated by every kernel (one trap per hit), for
+    // throughput.
+    ".globl xol_target_fast\n"
+    ".type xol_target_fast, @function\n"
+    "xol_target_fast:\n"
+    "  push %rbp\n"
+    "  mov %rdi, %rax\n"
+    "  pop %rbp\n"
+    "  ret\n"
+    ".size xol_target_fast, .-xol_target_fast\n");
+
+uint64_t xol_target_fast(uint64_t x);
 
 static double now_s(void) {
   struct timespec ts;
@@ -74,6 +87,13 @@ int main(void) {
       double end = now_s() + secs;
       while (now_s() < end) {
         for (int k = 0; k < 1000; ++k) xol_target_spin(calls++);
+      }
+      printf("done %llu\n", (unsigned long long)calls);
+    } else if (sscanf(line, "fast %lf", &secs) == 1) {
+      uint64_t calls = 0;
+      double end = now_s() + secs;
+      while (now_s() < end) {
+        for (int k = 0; k < 1000; ++k) xol_target_fast(calls++);
       }
       printf("done %llu\n", (unsigned long long)calls);
     } else if (strncmp(line, "quit", 4) == 0) {
