@@ -10,7 +10,7 @@ PKGS=(
   # kernel + VM
   linux-source-6.1 bc flex bison cpio busybox-static qemu-system-x86 ccache xz-utils
   # tests + benchmarks
-  prometheus bpftrace iproute2 openssl curl python3 procps
+  prometheus bpftrace iproute2 openssl curl python3 python3-yaml procps
 )
 missing=()
 for p in "${PKGS[@]}"; do
