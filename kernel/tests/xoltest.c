@@ -1169,17 +1169,26 @@ static void test_coredump(void)
 	for (int k = 0; k < n; k++) {
 		struct rlimit rl = { RLIM_INFINITY, RLIM_INFINITY };
 		unsigned long lo, hi, rip;
-		char path[64];
-		int st;
-		pid_t pid = fork();
+		char path[64], c;
+		int st, pfd[2];
+		pid_t pid;
 
+		if (pipe(pfd))
+			break;
+		pid = fork();
 		if (pid == 0) {
 			setrlimit(RLIMIT_CORE, &rl);
+			close(pfd[0]);
+			close(pfd[1]);	/* ready: the parent's read returns */
 			for (long i = 0;; i++)
 				for (int c = 0; c < NCALLS; c++)
 					if (!(calls[c].flags & LOCKED))
 						calls[c].fn(i % NARG);
 		}
+		close(pfd[1]);
+		while (read(pfd[0], &c, 1) < 0 && errno == EINTR)
+			;
+		close(pfd[0]);
 		usleep(20000 + k * 3000);
 		pid_xol_range(pid, &lo, &hi);
 		kill(pid, SIGQUIT);
@@ -1202,6 +1211,56 @@ static void test_coredump(void)
 	note("%s: %d core dumps, signals_deferred +%lu", name, dumps, a[ST_SIGDEF] - b[ST_SIGDEF]);
 	if (dumps < n || bad)
 		fail(name, "%d/%d dumps, %d bad: %s", dumps, n, bad, why);
+	else
+		pass(name);
+}
+
+/* ---- test: placement is UNKNOWN until the file is mapped ------------------ */
+static void test_unknown(void)
+{
+	const char *name = boost ? "placement_unknown_until_mapped_boost_on" :
+				   "placement_unknown_until_mapped_boost_off";
+	const char *copy = "/tmp/xoltest.copy";
+	char cmd[256], key[64], before[32] = "", after[32] = "", *p;
+	unsigned long off = file_offset(s_mov);
+	struct stat stbuf;
+	int in, out, st;
+	ssize_t n;
+	pid_t pid;
+
+	/* a copy of this binary that no process maps yet */
+	in = open(exe, O_RDONLY);
+	out = open(copy, O_WRONLY | O_CREAT | O_TRUNC, 0755);
+	while (in >= 0 && out >= 0 && (n = read(in, cmd, sizeof(cmd))) > 0)
+		if (write(out, cmd, n) != n)
+			break;
+	close(in);
+	close(out);
+	stat(copy, &stbuf);
+	snprintf(cmd, sizeof(cmd), "p:xt/unk %s:0x%lx\n", copy, off);
+	if (write_file(TRACEFS "/uprobe_events", cmd, O_APPEND) || probe_enable("unk", 1)) {
+		fail(name, "cannot place a probe on %s", copy);
+		return;
+	}
+	snprintf(key, sizeof(key), "%lu 0x%lx ", (unsigned long)stbuf.st_ino, off);
+	p = strstr(read_file(PLACEMENTS), key);
+	if (p)
+		sscanf(p + strlen(key), "%31s", before);
+	pid = fork();
+	if (pid == 0) {
+		execl(copy, copy, "child", NULL);
+		_exit(127);
+	}
+	waitpid(pid, &st, 0);
+	p = strstr(read_file(PLACEMENTS), key);
+	if (p)
+		sscanf(p + strlen(key), "%31s", after);
+	probe_enable("unk", 0);
+	write_file(TRACEFS "/uprobe_events", "-:xt/unk\n", O_APPEND);
+	unlink(copy);
+	if (strcmp(before, "UNKNOWN") || strcmp(after, boost ? "BOOSTED" : "SINGLE_STEP") ||
+	    !WIFEXITED(st) || WEXITSTATUS(st))
+		fail(name, "before exec '%s', after '%s', child status %#x", before, after, st);
 	else
 		pass(name);
 }
@@ -1380,6 +1439,7 @@ int main(int argc, char **argv)
 		test_fault();
 		test_uretprobe();
 		test_stress();
+		test_unknown();		/* after test_stress(): needs the base file */
 		test_many_threads();
 		test_ptrace();
 		test_coredump();
