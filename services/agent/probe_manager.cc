@@ -1,6 +1,7 @@
 #include "services/agent/probe_manager.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -407,6 +408,9 @@ absl::StatusOr<v1::AttachResponse> ProbeManager::Attach(
     active_.emplace(std::move(id), std::move(r));
   }
   finish(true, n);
+  // Resolving a large batch reads whole ELF files; give that memory back to the
+  // system.
+  if (n >= 1000) malloc_trim(0);
   return resp;
 }
 
@@ -619,7 +623,9 @@ absl::StatusOr<v1::ClassifyResponse> ProbeManager::Classify(
     }
     profile = *p;
   }
-  return ClassifySites(req, profile);
+  absl::StatusOr<v1::ClassifyResponse> resp = ClassifySites(req, profile);
+  malloc_trim(0);  // the ELF files read for it can be large (libgrpc: ~10 MB)
+  return resp;
 }
 
 absl::StatusOr<v1::NodeInfo> ProbeManager::GetNodeInfo() {
