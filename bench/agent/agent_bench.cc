@@ -144,10 +144,27 @@ double Bpftrace(const std::vector<Site>& sites) {
   return secs;
 }
 
+void AttachBenchmarks();
+int WatchBenchmark(double spin_seconds);
+
+// The agent's own account of its last large attach and detach (log lines).
+std::string AgentSplit(AgentProcess& agent) {
+  std::string log = agent.log(), att, det;
+  std::istringstream in(log);
+  for (std::string line; std::getline(in, line);) {
+    size_t z = line.find("Z ");
+    if (z == std::string::npos) continue;
+    std::string msg = line.substr(z + 2);
+    if (msg.rfind("attached ", 0) == 0) att = msg;
+    if (msg.rfind("detached ", 0) == 0) det = msg;
+  }
+  return att + "; " + det;
+}
+
 std::string Sec(double s) { return absl::StrFormat("%.3f s", s); }
 std::string Ms(double s) { return absl::StrFormat("%.3f ms", s * 1e3); }
 
-int Main(double spin_seconds) {
+int Main(double spin_seconds, bool only_watch) {
   if (geteuid() != 0) Die("needs root (uprobes, BPF)");
   std::string release;
   {
@@ -157,6 +174,11 @@ int Main(double spin_seconds) {
   Row("host kernel", release,
       absl::StrCat(std::thread::hardware_concurrency(), " CPUs"));
 
+  if (!only_watch) AttachBenchmarks();
+  return WatchBenchmark(spin_seconds);
+}
+
+void AttachBenchmarks() {
   absl::StatusOr<std::unique_ptr<AgentProcess>> agent =
       AgentProcess::Start({"--link-mode=multi", "--max-probes=20000"});
   if (!agent.ok()) Die(std::string(agent.status().message()));
@@ -206,6 +228,8 @@ int Main(double spin_seconds) {
   Row("agent uprobe_multi: 1,000 libc probes, detach (median of 3)",
       Ms(det[1]));
   double per1000 = (att[1] + det[1]) / 1000;
+  std::cout << "    agent log: " << AgentSplit(**agent) << std::endl;
+  rows.push_back("    agent log: " + AgentSplit(**agent));
   Row("  attach+detach per probe", Ms(per1000),
       absl::StrFormat("%.0fx bpftrace's per-probe cost",
                       (bt100 / 100) / per1000));
@@ -236,6 +260,8 @@ int Main(double spin_seconds) {
                    " libc, ", ncxx, " libstdc++, ", ngrpc, " libgrpc), attach"),
       Ms(t10k.attach_s), "one request, 3 multi links");
   Row("  detach", Ms(t10k.detach_s));
+  std::cout << "    agent log: " << AgentSplit(**agent) << std::endl;
+  rows.push_back("    agent log: " + AgentSplit(**agent));
   Row("  attach+detach total", Sec(t10k.attach_s + t10k.detach_s),
       absl::StrCat(
           Ms((t10k.attach_s + t10k.detach_s) / t10k.attached), "/probe, ",
@@ -247,13 +273,14 @@ int Main(double spin_seconds) {
       absl::StrFormat("%.1f / %.1f MiB", rss_before / 1024.0,
                       rss_with / 1024.0));
   agent->reset();
+}
 
+int WatchBenchmark(double spin_seconds) {
   // WatchHits throughput: one capturing probe on an emulated site, a client
   // reading as fast as it can, and every event either received or counted as
   // dropped.
-  absl::StatusOr<std::unique_ptr<AgentProcess>> wagent =
-      AgentProcess::Start({"--link-mode=multi", "--ringbuf-mib=64",
-                           "--watch-queue-events=1048576"});
+  absl::StatusOr<std::unique_ptr<AgentProcess>> wagent = AgentProcess::Start(
+      {"--link-mode=multi", "--ringbuf-mib=64", "--watch-queue-events=262144"});
   if (!wagent.ok()) Die(std::string(wagent.status().message()));
   absl::StatusOr<std::unique_ptr<Workload>> wl = Workload::Start();
   if (!wl.ok()) Die(std::string(wl.status().message()));
@@ -286,18 +313,29 @@ int Main(double spin_seconds) {
       dropped = b.dropped_total();
     }
   });
-  absl::SleepFor(absl::Milliseconds(300));
-  absl::StatusOr<uint64_t> calls = (*wl)->Fast(spin_seconds);
-  if (!calls.ok()) Die("workload");
-  v1::Probe p;
-  absl::Time deadline = absl::Now() + absl::Seconds(30);
-  for (;;) {
+  auto list_probe = [&]() {
     v1::ListRequest lreq;
     v1::ListResponse lresp;
     grpc::ClientContext lctx;
     (*wagent)->stub().List(&lctx, lreq, &lresp);
-    p = lresp.probes(0);
-    if (received + dropped >= p.events_emitted() + p.events_dropped() ||
+    return lresp.probes(0);
+  };
+  // Warm up until the stream is registered (events before that are not this
+  // stream's), then take the baseline: produced = hits from here on.
+  while (received == 0) {
+    if (!(*wl)->Fast(0.01).ok()) Die("workload");
+  }
+  absl::SleepFor(absl::Milliseconds(200));
+  const uint64_t hits0 = list_probe().hits(), received0 = received,
+                 dropped0 = dropped;
+  first_event = absl::InfiniteFuture();
+  absl::StatusOr<uint64_t> calls = (*wl)->Fast(spin_seconds);
+  if (!calls.ok()) Die("workload");
+  v1::Probe p;
+  absl::Time deadline = absl::Now() + absl::Seconds(60);
+  for (;;) {
+    p = list_probe();
+    if (received + dropped - received0 - dropped0 >= p.hits() - hits0 ||
         absl::Now() > deadline) {
       break;
     }
@@ -307,18 +345,20 @@ int Main(double spin_seconds) {
   client.join();
   reader->Finish();
   double stream_s = absl::ToDoubleSeconds(last_event - first_event);
-  Row("WatchHits: probe hits (= events produced)", absl::StrCat(p.hits()),
-      absl::StrFormat("workload made %llu calls in %.1f s", *calls,
-                      spin_seconds));
-  Row("  events received by the client", absl::StrCat(received.load()),
+  const uint64_t produced = p.hits() - hits0;
+  const uint64_t got = received - received0, lost = dropped - dropped0;
+  Row("WatchHits: events produced (probe hits, capture rdi)",
+      absl::StrCat(produced),
+      absl::StrFormat("workload made %llu calls in %.1f s (emulated site)",
+                      *calls, spin_seconds));
+  Row("  events received by the client", absl::StrCat(got),
       absl::StrFormat("%.0f events/s over %.2f s",
-                      received / std::max(stream_s, 1e-9), stream_s));
+                      got / std::max(stream_s, 1e-9), stream_s));
   Row("  dropped_total reported (ring buffer + slow client)",
-      absl::StrCat(dropped.load()),
+      absl::StrCat(lost),
       absl::StrCat("kernel ring-buffer drops ", p.events_dropped()));
-  Row("  received + dropped == produced",
-      received + dropped == p.hits() ? "yes" : "NO",
-      absl::StrCat(received + dropped, " vs ", p.hits()));
+  Row("  received + dropped == produced", got + lost == produced ? "yes" : "NO",
+      absl::StrCat(got + lost, " vs ", produced));
   return 0;
 }
 
@@ -333,7 +373,10 @@ int main(int argc, char** argv) {
     if (a.rfind("--spin-seconds=", 0) == 0) spin = std::stod(a.substr(15));
     if (a.rfind("--out=", 0) == 0) out = a.substr(6);
   }
-  int rc = xolfleet::testing::Main(spin);
+  bool only_watch = false;
+  for (int i = 1; i < argc; ++i)
+    only_watch |= std::string(argv[i]) == "--only-watch";
+  int rc = xolfleet::testing::Main(spin, only_watch);
   if (!out.empty()) {
     std::ofstream f(out);
     f << "# bench/agent/run.sh on "

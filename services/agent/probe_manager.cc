@@ -356,18 +356,32 @@ absl::StatusOr<v1::AttachResponse> ProbeManager::Attach(
   }
   absl::flat_hash_map<std::string, size_t> index_of;
   for (size_t i = 0; i < n; ++i) index_of[records[i].probe.id()] = i;
-  absl::Status link_status;
-  for (const auto& g : groups) {
-    std::vector<uint64_t> offsets, cookies;
-    for (const std::string& id : g->probe_ids) {
+  // Everything that allocates is done before the links go live: a link on libc
+  // or libstdc++ makes the agent's own calls into them trap as well.
+  std::vector<std::vector<uint64_t>> offsets(groups.size()),
+      cookies(groups.size());
+  for (size_t k = 0; k < groups.size(); ++k) {
+    for (const std::string& id : groups[k]->probe_ids) {
       const ProbeRecord& r = records[index_of[id]];
-      offsets.push_back(r.probe.site().file_offset());
-      cookies.push_back(XOL_COOKIE(r.generation, r.slot));
+      offsets[k].push_back(r.probe.site().file_offset());
+      cookies[k].push_back(XOL_COOKIE(r.generation, r.slot));
     }
+  }
+  v1::AttachResponse resp;
+  resp.set_link_kind(program_->link_mode() == LinkMode::kMulti ? "uprobe_multi"
+                                                               : "perf_event");
+  for (const ProbeRecord& r : records) {
+    *resp.add_probes() = r.probe;
+    hub_->RouteSlot(r.slot, r.generation, r.num);
+  }
+  active_.reserve(active_.size() + n);
+  absl::Status link_status;
+  for (size_t k = 0; k < groups.size(); ++k) {
+    LinkGroup* g = groups[k].get();
     absl::StatusOr<std::unique_ptr<Attachment>> att =
         program_->link_mode() == LinkMode::kMulti
-            ? AttachMulti(*program_, g->path, offsets, cookies, g->pid)
-            : AttachPerf(*program_, g->path, offsets, cookies, g->pid);
+            ? AttachMulti(*program_, g->path, offsets[k], cookies[k], g->pid)
+            : AttachPerf(*program_, g->path, offsets[k], cookies[k], g->pid);
     if (!att.ok()) {
       link_status = att.status();
       break;
@@ -378,6 +392,7 @@ absl::StatusOr<v1::AttachResponse> ProbeManager::Attach(
     // Roll back: every link of this request, then every map entry and slot.
     for (const auto& g : groups) g->attachment.reset();
     for (const ProbeRecord& r : records) {
+      hub_->UnrouteSlot(r.slot);
       (void)program_->DeleteConfig(r.slot);
       (void)program_->ResetCounters(r.slot);
       free_slots_.push_back(r.slot);
@@ -398,12 +413,7 @@ absl::StatusOr<v1::AttachResponse> ProbeManager::Attach(
         absl::FormatDuration(resolved_at - start), ", kernel links ",
         absl::FormatDuration(linked_at - resolved_at));
   }
-  v1::AttachResponse resp;
-  resp.set_link_kind(program_->link_mode() == LinkMode::kMulti ? "uprobe_multi"
-                                                               : "perf_event");
   for (ProbeRecord& r : records) {
-    hub_->RouteSlot(r.slot, r.generation, r.num);
-    *resp.add_probes() = r.probe;
     std::string id = r.probe.id();
     active_.emplace(std::move(id), std::move(r));
   }
@@ -431,13 +441,35 @@ void ProbeManager::FillCountersLocked(const ProbeRecord& r,
 
 void ProbeManager::DetachLocked(const std::vector<std::string>& ids,
                                 v1::ProbeState state, const std::string& why) {
-  std::vector<std::shared_ptr<LinkGroup>> touched;
-  absl::flat_hash_set<const LinkGroup*> touched_set;
-  absl::flat_hash_set<std::string> gone;
+  // Links that lose every member are closed first, before the per-probe
+  // bookkeeping: while a link on libc or libstdc++ is live the agent's own
+  // calls into those libraries trap too, and a 10,000-probe detach did most of
+  // its work under its own probes.
+  absl::flat_hash_map<const LinkGroup*, size_t> leaving;
+  std::vector<ProbeRecord*> records;
+  records.reserve(ids.size());
   for (const std::string& id : ids) {
     auto it = active_.find(id);
     if (it == active_.end()) continue;
-    ProbeRecord& r = it->second;
+    records.push_back(&it->second);
+    ++leaving[it->second.group.get()];
+  }
+  std::vector<std::shared_ptr<LinkGroup>> partial;
+  for (ProbeRecord* r : records) {
+    LinkGroup* g = r->group.get();
+    auto lit = leaving.find(g);
+    if (lit == leaving.end()) continue;  // already handled
+    if (lit->second == g->probe_ids.size()) {
+      g->attachment
+          .reset();  // closes the link(s): the kernel removes the uprobes
+    } else {
+      partial.push_back(r->group);
+    }
+    leaving.erase(lit);
+  }
+  absl::flat_hash_set<std::string> gone;
+  for (ProbeRecord* rp : records) {
+    ProbeRecord& r = *rp;
     // Config first: from here on the program ignores hits of this slot.
     (void)program_->DeleteConfig(r.slot);
     v1::Probe final_state = r.probe;
@@ -446,28 +478,24 @@ void ProbeManager::DetachLocked(const std::vector<std::string>& ids,
     final_state.set_status_message(why);
     (void)program_->ResetCounters(r.slot);
     hub_->UnrouteSlot(r.slot);
-    gone.insert(id);
-    if (touched_set.insert(r.group.get()).second) touched.push_back(r.group);
     free_slots_.push_back(r.slot);
-    active_.erase(it);
+    const std::string id = r.probe.id();
+    gone.insert(id);
     kernel_placement_.erase(id);
     inactive_.push_back(std::move(final_state));
-    while (inactive_.size() > options_.inactive_retention)
+    while (inactive_.size() > options_.inactive_retention) {
       inactive_.pop_front();
+    }
+    active_.erase(id);  // destroys r (and drops its reference to the group)
   }
-  for (const auto& g : touched) {
+  for (const auto& g : partial) {
     auto& members = g->probe_ids;
     members.erase(std::remove_if(members.begin(), members.end(),
                                  [&gone](const std::string& m) {
                                    return gone.contains(m);
                                  }),
                   members.end());
-    if (g->probe_ids.empty()) {
-      g->attachment
-          .reset();  // closes the link(s): the kernel removes the uprobes
-    } else {
-      RelinkLocked(g.get());
-    }
+    RelinkLocked(g.get());
   }
 }
 
