@@ -41,8 +41,9 @@ ABSL_FLAG(
 ABSL_FLAG(uint32_t, max_probes, 100000, "most probes attached at once");
 ABSL_FLAG(uint32_t, max_specs_per_request, 20000,
           "most specs in one Attach request");
-ABSL_FLAG(uint32_t, ringbuf_mib, 16,
-          "hit-event ring buffer size in MiB (power of two)");
+ABSL_FLAG(uint32_t, ringbuf_mib, 4,
+          "hit-event ring buffer size in MiB (power of two); counts twice in "
+          "RSS (the kernel maps the data area twice for wrap-around)");
 ABSL_FLAG(uint32_t, watch_queue_events, 65536,
           "events queued per WatchHits stream before that stream drops (and "
           "counts) events");
