@@ -31,7 +31,7 @@ constexpr size_t kMaxFailuresInMessage = 8;
 
 int64_t UnixNanos(absl::Time t) { return absl::ToUnixNanos(t); }
 
-std::string DescribeSpec(size_t i, const v1::ProbeSpec& s) {
+std::string DescribeSpec(size_t i, const v1::ProbeSpec &s) {
   std::string where =
       s.symbol().empty()
           ? absl::StrCat("file offset 0x", absl::Hex(s.offset()))
@@ -41,7 +41,7 @@ std::string DescribeSpec(size_t i, const v1::ProbeSpec& s) {
                       s.pid() ? absl::StrCat(" pid ", s.pid()) : "");
 }
 
-absl::Status ValidateSpec(const v1::ProbeSpec& s) {
+absl::Status ValidateSpec(const v1::ProbeSpec &s) {
   if (s.binary_path().empty()) {
     return absl::InvalidArgumentError(
         "binary_path is empty: name the ELF file to probe");
@@ -62,7 +62,7 @@ absl::Status ValidateSpec(const v1::ProbeSpec& s) {
     return absl::InvalidArgumentError(
         absl::StrCat(s.labels_size(), " labels, at most ", kMaxLabels));
   }
-  for (const auto& [k, v] : s.labels()) {
+  for (const auto &[k, v] : s.labels()) {
     if (k.empty() || k.size() > kMaxLabelBytes || v.size() > kMaxLabelBytes) {
       return absl::InvalidArgumentError(
           absl::StrCat("label keys must be 1..", kMaxLabelBytes,
@@ -82,8 +82,8 @@ absl::Status ValidateSpec(const v1::ProbeSpec& s) {
 
 // NOT_FOUND if the process does not exist; FAILED_PRECONDITION if it does not
 // map the file (a probe filtered to it could never fire).
-absl::Status CheckPidMapsFile(int pid, const std::string& path,
-                              const struct stat& st) {
+absl::Status CheckPidMapsFile(int pid, const std::string &path,
+                              const struct stat &st) {
   if (kill(pid, 0) != 0 && errno == ESRCH) {
     return absl::NotFoundError(
         absl::StrCat("process ", pid, " does not exist"));
@@ -98,9 +98,11 @@ absl::Status CheckPidMapsFile(int pid, const std::string& path,
     // address perms offset dev inode path
     std::vector<absl::string_view> f =
         absl::StrSplit(line, ' ', absl::SkipEmpty());
-    if (f.size() < 5) continue;
+    if (f.size() < 5)
+      continue;
     uint64_t ino = 0;
-    if (!absl::SimpleAtoi(f[4], &ino) || ino != st.st_ino) continue;
+    if (!absl::SimpleAtoi(f[4], &ino) || ino != st.st_ino)
+      continue;
     std::vector<absl::string_view> dev = absl::StrSplit(f[3], ':');
     unsigned int maj = 0, min = 0;
     if (dev.size() == 2 && absl::SimpleHexAtoi(dev[0], &maj) &&
@@ -115,24 +117,23 @@ absl::Status CheckPidMapsFile(int pid, const std::string& path,
                    "or the library path it loads)"));
 }
 
-}  // namespace
+} // namespace
 
 struct ProbeManager::Resolved {
   ResolvedSite site;
   uint64_t inode = 0;
 };
 
-ProbeManager::ProbeManager(const Options& options,
+ProbeManager::ProbeManager(const Options &options,
                            std::unique_ptr<ProbeProgram> program,
-                           KernelInfo kernel, HitHub* hub)
-    : options_(options),
-      program_(std::move(program)),
-      kernel_(std::move(kernel)),
-      hub_(hub) {}
+                           KernelInfo kernel, HitHub *hub)
+    : options_(options), program_(std::move(program)),
+      kernel_(std::move(kernel)), hub_(hub) {}
 
-absl::StatusOr<std::unique_ptr<ProbeManager>> ProbeManager::Create(
-    const Options& options, std::unique_ptr<ProbeProgram> program,
-    KernelInfo kernel, HitHub* hub) {
+absl::StatusOr<std::unique_ptr<ProbeManager>>
+ProbeManager::Create(const Options &options,
+                     std::unique_ptr<ProbeProgram> program, KernelInfo kernel,
+                     HitHub *hub) {
   if (program == nullptr || hub == nullptr) {
     return absl::InvalidArgumentError(
         "ProbeManager needs a program and a hit hub");
@@ -144,7 +145,8 @@ absl::StatusOr<std::unique_ptr<ProbeManager>> ProbeManager::Create(
     uint32_t n = m->program_->max_probes();
     m->slot_generation_.assign(n, 0);
     m->free_slots_.reserve(n);
-    for (uint32_t i = n; i > 0; --i) m->free_slots_.push_back(i - 1);
+    for (uint32_t i = n; i > 0; --i)
+      m->free_slots_.push_back(i - 1);
   }
   m->expiry_thread_ = std::thread([p = m.get()] { p->ExpiryLoop(); });
   return m;
@@ -155,27 +157,29 @@ ProbeManager::~ProbeManager() {
     absl::MutexLock l(&mu_);
     stopping_ = true;
   }
-  if (expiry_thread_.joinable()) expiry_thread_.join();
+  if (expiry_thread_.joinable())
+    expiry_thread_.join();
   absl::MutexLock l(&mu_);
   std::vector<std::string> ids;
-  for (const auto& [id, r] : active_) ids.push_back(id);
+  for (const auto &[id, r] : active_)
+    ids.push_back(id);
   if (!ids.empty()) {
     Log("agent stopping: detaching ", ids.size(), " probes");
     DetachLocked(ids, v1::DETACHED, "agent stopped");
   }
 }
 
-absl::Status ProbeManager::ResolveAll(const v1::AttachRequest& req,
-                                      std::vector<Resolved>* out) const {
+absl::Status ProbeManager::ResolveAll(const v1::AttachRequest &req,
+                                      std::vector<Resolved> *out) const {
   out->resize(req.specs_size());
   absl::flat_hash_map<std::string, absl::StatusOr<std::unique_ptr<ElfFile>>>
       elves;
   absl::flat_hash_map<std::string, absl::StatusOr<struct stat>> stats;
   std::vector<std::pair<size_t, absl::Status>> failures;
   for (int i = 0; i < req.specs_size(); ++i) {
-    const v1::ProbeSpec& spec = req.specs(i);
+    const v1::ProbeSpec &spec = req.specs(i);
     absl::Status st = ValidateSpec(spec);
-    const struct stat* sbp = nullptr;
+    const struct stat *sbp = nullptr;
     if (st.ok()) {
       auto sit = stats.find(spec.binary_path());
       if (sit == stats.end()) {
@@ -183,10 +187,11 @@ absl::Status ProbeManager::ResolveAll(const v1::AttachRequest& req,
         absl::StatusOr<struct stat> r = sb;
         if (stat(spec.binary_path().c_str(), &sb) != 0) {
           int err = errno;
-          r = err == ENOENT ? absl::NotFoundError(absl::StrCat(
-                                  spec.binary_path(), ": no such file"))
-                            : absl::PermissionDeniedError(absl::StrCat(
-                                  spec.binary_path(), ": ", strerror(err)));
+          r = err == ENOENT
+                  ? absl::NotFoundError(
+                        absl::StrCat(spec.binary_path(), ": no such file"))
+                  : absl::PermissionDeniedError(
+                        absl::StrCat(spec.binary_path(), ": ", strerror(err)));
         } else {
           r = sb;
         }
@@ -226,6 +231,15 @@ absl::Status ProbeManager::ResolveAll(const v1::AttachRequest& req,
                                              : site->insn.disassembly,
               "' at file offset 0x", absl::Hex(site->file_offset), ": ",
               site->insn.reason, "; choose another offset"));
+        } else if (!site->insn.hazard.empty()) {
+          // The kernel would accept this probe, but the probed program would
+          // not run as before (an instruction skipped, or the process killed
+          // after the hit): a probe must never change or kill what it probes.
+          st = absl::FailedPreconditionError(absl::StrCat(
+              "probing '", site->insn.disassembly, "' at file offset 0x",
+              absl::Hex(site->file_offset), " is unsafe on the ",
+              ProfileName(kernel_.profile.profile), " kernel (hazard: ",
+              site->insn.hazard, "); choose another offset"));
         } else {
           (*out)[i].site = std::move(*site);
           (*out)[i].inode = sbp->st_ino;
@@ -235,9 +249,11 @@ absl::Status ProbeManager::ResolveAll(const v1::AttachRequest& req,
     if (st.ok() && spec.pid() > 0) {
       st = CheckPidMapsFile(spec.pid(), spec.binary_path(), *sbp);
     }
-    if (!st.ok()) failures.emplace_back(i, st);
+    if (!st.ok())
+      failures.emplace_back(i, st);
   }
-  if (failures.empty()) return absl::OkStatus();
+  if (failures.empty())
+    return absl::OkStatus();
   std::vector<std::string> parts;
   for (size_t k = 0; k < failures.size() && k < kMaxFailuresInMessage; ++k) {
     parts.push_back(absl::StrCat(
@@ -254,11 +270,12 @@ absl::Status ProbeManager::ResolveAll(const v1::AttachRequest& req,
                                    absl::StrJoin(parts, "; ")));
 }
 
-absl::StatusOr<v1::AttachResponse> ProbeManager::Attach(
-    const v1::AttachRequest& req) {
+absl::StatusOr<v1::AttachResponse>
+ProbeManager::Attach(const v1::AttachRequest &req) {
   const absl::Time start = absl::Now();
   auto finish = [&](bool ok, size_t n) {
-    if (observer_ != nullptr) observer_->OnAttach(absl::Now() - start, n, ok);
+    if (observer_ != nullptr)
+      observer_->OnAttach(absl::Now() - start, n, ok);
   };
   if (req.specs_size() == 0) {
     finish(false, 0);
@@ -294,8 +311,8 @@ absl::StatusOr<v1::AttachResponse> ProbeManager::Attach(
   std::vector<ProbeRecord> records(n);
   // Take slots and write the per-probe config.
   for (size_t i = 0; i < n; ++i) {
-    const v1::ProbeSpec& spec = req.specs(i);
-    ProbeRecord& r = records[i];
+    const v1::ProbeSpec &spec = req.specs(i);
+    ProbeRecord &r = records[i];
     r.slot = free_slots_.back();
     free_slots_.pop_back();
     r.generation = ++slot_generation_[r.slot];
@@ -314,14 +331,16 @@ absl::StatusOr<v1::AttachResponse> ProbeManager::Attach(
     xol_probe_config cfg = {};
     cfg.generation = r.generation;
     cfg.pid = static_cast<uint32_t>(spec.pid());
-    for (int reg : spec.capture()) cfg.capture_mask |= 1u << (reg - 1);
+    for (int reg : spec.capture())
+      cfg.capture_mask |= 1u << (reg - 1);
     if (spec.rate_limit_per_sec() > 0 &&
         spec.rate_limit_per_sec() < 1000000000u) {
       cfg.rate_interval_ns = 1000000000ull / spec.rate_limit_per_sec();
       cfg.rate_burst_ns = 1000000000ull;
     }
     absl::Status st = program_->ResetCounters(r.slot);
-    if (st.ok()) st = program_->SetConfig(r.slot, cfg);
+    if (st.ok())
+      st = program_->SetConfig(r.slot, cfg);
     if (!st.ok()) {
       for (size_t k = 0; k <= i; ++k) {
         (void)program_->DeleteConfig(records[k].slot);
@@ -339,8 +358,8 @@ absl::StatusOr<v1::AttachResponse> ProbeManager::Attach(
   {
     std::map<std::pair<std::string, int>, std::shared_ptr<LinkGroup>> by_key;
     for (size_t i = 0; i < n; ++i) {
-      const v1::ProbeSpec& spec = req.specs(i);
-      std::shared_ptr<LinkGroup>& g =
+      const v1::ProbeSpec &spec = req.specs(i);
+      std::shared_ptr<LinkGroup> &g =
           program_->link_mode() == LinkMode::kMulti
               ? by_key[{spec.binary_path(), spec.pid()}]
               : by_key[{absl::StrCat(spec.binary_path(), "#", i), spec.pid()}];
@@ -355,14 +374,15 @@ absl::StatusOr<v1::AttachResponse> ProbeManager::Attach(
     }
   }
   absl::flat_hash_map<std::string, size_t> index_of;
-  for (size_t i = 0; i < n; ++i) index_of[records[i].probe.id()] = i;
+  for (size_t i = 0; i < n; ++i)
+    index_of[records[i].probe.id()] = i;
   // Everything that allocates is done before the links go live: a link on libc
   // or libstdc++ makes the agent's own calls into them trap as well.
   std::vector<std::vector<uint64_t>> offsets(groups.size()),
       cookies(groups.size());
   for (size_t k = 0; k < groups.size(); ++k) {
-    for (const std::string& id : groups[k]->probe_ids) {
-      const ProbeRecord& r = records[index_of[id]];
+    for (const std::string &id : groups[k]->probe_ids) {
+      const ProbeRecord &r = records[index_of[id]];
       offsets[k].push_back(r.probe.site().file_offset());
       cookies[k].push_back(XOL_COOKIE(r.generation, r.slot));
     }
@@ -370,14 +390,14 @@ absl::StatusOr<v1::AttachResponse> ProbeManager::Attach(
   v1::AttachResponse resp;
   resp.set_link_kind(program_->link_mode() == LinkMode::kMulti ? "uprobe_multi"
                                                                : "perf_event");
-  for (const ProbeRecord& r : records) {
+  for (const ProbeRecord &r : records) {
     *resp.add_probes() = r.probe;
     hub_->RouteSlot(r.slot, r.generation, r.num);
   }
   active_.reserve(active_.size() + n);
   absl::Status link_status;
   for (size_t k = 0; k < groups.size(); ++k) {
-    LinkGroup* g = groups[k].get();
+    LinkGroup *g = groups[k].get();
     absl::StatusOr<std::unique_ptr<Attachment>> att =
         program_->link_mode() == LinkMode::kMulti
             ? AttachMulti(*program_, g->path, offsets[k], cookies[k], g->pid)
@@ -390,8 +410,9 @@ absl::StatusOr<v1::AttachResponse> ProbeManager::Attach(
   }
   if (!link_status.ok()) {
     // Roll back: every link of this request, then every map entry and slot.
-    for (const auto& g : groups) g->attachment.reset();
-    for (const ProbeRecord& r : records) {
+    for (const auto &g : groups)
+      g->attachment.reset();
+    for (const ProbeRecord &r : records) {
       hub_->UnrouteSlot(r.slot);
       (void)program_->DeleteConfig(r.slot);
       (void)program_->ResetCounters(r.slot);
@@ -413,19 +434,20 @@ absl::StatusOr<v1::AttachResponse> ProbeManager::Attach(
         absl::FormatDuration(resolved_at - start), ", kernel links ",
         absl::FormatDuration(linked_at - resolved_at));
   }
-  for (ProbeRecord& r : records) {
+  for (ProbeRecord &r : records) {
     std::string id = r.probe.id();
     active_.emplace(std::move(id), std::move(r));
   }
   finish(true, n);
   // Resolving a large batch reads whole ELF files; give that memory back to the
   // system.
-  if (n >= 1000) malloc_trim(0);
+  if (n >= 1000)
+    malloc_trim(0);
   return resp;
 }
 
-void ProbeManager::FillCountersLocked(const ProbeRecord& r,
-                                      v1::Probe* out) const {
+void ProbeManager::FillCountersLocked(const ProbeRecord &r,
+                                      v1::Probe *out) const {
   absl::StatusOr<xol_probe_counters> c = program_->ReadCounters(r.slot);
   if (c.ok()) {
     out->set_hits(c->hits);
@@ -439,37 +461,39 @@ void ProbeManager::FillCountersLocked(const ProbeRecord& r,
   }
 }
 
-void ProbeManager::DetachLocked(const std::vector<std::string>& ids,
-                                v1::ProbeState state, const std::string& why) {
+void ProbeManager::DetachLocked(const std::vector<std::string> &ids,
+                                v1::ProbeState state, const std::string &why) {
   // Links that lose every member are closed first, before the per-probe
   // bookkeeping: while a link on libc or libstdc++ is live the agent's own
   // calls into those libraries trap too, and a 10,000-probe detach did most of
   // its work under its own probes.
-  absl::flat_hash_map<const LinkGroup*, size_t> leaving;
-  std::vector<ProbeRecord*> records;
+  absl::flat_hash_map<const LinkGroup *, size_t> leaving;
+  std::vector<ProbeRecord *> records;
   records.reserve(ids.size());
-  for (const std::string& id : ids) {
+  for (const std::string &id : ids) {
     auto it = active_.find(id);
-    if (it == active_.end()) continue;
+    if (it == active_.end())
+      continue;
     records.push_back(&it->second);
     ++leaving[it->second.group.get()];
   }
   std::vector<std::shared_ptr<LinkGroup>> partial;
-  for (ProbeRecord* r : records) {
-    LinkGroup* g = r->group.get();
+  for (ProbeRecord *r : records) {
+    LinkGroup *g = r->group.get();
     auto lit = leaving.find(g);
-    if (lit == leaving.end()) continue;  // already handled
+    if (lit == leaving.end())
+      continue; // already handled
     if (lit->second == g->probe_ids.size()) {
       g->attachment
-          .reset();  // closes the link(s): the kernel removes the uprobes
+          .reset(); // closes the link(s): the kernel removes the uprobes
     } else {
       partial.push_back(r->group);
     }
     leaving.erase(lit);
   }
   absl::flat_hash_set<std::string> gone;
-  for (ProbeRecord* rp : records) {
-    ProbeRecord& r = *rp;
+  for (ProbeRecord *rp : records) {
+    ProbeRecord &r = *rp;
     // Config first: from here on the program ignores hits of this slot.
     (void)program_->DeleteConfig(r.slot);
     v1::Probe final_state = r.probe;
@@ -486,12 +510,12 @@ void ProbeManager::DetachLocked(const std::vector<std::string>& ids,
     while (inactive_.size() > options_.inactive_retention) {
       inactive_.pop_front();
     }
-    active_.erase(id);  // destroys r (and drops its reference to the group)
+    active_.erase(id); // destroys r (and drops its reference to the group)
   }
-  for (const auto& g : partial) {
-    auto& members = g->probe_ids;
+  for (const auto &g : partial) {
+    auto &members = g->probe_ids;
     members.erase(std::remove_if(members.begin(), members.end(),
-                                 [&gone](const std::string& m) {
+                                 [&gone](const std::string &m) {
                                    return gone.contains(m);
                                  }),
                   members.end());
@@ -504,11 +528,11 @@ void ProbeManager::DetachLocked(const std::vector<std::string>& ids,
 // until the config says so), switch each survivor's config to that generation
 // (from then on the old link's hits are ignored), then close the old link.
 // Every hit is counted exactly once.
-void ProbeManager::RelinkLocked(LinkGroup* g) {
+void ProbeManager::RelinkLocked(LinkGroup *g) {
   std::vector<uint64_t> offsets, cookies;
-  std::vector<ProbeRecord*> members;
-  for (const std::string& id : g->probe_ids) {
-    ProbeRecord& r = active_.at(id);
+  std::vector<ProbeRecord *> members;
+  for (const std::string &id : g->probe_ids) {
+    ProbeRecord &r = active_.at(id);
     members.push_back(&r);
     offsets.push_back(r.probe.site().file_offset());
     cookies.push_back(XOL_COOKIE(slot_generation_[r.slot] + 1, r.slot));
@@ -521,7 +545,7 @@ void ProbeManager::RelinkLocked(LinkGroup* g) {
         att.status().message());
     return;
   }
-  for (ProbeRecord* r : members) {
+  for (ProbeRecord *r : members) {
     uint32_t gen = ++slot_generation_[r->slot];
     absl::StatusOr<xol_probe_config> cfg = program_->GetConfig(r->slot);
     if (cfg.ok()) {
@@ -533,8 +557,8 @@ void ProbeManager::RelinkLocked(LinkGroup* g) {
   g->attachment = std::move(*att);
 }
 
-absl::StatusOr<v1::DetachResponse> ProbeManager::Detach(
-    const v1::DetachRequest& req) {
+absl::StatusOr<v1::DetachResponse>
+ProbeManager::Detach(const v1::DetachRequest &req) {
   const absl::Time start = absl::Now();
   if (!req.all() && req.probe_ids_size() == 0) {
     return absl::InvalidArgumentError(
@@ -545,11 +569,13 @@ absl::StatusOr<v1::DetachResponse> ProbeManager::Detach(
   {
     absl::MutexLock l(&mu_);
     if (req.all()) {
-      for (const auto& [id, r] : active_) ids.push_back(id);
+      for (const auto &[id, r] : active_)
+        ids.push_back(id);
     } else {
       std::vector<std::string> unknown;
-      for (const std::string& id : req.probe_ids()) {
-        if (!active_.contains(id)) unknown.push_back(id);
+      for (const std::string &id : req.probe_ids()) {
+        if (!active_.contains(id))
+          unknown.push_back(id);
         ids.push_back(id);
       }
       if (!unknown.empty()) {
@@ -562,7 +588,8 @@ absl::StatusOr<v1::DetachResponse> ProbeManager::Detach(
     ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
     DetachLocked(ids, v1::DETACHED, "detached on request");
   }
-  for (const std::string& id : ids) resp.add_detached_ids(id);
+  for (const std::string &id : ids)
+    resp.add_detached_ids(id);
   if (ids.size() >= 100) {
     Log("detached ", ids.size(), " probes in ",
         absl::FormatDuration(absl::Now() - start));
@@ -577,10 +604,12 @@ void ProbeManager::ExpireDue(absl::Time now) {
   std::vector<std::string> ids;
   {
     absl::MutexLock l(&mu_);
-    for (const auto& [id, r] : active_) {
-      if (r.expires <= now) ids.push_back(id);
+    for (const auto &[id, r] : active_) {
+      if (r.expires <= now)
+        ids.push_back(id);
     }
-    if (ids.empty()) return;
+    if (ids.empty())
+      return;
     DetachLocked(ids, v1::EXPIRED, "TTL expired");
   }
   Log("TTL expired: detached ", ids.size(), " probes");
@@ -603,44 +632,48 @@ void ProbeManager::ExpiryLoop() {
 void ProbeManager::RefreshKernelPlacementsLocked() {
   absl::StatusOr<KernelPlacements> kp =
       ReadPlacements(options_.placements_path);
-  if (!kp.ok()) return;
-  for (const auto& [id, r] : active_) {
+  if (!kp.ok())
+    return;
+  for (const auto &[id, r] : active_) {
     auto it =
         kp->find(KernelPlacementKey{r.inode, r.probe.site().file_offset()});
-    if (it != kp->end()) kernel_placement_[id] = it->second;
+    if (it != kp->end())
+      kernel_placement_[id] = it->second;
   }
 }
 
-absl::StatusOr<v1::ListResponse> ProbeManager::List(
-    const v1::ListRequest& req) {
+absl::StatusOr<v1::ListResponse>
+ProbeManager::List(const v1::ListRequest &req) {
   absl::MutexLock l(&mu_);
   RefreshKernelPlacementsLocked();
   absl::flat_hash_set<std::string> want(req.probe_ids().begin(),
                                         req.probe_ids().end());
-  std::vector<const ProbeRecord*> recs;
-  for (const auto& [id, r] : active_) {
-    if (want.empty() || want.contains(id)) recs.push_back(&r);
+  std::vector<const ProbeRecord *> recs;
+  for (const auto &[id, r] : active_) {
+    if (want.empty() || want.contains(id))
+      recs.push_back(&r);
   }
   std::sort(recs.begin(), recs.end(),
-            [](const ProbeRecord* a, const ProbeRecord* b) {
+            [](const ProbeRecord *a, const ProbeRecord *b) {
               return a->num < b->num;
             });
   v1::ListResponse resp;
-  for (const ProbeRecord* r : recs) {
-    v1::Probe* p = resp.add_probes();
+  for (const ProbeRecord *r : recs) {
+    v1::Probe *p = resp.add_probes();
     *p = r->probe;
     FillCountersLocked(*r, p);
   }
   if (req.include_inactive()) {
-    for (const v1::Probe& p : inactive_) {
-      if (want.empty() || want.contains(p.id())) *resp.add_probes() = p;
+    for (const v1::Probe &p : inactive_) {
+      if (want.empty() || want.contains(p.id()))
+        *resp.add_probes() = p;
     }
   }
   return resp;
 }
 
-absl::StatusOr<v1::ClassifyResponse> ProbeManager::Classify(
-    const v1::ClassifyRequest& req) {
+absl::StatusOr<v1::ClassifyResponse>
+ProbeManager::Classify(const v1::ClassifyRequest &req) {
   KernelProfile profile = kernel_.profile.profile;
   if (!req.profile().empty()) {
     absl::StatusOr<KernelProfile> p = ParseProfile(req.profile());
@@ -652,7 +685,7 @@ absl::StatusOr<v1::ClassifyResponse> ProbeManager::Classify(
     profile = *p;
   }
   absl::StatusOr<v1::ClassifyResponse> resp = ClassifySites(req, profile);
-  malloc_trim(0);  // the ELF files read for it can be large (libgrpc: ~10 MB)
+  malloc_trim(0); // the ELF files read for it can be large (libgrpc: ~10 MB)
   return resp;
 }
 
@@ -664,35 +697,40 @@ absl::StatusOr<v1::NodeInfo> ProbeManager::GetNodeInfo() {
   info.set_kernel_boosts(kernel_.profile.boosts);
   info.set_agent_version(options_.agent_version);
   std::string why;
-  if (KernelSupportsUprobeMulti(&why)) info.add_features("uprobe_multi");
+  if (KernelSupportsUprobeMulti(&why))
+    info.add_features("uprobe_multi");
   info.add_features("bpf_cookie");
   info.add_features("ringbuf");
-  if (kernel_.profile.patched) info.add_features("xolfleet_patched");
+  if (kernel_.profile.patched)
+    info.add_features("xolfleet_patched");
   info.set_link_mode(program_->link_mode() == LinkMode::kMulti ? "uprobe_multi"
                                                                : "perf_event");
   info.set_profile_reason(kernel_.profile.why);
   absl::StatusOr<v1::KernelSlotStats> stats =
       ReadSlotStats(options_.slot_stats_path);
-  if (stats.ok()) *info.mutable_slot_stats() = *stats;
-  for (const auto& [k, v] : options_.labels) (*info.mutable_labels())[k] = v;
+  if (stats.ok())
+    *info.mutable_slot_stats() = *stats;
+  for (const auto &[k, v] : options_.labels)
+    (*info.mutable_labels())[k] = v;
   absl::MutexLock l(&mu_);
   RefreshKernelPlacementsLocked();
   info.set_probes_attached(active_.size());
   uint32_t mismatches = 0;
-  for (const auto& [id, p] : kernel_placement_) {
+  for (const auto &[id, p] : kernel_placement_) {
     auto it = active_.find(id);
-    if (it != active_.end() && it->second.placement != p) ++mismatches;
+    if (it != active_.end() && it->second.placement != p)
+      ++mismatches;
   }
   info.set_placement_mismatches(mismatches);
   return info;
 }
 
-absl::StatusOr<absl::flat_hash_set<uint64_t>> ProbeManager::ProbeNumbers(
-    const std::vector<std::string>& ids) const {
+absl::StatusOr<absl::flat_hash_set<uint64_t>>
+ProbeManager::ProbeNumbers(const std::vector<std::string> &ids) const {
   absl::flat_hash_set<uint64_t> out;
   std::vector<std::string> unknown;
   absl::MutexLock l(&mu_);
-  for (const std::string& id : ids) {
+  for (const std::string &id : ids) {
     auto it = active_.find(id);
     if (it == active_.end()) {
       unknown.push_back(id);
@@ -708,15 +746,18 @@ absl::StatusOr<absl::flat_hash_set<uint64_t>> ProbeManager::ProbeNumbers(
   return out;
 }
 
-uint64_t ProbeManager::KernelDropped(
-    const absl::flat_hash_set<uint64_t>& nums) const {
-  if (nums.empty()) return program_->ReadTotals().dropped;
+uint64_t
+ProbeManager::KernelDropped(const absl::flat_hash_set<uint64_t> &nums) const {
+  if (nums.empty())
+    return program_->ReadTotals().dropped;
   uint64_t t = 0;
   absl::MutexLock l(&mu_);
-  for (const auto& [id, r] : active_) {
-    if (!nums.contains(r.num)) continue;
+  for (const auto &[id, r] : active_) {
+    if (!nums.contains(r.num))
+      continue;
     absl::StatusOr<xol_probe_counters> c = program_->ReadCounters(r.slot);
-    if (c.ok()) t += c->dropped;
+    if (c.ok())
+      t += c->dropped;
   }
   return t;
 }
@@ -725,7 +766,7 @@ std::vector<ProbeCounterSnapshot> ProbeManager::SnapshotCounters() const {
   absl::MutexLock l(&mu_);
   std::vector<ProbeCounterSnapshot> out;
   out.reserve(active_.size());
-  for (const auto& [id, r] : active_) {
+  for (const auto &[id, r] : active_) {
     ProbeCounterSnapshot s;
     s.id = id;
     s.placement = std::string(PlacementName(r.placement));
@@ -745,10 +786,10 @@ std::map<std::pair<std::string, std::string>, size_t>
 ProbeManager::ProbeCountsByPlacementAndState() const {
   std::map<std::pair<std::string, std::string>, size_t> out;
   absl::MutexLock l(&mu_);
-  for (const auto& [id, r] : active_) {
+  for (const auto &[id, r] : active_) {
     ++out[{std::string(PlacementName(r.placement)), "ATTACHED"}];
   }
-  for (const v1::Probe& p : inactive_) {
+  for (const v1::Probe &p : inactive_) {
     ++out[{v1::Placement_Name(p.site().placement()),
            v1::ProbeState_Name(p.state())}];
   }
@@ -758,9 +799,10 @@ ProbeManager::ProbeCountsByPlacementAndState() const {
 uint64_t ProbeManager::placement_mismatches() const {
   absl::MutexLock l(&mu_);
   uint64_t n = 0;
-  for (const auto& [id, p] : kernel_placement_) {
+  for (const auto &[id, p] : kernel_placement_) {
     auto it = active_.find(id);
-    if (it != active_.end() && it->second.placement != p) ++n;
+    if (it != active_.end() && it->second.placement != p)
+      ++n;
   }
   return n;
 }
@@ -772,9 +814,9 @@ size_t ProbeManager::attached_count() const {
 
 size_t ProbeManager::link_count() const {
   absl::MutexLock l(&mu_);
-  absl::flat_hash_set<const LinkGroup*> seen;
+  absl::flat_hash_set<const LinkGroup *> seen;
   size_t n = 0;
-  for (const auto& [id, r] : active_) {
+  for (const auto &[id, r] : active_) {
     if (r.group && r.group->attachment && seen.insert(r.group.get()).second) {
       n += r.group->attachment->link_count();
     }
@@ -782,4 +824,4 @@ size_t ProbeManager::link_count() const {
   return n;
 }
 
-}  // namespace xolfleet
+} // namespace xolfleet

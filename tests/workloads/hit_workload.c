@@ -14,7 +14,8 @@
 // Built -O1 with noinline functions and symbols kept: every call is a real call
 // at a known address, and the first argument is in %rdi at the function entry.
 // Two hand-written functions give sites with known instructions:
-// xol_refused_site (an `in` instruction, which no kernel probes) and
+// xol_refused_site (an `in` instruction, which no kernel probes),
+// xol_syscall_site (a `syscall`, accepted by the kernel but a hazard) and
 // xol_mid_insn (a 10-byte movabs, so offsets 1..9 are inside it).
 #include <stdint.h>
 #include <stdio.h>
@@ -44,6 +45,12 @@ __asm__(
     "  in %dx, %al\n"  // +1: ec (port I/O: not in the kernel's good_insns_64)
     "  ret\n"
     ".size xol_refused_site, .-xol_refused_site\n"
+    ".globl xol_syscall_site\n"
+    ".type xol_syscall_site, @function\n"
+    "xol_syscall_site:\n"
+    "  syscall\n"  // accepted by the kernel, but the probed task dies: a hazard
+    "  ret\n"
+    ".size xol_syscall_site, .-xol_syscall_site\n"
     ".globl xol_mid_insn\n"
     ".type xol_mid_insn, @function\n"
     "xol_mid_insn:\n"
