@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "services/agent/log.h"
+#include "services/agent/status_util.h"
 #include "services/agent/uprobe_multi.h"
 
 namespace xolfleet {
@@ -41,27 +42,6 @@ class PerfAttachment final : public Attachment {
   std::vector<bpf_link*> links_;
 };
 
-absl::Status ErrnoStatus(int err, const std::string& msg) {
-  switch (err) {
-    case ENOENT:
-    case ESRCH:
-      return absl::NotFoundError(msg);
-    case EPERM:
-    case EACCES:
-      return absl::PermissionDeniedError(msg);
-    case ENOMEM:
-    case E2BIG:
-    case EMFILE:
-      return absl::ResourceExhaustedError(msg);
-    case EINVAL:
-    case ENOTSUP:
-    case EILSEQ:
-      return absl::FailedPreconditionError(msg);
-    default:
-      return absl::InternalError(msg);
-  }
-}
-
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Attachment>> AttachMulti(
@@ -87,7 +67,7 @@ absl::StatusOr<std::unique_ptr<Attachment>> AttachPerf(
         program.program(), pid > 0 ? pid : -1, path.c_str(), offsets[i], &opts);
     if (l == nullptr) {
       int err = errno;
-      return ErrnoStatus(
+      return ErrnoToStatus(
           err, absl::StrCat("perf-event uprobe on ", path, " at file offset 0x",
                             absl::Hex(offsets[i]),
                             pid > 0 ? absl::StrCat(" for pid ", pid) : "", ": ",

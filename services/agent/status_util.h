@@ -4,6 +4,8 @@
 
 #include <grpcpp/support/status.h>
 
+#include <string>
+
 #include "absl/status/status.h"
 
 namespace xolfleet {
@@ -12,6 +14,13 @@ namespace xolfleet {
 // becomes UNKNOWN rather than an out-of-range grpc::StatusCode.
 grpc::Status ToGrpcStatus(const absl::Status& status);
 absl::Status FromGrpcStatus(const grpc::Status& status);
+
+// A failed system call or libbpf call (positive errno) as the code a caller can
+// act on: NOT_FOUND (no such file/process), PERMISSION_DENIED (with a root
+// hint), RESOURCE_EXHAUSTED, FAILED_PRECONDITION (the kernel rejects the
+// request), INTERNAL otherwise. `msg` already names the operation and
+// strerror().
+absl::Status ErrnoToStatus(int err, const std::string& msg);
 
 }  // namespace xolfleet
 

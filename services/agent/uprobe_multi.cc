@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "services/agent/status_util.h"
 
 namespace xolfleet {
 namespace {
@@ -72,25 +73,7 @@ absl::StatusOr<UprobeMultiLink> UprobeMultiLink::Create(
         "bpf(BPF_LINK_CREATE, uprobe_multi) on ", path, " with ",
         offsets.size(), " offsets",
         pid > 0 ? absl::StrCat(" for pid ", pid) : "", ": ", strerror(err));
-    switch (err) {
-      case ENOENT:
-        return absl::NotFoundError(msg);
-      case ESRCH:
-        return absl::NotFoundError(msg);
-      case EACCES:
-      case EPERM:
-        return absl::PermissionDeniedError(
-            absl::StrCat(msg, " (the agent needs root)"));
-      case E2BIG:
-      case ENOMEM:
-        return absl::ResourceExhaustedError(msg);
-      case EINVAL:
-      case ENOTSUP:
-      case EILSEQ:
-        return absl::FailedPreconditionError(msg);
-      default:
-        return absl::InternalError(msg);
-    }
+    return ErrnoToStatus(err, msg);
   }
   return UprobeMultiLink(fd);
 }
