@@ -38,6 +38,20 @@ absl::Status NeedFiles(const TlsFiles& f, absl::string_view who) {
   }
   return absl::OkStatus();
 }
+
+// The three PEM files of one side of an mTLS connection.
+struct Pems {
+  std::string ca, cert, key;
+};
+absl::StatusOr<Pems> ReadPems(const TlsFiles& f) {
+  Pems p;
+  for (auto [path, out] : {std::pair{&f.ca_cert, &p.ca}, {&f.cert, &p.cert}, {&f.key, &p.key}}) {
+    auto content = ReadFile(*path);
+    if (!content.ok()) return content.status();
+    *out = *std::move(content);
+  }
+  return p;
+}
 }  // namespace
 
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(
@@ -51,16 +65,12 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(
     return grpc::InsecureServerCredentials();
   }
   if (auto s = NeedFiles(f, "the server"); !s.ok()) return s;
-  auto ca = ReadFile(f.ca_cert);
-  if (!ca.ok()) return ca.status();
-  auto cert = ReadFile(f.cert);
-  if (!cert.ok()) return cert.status();
-  auto key = ReadFile(f.key);
-  if (!key.ok()) return key.status();
+  auto pem = ReadPems(f);
+  if (!pem.ok()) return pem.status();
   grpc::SslServerCredentialsOptions opts(
       GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
-  opts.pem_root_certs = *ca;
-  opts.pem_key_cert_pairs.push_back({*key, *cert});
+  opts.pem_root_certs = pem->ca;
+  opts.pem_key_cert_pairs.push_back({pem->key, pem->cert});
   return grpc::SslServerCredentials(opts);
 }
 
@@ -75,16 +85,12 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentials(
     return grpc::InsecureChannelCredentials();
   }
   if (auto s = NeedFiles(f, "the client"); !s.ok()) return s;
-  auto ca = ReadFile(f.ca_cert);
-  if (!ca.ok()) return ca.status();
-  auto cert = ReadFile(f.cert);
-  if (!cert.ok()) return cert.status();
-  auto key = ReadFile(f.key);
-  if (!key.ok()) return key.status();
+  auto pem = ReadPems(f);
+  if (!pem.ok()) return pem.status();
   grpc::SslCredentialsOptions opts;
-  opts.pem_root_certs = *ca;
-  opts.pem_private_key = *key;
-  opts.pem_cert_chain = *cert;
+  opts.pem_root_certs = pem->ca;
+  opts.pem_private_key = pem->key;
+  opts.pem_cert_chain = pem->cert;
   return grpc::SslCredentials(opts);
 }
 
