@@ -82,6 +82,9 @@ absl::StatusOr<KernelPlacements> ParsePlacements(absl::string_view text) {
     bool ok = f.size() == 3 && absl::SimpleAtoi(f[0], &key.inode) &&
               absl::ConsumePrefix(&f[1], "0x") &&
               absl::SimpleHexAtoi(f[1], &key.offset);
+    // UNKNOWN: registered, but no process has mapped the file since, so the kernel has not
+    // analysed the instruction yet. Not a placement: leave the probe out.
+    if (ok && f[2] == "UNKNOWN") continue;
     absl::StatusOr<Placement> p =
         ok ? ParsePlacement(f[2]) : absl::InvalidArgumentError("bad line");
     if (!p.ok()) {

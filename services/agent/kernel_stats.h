@@ -49,7 +49,8 @@ struct KernelPlacementKey {
 
 using KernelPlacements = absl::flat_hash_map<KernelPlacementKey, Placement>;
 
-// Parses the placements file; INVALID_ARGUMENT names the first bad line.
+// Parses the placements file; INVALID_ARGUMENT names the first bad line. Probes the
+// kernel lists as UNKNOWN (not analysed yet: no process mapped the file) are left out.
 absl::StatusOr<KernelPlacements> ParsePlacements(absl::string_view text);
 
 // Reads both files. NOT_FOUND when the kernel does not have them (stock
