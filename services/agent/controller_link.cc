@@ -332,6 +332,8 @@ void ControllerLink::Reconcile(const v1::DesiredState& desired,
       s->set_state(p.state());
       s->set_placement(p.kernel_placement() != v1::PLACEMENT_UNSPECIFIED ? p.kernel_placement()
                                                                          : p.site().placement());
+      s->set_predicted_placement(p.site().placement());
+      s->set_kernel_placement(p.kernel_placement());
       s->set_hits(p.hits());
       s->set_status_message(p.status_message());
     }
@@ -339,6 +341,9 @@ void ControllerLink::Reconcile(const v1::DesiredState& desired,
   }
   if (auto info = api_->GetNodeInfo(); info.ok()) {
     *hb->mutable_slot_stats() = info->slot_stats();
+    hb->set_kernel_profile(info->kernel_profile());
+    hb->set_kernel_boosts(info->kernel_boosts());
+    hb->set_placement_mismatches(info->placement_mismatches());
   }
 }
 

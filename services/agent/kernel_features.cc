@@ -62,14 +62,15 @@ absl::StatusOr<KernelInfo> DetectKernel() {
   absl::StatusOr<KernelVersion> v = ParseKernelRelease(info.release);
   if (!v.ok()) return v.status();
   info.version = *v;
-  std::optional<int> boost;
-  std::ifstream f("/proc/sys/kernel/uprobes_boost");
-  if (f) {
-    int value = 0;
-    if (f >> value) boost = value;
-  }
-  info.profile = ChooseKernelProfile(info.version, boost);
+  info.profile = ChooseKernelProfile(info.version, ReadUprobesBoost());
   return info;
+}
+
+std::optional<int> ReadUprobesBoost(const std::string& path) {
+  std::ifstream f(path);
+  int value = 0;
+  if (f && f >> value) return value;
+  return std::nullopt;
 }
 
 bool KernelSupportsUprobeMulti(std::string* detail) {

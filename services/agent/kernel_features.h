@@ -46,8 +46,14 @@ struct KernelInfo {
   KernelProfileChoice profile;
 };
 
+inline constexpr char kUprobesBoostPath[] = "/proc/sys/kernel/uprobes_boost";
+
 // Reads uname and /proc/sys/kernel/uprobes_boost.
 absl::StatusOr<KernelInfo> DetectKernel();
+
+// The patched kernel's runtime switch (0 or 1), nullopt when the file does not exist
+// (stock kernels). It can change while the agent runs: the probe manager re-reads it.
+std::optional<int> ReadUprobesBoost(const std::string& path = kUprobesBoostPath);
 
 // True when bpf(BPF_LINK_CREATE) accepts BPF_TRACE_UPROBE_MULTI links
 // (Linux 6.6, commit 89ae89f53d20 "bpf: Add multi uprobe link"). Probed once

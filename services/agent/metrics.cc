@@ -92,6 +92,26 @@ class AgentMetrics::Collector final : public pm::Collectable {
     mism.metric.push_back(gauge(manager_->placement_mismatches()));
     out.push_back(std::move(mism));
 
+    pm::MetricFamily pk =
+        family("xolfleet_agent_probe_placements",
+               "Attached probes by the classifier's placement and the kernel's "
+               "(UNREPORTED: the kernel does not report placements).",
+               pm::MetricType::Gauge);
+    for (const auto& [key, n] : manager_->ProbeCountsByPredictedAndKernelPlacement()) {
+      pk.metric.push_back(gauge(n, {{"predicted", key.first}, {"kernel", key.second}}));
+    }
+    out.push_back(std::move(pk));
+
+    const KernelProfileChoice prof = manager_->Profile();
+    pm::MetricFamily pi = family("xolfleet_agent_kernel_profile_info",
+                                 "The placement profile of the running kernel (value 1); "
+                                 "follows kernel.uprobes_boost on the patched kernel.",
+                                 pm::MetricType::Gauge);
+    pi.metric.push_back(gauge(1, {{"profile", std::string(ProfileName(prof.profile))},
+                                  {"patched", prof.patched ? "true" : "false"},
+                                  {"boosts", prof.boosts ? "true" : "false"}}));
+    out.push_back(std::move(pi));
+
     absl::StatusOr<v1::KernelSlotStats> ks = ReadSlotStats();
     if (ks.ok()) {
       pm::MetricFamily kh =

@@ -17,6 +17,10 @@
 //   _slot_migrations_total, _signals_deferred_total, _signals_translated_total,
 //   _fault_rollbacks_total   counters (patched kernel)
 //
+//   xolfleet_agent_probe_placements{predicted,kernel}   gauge (kernel: the patched
+//                                                        kernel's word, or UNREPORTED)
+//   xolfleet_agent_kernel_profile_info{profile,patched,boosts}  gauge (1)
+//
 // Labels are bounded: placement and state are enums, probe_id is bounded by
 // --max-probes (and only the first --metrics-max-probe-series probes get a
 // series).

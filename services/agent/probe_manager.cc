@@ -21,6 +21,7 @@
 #include "services/agent/probe_convert.h"
 #include "services/common/elf_file.h"
 #include "services/common/site_resolver.h"
+#include "services/common/x86_classifier.h"
 
 namespace xolfleet {
 namespace {
@@ -128,7 +129,12 @@ ProbeManager::ProbeManager(const Options &options,
                            std::unique_ptr<ProbeProgram> program,
                            KernelInfo kernel, HitHub *hub)
     : options_(options), program_(std::move(program)),
-      kernel_(std::move(kernel)), hub_(hub) {}
+      kernel_(std::move(kernel)), hub_(hub), profile_(kernel_.profile) {}
+
+KernelProfileChoice ProbeManager::Profile() const {
+  absl::MutexLock l(&profile_mu_);
+  return profile_;
+}
 
 absl::StatusOr<std::unique_ptr<ProbeManager>>
 ProbeManager::Create(const Options &options,
@@ -171,6 +177,7 @@ ProbeManager::~ProbeManager() {
 
 absl::Status ProbeManager::ResolveAll(const v1::AttachRequest &req,
                                       std::vector<Resolved> *out) const {
+  const KernelProfile profile = Profile().profile;
   out->resize(req.specs_size());
   absl::flat_hash_map<std::string, absl::StatusOr<std::unique_ptr<ElfFile>>>
       elves;
@@ -220,12 +227,12 @@ absl::Status ProbeManager::ResolveAll(const v1::AttachRequest &req,
         sr.build_id = spec.build_id();
         sr.allow_relocate = spec.allow_relocate();
         absl::StatusOr<ResolvedSite> site =
-            ResolveSite(**it->second, sr, kernel_.profile.profile);
+            ResolveSite(**it->second, sr, profile);
         if (!site.ok()) {
           st = site.status();
         } else if (site->insn.placement == Placement::kRefused) {
           st = absl::FailedPreconditionError(absl::StrCat(
-              "the ", ProfileName(kernel_.profile.profile),
+              "the ", ProfileName(profile),
               " kernel refuses to probe '",
               site->insn.disassembly.empty() ? "undecodable bytes"
                                              : site->insn.disassembly,
@@ -238,7 +245,7 @@ absl::Status ProbeManager::ResolveAll(const v1::AttachRequest &req,
           st = absl::FailedPreconditionError(absl::StrCat(
               "probing '", site->insn.disassembly, "' at file offset 0x",
               absl::Hex(site->file_offset), " is unsafe on the ",
-              ProfileName(kernel_.profile.profile), " kernel (hazard: ",
+              ProfileName(profile), " kernel (hazard: ",
               site->insn.hazard, "); choose another offset"));
         } else {
           (*out)[i].site = std::move(*site);
@@ -458,6 +465,7 @@ void ProbeManager::FillCountersLocked(const ProbeRecord &r,
   auto kp = kernel_placement_.find(r.probe.id());
   if (kp != kernel_placement_.end()) {
     out->set_kernel_placement(ToProtoPlacement(kp->second));
+    out->set_placement_mismatch(kp->second != r.placement);
   }
 }
 
@@ -506,6 +514,7 @@ void ProbeManager::DetachLocked(const std::vector<std::string> &ids,
     const std::string id = r.probe.id();
     gone.insert(id);
     kernel_placement_.erase(id);
+    mismatch_logged_.erase(id);
     inactive_.push_back(std::move(final_state));
     while (inactive_.size() > options_.inactive_retention) {
       inactive_.pop_front();
@@ -618,6 +627,7 @@ void ProbeManager::ExpireDue(absl::Time now) {
 }
 
 void ProbeManager::ExpiryLoop() {
+  absl::Time next_refresh = absl::Now();
   for (;;) {
     {
       absl::MutexLock l(&mu_);
@@ -626,26 +636,68 @@ void ProbeManager::ExpiryLoop() {
         return;
     }
     ExpireDue(absl::Now());
+    // Mismatches and a switched kernel.uprobes_boost show up in logs and /metrics even
+    // when nobody calls List or GetNodeInfo.
+    if (absl::Now() >= next_refresh) {
+      RefreshKernel();
+      next_refresh = absl::Now() + absl::Seconds(1);
+    }
   }
 }
 
-void ProbeManager::RefreshKernelPlacementsLocked() {
-  absl::StatusOr<KernelPlacements> kp =
-      ReadPlacements(options_.placements_path);
+void ProbeManager::RefreshKernel() {
+  absl::MutexLock l(&mu_);
+  RefreshKernelLocked();
+}
+
+void ProbeManager::RefreshKernelLocked() {
+  // The runtime switch first: the placements the kernel reports follow it.
+  std::optional<int> boost = ReadUprobesBoost(options_.uprobes_boost_path);
+  KernelProfileChoice now = ChooseKernelProfile(kernel_.version, boost);
+  bool changed;
+  {
+    absl::MutexLock pl(&profile_mu_);
+    changed = now.profile != profile_.profile || now.boosts != profile_.boosts;
+    if (changed) profile_ = now;
+  }
+  if (changed) {
+    size_t moved = 0;
+    for (auto &[id, r] : active_) {
+      const std::string &bytes = r.probe.site().insn_bytes();
+      InsnPlacement ip = ClassifyInstruction(
+          absl::MakeConstSpan(reinterpret_cast<const uint8_t *>(bytes.data()), bytes.size()),
+          now.profile);
+      if (ip.placement != r.placement) ++moved;
+      r.placement = ip.placement;
+      r.probe.mutable_site()->set_placement(ToProtoPlacement(ip.placement));
+      r.probe.mutable_site()->set_reason(ip.reason);
+    }
+    kernel_placement_.clear();  // read again below, under the new switch
+    mismatch_logged_.clear();
+    Log("kernel profile changed to ", ProfileName(now.profile), " (", now.why, "): ",
+        active_.size(), " attached probes predicted again, ", moved, " changed placement");
+  }
+  absl::StatusOr<KernelPlacements> kp = ReadPlacements(options_.placements_path);
   if (!kp.ok())
     return;
   for (const auto &[id, r] : active_) {
-    auto it =
-        kp->find(KernelPlacementKey{r.inode, r.probe.site().file_offset()});
-    if (it != kp->end())
-      kernel_placement_[id] = it->second;
+    auto it = kp->find(KernelPlacementKey{r.inode, r.probe.site().file_offset()});
+    if (it == kp->end())
+      continue;
+    kernel_placement_[id] = it->second;
+    if (it->second != r.placement && mismatch_logged_.insert(id).second) {
+      Log("placement mismatch: probe ", id, " ", r.probe.spec().binary_path(), " at 0x",
+          absl::Hex(r.probe.site().file_offset()), " (", r.probe.site().disassembly(),
+          "): predicted ", PlacementName(r.placement), " under ", ProfileName(Profile().profile),
+          ", the kernel placed it ", PlacementName(it->second));
+    }
   }
 }
 
 absl::StatusOr<v1::ListResponse>
 ProbeManager::List(const v1::ListRequest &req) {
   absl::MutexLock l(&mu_);
-  RefreshKernelPlacementsLocked();
+  RefreshKernelLocked();
   absl::flat_hash_set<std::string> want(req.probe_ids().begin(),
                                         req.probe_ids().end());
   std::vector<const ProbeRecord *> recs;
@@ -674,7 +726,7 @@ ProbeManager::List(const v1::ListRequest &req) {
 
 absl::StatusOr<v1::ClassifyResponse>
 ProbeManager::Classify(const v1::ClassifyRequest &req) {
-  KernelProfile profile = kernel_.profile.profile;
+  KernelProfile profile = Profile().profile;
   if (!req.profile().empty()) {
     absl::StatusOr<KernelProfile> p = ParseProfile(req.profile());
     if (!p.ok()) {
@@ -693,8 +745,6 @@ absl::StatusOr<v1::NodeInfo> ProbeManager::GetNodeInfo() {
   v1::NodeInfo info;
   info.set_node_name(options_.node_name);
   info.set_kernel_release(kernel_.release);
-  info.set_kernel_profile(std::string(ProfileName(kernel_.profile.profile)));
-  info.set_kernel_boosts(kernel_.profile.boosts);
   info.set_agent_version(options_.agent_version);
   std::string why;
   if (KernelSupportsUprobeMulti(&why))
@@ -705,7 +755,6 @@ absl::StatusOr<v1::NodeInfo> ProbeManager::GetNodeInfo() {
     info.add_features("xolfleet_patched");
   info.set_link_mode(program_->link_mode() == LinkMode::kMulti ? "uprobe_multi"
                                                                : "perf_event");
-  info.set_profile_reason(kernel_.profile.why);
   absl::StatusOr<v1::KernelSlotStats> stats =
       ReadSlotStats(options_.slot_stats_path);
   if (stats.ok())
@@ -713,16 +762,24 @@ absl::StatusOr<v1::NodeInfo> ProbeManager::GetNodeInfo() {
   for (const auto &[k, v] : options_.labels)
     (*info.mutable_labels())[k] = v;
   absl::MutexLock l(&mu_);
-  RefreshKernelPlacementsLocked();
+  RefreshKernelLocked();
+  const KernelProfileChoice prof = Profile();
+  info.set_kernel_profile(std::string(ProfileName(prof.profile)));
+  info.set_kernel_boosts(prof.boosts);
+  info.set_profile_reason(prof.why);
   info.set_probes_attached(active_.size());
-  uint32_t mismatches = 0;
+  info.set_placement_mismatches(MismatchesLocked());
+  return info;
+}
+
+uint32_t ProbeManager::MismatchesLocked() const {
+  uint32_t n = 0;
   for (const auto &[id, p] : kernel_placement_) {
     auto it = active_.find(id);
     if (it != active_.end() && it->second.placement != p)
-      ++mismatches;
+      ++n;
   }
-  info.set_placement_mismatches(mismatches);
-  return info;
+  return n;
 }
 
 absl::StatusOr<absl::flat_hash_set<uint64_t>>
@@ -798,13 +855,19 @@ ProbeManager::ProbeCountsByPlacementAndState() const {
 
 uint64_t ProbeManager::placement_mismatches() const {
   absl::MutexLock l(&mu_);
-  uint64_t n = 0;
-  for (const auto &[id, p] : kernel_placement_) {
-    auto it = active_.find(id);
-    if (it != active_.end() && it->second.placement != p)
-      ++n;
+  return MismatchesLocked();
+}
+
+std::map<std::pair<std::string, std::string>, size_t>
+ProbeManager::ProbeCountsByPredictedAndKernelPlacement() const {
+  std::map<std::pair<std::string, std::string>, size_t> out;
+  absl::MutexLock l(&mu_);
+  for (const auto &[id, r] : active_) {
+    auto kp = kernel_placement_.find(id);
+    ++out[{std::string(PlacementName(r.placement)),
+           kp == kernel_placement_.end() ? "UNREPORTED" : std::string(PlacementName(kp->second))}];
   }
-  return n;
+  return out;
 }
 
 size_t ProbeManager::attached_count() const {

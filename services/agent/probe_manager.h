@@ -70,6 +70,7 @@ class ProbeManager final : public AgentApi {
     // Where the patched kernel's files live (tests point these at fixtures).
     std::string slot_stats_path = "/sys/kernel/debug/uprobes/stats";
     std::string placements_path = "/sys/kernel/debug/uprobes/placements";
+    std::string uprobes_boost_path = kUprobesBoostPath;
   };
 
   // Takes ownership of the loaded program; `hub` must outlive the manager.
@@ -105,12 +106,21 @@ class ProbeManager final : public AgentApi {
   std::map<std::pair<std::string, std::string>, size_t>
   ProbeCountsByPlacementAndState() const;
   uint64_t placement_mismatches() const;
+  // (predicted placement, kernel placement or "UNREPORTED") -> attached probes.
+  std::map<std::pair<std::string, std::string>, size_t>
+  ProbeCountsByPredictedAndKernelPlacement() const;
   size_t attached_count() const;
   size_t link_count() const;
   size_t config_entries() const { return program_->CountConfigEntries(); }
   LinkMode link_mode() const { return program_->link_mode(); }
   int program_events_fd() const { return program_->events_fd(); }
-  const KernelInfo& kernel() const { return kernel_; }
+  // The kernel profile now: kernel.uprobes_boost can be switched while the agent runs.
+  KernelProfileChoice Profile() const ABSL_LOCKS_EXCLUDED(profile_mu_);
+  // Re-reads kernel.uprobes_boost and the kernel's placements (both cheap when nothing
+  // changed). On a profile change every attached probe's placement is predicted again
+  // under the new profile. Called by List, GetNodeInfo (so every heartbeat) and the
+  // manager's own thread once a second.
+  void RefreshKernel() ABSL_LOCKS_EXCLUDED(mu_);
 
   // Detaches probes whose TTL ran out by `now` (also runs on the manager's own
   // thread).
@@ -147,13 +157,16 @@ class ProbeManager final : public AgentApi {
   void RelinkLocked(LinkGroup* group) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FillCountersLocked(const ProbeRecord& r, v1::Probe* out) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
-  void RefreshKernelPlacementsLocked() ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  void RefreshKernelLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  uint32_t MismatchesLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   void ExpiryLoop();
 
   const Options options_;
   std::unique_ptr<ProbeProgram> program_;
-  const KernelInfo kernel_;
+  const KernelInfo kernel_;  // release and version; the profile is profile_
   HitHub* const hub_;
+  mutable absl::Mutex profile_mu_ ABSL_ACQUIRED_AFTER(mu_);
+  KernelProfileChoice profile_ ABSL_GUARDED_BY(profile_mu_);
   ProbeManagerObserver* observer_ = nullptr;
 
   mutable absl::Mutex mu_;
@@ -162,9 +175,10 @@ class ProbeManager final : public AgentApi {
   std::vector<uint32_t> free_slots_ ABSL_GUARDED_BY(mu_);
   std::vector<uint32_t> slot_generation_ ABSL_GUARDED_BY(mu_);
   uint64_t next_probe_num_ ABSL_GUARDED_BY(mu_) = 1;
-  // Kernel-reported placements (patched kernel), refreshed on List/GetNodeInfo.
-  mutable absl::flat_hash_map<std::string, Placement> kernel_placement_
-      ABSL_GUARDED_BY(mu_);
+  // Kernel-reported placements (patched kernel), refreshed by RefreshKernel.
+  absl::flat_hash_map<std::string, Placement> kernel_placement_ ABSL_GUARDED_BY(mu_);
+  // Probes whose mismatch was logged (one log line per probe, not per refresh).
+  absl::flat_hash_set<std::string> mismatch_logged_ ABSL_GUARDED_BY(mu_);
 
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread expiry_thread_;

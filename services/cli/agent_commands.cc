@@ -189,7 +189,8 @@ int RunList(Context& c) {
     std::sort(labels.begin(), labels.end());
     t.Add({p.id(), v1::ProbeState_Name(p.state()), p.spec().binary_path(),
            SiteName(p.site()), PlacementStr(p.site().placement()),
-           PlacementStr(p.kernel_placement()), absl::StrCat(p.hits()),
+           PlacementStr(p.kernel_placement()) + (p.placement_mismatch() ? "!" : ""),
+           absl::StrCat(p.hits()),
            absl::StrCat(p.events_emitted()), absl::StrCat(p.events_dropped()),
            absl::StrCat(p.rate_limited()),
            p.spec().pid() ? absl::StrCat(p.spec().pid()) : "any", ttl,

@@ -198,8 +198,8 @@ int Agents(Context& ctx) {
     ctx.PrintJson(resp);
     return 0;
   }
-  Table t(
-      {"NODE", "HEALTH", "PROFILE", "KERNEL", "PROBES", "SETS", "LAST-SEEN", "LABELS", "IDENTITY"});
+  Table t({"NODE", "HEALTH", "PROFILE", "KERNEL", "PROBES", "SETS", "MIGRATIONS", "MISMATCHES",
+           "LAST-SEEN", "LABELS", "IDENTITY"});
   for (const auto& a : resp.agents()) {
     std::vector<std::string> labels;
     for (const auto& [k, v] : a.registration().labels()) labels.push_back(absl::StrCat(k, "=", v));
@@ -207,7 +207,9 @@ int Agents(Context& ctx) {
     t.Add({a.registration().node_name(), a.health() == v1::AGENT_UP ? "UP" : "DOWN",
            a.registration().kernel_profile(), a.registration().kernel_release(),
            absl::StrCat(a.probes_attached()),
-           absl::StrCat(a.sets_converged(), "/", a.sets_desired()), Ago(a.last_seen_unix_ns()),
+           absl::StrCat(a.sets_converged(), "/", a.sets_desired()),
+           a.slot_stats().available() ? absl::StrCat(a.slot_stats().slot_migrations()) : "-",
+           absl::StrCat(a.placement_mismatches()), Ago(a.last_seen_unix_ns()),
            labels.empty() ? "-" : absl::StrJoin(labels, ","), a.identity()});
   }
   t.Print(ctx.out());
@@ -338,11 +340,24 @@ int List(Context& ctx) {
     ctx.PrintJson(resp);
     return 0;
   }
-  Table t({"NODE", "PROBE", "SITE", "DESIRED", "ACTUAL", "PLACEMENT", "HITS", "COPIES", "MESSAGE"});
+  // PREDICTED is the node's classifier under its kernel profile, KERNEL what the node's
+  // kernel reports it did ("-": a stock kernel, which does not report); "!" marks a
+  // disagreement.
+  Table t({"NODE", "PROFILE", "PROBE", "SITE", "DESIRED", "ACTUAL", "PREDICTED", "KERNEL", "HITS",
+           "COPIES", "MESSAGE"});
   for (const auto& p : resp.probes()) {
-    t.Add({p.node_name(), p.fleet_probe_id(), Site(p.spec()), p.desired() ? "yes" : "no",
-           v1::ProbeState_Name(p.actual()), Placement(p.placement()), absl::StrCat(p.hits()),
-           absl::StrCat(p.local_copies()), p.status_message()});
+    std::string kernel = Placement(p.kernel_placement());
+    if (p.kernel_placement() != v1::PLACEMENT_UNSPECIFIED &&
+        p.predicted_placement() != v1::PLACEMENT_UNSPECIFIED &&
+        p.kernel_placement() != p.predicted_placement()) {
+      kernel += "!";
+    }
+    t.Add({p.node_name(), p.kernel_profile().empty() ? "-" : p.kernel_profile(),
+           p.fleet_probe_id(), Site(p.spec()), p.desired() ? "yes" : "no",
+           v1::ProbeState_Name(p.actual()),
+           Placement(p.predicted_placement() != v1::PLACEMENT_UNSPECIFIED ? p.predicted_placement()
+                                                                           : p.placement()),
+           kernel, absl::StrCat(p.hits()), absl::StrCat(p.local_copies()), p.status_message()});
   }
   t.Print(ctx.out());
   ctx.out() << "\n";

@@ -329,15 +329,33 @@ absl::Status FleetController::Heartbeat(const AgentSession* session, const std::
   n.hit_marks = std::move(marks);
   if (hb.has_slot_stats() && hb.slot_stats().available()) {
     const auto& s = hb.slot_stats();
-    uint64_t dm = s.slot_migrations(), dr = s.slot_reinstalls();
-    if (n.have_slots && s.slot_migrations() >= n.slots.slot_migrations() &&
-        s.slot_reinstalls() >= n.slots.slot_reinstalls()) {
-      dm -= n.slots.slot_migrations();
-      dr -= n.slots.slot_reinstalls();
+    // Deltas since the previous heartbeat; the first report of a node (or one after its
+    // kernel counters went backwards: a reboot) counts from zero.
+    v1::KernelSlotStats d = s;
+    const v1::KernelSlotStats& o = n.slots;
+    if (n.have_slots && s.slot_migrations() >= o.slot_migrations() &&
+        s.slot_reinstalls() >= o.slot_reinstalls() && s.hits_emulated() >= o.hits_emulated() &&
+        s.hits_boosted() >= o.hits_boosted() &&
+        s.hits_boosted_riprel() >= o.hits_boosted_riprel() &&
+        s.hits_single_step() >= o.hits_single_step()) {
+      d.set_slot_migrations(s.slot_migrations() - o.slot_migrations());
+      d.set_slot_reinstalls(s.slot_reinstalls() - o.slot_reinstalls());
+      d.set_hits_emulated(s.hits_emulated() - o.hits_emulated());
+      d.set_hits_boosted(s.hits_boosted() - o.hits_boosted());
+      d.set_hits_boosted_riprel(s.hits_boosted_riprel() - o.hits_boosted_riprel());
+      d.set_hits_single_step(s.hits_single_step() - o.hits_single_step());
     }
-    if (metrics_ && (dm || dr || !n.have_slots)) metrics_->AddSlotCounters(node, dm, dr);
+    if (metrics_) metrics_->AddKernelCounters(node, d);
     n.slots = s;
     n.have_slots = true;
+  }
+  // The patched kernel's boost switch can change at run time: the node's profile follows.
+  if (!hb.kernel_profile().empty() && (hb.kernel_profile() != n.reg.kernel_profile() ||
+                                       hb.kernel_boosts() != n.reg.kernel_boosts())) {
+    fprintf(stderr, "controller: node %s: kernel profile %s -> %s\n", node.c_str(),
+            n.reg.kernel_profile().c_str(), hb.kernel_profile().c_str());
+    n.reg.set_kernel_profile(hb.kernel_profile());
+    n.reg.set_kernel_boosts(hb.kernel_boosts());
   }
   n.last_hb = hb;
   if (metrics_) metrics_->Heartbeat();
@@ -521,11 +539,14 @@ absl::StatusOr<v1::ListFleetProbesResponse> FleetController::ListProbes(
         st.set_fleet_probe_id(fid);
         *st.mutable_spec() = s.stored.request.specs(i);
         st.set_desired(desired);
+        st.set_kernel_profile(n.reg.kernel_profile());
         if (present) {
           const auto& p = pit->second.front();
           st.set_local_copies(pit->second.size());
           st.set_local_probe_id(p.local_probe_id());
           st.set_placement(p.placement());
+          st.set_predicted_placement(p.predicted_placement());
+          st.set_kernel_placement(p.kernel_placement());
           st.set_hits(p.hits());
           st.set_actual(p.state());
           st.set_status_message(p.status_message());
@@ -571,6 +592,7 @@ absl::StatusOr<v1::ListAgentsResponse> FleetController::ListAgents(
     }
     a->set_sets_converged(converged);
     *a->mutable_slot_stats() = n.slots;
+    a->set_placement_mismatches(n.last_hb.placement_mismatches());
     a->set_peer(n.peer);
     a->set_identity(n.identity);
   }
@@ -603,11 +625,23 @@ std::vector<GaugeFamily> FleetController::CollectGauges() {
                      {}};
   GaugeFamily sets{"xolfleet_controller_probe_sets", "Probe sets by rollout state", {}};
   GaugeFamily watchers{"xolfleet_controller_hit_watchers", "Open WatchFleetHits streams", {}};
+  GaugeFamily info{"xolfleet_controller_node_info",
+                   "1 per known node, with its kernel release and placement profile",
+                   {}};
+  GaugeFamily mism{"xolfleet_controller_node_placement_mismatches",
+                   "Attached probes whose kernel placement differs from the prediction", {}};
   std::map<std::pair<std::string, std::string>, int> by_state;
   for (const auto& [name, n] : nodes_) {
     std::string profile = n.reg.kernel_profile().empty() ? "unknown" : n.reg.kernel_profile();
     by_state[{n.up ? "up" : "down", profile}]++;
     up.samples.push_back({{{"node", name}}, n.up ? 1.0 : 0.0});
+    info.samples.push_back({{{"node", name},
+                             {"kernel_profile", profile},
+                             {"kernel_release", n.reg.kernel_release()},
+                             {"boosts", n.reg.kernel_boosts() ? "true" : "false"}},
+                            1.0});
+    mism.samples.push_back(
+        {{{"node", name}}, static_cast<double>(n.last_hb.placement_mismatches())});
     std::map<std::pair<std::string, std::string>, int> counts;  // placement,state
     for (const auto& [id, s] : sets_) {
       bool desired = Desired(s, n);
@@ -654,7 +688,7 @@ std::vector<GaugeFamily> FleetController::CollectGauges() {
     sets.samples.push_back({{{"state", k}}, static_cast<double>(v)});
   }
   watchers.samples.push_back({{}, static_cast<double>(hub_.watchers())});
-  return {agents, up, probes, sets, watchers};
+  return {agents, up, probes, sets, watchers, info, mism};
 }
 
 }  // namespace xolfleet::controller

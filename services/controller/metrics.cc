@@ -55,6 +55,11 @@ FleetMetrics::FleetMetrics()
                            .Name("xolfleet_controller_node_slot_reinstalls_total")
                            .Help("XOL slot reinstalls reported by each node's kernel")
                            .Register(*registry_)),
+      kernel_hits_(prometheus::BuildCounter()
+                       .Name("xolfleet_controller_node_kernel_uprobe_hits_total")
+                       .Help("Uprobe hits (every probe on the node, fleet or local) by how "
+                             "the node's patched kernel executed them")
+                       .Register(*registry_)),
       rollouts_(prometheus::BuildCounter()
                     .Name("xolfleet_controller_rollouts_total")
                     .Help("Rollouts that ended, by outcome")
@@ -99,10 +104,18 @@ void FleetMetrics::AddHits(const std::string& node, const std::string& placement
   node_hits_.Add({{"node", node}, {"placement", placement}}).Increment(static_cast<double>(n));
 }
 
-void FleetMetrics::AddSlotCounters(const std::string& node, uint64_t migrations,
-                                   uint64_t reinstalls) {
-  slot_migrations_.Add({{"node", node}}).Increment(static_cast<double>(migrations));
-  slot_reinstalls_.Add({{"node", node}}).Increment(static_cast<double>(reinstalls));
+void FleetMetrics::AddKernelCounters(const std::string& node, const v1::KernelSlotStats& d) {
+  slot_migrations_.Add({{"node", node}}).Increment(static_cast<double>(d.slot_migrations()));
+  slot_reinstalls_.Add({{"node", node}}).Increment(static_cast<double>(d.slot_reinstalls()));
+  const std::pair<const char*, uint64_t> hits[] = {
+      {"EMULATED", d.hits_emulated()},
+      {"BOOSTED", d.hits_boosted()},
+      {"BOOSTED_RIPREL", d.hits_boosted_riprel()},
+      {"SINGLE_STEP", d.hits_single_step()}};
+  for (const auto& [placement, n] : hits) {
+    kernel_hits_.Add({{"node", node}, {"placement", placement}})
+        .Increment(static_cast<double>(n));
+  }
 }
 
 void FleetMetrics::RolloutFinished(const std::string& outcome) {

@@ -20,6 +20,7 @@
 #include "prometheus/histogram.h"
 #include "prometheus/metric_family.h"
 #include "prometheus/registry.h"
+#include "xolfleet/v1/common.pb.h"
 
 namespace xolfleet::controller {
 
@@ -43,7 +44,8 @@ class FleetMetrics {
       std::function<std::vector<GaugeFamily>()> fn);
 
   void AddHits(const std::string& node, const std::string& placement, uint64_t n);
-  void AddSlotCounters(const std::string& node, uint64_t migrations, uint64_t reinstalls);
+  // Adds what a node's patched-kernel counters moved by since its previous heartbeat.
+  void AddKernelCounters(const std::string& node, const v1::KernelSlotStats& delta);
   void RolloutFinished(const std::string& outcome);
   void Request(const std::string& method, const std::string& code, double seconds);
   void Denied(const std::string& method, const std::string& capability);
@@ -57,6 +59,7 @@ class FleetMetrics {
   prometheus::Family<prometheus::Counter>& node_hits_;
   prometheus::Family<prometheus::Counter>& slot_migrations_;
   prometheus::Family<prometheus::Counter>& slot_reinstalls_;
+  prometheus::Family<prometheus::Counter>& kernel_hits_;
   prometheus::Family<prometheus::Counter>& rollouts_;
   prometheus::Family<prometheus::Histogram>& latency_;
   prometheus::Family<prometheus::Counter>& requests_;
