@@ -5,6 +5,7 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -68,7 +69,22 @@ ABSL_FLAG(bool, controller_insecure_plaintext, false,
 namespace xolfleet {
 namespace {
 
+// Perf-event links (every kernel before 6.6) hold one descriptor per probe, so the default
+// soft limit of 1024 descriptors would cap a node at ~1000 probes. Raise the soft limit to
+// the hard one, and say what the cap is.
+void RaiseFileLimit() {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
+  if (rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0) return;
+  }
+  Log("open files limit ", rl.rlim_cur,
+      " (perf-event links take one per probe; raise the hard limit for more)");
+}
+
 int Run() {
+  RaiseFileLimit();
   absl::StatusOr<KernelInfo> kernel = DetectKernel();
   if (!kernel.ok()) {
     Log("cannot identify the kernel: ", kernel.status().message());
