@@ -9,6 +9,8 @@ PKGS=(
   libzydis-dev libsqlite3-dev libgtest-dev libgmock-dev libbenchmark-dev libssl-dev
   # kernel + VM
   linux-source-6.1 bc flex bison cpio busybox-static qemu-system-x86 ccache xz-utils
+  # kernel packages (kernel/package.sh)
+  linux-config-6.1 dpkg-dev fakeroot rsync kmod
   # tests + benchmarks
   prometheus bpftrace iproute2 openssl curl python3 python3-yaml procps
 )

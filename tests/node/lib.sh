@@ -1,0 +1,100 @@
+# Shell functions for a patched-kernel agent node: a qemu (TCG) guest running the kernel of
+# kernel/, an initramfs holding the agent, xolctl, workloads and the real Debian libraries
+# they run on, and a tap device inside a network namespace the caller creates, so that all
+# traffic stays inside that namespace. Sourced by tests/tiers/node.sh and tests/demo/demo.sh.
+#
+#   node_net_up NS               namespace NS: bridge xfbr0 10.232.0.1/24 + tap xftap0
+#   node_image CPIO FILE...      initramfs: busybox, tests/node/init, each FILE at its own
+#                                absolute path, and the shared libraries every ELF FILE needs
+#   node_boot NS CPIO LOG        boots the guest in NS (console -> LOG); sets NODE_QEMU_PID
+#   guest CMD...                 runs CMD in the guest (sh, over the control channel: TCP
+#                                10.232.0.2:2323 inside NS), prints its output, returns its
+#                                status (NODE_TIMEOUT: seconds, default 120)
+#   node_down                    powers the guest off (kills qemu after 20 s)
+#
+# The guest is 10.232.0.2; the host side of the namespace (controller, host agent,
+# Prometheus) is 10.232.0.1. Neither address exists outside the namespace.
+NODE_LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+NODE_ROOT=$(cd "$NODE_LIB_DIR/../.." && pwd)
+NODE_KCACHE=${XOL_CACHE:-/var/cache/xolfleet/kernel}
+NODE_KERNEL=${NODE_KERNEL:-$NODE_KCACHE/build-patched/arch/x86/boot/bzImage}
+NODE_HOST_IP=10.232.0.1
+NODE_GUEST_IP=10.232.0.2
+NODE_SMP=${NODE_SMP:-2}
+NODE_MEM=${NODE_MEM:-2048}
+
+node_net_up() {  # NS
+  local ns=$1
+  ip netns add "$ns" || return 1
+  ip -n "$ns" link set lo up
+  ip -n "$ns" link add xfbr0 type bridge || return 1
+  ip -n "$ns" addr add "$NODE_HOST_IP/24" dev xfbr0
+  ip -n "$ns" link set xfbr0 up
+  ip -n "$ns" tuntap add dev xftap0 mode tap || return 1
+  ip -n "$ns" link set xftap0 master xfbr0 up
+}
+
+# Copies FILE and, for a dynamically linked ELF, every library ldd resolves for it (the
+# host's own Debian libraries, so probes in the guest land in the same code as on the host).
+node_image() {  # CPIO FILE...
+  local cpio=$1; shift
+  local root; root=$(mktemp -d /tmp/xolfleet-node-root.XXXXXX)
+  mkdir -p "$root"/{bin,proc,sys,dev,tmp,run,etc}
+  cp /bin/busybox "$root/bin/busybox"
+  install -m 0755 "$NODE_LIB_DIR/init" "$root/init"
+  local f lib
+  for f in "$@"; do
+    mkdir -p "$root$(dirname "$f")"
+    cp -L "$f" "$root$f"
+    if ldd "$f" >/dev/null 2>&1; then
+      for lib in $(ldd "$f" | awk '/=>/ && $3 ~ /^\// {print $3} /^\t\// {print $1}'); do
+        [ -e "$root$lib" ] && continue
+        mkdir -p "$root$(dirname "$lib")"
+        cp -L "$lib" "$root$lib"
+      done
+    fi
+  done
+  # Debian's /lib and /lib64 are symlinks into /usr: keep that shape so both spellings of
+  # a library path name the same file in the guest, as on the host.
+  local d
+  for d in lib lib64; do
+    if [ -L "/$d" ] && [ -d "$root/$d" ]; then
+      mkdir -p "$root/usr/$d" && cp -a "$root/$d/." "$root/usr/$d/" && rm -rf "${root:?}/$d" &&
+        ln -s "usr/$d" "$root/$d"
+    fi
+  done
+  (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) >"$cpio"
+  rm -rf "$root"
+}
+
+node_boot() {  # NS CPIO LOG
+  local ns=$1 cpio=$2 log=$3
+  [ -f "$NODE_KERNEL" ] || { echo "node_boot: no kernel at $NODE_KERNEL (kernel/build.sh)" >&2; return 1; }
+  NODE_NS=$ns
+  ip netns exec "$ns" qemu-system-x86_64 -accel tcg,thread=multi -smp "$NODE_SMP" -m "$NODE_MEM" \
+    -cpu max -kernel "$NODE_KERNEL" -initrd "$cpio" \
+    -append "console=ttyS0 panic=-1 xolnode.ip=$NODE_GUEST_IP/24" \
+    -netdev tap,id=n0,ifname=xftap0,script=no,downscript=no \
+    -device virtio-net-pci,netdev=n0,mac=52:54:00:32:00:02 \
+    -display none -monitor none -serial "file:$log" -no-reboot \
+    </dev/null >"$log.qemu" 2>&1 &
+  NODE_QEMU_PID=$!
+}
+
+guest() {  # CMD...
+  ip netns exec "$NODE_NS" python3 "$NODE_LIB_DIR/guestctl.py" "$NODE_GUEST_IP:2323" \
+    --timeout "${NODE_TIMEOUT:-120}" -- "$@"
+}
+
+node_down() {
+  [ -n "${NODE_QEMU_PID:-}" ] || return 0
+  NODE_TIMEOUT=5 guest 'sync; poweroff -f' >/dev/null 2>&1 &
+  local i
+  for i in $(seq 1 100); do
+    kill -0 "$NODE_QEMU_PID" 2>/dev/null || break
+    sleep 0.2
+  done
+  kill -9 "$NODE_QEMU_PID" 2>/dev/null
+  wait "$NODE_QEMU_PID" 2>/dev/null
+  NODE_QEMU_PID=
+}
