@@ -1,12 +1,12 @@
-// ELF reading with libelf. The file is mapped privately (never written), so a
-// large library costs address space, not resident memory; only the pages we
-// read become resident.
+// ELF reading with libelf over a private copy of the file. The copy is read with
+// pread() on a descriptor the caller may keep (OpenFile): mapping the file would
+// save memory, but a page of a mapping whose file was truncated meanwhile faults
+// with SIGBUS, and the agent reads files that unprivileged users can truncate.
 #include "services/common/elf_file.h"
 
 #include <fcntl.h>
 #include <gelf.h>
 #include <libelf.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -27,6 +27,7 @@ namespace {
 
 struct Segment {
   uint64_t vaddr, offset, filesz;
+  bool exec;
 };
 
 size_t EditDistance(absl::string_view a, absl::string_view b) {
@@ -52,10 +53,8 @@ void InitLibelf() {
 
 struct ElfFile::Impl {
   std::string path;
-  // Exactly one of `owned` and `map` holds the bytes.
-  std::string owned;
-  void* map = nullptr;
-  size_t map_size = 0;
+  std::shared_ptr<const OpenFile> file;  // null for FromBytes
+  std::string owned;                     // the bytes
   const uint8_t* data = nullptr;
   size_t size = 0;
 
@@ -63,15 +62,13 @@ struct ElfFile::Impl {
   bool has_symtab = false;
   size_t dynsym_count = 0;
   std::vector<Segment> loads;
+  bool has_sections = false;
+  std::vector<ElfSection> sections;  // allocated, with file bytes
   std::vector<ElfSymbol> symbols;                   // defined, .symtab first
   std::unordered_map<std::string, size_t> by_name;  // first definition wins
   std::unordered_set<std::string> undefined;        // imported names
   std::vector<ElfSymbol> functions;  // sorted by vaddr, deduplicated
   std::vector<size_t> by_offset;     // indices into functions, by file offset
-
-  ~Impl() {
-    if (map) munmap(map, map_size);
-  }
 
   absl::StatusOr<uint64_t> VaddrToOff(uint64_t vaddr) const {
     for (const Segment& s : loads) {
@@ -121,7 +118,8 @@ absl::Status ElfFile::Impl::Index() {
       if (!gelf_getphdr(elf, static_cast<int>(i), &ph)) continue;
       if (ph.p_type == PT_LOAD && ph.p_offset <= size) {
         loads.push_back({ph.p_vaddr, ph.p_offset,
-                         std::min<uint64_t>(ph.p_filesz, size - ph.p_offset)});
+                         std::min<uint64_t>(ph.p_filesz, size - ph.p_offset),
+                         (ph.p_flags & PF_X) != 0});
       }
     }
   }
@@ -139,6 +137,13 @@ absl::Status ElfFile::Impl::Index() {
   while ((scn = elf_nextscn(elf, scn)) != nullptr) {
     GElf_Shdr sh;
     if (!gelf_getshdr(scn, &sh)) continue;
+    has_sections = true;
+    if ((sh.sh_flags & SHF_ALLOC) && sh.sh_type != SHT_NOBITS && sh.sh_offset < size) {
+      const char* sname = elf_strptr(elf, shstrndx, sh.sh_name);
+      sections.push_back({sname ? sname : "", sh.sh_offset,
+                          std::min<uint64_t>(sh.sh_size, size - sh.sh_offset),
+                          (sh.sh_flags & SHF_EXECINSTR) != 0});
+    }
     if (sh.sh_type == SHT_SYMTAB) symtabs.push_back({scn, sh});
     if (sh.sh_type == SHT_DYNSYM) dynsyms.push_back({scn, sh});
     if (sh.sh_type == SHT_GNU_versym && !versym)
@@ -236,44 +241,26 @@ ElfFile::~ElfFile() = default;
 
 absl::StatusOr<std::unique_ptr<ElfFile>> ElfFile::Open(
     const std::string& path) {
+  absl::StatusOr<std::shared_ptr<const OpenFile>> file = OpenFile::Open(path);
+  if (!file.ok()) return file.status();
+  return FromOpenFile(std::move(*file));
+}
+
+absl::StatusOr<std::unique_ptr<ElfFile>> ElfFile::FromOpenFile(
+    std::shared_ptr<const OpenFile> file) {
+  if (file == nullptr) return absl::InvalidArgumentError("ElfFile: no file");
+  absl::StatusOr<std::string> bytes = file->ReadAll();
+  if (!bytes.ok()) return bytes.status();
+  if (bytes->empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(Truncated(file->path(), 512), ": empty file, not an ELF file"));
+  }
   auto impl = std::make_unique<Impl>();
-  impl->path = path;
-  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-  if (fd < 0) {
-    const int e = errno;
-    const std::string msg = absl::StrCat(path, ": ", strerror(e));
-    if (e == ENOENT || e == ENOTDIR)
-      return absl::NotFoundError(absl::StrCat("no such file ", msg));
-    if (e == EACCES || e == EPERM) return absl::PermissionDeniedError(msg);
-    return absl::InvalidArgumentError(msg);
-  }
-  // O_NONBLOCK above: a FIFO or device path must not hang the caller; only
-  // regular files are read.
-  struct stat st;
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    close(fd);
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": not a regular file"));
-  }
-  if (st.st_size == 0) {
-    close(fd);
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": empty file, not an ELF file"));
-  }
-  // PROT_WRITE with MAP_PRIVATE because elf_memory() takes a non-const buffer;
-  // nothing writes to it (no byte swapping on a native x86-64 file), so no page
-  // is ever copied.
-  void* map =
-      mmap(nullptr, st.st_size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
-  const int e = errno;
-  close(fd);
-  if (map == MAP_FAILED) {
-    return absl::InternalError(absl::StrCat(path, ": mmap: ", strerror(e)));
-  }
-  impl->map = map;
-  impl->map_size = st.st_size;
-  impl->data = static_cast<const uint8_t*>(map);
-  impl->size = st.st_size;
+  impl->path = file->path();
+  impl->file = std::move(file);
+  impl->owned = std::move(*bytes);
+  impl->data = reinterpret_cast<const uint8_t*>(impl->owned.data());
+  impl->size = impl->owned.size();
   if (absl::Status s = impl->Index(); !s.ok()) return s;
   return std::unique_ptr<ElfFile>(new ElfFile(std::move(impl)));
 }
@@ -290,6 +277,9 @@ absl::StatusOr<std::unique_ptr<ElfFile>> ElfFile::FromBytes(std::string bytes,
 }
 
 const std::string& ElfFile::path() const { return impl_->path; }
+const std::shared_ptr<const OpenFile>& ElfFile::file() const {
+  return impl_->file;
+}
 const std::string& ElfFile::build_id() const { return impl_->build_id; }
 bool ElfFile::stripped() const { return !impl_->has_symtab; }
 
@@ -382,6 +372,22 @@ absl::StatusOr<uint64_t> ElfFile::FileOffsetToVaddr(uint64_t off) const {
   return absl::NotFoundError(
       absl::StrFormat("%s: file offset 0x%x is not inside any PT_LOAD segment",
                       impl_->path, off));
+}
+
+bool ElfFile::InExecutableSegment(uint64_t off) const {
+  for (const Segment& s : impl_->loads) {
+    if (s.exec && off >= s.offset && off - s.offset < s.filesz) return true;
+  }
+  return false;
+}
+
+bool ElfFile::has_sections() const { return impl_->has_sections; }
+
+std::optional<ElfSection> ElfFile::SectionAtFileOffset(uint64_t off) const {
+  for (const ElfSection& s : impl_->sections) {
+    if (off >= s.file_offset && off - s.file_offset < s.size) return s;
+  }
+  return std::nullopt;
 }
 
 }  // namespace xolfleet

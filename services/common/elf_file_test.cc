@@ -1,12 +1,15 @@
 #include "services/common/elf_file.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "services/common/open_file.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -145,6 +148,89 @@ TEST(ElfFile, FromBytesRejectsGarbageAndTruncation) {
   ASSERT_TRUE(whole.ok()) << whole.status();
   EXPECT_EQ((*whole)->path(), "fixture-in-memory");
   EXPECT_TRUE((*whole)->FindSymbol("fx_plain").ok());
+}
+
+TEST(ElfFile, KnowsWhichBytesAreCode) {
+  auto elf = ElfFile::Open(kFixture);
+  ASSERT_TRUE(elf.ok());
+  ASSERT_TRUE((*elf)->has_sections());
+  auto fn = (*elf)->FindSymbol("fx_plain");
+  auto ro = (*elf)->FindSymbol("fx_rodata");
+  auto data = (*elf)->FindSymbol("fx_data");
+  ASSERT_TRUE(fn.ok() && ro.ok() && data.ok());
+  EXPECT_TRUE((*elf)->InExecutableSegment(fn->file_offset));
+  EXPECT_FALSE((*elf)->InExecutableSegment(data->file_offset));
+  // (This fixture is linked without -z separate-code: its ELF header and .rodata share
+  // the executable segment, which is why sections are checked as well.)
+  EXPECT_FALSE((*elf)->SectionAtFileOffset(0).has_value());
+  auto text = (*elf)->SectionAtFileOffset(fn->file_offset);
+  ASSERT_TRUE(text.has_value());
+  EXPECT_EQ(text->name, ".text");
+  EXPECT_TRUE(text->executable);
+  auto rodata = (*elf)->SectionAtFileOffset(ro->file_offset);
+  ASSERT_TRUE(rodata.has_value());
+  EXPECT_EQ(rodata->name, ".rodata");
+  EXPECT_FALSE(rodata->executable);
+}
+
+// The bytes are read with pread() on a descriptor kept open: the file seen is the one
+// opened, whatever its path names afterwards.
+TEST(ElfFile, ReadsTheOpenedFileNotThePath) {
+  const std::string dir = getenv("TEST_TMPDIR");
+  const std::string path = dir + "/copy";
+  {
+    std::ofstream out(path, std::ios::binary);
+    out << Slurp(kFixture);
+  }
+  auto file = OpenFile::Open(path);
+  ASSERT_TRUE(file.ok()) << file.status();
+  {
+    std::ofstream out(dir + "/other", std::ios::binary);
+    out << "not an ELF file";
+  }
+  ASSERT_EQ(rename((dir + "/other").c_str(), path.c_str()), 0);
+  auto elf = ElfFile::FromOpenFile(*file);
+  ASSERT_TRUE(elf.ok()) << elf.status();
+  EXPECT_TRUE((*elf)->FindSymbol("fx_plain").ok());
+  EXPECT_EQ((*elf)->file()->fd(), (*file)->fd());
+  EXPECT_EQ((*file)->proc_path(), absl::StrCat("/proc/self/fd/", (*file)->fd()));
+  // The path now names the other file.
+  EXPECT_EQ(ElfFile::Open(path).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(OpenFile, TruncatedAfterOpenFailsCleanly) {
+  const std::string path = std::string(getenv("TEST_TMPDIR")) + "/shrinks";
+  {
+    std::ofstream out(path, std::ios::binary);
+    out << Slurp(kFixture);
+  }
+  auto file = OpenFile::Open(path);
+  ASSERT_TRUE(file.ok());
+  ASSERT_TRUE((*file)->ReadAll().ok());
+  ASSERT_EQ(truncate(path.c_str(), 100), 0);
+  // The shorter file reads as a whole; what it lacks is an error with a reason.
+  auto elf = ElfFile::FromOpenFile(*file);
+  absl::Status st = elf.ok() ? (*elf)->FindSymbol("fx_plain").status() : elf.status();
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.code(), absl::StatusCode::kInternal);
+  EXPECT_FALSE(st.message().empty());
+}
+
+TEST(OpenFile, PathValidation) {
+  EXPECT_TRUE(ValidateBinaryPath("/usr/bin/true").ok());
+  EXPECT_EQ(ValidateBinaryPath(std::string("/usr/bin/true\0/x", 16)).code(),
+            absl::StatusCode::kInvalidArgument);
+  absl::Status nul = ValidateBinaryPath(std::string("/usr/bin/true\0x", 15));
+  EXPECT_EQ(nul.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(nul.message(), HasSubstr("NUL"));
+  absl::Status utf8 = ValidateBinaryPath("/tmp/\xff\xfe");
+  EXPECT_EQ(utf8.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(utf8.message(), HasSubstr("UTF-8"));
+  EXPECT_TRUE(ValidateBinaryPath("/tmp/caf\xc3\xa9").ok());
+  EXPECT_EQ(ValidateBinaryPath("relative").code(), absl::StatusCode::kInvalidArgument);
+  absl::Status longp = ValidateBinaryPath("/" + std::string(1 << 20, 'a'));
+  EXPECT_EQ(longp.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_LT(longp.message().size(), 300u);
 }
 
 TEST(ElfFile, ReadAtBounds) {

@@ -27,6 +27,17 @@ FN(fx_bad_middle)   push %rbp; .byte 0x06; pop %rbp; ret; END(fx_bad_middle)
   .globl fx_alias_long_name; .type fx_alias_long_name, @function
   .set fx_alias_long_name, fx_plain; .size fx_alias_long_name, 3
 
+/* Code outside every function symbol (a bare label: no type, no size): probed only as a
+   confirmed raw offset. */
+  .p2align 4
+  .globl fx_raw_code
+fx_raw_code: push %rbp; pop %rbp; ret
+
+/* Read-only data: never probeable (a breakpoint here would corrupt the string). */
+  .section .rodata
+  .globl fx_rodata; .type fx_rodata, @object
+fx_rodata: .asciz "(GNU coreutils)"; .size fx_rodata, . - fx_rodata
+
   .data
   .globl fx_data; .type fx_data, @object
 fx_data: .quad 1; .size fx_data, 8

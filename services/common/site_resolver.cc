@@ -29,12 +29,14 @@
 #include "services/common/site_resolver.h"
 
 #include <algorithm>
+#include <optional>
 
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "services/common/open_file.h"
 #include "services/common/x86_classifier.h"
 
 namespace xolfleet {
@@ -187,6 +189,35 @@ void TryRelocate(const ElfFile& elf, const ElfSymbol& fn,
 
 }  // namespace
 
+absl::Status CheckSiteIsCode(const ElfFile& elf, uint64_t file_offset, bool in_function,
+                             bool confirm_raw_offset) {
+  const std::string where = absl::StrFormat("file offset 0x%x of %s", file_offset,
+                                            Truncated(elf.path(), 256));
+  if (!elf.InExecutableSegment(file_offset)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        where, " is not code: it is not in an executable segment (PT_LOAD with PF_X)"));
+  }
+  std::optional<ElfSection> sec = elf.SectionAtFileOffset(file_offset);
+  if (elf.has_sections() && (!sec || !sec->executable)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        where, " is not code: it is in ",
+        sec ? absl::StrCat("section ", Truncated(sec->name, 64), ", which is not executable")
+            : "no section (ELF or program headers, padding)"));
+  }
+  if (in_function) return absl::OkStatus();
+  if (!confirm_raw_offset) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        where, " is not inside any function symbol; to probe code outside known functions "
+               "confirm the raw offset (confirm_raw_offset, xolctl --confirm-raw-offset)"));
+  }
+  if (!elf.has_sections()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        where, " is outside every function symbol and the file has no section headers, so "
+               "it cannot be confirmed to be in an executable section"));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<ResolvedSite> ResolveSite(const ElfFile& elf,
                                          const SiteRequest& req,
                                          KernelProfile profile) {
@@ -249,6 +280,13 @@ absl::StatusOr<ResolvedSite> ResolveSite(const ElfFile& elf,
   }
   site.vaddr = *vaddr;
   site.requested_file_offset = site.file_offset;
+  // A named function with no size is inside a function only at its entry.
+  const bool in_function = fn.has_value() || (!req.symbol.empty() && req.offset == 0);
+  if (absl::Status code = CheckSiteIsCode(elf, site.file_offset, in_function,
+                                          req.confirm_raw_offset);
+      !code.ok()) {
+    return code;
+  }
 
   std::vector<uint8_t> body;
   if (fn) {
@@ -328,7 +366,12 @@ std::vector<ResolvedSite> ClassifyAllFunctionEntries(const ElfFile& elf,
     site.file_offset = fn.file_offset;
     site.requested_file_offset = fn.file_offset;
     site.vaddr = fn.vaddr;
-    site.insn = ClassifyAt(elf, fn.file_offset, fn.size, profile);
+    if (absl::Status code = CheckSiteIsCode(elf, fn.file_offset, true, false); !code.ok()) {
+      site.insn.placement = Placement::kRefused;
+      site.insn.reason = std::string(code.message());
+    } else {
+      site.insn = ClassifyAt(elf, fn.file_offset, fn.size, profile);
+    }
     out.push_back(std::move(site));
   }
   return out;

@@ -93,6 +93,41 @@ TEST_F(SiteResolverTest, FileOffsetFindsContainingFunction) {
             absl::StatusCode::kInvalidArgument);
 }
 
+// Issue 9: a probe writes int3 into the page, so on data it corrupts the program.
+TEST_F(SiteResolverTest, OnlyCodeCanBeASite) {
+  auto rodata = elf_->FindSymbol("fx_rodata");
+  ASSERT_TRUE(rodata.ok()) << rodata.status();
+  auto raw = elf_->FindSymbol("fx_raw_code");
+  ASSERT_TRUE(raw.ok()) << raw.status();
+  for (bool confirmed : {false, true}) {
+    SCOPED_TRACE(confirmed ? "confirmed" : "not confirmed");
+    for (uint64_t off : {uint64_t{0}, uint64_t{0x10}, rodata->file_offset}) {
+      SiteRequest r = Req("", off);
+      r.confirm_raw_offset = confirmed;
+      auto site = ResolveSite(*elf_, r, KernelProfile::kLinux618);
+      EXPECT_EQ(site.status().code(), absl::StatusCode::kInvalidArgument)
+          << "offset " << off << ": " << site.status();
+      EXPECT_THAT(site.status().message(), HasSubstr("not code"));
+    }
+    // A data symbol named as the site is not a function.
+    EXPECT_EQ(ResolveSite(*elf_, Req("fx_rodata"), KernelProfile::kLinux618).status().code(),
+              absl::StatusCode::kInvalidArgument);
+  }
+  // Code outside every function: only as a confirmed raw offset.
+  SiteRequest r = Req("", raw->file_offset);
+  auto unconfirmed = ResolveSite(*elf_, r, KernelProfile::kLinux618);
+  EXPECT_EQ(unconfirmed.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(unconfirmed.status().message(), HasSubstr("confirm"));
+  r.confirm_raw_offset = true;
+  auto confirmed = ResolveSite(*elf_, r, KernelProfile::kLinux618);
+  ASSERT_TRUE(confirmed.ok()) << confirmed.status();
+  EXPECT_EQ(confirmed->insn.disassembly, "push rbp");
+  EXPECT_TRUE(confirmed->symbol.empty());
+  // Offsets inside functions need no confirmation (FileOffsetFindsContainingFunction).
+  EXPECT_TRUE(CheckSiteIsCode(*elf_, elf_->FindSymbol("fx_plain")->file_offset, true, false)
+                  .ok());
+}
+
 TEST_F(SiteResolverTest, BuildIdGuard) {
   SiteRequest r = Req("fx_plain");
   r.build_id = elf_->build_id();

@@ -1,0 +1,166 @@
+#include "services/common/open_file.h"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace xolfleet {
+namespace {
+
+bool IsValidUtf8(absl::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const unsigned char c = s[i];
+    size_t n = 0;
+    uint32_t cp = 0;
+    if (c < 0x80) {
+      ++i;
+      continue;
+    } else if ((c & 0xe0) == 0xc0) {
+      n = 1;
+      cp = c & 0x1f;
+    } else if ((c & 0xf0) == 0xe0) {
+      n = 2;
+      cp = c & 0x0f;
+    } else if ((c & 0xf8) == 0xf0) {
+      n = 3;
+      cp = c & 0x07;
+    } else {
+      return false;
+    }
+    for (size_t k = 1; k <= n; ++k) {
+      if (i + k >= s.size()) return false;
+      const unsigned char cc = s[i + k];
+      if ((cc & 0xc0) != 0x80) return false;
+      cp = (cp << 6) | (cc & 0x3f);
+    }
+    // Overlong forms, surrogates, and code points past U+10FFFF.
+    if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
+        (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff) {
+      return false;
+    }
+    i += n + 1;
+  }
+  return true;
+}
+
+}  // namespace
+
+std::string Truncated(absl::string_view s, size_t max) {
+  std::string out;
+  const size_t n = std::min(s.size(), max);
+  for (size_t i = 0; i < n; ++i) {
+    const unsigned char c = s[i];
+    if (c >= 0x20 && c < 0x7f && c != '\\') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      absl::StrAppendFormat(&out, "\\x%02x", c);
+    }
+  }
+  if (s.size() > max) absl::StrAppend(&out, "...(", s.size(), " bytes)");
+  return out;
+}
+
+absl::Status ValidateBinaryPath(absl::string_view path) {
+  if (path.empty()) {
+    return absl::InvalidArgumentError("binary_path is empty: name the ELF file to probe");
+  }
+  if (path.find('\0') != absl::string_view::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "binary_path '", Truncated(path), "' contains a NUL byte at ", path.find('\0')));
+  }
+  if (path.size() >= PATH_MAX) {
+    return absl::InvalidArgumentError(absl::StrCat("binary_path '", Truncated(path),
+                                                   "' is longer than PATH_MAX (", PATH_MAX,
+                                                   ")"));
+  }
+  if (!IsValidUtf8(path)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("binary_path '", Truncated(path), "' is not valid UTF-8"));
+  }
+  if (path[0] != '/') {
+    return absl::InvalidArgumentError(
+        absl::StrCat("binary_path '", Truncated(path), "' is not absolute"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::shared_ptr<const OpenFile>> OpenFile::Open(const std::string& path) {
+  if (path.find('\0') != std::string::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("path '", Truncated(path), "' contains a NUL byte"));
+  }
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) {
+    const int e = errno;
+    const std::string msg = absl::StrCat(Truncated(path, 512), ": ", strerror(e));
+    if (e == ENOENT || e == ENOTDIR) return absl::NotFoundError(absl::StrCat("no such file ", msg));
+    if (e == EACCES || e == EPERM) return absl::PermissionDeniedError(msg);
+    return absl::InvalidArgumentError(msg);
+  }
+  std::shared_ptr<OpenFile> f(new OpenFile());
+  f->fd_ = fd;
+  f->path_ = path;
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(Truncated(path, 512), ": not a regular file"));
+  }
+  f->dev_ = st.st_dev;
+  f->ino_ = st.st_ino;
+  f->size_ = static_cast<uint64_t>(st.st_size);
+  return std::shared_ptr<const OpenFile>(std::move(f));
+}
+
+OpenFile::~OpenFile() {
+  if (fd_ >= 0) close(fd_);
+}
+
+std::string OpenFile::proc_path() const { return absl::StrCat("/proc/self/fd/", fd_); }
+
+absl::StatusOr<std::string> OpenFile::ReadAll() const {
+  const std::string name = Truncated(path_, 512);
+  struct stat st;
+  if (fstat(fd_, &st) != 0) {
+    return absl::InternalError(absl::StrCat(name, ": fstat: ", strerror(errno)));
+  }
+  const uint64_t size = static_cast<uint64_t>(st.st_size);
+  if (size > kMaxReadAllBytes) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "%s: %d bytes, more than the %d bytes the agent reads from one file", name, size,
+        kMaxReadAllBytes));
+  }
+  if (size == 0) return std::string();  // (procfs files report 0 too)
+  std::string data(size, '\0');
+  uint64_t got = 0;
+  while (got < size) {
+    const ssize_t n = pread(fd_, data.data() + got, size - got, static_cast<off_t>(got));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return absl::InternalError(
+          absl::StrFormat("%s: read at offset %d: %s", name, got, strerror(errno)));
+    }
+    if (n == 0) break;
+    got += static_cast<uint64_t>(n);
+  }
+  // One extra byte tells a file that grew from one that did not.
+  char extra;
+  const ssize_t more = got == size ? pread(fd_, &extra, 1, static_cast<off_t>(size)) : 0;
+  if (got != size || more > 0) {
+    return absl::AbortedError(absl::StrFormat(
+        "%s changed size while it was read (%d bytes at the start, %s): truncated or "
+        "rewritten concurrently; try again",
+        name, size, got != size ? absl::StrCat("only ", got, " readable") : "more now"));
+  }
+  return data;
+}
+
+}  // namespace xolfleet
