@@ -103,6 +103,7 @@ int RunAttach(Context& c) {
     }
     if (auto v = a.Get("build-id")) spec->set_build_id(*v);
     spec->set_allow_relocate(a.Has("allow-relocate"));
+    spec->set_confirm_raw_offset(a.Has("confirm-raw-offset"));
     for (const std::string& list : a.GetAll("capture")) {
       for (absl::string_view r : absl::StrSplit(list, ',', absl::SkipEmpty())) {
         absl::StatusOr<v1::Register> reg = ParseRegister(std::string(r));
@@ -209,6 +210,7 @@ int RunClassify(Context& c) {
     absl::StatusOr<v1::ProbeSpec> spec = ParseSite(s);
     if (!spec.ok()) return c.Usage(std::string(spec.status().message()));
     spec->set_allow_relocate(a.Has("allow-relocate"));
+    spec->set_confirm_raw_offset(a.Has("confirm-raw-offset"));
     *req.add_sites() = *spec;
   }
   if (req.sites_size() == 0 && req.all_functions_of().empty()) {
@@ -374,9 +376,10 @@ XOLCTL_COMMAND("attach", "attach probes (one all-or-nothing batch)",
                "attach BINARY:SYMBOL[+OFF]|BINARY:0xFILEOFF... [--pid=N] "
                "[--capture=rdi,rsi] "
                "[--rate-limit=EVENTS_PER_S] [--ttl=SECONDS] [--build-id=HEX] "
-               "[--label=k=v,...] [--allow-relocate]",
+               "[--label=k=v,...] [--allow-relocate] [--confirm-raw-offset (a "
+               "file offset outside every function, in an executable section)]",
                {"pid", "capture", "rate-limit", "ttl", "build-id", "label"},
-               {"allow-relocate"}, RunAttach);
+               {"allow-relocate", "confirm-raw-offset"}, RunAttach);
 XOLCTL_COMMAND("detach", "detach probes by id", "detach ID... | detach --all",
                {}, {"all"}, RunDetach);
 XOLCTL_COMMAND("list", "list probes with hit counts",
@@ -386,8 +389,10 @@ XOLCTL_COMMAND("classify",
                "predict placements (dry run; --local needs no agent)",
                "classify BINARY:SYMBOL[+OFF]... | --all-functions BINARY "
                "[--profile=linux-6.1|"
-               "linux-6.18|xolfleet-6.1] [--local] [--allow-relocate]",
-               {"all-functions", "profile"}, {"local", "allow-relocate"},
+               "linux-6.18|xolfleet-6.1] [--local] [--allow-relocate] "
+               "[--confirm-raw-offset]",
+               {"all-functions", "profile"},
+               {"local", "allow-relocate", "confirm-raw-offset"},
                RunClassify);
 XOLCTL_COMMAND("watch", "stream hit events",
                "watch [ID...] [--count=N] [--duration=SECONDS] "
