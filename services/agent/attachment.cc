@@ -45,26 +45,33 @@ class PerfAttachment final : public Attachment {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Attachment>> AttachMulti(
-    const ProbeProgram& program, const std::string& path,
+    const ProbeProgram& program, const OpenFile& file,
     absl::Span<const uint64_t> offsets, absl::Span<const uint64_t> cookies,
     int pid) {
   absl::StatusOr<UprobeMultiLink> link = UprobeMultiLink::Create(
-      program.program_fd(), path, offsets, cookies, pid);
-  if (!link.ok()) return link.status();
+      program.program_fd(), file.proc_path(), offsets, cookies, pid);
+  if (!link.ok()) {
+    return absl::Status(link.status().code(),
+                        absl::StrCat(Truncated(file.path(), 512), ": ",
+                                     link.status().message()));
+  }
   return std::unique_ptr<Attachment>(new MultiAttachment(std::move(*link)));
 }
 
 absl::StatusOr<std::unique_ptr<Attachment>> AttachPerf(
-    const ProbeProgram& program, const std::string& path,
+    const ProbeProgram& program, const OpenFile& file,
     absl::Span<const uint64_t> offsets, absl::Span<const uint64_t> cookies,
     int pid) {
+  const std::string path = Truncated(file.path(), 512);
+  const std::string kernel_path = file.proc_path();
   auto att = std::make_unique<PerfAttachment>(path);
   for (size_t i = 0; i < offsets.size(); ++i) {
     LIBBPF_OPTS(bpf_uprobe_opts, opts);
     opts.bpf_cookie = cookies[i];
     // libbpf: pid -1 is every process, 0 would be the agent itself.
     bpf_link* l = bpf_program__attach_uprobe_opts(
-        program.program(), pid > 0 ? pid : -1, path.c_str(), offsets[i], &opts);
+        program.program(), pid > 0 ? pid : -1, kernel_path.c_str(), offsets[i],
+        &opts);
     if (l == nullptr) {
       int err = errno;
       return ErrnoToStatus(

@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "services/agent/probe_program.h"
+#include "services/common/open_file.h"
 
 namespace xolfleet {
 
@@ -22,10 +23,14 @@ class Attachment {
   virtual size_t link_count() const = 0;
 };
 
-// One uprobe_multi link for every offset (file offsets of `path`, same length
+// Both attach through `file.proc_path()` (/proc/self/fd/N), never through the
+// path a request named: the kernel resolves the magic link to the very inode the
+// agent opened, read and checked, whatever the path names by now.
+
+// One uprobe_multi link for every offset (file offsets of `file`, same length
 // as `cookies`); `pid` > 0 filters in the kernel.
 absl::StatusOr<std::unique_ptr<Attachment>> AttachMulti(
-    const ProbeProgram& program, const std::string& path,
+    const ProbeProgram& program, const OpenFile& file,
     absl::Span<const uint64_t> offsets, absl::Span<const uint64_t> cookies,
     int pid);
 
@@ -33,7 +38,7 @@ absl::StatusOr<std::unique_ptr<Attachment>> AttachMulti(
 // bpf_program__attach_uprobe_opts with a BPF cookie). On failure, the links
 // made so far are destroyed before returning.
 absl::StatusOr<std::unique_ptr<Attachment>> AttachPerf(
-    const ProbeProgram& program, const std::string& path,
+    const ProbeProgram& program, const OpenFile& file,
     absl::Span<const uint64_t> offsets, absl::Span<const uint64_t> cookies,
     int pid);
 

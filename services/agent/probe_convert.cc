@@ -5,6 +5,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "services/common/elf_file.h"
+#include "services/common/open_file.h"
 
 namespace xolfleet {
 
@@ -52,10 +53,9 @@ absl::StatusOr<v1::ClassifyResponse> ClassifySites(
     ++(*resp.mutable_totals())[v1::Placement_Name(p.placement())];
   };
   if (!req.all_functions_of().empty()) {
-    if (req.all_functions_of()[0] != '/') {
+    if (absl::Status st = ValidateBinaryPath(req.all_functions_of()); !st.ok()) {
       return absl::InvalidArgumentError(
-          absl::StrCat("all_functions_of '", req.all_functions_of(),
-                       "' is not an absolute path"));
+          absl::StrCat("all_functions_of: ", st.message()));
     }
     absl::StatusOr<std::unique_ptr<ElfFile>> elf =
         ElfFile::Open(req.all_functions_of());
@@ -71,12 +71,15 @@ absl::StatusOr<v1::ClassifyResponse> ClassifySites(
     const v1::ProbeSpec& spec = req.sites(i);
     auto fail = [&](const absl::Status& st) {
       return absl::Status(
-          st.code(), absl::StrCat("sites[", i, "] ", spec.binary_path(), ":",
-                                  spec.symbol(), ": ", st.message()));
+          st.code(),
+          absl::StrCat("sites[", i, "] ", Truncated(spec.binary_path()), ":",
+                       Truncated(spec.symbol()), ": ", st.message()));
     };
-    if (spec.binary_path().empty() || spec.binary_path()[0] != '/') {
-      return fail(
-          absl::InvalidArgumentError("binary_path must be an absolute path"));
+    if (absl::Status st = ValidateBinaryPath(spec.binary_path()); !st.ok()) {
+      return fail(st);
+    }
+    if (spec.symbol().size() > 16384) {
+      return fail(absl::InvalidArgumentError("symbol is longer than 16384 bytes"));
     }
     auto it = elves.find(spec.binary_path());
     if (it == elves.end()) {
@@ -91,6 +94,7 @@ absl::StatusOr<v1::ClassifyResponse> ClassifySites(
     sr.offset = spec.offset();
     sr.build_id = spec.build_id();
     sr.allow_relocate = spec.allow_relocate();
+    sr.confirm_raw_offset = spec.confirm_raw_offset();
     absl::StatusOr<ResolvedSite> s = ResolveSite(*it->second, sr, profile);
     if (!s.ok()) return fail(s.status());
     v1::SitePlacement* p = resp.add_sites();

@@ -8,8 +8,13 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include <fcntl.h>
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
+
 #include <algorithm>
 #include <fstream>
+#include <tuple>
 #include <sstream>
 
 #include "absl/strings/numbers.h"
@@ -20,6 +25,7 @@
 #include "services/agent/log.h"
 #include "services/agent/probe_convert.h"
 #include "services/common/elf_file.h"
+#include "services/common/open_file.h"
 #include "services/common/site_resolver.h"
 #include "services/common/x86_classifier.h"
 
@@ -29,27 +35,40 @@ namespace {
 constexpr size_t kMaxLabels = 32;
 constexpr size_t kMaxLabelBytes = 256;
 constexpr size_t kMaxFailuresInMessage = 8;
+// Longest symbol name accepted (long C++ mangled names reach a few KiB).
+constexpr size_t kMaxSymbolBytes = 16384;
+constexpr uint32_t kMaxRateLimit = 1000000000;
 
 int64_t UnixNanos(absl::Time t) { return absl::ToUnixNanos(t); }
 
 std::string DescribeSpec(size_t i, const v1::ProbeSpec &s) {
+  const std::string sym = Truncated(s.symbol());
   std::string where =
       s.symbol().empty()
           ? absl::StrCat("file offset 0x", absl::Hex(s.offset()))
-          : (s.offset() ? absl::StrCat(s.symbol(), "+0x", absl::Hex(s.offset()))
-                        : s.symbol());
-  return absl::StrCat("spec[", i, "] ", s.binary_path(), ":", where,
+          : (s.offset() ? absl::StrCat(sym, "+0x", absl::Hex(s.offset())) : sym);
+  return absl::StrCat("spec[", i, "] ", Truncated(s.binary_path()), ":", where,
                       s.pid() ? absl::StrCat(" pid ", s.pid()) : "");
 }
 
 absl::Status ValidateSpec(const v1::ProbeSpec &s) {
-  if (s.binary_path().empty()) {
+  if (absl::Status st = ValidateBinaryPath(s.binary_path()); !st.ok())
+    return st;
+  if (s.symbol().size() > kMaxSymbolBytes) {
     return absl::InvalidArgumentError(
-        "binary_path is empty: name the ELF file to probe");
+        absl::StrCat("symbol '", Truncated(s.symbol()), "' is longer than ",
+                     kMaxSymbolBytes, " bytes"));
   }
-  if (s.binary_path()[0] != '/') {
-    return absl::InvalidArgumentError(
-        absl::StrCat("binary_path '", s.binary_path(), "' is not absolute"));
+  if (s.symbol().find('\0') != std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "symbol '", Truncated(s.symbol()), "' contains a NUL byte"));
+  }
+  if (s.rate_limit_per_sec() >= kMaxRateLimit) {
+    // The kernel side keeps one event per rate_interval_ns = 1e9 / limit ns: a
+    // limit of 1e9 or more has no interval and would mean "unlimited".
+    return absl::InvalidArgumentError(absl::StrCat(
+        "rate_limit_per_sec ", s.rate_limit_per_sec(), " is not below ",
+        kMaxRateLimit, " events/s; use 0 for no limit"));
   }
   if (s.pid() < 0)
     return absl::InvalidArgumentError(absl::StrCat("pid ", s.pid(), " < 0"));
@@ -74,7 +93,7 @@ absl::Status ValidateSpec(const v1::ProbeSpec &s) {
     for (char c : s.build_id()) {
       if (!isxdigit(static_cast<unsigned char>(c))) {
         return absl::InvalidArgumentError(
-            absl::StrCat("build_id '", s.build_id(), "' is not hex"));
+            absl::StrCat("build_id '", Truncated(s.build_id()), "' is not hex"));
       }
     }
   }
@@ -84,15 +103,30 @@ absl::Status ValidateSpec(const v1::ProbeSpec &s) {
 // NOT_FOUND if the process does not exist; FAILED_PRECONDITION if it does not
 // map the file (a probe filtered to it could never fire).
 absl::Status CheckPidMapsFile(int pid, const std::string &path,
-                              const struct stat &st) {
+                              const OpenFile &file) {
   if (kill(pid, 0) != 0 && errno == ESRCH) {
     return absl::NotFoundError(
         absl::StrCat("process ", pid, " does not exist"));
   }
-  std::ifstream maps(absl::StrCat("/proc/", pid, "/maps"));
+  const std::string maps_path = absl::StrCat("/proc/", pid, "/maps");
+  // Opened first to tell "gone" from "not readable": /proc/1/maps of a process
+  // the agent may not inspect fails with EACCES, and that process exists.
+  const int fd = open(maps_path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    const int err = errno;
+    if (err == ENOENT || err == ESRCH) {
+      return absl::NotFoundError(absl::StrCat(
+          "process ", pid, " does not exist (no ", maps_path, ")"));
+    }
+    return absl::PermissionDeniedError(absl::StrCat(
+        "process ", pid, " exists but the agent cannot read ", maps_path, " (",
+        strerror(err), "), so it cannot check that it maps ", Truncated(path)));
+  }
+  close(fd);
+  std::ifstream maps(maps_path);
   if (!maps) {
     return absl::NotFoundError(absl::StrCat(
-        "process ", pid, " does not exist (no /proc/", pid, "/maps)"));
+        "process ", pid, " does not exist (no ", maps_path, ")"));
   }
   std::string line;
   while (std::getline(maps, line)) {
@@ -102,18 +136,18 @@ absl::Status CheckPidMapsFile(int pid, const std::string &path,
     if (f.size() < 5)
       continue;
     uint64_t ino = 0;
-    if (!absl::SimpleAtoi(f[4], &ino) || ino != st.st_ino)
+    if (!absl::SimpleAtoi(f[4], &ino) || ino != file.inode())
       continue;
     std::vector<absl::string_view> dev = absl::StrSplit(f[3], ':');
     unsigned int maj = 0, min = 0;
     if (dev.size() == 2 && absl::SimpleHexAtoi(dev[0], &maj) &&
-        absl::SimpleHexAtoi(dev[1], &min) && maj == major(st.st_dev) &&
-        min == minor(st.st_dev)) {
+        absl::SimpleHexAtoi(dev[1], &min) && maj == major(file.device()) &&
+        min == minor(file.device())) {
       return absl::OkStatus();
     }
   }
   return absl::FailedPreconditionError(
-      absl::StrCat("process ", pid, " does not map ", path,
+      absl::StrCat("process ", pid, " does not map ", Truncated(path),
                    ": a probe filtered to it would never fire (check the pid, "
                    "or the library path it loads)"));
 }
@@ -122,7 +156,9 @@ absl::Status CheckPidMapsFile(int pid, const std::string &path,
 
 struct ProbeManager::Resolved {
   ResolvedSite site;
-  uint64_t inode = 0;
+  // The file opened, read and checked for this spec; the kernel attaches
+  // through it (/proc/self/fd/N).
+  std::shared_ptr<const OpenFile> file;
 };
 
 ProbeManager::ProbeManager(const Options &options,
@@ -179,82 +215,82 @@ absl::Status ProbeManager::ResolveAll(const v1::AttachRequest &req,
                                       std::vector<Resolved> *out) const {
   const KernelProfile profile = Profile().profile;
   out->resize(req.specs_size());
+  // One open file per path per request: every spec naming the path is checked
+  // against, and attached through, the same descriptor.
   absl::flat_hash_map<std::string, absl::StatusOr<std::unique_ptr<ElfFile>>>
       elves;
-  absl::flat_hash_map<std::string, absl::StatusOr<struct stat>> stats;
+  // Serialized spec -> index of its first occurrence.
+  absl::flat_hash_map<std::string, int> seen;
   std::vector<std::pair<size_t, absl::Status>> failures;
   for (int i = 0; i < req.specs_size(); ++i) {
     const v1::ProbeSpec &spec = req.specs(i);
     absl::Status st = ValidateSpec(spec);
-    const struct stat *sbp = nullptr;
     if (st.ok()) {
-      auto sit = stats.find(spec.binary_path());
-      if (sit == stats.end()) {
-        struct stat sb;
-        absl::StatusOr<struct stat> r = sb;
-        if (stat(spec.binary_path().c_str(), &sb) != 0) {
-          int err = errno;
-          r = err == ENOENT
-                  ? absl::NotFoundError(
-                        absl::StrCat(spec.binary_path(), ": no such file"))
-                  : absl::PermissionDeniedError(
-                        absl::StrCat(spec.binary_path(), ": ", strerror(err)));
-        } else {
-          r = sb;
-        }
-        sit = stats.emplace(spec.binary_path(), r).first;
-      }
-      if (!sit->second.ok()) {
-        st = sit->second.status();
-      } else {
-        sbp = &*sit->second;
+      // Identical specs would be identical probes: one of them is a mistake
+      // (5,000 copies were 5,000 kernel probes). Specs that differ in anything
+      // (labels, capture, rate, pid) are distinct probes.
+      std::string key;
+      google::protobuf::io::StringOutputStream sos(&key);
+      google::protobuf::io::CodedOutputStream cos(&sos);
+      cos.SetSerializationDeterministic(true);
+      spec.SerializeToCodedStream(&cos);
+      cos.Trim();
+      auto [it, inserted] = seen.emplace(std::move(key), i);
+      if (!inserted) {
+        st = absl::InvalidArgumentError(absl::StrCat(
+            "identical to spec[", it->second,
+            "]: one request may not carry the same spec twice"));
       }
     }
+    const ElfFile *elf = nullptr;
     if (st.ok()) {
       auto it = elves.find(spec.binary_path());
       if (it == elves.end()) {
-        it =
-            elves.emplace(spec.binary_path(), ElfFile::Open(spec.binary_path()))
-                .first;
+        it = elves.emplace(spec.binary_path(), ElfFile::Open(spec.binary_path()))
+                 .first;
       }
       if (!it->second.ok()) {
         st = it->second.status();
       } else {
-        SiteRequest sr;
-        sr.binary_path = spec.binary_path();
-        sr.symbol = spec.symbol();
-        sr.offset = spec.offset();
-        sr.build_id = spec.build_id();
-        sr.allow_relocate = spec.allow_relocate();
-        absl::StatusOr<ResolvedSite> site =
-            ResolveSite(**it->second, sr, profile);
-        if (!site.ok()) {
-          st = site.status();
-        } else if (site->insn.placement == Placement::kRefused) {
-          st = absl::FailedPreconditionError(absl::StrCat(
-              "the ", ProfileName(profile),
-              " kernel refuses to probe '",
-              site->insn.disassembly.empty() ? "undecodable bytes"
-                                             : site->insn.disassembly,
-              "' at file offset 0x", absl::Hex(site->file_offset), ": ",
-              site->insn.reason, "; choose another offset"));
-        } else if (!site->insn.hazard.empty()) {
-          // The kernel would accept this probe, but the probed program would
-          // not run as before (an instruction skipped, or the process killed
-          // after the hit): a probe must never change or kill what it probes.
-          st = absl::FailedPreconditionError(absl::StrCat(
-              "probing '", site->insn.disassembly, "' at file offset 0x",
-              absl::Hex(site->file_offset), " is unsafe on the ",
-              ProfileName(profile), " kernel (hazard: ",
-              site->insn.hazard, "); choose another offset"));
-        } else {
-          (*out)[i].site = std::move(*site);
-          (*out)[i].inode = sbp->st_ino;
-        }
+        elf = it->second->get();
+      }
+    }
+    if (st.ok()) {
+      SiteRequest sr;
+      sr.binary_path = spec.binary_path();
+      sr.symbol = spec.symbol();
+      sr.offset = spec.offset();
+      sr.build_id = spec.build_id();
+      sr.allow_relocate = spec.allow_relocate();
+      sr.confirm_raw_offset = spec.confirm_raw_offset();
+      absl::StatusOr<ResolvedSite> site =
+          ResolveSite(*elf, sr, profile);
+      if (!site.ok()) {
+        st = site.status();
+      } else if (site->insn.placement == Placement::kRefused) {
+        st = absl::FailedPreconditionError(absl::StrCat(
+            "the ", ProfileName(profile),
+            " kernel refuses to probe '",
+            site->insn.disassembly.empty() ? "undecodable bytes"
+                                           : site->insn.disassembly,
+            "' at file offset 0x", absl::Hex(site->file_offset), ": ",
+            site->insn.reason, "; choose another offset"));
+      } else if (!site->insn.hazard.empty()) {
+        // The kernel would accept this probe, but the probed program would
+        // not run as before (an instruction skipped, or the process killed
+        // after the hit): a probe must never change or kill what it probes.
+        st = absl::FailedPreconditionError(absl::StrCat(
+            "probing '", site->insn.disassembly, "' at file offset 0x",
+            absl::Hex(site->file_offset), " is unsafe on the ",
+            ProfileName(profile), " kernel (hazard: ",
+            site->insn.hazard, "); choose another offset"));
+      } else {
+        (*out)[i].site = std::move(*site);
+        (*out)[i].file = elf->file();
       }
     }
     if (st.ok() && spec.pid() > 0) {
-      st = CheckPidMapsFile(spec.pid(), spec.binary_path(), *sbp);
+      st = CheckPidMapsFile(spec.pid(), spec.binary_path(), *elf->file());
     }
     if (!st.ok())
       failures.emplace_back(i, st);
@@ -324,7 +360,7 @@ ProbeManager::Attach(const v1::AttachRequest &req) {
     free_slots_.pop_back();
     r.generation = ++slot_generation_[r.slot];
     r.num = next_probe_num_++;
-    r.inode = resolved[i].inode;
+    r.inode = resolved[i].file->inode();
     r.placement = resolved[i].site.insn.placement;
     r.probe.set_id(absl::StrCat("p", r.num));
     *r.probe.mutable_spec() = spec;
@@ -340,8 +376,7 @@ ProbeManager::Attach(const v1::AttachRequest &req) {
     cfg.pid = static_cast<uint32_t>(spec.pid());
     for (int reg : spec.capture())
       cfg.capture_mask |= 1u << (reg - 1);
-    if (spec.rate_limit_per_sec() > 0 &&
-        spec.rate_limit_per_sec() < 1000000000u) {
+    if (spec.rate_limit_per_sec() > 0) {  // < kMaxRateLimit (ValidateSpec)
       cfg.rate_interval_ns = 1000000000ull / spec.rate_limit_per_sec();
       cfg.rate_burst_ns = 1000000000ull;
     }
@@ -363,16 +398,22 @@ ProbeManager::Attach(const v1::AttachRequest &req) {
   // probe.
   std::vector<std::shared_ptr<LinkGroup>> groups;
   {
-    std::map<std::pair<std::string, int>, std::shared_ptr<LinkGroup>> by_key;
+    // Keyed by the open file (one per path in this request), so a group's
+    // probes are all on the file that was checked.
+    std::map<std::tuple<const OpenFile *, int, size_t>,
+             std::shared_ptr<LinkGroup>>
+        by_key;
     for (size_t i = 0; i < n; ++i) {
       const v1::ProbeSpec &spec = req.specs(i);
+      const OpenFile *file = resolved[i].file.get();
       std::shared_ptr<LinkGroup> &g =
           program_->link_mode() == LinkMode::kMulti
-              ? by_key[{spec.binary_path(), spec.pid()}]
-              : by_key[{absl::StrCat(spec.binary_path(), "#", i), spec.pid()}];
+              ? by_key[{file, spec.pid(), 0}]
+              : by_key[{file, spec.pid(), i}];
       if (!g) {
         g = std::make_shared<LinkGroup>();
         g->path = spec.binary_path();
+        g->file = resolved[i].file;
         g->pid = spec.pid();
         groups.push_back(g);
       }
@@ -407,8 +448,8 @@ ProbeManager::Attach(const v1::AttachRequest &req) {
     LinkGroup *g = groups[k].get();
     absl::StatusOr<std::unique_ptr<Attachment>> att =
         program_->link_mode() == LinkMode::kMulti
-            ? AttachMulti(*program_, g->path, offsets[k], cookies[k], g->pid)
-            : AttachPerf(*program_, g->path, offsets[k], cookies[k], g->pid);
+            ? AttachMulti(*program_, *g->file, offsets[k], cookies[k], g->pid)
+            : AttachPerf(*program_, *g->file, offsets[k], cookies[k], g->pid);
     if (!att.ok()) {
       link_status = att.status();
       break;
@@ -547,7 +588,7 @@ void ProbeManager::RelinkLocked(LinkGroup *g) {
     cookies.push_back(XOL_COOKIE(slot_generation_[r.slot] + 1, r.slot));
   }
   absl::StatusOr<std::unique_ptr<Attachment>> att =
-      AttachMulti(*program_, g->path, offsets, cookies, g->pid);
+      AttachMulti(*program_, *g->file, offsets, cookies, g->pid);
   if (!att.ok()) {
     Log("re-linking ", members.size(), " probes on ", g->path,
         " failed; the old link stays until they are detached: ",

@@ -37,6 +37,7 @@
 #include "services/agent/hit_hub.h"
 #include "services/agent/kernel_features.h"
 #include "services/agent/probe_program.h"
+#include "services/common/open_file.h"
 #include "services/common/placement.h"
 #include "xolfleet/v1/agent.pb.h"
 
@@ -128,7 +129,10 @@ class ProbeManager final : public AgentApi {
 
  private:
   struct LinkGroup {
-    std::string path;
+    std::string path;  // as requested (messages)
+    // Held while the group lives: the kernel is given /proc/self/fd/N of it, so
+    // re-linking survivors of a partial detach probes the same file too.
+    std::shared_ptr<const OpenFile> file;
     int pid = 0;
     std::unique_ptr<Attachment> attachment;
     std::vector<std::string> probe_ids;  // members (multi links)
