@@ -290,17 +290,20 @@ absl::StatusOr<ElfSymbol> ElfFile::FindSymbol(absl::string_view name) const {
   }
   if (impl_->undefined.count(std::string(name))) {
     return absl::FailedPreconditionError(
-        absl::StrCat("symbol '", name, "' is undefined in ", impl_->path,
+        absl::StrCat("symbol '", Truncated(name), "' is undefined in ", impl_->path,
                      " (imported from a shared library); probe it in the "
                      "library that defines it"));
   }
   std::string msg =
-      absl::StrCat("symbol '", name, "' not found in ", impl_->path);
+      absl::StrCat("symbol '", Truncated(name), "' not found in ", impl_->path);
   if (!impl_->has_symtab) {
     absl::StrAppend(&msg, "; binary is stripped (no .symtab); only ",
                     impl_->dynsym_count, " .dynsym symbols");
   }
-  // Suggestions: names containing the query, then the closest by edit distance.
+  // Suggestions: names containing the query, then the closest by edit distance
+  // (not for absurdly long queries: the distance costs their length times each
+  // symbol's).
+  if (name.size() > 512) return absl::NotFoundError(msg);
   std::vector<std::pair<size_t, const std::string*>> scored;
   const size_t limit = std::max<size_t>(2, name.size() / 3);
   for (const ElfSymbol& s : impl_->symbols) {

@@ -217,6 +217,8 @@ absl::StatusOr<uint64_t> Workload::Fast(double seconds) {
   return Calls(absl::StrCat("fast ", seconds));
 }
 
+absl::StatusOr<std::string> Workload::Banner() { return Command("banner"); }
+
 absl::StatusOr<uint64_t> Workload::Calls(const std::string& command) {
   absl::StatusOr<std::string> r = Command(command);
   if (!r.ok()) return r.status();

@@ -68,6 +68,8 @@ class Workload {
   absl::StatusOr<uint64_t> Spin(double seconds);
   // The same with xol_target_fast, whose first instruction (push) is emulated.
   absl::StatusOr<uint64_t> Fast(double seconds);
+  // What the workload reads from its .rodata string xol_banner.
+  absl::StatusOr<std::string> Banner();
 
  private:
   absl::StatusOr<std::string> Command(const std::string& line);

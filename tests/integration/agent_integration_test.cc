@@ -1,14 +1,24 @@
 // The real agent over real gRPC on this machine's kernel: real uprobes on a
 // real process. Every test runs in both link modes (uprobe_multi links and
 // perf-event links). Root only.
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <fstream>
 #include <set>
+#include <iostream>
+#include <map>
+#include <sstream>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
+#include "services/common/elf_file.h"
 #include "tests/integration/agent_harness.h"
 
 namespace xolfleet::testing {
@@ -16,6 +26,35 @@ namespace {
 
 constexpr int kMaxProbes = 64;
 constexpr int kMaxSpecs = 40;
+
+std::string TmpDir() {
+  const char* d = getenv("TEST_TMPDIR");
+  return d ? d : "/tmp";
+}
+
+std::string Slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+bool WriteFile(const std::string& path, const std::string& bytes, mode_t mode) {
+  unlink(path.c_str());
+  int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  if (fd < 0) return false;
+  bool ok = write(fd, bytes.data(), bytes.size()) ==
+            static_cast<ssize_t>(bytes.size());
+  return close(fd) == 0 && ok;
+}
+
+// File offset of `symbol` in the workload binary.
+uint64_t WorkloadOffset(const std::string& symbol) {
+  auto elf = ElfFile::Open(Workload::Path());
+  if (!elf.ok()) return 0;
+  auto sym = (*elf)->FindSymbol(symbol);
+  return sym.ok() ? sym->file_offset : 0;
+}
 
 class AgentTest : public ::testing::TestWithParam<std::string> {
  protected:
@@ -394,11 +433,20 @@ TEST_P(AgentTest, BadInputsAreRefusedCleanly) {
     ExpectStillServing();
   }
   // Too many probes: fill up to the limit, then one more batch.
-  std::vector<v1::ProbeSpec> fill(kMaxSpecs, Spec("xol_target_add"));
+  // (Distinct labels: identical specs in one request are refused.)
+  auto distinct = [](v1::ProbeSpec s, int n) {
+    std::vector<v1::ProbeSpec> out;
+    for (int i = 0; i < n; ++i) {
+      (*s.mutable_labels())["n"] = absl::StrCat(i);
+      out.push_back(s);
+    }
+    return out;
+  };
+  std::vector<v1::ProbeSpec> fill = distinct(Spec("xol_target_add"), kMaxSpecs);
   v1::AttachResponse first;
   ASSERT_TRUE(Attach(fill, &first).ok());
-  std::vector<v1::ProbeSpec> more(kMaxProbes - kMaxSpecs + 1,
-                                  Spec("xol_target_other"));
+  std::vector<v1::ProbeSpec> more =
+      distinct(Spec("xol_target_other"), kMaxProbes - kMaxSpecs + 1);
   v1::AttachResponse second;
   grpc::Status st = Attach(more, &second);
   EXPECT_EQ(st.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
@@ -460,6 +508,179 @@ TEST_P(AgentTest, ClassifyIsADryRun) {
   grpc::ClientContext ctx3;
   EXPECT_EQ(agent_->stub().Classify(&ctx3, bad, &allresp).error_code(),
             grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+// Issue 9: a probe writes int3 into its page. On data (.rodata, the ELF header)
+// that corrupts the program; only code inside a function, or a confirmed raw
+// offset in an executable section, may carry a probe. Classify applies the same
+// rule.
+TEST_P(AgentTest, OnlyCodeCanCarryAProbe) {
+  const uint64_t banner = WorkloadOffset("xol_banner");
+  const uint64_t raw_code = WorkloadOffset("xol_raw_code");
+  ASSERT_NE(banner, 0u);
+  ASSERT_NE(raw_code, 0u);
+  absl::StatusOr<std::string> before = workload_->Banner();
+  ASSERT_TRUE(before.ok());
+  ASSERT_EQ(*before, "banner (GNU coreutils)");
+  struct Case {
+    std::string what;
+    v1::ProbeSpec spec;
+    std::string message_part;
+  };
+  std::vector<Case> cases;
+  for (bool confirmed : {false, true}) {
+    for (uint64_t off : {uint64_t{0}, uint64_t{0x10}, banner, banner + 1}) {
+      v1::ProbeSpec s = Spec("", off);
+      s.set_confirm_raw_offset(confirmed);
+      cases.push_back({absl::StrCat("raw offset 0x", absl::Hex(off),
+                                    confirmed ? " confirmed" : ""),
+                       s, "not code"});
+    }
+  }
+  cases.push_back({"data symbol", Spec("xol_banner"), "not a function"});
+  cases.push_back(
+      {"code outside functions, unconfirmed", Spec("", raw_code), "confirm"});
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    v1::AttachResponse resp;
+    grpc::Status st = Attach({c.spec}, &resp);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
+        << st.error_message();
+    EXPECT_NE(st.error_message().find(c.message_part), std::string::npos)
+        << st.error_message();
+    EXPECT_LT(st.error_message().size(), 1024u);
+    v1::ClassifyRequest creq;
+    *creq.add_sites() = c.spec;
+    v1::ClassifyResponse cresp;
+    grpc::ClientContext ctx;
+    grpc::Status cst = agent_->stub().Classify(&ctx, creq, &cresp);
+    EXPECT_EQ(cst.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
+        << cst.error_message();
+    ExpectNothingLeft();
+  }
+  // The program's data is intact.
+  absl::StatusOr<std::string> after = workload_->Banner();
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(*after, "banner (GNU coreutils)");
+  // Code outside every function: a confirmed raw offset attaches.
+  v1::ProbeSpec confirmed = Spec("", raw_code);
+  confirmed.set_confirm_raw_offset(true);
+  v1::AttachResponse resp;
+  grpc::Status st = Attach({confirmed}, &resp);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(resp.probes(0).site().disassembly(), "push rbp");
+  // So does a raw offset inside a function, without confirmation.
+  v1::AttachResponse in_fn;
+  st = Attach({Spec("", WorkloadOffset("xol_target_add"))}, &in_fn);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(in_fn.probes(0).site().symbol(), "xol_target_add");
+  ASSERT_TRUE(workload_->Run(4, 0).ok());
+  EXPECT_EQ(Get(in_fn.probes(0).id()).hits(), 4u);
+  ASSERT_TRUE(Detach({resp.probes(0).id(), in_fn.probes(0).id()}).ok());
+  ExpectNothingLeft();
+}
+
+// Issue 9: Classify of a file that its owner truncates and rewrites meanwhile.
+// The agent reads with pread(), never through a mapping (SIGBUS), so each call
+// gets an answer or a precise error and the agent lives.
+TEST_P(AgentTest, SurvivesAFileTruncatedWhileClassified) {
+  const std::string big = Slurp(Runfile("services/agent/xolfleet-agent"));
+  ASSERT_GT(big.size(), 1u << 20);  // a real, large ELF file
+  const std::string path = TmpDir() + "/truncated-" + GetParam();
+  ASSERT_TRUE(WriteFile(path, big, 0755));
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> truncations{0};
+  std::thread truncator([&] {
+    int fd = open(path.c_str(), O_WRONLY | O_CLOEXEC);
+    while (fd >= 0 && !stop.load()) {
+      // Cut it to one page, then write it back whole.
+      if (ftruncate(fd, 4096) != 0) break;
+      ++truncations;
+      for (size_t off = 4096; off < big.size() && !stop.load();) {
+        ssize_t n = pwrite(fd, big.data() + off,
+                           std::min<size_t>(1 << 20, big.size() - off), off);
+        if (n <= 0) break;
+        off += n;
+      }
+    }
+    if (fd >= 0) close(fd);
+  });
+  std::map<grpc::StatusCode, int> codes;
+  for (int i = 0; i < 40; ++i) {
+    v1::ClassifyRequest req;
+    v1::ProbeSpec* s = req.add_sites();
+    s->set_binary_path(path);
+    s->set_symbol("main");
+    v1::ClassifyResponse resp;
+    grpc::ClientContext ctx;
+    grpc::Status st = agent_->stub().Classify(&ctx, req, &resp);
+    ++codes[st.error_code()];
+    if (!st.ok()) {
+      EXPECT_FALSE(st.error_message().empty());
+      EXPECT_TRUE(st.error_code() == grpc::StatusCode::ABORTED ||
+                  st.error_code() == grpc::StatusCode::INVALID_ARGUMENT ||
+                  st.error_code() == grpc::StatusCode::NOT_FOUND)
+          << st.error_code() << " " << st.error_message();
+    }
+    ASSERT_TRUE(agent_->alive()) << agent_->log();
+  }
+  stop = true;
+  truncator.join();
+  EXPECT_GT(truncations.load(), 0u);
+  for (const auto& [code, n] : codes) {
+    std::cout << "classify while truncated: code " << code << " x" << n << "\n";
+  }
+  ExpectStillServing();
+  unlink(path.c_str());
+}
+
+// Issue 9: a symlink flipped between the workload and another ELF file. The
+// agent opens the file once, checks and reads that descriptor, and attaches
+// through /proc/self/fd/N: an attach that succeeds (the workload was the file
+// opened) must count the workload's calls; one that opened the other file
+// fails, as that file has no xol_target_add.
+TEST_P(AgentTest, AFlippingSymlinkCannotRedirectAnAttach) {
+  const std::string dir = TmpDir() + "/flip-" + GetParam();
+  mkdir(dir.c_str(), 0755);
+  const std::string other = dir + "/other";
+  ASSERT_TRUE(WriteFile(other, Slurp("/usr/bin/ls"), 0755));
+  const std::string link = dir + "/target";
+  std::atomic<bool> stop{false};
+  std::thread flipper([&] {
+    const std::string tmp = dir + "/target.tmp";
+    for (uint64_t i = 0; !stop.load(); ++i) {
+      unlink(tmp.c_str());
+      if (symlink(i % 2 ? other.c_str() : Workload::Path().c_str(),
+                  tmp.c_str()) != 0 ||
+          rename(tmp.c_str(), link.c_str()) != 0) {
+        break;
+      }
+    }
+  });
+  int attached = 0, refused = 0;
+  for (int i = 0; i < 40; ++i) {
+    v1::ProbeSpec s = Spec("xol_target_add");
+    s.set_binary_path(link);
+    v1::AttachResponse resp;
+    grpc::Status st = Attach({s}, &resp);
+    if (!st.ok()) {
+      ++refused;
+      EXPECT_EQ(st.error_code(), grpc::StatusCode::NOT_FOUND)
+          << st.error_message();
+      continue;
+    }
+    ++attached;
+    ASSERT_TRUE(workload_->Run(3, 0).ok());
+    EXPECT_EQ(Get(resp.probes(0).id()).hits(), 3u)
+        << "attach " << i << " probed a file other than the one classified";
+    ASSERT_TRUE(Detach({resp.probes(0).id()}).ok());
+  }
+  stop = true;
+  flipper.join();
+  std::cout << "flipping symlink: " << attached << " attached, " << refused
+            << " refused\n";
+  EXPECT_GT(attached, 0);
+  ExpectNothingLeft();
 }
 
 TEST_P(AgentTest, StoppingTheAgentDetachesEverything) {

@@ -9,7 +9,10 @@
 //   prints
 //                   "done <calls>"
 //   "fast SECONDS": the same with xol_target_fast (its first instruction is
-//   emulated) "quit":         exits 0 (so does end of input)
+//   emulated)
+//   "banner":       prints "banner <xol_banner>" (read-only data: a probe
+//                   there would show as a corrupted string)
+//   "quit":         exits 0 (so does end of input)
 //
 // Built -O1 with noinline functions and symbols kept: every call is a real call
 // at a known address, and the first argument is in %rdi at the function entry.
@@ -25,6 +28,9 @@
 #include <unistd.h>
 
 volatile uint64_t xol_sink;
+
+// In .rodata: no probe may land here (tests read it back through "banner").
+const char xol_banner[] = "(GNU coreutils)";
 
 __attribute__((noinline)) uint64_t xol_target_add(uint64_t a, uint64_t b) {
   xol_sink += a + b;
@@ -66,7 +72,14 @@ __asm__(
     "  mov %rdi, %rax\n"
     "  pop %rbp\n"
     "  ret\n"
-    ".size xol_target_fast, .-xol_target_fast\n");
+    ".size xol_target_fast, .-xol_target_fast\n"
+    // Code outside every function symbol (a bare label, no type or size):
+    // probeable only as a confirmed raw offset. Never called.
+    ".globl xol_raw_code\n"
+    "xol_raw_code:\n"
+    "  push %rbp\n"
+    "  pop %rbp\n"
+    "  ret\n");
 
 uint64_t xol_target_fast(uint64_t x);
 
@@ -103,6 +116,8 @@ int main(void) {
         for (int k = 0; k < 1000; ++k) xol_target_fast(calls++);
       }
       printf("done %llu\n", (unsigned long long)calls);
+    } else if (strncmp(line, "banner", 6) == 0) {
+      printf("banner %s\n", xol_banner);
     } else if (strncmp(line, "quit", 4) == 0) {
       break;
     } else {
