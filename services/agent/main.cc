@@ -28,6 +28,7 @@
 #include "services/agent/metrics.h"
 #include "services/agent/probe_manager.h"
 #include "services/agent/probe_program.h"
+#include "services/agent/request_errors.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
           "TCP address for the gRPC API (host:port); empty: none");
@@ -186,6 +187,7 @@ int Run() {
                              grpc::InsecureServerCredentials());
   }
   builder.RegisterService(&service);
+  builder.experimental().SetInterceptorCreators(RequestErrorInterceptors());
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || (!tcp.empty() && tcp_port == 0)) {
     Log("cannot start the gRPC server on ", tcp.empty() ? "" : tcp,

@@ -683,6 +683,68 @@ TEST_P(AgentTest, AFlippingSymlinkCannotRedirectAnAttach) {
   ExpectNothingLeft();
 }
 
+// Issue 9, small ones: hostile or mistaken inputs each get a precise code and a
+// short message (inputs echoed truncated), never INTERNAL or an empty message.
+TEST_P(AgentTest, HostileInputsGetPreciseShortErrors) {
+  struct Case {
+    std::string what;
+    std::vector<v1::ProbeSpec> specs;
+    grpc::StatusCode code;
+    std::string message_part;
+  };
+  v1::ProbeSpec nul = Spec("xol_target_add");
+  nul.set_binary_path(Workload::Path() + std::string("\0/etc/passwd", 12));
+  v1::ProbeSpec utf8 = Spec("xol_target_add");
+  utf8.set_binary_path("/tmp/\xff\xfe\xfd");
+  v1::ProbeSpec huge = Spec(std::string(1 << 20, 'x'));
+  v1::ProbeSpec fast = Spec("xol_target_add");
+  fast.add_capture(v1::RDI);
+  fast.set_rate_limit_per_sec(1000000000u);
+  v1::ProbeSpec init = Spec("xol_target_add");
+  init.set_pid(1);
+  const std::vector<Case> cases = {
+      {"NUL byte in the path", {nul}, grpc::StatusCode::INVALID_ARGUMENT, "NUL"},
+      {"invalid UTF-8 path", {utf8}, grpc::StatusCode::INVALID_ARGUMENT, "UTF-8"},
+      {"1 MiB symbol", {huge}, grpc::StatusCode::INVALID_ARGUMENT, "longer than"},
+      {"rate limit 1e9", {fast}, grpc::StatusCode::INVALID_ARGUMENT, "rate_limit"},
+      {"identical specs",
+       {Spec("xol_target_add"), Spec("xol_target_other"), Spec("xol_target_add")},
+       grpc::StatusCode::INVALID_ARGUMENT,
+       "identical to spec[0]"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    v1::AttachResponse resp;
+    grpc::Status st = Attach(c.specs, &resp);
+    EXPECT_EQ(st.error_code(), c.code) << st.error_message();
+    EXPECT_NE(st.error_message().find(c.message_part), std::string::npos)
+        << st.error_message().substr(0, 2000);
+    EXPECT_LT(st.error_message().size(), 1024u);
+    ExpectNothingLeft();
+    ExpectStillServing();
+  }
+  // A symbol that does not exist, long: echoed truncated.
+  v1::AttachResponse resp;
+  grpc::Status st = Attach({Spec(std::string(8000, 'y'))}, &resp);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::NOT_FOUND) << st.error_message();
+  EXPECT_LT(st.error_message().size(), 1024u);
+  // pid 1 exists: whatever the answer, it is not "does not exist".
+  st = Attach({init}, &resp);
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.error_code(), grpc::StatusCode::NOT_FOUND) << st.error_message();
+  EXPECT_EQ(st.error_message().find("does not exist"), std::string::npos)
+      << st.error_message();
+  // Classify takes the same path checks.
+  v1::ClassifyRequest creq;
+  *creq.add_sites() = nul;
+  v1::ClassifyResponse cresp;
+  grpc::ClientContext ctx;
+  st = agent_->stub().Classify(&ctx, creq, &cresp);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(st.error_message().find("NUL"), std::string::npos);
+  ExpectNothingLeft();
+}
+
 TEST_P(AgentTest, StoppingTheAgentDetachesEverything) {
   v1::AttachResponse resp;
   ASSERT_TRUE(Attach({Spec("xol_target_add")}, &resp).ok());
