@@ -67,8 +67,13 @@ grpc::Status AgentServiceImpl::WatchHits(
   max_batch = std::min<size_t>(max_batch, options_.max_batch_limit);
 
   const uint64_t kernel_dropped_base = manager_->KernelDropped(*nums);
-  std::shared_ptr<Watcher> w =
+  absl::StatusOr<std::shared_ptr<Watcher>> added =
       hub_->AddWatcher(*nums, options_.watch_queue_events);
+  if (!added.ok()) return ToGrpcStatus(added.status());
+  std::shared_ptr<Watcher> w = std::move(*added);
+  // Tells the client the stream is registered (it may wait for this before
+  // producing the hits it wants to see).
+  writer->SendInitialMetadata();
   uint64_t kernel_dropped = 0, last_sent_dropped = 0;
   absl::Time next_kernel_read = absl::InfinitePast();
   std::vector<RoutedHit> hits;

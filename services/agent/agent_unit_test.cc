@@ -237,7 +237,7 @@ xol_hit_event Event(uint32_t gen, uint32_t slot, uint64_t rdi) {
 TEST(HitHub, RoutesByCookieAndDropsStaleGenerations) {
   HitHub hub(8);
   hub.RouteSlot(3, /*first_generation=*/5, /*probe_num=*/42);
-  std::shared_ptr<Watcher> w = hub.AddWatcher({}, 100);
+  std::shared_ptr<Watcher> w = hub.AddWatcher({}, 100).value();
   std::vector<xol_hit_event> evs = {Event(5, 3, 1),
                                     Event(6, 3, 2),   // 6: after a re-link
                                     Event(4, 3, 3),   // older probe in slot 3
@@ -262,8 +262,8 @@ TEST(HitHub, FullQueueDropsAndCountsEveryLostEvent) {
   HitHub hub(4);
   hub.RouteSlot(0, 1, 1);
   hub.RouteSlot(1, 1, 2);
-  std::shared_ptr<Watcher> all = hub.AddWatcher({}, 10);
-  std::shared_ptr<Watcher> only2 = hub.AddWatcher({2}, 1000);
+  std::shared_ptr<Watcher> all = hub.AddWatcher({}, 10).value();
+  std::shared_ptr<Watcher> only2 = hub.AddWatcher({2}, 1000).value();
   std::vector<xol_hit_event> evs;
   for (int i = 0; i < 25; ++i) evs.push_back(Event(1, i % 2, i));
   hub.Publish(evs);
@@ -283,10 +283,42 @@ TEST(HitHub, FullQueueDropsAndCountsEveryLostEvent) {
   EXPECT_EQ(hub.watcher_count(), 1u);
 }
 
+// Issue 9: queues take memory only for events waiting in them, all queues
+// together are bounded, and so is the number of watchers.
+TEST(HitHub, QueuesAreLazyAndBoundedInTotal) {
+  HitHub::Limits limits;
+  limits.max_watchers = 2;
+  limits.max_queued_events = 30;
+  HitHub hub(2, limits);
+  hub.RouteSlot(0, 1, 1);
+  std::shared_ptr<Watcher> a = hub.AddWatcher({}, 1 << 20).value();
+  std::shared_ptr<Watcher> b = hub.AddWatcher({}, 1 << 20).value();
+  EXPECT_EQ(a->queued_now(), 0u);
+  absl::StatusOr<std::shared_ptr<Watcher>> c = hub.AddWatcher({}, 10);
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(c.status().message().find("--max-watch-streams=2"),
+            absl::string_view::npos)
+      << c.status();
+  std::vector<xol_hit_event> evs;
+  for (int i = 0; i < 20; ++i) evs.push_back(Event(1, 0, i));
+  hub.Publish(evs);
+  // 40 events offered, 30 fit the shared budget: a gets 20, b 10.
+  EXPECT_EQ(a->queued_now() + b->queued_now(), 30u);
+  EXPECT_EQ(a->dropped() + b->dropped(), 10u);
+  EXPECT_EQ(hub.queued_events(), 30u);
+  std::vector<RoutedHit> got;
+  a->Take(&got, 100, absl::ZeroDuration());
+  EXPECT_EQ(hub.queued_events(), b->queued_now());
+  hub.RemoveWatcher(b);
+  b.reset();
+  EXPECT_EQ(hub.queued_events(), 0u);
+  EXPECT_TRUE(hub.AddWatcher({}, 10).ok());  // a slot is free again
+}
+
 TEST(HitHub, TakeWaitsForEventsAndReturnsFalseWhenClosed) {
   HitHub hub(1);
   hub.RouteSlot(0, 1, 7);
-  std::shared_ptr<Watcher> w = hub.AddWatcher({}, 16);
+  std::shared_ptr<Watcher> w = hub.AddWatcher({}, 16).value();
   std::thread producer([&] {
     absl::SleepFor(absl::Milliseconds(50));
     std::vector<xol_hit_event> one = {Event(1, 0, 9)};

@@ -12,11 +12,21 @@
 
 namespace xolfleet {
 
-Watcher::Watcher(absl::flat_hash_set<uint64_t> probe_nums, size_t capacity)
+Watcher::Watcher(absl::flat_hash_set<uint64_t> probe_nums, size_t capacity,
+                 std::atomic<uint64_t>* total_queued, uint64_t total_limit)
     : probe_nums_(std::move(probe_nums)),
-      capacity_(std::max<size_t>(capacity, 1)) {
+      capacity_(std::max<size_t>(capacity, 1)),
+      total_queued_(total_queued),
+      total_limit_(total_limit) {}
+
+Watcher::~Watcher() {
   absl::MutexLock l(&mu_);
-  ring_.resize(capacity_);
+  if (total_queued_ != nullptr) total_queued_->fetch_sub(queue_.size());
+}
+
+size_t Watcher::queued_now() const {
+  absl::MutexLock l(&mu_);
+  return queue_.size();
 }
 
 void Watcher::Offer(absl::Span<const RoutedHit> hits) {
@@ -26,12 +36,19 @@ void Watcher::Offer(absl::Span<const RoutedHit> hits) {
     if (closed_) return;
     for (const RoutedHit& h : hits) {
       if (!Wants(h.probe_num)) continue;
-      if (size_ == capacity_) {
+      if (queue_.size() >= capacity_) {
         ++lost;
         continue;
       }
-      ring_[(head_ + size_) % capacity_] = h;
-      ++size_;
+      if (total_queued_ != nullptr) {
+        // Reserve one event of the shared budget; give it back if over.
+        if (total_queued_->fetch_add(1) >= total_limit_) {
+          total_queued_->fetch_sub(1);
+          ++lost;
+          continue;
+        }
+      }
+      queue_.push_back(h);
       ++queued;
     }
   }
@@ -43,16 +60,17 @@ bool Watcher::Take(std::vector<RoutedHit>* out, size_t max,
                    absl::Duration timeout) {
   absl::MutexLock l(&mu_);
   auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return size_ > 0 || closed_;
+    return !queue_.empty() || closed_;
   };
   mu_.AwaitWithTimeout(absl::Condition(&ready), timeout);
-  size_t n = std::min(max, size_);
+  const size_t n = std::min(max, queue_.size());
   for (size_t i = 0; i < n; ++i) {
-    out->push_back(ring_[head_]);
-    head_ = (head_ + 1) % capacity_;
+    out->push_back(queue_.front());
+    queue_.pop_front();
   }
-  size_ -= n;
-  return !(closed_ && size_ == 0 && n == 0);
+  if (n > 0 && total_queued_ != nullptr) total_queued_->fetch_sub(n);
+  if (queue_.empty()) queue_.shrink_to_fit();
+  return !(closed_ && queue_.empty() && n == 0);
 }
 
 void Watcher::Close() {
@@ -60,7 +78,7 @@ void Watcher::Close() {
   closed_ = true;
 }
 
-HitHub::HitHub(uint32_t max_slots) {
+HitHub::HitHub(uint32_t max_slots, Limits limits) : limits_(limits) {
   absl::MutexLock l(&mu_);
   routes_.resize(max_slots);
 }
@@ -77,10 +95,17 @@ void HitHub::UnrouteSlot(uint32_t slot) {
   if (slot < routes_.size()) routes_[slot].active = false;
 }
 
-std::shared_ptr<Watcher> HitHub::AddWatcher(
+absl::StatusOr<std::shared_ptr<Watcher>> HitHub::AddWatcher(
     absl::flat_hash_set<uint64_t> probe_nums, size_t capacity) {
-  auto w = std::make_shared<Watcher>(std::move(probe_nums), capacity);
+  auto w = std::make_shared<Watcher>(std::move(probe_nums), capacity,
+                                     &total_queued_, limits_.max_queued_events);
   absl::MutexLock l(&mu_);
+  if (watchers_.size() >= limits_.max_watchers) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        watchers_.size(), " WatchHits streams are open, the agent's limit "
+        "(--max-watch-streams=", limits_.max_watchers,
+        "): close one or watch several probes in one stream"));
+  }
   watchers_.push_back(w);
   return w;
 }

@@ -5,11 +5,17 @@
 // every lost event is counted on that watcher (HitBatch.dropped_total), never
 // silently: the reader never blocks on a client, so one slow client cannot
 // stall the others or the kernel side.
+//
+// Memory: a queue grows with the events actually waiting in it (nothing is
+// allocated up front: 100 idle streams once cost 12 MB each), each queue is
+// bounded by its capacity, all queues together by the hub's
+// `max_queued_events`, and the number of watchers by `max_watchers`.
 #ifndef XOLFLEET_SERVICES_AGENT_HIT_HUB_H_
 #define XOLFLEET_SERVICES_AGENT_HIT_HUB_H_
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -36,7 +42,10 @@ struct RoutedHit {
 class Watcher {
  public:
   // `probe_nums` empty: every probe. `capacity`: events queued at most.
-  Watcher(absl::flat_hash_set<uint64_t> probe_nums, size_t capacity);
+  // `total_queued`/`total_limit`: a budget shared with other watchers (null: none).
+  Watcher(absl::flat_hash_set<uint64_t> probe_nums, size_t capacity,
+          std::atomic<uint64_t>* total_queued = nullptr, uint64_t total_limit = 0);
+  ~Watcher();
 
   bool Wants(uint64_t probe_num) const {
     return probe_nums_.empty() || probe_nums_.contains(probe_num);
@@ -52,14 +61,16 @@ class Watcher {
   uint64_t delivered_to_queue() const {
     return queued_.load(std::memory_order_relaxed);
   }
+  size_t queued_now() const;
 
  private:
   const absl::flat_hash_set<uint64_t> probe_nums_;
   const size_t capacity_;
+  std::atomic<uint64_t>* const total_queued_;
+  const uint64_t total_limit_;
   mutable absl::Mutex mu_;
-  std::vector<RoutedHit> ring_ ABSL_GUARDED_BY(mu_);
-  size_t head_ ABSL_GUARDED_BY(mu_) = 0;
-  size_t size_ ABSL_GUARDED_BY(mu_) = 0;
+  // Grows and shrinks with use (a deque frees its blocks as they empty).
+  std::deque<RoutedHit> queue_ ABSL_GUARDED_BY(mu_);
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
   std::atomic<uint64_t> dropped_{0};
   std::atomic<uint64_t> queued_{0};
@@ -67,7 +78,12 @@ class Watcher {
 
 class HitHub {
  public:
-  explicit HitHub(uint32_t max_slots);
+  struct Limits {
+    size_t max_watchers = 64;                 // concurrent WatchHits streams
+    uint64_t max_queued_events = 1u << 20;  // in all watcher queues together
+  };
+  explicit HitHub(uint32_t max_slots) : HitHub(max_slots, Limits()) {}
+  HitHub(uint32_t max_slots, Limits limits);
 
   // Routes events of `slot` with generation >= `first_generation` to probe
   // `probe_num`. (A probe keeps its slot when it is re-linked with a newer
@@ -75,8 +91,9 @@ class HitHub {
   void RouteSlot(uint32_t slot, uint32_t first_generation, uint64_t probe_num);
   void UnrouteSlot(uint32_t slot);
 
-  std::shared_ptr<Watcher> AddWatcher(absl::flat_hash_set<uint64_t> probe_nums,
-                                      size_t capacity);
+  // RESOURCE_EXHAUSTED (naming the limit) with `max_watchers` watchers already.
+  absl::StatusOr<std::shared_ptr<Watcher>> AddWatcher(
+      absl::flat_hash_set<uint64_t> probe_nums, size_t capacity);
   void RemoveWatcher(const std::shared_ptr<Watcher>& w);
   size_t watcher_count() const;
 
@@ -92,6 +109,11 @@ class HitHub {
   }
   // Sum of `dropped()` over every watcher, past and present.
   uint64_t watcher_dropped_total() const;
+  // Events waiting in all watcher queues now.
+  uint64_t queued_events() const {
+    return total_queued_.load(std::memory_order_relaxed);
+  }
+  const Limits& limits() const { return limits_; }
 
  private:
   struct Route {
@@ -99,6 +121,8 @@ class HitHub {
     uint32_t first_generation = 0;
     uint64_t probe_num = 0;
   };
+  const Limits limits_;
+  std::atomic<uint64_t> total_queued_{0};
   mutable absl::Mutex mu_;
   std::vector<Route> routes_ ABSL_GUARDED_BY(mu_);
   std::vector<std::shared_ptr<Watcher>> watchers_ ABSL_GUARDED_BY(mu_);
