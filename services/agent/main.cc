@@ -29,6 +29,7 @@
 #include "services/agent/probe_manager.h"
 #include "services/agent/probe_program.h"
 #include "services/agent/request_errors.h"
+#include "services/agent/socket_path.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
           "TCP address for the gRPC API (host:port); empty: none");
@@ -49,6 +50,11 @@ ABSL_FLAG(uint32_t, ringbuf_mib, 4,
 ABSL_FLAG(uint32_t, watch_queue_events, 65536,
           "events queued per WatchHits stream before that stream drops (and "
           "counts) events");
+ABSL_FLAG(uint32_t, max_watch_streams, 64,
+          "most WatchHits streams open at once; more: RESOURCE_EXHAUSTED");
+ABSL_FLAG(uint32_t, max_watch_queued_events, 262144,
+          "most hit events waiting in all WatchHits queues together (queues "
+          "grow with use; over this, streams drop and count events)");
 ABSL_FLAG(uint32_t, metrics_max_probe_series, 1000,
           "most per-probe series in xolfleet_agent_probe_hits_total");
 ABSL_FLAG(std::string, node_name, "",
@@ -127,7 +133,10 @@ int Run() {
     return 1;
   }
 
-  HitHub hub(popts.max_probes);
+  HitHub::Limits hub_limits;
+  hub_limits.max_watchers = absl::GetFlag(FLAGS_max_watch_streams);
+  hub_limits.max_queued_events = absl::GetFlag(FLAGS_max_watch_queued_events);
+  HitHub hub(popts.max_probes, hub_limits);
   ProbeManager::Options mopts;
   mopts.max_specs_per_request = absl::GetFlag(FLAGS_max_specs_per_request);
   mopts.node_name = absl::GetFlag(FLAGS_node_name);
@@ -179,10 +188,16 @@ int Run() {
     return 2;
   }
   int tcp_port = 0;
+  // No SO_REUSEPORT: a second agent on the same port must fail here, not
+  // share the port with the first (clients alternated between them).
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   if (!tcp.empty())
     builder.AddListeningPort(tcp, grpc::InsecureServerCredentials(), &tcp_port);
   if (!unix_path.empty()) {
-    unlink(unix_path.c_str());
+    if (absl::Status st = ClaimUnixSocketPath(unix_path); !st.ok()) {
+      Log("cannot listen on unix:", unix_path, ": ", st.message());
+      return 1;
+    }
     builder.AddListeningPort("unix:" + unix_path,
                              grpc::InsecureServerCredentials());
   }
@@ -192,8 +207,14 @@ int Run() {
   if (server == nullptr || (!tcp.empty() && tcp_port == 0)) {
     Log("cannot start the gRPC server on ", tcp.empty() ? "" : tcp,
         unix_path.empty() ? "" : absl::StrCat(" unix:", unix_path),
-        " (address in use?)");
+        ": address in use (another agent on this port?) or not available");
     return 1;
+  }
+  OwnedSocketPath owned_socket;
+  if (!unix_path.empty()) {
+    if (absl::Status st = owned_socket.Adopt(unix_path); !st.ok()) {
+      Log(st.message());
+    }
   }
   server->GetHealthCheckService()->SetServingStatus(true);
 
@@ -234,7 +255,7 @@ int Run() {
   server.reset();
   reader->reset();
   manager->reset();
-  if (!unix_path.empty()) unlink(unix_path.c_str());
+  owned_socket.Release();  // only if the path is still the socket we bound
   Log("stopped: every probe detached");
   // Nothing is left that the kernel would not reclaim; skip the slow teardown
   // of the metrics web server and gRPC's globals (seconds) so restarts are
@@ -272,5 +293,9 @@ int main(int argc, char** argv) {
   sigaddset(&set, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   setvbuf(stderr, nullptr, _IOLBF, 0);
-  return xolfleet::Run();
+  // Run() returns only when start-up fails, before any probe is attached:
+  // nothing needs the (seconds-long) teardown of the metrics server and gRPC.
+  const int rc = xolfleet::Run();
+  fflush(nullptr);
+  _exit(rc);
 }
