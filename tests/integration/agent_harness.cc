@@ -81,10 +81,17 @@ int FreePort() {
 
 absl::StatusOr<std::unique_ptr<AgentProcess>> AgentProcess::Start(
     const std::vector<std::string>& flags) {
+  return Start(flags, "");
+}
+
+absl::StatusOr<std::unique_ptr<AgentProcess>> AgentProcess::Start(
+    const std::vector<std::string>& flags, const std::string& socket) {
   std::unique_ptr<AgentProcess> p(new AgentProcess());
   static int counter = 0;
-  p->socket_ =
-      absl::StrCat("/tmp/xolfleet-it-", getpid(), "-", counter++, ".sock");
+  p->socket_ = socket.empty() ? absl::StrCat("/tmp/xolfleet-it-", getpid(), "-",
+                                             counter++, ".sock")
+                              : socket;
+  p->owns_socket_ = socket.empty();
   const char* tmp = getenv("TEST_TMPDIR");
   p->log_path_ = absl::StrCat(tmp ? tmp : "/tmp", "/agent-", getpid(), "-",
                               counter, ".log");
@@ -126,16 +133,53 @@ absl::StatusOr<std::unique_ptr<AgentProcess>> AgentProcess::Start(
       absl::StrCat("agent did not answer:\n", p->log()));
 }
 
+absl::StatusOr<std::pair<int, std::string>> RunAgentExpectingExit(
+    const std::vector<std::string>& flags) {
+  static int counter = 0;
+  const char* tmp = getenv("TEST_TMPDIR");
+  const std::string log_path = absl::StrCat(tmp ? tmp : "/tmp", "/agent-exit-",
+                                            getpid(), "-", counter++, ".log");
+  std::vector<std::string> argv = {
+      Runfile("services/agent/xolfleet-agent"),
+      absl::StrCat("--metrics-address=127.0.0.1:", FreePort())};
+  argv.insert(argv.end(), flags.begin(), flags.end());
+  int log_fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  int null_fd = open("/dev/null", O_RDONLY);
+  pid_t pid = Spawn(argv, null_fd, log_fd, log_fd);
+  close(log_fd);
+  close(null_fd);
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  int status = 0;
+  while (absl::Now() < deadline) {
+    if (waitpid(pid, &status, WNOHANG) == pid) {
+      return std::make_pair(
+          WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status),
+          ReadAll(log_path));
+    }
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  kill(pid, SIGTERM);
+  waitpid(pid, &status, 0);
+  return absl::FailedPreconditionError(
+      absl::StrCat("the agent kept running:\n", ReadAll(log_path)));
+}
+
 bool AgentProcess::alive() const {
   if (pid_ <= 0) return false;
   int status = 0;
-  return waitpid(pid_, &status, WNOHANG) == 0;
+  const pid_t r = waitpid(pid_, &status, WNOHANG);
+  if (r == pid_) {  // reaped here: remember how it ended
+    exit_status_ =
+        WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    pid_ = -1;
+  }
+  return r == 0;
 }
 
 std::string AgentProcess::log() const { return ReadAll(log_path_); }
 
 int AgentProcess::Stop() {
-  if (pid_ <= 0) return -1;
+  if (pid_ <= 0) return exit_status_;
   kill(pid_, SIGTERM);
   int status = 0;
   for (int i = 0; i < 600;
@@ -156,7 +200,22 @@ AgentProcess::~AgentProcess() {
   stub_.reset();
   channel_.reset();
   Stop();
-  unlink(socket_.c_str());
+  if (owns_socket_) unlink(socket_.c_str());
+}
+
+uint64_t AgentProcess::RssBytes() const {
+  std::ifstream f(absl::StrCat("/proc/", pid_, "/status"));
+  std::string line;
+  while (std::getline(f, line)) {
+    absl::string_view v = line;
+    uint64_t kb = 0;
+    if (absl::ConsumePrefix(&v, "VmRSS:") &&
+        absl::SimpleAtoi(absl::StripSuffix(absl::StripAsciiWhitespace(v), " kB"),
+                         &kb)) {
+      return kb << 10;
+    }
+  }
+  return 0;
 }
 
 std::string Workload::Path() { return Runfile("tests/workloads/hit_workload"); }

@@ -32,6 +32,9 @@ class AgentProcess {
   // chosen here, and waits until it answers GetNodeInfo.
   static absl::StatusOr<std::unique_ptr<AgentProcess>> Start(
       const std::vector<std::string>& flags);
+  // The same on the unix socket `socket` (empty: one chosen here).
+  static absl::StatusOr<std::unique_ptr<AgentProcess>> Start(
+      const std::vector<std::string>& flags, const std::string& socket);
   ~AgentProcess();  // SIGTERM, wait
 
   pid_t pid() const { return pid_; }
@@ -45,15 +48,25 @@ class AgentProcess {
   std::string log() const;
   // Stops with SIGTERM; returns the exit status.
   int Stop();
+  // Resident memory of the agent now (VmRSS), in bytes; 0 if unknown.
+  uint64_t RssBytes() const;
 
  private:
   AgentProcess() = default;
-  pid_t pid_ = -1;
+  mutable pid_t pid_ = -1;
+  mutable int exit_status_ = -1;
+  bool owns_socket_ = true;
   std::string socket_, log_path_;
   int metrics_port_ = 0;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::AgentService::Stub> stub_;
 };
+
+// Runs xolfleet-agent with `flags` (plus a metrics address chosen here) and
+// expects it to exit by itself: its exit status and log, or an error if it was
+// still running after 20 s (then it is killed).
+absl::StatusOr<std::pair<int, std::string>> RunAgentExpectingExit(
+    const std::vector<std::string>& flags);
 
 // tests/workloads/hit_workload driven over stdin/stdout.
 class Workload {

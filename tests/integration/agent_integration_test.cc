@@ -3,7 +3,10 @@
 // perf-event links). Root only.
 #include <fcntl.h>
 #include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -17,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "services/common/elf_file.h"
 #include "tests/integration/agent_harness.h"
@@ -743,6 +747,144 @@ TEST_P(AgentTest, HostileInputsGetPreciseShortErrors) {
   EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_NE(st.error_message().find("NUL"), std::string::npos);
   ExpectNothingLeft();
+}
+
+// Issue 9, resource limits and start-up. Each starts its own agents.
+bool Serves(const std::string& target) {
+  auto stub = v1::AgentService::NewStub(
+      grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  v1::NodeInfo info;
+  return stub->GetNodeInfo(&ctx, v1::GetNodeInfoRequest(), &info).ok();
+}
+
+TEST(AgentStartUp, SecondAgentOnTheSamePortFails) {
+  ASSERT_EQ(geteuid(), 0);
+  const std::string listen = absl::StrCat("--listen=127.0.0.1:", FreePort());
+  auto first = AgentProcess::Start({listen});
+  ASSERT_TRUE(first.ok()) << first.status();
+  auto second = AgentProcess::Start({listen});
+  ASSERT_FALSE(second.ok()) << "a second agent shares the port";
+  EXPECT_NE(second.status().message().find("address in use"),
+            absl::string_view::npos)
+      << second.status();
+  EXPECT_TRUE((*first)->alive());
+  EXPECT_TRUE(Serves(listen.substr(strlen("--listen="))));
+}
+
+TEST(AgentStartUp, UnixSocketPathIsTakenOnlyWhenStale) {
+  ASSERT_EQ(geteuid(), 0);
+  // (sun_path holds 107 bytes: TEST_TMPDIR is too deep.)
+  const std::string dir = absl::StrCat("/tmp/xolfleet-it-sockets-", getpid());
+  mkdir(dir.c_str(), 0700);
+  // A regular file is never removed.
+  const std::string file = dir + "/regular";
+  ASSERT_TRUE(WriteFile(file, "precious", 0644));
+  auto on_file = RunAgentExpectingExit({"--listen=", "--unix-socket=" + file});
+  ASSERT_TRUE(on_file.ok()) << on_file.status();
+  EXPECT_NE(on_file->first, 0);
+  EXPECT_NE(on_file->second.find("regular file"), std::string::npos)
+      << on_file->second;
+  EXPECT_EQ(Slurp(file), "precious");
+  // A live agent's socket is not taken, during or after a second agent's try.
+  const std::string live = dir + "/live.sock";
+  auto first = AgentProcess::Start({}, live);
+  ASSERT_TRUE(first.ok()) << first.status();
+  auto second = RunAgentExpectingExit({"--listen=", "--unix-socket=" + live});
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_NE(second->first, 0);
+  EXPECT_NE(second->second.find("in use"), std::string::npos) << second->second;
+  EXPECT_TRUE(Serves("unix:" + live));
+  EXPECT_TRUE((*first)->alive());
+  // A stale socket (nobody accepts on it) is replaced.
+  const std::string stale = dir + "/stale.sock";
+  {
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un a = {};
+    a.sun_family = AF_UNIX;
+    memcpy(a.sun_path, stale.c_str(), stale.size() + 1);
+    ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+    close(fd);
+  }
+  auto on_stale = AgentProcess::Start({}, stale);
+  ASSERT_TRUE(on_stale.ok()) << on_stale.status();
+  // At exit an agent removes the socket it made.
+  EXPECT_EQ((*first)->Stop(), 0);
+  EXPECT_NE(access(live.c_str(), F_OK), 0);
+  on_stale = absl::StatusOr<std::unique_ptr<AgentProcess>>();
+  unlink(file.c_str());
+  unlink(stale.c_str());
+  rmdir(dir.c_str());
+}
+
+TEST(AgentLimits, WatchStreamsAreLimited) {
+  ASSERT_EQ(geteuid(), 0);
+  auto agent = AgentProcess::Start({"--max-watch-streams=2"});
+  ASSERT_TRUE(agent.ok()) << agent.status();
+  std::vector<std::unique_ptr<grpc::ClientContext>> ctxs;
+  std::vector<std::unique_ptr<grpc::ClientReader<v1::HitBatch>>> streams;
+  for (int i = 0; i < 2; ++i) {
+    ctxs.push_back(std::make_unique<grpc::ClientContext>());
+    streams.push_back(
+        (*agent)->stub().WatchHits(ctxs.back().get(), v1::WatchHitsRequest()));
+    streams.back()->WaitForInitialMetadata();  // registered
+  }
+  grpc::ClientContext ctx;
+  auto third = (*agent)->stub().WatchHits(&ctx, v1::WatchHitsRequest());
+  v1::HitBatch b;
+  EXPECT_FALSE(third->Read(&b));
+  grpc::Status st = third->Finish();
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+      << st.error_message();
+  EXPECT_NE(st.error_message().find("--max-watch-streams=2"), std::string::npos)
+      << st.error_message();
+  // Closing one frees its place.
+  ctxs[0]->TryCancel();
+  streams[0]->Finish();
+  grpc::Status again;
+  for (int tries = 0; tries < 100; ++tries) {
+    grpc::ClientContext c2;
+    auto s = (*agent)->stub().WatchHits(&c2, v1::WatchHitsRequest());
+    s->WaitForInitialMetadata();
+    c2.TryCancel();
+    again = s->Finish();
+    if (again.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED) break;
+    absl::SleepFor(absl::Milliseconds(50));  // the server notices the cancel
+  }
+  EXPECT_NE(again.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  for (size_t i = 1; i < ctxs.size(); ++i) {
+    ctxs[i]->TryCancel();
+    streams[i]->Finish();
+  }
+  EXPECT_TRUE((*agent)->alive());
+}
+
+// Idle streams cost no queue memory (each once allocated 65,536 events, ~12 MB).
+TEST(AgentLimits, IdleWatchStreamsDoNotReserveQueues) {
+  ASSERT_EQ(geteuid(), 0);
+  auto agent = AgentProcess::Start({"--watch-queue-events=65536"});
+  ASSERT_TRUE(agent.ok()) << agent.status();
+  const uint64_t before = (*agent)->RssBytes();
+  ASSERT_GT(before, 0u);
+  constexpr int kStreams = 16;
+  std::vector<std::unique_ptr<grpc::ClientContext>> ctxs;
+  std::vector<std::unique_ptr<grpc::ClientReader<v1::HitBatch>>> streams;
+  for (int i = 0; i < kStreams; ++i) {
+    ctxs.push_back(std::make_unique<grpc::ClientContext>());
+    streams.push_back(
+        (*agent)->stub().WatchHits(ctxs.back().get(), v1::WatchHitsRequest()));
+    streams.back()->WaitForInitialMetadata();
+  }
+  const uint64_t after = (*agent)->RssBytes();
+  std::cout << "RSS " << (before >> 20) << " MiB -> " << (after >> 20)
+            << " MiB with " << kStreams << " idle streams\n";
+  // 16 queues allocated up front would be ~190 MiB.
+  EXPECT_LT(after - std::min(after, before), uint64_t{32} << 20);
+  for (int i = 0; i < kStreams; ++i) {
+    ctxs[i]->TryCancel();
+    streams[i]->Finish();
+  }
 }
 
 TEST_P(AgentTest, StoppingTheAgentDetachesEverything) {
