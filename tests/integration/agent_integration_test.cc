@@ -52,6 +52,17 @@ bool WriteFile(const std::string& path, const std::string& bytes, mode_t mode) {
   return close(fd) == 0 && ok;
 }
 
+// Sets `stop` and joins `t` when the scope ends, also when an ASSERT returns
+// early (a joinable std::thread would otherwise terminate the test).
+struct StopAndJoin {
+  std::atomic<bool>& stop;
+  std::thread& t;
+  ~StopAndJoin() {
+    stop = true;
+    if (t.joinable()) t.join();
+  }
+};
+
 // File offset of `symbol` in the workload binary.
 uint64_t WorkloadOffset(const std::string& symbol) {
   auto elf = ElfFile::Open(Workload::Path());
@@ -609,6 +620,7 @@ TEST_P(AgentTest, SurvivesAFileTruncatedWhileClassified) {
     }
     if (fd >= 0) close(fd);
   });
+  StopAndJoin guard{stop, truncator};
   std::map<grpc::StatusCode, int> codes;
   for (int i = 0; i < 40; ++i) {
     v1::ClassifyRequest req;
@@ -661,8 +673,9 @@ TEST_P(AgentTest, AFlippingSymlinkCannotRedirectAnAttach) {
       }
     }
   });
+  StopAndJoin guard{stop, flipper};
   int attached = 0, refused = 0;
-  for (int i = 0; i < 40; ++i) {
+  for (int i = 0; i < 100; ++i) {
     v1::ProbeSpec s = Spec("xol_target_add");
     s.set_binary_path(link);
     v1::AttachResponse resp;
@@ -861,10 +874,24 @@ TEST(AgentLimits, WatchStreamsAreLimited) {
 }
 
 // Idle streams cost no queue memory (each once allocated 65,536 events, ~12 MB).
+// Every stream is known to be registered once it has received a hit.
 TEST(AgentLimits, IdleWatchStreamsDoNotReserveQueues) {
   ASSERT_EQ(geteuid(), 0);
   auto agent = AgentProcess::Start({"--watch-queue-events=65536"});
   ASSERT_TRUE(agent.ok()) << agent.status();
+  auto workload = Workload::Start();
+  ASSERT_TRUE(workload.ok()) << workload.status();
+  v1::AttachRequest req;
+  v1::ProbeSpec* spec = req.add_specs();
+  spec->set_binary_path(Workload::Path());
+  spec->set_symbol("xol_target_add");
+  spec->add_capture(v1::RDI);
+  v1::AttachResponse resp;
+  {
+    grpc::ClientContext ctx;
+    grpc::Status st = (*agent)->stub().Attach(&ctx, req, &resp);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+  }
   const uint64_t before = (*agent)->RssBytes();
   ASSERT_GT(before, 0u);
   constexpr int kStreams = 16;
@@ -874,17 +901,34 @@ TEST(AgentLimits, IdleWatchStreamsDoNotReserveQueues) {
     ctxs.push_back(std::make_unique<grpc::ClientContext>());
     streams.push_back(
         (*agent)->stub().WatchHits(ctxs.back().get(), v1::WatchHitsRequest()));
-    streams.back()->WaitForInitialMetadata();
+  }
+  std::atomic<bool> stop{false};
+  std::thread hits([&] {
+    while (!stop.load() && (*workload)->Run(1, 0).ok()) {
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+  });
+  {
+    StopAndJoin guard{stop, hits};
+    for (auto& s : streams) {
+      v1::HitBatch b;
+      ASSERT_TRUE(s->Read(&b));
+    }
   }
   const uint64_t after = (*agent)->RssBytes();
   std::cout << "RSS " << (before >> 20) << " MiB -> " << (after >> 20)
-            << " MiB with " << kStreams << " idle streams\n";
+            << " MiB with " << kStreams << " streams\n";
   // 16 queues allocated up front would be ~190 MiB.
   EXPECT_LT(after - std::min(after, before), uint64_t{32} << 20);
   for (int i = 0; i < kStreams; ++i) {
     ctxs[i]->TryCancel();
     streams[i]->Finish();
   }
+  v1::DetachRequest all;
+  all.set_all(true);
+  v1::DetachResponse dresp;
+  grpc::ClientContext dctx;
+  EXPECT_TRUE((*agent)->stub().Detach(&dctx, all, &dresp).ok());
 }
 
 TEST_P(AgentTest, StoppingTheAgentDetachesEverything) {
