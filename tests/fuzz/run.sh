@@ -12,7 +12,8 @@ CXX=${CXX:-clang++}
 # Abseil libraries: the same list Bazel links (//third_party:absl), one source of truth.
 absl_libs=$(grep -o -- '-labsl_[a-z0-9_]*' third_party/BUILD.bazel | tr '\n' ' ')
 common=(services/common/placement.cc services/common/x86_classifier.cc
-        services/common/elf_file.cc services/common/site_resolver.cc)
+        services/common/open_file.cc services/common/elf_file.cc
+        services/common/site_resolver.cc)
 flags=(-std=c++17 -O1 -g -I. -fsanitize=fuzzer,address -fno-omit-frame-pointer)
 libs=(-lZydis -lZycore -lelf -lz $absl_libs -lrt -latomic -lpthread)
 
