@@ -90,6 +90,14 @@ void RaiseFileLimit() {
       " (perf-event links take one per probe; raise the hard limit for more)");
 }
 
+// Start-up failed after the program, the ring-buffer reader and the metrics
+// server exist but before any probe is attached: the kernel reclaims all of it,
+// so skip their destructors (the metrics server's takes seconds).
+[[noreturn]] void ExitAtStartUp(int rc) {
+  fflush(nullptr);
+  _exit(rc);
+}
+
 int Run() {
   RaiseFileLimit();
   absl::StatusOr<KernelInfo> kernel = DetectKernel();
@@ -196,7 +204,7 @@ int Run() {
   if (!unix_path.empty()) {
     if (absl::Status st = ClaimUnixSocketPath(unix_path); !st.ok()) {
       Log("cannot listen on unix:", unix_path, ": ", st.message());
-      return 1;
+      ExitAtStartUp(1);
     }
     builder.AddListeningPort("unix:" + unix_path,
                              grpc::InsecureServerCredentials());
@@ -208,7 +216,7 @@ int Run() {
     Log("cannot start the gRPC server on ", tcp.empty() ? "" : tcp,
         unix_path.empty() ? "" : absl::StrCat(" unix:", unix_path),
         ": address in use (another agent on this port?) or not available");
-    return 1;
+    ExitAtStartUp(1);
   }
   OwnedSocketPath owned_socket;
   if (!unix_path.empty()) {
@@ -293,9 +301,5 @@ int main(int argc, char** argv) {
   sigaddset(&set, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   setvbuf(stderr, nullptr, _IOLBF, 0);
-  // Run() returns only when start-up fails, before any probe is attached:
-  // nothing needs the (seconds-long) teardown of the metrics server and gRPC.
-  const int rc = xolfleet::Run();
-  fflush(nullptr);
-  _exit(rc);
+  return xolfleet::Run();
 }
