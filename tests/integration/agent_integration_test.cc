@@ -822,9 +822,13 @@ TEST(AgentStartUp, UnixSocketPathIsTakenOnlyWhenStale) {
   }
   auto on_stale = AgentProcess::Start({}, stale);
   ASSERT_TRUE(on_stale.ok()) << on_stale.status();
-  // At exit an agent removes the socket it made.
+  // At exit an agent removes the socket it made...
   EXPECT_EQ((*first)->Stop(), 0);
   EXPECT_NE(access(live.c_str(), F_OK), 0);
+  // ...and nothing that replaced it meanwhile.
+  ASSERT_TRUE(WriteFile(stale, "someone else's", 0644));
+  EXPECT_EQ((*on_stale)->Stop(), 0);
+  EXPECT_EQ(Slurp(stale), "someone else's");
   on_stale = absl::StatusOr<std::unique_ptr<AgentProcess>>();
   unlink(file.c_str());
   unlink(stale.c_str());
