@@ -5,6 +5,7 @@
 //   xolctl fleet attach   (--all | --nodes a,b | --labels k=v,...) [--canary=F]
 //                         [--canary-timeout=S] [--ttl=S] [--capture=rdi,rsi] [--pid=N]
 //                         [--rate-limit=N] [--build-id=HEX] [--allow-relocate] [--no-wait]
+//                         [--confirm-raw-offset]
 //                         SPEC...        SPEC: PATH:SYMBOL[+OFFSET] or PATH@FILE_OFFSET
 //   xolctl fleet detach   SET_ID...
 //   xolctl fleet list     [--node=N]... [--set=ID]...
@@ -258,6 +259,7 @@ int Attach(Context& ctx) {
     spec->set_pid(pid);
     spec->set_build_id(args.GetOr("build-id", ""));
     spec->set_allow_relocate(args.Has("allow-relocate"));
+    spec->set_confirm_raw_offset(args.Has("confirm-raw-offset"));
     for (auto r : capture) spec->add_capture(r);
     *req.add_specs() = *spec;
   }
@@ -465,6 +467,7 @@ XOLCTL_COMMAND("fleet",
                "[--canary-timeout=S] [--ttl=S]\n"
                "           [--capture=rdi,rsi] [--pid=N] [--rate-limit=N] [--build-id=HEX] "
                "[--allow-relocate] [--no-wait] SPEC...\n"
+               "           [--confirm-raw-offset (PATH@FILE_OFFSET outside every function)]\n"
                "           SPEC: PATH:SYMBOL[+OFFSET] or PATH@FILE_OFFSET\n"
                "  detach   SET_ID...\n"
                "  list     [--node=N]... [--set=SET_ID]...\n"
@@ -474,6 +477,7 @@ XOLCTL_COMMAND("fleet",
                {"controller", "tls-ca", "tls-cert", "tls-key", "nodes", "labels", "canary",
                 "canary-timeout", "ttl", "capture", "pid", "rate-limit", "build-id", "node", "set",
                 "count"},
-               {"all", "insecure-plaintext", "no-wait", "allow-relocate"}, RunFleet);
+               {"all", "insecure-plaintext", "no-wait", "allow-relocate", "confirm-raw-offset"},
+               RunFleet);
 
 }  // namespace xolfleet::cli
