@@ -22,6 +22,12 @@ NODE_HOST_IP=10.232.0.1
 NODE_GUEST_IP=10.232.0.2
 NODE_SMP=${NODE_SMP:-2}
 NODE_MEM=${NODE_MEM:-2048}
+# qemu TCG with one host thread for all vCPUs (round-robin). With thread=multi (MTTCG) a
+# process mixing boosted and rip-relative probes across 2 vCPUs dies within seconds
+# (kernel/README.md, "Known gaps": a task executes one slot program's code and reads
+# another's data); round-robin vCPUs and a single vCPU never do. Until that is understood
+# the node guest runs round-robin; NODE_TCG_THREAD=multi reproduces it.
+NODE_TCG_THREAD=${NODE_TCG_THREAD:-single}
 
 node_net_up() {  # NS
   local ns=$1
@@ -71,7 +77,7 @@ node_boot() {  # NS CPIO LOG
   local ns=$1 cpio=$2 log=$3
   [ -f "$NODE_KERNEL" ] || { echo "node_boot: no kernel at $NODE_KERNEL (kernel/build.sh)" >&2; return 1; }
   NODE_NS=$ns
-  ip netns exec "$ns" qemu-system-x86_64 -accel tcg,thread=multi -smp "$NODE_SMP" -m "$NODE_MEM" \
+  ip netns exec "$ns" qemu-system-x86_64 -accel tcg,thread=$NODE_TCG_THREAD -smp "$NODE_SMP" -m "$NODE_MEM" \
     -cpu max -kernel "$NODE_KERNEL" -initrd "$cpio" \
     -append "console=ttyS0 panic=-1 xolnode.ip=$NODE_GUEST_IP/24" \
     -netdev tap,id=n0,ifname=xftap0,script=no,downscript=no \

@@ -6,8 +6,9 @@
 //   "run N":                   calls each target below N times, prints "done N"
 //   "migrate THREADS SECONDS": THREADS threads, each re-pinned to the next CPU before every
 //                              round, call node_boosted, node_riprel, memfrob and l64a in a
-//                              loop for SECONDS (threads outnumber CPUs, so they are
-//                              preempted and moved while inside slots); prints
+//                              loop for SECONDS, while a migrator thread moves random workers
+//                              to another CPU (threads outnumber CPUs, so some are preempted
+//                              inside a slot and resume on another CPU); prints
 //                              "done <calls of each function>"
 //   "quit":                    exits 0 (so does end of input)
 //
@@ -93,11 +94,13 @@ static int call_all(uint64_t i) {
 struct worker {
   pthread_t t;
   int id;
+  volatile pid_t tid;
   uint64_t calls;
 };
 
 static void* migrate_worker(void* arg) {
   struct worker* w = arg;
+  w->tid = gettid();
   int cpu = w->id % g_ncpu;
   while (!g_stop) {
     cpu_set_t set;
@@ -114,6 +117,27 @@ static void* migrate_worker(void* arg) {
       if (strcmp(p_l64a(64), "./") != 0) __atomic_store_n(&g_bad, 1, __ATOMIC_RELAXED);
       w->calls++;
     }
+  }
+  return NULL;
+}
+
+struct migrator {
+  struct worker* ws;
+  int n;
+};
+
+// Moves a random worker to a random CPU every 200 us: a worker preempted inside a slot
+// resumes on another CPU.
+static void* migrator(void* arg) {
+  struct migrator* m = arg;
+  unsigned seed = 1;
+  while (!g_stop) {
+    struct worker* w = &m->ws[rand_r(&seed) % m->n];
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(rand_r(&seed) % g_ncpu, &set);
+    if (w->tid) sched_setaffinity(w->tid, sizeof(set), &set);
+    usleep(200);
   }
   return NULL;
 }
@@ -144,9 +168,13 @@ int main(void) {
         ws[i].id = i;
         pthread_create(&ws[i].t, NULL, migrate_worker, &ws[i]);
       }
+      struct migrator m = {ws, threads};
+      pthread_t mt;
+      pthread_create(&mt, NULL, migrator, &m);
       double end = now_s() + secs;
       while (now_s() < end) usleep(20000);
       g_stop = 1;
+      pthread_join(mt, NULL);
       uint64_t total = 0;
       for (int i = 0; i < threads; ++i) {
         pthread_join(ws[i].t, NULL);
