@@ -677,6 +677,125 @@ static void test_fault(void)
 		pass(name);
 }
 
+/* ---- test: trapno in later signal frames ---------------------------------- */
+/*
+ * A hit must leave no trace in thread state a later signal frame shows.  The
+ * boosted path marks thread.trap_nr (to tell a fault of the displaced
+ * instruction from other signals) and leaves the slot without entering the
+ * kernel, so the kernel must put the value back before any later frame.
+ * Without a probe, the sequence "ud2 (SIGILL, trapno 6), call, raise SIGUSR1"
+ * shows trapno 6 in the SIGUSR1 frame: so must every probed variant, whether
+ * the value is put back by the signal path, after a context switch, or in a
+ * fork child.
+ */
+static volatile unsigned long sig_trapno;
+static sigjmp_buf ud_jmp;
+
+static void trapno_handler(int sig, siginfo_t *si, void *uc_)
+{
+	ucontext_t *uc = uc_;
+
+	sig_trapno = uc->uc_mcontext.gregs[REG_TRAPNO];
+	if (sig == SIGILL)
+		siglongjmp(ud_jmp, 1);
+}
+
+/* trapno of a SIGUSR1 frame after calls[c] (c < 0: no call) */
+static unsigned long trapno_after(int c, int how)
+{
+	if (!sigsetjmp(ud_jmp, 1))
+		asm volatile("ud2");
+	if (c >= 0)
+		calls[c].fn(7);
+	if (how == 1)
+		usleep(3000);		/* switched out: the return-to-user path */
+	if (how == 2) {			/* the copy a fork child starts with */
+		pid_t pid = fork();
+		int st;
+
+		if (!pid) {
+			raise(SIGUSR1);
+			_exit(sig_trapno == 6 ? 0 : 1);
+		}
+		if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st))
+			return ~0UL - 1;
+		return WEXITSTATUS(st) ? ~0UL : 6;
+	}
+	sig_trapno = 0x5555;
+	raise(SIGUSR1);
+	return sig_trapno;
+}
+
+static void test_trapno(void)
+{
+	struct sigaction sa = { .sa_sigaction = trapno_handler, .sa_flags = SA_SIGINFO };
+	const char *fns[] = { "mov", "endbr", "rload", "rstore", "popf", "nop" };
+	const char *hows[] = { "signal", "switch", "fork" };
+	char name[64], why[256] = "";
+	int bad = 0;
+
+	snprintf(name, sizeof(name), "trapno_boost_%s", boost ? "on" : "off");
+	sigaction(SIGILL, &sa, NULL);
+	sigaction(SIGUSR1, &sa, NULL);
+	if (trapno_after(-1, 0) != 6) {
+		bad++;
+		snprintf(why, sizeof(why), "unprobed: trapno %#lx after ud2, want 6 ", sig_trapno);
+	}
+	for (unsigned int f = 0; f < sizeof(fns) / sizeof(fns[0]); f++) {
+		int c = -1;
+
+		for (int i = 0; i < NCALLS; i++)
+			if (!strcmp(calls[i].name, fns[f]))
+				c = i;
+		for (int how = 0; how < 3 && c >= 0; how++) {
+			unsigned long t = trapno_after(c, how);
+
+			if (t != 6 && !bad++)
+				snprintf(why + strlen(why), sizeof(why) - strlen(why),
+					 "%s then %s: trapno %#lx, want 6 (unprobed run) ",
+					 fns[f], hows[how], t);
+		}
+		if (c < 0 && !bad++)
+			snprintf(why, sizeof(why), "no call %s", fns[f]);
+	}
+	signal(SIGILL, SIG_DFL);
+	signal(SIGUSR1, SIG_DFL);
+	if (bad)
+		fail(name, "%d bad: %s", bad, why);
+	else
+		pass(name);
+}
+
+/* ---- test: the XOL area ---------------------------------------------------- */
+/*
+ * One 128-byte slot per possible CPU after the uretprobe trampoline, in
+ * whole pages, all below the top of the user address space (47 bits, or 56
+ * with 5-level paging): a slot past it is unreachable and a task running on
+ * that CPU would die on its first hit.
+ */
+static void test_xol_area(void)
+{
+	char *s = read_file("/sys/devices/system/cpu/possible");
+	unsigned long lo, hi, want, limit;
+	int a, b, ncpu = -1;
+
+	if (sscanf(s, "%d-%d", &a, &b) == 2)
+		ncpu = b + 1;
+	else if (sscanf(s, "%d", &a) == 1)
+		ncpu = a + 1;
+	xol_range(&lo, &hi);
+	want = ((ncpu + 1) * 128UL + 4095) / 4096 * 4096;
+	limit = lo < (1UL << 47) ? 0x7ffffffff000UL : 0x00fffffffffff000UL;
+	note("[uprobes] %#lx-%#lx, %d possible CPUs", lo, hi, ncpu);
+	if (!lo || ncpu < 1)
+		fail("xol_area_size", "no [uprobes] mapping (%#lx) or possible CPUs (%d)", lo, ncpu);
+	else if (hi - lo != want || hi > limit)
+		fail("xol_area_size", "[uprobes] %#lx-%#lx: %lu bytes (want %lu for %d possible CPUs), must end at or below %#lx",
+		     lo, hi, hi - lo, want, ncpu, limit);
+	else
+		pass("xol_area_size");
+}
+
 /* ---- test: stress --------------------------------------------------------- */
 #define NTHREADS 64
 #define ITERS 12
@@ -856,7 +975,7 @@ static void test_stress(void)
 	/* migration tracepoint in its own trace instance, away from probe events */
 	mkdir(TRACEFS "/instances/mig", 0755);
 	write_file(TRACEFS "/instances/mig/trace", "", O_TRUNC);
-	write_file(TRACEFS "/instances/mig/events/uprobes/uprobe_slot_migrate/enable", "1", 0);
+	write_file(TRACEFS "/instances/mig/events/uprobes_xol/uprobe_slot_migrate/enable", "1", 0);
 
 	c_endbr(0);	/* creates the [uprobes] area */
 	xol_range(&xol_lo, &xol_hi);
@@ -955,7 +1074,7 @@ static void test_stress(void)
 		int n = count_lines(read_file(TRACEFS "/instances/mig/trace"),
 				    "uprobe_slot_migrate:");
 
-		write_file(TRACEFS "/instances/mig/events/uprobes/uprobe_slot_migrate/enable",
+		write_file(TRACEFS "/instances/mig/events/uprobes_xol/uprobe_slot_migrate/enable",
 			   "0", 0);
 		if (n <= 0)
 			fail("stress_migrate_tracepoint", "no uprobe_slot_migrate event in trace");
@@ -1437,6 +1556,9 @@ int main(int argc, char **argv)
 			test_refused();
 		test_class_hits();
 		test_fault();
+		test_trapno();
+		if (on)
+			test_xol_area();
 		test_uretprobe();
 		test_stress();
 		test_unknown();		/* after test_stress(): needs the base file */
