@@ -794,6 +794,37 @@ static void test_xol_area(void)
 		     lo, hi, hi - lo, want, ncpu, limit);
 	else
 		pass("xol_area_size");
+
+	/*
+	 * Slot pages are allocated when a CPU first installs a program: with
+	 * more possible than online CPUs, the last page (slots of CPUs that
+	 * never ran a probe here) has none, and executing it is a SIGBUS; an
+	 * eagerly allocated page would run its zeros (add %al,(%rax), %rax
+	 * pointing at a buffer) to the end of the area, a SIGSEGV.  vfork: a
+	 * fork child has no [uprobes] (VM_DONTCOPY).
+	 */
+	if (lo && hi - lo > 4096 &&
+	    (long)((hi - lo - 4096) / 128 - 1) >= sysconf(_SC_NPROCESSORS_ONLN)) {
+		static long scratch[8];
+		pid_t pid;
+		int st = 0;
+
+		pid = vfork();
+		if (!pid) {
+			struct rlimit rl = { 0, 0 };
+
+			setrlimit(RLIMIT_CORE, &rl);
+			asm volatile("mov %0, %%rax; jmp *%1"
+				     : : "r"(scratch), "r"(hi - 4096) : "rax", "memory");
+			_exit(0);
+		}
+		waitpid(pid, &st, 0);
+		if (WIFSIGNALED(st) && WTERMSIG(st) == SIGBUS)
+			pass("xol_lazy_pages");
+		else
+			fail("xol_lazy_pages", "jump to the unused last page %#lx: status %#x, want SIGBUS (page not allocated)",
+			     hi - 4096, st);
+	}
 }
 
 /* ---- test: stress --------------------------------------------------------- */
