@@ -25,6 +25,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -764,6 +765,75 @@ static void test_trapno(void)
 		fail(name, "%d bad: %s", bad, why);
 	else
 		pass(name);
+}
+
+/* ---- test: a data watchpoint hit by a boosted store ------------------------ */
+/*
+ * A tracer puts a write watchpoint (DR0/DR7 through PTRACE_POKEUSER) on a
+ * variable the child stores to through a probed site.  The #DB comes after
+ * the store, so with the probe boosted it comes inside the slot: the ptrace
+ * stop must show what the unprobed run shows, RIP and si_addr both at the
+ * instruction after the store.  (6.1's single-step loses a watchpoint hit
+ * inside a stepped instruction: the uprobes #DB notifier stops the chain, so
+ * this is checked with boosting on only.)
+ */
+static long watched;
+
+static int watch_run(unsigned long *addr, unsigned long *rip)
+{
+	struct user_regs_struct r;
+	siginfo_t si;
+	int st, ret = 0;
+	pid_t pid = fork();
+
+	if (!pid) {
+		ptrace(PTRACE_TRACEME, 0, 0, 0);
+		raise(SIGSTOP);
+		f_store(&watched, 42);
+		_exit(0);
+	}
+	if (waitpid(pid, &st, 0) != pid || !WIFSTOPPED(st))
+		return -1;
+	/* DR7: L0, RW0 = 01 (write), LEN0 = 10 (8 bytes) */
+	if (ptrace(PTRACE_POKEUSER, pid, offsetof(struct user, u_debugreg[0]), &watched) ||
+	    ptrace(PTRACE_POKEUSER, pid, offsetof(struct user, u_debugreg[7]), 0x90001UL))
+		ret = -2;
+	else if (ptrace(PTRACE_CONT, pid, 0, 0) || waitpid(pid, &st, 0) != pid ||
+		 !WIFSTOPPED(st) || WSTOPSIG(st) != SIGTRAP)
+		ret = -3;
+	else if (ptrace(PTRACE_GETSIGINFO, pid, 0, &si) || ptrace(PTRACE_GETREGS, pid, 0, &r))
+		ret = -4;
+	else {
+		*addr = (unsigned long)si.si_addr;
+		*rip = r.rip;
+	}
+	kill(pid, SIGKILL);
+	waitpid(pid, &st, 0);
+	return ret;
+}
+
+static void test_watchpoint(void)
+{
+	unsigned long a0 = 0, r0 = 0, a1 = 0, r1 = 0, b[ST_NR], a[ST_NR];
+	int e0, e1;
+
+	probe_enable("s_store", 0);
+	e0 = watch_run(&a0, &r0);
+	probe_enable("s_store", 1);
+	stats_read(b);
+	e1 = watch_run(&a1, &r1);
+	stats_read(a);
+	if (e0 || e1)
+		fail("watchpoint_boost_on", "watch runs failed: unprobed %d probed %d", e0, e1);
+	else if (a[ST_BOOST] - b[ST_BOOST] != 1)
+		fail("watchpoint_boost_on", "the probed run made %lu boosted hits, want 1",
+		     a[ST_BOOST] - b[ST_BOOST]);
+	else if (a1 != a0 || r1 != r0)
+		fail("watchpoint_boost_on", "probed: si_addr %#lx rip %#lx, unprobed: si_addr %#lx rip %#lx",
+		     a1, r1, a0, r0);
+	else
+		pass("watchpoint_boost_on");
+	note("watchpoint: si_addr %#lx rip %#lx (site %p)", a1, r1, s_store);
 }
 
 /* ---- test: the XOL area ---------------------------------------------------- */
@@ -1588,8 +1658,10 @@ int main(int argc, char **argv)
 		test_class_hits();
 		test_fault();
 		test_trapno();
-		if (on)
+		if (on) {
 			test_xol_area();
+			test_watchpoint();
+		}
 		test_uretprobe();
 		test_stress();
 		test_unknown();		/* after test_stress(): needs the base file */
