@@ -32,8 +32,11 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/ptrace.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
+#include <sys/rseq.h>
 #include <elf.h>
+#include <linux/userfaultfd.h>
 #include <sys/user.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -834,6 +837,159 @@ static void test_watchpoint(void)
 	else
 		pass("watchpoint_boost_on");
 	note("watchpoint: si_addr %#lx rip %#lx (site %p)", a1, r1, s_store);
+}
+
+/* ---- test: rseq critical section with a boosted probe inside -------------- */
+/*
+ * f_rseq() is an rseq critical section (the thread's glibc-registered rseq
+ * area): read cpu_id, load from *src (s_rseq, a boosted probe site), then
+ * commit counts[cpu]++; the abort handler returns -1.  The load is made to
+ * block in userfaultfd, the blocked thread is moved to the other CPU, then
+ * the fault is resolved: rseq must restart the section (return -1), as it
+ * does without the probe.  Without the fix rseq sees a slot IP, outside the
+ * section, and the commit lands on CPU 0's counter from CPU 1.
+ */
+extern char s_rseq[];
+long f_rseq(long *counts, long *src, struct rseq *rs);
+asm("	.pushsection .data\n"
+    "	.balign 32\n"
+    "rseq_cs_desc:\n"
+    "	.long 0, 0\n"
+    "	.quad rseq_start, rseq_post - rseq_start, rseq_abort\n"
+    "	.popsection\n"
+    "	.text\n"
+    "	.globl f_rseq, s_rseq\n"
+    "	.type f_rseq, @function\n"
+    "f_rseq:\n"
+    "	lea rseq_cs_desc(%rip), %rax\n"
+    "	mov %rax, 8(%rdx)\n"		/* rs->rseq_cs */
+    "rseq_start:\n"
+    "	movl 4(%rdx), %ecx\n"		/* rs->cpu_id */
+    "s_rseq:\n"
+    "	mov (%rsi), %r8\n"		/* boosted: blocks in userfaultfd */
+    "	incq (%rdi,%rcx,8)\n"		/* commit */
+    "rseq_post:\n"
+    "	mov %rcx, %rax\n"
+    "	ret\n"
+    "	.long 0x53053053\n"		/* RSEQ_SIG */
+    "rseq_abort:\n"
+    "	mov $-1, %rax\n"
+    "	ret\n");
+
+static void pin(pid_t tid, int cpu);
+
+static long rseq_counts[1024];
+static long *rseq_src;
+static long rseq_ret;
+static atomic_int rseq_tid;
+static int rseq_cpu_after;
+
+static void *rseq_worker(void *arg)
+{
+	struct rseq *rs = (struct rseq *)((char *)__builtin_thread_pointer() + __rseq_offset);
+
+	pin(0, 0);
+	atomic_store(&rseq_tid, gettid());
+	rseq_ret = f_rseq(rseq_counts, rseq_src, rs);
+	rseq_cpu_after = sched_getcpu();
+	return NULL;
+}
+
+/* f_rseq()'s result when its load blocks and the thread moves to CPU 1 */
+static long rseq_run(char *why, size_t n, unsigned long *blocked_ip)
+{
+	static long page[512] __attribute__((aligned(4096)));
+	struct uffdio_api api = { .api = UFFD_API };
+	struct uffdio_register reg = { 0 };
+	struct uffdio_copy copy = { 0 };
+	struct uffd_msg msg;
+	pthread_t th;
+	long ret = -2;
+	int uffd;
+
+	uffd = syscall(SYS_userfaultfd, O_CLOEXEC);
+	rseq_src = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	reg.range.start = (unsigned long)rseq_src;
+	reg.range.len = 4096;
+	reg.mode = UFFDIO_REGISTER_MODE_MISSING;
+	if (uffd < 0 || rseq_src == MAP_FAILED || ioctl(uffd, UFFDIO_API, &api) ||
+	    ioctl(uffd, UFFDIO_REGISTER, &reg)) {
+		snprintf(why, n, "userfaultfd setup: %s", strerror(errno));
+		goto out;
+	}
+	atomic_store(&rseq_tid, 0);
+	pthread_create(&th, NULL, rseq_worker, NULL);
+	if (read(uffd, &msg, sizeof(msg)) != sizeof(msg) || msg.event != UFFD_EVENT_PAGEFAULT) {
+		snprintf(why, n, "no userfaultfd page fault event");
+	} else {
+		while (!atomic_load(&rseq_tid))
+			;
+		char path[64];
+		long nr;
+
+		/* where the thread is blocked: "-1 <sp> <pc>" while in a fault */
+		snprintf(path, sizeof(path), "/proc/self/task/%d/syscall", atomic_load(&rseq_tid));
+		if (sscanf(read_file(path), "%ld %*x %lx", &nr, blocked_ip) != 2)
+			*blocked_ip = 0;
+		pin(atomic_load(&rseq_tid), 1);	/* moves the blocked thread */
+		for (int i = 0; i < 512; i++)
+			page[i] = 7;
+		copy.dst = (unsigned long)rseq_src;
+		copy.src = (unsigned long)page;
+		copy.len = 4096;
+		if (ioctl(uffd, UFFDIO_COPY, &copy))
+			snprintf(why, n, "UFFDIO_COPY: %s", strerror(errno));
+	}
+	pthread_join(th, NULL);
+	ret = rseq_ret;
+out:
+	if (uffd >= 0)
+		close(uffd);
+	if (rseq_src != MAP_FAILED)
+		munmap(rseq_src, 4096);
+	return ret;
+}
+
+static void test_rseq(void)
+{
+	char why0[128] = "", why1[128] = "";
+	unsigned long b[ST_NR], a[ST_NR];
+	long r0, r1, committed = 0;
+	unsigned long ip0 = 0, ip1 = 0, lo, hi;
+
+	if (!__rseq_size) {
+		note("rseq: not registered by glibc (CONFIG_RSEQ off?): no rseq test");
+		return;
+	}
+	if (probe_add("s_rseq", s_rseq, 0)) {
+		fail("rseq_restart_boost_on", "cannot add a probe on s_rseq");
+		return;
+	}
+	r0 = rseq_run(why0, sizeof(why0), &ip0);	/* unprobed */
+	probe_enable("s_rseq", 1);
+	stats_read(b);
+	r1 = rseq_run(why1, sizeof(why1), &ip1);
+	stats_read(a);
+	probe_enable("s_rseq", 0);
+	for (int i = 0; i < 1024; i++)
+		committed += rseq_counts[i];
+	xol_range(&lo, &hi);
+	note("rseq: unprobed %ld (blocked at %#lx), probed %ld (blocked at %#lx, then on CPU %d), %ld commits",
+	     r0, ip0, r1, ip1, rseq_cpu_after, committed);
+	if (why0[0] || why1[0])
+		fail("rseq_restart_boost_on", "%s %s", why0, why1);
+	else if (ip0 != (unsigned long)s_rseq || ip1 < lo || ip1 >= hi)
+		fail("rseq_restart_boost_on", "the loads did not block where expected: unprobed at %#lx (want %p), probed at %#lx (want inside [uprobes] %#lx-%#lx)",
+		     ip0, s_rseq, ip1, lo, hi);
+	else if (r0 != -1)
+		fail("rseq_restart_boost_on", "unprobed: f_rseq returned %ld, want -1 (restarted)", r0);
+	else if (a[ST_BOOST] - b[ST_BOOST] != 1)
+		fail("rseq_restart_boost_on", "%lu boosted hits, want 1", a[ST_BOOST] - b[ST_BOOST]);
+	else if (r1 != -1 || committed)
+		fail("rseq_restart_boost_on", "probed: f_rseq returned %ld (%ld commits), want -1 and none: the section committed after moving to CPU 1",
+		     r1, committed);
+	else
+		pass("rseq_restart_boost_on");
 }
 
 /* ---- test: the XOL area ---------------------------------------------------- */
@@ -1661,6 +1817,7 @@ int main(int argc, char **argv)
 		if (on) {
 			test_xol_area();
 			test_watchpoint();
+			test_rseq();
 		}
 		test_uretprobe();
 		test_stress();

@@ -266,7 +266,8 @@ static void alarm_handler(int sig, siginfo_t *si, void *uc_)
 	unsigned long ip = uc->uc_mcontext.gregs[REG_EIP];
 
 	atomic_fetch_add(&nsig, 1);
-	if (ip >= xlo && ip < xhi)
+	/* The uretprobe trampoline (slot 0) is a return address: not a slot */
+	if (ip >= xlo + 128 && ip < xhi)
 		atomic_fetch_add(&sig_in_slot, 1);
 	check_calls(nsig & 1023);
 }
