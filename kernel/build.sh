@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Build the xolfleet guest kernel: Debian's linux-source-6.1 + kernel/patches/*.patch.
 #
-#   kernel/build.sh            patched kernel -> $XOL_CACHE/build/arch/x86/boot/bzImage
+#   kernel/build.sh            patched kernel -> $XOL_CACHE/build-patched/arch/x86/boot/bzImage
 #   kernel/build.sh --stock    pristine 6.1   -> $XOL_CACHE/build-stock/...
+#   kernel/build.sh --distro   distribution-like configuration (config.fragment, then
+#                              config.distro: IA32_EMULATION, NR_CPUS=512, CPU hotplug)
+#                              -> $XOL_CACHE/build-patched-distro/... (or build-stock-distro)
 #
 # Idempotent and incremental: the tarball is extracted once into a git tree (commit
 # "pristine"); the series is re-applied with `git am` only when the patches changed, and
@@ -13,8 +16,14 @@ here=$(cd "$(dirname "$0")" && pwd)
 CACHE=${XOL_CACHE:-/var/cache/xolfleet/kernel}
 TARBALL=${XOL_TARBALL:-/usr/src/linux-source-6.1.tar.xz}
 JOBS=${JOBS:-$(nproc)}
-variant=patched
-[[ ${1:-} == --stock ]] && variant=stock
+variant=patched suffix=
+for a in "$@"; do
+  case $a in
+  --stock) variant=stock ;;
+  --distro) suffix=-distro ;;
+  *) echo "kernel/build.sh: unknown argument $a" >&2; exit 2 ;;
+  esac
+done
 
 log() { printf '[kernel/build %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 mkdir -p "$CACHE"
@@ -31,7 +40,7 @@ if [[ ! -d $src/.git ]]; then
   mv "$src.tmp" "$src"
 fi
 
-out=$CACHE/build-$variant
+out=$CACHE/build-$variant$suffix
 mkdir -p "$out"
 if [[ $variant == patched ]]; then
   want=$(cat "$here"/patches/*.patch 2>/dev/null | sha256sum | cut -c1-16)
@@ -61,17 +70,30 @@ if [[ $variant == patched ]]; then
   fi
 fi
 
-frag=$here/config.fragment
-if [[ ! -f $out/.config || $frag -nt $out/.config ]]; then
-  log "configuring (tinyconfig + $(basename "$frag"))"
+# The distribution-like configuration is config.fragment with config.distro on top
+# (merge_config.sh: later fragments override earlier ones).
+frags=("$here/config.fragment")
+[[ -n $suffix ]] && frags+=("$here/config.distro")
+stale=0
+[[ -f $out/.config ]] || stale=1
+for f in "${frags[@]}"; do [[ $f -nt $out/.config ]] && stale=1; done
+if ((stale)); then
+  log "configuring (tinyconfig + ${frags[*]##*/})"
   make -s -C "$src" O="$out" tinyconfig >/dev/null
-  "$src"/scripts/kconfig/merge_config.sh -m -O "$out" "$out/.config" "$frag" >/dev/null
+  "$src"/scripts/kconfig/merge_config.sh -m -O "$out" "$out/.config" "${frags[@]}" >/dev/null
   make -s -C "$src" O="$out" olddefconfig >/dev/null
-  # Report fragment options that did not stick (typo or unmet dependency).
-  while IFS= read -r l; do
-    [[ $l =~ ^CONFIG_ ]] || continue
-    grep -qxF "$l" "$out/.config" || log "warning: config fragment line not honoured: $l"
-  done <"$frag"
+  # Report fragment options that did not stick (typo or unmet dependency).  A line
+  # of config.fragment overridden by config.distro is not a failure.
+  for f in "${frags[@]}"; do
+    while IFS= read -r l; do
+      [[ $l =~ ^CONFIG_ ]] || continue
+      if [[ -n $suffix && $f != */config.distro ]] &&
+        grep -q "^${l%%=*}=" "$here/config.distro"; then
+        continue
+      fi
+      grep -qxF "$l" "$out/.config" || log "warning: $(basename "$f") line not honoured: $l"
+    done <"$f"
+  done
 fi
 
 log "building bzImage ($variant, -j$JOBS, ccache)"

@@ -3,7 +3,11 @@
 # holding busybox and the statically linked in-guest tests, and run them.
 #
 #   kernel/run-vm.sh [--mode test|bench] [--kernel bzImage] [--log file]
-#                    [--timeout seconds] [--smp n]
+#                    [--timeout seconds] [--smp n] [--distro]
+#
+# --distro boots the distribution-like kernel (kernel/build.sh --distro) with
+# -smp 2,maxcpus=64 (64 possible CPUs, 2 online) and adds the 32-bit test
+# binary xoltest32 (gcc -m32, gcc-multilib) to the initramfs.
 #
 # The guest console goes to the log file (and to stdout).  Exit status 0 only
 # if the guest printed "XOL-DONE rc=0" and the console shows no kernel splat
@@ -11,8 +15,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 CACHE=${XOL_CACHE:-/var/cache/xolfleet/kernel}
-mode=test kernel=$CACHE/build-patched/arch/x86/boot/bzImage
-log=${XOL_LOG:-$CACHE/console-test.log} timeout=${XOL_TIMEOUT:-900} smp=2
+mode=test kernel= log= timeout=${XOL_TIMEOUT:-900} smp= distro=0
 while (($#)); do
   case $1 in
   --mode) mode=$2; shift 2 ;;
@@ -20,10 +23,15 @@ while (($#)); do
   --log) log=$2; shift 2 ;;
   --timeout) timeout=$2; shift 2 ;;
   --smp) smp=$2; shift 2 ;;
+  --distro) distro=1; shift ;;
   *) echo "run-vm.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
-[[ $mode == bench && -z ${XOL_LOG:-} && $log == "$CACHE/console-test.log" ]] && log=$CACHE/console-bench.log
+sfx=
+((distro)) && sfx=-distro
+[[ -n $kernel ]] || kernel=$CACHE/build-patched$sfx/arch/x86/boot/bzImage
+[[ -n $smp ]] || { ((distro)) && smp=2,maxcpus=64 || smp=2; }
+[[ -n $log ]] || log=${XOL_LOG:-$CACHE/console-$mode$sfx.log}
 log() { printf '[kernel/run-vm %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 [[ -f $kernel ]] || { log "no kernel at $kernel (run kernel/build.sh)"; exit 2; }
 
@@ -43,6 +51,13 @@ else
 fi
 gcc -static -O2 -pthread -Wall -Wno-missing-field-initializers \
   -o "$root/bin/xoltest" "$here/tests/xoltest.c" "$here/tests/sites.S" "${extra[@]}"
+if ((distro)); then
+  # 32-bit tasks: the distribution-like kernel has IA32_EMULATION (init runs it if present)
+  gcc -m32 -static -O2 -pthread -Wall -o "$root/bin/xoltest32" "$here/tests/xoltest32.c" || {
+    log "cannot build the 32-bit test (gcc-multilib missing? scripts/setup.sh installs it)"
+    exit 2
+  }
+fi
 install -m 0755 "$here/tests/init" "$root/init"
 (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) >"$CACHE/initramfs.cpio.gz"
 

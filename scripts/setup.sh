@@ -9,6 +9,7 @@ PKGS=(
   libzydis-dev libsqlite3-dev libgtest-dev libgmock-dev libbenchmark-dev libssl-dev
   # kernel + VM
   linux-source-6.1 bc flex bison cpio busybox-static qemu-system-x86 ccache xz-utils
+  gcc-multilib  # 32-bit in-guest tests (kernel/tests/xoltest32.c)
   # kernel packages (kernel/package.sh)
   linux-config-6.1 dpkg-dev fakeroot rsync kmod
   # tests + benchmarks

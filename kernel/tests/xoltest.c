@@ -25,14 +25,18 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/ptrace.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
+#include <sys/rseq.h>
 #include <elf.h>
+#include <linux/userfaultfd.h>
 #include <sys/user.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -677,6 +681,378 @@ static void test_fault(void)
 		pass(name);
 }
 
+/* ---- test: trapno in later signal frames ---------------------------------- */
+/*
+ * A hit must leave no trace in thread state a later signal frame shows.  The
+ * boosted path marks thread.trap_nr (to tell a fault of the displaced
+ * instruction from other signals) and leaves the slot without entering the
+ * kernel, so the kernel must put the value back before any later frame.
+ * Without a probe, the sequence "ud2 (SIGILL, trapno 6), call, raise SIGUSR1"
+ * shows trapno 6 in the SIGUSR1 frame: so must every probed variant, whether
+ * the value is put back by the signal path, after a context switch, or in a
+ * fork child.
+ */
+static volatile unsigned long sig_trapno;
+static sigjmp_buf ud_jmp;
+
+static void trapno_handler(int sig, siginfo_t *si, void *uc_)
+{
+	ucontext_t *uc = uc_;
+
+	sig_trapno = uc->uc_mcontext.gregs[REG_TRAPNO];
+	if (sig == SIGILL)
+		siglongjmp(ud_jmp, 1);
+}
+
+/* trapno of a SIGUSR1 frame after calls[c] (c < 0: no call) */
+static unsigned long trapno_after(int c, int how)
+{
+	if (!sigsetjmp(ud_jmp, 1))
+		asm volatile("ud2");
+	if (c >= 0)
+		calls[c].fn(7);
+	if (how == 1)
+		usleep(3000);		/* switched out: the return-to-user path */
+	if (how == 2) {			/* the copy a fork child starts with */
+		pid_t pid = fork();
+		int st;
+
+		if (!pid) {
+			raise(SIGUSR1);
+			_exit(sig_trapno == 6 ? 0 : 1);
+		}
+		if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st))
+			return ~0UL - 1;
+		return WEXITSTATUS(st) ? ~0UL : 6;
+	}
+	sig_trapno = 0x5555;
+	raise(SIGUSR1);
+	return sig_trapno;
+}
+
+static void test_trapno(void)
+{
+	struct sigaction sa = { .sa_sigaction = trapno_handler, .sa_flags = SA_SIGINFO };
+	const char *fns[] = { "mov", "endbr", "rload", "rstore", "popf", "nop" };
+	const char *hows[] = { "signal", "switch", "fork" };
+	char name[64], why[256] = "";
+	int bad = 0;
+
+	snprintf(name, sizeof(name), "trapno_boost_%s", boost ? "on" : "off");
+	sigaction(SIGILL, &sa, NULL);
+	sigaction(SIGUSR1, &sa, NULL);
+	if (trapno_after(-1, 0) != 6) {
+		bad++;
+		snprintf(why, sizeof(why), "unprobed: trapno %#lx after ud2, want 6 ", sig_trapno);
+	}
+	for (unsigned int f = 0; f < sizeof(fns) / sizeof(fns[0]); f++) {
+		int c = -1;
+
+		for (int i = 0; i < NCALLS; i++)
+			if (!strcmp(calls[i].name, fns[f]))
+				c = i;
+		for (int how = 0; how < 3 && c >= 0; how++) {
+			unsigned long t = trapno_after(c, how);
+
+			if (t != 6 && !bad++)
+				snprintf(why + strlen(why), sizeof(why) - strlen(why),
+					 "%s then %s: trapno %#lx, want 6 (unprobed run) ",
+					 fns[f], hows[how], t);
+		}
+		if (c < 0 && !bad++)
+			snprintf(why, sizeof(why), "no call %s", fns[f]);
+	}
+	signal(SIGILL, SIG_DFL);
+	signal(SIGUSR1, SIG_DFL);
+	if (bad)
+		fail(name, "%d bad: %s", bad, why);
+	else
+		pass(name);
+}
+
+/* ---- test: a data watchpoint hit by a boosted store ------------------------ */
+/*
+ * A tracer puts a write watchpoint (DR0/DR7 through PTRACE_POKEUSER) on a
+ * variable the child stores to through a probed site.  The #DB comes after
+ * the store, so with the probe boosted it comes inside the slot: the ptrace
+ * stop must show what the unprobed run shows, RIP and si_addr both at the
+ * instruction after the store.  (6.1's single-step loses a watchpoint hit
+ * inside a stepped instruction: the uprobes #DB notifier stops the chain, so
+ * this is checked with boosting on only.)
+ */
+static long watched;
+
+static int watch_run(unsigned long *addr, unsigned long *rip)
+{
+	struct user_regs_struct r;
+	siginfo_t si;
+	int st, ret = 0;
+	pid_t pid = fork();
+
+	if (!pid) {
+		ptrace(PTRACE_TRACEME, 0, 0, 0);
+		raise(SIGSTOP);
+		f_store(&watched, 42);
+		_exit(0);
+	}
+	if (waitpid(pid, &st, 0) != pid || !WIFSTOPPED(st))
+		return -1;
+	/* DR7: L0, RW0 = 01 (write), LEN0 = 10 (8 bytes) */
+	if (ptrace(PTRACE_POKEUSER, pid, offsetof(struct user, u_debugreg[0]), &watched) ||
+	    ptrace(PTRACE_POKEUSER, pid, offsetof(struct user, u_debugreg[7]), 0x90001UL))
+		ret = -2;
+	else if (ptrace(PTRACE_CONT, pid, 0, 0) || waitpid(pid, &st, 0) != pid ||
+		 !WIFSTOPPED(st) || WSTOPSIG(st) != SIGTRAP)
+		ret = -3;
+	else if (ptrace(PTRACE_GETSIGINFO, pid, 0, &si) || ptrace(PTRACE_GETREGS, pid, 0, &r))
+		ret = -4;
+	else {
+		*addr = (unsigned long)si.si_addr;
+		*rip = r.rip;
+	}
+	kill(pid, SIGKILL);
+	waitpid(pid, &st, 0);
+	return ret;
+}
+
+static void test_watchpoint(void)
+{
+	unsigned long a0 = 0, r0 = 0, a1 = 0, r1 = 0, b[ST_NR], a[ST_NR];
+	int e0, e1;
+
+	probe_enable("s_store", 0);
+	e0 = watch_run(&a0, &r0);
+	probe_enable("s_store", 1);
+	stats_read(b);
+	e1 = watch_run(&a1, &r1);
+	stats_read(a);
+	if (e0 || e1)
+		fail("watchpoint_boost_on", "watch runs failed: unprobed %d probed %d", e0, e1);
+	else if (a[ST_BOOST] - b[ST_BOOST] != 1)
+		fail("watchpoint_boost_on", "the probed run made %lu boosted hits, want 1",
+		     a[ST_BOOST] - b[ST_BOOST]);
+	else if (a1 != a0 || r1 != r0)
+		fail("watchpoint_boost_on", "probed: si_addr %#lx rip %#lx, unprobed: si_addr %#lx rip %#lx",
+		     a1, r1, a0, r0);
+	else
+		pass("watchpoint_boost_on");
+	note("watchpoint: si_addr %#lx rip %#lx (site %p)", a1, r1, s_store);
+}
+
+/* ---- test: rseq critical section with a boosted probe inside -------------- */
+/*
+ * f_rseq() is an rseq critical section (the thread's glibc-registered rseq
+ * area): read cpu_id, load from *src (s_rseq, a boosted probe site), then
+ * commit counts[cpu]++; the abort handler returns -1.  The load is made to
+ * block in userfaultfd, the blocked thread is moved to the other CPU, then
+ * the fault is resolved: rseq must restart the section (return -1), as it
+ * does without the probe.  Without the fix rseq sees a slot IP, outside the
+ * section, and the commit lands on CPU 0's counter from CPU 1.
+ */
+extern char s_rseq[];
+long f_rseq(long *counts, long *src, struct rseq *rs);
+asm("	.pushsection .data\n"
+    "	.balign 32\n"
+    "rseq_cs_desc:\n"
+    "	.long 0, 0\n"
+    "	.quad rseq_start, rseq_post - rseq_start, rseq_abort\n"
+    "	.popsection\n"
+    "	.text\n"
+    "	.globl f_rseq, s_rseq\n"
+    "	.type f_rseq, @function\n"
+    "f_rseq:\n"
+    "	lea rseq_cs_desc(%rip), %rax\n"
+    "	mov %rax, 8(%rdx)\n"		/* rs->rseq_cs */
+    "rseq_start:\n"
+    "	movl 4(%rdx), %ecx\n"		/* rs->cpu_id */
+    "s_rseq:\n"
+    "	mov (%rsi), %r8\n"		/* boosted: blocks in userfaultfd */
+    "	incq (%rdi,%rcx,8)\n"		/* commit */
+    "rseq_post:\n"
+    "	mov %rcx, %rax\n"
+    "	ret\n"
+    "	.long 0x53053053\n"		/* RSEQ_SIG */
+    "rseq_abort:\n"
+    "	mov $-1, %rax\n"
+    "	ret\n");
+
+static void pin(pid_t tid, int cpu);
+
+static long rseq_counts[1024];
+static long *rseq_src;
+static long rseq_ret;
+static atomic_int rseq_tid;
+static int rseq_cpu_after;
+
+static void *rseq_worker(void *arg)
+{
+	struct rseq *rs = (struct rseq *)((char *)__builtin_thread_pointer() + __rseq_offset);
+
+	pin(0, 0);
+	atomic_store(&rseq_tid, gettid());
+	rseq_ret = f_rseq(rseq_counts, rseq_src, rs);
+	rseq_cpu_after = sched_getcpu();
+	return NULL;
+}
+
+/* f_rseq()'s result when its load blocks and the thread moves to CPU 1 */
+static long rseq_run(char *why, size_t n, unsigned long *blocked_ip)
+{
+	static long page[512] __attribute__((aligned(4096)));
+	struct uffdio_api api = { .api = UFFD_API };
+	struct uffdio_register reg = { 0 };
+	struct uffdio_copy copy = { 0 };
+	struct uffd_msg msg;
+	pthread_t th;
+	long ret = -2;
+	int uffd;
+
+	uffd = syscall(SYS_userfaultfd, O_CLOEXEC);
+	rseq_src = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	reg.range.start = (unsigned long)rseq_src;
+	reg.range.len = 4096;
+	reg.mode = UFFDIO_REGISTER_MODE_MISSING;
+	if (uffd < 0 || rseq_src == MAP_FAILED || ioctl(uffd, UFFDIO_API, &api) ||
+	    ioctl(uffd, UFFDIO_REGISTER, &reg)) {
+		snprintf(why, n, "userfaultfd setup: %s", strerror(errno));
+		goto out;
+	}
+	atomic_store(&rseq_tid, 0);
+	pthread_create(&th, NULL, rseq_worker, NULL);
+	if (read(uffd, &msg, sizeof(msg)) != sizeof(msg) || msg.event != UFFD_EVENT_PAGEFAULT) {
+		snprintf(why, n, "no userfaultfd page fault event");
+	} else {
+		while (!atomic_load(&rseq_tid))
+			;
+		char path[64];
+		long nr;
+
+		/* where the thread is blocked: "-1 <sp> <pc>" while in a fault */
+		snprintf(path, sizeof(path), "/proc/self/task/%d/syscall", atomic_load(&rseq_tid));
+		if (sscanf(read_file(path), "%ld %*x %lx", &nr, blocked_ip) != 2)
+			*blocked_ip = 0;
+		pin(atomic_load(&rseq_tid), 1);	/* moves the blocked thread */
+		for (int i = 0; i < 512; i++)
+			page[i] = 7;
+		copy.dst = (unsigned long)rseq_src;
+		copy.src = (unsigned long)page;
+		copy.len = 4096;
+		if (ioctl(uffd, UFFDIO_COPY, &copy))
+			snprintf(why, n, "UFFDIO_COPY: %s", strerror(errno));
+	}
+	pthread_join(th, NULL);
+	ret = rseq_ret;
+out:
+	if (uffd >= 0)
+		close(uffd);
+	if (rseq_src != MAP_FAILED)
+		munmap(rseq_src, 4096);
+	return ret;
+}
+
+static void test_rseq(void)
+{
+	char why0[128] = "", why1[128] = "";
+	unsigned long b[ST_NR], a[ST_NR];
+	long r0, r1, committed = 0;
+	unsigned long ip0 = 0, ip1 = 0, lo, hi;
+
+	if (!__rseq_size) {
+		note("rseq: not registered by glibc (CONFIG_RSEQ off?): no rseq test");
+		return;
+	}
+	if (probe_add("s_rseq", s_rseq, 0)) {
+		fail("rseq_restart_boost_on", "cannot add a probe on s_rseq");
+		return;
+	}
+	r0 = rseq_run(why0, sizeof(why0), &ip0);	/* unprobed */
+	probe_enable("s_rseq", 1);
+	stats_read(b);
+	r1 = rseq_run(why1, sizeof(why1), &ip1);
+	stats_read(a);
+	probe_enable("s_rseq", 0);
+	for (int i = 0; i < 1024; i++)
+		committed += rseq_counts[i];
+	xol_range(&lo, &hi);
+	note("rseq: unprobed %ld (blocked at %#lx), probed %ld (blocked at %#lx, then on CPU %d), %ld commits",
+	     r0, ip0, r1, ip1, rseq_cpu_after, committed);
+	if (why0[0] || why1[0])
+		fail("rseq_restart_boost_on", "%s %s", why0, why1);
+	else if (ip0 != (unsigned long)s_rseq || ip1 < lo || ip1 >= hi)
+		fail("rseq_restart_boost_on", "the loads did not block where expected: unprobed at %#lx (want %p), probed at %#lx (want inside [uprobes] %#lx-%#lx)",
+		     ip0, s_rseq, ip1, lo, hi);
+	else if (r0 != -1)
+		fail("rseq_restart_boost_on", "unprobed: f_rseq returned %ld, want -1 (restarted)", r0);
+	else if (a[ST_BOOST] - b[ST_BOOST] != 1)
+		fail("rseq_restart_boost_on", "%lu boosted hits, want 1", a[ST_BOOST] - b[ST_BOOST]);
+	else if (r1 != -1 || committed)
+		fail("rseq_restart_boost_on", "probed: f_rseq returned %ld (%ld commits), want -1 and none: the section committed after moving to CPU 1",
+		     r1, committed);
+	else
+		pass("rseq_restart_boost_on");
+}
+
+/* ---- test: the XOL area ---------------------------------------------------- */
+/*
+ * One 128-byte slot per possible CPU after the uretprobe trampoline, in
+ * whole pages, all below the top of the user address space (47 bits, or 56
+ * with 5-level paging): a slot past it is unreachable and a task running on
+ * that CPU would die on its first hit.
+ */
+static void test_xol_area(void)
+{
+	char *s = read_file("/sys/devices/system/cpu/possible");
+	unsigned long lo, hi, want, limit;
+	int a, b, ncpu = -1;
+
+	if (sscanf(s, "%d-%d", &a, &b) == 2)
+		ncpu = b + 1;
+	else if (sscanf(s, "%d", &a) == 1)
+		ncpu = a + 1;
+	xol_range(&lo, &hi);
+	want = ((ncpu + 1) * 128UL + 4095) / 4096 * 4096;
+	limit = lo < (1UL << 47) ? 0x7ffffffff000UL : 0x00fffffffffff000UL;
+	note("[uprobes] %#lx-%#lx, %d possible CPUs", lo, hi, ncpu);
+	if (!lo || ncpu < 1)
+		fail("xol_area_size", "no [uprobes] mapping (%#lx) or possible CPUs (%d)", lo, ncpu);
+	else if (hi - lo != want || hi > limit)
+		fail("xol_area_size", "[uprobes] %#lx-%#lx: %lu bytes (want %lu for %d possible CPUs), must end at or below %#lx",
+		     lo, hi, hi - lo, want, ncpu, limit);
+	else
+		pass("xol_area_size");
+
+	/*
+	 * Slot pages are allocated when a CPU first installs a program: with
+	 * more possible than online CPUs, the last page (slots of CPUs that
+	 * never ran a probe here) has none, and executing it is a SIGBUS; an
+	 * eagerly allocated page would run its zeros (add %al,(%rax), %rax
+	 * pointing at a buffer) to the end of the area, a SIGSEGV.  vfork: a
+	 * fork child has no [uprobes] (VM_DONTCOPY).
+	 */
+	if (lo && hi - lo > 4096 &&
+	    (long)((hi - lo - 4096) / 128 - 1) >= sysconf(_SC_NPROCESSORS_ONLN)) {
+		static long scratch[8];
+		pid_t pid;
+		int st = 0;
+
+		pid = vfork();
+		if (!pid) {
+			struct rlimit rl = { 0, 0 };
+
+			setrlimit(RLIMIT_CORE, &rl);
+			asm volatile("mov %0, %%rax; jmp *%1"
+				     : : "r"(scratch), "r"(hi - 4096) : "rax", "memory");
+			_exit(0);
+		}
+		waitpid(pid, &st, 0);
+		if (WIFSIGNALED(st) && WTERMSIG(st) == SIGBUS)
+			pass("xol_lazy_pages");
+		else
+			fail("xol_lazy_pages", "jump to the unused last page %#lx: status %#x, want SIGBUS (page not allocated)",
+			     hi - 4096, st);
+	}
+}
+
 /* ---- test: stress --------------------------------------------------------- */
 #define NTHREADS 64
 #define ITERS 12
@@ -856,7 +1232,7 @@ static void test_stress(void)
 	/* migration tracepoint in its own trace instance, away from probe events */
 	mkdir(TRACEFS "/instances/mig", 0755);
 	write_file(TRACEFS "/instances/mig/trace", "", O_TRUNC);
-	write_file(TRACEFS "/instances/mig/events/uprobes/uprobe_slot_migrate/enable", "1", 0);
+	write_file(TRACEFS "/instances/mig/events/uprobes_xol/uprobe_slot_migrate/enable", "1", 0);
 
 	c_endbr(0);	/* creates the [uprobes] area */
 	xol_range(&xol_lo, &xol_hi);
@@ -955,7 +1331,7 @@ static void test_stress(void)
 		int n = count_lines(read_file(TRACEFS "/instances/mig/trace"),
 				    "uprobe_slot_migrate:");
 
-		write_file(TRACEFS "/instances/mig/events/uprobes/uprobe_slot_migrate/enable",
+		write_file(TRACEFS "/instances/mig/events/uprobes_xol/uprobe_slot_migrate/enable",
 			   "0", 0);
 		if (n <= 0)
 			fail("stress_migrate_tracepoint", "no uprobe_slot_migrate event in trace");
@@ -1437,6 +1813,12 @@ int main(int argc, char **argv)
 			test_refused();
 		test_class_hits();
 		test_fault();
+		test_trapno();
+		if (on) {
+			test_xol_area();
+			test_watchpoint();
+			test_rseq();
+		}
 		test_uretprobe();
 		test_stress();
 		test_unknown();		/* after test_stress(): needs the base file */

@@ -251,6 +251,7 @@ constexpr Exclusion kBoostExclusions[] = {
   {Map::k0F, 0x05, 0x05, -1, "syscall: leaves the return IP (the slot) in %rcx"},
   {Map::k0F, 0x07, 0x07, -1, "sysret: control flow"},
   {Map::k0F, 0x34, 0x35, -1, "sysenter/sysexit: control flow"},
+  {Map::k1, 0xc7, 0xc7, 7, "xbegin: the abort target would be relative to the slot"},
   // Traps and faults on purpose.
   {Map::k1, 0xcc, 0xce, -1, "int3/int N/into: traps on purpose"},
   {Map::k1, 0xf1, 0xf1, -1, "int1: traps on purpose"},
