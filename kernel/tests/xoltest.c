@@ -956,11 +956,20 @@ static void test_rseq(void)
 	unsigned long b[ST_NR], a[ST_NR];
 	long r0, r1, committed = 0;
 	unsigned long ip0 = 0, ip1 = 0, lo, hi;
+	int uffd;
 
 	if (!__rseq_size) {
 		note("rseq: not registered by glibc (CONFIG_RSEQ off?): no rseq test");
 		return;
 	}
+	/* The test blocks the thread inside the slot with a userfaultfd page fault. */
+	uffd = syscall(SYS_userfaultfd, O_CLOEXEC);
+	if (uffd < 0 && errno == ENOSYS) {
+		note("rseq: no userfaultfd (CONFIG_USERFAULTFD off, on in config.distro): no rseq test");
+		return;
+	}
+	if (uffd >= 0)
+		close(uffd);
 	if (probe_add("s_rseq", s_rseq, 0)) {
 		fail("rseq_restart_boost_on", "cannot add a probe on s_rseq");
 		return;
