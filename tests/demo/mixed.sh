@@ -101,7 +101,7 @@ fleet attach --all --canary=0.5 "$WL:node_boosted" "$WL:node_riprel" "$WL:node_e
   "$LIBC:memfrob" "$LIBC:a64l" "$LIBC:l64a" | tee "$TMP/attach.out"
 SET=$(awk 'NR==2 {print $1}' "$TMP/attach.out")
 for _ in $(seq 1 120); do
-  [ "$(fleet list --set="$SET" 2>/dev/null | grep -c ' ATTACHED ')" = 12 ] && break
+  [ "$(fleet list --set="$SET" 2>/dev/null | grep -c '^node-.* ATTACHED ')" = 12 ] && break
   sleep 1
 done
 
