@@ -51,17 +51,9 @@ ls -la "$TMP/node.cpio.gz" | awk '{print $5 " bytes"}'
 
 say "network namespace $NS: controller and host agent on $NODE_HOST_IP, guest on $NODE_GUEST_IP"
 node_net_up "$NS"
-CTL=$NODE_HOST_IP:7443
-ip netns exec "$NS" "$BIN/xolfleet-controller" --listen=$CTL --metrics_listen=$NODE_HOST_IP:9465 \
-  --state_db="$TMP/controller.db" --tls_ca="$CA/ca.crt" --tls_cert="$CA/controller.crt" \
-  --tls_key="$CA/controller.key" --authz_config="$TMP/authz.conf" --heartbeat_interval=500ms \
-  --heartbeat_timeout=15s --agent_cn_must_match_node >"$TMP/controller.log" 2>&1 &
-PIDS+=($!)
-ip netns exec "$NS" "$BIN/xolfleet-agent" --listen= --unix-socket="$TMP/agent1.sock" \
-  --metrics_address=$NODE_HOST_IP:9464 --node_name=node-1 --labels=kernel=stock \
-  --controller=$CTL --controller_tls_ca="$CA/ca.crt" --controller_tls_cert="$CA/node-1.crt" \
-  --controller_tls_key="$CA/node-1.key" >"$TMP/agent1.log" 2>&1 &
-PIDS+=($!)
+CTL=$NODE_CTL
+node_start_fleet "$NS" "$TMP" "$BIN" "$CA"
+PIDS+=("${NODE_PIDS[@]}")
 
 say "booting the patched guest (qemu TCG, $NODE_SMP vCPUs; console in $TMP/console.log)"
 node_boot "$NS" "$TMP/node.cpio.gz" "$TMP/console.log"
@@ -73,10 +65,7 @@ until guest true >/dev/null 2>&1; do
 done
 NODE_TIMEOUT=120
 grep -a XOL-NODE-BOOT "$TMP/console.log" | tr -d '\r'
-guest "cd /tmp && ($BIN/xolfleet-agent --listen= --unix-socket=/run/xolfleet/agent.sock \
-  --metrics_address=$NODE_GUEST_IP:9464 --node_name=node-2 --labels=kernel=patched \
-  --controller=$CTL --controller_tls_ca=$CA/ca.crt --controller_tls_cert=$CA/node-2.crt \
-  --controller_tls_key=$CA/node-2.key >/tmp/agent.log 2>&1 &)"
+node_start_guest_agent "$BIN" "$CA"
 
 fleet() {
   ip netns exec "$NS" "$BIN/xolctl" fleet --controller=$CTL --tls-ca="$CA/ca.crt" \

@@ -11,6 +11,10 @@
 #                                10.232.0.2:2323 inside NS), prints its output, returns its
 #                                status (NODE_TIMEOUT: seconds, default 120)
 #   node_down                    powers the guest off (kills qemu after 20 s)
+#   node_start_fleet NS DIR BIN CA  controller (node names = certificate CNs, state and logs
+#                                in DIR) and the host agent node-1, inside NS; appends their
+#                                pids to NODE_PIDS
+#   node_start_guest_agent BIN CA   the guest agent node-2 (API on a unix socket in the guest)
 #
 # The guest is 10.232.0.2; the host side of the namespace (controller, host agent,
 # Prometheus) is 10.232.0.1. Neither address exists outside the namespace.
@@ -103,4 +107,30 @@ node_down() {
   kill -9 "$NODE_QEMU_PID" 2>/dev/null
   wait "$NODE_QEMU_PID" 2>/dev/null
   NODE_QEMU_PID=
+}
+
+NODE_CTL=$NODE_HOST_IP:7443
+NODE_PIDS=()
+node_start_fleet() {  # NS DIR BIN CA
+  local ns=$1 dir=$2 bin=$3 ca=$4
+  ip netns exec "$ns" "$bin/xolfleet-controller" --listen=$NODE_CTL \
+    --metrics_listen=$NODE_HOST_IP:9465 --state_db="$dir/controller.db" --tls_ca="$ca/ca.crt" \
+    --tls_cert="$ca/controller.crt" --tls_key="$ca/controller.key" \
+    --authz_config="$dir/authz.conf" --heartbeat_interval=500ms --heartbeat_timeout=15s \
+    --canary_timeout=120s --agent_cn_must_match_node >"$dir/controller.log" 2>&1 &
+  NODE_PIDS+=($!)
+  ip netns exec "$ns" "$bin/xolfleet-agent" --listen= --unix-socket="$dir/agent1.sock" \
+    --metrics_address=$NODE_HOST_IP:9464 --node_name=node-1 --labels=kernel=stock \
+    --controller=$NODE_CTL --controller_tls_ca="$ca/ca.crt" \
+    --controller_tls_cert="$ca/node-1.crt" --controller_tls_key="$ca/node-1.key" \
+    >"$dir/agent1.log" 2>&1 &
+  NODE_PIDS+=($!)
+}
+
+node_start_guest_agent() {  # BIN CA (paths as in the guest image: the same as on the host)
+  local bin=$1 ca=$2
+  guest "cd /tmp && ($bin/xolfleet-agent --listen= --unix-socket=/run/xolfleet/agent.sock \
+    --metrics_address=$NODE_GUEST_IP:9464 --node_name=node-2 --labels=kernel=patched \
+    --controller=$NODE_CTL --controller_tls_ca=$ca/ca.crt --controller_tls_cert=$ca/node-2.crt \
+    --controller_tls_key=$ca/node-2.key >/tmp/agent.log 2>&1 &)"
 }

@@ -130,18 +130,9 @@ node_image "$TMP/node.cpio.gz" "$BIN/xolfleet-agent" "$BIN/xolctl" "$WL" "$LIBST
 
 # --- network namespace: controller, host agent and Prometheus on 10.232.0.1 ---
 node_net_up "$NS" || { fail setup "cannot create the network namespace and tap"; exit 1; }
-CTL=$NODE_HOST_IP:7443
-ip netns exec "$NS" "$BIN/xolfleet-controller" --listen=$CTL --metrics_listen=$NODE_HOST_IP:9465 \
-  --state_db="$TMP/controller.db" --tls_ca="$CA/ca.crt" --tls_cert="$CA/controller.crt" \
-  --tls_key="$CA/controller.key" --authz_config="$TMP/authz.conf" --heartbeat_interval=500ms \
-  --heartbeat_timeout=15s --canary_timeout=120s --agent_cn_must_match_node \
-  >"$TMP/controller.log" 2>&1 &
-PIDS+=($!)
-ip netns exec "$NS" "$BIN/xolfleet-agent" --listen= --unix-socket="$TMP/agent1.sock" \
-  --metrics_address=$NODE_HOST_IP:9464 --node_name=node-1 --labels=kernel=stock \
-  --controller=$CTL --controller_tls_ca="$CA/ca.crt" --controller_tls_cert="$CA/node-1.crt" \
-  --controller_tls_key="$CA/node-1.key" >"$TMP/agent1.log" 2>&1 &
-PIDS+=($!)
+CTL=$NODE_CTL
+node_start_fleet "$NS" "$TMP" "$BIN" "$CA"
+PIDS+=("${NODE_PIDS[@]}")
 
 cat >"$TMP/prometheus.yml" <<EOF
 global:
@@ -204,11 +195,7 @@ guest_wl() {  # COMMAND: as host_wl, in the guest
   done
   guest "grep -E '^(done|error)' /tmp/wl.out | tail -1"
 }
-guest "cd /tmp && ($BIN/xolfleet-agent --listen= \
-  --unix-socket=/run/xolfleet/agent.sock --metrics_address=$NODE_GUEST_IP:9464 \
-  --node_name=node-2 --labels=kernel=patched --controller=$CTL --controller_tls_ca=$CA/ca.crt \
-  --controller_tls_cert=$CA/node-2.crt --controller_tls_key=$CA/node-2.key \
-  >/tmp/agent.log 2>&1 &)"
+node_start_guest_agent "$BIN" "$CA"
 gctl() { guest "$BIN/xolctl --agent=unix:/run/xolfleet/agent.sock --timeout=600 $*"; }
 
 fleet() {  # xolctl fleet as admin, from inside the namespace
