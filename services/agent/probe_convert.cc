@@ -25,6 +25,17 @@ v1::Placement ToProtoPlacement(Placement p) {
   return v1::PLACEMENT_UNSPECIFIED;
 }
 
+SiteRequest ToSiteRequest(const v1::ProbeSpec& spec) {
+  SiteRequest sr;
+  sr.binary_path = spec.binary_path();
+  sr.symbol = spec.symbol();
+  sr.offset = spec.offset();
+  sr.build_id = spec.build_id();
+  sr.allow_relocate = spec.allow_relocate();
+  sr.confirm_raw_offset = spec.confirm_raw_offset();
+  return sr;
+}
+
 v1::SitePlacement ToSitePlacement(const ResolvedSite& s) {
   v1::SitePlacement p;
   p.set_symbol(s.symbol);
@@ -88,13 +99,7 @@ absl::StatusOr<v1::ClassifyResponse> ClassifySites(
       if (!elf.ok()) return fail(elf.status());
       it = elves.emplace(spec.binary_path(), std::move(*elf)).first;
     }
-    SiteRequest sr;
-    sr.binary_path = spec.binary_path();
-    sr.symbol = spec.symbol();
-    sr.offset = spec.offset();
-    sr.build_id = spec.build_id();
-    sr.allow_relocate = spec.allow_relocate();
-    sr.confirm_raw_offset = spec.confirm_raw_offset();
+    const SiteRequest sr = ToSiteRequest(spec);
     absl::StatusOr<ResolvedSite> s = ResolveSite(*it->second, sr, profile);
     if (!s.ok()) return fail(s.status());
     v1::SitePlacement* p = resp.add_sites();

@@ -12,6 +12,8 @@
 namespace xolfleet {
 
 v1::Placement ToProtoPlacement(Placement p);
+// The site a spec names (binary, symbol/offset, build-id guard, relocation, raw offset).
+SiteRequest ToSiteRequest(const v1::ProbeSpec& spec);
 v1::SitePlacement ToSitePlacement(const ResolvedSite& site);
 
 // Classify without attaching: every site of `req.sites` (errors name the spec)

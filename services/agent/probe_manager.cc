@@ -256,13 +256,7 @@ absl::Status ProbeManager::ResolveAll(const v1::AttachRequest &req,
       }
     }
     if (st.ok()) {
-      SiteRequest sr;
-      sr.binary_path = spec.binary_path();
-      sr.symbol = spec.symbol();
-      sr.offset = spec.offset();
-      sr.build_id = spec.build_id();
-      sr.allow_relocate = spec.allow_relocate();
-      sr.confirm_raw_offset = spec.confirm_raw_offset();
+      const SiteRequest sr = ToSiteRequest(spec);
       absl::StatusOr<ResolvedSite> site =
           ResolveSite(*elf, sr, profile);
       if (!site.ok()) {
