@@ -17,7 +17,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
-#include "services/controller/tls.h"
+#include "services/common/tls.h"
 #include "xolfleet/v1/controller.grpc.pb.h"
 
 ABSL_FLAG(std::string, controller, "127.0.0.1:7443", "controller address");

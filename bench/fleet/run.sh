@@ -49,7 +49,7 @@ CTL=127.0.0.1:$PORT
 
 start_controller() {
   "$BIN/xolfleet-controller" --listen=$CTL --metrics_listen=127.0.0.1:$MPORT \
-    --state_db="$TMP/c.db" --tls_ca="$CA/ca.crt" --tls_cert="$CA/controller.crt" \
+    --state_db="$TMP/c.db" --init --tls_ca="$CA/ca.crt" --tls_cert="$CA/controller.crt" \
     --tls_key="$CA/controller.key" --authz_config="$TMP/authz.conf" \
     --heartbeat_interval=1s --heartbeat_timeout=10s >>"$TMP/controller.log" 2>&1 &
   CTL_PID=$!

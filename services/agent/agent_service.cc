@@ -1,10 +1,17 @@
 #include "services/agent/agent_service.h"
 
 #include <algorithm>
+#include <fstream>
+#include <optional>
 #include <vector>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "services/agent/status_util.h"
+#include "services/common/open_file.h"
+#include "services/common/tls.h"
 
 namespace xolfleet {
 namespace {
@@ -16,35 +23,135 @@ grpc::Status Reply(absl::StatusOr<T> r, T* out) {
   return grpc::Status::OK;
 }
 
+// A local caller that is not root: the kernel's file permissions apply to it.
+bool Unprivileged(const Identity& who) { return who.local_peer && who.uid != 0; }
+
+// The real uid of a process, or -1 if it is gone.
+int64_t ProcessUid(int pid) {
+  std::ifstream in(absl::StrCat("/proc/", pid, "/status"));
+  std::string text;
+  while (std::getline(in, text)) {
+    uint32_t uid = 0;
+    absl::string_view line = text;
+    if (absl::ConsumePrefix(&line, "Uid:")) {
+      absl::string_view v = absl::StripLeadingAsciiWhitespace(line);
+      if (absl::SimpleAtoi(v.substr(0, v.find_first_of(" \t")), &uid)) return uid;
+    }
+  }
+  return -1;
+}
+
 }  // namespace
 
-grpc::Status AgentServiceImpl::Attach(grpc::ServerContext*,
-                                      const v1::AttachRequest* req,
+absl::StatusOr<Identity> AgentServiceImpl::Authorize(const grpc::ServerContext& ctx,
+                                                     Capability need) const {
+  Identity who;
+  const std::string peer = ctx.peer();
+  if (local_ != nullptr && absl::StartsWith(peer, "fd:")) {
+    absl::StatusOr<Identity> local = local_->Peer(peer);
+    if (!local.ok()) return local.status();
+    who = *std::move(local);
+  } else {
+    who = tls::PeerIdentity(ctx);
+  }
+  if (absl::Status st = authz_->Check(who, need); !st.ok()) return st;
+  return who;
+}
+
+absl::Status AgentServiceImpl::CheckSpecs(const Identity& who,
+                                          const v1::AttachRequest& req) const {
+  bool capture = false;
+  for (int i = 0; i < req.specs_size(); ++i) {
+    const v1::ProbeSpec& s = req.specs(i);
+    capture |= s.capture_size() > 0;
+    for (const auto& [k, v] : s.labels()) {
+      if (absl::StartsWith(k, kReservedLabelPrefix)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "spec[", i, "]: label keys starting with ", kReservedLabelPrefix,
+            " are reserved (the agent and the controller set them)"));
+      }
+    }
+    if (Unprivileged(who) && s.pid() > 0) {
+      const int64_t owner = ProcessUid(s.pid());
+      if (owner >= 0 && owner != static_cast<int64_t>(who.uid)) {
+        return absl::PermissionDeniedError(absl::StrCat(
+            "spec[", i, "]: pid ", s.pid(), " belongs to another user; uid ", who.uid,
+            " may scope probes only to its own processes"));
+      }
+    }
+  }
+  if (capture) return authz_->Check(who, Capability::kAttachCapture);
+  return absl::OkStatus();
+}
+
+grpc::Status AgentServiceImpl::Attach(grpc::ServerContext* ctx, const v1::AttachRequest* req,
                                       v1::AttachResponse* resp) {
-  return Reply(manager_->Attach(*req), resp);
+  absl::StatusOr<Identity> who = Authorize(*ctx, Capability::kAttachCounts);
+  if (!who.ok()) return ToGrpcStatus(who.status());
+  if (absl::Status st = CheckSpecs(*who, *req); !st.ok()) return ToGrpcStatus(st);
+  v1::AttachRequest owned = *req;
+  for (v1::ProbeSpec& s : *owned.mutable_specs()) {
+    (*s.mutable_labels())[kOwnerLabel] = who->ToString();
+  }
+  std::optional<ScopedOpenAs> as;
+  if (Unprivileged(*who)) as.emplace(who->uid, who->gid, who->groups);
+  return Reply(manager_->Attach(owned), resp);
 }
 
-grpc::Status AgentServiceImpl::Detach(grpc::ServerContext*,
-                                      const v1::DetachRequest* req,
+grpc::Status AgentServiceImpl::Detach(grpc::ServerContext* ctx, const v1::DetachRequest* req,
                                       v1::DetachResponse* resp) {
-  return Reply(manager_->Detach(*req), resp);
+  absl::StatusOr<Identity> who = Authorize(*ctx, Capability::kAttachCounts);
+  if (!who.ok()) return ToGrpcStatus(who.status());
+  if (authz_->Has(*who, Capability::kAdmin)) return Reply(manager_->Detach(*req), resp);
+  // Not an admin: only the caller's own probes.
+  absl::StatusOr<v1::ListResponse> active = manager_->List(v1::ListRequest());
+  if (!active.ok()) return ToGrpcStatus(active.status());
+  const std::string me = who->ToString();
+  absl::flat_hash_map<std::string, std::string> owner_of;
+  for (const v1::Probe& p : active->probes()) {
+    auto it = p.spec().labels().find(kOwnerLabel);
+    owner_of[p.id()] = it == p.spec().labels().end() ? "the controller" : it->second;
+  }
+  v1::DetachRequest mine;
+  if (req->all()) {
+    for (const auto& [id, owner] : owner_of) {
+      if (owner == me) mine.add_probe_ids(id);
+    }
+    if (mine.probe_ids_size() == 0) return grpc::Status::OK;
+  } else {
+    for (const std::string& id : req->probe_ids()) {
+      auto it = owner_of.find(id);
+      if (it != owner_of.end() && it->second != me) {
+        return ToGrpcStatus(absl::PermissionDeniedError(absl::StrCat(
+            "probe ", Truncated(id), " belongs to ", it->second, ", not to ", me,
+            "; detaching other callers' probes needs the admin capability")));
+      }
+      mine.add_probe_ids(id);
+    }
+  }
+  return Reply(manager_->Detach(mine), resp);
 }
 
-grpc::Status AgentServiceImpl::List(grpc::ServerContext*,
-                                    const v1::ListRequest* req,
+grpc::Status AgentServiceImpl::List(grpc::ServerContext* ctx, const v1::ListRequest* req,
                                     v1::ListResponse* resp) {
+  absl::StatusOr<Identity> who = Authorize(*ctx, Capability::kReadOnly);
+  if (!who.ok()) return ToGrpcStatus(who.status());
   return Reply(manager_->List(*req), resp);
 }
 
-grpc::Status AgentServiceImpl::Classify(grpc::ServerContext*,
-                                        const v1::ClassifyRequest* req,
+grpc::Status AgentServiceImpl::Classify(grpc::ServerContext* ctx, const v1::ClassifyRequest* req,
                                         v1::ClassifyResponse* resp) {
+  absl::StatusOr<Identity> who = Authorize(*ctx, Capability::kReadOnly);
+  if (!who.ok()) return ToGrpcStatus(who.status());
+  std::optional<ScopedOpenAs> as;
+  if (Unprivileged(*who)) as.emplace(who->uid, who->gid, who->groups);
   return Reply(manager_->Classify(*req), resp);
 }
 
-grpc::Status AgentServiceImpl::GetNodeInfo(grpc::ServerContext*,
-                                           const v1::GetNodeInfoRequest*,
+grpc::Status AgentServiceImpl::GetNodeInfo(grpc::ServerContext* ctx, const v1::GetNodeInfoRequest*,
                                            v1::NodeInfo* resp) {
+  absl::StatusOr<Identity> who = Authorize(*ctx, Capability::kReadOnly);
+  if (!who.ok()) return ToGrpcStatus(who.status());
   return Reply(manager_->GetNodeInfo(), resp);
 }
 
@@ -57,6 +164,29 @@ grpc::Status AgentServiceImpl::GetNodeInfo(grpc::ServerContext*,
 grpc::Status AgentServiceImpl::WatchHits(
     grpc::ServerContext* ctx, const v1::WatchHitsRequest* req,
     grpc::ServerWriter<v1::HitBatch>* writer) {
+  absl::StatusOr<Identity> who = Authorize(*ctx, Capability::kReadOnly);
+  if (!who.ok()) return ToGrpcStatus(who.status());
+  // Register values are what the capture capability protects.
+  const bool with_regs = authz_->Has(*who, Capability::kAttachCapture);
+  const std::string key = who->ToString();
+  {
+    absl::MutexLock lock(&watch_mu_);
+    uint32_t& n = watch_streams_[key];
+    if (n >= options_.max_watch_streams_per_identity) {
+      return ToGrpcStatus(absl::ResourceExhaustedError(absl::StrCat(
+          key, " already has ", n, " WatchHits streams open, the most one caller may have "
+          "(--max-watch-streams-per-identity)")));
+    }
+    ++n;
+  }
+  struct Release {
+    AgentServiceImpl* self;
+    std::string key;
+    ~Release() {
+      absl::MutexLock lock(&self->watch_mu_);
+      if (--self->watch_streams_[key] == 0) self->watch_streams_.erase(key);
+    }
+  } release{this, key};
   std::vector<std::string> ids(req->probe_ids().begin(),
                                req->probe_ids().end());
   absl::StatusOr<absl::flat_hash_set<uint64_t>> nums =
@@ -98,7 +228,7 @@ grpc::Status AgentServiceImpl::WatchHits(
       e->set_tid(h.event.tid);
       e->set_cpu(h.event.cpu);
       e->set_ktime_ns(h.event.ktime_ns);
-      for (int i = 0; i < XOL_NUM_REGS; ++i) {
+      for (int i = 0; with_regs && i < XOL_NUM_REGS; ++i) {
         if (h.event.capture_mask & (1u << i)) {
           v1::RegisterValue* r = e->add_regs();
           r->set_reg(static_cast<v1::Register>(i + 1));

@@ -45,7 +45,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "services/agent/agent_api.h"
-#include "services/controller/tls.h"
+#include "services/common/tls.h"
 #include "xolfleet/v1/controller.pb.h"
 
 namespace grpc {

@@ -12,7 +12,7 @@
 #include "absl/time/clock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
-#include "services/controller/authz.h"
+#include "services/common/authz.h"
 #include "services/controller/fleet.h"
 #include "services/controller/service.h"
 #include "services/controller/store.h"
@@ -73,9 +73,9 @@ class LinkTest : public ::testing::Test {
     ASSERT_TRUE(f.ok()) << f.status();
     fleet_ = std::move(*f);
     fleet_->Start();
-    auto a = controller::Authorizer::FromString("agent insecure:local\nadmin insecure:local\n");
+    auto a = Authorizer::FromString("agent insecure:local\nadmin insecure:local\n");
     ASSERT_TRUE(a.ok());
-    authz_ = std::make_unique<controller::Authorizer>(*a);
+    authz_ = std::make_unique<Authorizer>(*a);
     link_svc_ = std::make_unique<controller::AgentLinkService>(fleet_.get(), authz_.get(), nullptr,
                                                                controller::ServiceOptions{});
     grpc::ServerBuilder b;
@@ -122,7 +122,7 @@ class LinkTest : public ::testing::Test {
   std::string db_ = absl::StrCat("/tmp/xolfleet-link-test-", getpid(), ".db");
   std::string socket_;
   std::unique_ptr<FleetController> fleet_;
-  std::unique_ptr<controller::Authorizer> authz_;
+  std::unique_ptr<Authorizer> authz_;
   std::unique_ptr<controller::AgentLinkService> link_svc_;
   std::unique_ptr<grpc::Server> server_;
   // Fakes outlive the links that call them (links are cleared first, in TearDown).

@@ -6,6 +6,7 @@
 #include <grpcpp/health_check_service_interface.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -24,17 +25,41 @@
 #include "services/agent/controller_link.h"
 #include "services/agent/hit_hub.h"
 #include "services/agent/kernel_features.h"
+#include "services/agent/local_listener.h"
 #include "services/agent/log.h"
 #include "services/agent/metrics.h"
 #include "services/agent/probe_manager.h"
 #include "services/agent/probe_program.h"
 #include "services/agent/request_errors.h"
 #include "services/agent/socket_path.h"
+#include "services/common/authz.h"
+#include "services/common/tls.h"
 
-ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
-          "TCP address for the gRPC API (host:port); empty: none");
-ABSL_FLAG(std::string, unix_socket, "",
-          "Unix socket path for the gRPC API; empty: none");
+ABSL_FLAG(std::string, unix_socket, "/run/xolfleet/agent.sock",
+          "unix socket path of the gRPC API (callers identified by the kernel); empty: none");
+ABSL_FLAG(std::string, unix_socket_mode, "0600",
+          "permission mode of the unix socket (0600: root only; 0660 with "
+          "--unix-socket-group for a group)");
+ABSL_FLAG(std::string, unix_socket_group, "",
+          "group (name or gid) owning the unix socket; empty: the agent's");
+ABSL_FLAG(std::string, listen, "",
+          "TCP address for the gRPC API (host:port), served over mTLS "
+          "(--tls-ca/--tls-cert/--tls-key); empty: none");
+ABSL_FLAG(std::string, tls_ca, "", "PEM CA that signed the TCP API's client certificates");
+ABSL_FLAG(std::string, tls_cert, "", "PEM certificate of the TCP API");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of the TCP API");
+ABSL_FLAG(bool, insecure_plaintext_tcp, false,
+          "development only: serve --listen without TLS (refused unless it resolves to "
+          "loopback only); callers are then identified as insecure:local");
+ABSL_FLAG(std::string, authz_config, "",
+          "authorization config (capability identity per line; see README); empty: "
+          "admin for uid 0 (and the agent's own uid), nothing for anyone else");
+ABSL_FLAG(uint32_t, max_connections, 256,
+          "most connections open at once on the unix socket");
+ABSL_FLAG(uint32_t, max_connections_per_uid, 16,
+          "most unix socket connections open at once per caller uid");
+ABSL_FLAG(uint32_t, max_watch_streams_per_identity, 8,
+          "most WatchHits streams open at once per caller");
 ABSL_FLAG(std::string, metrics_address, "127.0.0.1:9464",
           "host:port serving Prometheus /metrics; empty: none");
 ABSL_FLAG(
@@ -183,47 +208,93 @@ int Run() {
     Log("metrics on http://", absl::GetFlag(FLAGS_metrics_address), "/metrics");
   }
 
-  AgentServiceImpl::Options sopts;
-  sopts.watch_queue_events = absl::GetFlag(FLAGS_watch_queue_events);
-  AgentServiceImpl service(manager->get(), &hub, sopts);
-  grpc::EnableDefaultHealthCheckService(true);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
-  grpc::ServerBuilder builder;
+  // Who may do what (services/common/authz.h).
+  absl::StatusOr<Authorizer> authz =
+      absl::GetFlag(FLAGS_authz_config).empty()
+          ? Authorizer::FromString(geteuid() == 0
+                                       ? std::string("admin uid:0\n")
+                                       : absl::StrCat("admin uid:0\nadmin uid:", geteuid(), "\n"))
+          : Authorizer::FromFile(absl::GetFlag(FLAGS_authz_config));
+  if (!authz.ok()) {
+    Log("authorization config: ", authz.status().message());
+    ExitAtStartUp(2);
+  }
+
   std::string tcp = absl::GetFlag(FLAGS_listen);
   std::string unix_path = absl::GetFlag(FLAGS_unix_socket);
   if (tcp.empty() && unix_path.empty()) {
-    Log("nothing to listen on: set --listen and/or --unix-socket");
-    return 2;
+    Log("nothing to listen on: set --unix-socket and/or --listen");
+    ExitAtStartUp(2);
   }
+  std::shared_ptr<grpc::ServerCredentials> tcp_creds;
+  if (!tcp.empty()) {
+    absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> c = tls::ServerCredentials(
+        {absl::GetFlag(FLAGS_tls_ca), absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key),
+         absl::GetFlag(FLAGS_insecure_plaintext_tcp)},
+        tcp);
+    if (!c.ok()) {
+      Log("--listen=", tcp, ": ", c.status().message());
+      ExitAtStartUp(2);
+    }
+    tcp_creds = *std::move(c);
+    if (absl::GetFlag(FLAGS_insecure_plaintext_tcp)) {
+      Log("WARNING: serving ", tcp, " in plaintext (--insecure-plaintext-tcp): every local "
+          "user is insecure:local; for development only");
+    }
+  }
+  std::unique_ptr<LocalListener> local;
+  if (!unix_path.empty()) {
+    LocalListener::Options lo;
+    lo.path = unix_path;
+    lo.max_connections = absl::GetFlag(FLAGS_max_connections);
+    lo.max_connections_per_uid = absl::GetFlag(FLAGS_max_connections_per_uid);
+    absl::StatusOr<mode_t> mode = ParseSocketMode(absl::GetFlag(FLAGS_unix_socket_mode));
+    if (!mode.ok()) {
+      Log("--unix-socket-mode: ", mode.status().message());
+      ExitAtStartUp(2);
+    }
+    lo.mode = *mode;
+    if (!absl::GetFlag(FLAGS_unix_socket_group).empty()) {
+      absl::StatusOr<gid_t> g = ParseGroup(absl::GetFlag(FLAGS_unix_socket_group));
+      if (!g.ok()) {
+        Log("--unix-socket-group: ", g.status().message());
+        ExitAtStartUp(2);
+      }
+      lo.group = *g;
+    }
+    // The default directory (/run/xolfleet) may not exist yet.
+    if (size_t slash = unix_path.rfind('/'); slash != std::string::npos && slash > 0) {
+      mkdir(unix_path.substr(0, slash).c_str(), 0755);
+    }
+    absl::StatusOr<std::unique_ptr<LocalListener>> l = LocalListener::Create(lo);
+    if (!l.ok()) {
+      Log("cannot listen on unix:", unix_path, ": ", l.status().message());
+      ExitAtStartUp(1);
+    }
+    local = *std::move(l);
+  }
+
+  AgentServiceImpl::Options sopts;
+  sopts.watch_queue_events = absl::GetFlag(FLAGS_watch_queue_events);
+  sopts.max_watch_streams_per_identity = absl::GetFlag(FLAGS_max_watch_streams_per_identity);
+  AgentServiceImpl service(manager->get(), &hub, sopts, &*authz, local.get());
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
   int tcp_port = 0;
   // No SO_REUSEPORT: a second agent on the same port must fail here, not
   // share the port with the first (clients alternated between them).
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-  if (!tcp.empty())
-    builder.AddListeningPort(tcp, grpc::InsecureServerCredentials(), &tcp_port);
-  if (!unix_path.empty()) {
-    if (absl::Status st = ClaimUnixSocketPath(unix_path); !st.ok()) {
-      Log("cannot listen on unix:", unix_path, ": ", st.message());
-      ExitAtStartUp(1);
-    }
-    builder.AddListeningPort("unix:" + unix_path,
-                             grpc::InsecureServerCredentials());
-  }
+  if (!tcp.empty()) builder.AddListeningPort(tcp, tcp_creds, &tcp_port);
   builder.RegisterService(&service);
   builder.experimental().SetInterceptorCreators(RequestErrorInterceptors());
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || (!tcp.empty() && tcp_port == 0)) {
-    Log("cannot start the gRPC server on ", tcp.empty() ? "" : tcp,
-        unix_path.empty() ? "" : absl::StrCat(" unix:", unix_path),
+    Log("cannot start the gRPC server on ", tcp,
         ": address in use (another agent on this port?) or not available");
     ExitAtStartUp(1);
   }
-  OwnedSocketPath owned_socket;
-  if (!unix_path.empty()) {
-    if (absl::Status st = owned_socket.Adopt(unix_path); !st.ok()) {
-      Log(st.message());
-    }
-  }
+  if (local) local->Start(server.get());
   server->GetHealthCheckService()->SetServingStatus(true);
 
   std::unique_ptr<ControllerLink> link;
@@ -244,8 +315,12 @@ int Run() {
     Log("controller link to ", lo.target);
   }
   Log("serving xolfleet.v1.AgentService on ",
-      tcp.empty() ? "" : absl::StrCat(tcp, " "),
-      unix_path.empty() ? "" : absl::StrCat("unix:", unix_path));
+      tcp.empty() ? ""
+                  : absl::StrCat(tcp, absl::GetFlag(FLAGS_insecure_plaintext_tcp) ? " (plaintext) "
+                                                                                  : " (mTLS) "),
+      unix_path.empty() ? ""
+                        : absl::StrCat("unix:", unix_path, " (mode ",
+                                       absl::GetFlag(FLAGS_unix_socket_mode), ")"));
 
   // SIGINT/SIGTERM: stop serving, then detach everything (the manager's
   // destructor).
@@ -257,13 +332,14 @@ int Run() {
   sigwait(&set, &sig);
   Log("signal ", sig, ": shutting down");
   link.reset();  // before the manager it reconciles through
+  if (local) local->Stop();
   service.Shutdown();
   server->GetHealthCheckService()->SetServingStatus(false);
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   server.reset();
   reader->reset();
   manager->reset();
-  owned_socket.Release();  // only if the path is still the socket we bound
+  local.reset();  // removes the socket file only if it is still the one we bound
   Log("stopped: every probe detached");
   // Nothing is left that the kernel would not reclaim; skip the slow teardown
   // of the metrics web server and gRPC's globals (seconds) so restarts are
@@ -277,7 +353,8 @@ int Run() {
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "xolfleet-agent [--listen=HOST:PORT] [--unix-socket=PATH] "
+      "xolfleet-agent [--unix-socket=PATH] [--listen=HOST:PORT --tls-ca=F --tls-cert=F "
+      "--tls-key=F] "
       "[--metrics-address=HOST:PORT]\n"
       "  [--link-mode=auto|multi|perf] [--max-probes=N]\n"
       "Places uprobes on this node's processes on request over gRPC "

@@ -18,6 +18,7 @@
 #include <sstream>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -78,9 +79,12 @@ absl::Status ValidateSpec(const v1::ProbeSpec &s) {
           "capture names register ", r, ", not one of RAX..EFLAGS (1..18)"));
     }
   }
-  if (s.labels_size() > static_cast<int>(kMaxLabels)) {
+  size_t user_labels = 0;
+  for (const auto &[k, v] : s.labels())
+    user_labels += !absl::StartsWith(k, kReservedLabelPrefix);
+  if (user_labels > kMaxLabels || s.labels_size() > static_cast<int>(kMaxLabels + 4)) {
     return absl::InvalidArgumentError(
-        absl::StrCat(s.labels_size(), " labels, at most ", kMaxLabels));
+        absl::StrCat(user_labels, " labels, at most ", kMaxLabels));
   }
   for (const auto &[k, v] : s.labels()) {
     if (k.empty() || k.size() > kMaxLabelBytes || v.size() > kMaxLabelBytes) {

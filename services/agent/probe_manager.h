@@ -43,6 +43,12 @@
 
 namespace xolfleet {
 
+// Labels under this prefix are set by the agent and the controller only (not counted in the
+// label limit of a spec).
+inline constexpr char kReservedLabelPrefix[] = "xolfleet.io/";
+// Who attached a probe through the API (Identity::ToString()), set by the gRPC service.
+inline constexpr char kOwnerLabel[] = "xolfleet.io/owner";
+
 // Hooks for metrics (the manager does not depend on prometheus).
 class ProbeManagerObserver {
  public:

@@ -81,24 +81,42 @@ std::vector<std::string> Args::GetAll(const std::string& name) const {
 
 std::string Context::agent_address() const {
   if (std::optional<std::string> a = args_.Get("agent")) return *a;
-  if (const char* env = getenv("XOLFLEET_AGENT")) return env;
-  return "127.0.0.1:50051";
+  if (const char* env = getenv("XOLFLEET_AGENT"); env != nullptr && *env) return env;
+  return "unix:/run/xolfleet/agent.sock";
 }
 
-std::shared_ptr<grpc::Channel> Context::Channel(const std::string& address) {
-  auto it = channels_.find(address);
-  if (it != channels_.end()) return it->second;
-  grpc::ChannelArguments ch_args;
-  ch_args.SetMaxReceiveMessageSize(256 << 20);
-  ch_args.SetMaxSendMessageSize(256 << 20);
-  auto ch = grpc::CreateCustomChannel(
-      address, grpc::InsecureChannelCredentials(), ch_args);
-  channels_[address] = ch;
-  return ch;
+namespace {
+std::string Env(const char* name) {
+  const char* v = getenv(name);
+  return v != nullptr ? v : "";
+}
+}  // namespace
+
+tls::TlsFiles Context::Tls() const {
+  tls::TlsFiles f;
+  f.ca_cert = args_.GetOr("tls-ca", Env("XOLFLEET_TLS_CA"));
+  f.cert = args_.GetOr("tls-cert", Env("XOLFLEET_TLS_CERT"));
+  f.key = args_.GetOr("tls-key", Env("XOLFLEET_TLS_KEY"));
+  f.insecure_plaintext = args_.Has("insecure-plaintext");
+  return f;
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> Context::AgentCredentials() const {
+  const std::string address = agent_address();
+  if (absl::StartsWith(address, "unix:")) return grpc::InsecureChannelCredentials();
+  return tls::ChannelCredentials(Tls(), address);
 }
 
 v1::AgentService::Stub& Context::Agent() {
-  if (!agent_) agent_ = v1::AgentService::NewStub(Channel(agent_address()));
+  if (!agent_) {
+    absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> creds = AgentCredentials();
+    grpc::ChannelArguments ch_args;
+    ch_args.SetMaxReceiveMessageSize(256 << 20);
+    ch_args.SetMaxSendMessageSize(256 << 20);
+    // Main() refused the command if the credentials were not OK.
+    agent_ = v1::AgentService::NewStub(grpc::CreateCustomChannel(
+        agent_address(), creds.ok() ? *creds : grpc::InsecureChannelCredentials(), ch_args));
+  }
   return *agent_;
 }
 
@@ -177,22 +195,22 @@ std::vector<const Command*> Registry::All() const {
 }
 
 const std::set<std::string>& GlobalValueOptions() {
-  static const std::set<std::string> s = {"agent", "timeout"};
+  static const std::set<std::string> s = {"agent", "timeout", "tls-ca", "tls-cert", "tls-key"};
   return s;
 }
 
 const std::set<std::string>& GlobalBoolOptions() {
-  static const std::set<std::string> s = {"json", "help"};
+  static const std::set<std::string> s = {"json", "help", "insecure-plaintext"};
   return s;
 }
 
 namespace {
 
 void PrintHelp(std::ostream& out) {
-  out << "usage: xolctl [--agent=ADDRESS] [--json] [--timeout=SECONDS] COMMAND "
-         "[ARGS]\n"
-         "  ADDRESS: host:port or unix:PATH (default 127.0.0.1:50051, or "
-         "$XOLFLEET_AGENT)\n\n"
+  out << "usage: xolctl [--agent=ADDRESS] [--tls-ca=F --tls-cert=F --tls-key=F | "
+         "--insecure-plaintext] [--json] [--timeout=SECONDS] COMMAND [ARGS]\n"
+         "  ADDRESS: unix:PATH (default unix:/run/xolfleet/agent.sock, or $XOLFLEET_AGENT), or\n"
+         "  host:port over mTLS (plaintext only to loopback, with --insecure-plaintext)\n\n"
          "commands:\n";
   Table t({"COMMAND", "WHAT"});
   for (const Command* c : Registry::Get().All()) t.Add({c->name, c->summary});
@@ -239,6 +257,13 @@ int Main(const std::vector<std::string>& argv, std::ostream& out,
       return 0;
     }
     Context ctx(std::move(*args), out, err);
+    if (cmd->name != "fleet") {
+      if (auto creds = ctx.AgentCredentials(); !creds.ok()) {
+        err << "xolctl: --agent=" << ctx.agent_address() << ": " << creds.status().message()
+            << "\n";
+        return 2;
+      }
+    }
     return cmd->run(ctx);
   }
   PrintHelp(argv.empty() ? err : out);

@@ -23,6 +23,7 @@
 #include "absl/status/statusor.h"
 #include "google/protobuf/message.h"
 #include "grpcpp/grpcpp.h"
+#include "services/common/tls.h"
 #include "xolfleet/v1/agent.grpc.pb.h"
 
 namespace xolfleet::cli {
@@ -56,9 +57,15 @@ class Context {
   std::ostream& out() { return out_; }
   std::ostream& err() { return err_; }
   bool json() const { return args_.Has("json"); }
-  // --agent ADDRESS: host:port, or unix:PATH / unix:///PATH.
+  // --agent ADDRESS: unix:PATH (default unix:/run/xolfleet/agent.sock, or $XOLFLEET_AGENT)
+  // or host:port (mTLS with --tls-ca/--tls-cert/--tls-key; --insecure-plaintext only to a
+  // loopback address).
   std::string agent_address() const;
-  std::shared_ptr<grpc::Channel> Channel(const std::string& address);
+  // TLS files and the plaintext opt-in from the options (or $XOLFLEET_TLS_CA, _CERT, _KEY).
+  tls::TlsFiles Tls() const;
+  // Channel credentials for the agent: the unix socket needs none (the agent asks the
+  // kernel who is calling); TCP needs mTLS. Main() checks them before a command runs.
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> AgentCredentials() const;
   v1::AgentService::Stub& Agent();
   // A context with the --timeout deadline.
   std::unique_ptr<grpc::ClientContext> Rpc() const;
@@ -73,7 +80,6 @@ class Context {
   Args args_;
   std::ostream& out_;
   std::ostream& err_;
-  std::map<std::string, std::shared_ptr<grpc::Channel>> channels_;
   std::unique_ptr<v1::AgentService::Stub> agent_;
 };
 
@@ -98,8 +104,10 @@ class Registry {
 };
 
 // Options every command accepts.
-const std::set<std::string>& GlobalValueOptions();  // agent, timeout
-const std::set<std::string>& GlobalBoolOptions();   // json, help
+// agent, timeout, tls-ca, tls-cert, tls-key
+const std::set<std::string>& GlobalValueOptions();
+// json, help, insecure-plaintext
+const std::set<std::string>& GlobalBoolOptions();
 
 // Runs xolctl with argv[1..] (tests call this directly).
 int Main(const std::vector<std::string>& argv, std::ostream& out,

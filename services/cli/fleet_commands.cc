@@ -30,7 +30,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "services/cli/cli.h"
-#include "services/controller/tls.h"
+#include "services/common/tls.h"
 #include "xolfleet/v1/controller.grpc.pb.h"
 
 namespace xolfleet::cli {
@@ -46,11 +46,7 @@ std::string ControllerAddress(const Context& ctx) {
 }
 
 absl::StatusOr<std::unique_ptr<v1::FleetService::Stub>> Fleet(const Context& ctx) {
-  tls::TlsFiles f;
-  f.ca_cert = ctx.args().GetOr("tls-ca", Env("XOLFLEET_TLS_CA"));
-  f.cert = ctx.args().GetOr("tls-cert", Env("XOLFLEET_TLS_CERT"));
-  f.key = ctx.args().GetOr("tls-key", Env("XOLFLEET_TLS_KEY"));
-  f.insecure_plaintext = ctx.args().Has("insecure-plaintext");
+  tls::TlsFiles f = ctx.Tls();
   std::string addr = ControllerAddress(ctx);
   auto creds = tls::ChannelCredentials(f, addr);
   if (!creds.ok()) return creds.status();

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -93,14 +94,58 @@ absl::Status ValidateBinaryPath(absl::string_view path) {
   return absl::OkStatus();
 }
 
+namespace {
+thread_local const ScopedOpenAs* open_as = nullptr;
+
+// open() with this thread's file-system credentials switched to the caller's, then back.
+// -1 with errno set; EPERM when the credentials cannot be switched (fail closed).
+int OpenAsCaller(const ScopedOpenAs& who, const std::string& path, int flags) {
+  std::vector<gid_t> saved(NGROUPS_MAX);
+  const int nsaved = getgroups(saved.size(), saved.data());
+  if (nsaved < 0) return -1;
+  if (syscall(SYS_setgroups, who.groups().size(), who.groups().data()) != 0) {
+    errno = EPERM;
+    return -1;
+  }
+  const int old_gid = syscall(SYS_setfsgid, who.gid());
+  const int old_uid = syscall(SYS_setfsuid, who.uid());
+  // setfsuid reports success only by the next call returning the value set.
+  const bool switched = static_cast<uid_t>(syscall(SYS_setfsuid, who.uid())) == who.uid() &&
+                        static_cast<gid_t>(syscall(SYS_setfsgid, who.gid())) == who.gid();
+  int fd = -1, err = EPERM;
+  if (switched) {
+    fd = open(path.c_str(), flags);
+    err = errno;
+  }
+  syscall(SYS_setfsuid, old_uid);
+  syscall(SYS_setfsgid, old_gid);
+  syscall(SYS_setgroups, nsaved, saved.data());
+  errno = err;
+  return fd;
+}
+}  // namespace
+
+ScopedOpenAs::ScopedOpenAs(uid_t uid, gid_t gid, std::vector<gid_t> groups)
+    : uid_(uid), gid_(gid), groups_(std::move(groups)), previous_(open_as) {
+  open_as = this;
+}
+
+ScopedOpenAs::~ScopedOpenAs() { open_as = previous_; }
+
 absl::StatusOr<std::shared_ptr<const OpenFile>> OpenFile::Open(const std::string& path) {
   if (path.find('\0') != std::string::npos) {
     return absl::InvalidArgumentError(
         absl::StrCat("path '", Truncated(path), "' contains a NUL byte"));
   }
-  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  const int flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK;
+  const int fd = open_as != nullptr ? OpenAsCaller(*open_as, path, flags) : open(path.c_str(), flags);
   if (fd < 0) {
     const int e = errno;
+    if (open_as != nullptr && (e == EACCES || e == EPERM)) {
+      // Say nothing about what lies behind a directory the caller cannot search.
+      return absl::PermissionDeniedError(absl::StrCat(
+          Truncated(path, 512), ": uid ", open_as->uid(), " cannot read it"));
+    }
     const std::string msg = absl::StrCat(Truncated(path, 512), ": ", strerror(e));
     if (e == ENOENT || e == ENOTDIR) return absl::NotFoundError(absl::StrCat("no such file ", msg));
     if (e == EACCES || e == EPERM) return absl::PermissionDeniedError(msg);

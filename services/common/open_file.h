@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -34,10 +35,36 @@ absl::Status ValidateBinaryPath(absl::string_view path);
 // non-printable bytes escaped, so a hostile input cannot bloat or garble a message.
 std::string Truncated(absl::string_view s, size_t max = 128);
 
+// While one exists, OpenFile::Open() on this thread opens files as a local caller would:
+// with the caller's uid, gid and groups as the thread's file-system credentials (Linux
+// credentials are per thread; setfsuid/setfsgid/setgroups are issued as raw system calls so
+// they change this thread only). Path resolution, directory search permissions, modes and
+// ACLs are then the kernel's own checks for that caller: a file the caller cannot read, or
+// one in a directory the caller cannot search, is PERMISSION_DENIED (whether or not it
+// exists). The descriptor opened that way is the one the agent keeps reading and probing.
+class ScopedOpenAs {
+ public:
+  ScopedOpenAs(uid_t uid, gid_t gid, std::vector<gid_t> groups);
+  ~ScopedOpenAs();
+  ScopedOpenAs(const ScopedOpenAs&) = delete;
+  ScopedOpenAs& operator=(const ScopedOpenAs&) = delete;
+
+  uid_t uid() const { return uid_; }
+  gid_t gid() const { return gid_; }
+  const std::vector<gid_t>& groups() const { return groups_; }
+
+ private:
+  uid_t uid_;
+  gid_t gid_;
+  std::vector<gid_t> groups_;
+  const ScopedOpenAs* previous_;
+};
+
 class OpenFile {
  public:
   // Opens `path` read-only (O_CLOEXEC; O_NONBLOCK so a FIFO cannot hang the caller) and
-  // requires a regular file. NOT_FOUND, PERMISSION_DENIED, INVALID_ARGUMENT.
+  // requires a regular file. NOT_FOUND, PERMISSION_DENIED, INVALID_ARGUMENT. Within a
+  // ScopedOpenAs, as that caller.
   static absl::StatusOr<std::shared_ptr<const OpenFile>> Open(const std::string& path);
   ~OpenFile();
   OpenFile(const OpenFile&) = delete;

@@ -17,12 +17,12 @@
 #include "grpcpp/server.h"
 #include "grpcpp/server_builder.h"
 #include "prometheus/exposer.h"
-#include "services/controller/authz.h"
+#include "services/common/authz.h"
 #include "services/controller/fleet.h"
 #include "services/controller/metrics.h"
 #include "services/controller/service.h"
 #include "services/controller/store.h"
-#include "services/controller/tls.h"
+#include "services/common/tls.h"
 
 ABSL_FLAG(std::string, listen, "0.0.0.0:7443", "gRPC address for agents and clients (mTLS)");
 ABSL_FLAG(std::string, plaintext_listen, "",
@@ -30,6 +30,13 @@ ABSL_FLAG(std::string, plaintext_listen, "",
           "unix:/run/xolfleet/controller.sock; callers get identity insecure:local");
 ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:9465", "HTTP address for /metrics");
 ABSL_FLAG(std::string, state_db, "/var/lib/xolfleet/controller.db", "SQLite desired state");
+ABSL_FLAG(bool, init, false,
+          "create a new empty state database if --state_db does not exist (without it a "
+          "missing database is an error: a mistyped path would otherwise make every node "
+          "detach its fleet probes)");
+ABSL_FLAG(std::string, backup, "",
+          "write a consistent copy of --state_db to this path and exit (safe while a "
+          "controller runs on it)");
 ABSL_FLAG(std::string, tls_ca, "", "PEM CA certificate that signed agents' and clients' certs");
 ABSL_FLAG(std::string, tls_cert, "", "PEM server certificate");
 ABSL_FLAG(std::string, tls_key, "", "PEM server private key");
@@ -41,8 +48,9 @@ ABSL_FLAG(absl::Duration, heartbeat_timeout, absl::Seconds(10),
           "an agent silent this long is marked down (its probes UNKNOWN)");
 ABSL_FLAG(absl::Duration, canary_timeout, absl::Seconds(60),
           "default canary stage timeout (rolled back when exceeded)");
-ABSL_FLAG(bool, agent_cn_must_match_node, false,
-          "require an agent certificate's CN to equal the node name it registers");
+ABSL_FLAG(bool, agent_cn_must_match_node, true,
+          "require an agent certificate's CN to equal the node name it registers (default; "
+          "=false lets any agent certificate register any node name)");
 ABSL_FLAG(int, max_message_bytes, 32 << 20, "largest gRPC message accepted");
 
 namespace xolfleet::controller {
@@ -54,6 +62,14 @@ int Fail(const absl::Status& s) {
 }
 
 int Run() {
+  if (!absl::GetFlag(FLAGS_backup).empty()) {
+    auto store = Store::Open(absl::GetFlag(FLAGS_state_db), Store::OpenMode::kMustExist);
+    if (!store.ok()) return Fail(store.status());
+    if (absl::Status st = (*store)->Backup(absl::GetFlag(FLAGS_backup)); !st.ok()) return Fail(st);
+    fprintf(stderr, "xolfleet-controller: %s backed up to %s\n",
+            absl::GetFlag(FLAGS_state_db).c_str(), absl::GetFlag(FLAGS_backup).c_str());
+    return 0;
+  }
   if (absl::GetFlag(FLAGS_authz_config).empty()) {
     return Fail(absl::InvalidArgumentError("--authz_config is required"));
   }
@@ -72,7 +88,9 @@ int Run() {
     plain_creds = *c;
   }
 
-  auto store = Store::Open(absl::GetFlag(FLAGS_state_db));
+  auto store = Store::Open(absl::GetFlag(FLAGS_state_db), absl::GetFlag(FLAGS_init)
+                                                             ? Store::OpenMode::kCreateIfMissing
+                                                             : Store::OpenMode::kMustExist);
   if (!store.ok()) return Fail(store.status());
   auto metrics = std::make_shared<FleetMetrics>();
   FleetController::Options opts;

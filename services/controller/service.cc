@@ -8,7 +8,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "services/controller/selector.h"
-#include "services/controller/tls.h"
+#include "services/common/tls.h"
 
 namespace xolfleet::controller {
 

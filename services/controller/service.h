@@ -8,7 +8,7 @@
 #include <memory>
 #include <string>
 
-#include "services/controller/authz.h"
+#include "services/common/authz.h"
 #include "services/controller/fleet.h"
 #include "services/controller/metrics.h"
 #include "xolfleet/v1/controller.grpc.pb.h"

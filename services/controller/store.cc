@@ -1,5 +1,9 @@
 #include "services/controller/store.h"
 
+#include <unistd.h>
+
+#include <cstdio>
+
 #include <sqlite3.h>
 
 #include <utility>
@@ -45,11 +49,16 @@ class Stmt {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path) {
+absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path, OpenMode mode) {
+  if (mode == OpenMode::kMustExist && path != ":memory:" && access(path.c_str(), F_OK) != 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "state database ", path, " does not exist: check --state_db, or start once with --init "
+        "to create a new empty one (every node then detaches the fleet probes it holds)"));
+  }
   sqlite3* db = nullptr;
-  int rc =
-      sqlite3_open_v2(path.c_str(), &db,
-                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr);
+  int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX;
+  if (mode == OpenMode::kCreateIfMissing) flags |= SQLITE_OPEN_CREATE;
+  int rc = sqlite3_open_v2(path.c_str(), &db, flags, nullptr);
   if (rc != SQLITE_OK) {
     std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
     sqlite3_close(db);
@@ -86,8 +95,42 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path) {
 }
 
 Store::~Store() {
+  if (absl::Status st = Checkpoint(); !st.ok()) {
+    fprintf(stderr, "xolfleet-controller: state database checkpoint at close: %s\n",
+            std::string(st.message()).c_str());
+  }
   absl::MutexLock l(&mu_);
-  sqlite3_close(db_);
+  if (sqlite3_close(db_) != SQLITE_OK) {
+    fprintf(stderr, "xolfleet-controller: closing the state database: %s\n",
+            sqlite3_errmsg(db_));
+  }
+}
+
+absl::Status Store::Checkpoint() {
+  absl::MutexLock l(&mu_);
+  int log_frames = 0, checkpointed = 0;
+  const int rc =
+      sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_TRUNCATE, &log_frames,
+                                &checkpointed);
+  if (rc != SQLITE_OK) {
+    return absl::UnavailableError(absl::StrCat("WAL checkpoint: ", sqlite3_errmsg(db_)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Store::Backup(const std::string& dest) {
+  if (access(dest.c_str(), F_OK) == 0) {
+    return absl::AlreadyExistsError(absl::StrCat(dest, " exists: not overwriting it"));
+  }
+  absl::MutexLock l(&mu_);
+  Stmt st(db_, "VACUUM INTO ?1");
+  if (!st.ok()) return absl::InternalError(absl::StrCat("backup: ", sqlite3_errmsg(db_)));
+  st.BindText(1, dest);
+  if (sqlite3_step(st.get()) != SQLITE_DONE) {
+    return absl::UnavailableError(
+        absl::StrCat("backup to ", dest, ": ", sqlite3_errmsg(db_)));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status Store::Exec(const char* sql) {

@@ -38,9 +38,22 @@ struct StoredAgent {
 
 class Store {
  public:
-  // Opens (creating if needed) the database at `path` (":memory:" for tests).
-  static absl::StatusOr<std::unique_ptr<Store>> Open(const std::string& path);
+  enum class OpenMode {
+    kCreateIfMissing,  // a new empty database when there is none (--init; tests)
+    kMustExist,        // FAILED_PRECONDITION when there is none (the default at start-up)
+  };
+  // Opens the database at `path` (":memory:" for tests).
+  static absl::StatusOr<std::unique_ptr<Store>> Open(
+      const std::string& path, OpenMode mode = OpenMode::kCreateIfMissing);
+  // Checkpoints the WAL into the database file (TRUNCATE), so the file alone holds every
+  // committed transaction, then closes.
   ~Store();
+
+  // Moves every committed transaction from the WAL into the database file.
+  absl::Status Checkpoint();
+  // Writes a consistent copy of the database to `dest` (VACUUM INTO: one read transaction,
+  // safe while the controller runs). ALREADY_EXISTS if `dest` exists.
+  absl::Status Backup(const std::string& dest);
   Store(const Store&) = delete;
   Store& operator=(const Store&) = delete;
 

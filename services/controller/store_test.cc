@@ -1,5 +1,10 @@
 #include "services/controller/store.h"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fstream>
+
 #include <unistd.h>
 
 #include "absl/strings/str_cat.h"
@@ -80,6 +85,54 @@ TEST_F(StoreTest, UnopenablePathIsAnError) {
   auto st = Store::Open("/nonexistent-dir/xolfleet/state.db");
   EXPECT_EQ(st.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_NE(st.status().message().find("/nonexistent-dir"), std::string::npos);
+}
+
+TEST_F(StoreTest, MissingDatabaseIsAnErrorUnlessInit) {
+  auto st = Store::Open(path_, Store::OpenMode::kMustExist);
+  EXPECT_EQ(st.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(st.status().message().find("--init"), std::string::npos) << st.status();
+  EXPECT_NE(access(path_.c_str(), F_OK), 0) << "a database was created";
+  ASSERT_TRUE(Store::Open(path_, Store::OpenMode::kCreateIfMissing).ok());
+  EXPECT_TRUE(Store::Open(path_, Store::OpenMode::kMustExist).ok());
+}
+
+std::vector<std::string> SetIdsIn(const std::string& path) {
+  auto st = Store::Open(path, Store::OpenMode::kMustExist);
+  if (!st.ok()) return {"error: " + std::string(st.status().message())};
+  std::vector<std::string> ids;
+  for (const StoredSet& s : *(*st)->LoadSets()) ids.push_back(s.rollout.set_id());
+  return ids;
+}
+
+std::string CopyFile(const std::string& from, const std::string& to) {
+  std::ifstream in(from, std::ios::binary);
+  std::ofstream out(to, std::ios::binary);
+  out << in.rdbuf();
+  return to;
+}
+
+TEST_F(StoreTest, ClosedDatabaseFileAloneHoldsEverything) {
+  {
+    auto st = Store::Open(path_);
+    ASSERT_TRUE(st.ok());
+    ASSERT_TRUE((*st)->PutSet(MakeSet("ps-a")).ok());
+  }
+  // A plain file copy (no -wal next to it) has the data: the WAL was checkpointed.
+  struct stat wal;
+  EXPECT_TRUE(stat((path_ + "-wal").c_str(), &wal) != 0 || wal.st_size == 0);
+  const std::string copy = CopyFile(path_, path_ + ".copy");
+  EXPECT_EQ(SetIdsIn(copy), std::vector<std::string>{"ps-a"});
+}
+
+TEST_F(StoreTest, BackupWhileOpenIsConsistent) {
+  auto st = Store::Open(path_);
+  ASSERT_TRUE(st.ok());
+  ASSERT_TRUE((*st)->PutSet(MakeSet("ps-a")).ok());
+  ASSERT_TRUE((*st)->PutSet(MakeSet("ps-b")).ok());
+  const std::string dest = path_ + ".backup";
+  ASSERT_TRUE((*st)->Backup(dest).ok());
+  EXPECT_EQ(SetIdsIn(dest), (std::vector<std::string>{"ps-a", "ps-b"}));
+  EXPECT_EQ((*st)->Backup(dest).code(), absl::StatusCode::kAlreadyExists);
 }
 
 }  // namespace

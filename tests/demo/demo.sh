@@ -26,7 +26,7 @@ for b in services/controller/xolfleet-controller services/agent/xolfleet-agent \
 done
 BIN=$TMP/bin
 XOLCTL=$BIN/xolctl
-AGENT=127.0.0.1:50061
+AGENT=unix:$TMP/agent.sock
 CTL=127.0.0.1:7463
 
 say "test CA (mTLS between agent, controller and xolctl)"
@@ -36,13 +36,13 @@ ls "$TMP/ca"
 
 say "controller on $CTL (SQLite state in $TMP/controller.db)"
 "$BIN/xolfleet-controller" --listen=$CTL --metrics_listen=127.0.0.1:9475 \
-  --state_db="$TMP/controller.db" --tls_ca="$TMP/ca/ca.crt" --tls_cert="$TMP/ca/controller.crt" \
+  --state_db="$TMP/controller.db" --init --tls_ca="$TMP/ca/ca.crt" --tls_cert="$TMP/ca/controller.crt" \
   --tls_key="$TMP/ca/controller.key" --authz_config="$TMP/authz.conf" \
   >"$TMP/controller.log" 2>&1 &
 PIDS+=($!)
 
-say "agent on $AGENT, dialing the controller"
-"$BIN/xolfleet-agent" --listen=$AGENT --metrics_address=127.0.0.1:9474 --node_name=node-1 \
+say "agent on $AGENT (root only: the kernel identifies callers), dialing the controller"
+"$BIN/xolfleet-agent" --unix-socket="$TMP/agent.sock" --metrics_address=127.0.0.1:9474 --node_name=node-1 \
   --labels=demo=yes --controller=$CTL --controller_tls_ca="$TMP/ca/ca.crt" \
   --controller_tls_cert="$TMP/ca/node-1.crt" --controller_tls_key="$TMP/ca/node-1.key" \
   >"$TMP/agent.log" 2>&1 &

@@ -769,15 +769,18 @@ bool Serves(const std::string& target) {
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
   v1::NodeInfo info;
-  return stub->GetNodeInfo(&ctx, v1::GetNodeInfoRequest(), &info).ok();
+  // An answer, even a refusal (plaintext TCP callers are insecure:local, which the default
+  // authorization grants nothing), is a server on that address.
+  grpc::Status st = stub->GetNodeInfo(&ctx, v1::GetNodeInfoRequest(), &info);
+  return st.ok() || st.error_code() == grpc::StatusCode::PERMISSION_DENIED;
 }
 
 TEST(AgentStartUp, SecondAgentOnTheSamePortFails) {
   ASSERT_EQ(geteuid(), 0);
   const std::string listen = absl::StrCat("--listen=127.0.0.1:", FreePort());
-  auto first = AgentProcess::Start({listen});
+  auto first = AgentProcess::Start({listen, "--insecure-plaintext-tcp"});
   ASSERT_TRUE(first.ok()) << first.status();
-  auto second = AgentProcess::Start({listen});
+  auto second = AgentProcess::Start({listen, "--insecure-plaintext-tcp"});
   ASSERT_FALSE(second.ok()) << "a second agent shares the port";
   EXPECT_NE(second.status().message().find("address in use"),
             absl::string_view::npos)
@@ -877,11 +880,55 @@ TEST(AgentLimits, WatchStreamsAreLimited) {
   EXPECT_TRUE((*agent)->alive());
 }
 
+TEST(AgentLimits, WatchStreamsArePerIdentityLimited) {
+  ASSERT_EQ(geteuid(), 0);
+  auto agent = AgentProcess::Start({"--max-watch-streams-per-identity=2"});
+  ASSERT_TRUE(agent.ok()) << agent.status();
+  std::vector<std::unique_ptr<grpc::ClientContext>> ctxs;
+  std::vector<std::unique_ptr<grpc::ClientReader<v1::HitBatch>>> streams;
+  for (int i = 0; i < 2; ++i) {
+    ctxs.push_back(std::make_unique<grpc::ClientContext>());
+    streams.push_back(
+        (*agent)->stub().WatchHits(ctxs.back().get(), v1::WatchHitsRequest()));
+    streams.back()->WaitForInitialMetadata();  // registered
+  }
+  grpc::ClientContext ctx;
+  auto third = (*agent)->stub().WatchHits(&ctx, v1::WatchHitsRequest());
+  v1::HitBatch b;
+  EXPECT_FALSE(third->Read(&b));
+  grpc::Status st = third->Finish();
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+      << st.error_message();
+  EXPECT_NE(st.error_message().find("--max-watch-streams-per-identity"), std::string::npos)
+      << st.error_message();
+  EXPECT_NE(st.error_message().find("uid:0"), std::string::npos) << st.error_message();
+  // Closing one frees its place.
+  ctxs[0]->TryCancel();
+  streams[0]->Finish();
+  grpc::Status again;
+  for (int tries = 0; tries < 100; ++tries) {
+    grpc::ClientContext c2;
+    auto s = (*agent)->stub().WatchHits(&c2, v1::WatchHitsRequest());
+    s->WaitForInitialMetadata();
+    c2.TryCancel();
+    again = s->Finish();
+    if (again.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED) break;
+    absl::SleepFor(absl::Milliseconds(50));  // the server notices the cancel
+  }
+  EXPECT_NE(again.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  for (size_t i = 1; i < ctxs.size(); ++i) {
+    ctxs[i]->TryCancel();
+    streams[i]->Finish();
+  }
+  EXPECT_TRUE((*agent)->alive());
+}
+
 // Idle streams cost no queue memory (each once allocated 65,536 events, ~12 MB).
 // Every stream is known to be registered once it has received a hit.
 TEST(AgentLimits, IdleWatchStreamsDoNotReserveQueues) {
   ASSERT_EQ(geteuid(), 0);
-  auto agent = AgentProcess::Start({"--watch-queue-events=65536"});
+  auto agent = AgentProcess::Start(
+      {"--watch-queue-events=65536", "--max-watch-streams-per-identity=64"});
   ASSERT_TRUE(agent.ok()) << agent.status();
   auto workload = Workload::Start();
   ASSERT_TRUE(workload.ok()) << workload.status();

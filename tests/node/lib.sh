@@ -114,10 +114,10 @@ NODE_PIDS=()
 node_start_fleet() {  # NS DIR BIN CA
   local ns=$1 dir=$2 bin=$3 ca=$4
   ip netns exec "$ns" "$bin/xolfleet-controller" --listen=$NODE_CTL \
-    --metrics_listen=$NODE_HOST_IP:9465 --state_db="$dir/controller.db" --tls_ca="$ca/ca.crt" \
+    --metrics_listen=$NODE_HOST_IP:9465 --state_db="$dir/controller.db" --init --tls_ca="$ca/ca.crt" \
     --tls_cert="$ca/controller.crt" --tls_key="$ca/controller.key" \
     --authz_config="$dir/authz.conf" --heartbeat_interval=500ms --heartbeat_timeout=15s \
-    --canary_timeout=120s --agent_cn_must_match_node >"$dir/controller.log" 2>&1 &
+    --canary_timeout=120s >"$dir/controller.log" 2>&1 &
   NODE_PIDS+=($!)
   ip netns exec "$ns" "$bin/xolfleet-agent" --listen= --unix-socket="$dir/agent1.sock" \
     --metrics_address=$NODE_HOST_IP:9464 --node_name=node-1 --labels=kernel=stock \

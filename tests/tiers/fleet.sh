@@ -93,10 +93,10 @@ setup_net || { fail setup "cannot create network namespaces"; exit 1; }
 CTL_ADDR=10.231.0.1:7443
 start_controller() {
   ip netns exec "$NSC" "$BIN/xolfleet-controller" --listen=$CTL_ADDR \
-    --metrics_listen=10.231.0.1:9465 --state_db="$TMP/controller.db" \
+    --metrics_listen=10.231.0.1:9465 --state_db="$TMP/controller.db" --init \
     --tls_ca="$CA/ca.crt" --tls_cert="$CA/controller.crt" --tls_key="$CA/controller.key" \
     --authz_config="$TMP/authz.conf" --heartbeat_interval=250ms --heartbeat_timeout=3s \
-    --canary_timeout=30s --agent_cn_must_match_node >>"$TMP/controller.log" 2>&1 &
+    --canary_timeout=30s >>"$TMP/controller.log" 2>&1 &
   CTL_PID=$!
 }
 
@@ -110,7 +110,7 @@ in_node() {  # i CMD...
 start_agent() {  # i
   local i=$1 labels=zone=a
   ((i == N)) && labels=zone=b
-  in_node "$i" "$BIN/xolfleet-agent" --listen=127.0.0.1:50051 \
+  in_node "$i" "$BIN/xolfleet-agent" --unix-socket="$TMP/node$i/agent.sock" \
     --metrics_address="10.231.0.$((10 + i)):9464" --node_name="node-$i" --labels="$labels" \
     --controller=$CTL_ADDR --controller_tls_ca="$CA/ca.crt" \
     --controller_tls_cert="$CA/node-$i.crt" --controller_tls_key="$CA/node-$i.key" \
@@ -135,7 +135,7 @@ fleet() {  # WHO ARGS...: xolctl fleet as client WHO, from the controller's name
 agents_up() { [ "$(fleet admin agents --json 2>/dev/null | tests/fleet/fleetq.py agents | grep -c ' AGENT_UP ')" = "$1" ]; }
 probes() { fleet admin list --json "$@" 2>/dev/null | tests/fleet/fleetq.py probes; }
 local_probes() {  # i: the agent's own List (include inactive), fleet probes only
-  ip netns exec "xfa$1-$SUF" "$BIN/xolctl" --agent=127.0.0.1:50051 list --all --json |
+  ip netns exec "xfa$1-$SUF" "$BIN/xolctl" --agent="unix:$TMP/node$1/agent.sock" list --all --json |
     tests/fleet/fleetq.py local | awk '$3 != "-"'
 }
 rollout_state() { fleet admin rollout "$1" --json 2>/dev/null | tests/fleet/fleetq.py rollout | awk '{print $2}'; }
@@ -331,6 +331,20 @@ check client-plaintext-off-loopback-refused "$err" grep -q "refusing plaintext" 
 err=$(ip netns exec "$NSC" timeout 10 "$BIN/xolfleet-controller" --listen=10.231.0.1:7444 --insecure_plaintext \
   --metrics_listen=10.231.0.1:9466 --state_db="$TMP/other.db" --authz_config="$TMP/authz.conf" 2>&1)
 check server-plaintext-off-loopback-refused "$err" grep -q "refusing plaintext" <<<"$err"
+# A mistyped state database is an error, not a new empty fleet (--init creates one).
+err=$(ip netns exec "$NSC" timeout 10 "$BIN/xolfleet-controller" --listen=10.231.0.1:7444 \
+  --tls_ca="$CA/ca.crt" --tls_cert="$CA/controller.crt" --tls_key="$CA/controller.key" \
+  --metrics_listen=10.231.0.1:9466 --state_db="$TMP/contoller.db" --authz_config="$TMP/authz.conf" 2>&1)
+no_new_db() { grep -q "does not exist.*--init" <<<"$err" && [ ! -e "$TMP/contoller.db" ]; }
+check missing-state-db-refused "$err" no_new_db
+# A consistent copy of the live database, while the controller runs.
+err=$("$BIN/xolfleet-controller" --state_db="$TMP/controller.db" --backup="$TMP/backup.db" 2>&1)
+backup_sets() {
+  python3 -c 'import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute("select count(*) from probe_sets").fetchone()[0])' "$TMP/backup.db"
+}
+live_sets=$(fleet admin list --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin).get("rollouts", [])))')
+backup_ok() { [ "$(backup_sets 2>&1)" = "$live_sets" ] && [ "$live_sets" -gt 0 ]; }
+check backup-while-running "$err; backup sets: $(backup_sets 2>&1), live: $live_sets" backup_ok
 
 # 11. Validation: the right code, nothing half applied.
 nsets=$(fleet admin list --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin).get("rollouts", [])))')

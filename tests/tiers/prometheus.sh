@@ -57,7 +57,7 @@ print(" ".join(str(s.getsockname()[1]) for s in socks))
 for s in socks: s.close()')"
 CTL=127.0.0.1:${PORTS[0]} CTL_METRICS=127.0.0.1:${PORTS[1]} PROM_ADDR=127.0.0.1:${PORTS[2]}
 
-"$BIN/xolfleet-controller" --listen=$CTL --metrics_listen=$CTL_METRICS --state_db="$TMP/c.db" \
+"$BIN/xolfleet-controller" --listen=$CTL --metrics_listen=$CTL_METRICS --state_db="$TMP/c.db" --init \
   --tls_ca="$CA/ca.crt" --tls_cert="$CA/controller.crt" --tls_key="$CA/controller.key" \
   --authz_config="$TMP/authz.conf" --heartbeat_interval=250ms >"$TMP/controller.log" 2>&1 &
 PIDS+=($!)
@@ -69,8 +69,8 @@ in_node() {  # i CMD...: node i's mount namespace ($TMP/mnt is its own copy of t
 AGENT_TARGETS=""
 for i in $(seq 1 $N); do
   mkdir -p "$TMP/node$i"; cp "$BIN/hit_workload" "$TMP/node$i/"
-  api=127.0.0.1:${PORTS[$((2 + 2 * i - 1))]} met=127.0.0.1:${PORTS[$((2 + 2 * i))]}
-  in_node "$i" "$BIN/xolfleet-agent" --listen="$api" --metrics_address="$met" \
+  met=127.0.0.1:${PORTS[$((2 + 2 * i))]}
+  in_node "$i" "$BIN/xolfleet-agent" --unix-socket="$TMP/node$i/agent.sock" --metrics_address="$met" \
     --node_name="node-$i" --controller=$CTL --controller_tls_ca="$CA/ca.crt" \
     --controller_tls_cert="$CA/node-$i.crt" --controller_tls_key="$CA/node-$i.key" \
     >"$TMP/agent$i.log" 2>&1 &

@@ -1,8 +1,8 @@
 // Transport security shared by the controller, the agent's controller link and xolctl's
 // fleet commands: mTLS from PEM files, or plaintext only when explicitly asked for and
 // only on loopback or a unix socket.
-#ifndef XOLFLEET_SERVICES_CONTROLLER_TLS_H_
-#define XOLFLEET_SERVICES_CONTROLLER_TLS_H_
+#ifndef XOLFLEET_SERVICES_COMMON_TLS_H_
+#define XOLFLEET_SERVICES_COMMON_TLS_H_
 
 #include <memory>
 #include <string>
@@ -12,7 +12,7 @@
 #include "grpcpp/security/credentials.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_context.h"
-#include "services/controller/authz.h"
+#include "services/common/authz.h"
 
 namespace xolfleet::tls {
 
@@ -23,7 +23,9 @@ struct TlsFiles {
   bool insecure_plaintext = false;  // explicit opt-in; loopback/unix only
 };
 
-// True for "unix:...", "localhost:N", "127.x.y.z:N", "[::1]:N".
+// True for "unix:..." and for a host:port whose host resolves (getaddrinfo: /etc/hosts,
+// DNS) only to loopback addresses (127.0.0.0/8, ::1): "localhost:N", "127.0.0.1:N",
+// "[::1]:N". False for anything that resolves elsewhere, or does not resolve.
 bool IsLocalAddress(absl::string_view address);
 
 // Server side: requires and verifies a client certificate signed by ca_cert.
@@ -35,10 +37,10 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentials(
     const TlsFiles& files, absl::string_view target);
 
 // The caller's identity from the connection's auth context.
-controller::Identity PeerIdentity(const grpc::ServerContext& ctx);
+Identity PeerIdentity(const grpc::ServerContext& ctx);
 
 absl::StatusOr<std::string> ReadFile(const std::string& path);
 
 }  // namespace xolfleet::tls
 
-#endif  // XOLFLEET_SERVICES_CONTROLLER_TLS_H_
+#endif  // XOLFLEET_SERVICES_COMMON_TLS_H_

@@ -1,10 +1,16 @@
-#include "services/controller/tls.h"
+#include "services/common/tls.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <fstream>
 #include <sstream>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "grpc/grpc_security_constants.h"
 
 namespace xolfleet::tls {
@@ -18,13 +24,48 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
   return ss.str();
 }
 
+namespace {
+bool IsLoopback(const struct sockaddr* sa) {
+  if (sa->sa_family == AF_INET) {
+    auto* in = reinterpret_cast<const struct sockaddr_in*>(sa);
+    return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+  }
+  if (sa->sa_family == AF_INET6) {
+    auto* in6 = reinterpret_cast<const struct sockaddr_in6*>(sa);
+    if (IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr)) return true;
+    return IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr) && in6->sin6_addr.s6_addr[12] == 127;
+  }
+  return false;
+}
+}  // namespace
+
 bool IsLocalAddress(absl::string_view a) {
   if (absl::StartsWith(a, "unix:") || absl::StartsWith(a, "unix-abstract:")) return true;
-  if (absl::StartsWith(a, "ipv4:")) a.remove_prefix(5);
-  if (absl::StartsWith(a, "ipv6:")) a.remove_prefix(5);
-  if (absl::StartsWith(a, "dns:")) a.remove_prefix(4);
-  return absl::StartsWith(a, "localhost:") || absl::StartsWith(a, "127.") ||
-         absl::StartsWith(a, "[::1]:");
+  if (absl::ConsumePrefix(&a, "dns:")) absl::ConsumePrefix(&a, "///");
+  if (!absl::ConsumePrefix(&a, "ipv4:")) absl::ConsumePrefix(&a, "ipv6:");
+  std::string host;
+  if (absl::StartsWith(a, "[")) {
+    size_t close = a.find(']');
+    if (close == absl::string_view::npos) return false;
+    host = std::string(a.substr(1, close - 1));
+  } else {
+    size_t colon = a.rfind(':');
+    host = std::string(a.substr(0, colon));
+  }
+  if (host.empty()) return false;  // ":PORT" is every interface
+  // What the name resolves to, not how it is spelled: "127.0.0.1.evil.example" may be
+  // anything. Every address it resolves to must be a loopback one.
+  struct addrinfo hints = {};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  struct addrinfo* res = nullptr;
+  if (getaddrinfo(host.c_str(), nullptr, &hints, &res) != 0 || res == nullptr) return false;
+  bool all_loopback = true;
+  for (struct addrinfo* r = res; r != nullptr; r = r->ai_next) {
+    if (!IsLoopback(r->ai_addr)) all_loopback = false;
+  }
+  freeaddrinfo(res);
+  return all_loopback;
 }
 
 namespace {
@@ -94,8 +135,8 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentials(
   return grpc::SslCredentials(opts);
 }
 
-controller::Identity PeerIdentity(const grpc::ServerContext& ctx) {
-  controller::Identity id;
+Identity PeerIdentity(const grpc::ServerContext& ctx) {
+  Identity id;
   auto auth = ctx.auth_context();
   if (!auth || !auth->IsPeerAuthenticated()) {
     id.plaintext = true;

@@ -1,14 +1,19 @@
-#include "services/controller/authz.h"
+#include "services/common/authz.h"
 
+#include <grp.h>
+#include <pwd.h>
+
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 
-namespace xolfleet::controller {
+namespace xolfleet {
 
 absl::string_view CapabilityName(Capability c) {
   switch (c) {
@@ -38,6 +43,7 @@ absl::StatusOr<Capability> ParseCapability(absl::string_view name) {
 
 std::string Identity::ToString() const {
   if (plaintext) return "insecure:local";
+  if (local_peer) return absl::StrCat("uid:", uid);
   if (!subject.empty()) return subject;
   return absl::StrCat("CN=", common_name);
 }
@@ -78,17 +84,55 @@ absl::StatusOr<Authorizer> Authorizer::FromString(absl::string_view text) {
     absl::string_view ident = absl::StripAsciiWhitespace(parts[1]);
     Rule r;
     r.cap = *cap;
+    auto id_rule = [&](absl::string_view kind, absl::string_view value,
+                       bool by_name) -> absl::Status {
+      r.kind = std::string(kind);
+      if (!by_name) {
+        if (!absl::SimpleAtoi(value, &r.id)) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("line ", lineno, ": ", kind, ":N needs a number, not \"", value, "\""));
+        }
+        return absl::OkStatus();
+      }
+      std::string name(value);
+      if (kind == "uid") {
+        struct passwd* pw = getpwnam(name.c_str());
+        if (pw == nullptr) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("line ", lineno, ": no user named \"", name, "\" on this host"));
+        }
+        r.id = pw->pw_uid;
+      } else {
+        struct group* gr = getgrnam(name.c_str());
+        if (gr == nullptr) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("line ", lineno, ": no group named \"", name, "\" on this host"));
+        }
+        r.id = gr->gr_gid;
+      }
+      return absl::OkStatus();
+    };
     if (ident == "insecure:local") {
       r.kind = "insecure";
+    } else if (absl::ConsumePrefix(&ident, "uid:")) {
+      if (auto st = id_rule("uid", ident, false); !st.ok()) return st;
+    } else if (absl::ConsumePrefix(&ident, "user:")) {
+      if (auto st = id_rule("uid", ident, true); !st.ok()) return st;
+    } else if (absl::ConsumePrefix(&ident, "gid:")) {
+      if (auto st = id_rule("gid", ident, false); !st.ok()) return st;
+    } else if (absl::ConsumePrefix(&ident, "group:")) {
+      if (auto st = id_rule("gid", ident, true); !st.ok()) return st;
     } else if (absl::ConsumePrefix(&ident, "cn:")) {
       r.kind = "cn";
     } else if (absl::ConsumePrefix(&ident, "subject:")) {
       r.kind = "subject";
     } else {
       return absl::InvalidArgumentError(absl::StrCat(
-          "line ", lineno, ": identity must be cn:NAME, subject:SUBJECT or insecure:local"));
+          "line ", lineno,
+          ": identity must be cn:NAME, subject:SUBJECT, insecure:local, uid:N, user:NAME, "
+          "gid:N or group:NAME"));
     }
-    if (r.kind != "insecure") {
+    if (r.kind == "cn" || r.kind == "subject") {
       if (absl::ConsumeSuffix(&ident, "*")) r.prefix = true;
       if (ident.empty() && !r.prefix) {
         return absl::InvalidArgumentError(absl::StrCat("line ", lineno, ": empty identity"));
@@ -102,7 +146,12 @@ absl::StatusOr<Authorizer> Authorizer::FromString(absl::string_view text) {
 
 bool Authorizer::RuleMatches(const Rule& r, const Identity& who) const {
   if (r.kind == "insecure") return who.plaintext;
-  if (who.plaintext) return false;
+  if (r.kind == "uid") return who.local_peer && who.uid == r.id;
+  if (r.kind == "gid") {
+    return who.local_peer && (who.gid == r.id || std::find(who.groups.begin(), who.groups.end(),
+                                                           r.id) != who.groups.end());
+  }
+  if (who.plaintext || who.local_peer) return false;
   const std::string& value = r.kind == "cn" ? who.common_name : who.subject;
   if (value.empty()) return false;
   return r.prefix ? absl::StartsWith(value, r.pattern) : value == r.pattern;
@@ -127,7 +176,7 @@ absl::Status Authorizer::Check(const Identity& who, Capability needed) const {
   if (Has(who, needed)) return absl::OkStatus();
   return absl::PermissionDeniedError(absl::StrCat("missing capability ", CapabilityName(needed),
                                                   " for identity \"", who.ToString(),
-                                                  "\" (see the controller's --authz_config)"));
+                                                  "\" (see --authz_config)"));
 }
 
-}  // namespace xolfleet::controller
+}  // namespace xolfleet

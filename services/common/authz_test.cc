@@ -1,8 +1,8 @@
-#include "services/controller/authz.h"
+#include "services/common/authz.h"
 
 #include "gtest/gtest.h"
 
-namespace xolfleet::controller {
+namespace xolfleet {
 namespace {
 
 Identity Cn(const std::string& cn) {
@@ -78,5 +78,47 @@ TEST(Authz, BadConfigIsRejectedWithLine) {
   EXPECT_FALSE(Authorizer::FromFile("/nonexistent/authz.conf").ok());
 }
 
+Identity Local(uid_t uid, gid_t gid, std::vector<gid_t> groups = {}) {
+  Identity i;
+  i.local_peer = true;
+  i.uid = uid;
+  i.gid = gid;
+  i.groups = std::move(groups);
+  return i;
+}
+
+TEST(Authz, LocalPeersByUidUserAndGroup) {
+  // root and nobody exist on every Debian host (uid 0 and 65534, group nogroup 65534).
+  auto a = Authorizer::FromString(
+      "admin uid:0\nattach-counts user:nobody\nread-only group:nogroup\nread-only gid:4242\n");
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_TRUE(a->Has(Local(0, 0), Capability::kAdmin));
+  EXPECT_TRUE(a->Has(Local(65534, 65534), Capability::kAttachCounts));
+  EXPECT_FALSE(a->Has(Local(65534, 65534), Capability::kAttachCapture));
+  // Group membership: primary or supplementary.
+  EXPECT_TRUE(a->Has(Local(1000, 65534), Capability::kReadOnly));
+  EXPECT_TRUE(a->Has(Local(1000, 1000, {27, 4242}), Capability::kReadOnly));
+  EXPECT_FALSE(a->Has(Local(1000, 1000, {27}), Capability::kReadOnly));
+  EXPECT_FALSE(a->Has(Local(1000, 1000, {4242}), Capability::kAttachCounts));
+  // uid rules never match a certificate or a plaintext TCP caller, whatever they claim.
+  Identity tcp;
+  tcp.plaintext = true;
+  EXPECT_FALSE(a->Has(tcp, Capability::kReadOnly));
+  EXPECT_FALSE(a->Has(Cn("0"), Capability::kReadOnly));
+  // ...and certificate rules never match a local peer.
+  auto c = Authorizer::FromString("admin cn:*\n");
+  ASSERT_TRUE(c.ok());
+  EXPECT_FALSE(c->Has(Local(0, 0), Capability::kReadOnly));
+  EXPECT_EQ(Local(1000, 1000).ToString(), "uid:1000");
+}
+
+TEST(Authz, UnknownUserOrGroupIsAnError) {
+  auto a = Authorizer::FromString("admin user:no-such-user-xolfleet\n");
+  EXPECT_EQ(a.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(a.status().message().find("no user named"), std::string::npos);
+  EXPECT_FALSE(Authorizer::FromString("admin group:no-such-group-xolfleet\n").ok());
+  EXPECT_FALSE(Authorizer::FromString("admin uid:root\n").ok());
+}
+
 }  // namespace
-}  // namespace xolfleet::controller
+}  // namespace xolfleet

@@ -9,11 +9,20 @@
 //   agent            cn:node-*          # may connect as an agent (AgentLink)
 //   read-only        insecure:local     # plaintext clients (loopback/unix only)
 //
+//   admin            uid:0              # local callers on a unix socket (SO_PEERCRED)
+//   attach-counts    group:xolfleet     # primary or supplementary group of the caller
+//   read-only        user:prometheus
+//
 // Identity patterns: `cn:NAME`, `subject:FULL_SUBJECT` (as gRPC reports it), either with a
-// trailing `*` for a prefix match, and `insecure:local` for plaintext connections.
-// Capabilities nest: admin > attach-capture > attach-counts > read-only. `agent` is apart.
-#ifndef XOLFLEET_SERVICES_CONTROLLER_AUTHZ_H_
-#define XOLFLEET_SERVICES_CONTROLLER_AUTHZ_H_
+// trailing `*` for a prefix match; `insecure:local` for plaintext TCP connections on
+// loopback; `uid:N`, `user:NAME`, `gid:N`, `group:NAME` for callers on a unix socket,
+// identified by the kernel (SO_PEERCRED, SO_PEERGROUPS), names resolved when the file is
+// loaded. Capabilities nest: admin > attach-capture > attach-counts > read-only. `agent` is
+// apart.
+#ifndef XOLFLEET_SERVICES_COMMON_AUTHZ_H_
+#define XOLFLEET_SERVICES_COMMON_AUTHZ_H_
+
+#include <sys/types.h>
 
 #include <string>
 #include <vector>
@@ -22,7 +31,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
-namespace xolfleet::controller {
+namespace xolfleet {
 
 enum class Capability { kReadOnly, kAttachCounts, kAttachCapture, kAdmin, kAgent };
 
@@ -33,9 +42,17 @@ absl::StatusOr<Capability> ParseCapability(absl::string_view name);
 struct Identity {
   std::string subject;      // full certificate subject ("" for plaintext)
   std::string common_name;  // CN ("" for plaintext)
-  bool plaintext = false;
+  bool plaintext = false;   // plaintext TCP (loopback): anyone on this host
+  // A process on this host connected over a unix socket, as the kernel identified it at
+  // connect() time (SO_PEERCRED, SO_PEERGROUPS).
+  bool local_peer = false;
+  uid_t uid = static_cast<uid_t>(-1);
+  gid_t gid = static_cast<gid_t>(-1);
+  std::vector<gid_t> groups;  // supplementary groups
+  pid_t pid = 0;
 
-  std::string ToString() const;  // for logs and records: "CN=..." or "insecure:local"
+  // For logs, records and probe owners: "CN=...", "insecure:local" or "uid:1000".
+  std::string ToString() const;
 };
 
 class Authorizer {
@@ -50,14 +67,15 @@ class Authorizer {
  private:
   struct Rule {
     Capability cap;
-    std::string kind;  // "cn", "subject", "insecure"
+    std::string kind;  // "cn", "subject", "insecure", "uid", "gid"
     std::string pattern;
     bool prefix = false;
+    uint32_t id = 0;  // uid or gid
   };
   bool RuleMatches(const Rule& r, const Identity& who) const;
   std::vector<Rule> rules_;
 };
 
-}  // namespace xolfleet::controller
+}  // namespace xolfleet
 
-#endif  // XOLFLEET_SERVICES_CONTROLLER_AUTHZ_H_
+#endif  // XOLFLEET_SERVICES_COMMON_AUTHZ_H_
