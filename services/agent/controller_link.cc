@@ -1,5 +1,7 @@
 #include "services/agent/controller_link.h"
 
+#include "services/agent/log.h"
+
 #include <algorithm>
 #include <set>
 #include <utility>
@@ -139,16 +141,30 @@ ControllerLink::Status ControllerLink::status() const {
 void ControllerLink::Run() {
   absl::BitGen rng;
   absl::Duration backoff = opts_.min_backoff;
+  // The link retries forever; an operator must still see why it is not connected (a full
+  // disk on the controller, a certificate it refuses): the first failure, every change of
+  // reason, and the same reason again at most once a minute.
+  std::string last_logged;
+  absl::Time last_log = absl::InfinitePast();
   for (;;) {
     absl::Time started = absl::Now();
     absl::Status why = RunStream();
     absl::MutexLock l(&mu_);
+    const bool was_connected = status_.connected;
     status_.connected = false;
     status_.last_error = std::string(why.message());
     if (stopping_) return;
     if (absl::Now() - started > absl::Seconds(10)) backoff = opts_.min_backoff;
     absl::Duration wait = backoff * absl::Uniform(rng, 0.5, 1.0);
     backoff = std::min(backoff * 2, opts_.max_backoff);
+    const std::string reason =
+        absl::StrCat(absl::StatusCodeToString(why.code()), ": ", why.message());
+    if (was_connected || reason != last_logged || absl::Now() - last_log > absl::Minutes(1)) {
+      Log("controller link to ", opts_.target, (was_connected ? " lost: " : " failed: "), reason,
+          "; retrying in ", absl::FormatDuration(absl::Trunc(wait, absl::Milliseconds(1))));
+      last_logged = reason;
+      last_log = absl::Now();
+    }
     auto stop = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_; };
     if (mu_.AwaitWithTimeout(absl::Condition(&stop), wait)) return;
   }
@@ -200,6 +216,7 @@ absl::Status ControllerLink::RunStream() {
       if (msg.has_registered()) {
         status_.connected = true;
         status_.connects++;
+        Log("controller link to ", opts_.target, ": registered (connect #", status_.connects, ")");
         if (msg.registered().heartbeat_interval_ms() > 0) {
           interval_ =
               absl::Milliseconds(std::max<uint32_t>(50, msg.registered().heartbeat_interval_ms()));
@@ -249,11 +266,15 @@ absl::Status ControllerLink::RunStream() {
     msg.mutable_heartbeat()->set_desired_generation(desired.generation());
     if (!stream->Write(msg)) break;
   }
+  bool server_ended = false;
   {
     absl::MutexLock l(&mu_);
     ctx_ = nullptr;
+    server_ended = stream_done_;
   }
-  ctx.TryCancel();
+  // When the controller ended the stream its status says why (PERMISSION_DENIED for a
+  // certificate that may not register this node): cancelling would replace it with CANCELLED.
+  if (!server_ended) ctx.TryCancel();
   reader.join();
   grpc::Status st = stream->Finish();
   if (!ok) return absl::UnavailableError("could not send registration");

@@ -67,6 +67,8 @@ ABSL_FLAG(
     "auto (uprobe_multi when the kernel has it, Linux 6.6+), multi, or perf "
     "(one perf-event link per probe)");
 ABSL_FLAG(uint32_t, max_probes, 100000, "most probes attached at once");
+ABSL_FLAG(uint32_t, max_probes_per_site, 16,
+          "most probes on one instruction of one file (each runs on every hit)");
 ABSL_FLAG(uint32_t, max_specs_per_request, 20000,
           "most specs in one Attach request");
 ABSL_FLAG(uint32_t, ringbuf_mib, 4,
@@ -172,6 +174,7 @@ int Run() {
   HitHub hub(popts.max_probes, hub_limits);
   ProbeManager::Options mopts;
   mopts.max_specs_per_request = absl::GetFlag(FLAGS_max_specs_per_request);
+  mopts.max_probes_per_site = absl::GetFlag(FLAGS_max_probes_per_site);
   mopts.node_name = absl::GetFlag(FLAGS_node_name);
   if (mopts.node_name.empty()) {
     char host[256] = {};

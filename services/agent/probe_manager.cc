@@ -14,8 +14,8 @@
 
 #include <algorithm>
 #include <fstream>
-#include <tuple>
 #include <sstream>
+#include <tuple>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/match.h"
@@ -347,6 +347,31 @@ ProbeManager::Attach(const v1::AttachRequest &req) {
                      " more probes would exceed the agent's limit of ",
                      program_->max_probes(), " (--max-probes; ", active_.size(),
                      " attached now): detach some first"));
+  }
+  // Every probe on an instruction is one more BPF program run on each of its hits, in the
+  // probed process: a bounded number may share one instruction (the 5,001st copy of a
+  // probe on one site was accepted before).
+  {
+    using SiteKey = std::tuple<dev_t, ino_t, uint64_t>;
+    absl::flat_hash_map<SiteKey, size_t> per_site;
+    for (const auto &[id, r] : active_) {
+      if (r.group && r.group->file) {
+        ++per_site[{r.group->file->device(), r.group->file->inode(),
+                    r.probe.site().file_offset()}];
+      }
+    }
+    for (size_t i = 0; i < n; ++i) {
+      const OpenFile &f = *resolved[i].file;
+      size_t &count = per_site[{f.device(), f.inode(), resolved[i].site.file_offset}];
+      if (++count > options_.max_probes_per_site) {
+        finish(false, 0);
+        return absl::ResourceExhaustedError(absl::StrCat(
+            "nothing attached: ", DescribeSpec(i, req.specs(i)), " would be probe ", count,
+            " on the instruction at file offset 0x", absl::Hex(resolved[i].site.file_offset),
+            "; at most ", options_.max_probes_per_site,
+            " probes may share one instruction (--max-probes-per-site)"));
+      }
+    }
   }
   const absl::Time now = absl::Now();
   std::vector<ProbeRecord> records(n);

@@ -70,6 +70,7 @@ class ProbeManager final : public AgentApi {
  public:
   struct Options {
     uint32_t max_specs_per_request = 20000;
+    uint32_t max_probes_per_site = 16;  // probes sharing one instruction of one file
     size_t inactive_retention = 1000;  // detached/expired probes kept for List
     std::string node_name;
     std::string agent_version = "dev";

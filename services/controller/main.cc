@@ -51,6 +51,9 @@ ABSL_FLAG(absl::Duration, canary_timeout, absl::Seconds(60),
 ABSL_FLAG(bool, agent_cn_must_match_node, true,
           "require an agent certificate's CN to equal the node name it registers (default; "
           "=false lets any agent certificate register any node name)");
+ABSL_FLAG(uint32_t, max_watchers, 64, "most WatchFleetHits streams open at once");
+ABSL_FLAG(uint32_t, max_watchers_per_identity, 8,
+          "most WatchFleetHits streams open at once per client identity");
 ABSL_FLAG(int, max_message_bytes, 32 << 20, "largest gRPC message accepted");
 
 namespace xolfleet::controller {
@@ -115,6 +118,8 @@ int Run() {
 
   ServiceOptions sopts;
   sopts.agent_cn_must_match_node = absl::GetFlag(FLAGS_agent_cn_must_match_node);
+  sopts.max_watchers = absl::GetFlag(FLAGS_max_watchers);
+  sopts.max_watchers_per_identity = absl::GetFlag(FLAGS_max_watchers_per_identity);
   AgentLinkService link(core, &*authz, metrics, sopts);
   FleetServiceImpl api(core, &*authz, metrics, sopts);
 

@@ -235,7 +235,7 @@ grpc::Status FleetServiceImpl::ForgetAgent(grpc::ServerContext* ctx,
 grpc::Status FleetServiceImpl::WatchFleetHits(grpc::ServerContext* ctx,
                                               const v1::WatchFleetHitsRequest* req,
                                               grpc::ServerWriter<v1::FleetHitBatch>* writer) {
-  return Handle("WatchFleetHits", ctx, Capability::kReadOnly, [&](const Identity&) -> absl::Status {
+  return Handle("WatchFleetHits", ctx, Capability::kReadOnly, [&](const Identity& who) -> absl::Status {
     if (auto s = ValidateSetIds(req->set_ids(), true); !s.ok()) return s;
     if (req->node_names_size() > kMaxSelectorNames) {
       return absl::InvalidArgumentError("too many node names");
@@ -243,6 +243,26 @@ grpc::Status FleetServiceImpl::WatchFleetHits(grpc::ServerContext* ctx,
     for (const auto& n : req->node_names()) {
       if (auto s = ValidateNodeName(n); !s.ok()) return s;
     }
+    const std::string key = who.ToString();
+    {
+      // One identity cannot take every slot.
+      absl::MutexLock l(&watchers_mu_);
+      size_t& mine = watchers_by_identity_[key];
+      if (mine >= opts_.max_watchers_per_identity) {
+        return absl::ResourceExhaustedError(absl::StrCat(
+            key, " already has ", mine, " WatchFleetHits streams open, the most one identity "
+            "may have (--max_watchers_per_identity)"));
+      }
+      ++mine;
+    }
+    struct Release {
+      FleetServiceImpl* self;
+      std::string key;
+      ~Release() {
+        absl::MutexLock l(&self->watchers_mu_);
+        if (--self->watchers_by_identity_[key] == 0) self->watchers_by_identity_.erase(key);
+      }
+    } release{this, key};
     if (watchers_.fetch_add(1) >= opts_.max_watchers) {
       watchers_.fetch_sub(1);
       return absl::ResourceExhaustedError(

@@ -8,6 +8,8 @@
 #include <memory>
 #include <string>
 
+#include "absl/container/flat_hash_map.h"
+#include "absl/synchronization/mutex.h"
 #include "services/common/authz.h"
 #include "services/controller/fleet.h"
 #include "services/controller/metrics.h"
@@ -21,6 +23,7 @@ struct ServiceOptions {
   // Require an agent certificate's CN to equal the node name it registers.
   bool agent_cn_must_match_node = false;
   size_t max_watchers = 64;
+  size_t max_watchers_per_identity = 8;
 };
 
 class AgentLinkService final : public v1::AgentLink::Service {
@@ -71,6 +74,8 @@ class FleetServiceImpl final : public v1::FleetService::Service {
   std::shared_ptr<FleetMetrics> metrics_;
   ServiceOptions opts_;
   std::atomic<size_t> watchers_{0};
+  absl::Mutex watchers_mu_;
+  absl::flat_hash_map<std::string, size_t> watchers_by_identity_ ABSL_GUARDED_BY(watchers_mu_);
 };
 
 }  // namespace xolfleet::controller

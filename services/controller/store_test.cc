@@ -5,8 +5,6 @@
 
 #include <fstream>
 
-#include <unistd.h>
-
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 
@@ -99,8 +97,10 @@ TEST_F(StoreTest, MissingDatabaseIsAnErrorUnlessInit) {
 std::vector<std::string> SetIdsIn(const std::string& path) {
   auto st = Store::Open(path, Store::OpenMode::kMustExist);
   if (!st.ok()) return {"error: " + std::string(st.status().message())};
+  absl::StatusOr<std::vector<StoredSet>> sets = (*st)->LoadSets();
+  if (!sets.ok()) return {"error: " + std::string(sets.status().message())};
   std::vector<std::string> ids;
-  for (const StoredSet& s : *(*st)->LoadSets()) ids.push_back(s.rollout.set_id());
+  for (const StoredSet& s : *sets) ids.push_back(s.rollout.set_id());
   return ids;
 }
 

@@ -923,6 +923,35 @@ TEST(AgentLimits, WatchStreamsArePerIdentityLimited) {
   EXPECT_TRUE((*agent)->alive());
 }
 
+TEST(AgentLimits, ProbesPerSiteAreLimited) {
+  ASSERT_EQ(geteuid(), 0);
+  auto agent = AgentProcess::Start({"--max-probes-per-site=3"});
+  ASSERT_TRUE(agent.ok()) << agent.status();
+  auto attach = [&](int first_label, int count) {
+    v1::AttachRequest req;
+    for (int i = 0; i < count; ++i) {
+      v1::ProbeSpec* spec = req.add_specs();
+      spec->set_binary_path(Workload::Path());
+      spec->set_symbol("xol_target_add");
+      (*spec->mutable_labels())["n"] = absl::StrCat(first_label + i);  // distinct probes
+    }
+    grpc::ClientContext ctx;
+    v1::AttachResponse resp;
+    return (*agent)->stub().Attach(&ctx, req, &resp);
+  };
+  ASSERT_TRUE(attach(0, 2).ok());
+  // Across requests: two attached, two more asked for, one too many; none of them attached.
+  grpc::Status st = attach(2, 2);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << st.error_message();
+  EXPECT_NE(st.error_message().find("--max-probes-per-site"), std::string::npos)
+      << st.error_message();
+  grpc::ClientContext ctx;
+  v1::ListResponse list;
+  ASSERT_TRUE((*agent)->stub().List(&ctx, v1::ListRequest(), &list).ok());
+  EXPECT_EQ(list.probes_size(), 2);
+  EXPECT_TRUE(attach(2, 1).ok());
+}
+
 // Idle streams cost no queue memory (each once allocated 65,536 events, ~12 MB).
 // Every stream is known to be registered once it has received a hit.
 TEST(AgentLimits, IdleWatchStreamsDoNotReserveQueues) {

@@ -323,6 +323,20 @@ def main():
         result("plaintext-loopback-check-resolves-names",
                p.returncode != 0 and "refusing plaintext" in p.stderr,
                f"rc={p.returncode} {p.stderr.strip()[-300:]}")
+        # The controller's plaintext check is the same resolved one.
+        authz_ctl = os.path.join(tmp, "authz-ctl.conf")
+        with open(authz_ctl, "w") as f:
+            f.write("admin insecure:local\n")
+        p = subprocess.run(
+            ["unshare", "-m", "--propagation", "private", "sh", "-c",
+             'mount --bind "$0" /etc/hosts && exec "$@"', hosts,
+             os.path.join(BIN, "xolfleet-controller"), "--insecure_plaintext",
+             f"--listen=127.0.0.1.evil.example:{port}", f"--metrics_listen=127.0.0.1:{free_port()}",
+             f"--state_db={tmp}/ctl.db", "--init", f"--authz_config={authz_ctl}"],
+            capture_output=True, text=True, timeout=30)
+        result("controller-plaintext-loopback-check-resolves-names",
+               p.returncode != 0 and "refusing plaintext" in p.stderr,
+               f"rc={p.returncode} {p.stderr.strip()[-300:]}")
 
         ca = os.path.join(tmp, "ca")
         subprocess.run([MAKE_CA, ca, "--agents", "1", "--clients", "admin viewer"], check=True,

@@ -331,6 +331,22 @@ check client-plaintext-off-loopback-refused "$err" grep -q "refusing plaintext" 
 err=$(ip netns exec "$NSC" timeout 10 "$BIN/xolfleet-controller" --listen=10.231.0.1:7444 --insecure_plaintext \
   --metrics_listen=10.231.0.1:9466 --state_db="$TMP/other.db" --authz_config="$TMP/authz.conf" 2>&1)
 check server-plaintext-off-loopback-refused "$err" grep -q "refusing plaintext" <<<"$err"
+# One identity cannot take every WatchFleetHits slot (8 per identity by default).
+wpids=()
+for _ in $(seq 1 8); do
+  fleet viewer watch >/dev/null 2>&1 &
+  wpids+=($!)
+done
+sleep 3
+err=$(timeout 10 ip netns exec "$NSC" "$BIN/xolctl" fleet --controller=$CTL_ADDR --tls-ca="$CA/ca.crt" \
+  --tls-cert="$CA/viewer.crt" --tls-key="$CA/viewer.key" watch 2>&1)
+other_rc=0
+other=$(timeout 3 ip netns exec "$NSC" "$BIN/xolctl" fleet --controller=$CTL_ADDR --tls-ca="$CA/ca.crt" \
+  --tls-cert="$CA/admin.crt" --tls-key="$CA/admin.key" watch 2>&1) || other_rc=$?
+kill "${wpids[@]}" 2>/dev/null; wait "${wpids[@]}" 2>/dev/null
+check watchers-per-identity-limited "$err" grep -q "RESOURCE_EXHAUSTED.*--max_watchers_per_identity" <<<"$err"
+other_streams() { [ "$other_rc" = 124 ] && ! grep -q RESOURCE_EXHAUSTED <<<"$other"; }
+check watchers-other-identity-unaffected "rc=$other_rc: $other" other_streams
 # A mistyped state database is an error, not a new empty fleet (--init creates one).
 err=$(ip netns exec "$NSC" timeout 10 "$BIN/xolfleet-controller" --listen=10.231.0.1:7444 \
   --tls_ca="$CA/ca.crt" --tls_cert="$CA/controller.crt" --tls_key="$CA/controller.key" \
@@ -375,5 +391,18 @@ if [ -n "$SET_T" ] && wait_for 15 expired_everywhere; then
 else
   fail ttl-fleet-wide "set=$SET_T state=$(rollout_state "$SET_T")"
 fi
+
+# 14. A node certificate registers only its own node name (the controller's default): node-1's
+#     certificate cannot become node-2 and receive node-2's desired set.
+ip netns exec "xfa1-$SUF" timeout 8 "$BIN/xolfleet-agent" --unix-socket="$TMP/impostor.sock" \
+  --metrics_address= --node_name=node-2 --controller=$CTL_ADDR --controller_tls_ca="$CA/ca.crt" \
+  --controller_tls_cert="$CA/node-1.crt" --controller_tls_key="$CA/node-1.key" >"$TMP/impostor.log" 2>&1
+impostor_refused() {
+  grep -q 'PERMISSION_DENIED.*CN "node-1" may not register as node "node-2"' "$TMP/impostor.log" &&
+    ! grep -q "registered" "$TMP/impostor.log"
+}
+check impersonation-refused-by-default "$(tail -2 "$TMP/impostor.log")" impostor_refused
+check real-node-2-still-up "agents up: $(fleet admin agents --json 2>/dev/null | tests/fleet/fleetq.py agents)" \
+  agents_up $N
 
 exit $FAILED

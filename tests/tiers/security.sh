@@ -6,7 +6,8 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 TMP=$(mktemp -d /tmp/xolfleet-security-bin.XXXXXX)
 trap 'rm -rf "$TMP"' EXIT
-for b in services/agent/xolfleet-agent services/cli/xolctl tests/workloads/hit_workload; do
+for b in services/agent/xolfleet-agent services/cli/xolctl services/controller/xolfleet-controller \
+  tests/workloads/hit_workload; do
   cp "bazel-bin/$b" "$TMP/" || { echo "RESULT FAIL security-setup missing bazel-bin/$b"; exit 1; }
 done
 exec python3 tests/security/agent_auth.py "$TMP" scripts/make-test-ca.sh
