@@ -1,6 +1,7 @@
 #include "services/agent/controller_link.h"
 
 #include "services/agent/log.h"
+#include "services/common/probe_spec.h"
 
 #include <algorithm>
 #include <set>
@@ -103,7 +104,7 @@ ReconcilePlan PlanReconcile(const v1::DesiredState& desired, const v1::ListRespo
         for (int i = 0; i < ds->specs_size(); ++i) {
           v1::ProbeSpec* spec = b.request.add_specs();
           *spec = ds->specs(i);
-          (*spec->mutable_labels())[kFleetProbeLabel] = absl::StrCat(set_id, "/", i);
+          (*spec->mutable_labels())[kFleetProbeLabel] = FleetProbeId(set_id, i);
           (*spec->mutable_labels())[kProbeSetLabel] = set_id;
         }
         plan.attach.push_back(std::move(b));

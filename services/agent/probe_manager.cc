@@ -33,12 +33,7 @@
 namespace xolfleet {
 namespace {
 
-constexpr size_t kMaxLabels = 32;
-constexpr size_t kMaxLabelBytes = 256;
 constexpr size_t kMaxFailuresInMessage = 8;
-// Longest symbol name accepted (long C++ mangled names reach a few KiB).
-constexpr size_t kMaxSymbolBytes = 16384;
-constexpr uint32_t kMaxRateLimit = 1000000000;
 
 int64_t UnixNanos(absl::Time t) { return absl::ToUnixNanos(t); }
 
@@ -52,56 +47,10 @@ std::string DescribeSpec(size_t i, const v1::ProbeSpec &s) {
                       s.pid() ? absl::StrCat(" pid ", s.pid()) : "");
 }
 
+// The shared rules (services/common/probe_spec.h); reserved labels come from the gRPC
+// service (the owner) and the controller link (the fleet probe id), never from a caller.
 absl::Status ValidateSpec(const v1::ProbeSpec &s) {
-  if (absl::Status st = ValidateBinaryPath(s.binary_path()); !st.ok())
-    return st;
-  if (s.symbol().size() > kMaxSymbolBytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("symbol '", Truncated(s.symbol()), "' is longer than ",
-                     kMaxSymbolBytes, " bytes"));
-  }
-  if (s.symbol().find('\0') != std::string::npos) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "symbol '", Truncated(s.symbol()), "' contains a NUL byte"));
-  }
-  if (s.rate_limit_per_sec() >= kMaxRateLimit) {
-    // The kernel side keeps one event per rate_interval_ns = 1e9 / limit ns: a
-    // limit of 1e9 or more has no interval and would mean "unlimited".
-    return absl::InvalidArgumentError(absl::StrCat(
-        "rate_limit_per_sec ", s.rate_limit_per_sec(), " is not below ",
-        kMaxRateLimit, " events/s; use 0 for no limit"));
-  }
-  if (s.pid() < 0)
-    return absl::InvalidArgumentError(absl::StrCat("pid ", s.pid(), " < 0"));
-  for (int r : s.capture()) {
-    if (r < v1::RAX || r > v1::EFLAGS) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "capture names register ", r, ", not one of RAX..EFLAGS (1..18)"));
-    }
-  }
-  size_t user_labels = 0;
-  for (const auto &[k, v] : s.labels())
-    user_labels += !absl::StartsWith(k, kReservedLabelPrefix);
-  if (user_labels > kMaxLabels || s.labels_size() > static_cast<int>(kMaxLabels + 4)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(user_labels, " labels, at most ", kMaxLabels));
-  }
-  for (const auto &[k, v] : s.labels()) {
-    if (k.empty() || k.size() > kMaxLabelBytes || v.size() > kMaxLabelBytes) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("label keys must be 1..", kMaxLabelBytes,
-                       " bytes and values at most ", kMaxLabelBytes));
-    }
-  }
-  if (!s.build_id().empty()) {
-    for (char c : s.build_id()) {
-      if (!isxdigit(static_cast<unsigned char>(c))) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("build_id '", Truncated(s.build_id()), "' is not hex"));
-      }
-    }
-  }
-  return absl::OkStatus();
+  return xolfleet::ValidateSpec(s, ReservedLabels::kAllow);
 }
 
 // NOT_FOUND if the process does not exist; FAILED_PRECONDITION if it does not

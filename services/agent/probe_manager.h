@@ -39,13 +39,11 @@
 #include "services/agent/probe_program.h"
 #include "services/common/open_file.h"
 #include "services/common/placement.h"
+#include "services/common/probe_spec.h"
 #include "xolfleet/v1/agent.pb.h"
 
 namespace xolfleet {
 
-// Labels under this prefix are set by the agent and the controller only (not counted in the
-// label limit of a spec).
-inline constexpr char kReservedLabelPrefix[] = "xolfleet.io/";
 // Who attached a probe through the API (Identity::ToString()), set by the gRPC service.
 inline constexpr char kOwnerLabel[] = "xolfleet.io/owner";
 

@@ -15,44 +15,10 @@
 #include "services/agent/probe_convert.h"
 #include "services/cli/cli.h"
 #include "services/common/placement.h"
+#include "services/common/probe_spec.h"
 
 namespace xolfleet::cli {
 namespace {
-
-// "BINARY:SYMBOL", "BINARY:SYMBOL+0x10" (or +16), "BINARY:0x1234" (file
-// offset).
-absl::StatusOr<v1::ProbeSpec> ParseSite(const std::string& s) {
-  size_t colon = s.rfind(':');
-  if (colon == std::string::npos || colon == 0 || colon + 1 == s.size()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "site '", s, "' is not BINARY:SYMBOL[+OFFSET] or BINARY:0xFILEOFFSET"));
-  }
-  v1::ProbeSpec spec;
-  spec.set_binary_path(s.substr(0, colon));
-  std::string where = s.substr(colon + 1);
-  auto parse_num = [](absl::string_view t, uint64_t* v) {
-    if (absl::StartsWith(t, "0x") || absl::StartsWith(t, "0X")) {
-      return absl::SimpleHexAtoi(t.substr(2), v);
-    }
-    return absl::SimpleAtoi(t, v);
-  };
-  uint64_t off = 0;
-  if (absl::StartsWith(where, "0x") && parse_num(where, &off)) {
-    spec.set_offset(off);
-    return spec;
-  }
-  size_t plus = where.find('+');
-  if (plus != std::string::npos) {
-    if (!parse_num(absl::string_view(where).substr(plus + 1), &off)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("bad offset in '", s, "'"));
-    }
-    where = where.substr(0, plus);
-    spec.set_offset(off);
-  }
-  spec.set_symbol(where);
-  return spec;
-}
 
 std::string SiteName(const v1::SitePlacement& p) {
   if (p.symbol().empty()) return absl::StrCat("0x", absl::Hex(p.file_offset()));
@@ -66,17 +32,6 @@ std::string PlacementStr(v1::Placement p) {
 }
 
 std::string Hex(uint64_t v) { return absl::StrCat("0x", absl::Hex(v)); }
-
-absl::StatusOr<v1::Register> ParseRegister(std::string name) {
-  name = absl::AsciiStrToUpper(absl::StripAsciiWhitespace(name));
-  if (absl::StartsWith(name, "%")) name = name.substr(1);
-  v1::Register r;
-  if (!v1::Register_Parse(name, &r) || r == v1::REGISTER_UNSPECIFIED) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("unknown register '", name, "' (rax..r15, rip, eflags)"));
-  }
-  return r;
-}
 
 int RunAttach(Context& c) {
   const Args& a = c.args();
@@ -106,17 +61,14 @@ int RunAttach(Context& c) {
     spec->set_confirm_raw_offset(a.Has("confirm-raw-offset"));
     for (const std::string& list : a.GetAll("capture")) {
       for (absl::string_view r : absl::StrSplit(list, ',', absl::SkipEmpty())) {
-        absl::StatusOr<v1::Register> reg = ParseRegister(std::string(r));
+        absl::StatusOr<v1::Register> reg = ParseRegister(r);
         if (!reg.ok()) return c.Usage(std::string(reg.status().message()));
         spec->add_capture(*reg);
       }
     }
     for (const std::string& list : a.GetAll("label")) {
-      for (absl::string_view kv :
-           absl::StrSplit(list, ',', absl::SkipEmpty())) {
-        std::pair<std::string, std::string> p =
-            absl::StrSplit(kv, absl::MaxSplits('=', 1));
-        (*spec->mutable_labels())[p.first] = p.second;
+      if (absl::Status st = ParseLabels(list, spec->mutable_labels()); !st.ok()) {
+        return c.Usage(std::string(st.message()));
       }
     }
     *req.add_specs() = *spec;

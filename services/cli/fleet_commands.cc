@@ -6,7 +6,7 @@
 //                         [--canary-timeout=S] [--ttl=S] [--capture=rdi,rsi] [--pid=N]
 //                         [--rate-limit=N] [--build-id=HEX] [--allow-relocate] [--no-wait]
 //                         [--confirm-raw-offset]
-//                         SPEC...        SPEC: PATH:SYMBOL[+OFFSET] or PATH@FILE_OFFSET
+//                         SPEC...        SPEC: PATH:SYMBOL[+OFFSET], PATH:0xFILE_OFFSET or PATH@FILE_OFFSET
 //   xolctl fleet detach   SET_ID...
 //   xolctl fleet list     [--node=N]... [--set=ID]...
 //   xolctl fleet rollout  SET_ID
@@ -30,6 +30,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "services/cli/cli.h"
+#include "services/common/probe_spec.h"
 #include "services/common/tls.h"
 #include "xolfleet/v1/controller.grpc.pb.h"
 
@@ -82,24 +83,6 @@ std::string Placement(v1::Placement p) {
   return p == v1::PLACEMENT_UNSPECIFIED ? "-" : v1::Placement_Name(p);
 }
 
-std::string Site(const v1::ProbeSpec& s) {
-  if (s.symbol().empty()) return absl::StrFormat("%s@0x%x", s.binary_path(), s.offset());
-  if (s.offset()) return absl::StrFormat("%s:%s+0x%x", s.binary_path(), s.symbol(), s.offset());
-  return absl::StrCat(s.binary_path(), ":", s.symbol());
-}
-
-absl::Status ParseLabels(const std::string& text,
-                         google::protobuf::Map<std::string, std::string>* out) {
-  for (absl::string_view kv : absl::StrSplit(text, ',', absl::SkipEmpty())) {
-    std::vector<std::string> p = absl::StrSplit(kv, absl::MaxSplits('=', 1));
-    if (p.size() != 2 || p[0].empty()) {
-      return absl::InvalidArgumentError(absl::StrCat("label \"", kv, "\" is not KEY=VALUE"));
-    }
-    (*out)[p[0]] = p[1];
-  }
-  return absl::OkStatus();
-}
-
 absl::Status ParseSelector(const Args& args, v1::NodeSelector* sel) {
   int kinds = args.Has("all") + args.Has("nodes") + args.Has("labels");
   if (kinds != 1) {
@@ -116,46 +99,6 @@ absl::Status ParseSelector(const Args& args, v1::NodeSelector* sel) {
     if (auto s = ParseLabels(l, sel->mutable_match_labels()); !s.ok()) return s;
   }
   return absl::OkStatus();
-}
-
-absl::StatusOr<v1::ProbeSpec> ParseSpec(const std::string& text) {
-  v1::ProbeSpec s;
-  size_t at = text.rfind('@'), colon = text.rfind(':');
-  if (at != std::string::npos && (colon == std::string::npos || at > colon)) {
-    s.set_binary_path(text.substr(0, at));
-    uint64_t off;
-    if (!absl::SimpleHexAtoi(absl::StripPrefix(text.substr(at + 1), "0x"), &off)) {
-      return absl::InvalidArgumentError(absl::StrCat("bad file offset in \"", text, "\""));
-    }
-    s.set_offset(off);
-    return s;
-  }
-  if (colon == std::string::npos) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("spec \"", text, "\": expected PATH:SYMBOL[+OFFSET] or PATH@FILE_OFFSET"));
-  }
-  s.set_binary_path(text.substr(0, colon));
-  std::string sym = text.substr(colon + 1);
-  if (size_t plus = sym.find('+'); plus != std::string::npos) {
-    uint64_t off;
-    std::string o = sym.substr(plus + 1);
-    bool ok = absl::StartsWith(o, "0x") ? absl::SimpleHexAtoi(o.substr(2), &off)
-                                        : absl::SimpleAtoi(o, &off);
-    if (!ok) return absl::InvalidArgumentError(absl::StrCat("bad offset in \"", text, "\""));
-    s.set_offset(off);
-    sym = sym.substr(0, plus);
-  }
-  s.set_symbol(sym);
-  return s;
-}
-
-absl::StatusOr<v1::Register> ParseRegister(std::string name) {
-  for (auto& c : name) c = toupper(static_cast<unsigned char>(c));
-  v1::Register r;
-  if (!v1::Register_Parse(name, &r) || r == v1::REGISTER_UNSPECIFIED) {
-    return absl::InvalidArgumentError(absl::StrCat("unknown register \"", name, "\""));
-  }
-  return r;
 }
 
 void PrintRollouts(Context& ctx, const std::vector<v1::Rollout>& rs) {
@@ -242,13 +185,13 @@ int Attach(Context& ctx) {
   std::vector<v1::Register> capture;
   for (const auto& c : args.GetAll("capture")) {
     for (absl::string_view r : absl::StrSplit(c, ',', absl::SkipEmpty())) {
-      auto reg = ParseRegister(std::string(r));
+      auto reg = ParseRegister(r);
       if (!reg.ok()) return ctx.Usage(std::string(reg.status().message()));
       capture.push_back(*reg);
     }
   }
   for (size_t i = 1; i < pos.size(); ++i) {
-    auto spec = ParseSpec(pos[i]);
+    auto spec = ParseSite(pos[i]);
     if (!spec.ok()) return ctx.Usage(std::string(spec.status().message()));
     spec->set_ttl_seconds(ttl);
     spec->set_rate_limit_per_sec(rate);
@@ -351,7 +294,7 @@ int List(Context& ctx) {
       kernel += "!";
     }
     t.Add({p.node_name(), p.kernel_profile().empty() ? "-" : p.kernel_profile(),
-           p.fleet_probe_id(), Site(p.spec()), p.desired() ? "yes" : "no",
+           p.fleet_probe_id(), FormatSite(p.spec()), p.desired() ? "yes" : "no",
            v1::ProbeState_Name(p.actual()),
            Placement(p.predicted_placement() != v1::PLACEMENT_UNSPECIFIED ? p.predicted_placement()
                                                                            : p.placement()),
@@ -464,7 +407,7 @@ XOLCTL_COMMAND("fleet",
                "           [--capture=rdi,rsi] [--pid=N] [--rate-limit=N] [--build-id=HEX] "
                "[--allow-relocate] [--no-wait] SPEC...\n"
                "           [--confirm-raw-offset (PATH@FILE_OFFSET outside every function)]\n"
-               "           SPEC: PATH:SYMBOL[+OFFSET] or PATH@FILE_OFFSET\n"
+               "           SPEC: PATH:SYMBOL[+OFFSET], PATH:0xFILE_OFFSET or PATH@FILE_OFFSET\n"
                "  detach   SET_ID...\n"
                "  list     [--node=N]... [--set=SET_ID]...\n"
                "  rollout  SET_ID\n"

@@ -80,8 +80,8 @@ absl::Status ValidateBinaryPath(absl::string_view path) {
   }
   if (path.size() >= PATH_MAX) {
     return absl::InvalidArgumentError(absl::StrCat("binary_path '", Truncated(path),
-                                                   "' is longer than PATH_MAX (", PATH_MAX,
-                                                   ")"));
+                                                   "' is longer than the limit of ", PATH_MAX - 1,
+                                                   " bytes (PATH_MAX)"));
   }
   if (!IsValidUtf8(path)) {
     return absl::InvalidArgumentError(
@@ -89,7 +89,7 @@ absl::Status ValidateBinaryPath(absl::string_view path) {
   }
   if (path[0] != '/') {
     return absl::InvalidArgumentError(
-        absl::StrCat("binary_path '", Truncated(path), "' is not absolute"));
+        absl::StrCat("binary_path '", Truncated(path), "' must be absolute"));
   }
   return absl::OkStatus();
 }

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "services/common/probe_spec.h"
 #include "services/controller/selector.h"
 
 namespace xolfleet::controller {
@@ -529,7 +530,7 @@ absl::StatusOr<v1::ListFleetProbesResponse> FleetController::ListProbes(
       bool desired = Desired(s, n);
       auto sit = n.set_status.find(id);
       for (int i = 0; i < s.stored.request.specs_size(); ++i) {
-        std::string fid = absl::StrCat(id, "/", i);
+        std::string fid = FleetProbeId(id, i);
         auto pit = n.probes.find(fid);
         bool present = pit != n.probes.end() && !pit->second.empty();
         if (!desired && !present) continue;
@@ -646,7 +647,7 @@ std::vector<GaugeFamily> FleetController::CollectGauges() {
     for (const auto& [id, s] : sets_) {
       bool desired = Desired(s, n);
       for (int i = 0; i < s.stored.request.specs_size(); ++i) {
-        auto pit = n.probes.find(absl::StrCat(id, "/", i));
+        auto pit = n.probes.find(FleetProbeId(id, i));
         bool present = pit != n.probes.end() && !pit->second.empty();
         if (!desired && !present) continue;
         std::string placement = "UNKNOWN", state;

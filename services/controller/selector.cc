@@ -51,33 +51,8 @@ absl::Status ValidateNodeName(absl::string_view name) {
 
 absl::Status ValidateLabels(const google::protobuf::Map<std::string, std::string>& labels,
                             bool allow_reserved) {
-  if (labels.size() > kMaxLabels) {
-    return Invalid(absl::StrCat(labels.size(), " labels; the limit is ", kMaxLabels));
-  }
-  for (const auto& [k, v] : labels) {
-    if (k.empty() || k.size() > kMaxLabelKeyBytes) {
-      return Invalid(absl::StrCat("label key \"", k.substr(0, 64), "\" must be 1..",
-                                  kMaxLabelKeyBytes, " bytes"));
-    }
-    for (char c : k) {
-      if (!IsNameChar(c) && c != '/') {
-        return Invalid(absl::StrCat("label key \"", k,
-                                    "\" may only contain letters, digits, '-', '_', '.', '/'"));
-      }
-    }
-    if (!allow_reserved && absl::StartsWith(k, kReservedLabelPrefix)) {
-      return Invalid(
-          absl::StrCat("label key \"", k, "\" uses the reserved prefix ", kReservedLabelPrefix));
-    }
-    if (v.size() > kMaxLabelValueBytes) {
-      return Invalid(absl::StrCat("label \"", k, "\" value is ", v.size(), " bytes; the limit is ",
-                                  kMaxLabelValueBytes));
-    }
-    if (v.find('\0') != std::string::npos) {
-      return Invalid(absl::StrCat("label \"", k, "\" value contains a NUL byte"));
-    }
-  }
-  return absl::OkStatus();
+  return xolfleet::ValidateLabels(
+      labels, allow_reserved ? ReservedLabels::kAllow : ReservedLabels::kRefuse);
 }
 
 absl::Status ValidateSelector(const v1::NodeSelector& sel) {
@@ -106,45 +81,8 @@ absl::Status ValidateSelector(const v1::NodeSelector& sel) {
 }
 
 absl::Status ValidateSpec(const v1::ProbeSpec& spec, int index) {
-  auto bad = [index](absl::string_view what) {
-    return Invalid(absl::StrCat("spec ", index, ": ", what));
-  };
-  const std::string& p = spec.binary_path();
-  if (p.empty()) return bad("binary_path is empty");
-  if (p.size() > kMaxPathBytes) {
-    return bad(absl::StrCat("binary_path is ", p.size(), " bytes; the limit is ", kMaxPathBytes));
-  }
-  if (p[0] != '/') return bad(absl::StrCat("binary_path \"", p, "\" must be absolute"));
-  if (p.find('\0') != std::string::npos) return bad("binary_path contains a NUL byte");
-  if (absl::StrContains(p, "/../") || absl::EndsWith(p, "/..")) {
-    return bad(absl::StrCat("binary_path \"", p, "\" must not contain '..'"));
-  }
-  if (spec.symbol().size() > kMaxSymbolBytes) {
-    return bad(
-        absl::StrCat("symbol is ", spec.symbol().size(), " bytes; the limit is ", kMaxSymbolBytes));
-  }
-  if (spec.symbol().find('\0') != std::string::npos) return bad("symbol contains a NUL byte");
-  if (spec.pid() < 0) return bad("pid must not be negative");
-  if (!spec.build_id().empty()) {
-    if (spec.build_id().size() > 128 || spec.build_id().size() % 2 != 0) {
-      return bad("build_id must be an even number (<= 128) of hex digits");
-    }
-    for (char c : spec.build_id()) {
-      if (!isxdigit(static_cast<unsigned char>(c))) return bad("build_id must be hex");
-    }
-  }
-  if (spec.capture_size() > 19) return bad("more registers captured than exist");
-  for (int r : spec.capture()) {
-    if (r <= 0 || !v1::Register_IsValid(r)) {
-      return bad(absl::StrCat("capture names unknown register ", r));
-    }
-  }
-  if (spec.ttl_seconds() > kMaxTtlSeconds) {
-    return bad(
-        absl::StrCat("ttl_seconds ", spec.ttl_seconds(), " exceeds the limit ", kMaxTtlSeconds));
-  }
-  if (auto s = ValidateLabels(spec.labels(), /*allow_reserved=*/false); !s.ok()) {
-    return bad(s.message());
+  if (absl::Status s = xolfleet::ValidateSpec(spec, ReservedLabels::kRefuse); !s.ok()) {
+    return Invalid(absl::StrCat("spec ", index, ": ", s.message()));
   }
   return absl::OkStatus();
 }

@@ -4,6 +4,7 @@
 #define XOLFLEET_SERVICES_CONTROLLER_SELECTOR_H_
 
 #include "absl/status/status.h"
+#include "services/common/probe_spec.h"
 #include "xolfleet/v1/controller.pb.h"
 
 namespace xolfleet::controller {
@@ -11,17 +12,11 @@ namespace xolfleet::controller {
 // Limits on what a client may ask for (documented in README.md).
 inline constexpr int kMaxSpecsPerSet = 1024;
 inline constexpr int kMaxSelectorNames = 10000;
-inline constexpr int kMaxLabels = 32;
-inline constexpr size_t kMaxLabelKeyBytes = 63 + 253 + 1;  // "prefix/name", as Kubernetes
-inline constexpr size_t kMaxLabelValueBytes = 256;
-inline constexpr size_t kMaxPathBytes = 4096;
-inline constexpr size_t kMaxSymbolBytes = 1024;
 inline constexpr size_t kMaxNodeNameBytes = 253;
 inline constexpr int kMaxSetIdsPerRequest = 1000;
-inline constexpr uint32_t kMaxTtlSeconds = 30 * 24 * 3600;
 inline constexpr uint32_t kMaxCanaryTimeoutSeconds = 3600;
-// Labels under this prefix belong to xolfleet (the agent link tags fleet probes with them).
-inline constexpr char kReservedLabelPrefix[] = "xolfleet.io/";
+// Spec limits (paths, symbols, labels, TTL) are services/common/probe_spec.h's, shared with
+// the agent and xolctl.
 
 // True if `sel` picks the node registered as `node`.
 bool Matches(const v1::NodeSelector& sel, const v1::AgentRegister& node);

@@ -78,7 +78,8 @@ class AgentTest : public ::testing::TestWithParam<std::string> {
     absl::StatusOr<std::unique_ptr<AgentProcess>> a = AgentProcess::Start(
         {"--link-mode=" + GetParam(), absl::StrCat("--max-probes=", kMaxProbes),
          absl::StrCat("--max-specs-per-request=", kMaxSpecs),
-         "--watch-queue-events=64"});
+         // The limit tests fill the agent with probes on one site.
+         absl::StrCat("--max-probes-per-site=", kMaxProbes), "--watch-queue-events=64"});
     ASSERT_TRUE(a.ok()) << a.status();
     agent_ = std::move(*a);
     absl::StatusOr<std::unique_ptr<Workload>> w = Workload::Start();
