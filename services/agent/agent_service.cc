@@ -9,7 +9,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
-#include "services/agent/status_util.h"
+#include "services/common/grpc_status.h"
 #include "services/common/open_file.h"
 #include "services/common/tls.h"
 

@@ -10,7 +10,7 @@
 #include "services/agent/hit_hub.h"
 #include "services/agent/kernel_features.h"
 #include "services/agent/kernel_stats.h"
-#include "services/agent/status_util.h"
+#include "services/common/grpc_status.h"
 
 namespace xolfleet {
 namespace {

@@ -8,7 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "services/agent/log.h"
-#include "services/agent/status_util.h"
+#include "services/common/errno_status.h"
 #include "services/agent/uprobe_multi.h"
 
 namespace xolfleet {

@@ -1,6 +1,7 @@
 #include "services/agent/controller_link.h"
 
 #include "services/agent/log.h"
+#include "services/common/grpc_status.h"
 #include "services/common/probe_spec.h"
 
 #include <algorithm>
@@ -279,8 +280,8 @@ absl::Status ControllerLink::RunStream() {
   reader.join();
   grpc::Status st = stream->Finish();
   if (!ok) return absl::UnavailableError("could not send registration");
-  return absl::Status(static_cast<absl::StatusCode>(st.error_code()),
-                      absl::StrCat("controller stream ended: ", st.error_message()));
+  absl::Status why = FromGrpcStatus(st);
+  return absl::Status(why.code(), absl::StrCat("controller stream ended: ", why.message()));
 }
 
 void ControllerLink::Reconcile(const v1::DesiredState& desired,

@@ -14,7 +14,7 @@ class UnparsableRequestInterceptor final : public grpc::experimental::Intercepto
   void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
     if (methods->QueryInterceptionHookPoint(
             grpc::experimental::InterceptionHookPoints::PRE_SEND_STATUS)) {
-      // Handlers never return INTERNAL without a message (status_util.h); only
+      // Handlers never return INTERNAL without a message (services/common/grpc_status.h); only
       // gRPC's own request parsing does.
       grpc::Status s = methods->GetSendStatus();
       if (s.error_code() == grpc::StatusCode::INTERNAL && s.error_message().empty()) {

@@ -10,7 +10,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
-#include "services/agent/status_util.h"
+#include "services/common/errno_status.h"
 
 namespace xolfleet {
 namespace {

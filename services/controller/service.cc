@@ -7,15 +7,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
-#include "services/controller/selector.h"
+#include "services/common/grpc_status.h"
 #include "services/common/tls.h"
+#include "services/controller/selector.h"
 
 namespace xolfleet::controller {
-
-grpc::Status ToGrpc(const absl::Status& s) {
-  if (s.ok()) return grpc::Status::OK;
-  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
-}
 
 namespace {
 
@@ -103,7 +99,7 @@ grpc::Status AgentLinkService::Connect(
   Identity who = tls::PeerIdentity(*ctx);
   if (auto s = authz_->Check(who, Capability::kAgent); !s.ok()) {
     if (metrics_) metrics_->Denied("AgentLink.Connect", "agent");
-    return ToGrpc(s);
+    return ToGrpcStatus(s);
   }
   v1::AgentMessage first;
   if (!stream->Read(&first)) return grpc::Status(grpc::StatusCode::CANCELLED, "no register");
@@ -121,14 +117,14 @@ grpc::Status AgentLinkService::Connect(
   auto session = std::make_shared<StreamSession>(ctx, stream);
   if (auto s = fleet_->Register(session, first.register_(), who.ToString(), ctx->peer()); !s.ok()) {
     session->Finish();
-    return ToGrpc(s);
+    return ToGrpcStatus(s);
   }
   grpc::Status result = grpc::Status::OK;
   v1::AgentMessage msg;
   while (stream->Read(&msg)) {
     if (msg.has_heartbeat()) {
       if (auto s = fleet_->Heartbeat(session.get(), node, msg.heartbeat()); !s.ok()) {
-        result = ToGrpc(s);
+        result = ToGrpcStatus(s);
         break;
       }
     } else if (msg.has_register_()) {
@@ -149,9 +145,9 @@ grpc::Status FleetServiceImpl::Handle(const char* method, grpc::ServerContext* c
   grpc::Status st;
   if (auto s = authz_->Check(who, cap); !s.ok()) {
     if (metrics_) metrics_->Denied(method, std::string(CapabilityName(cap)));
-    st = ToGrpc(s);
+    st = ToGrpcStatus(s);
   } else {
-    st = ToGrpc(fn(who));
+    st = ToGrpcStatus(fn(who));
   }
   if (metrics_) {
     metrics_->Request(method, CodeName(st.error_code()),

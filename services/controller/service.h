@@ -17,7 +17,6 @@
 
 namespace xolfleet::controller {
 
-grpc::Status ToGrpc(const absl::Status& s);
 
 struct ServiceOptions {
   // Require an agent certificate's CN to equal the node name it registers.

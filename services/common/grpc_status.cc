@@ -1,9 +1,6 @@
-#include "services/agent/status_util.h"
+#include "services/common/grpc_status.h"
 
-#include <cerrno>
 #include <string>
-
-#include "absl/strings/str_cat.h"
 
 namespace xolfleet {
 
@@ -25,28 +22,6 @@ absl::Status FromGrpcStatus(const grpc::Status& status) {
     code = static_cast<int>(absl::StatusCode::kUnknown);
   return absl::Status(static_cast<absl::StatusCode>(code),
                       status.error_message());
-}
-
-absl::Status ErrnoToStatus(int err, const std::string& msg) {
-  switch (err) {
-    case ENOENT:
-    case ESRCH:
-      return absl::NotFoundError(msg);
-    case EPERM:
-    case EACCES:
-      return absl::PermissionDeniedError(
-          absl::StrCat(msg, " (the agent needs root)"));
-    case ENOMEM:
-    case E2BIG:
-    case EMFILE:
-      return absl::ResourceExhaustedError(msg);
-    case EINVAL:
-    case ENOTSUP:
-    case EILSEQ:
-      return absl::FailedPreconditionError(msg);
-    default:
-      return absl::InternalError(msg);
-  }
 }
 
 }  // namespace xolfleet
