@@ -17,6 +17,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
+#include "services/common/flags.h"
 #include "services/common/tls.h"
 #include "xolfleet/v1/controller.grpc.pb.h"
 
@@ -37,7 +38,7 @@ ABSL_FLAG(bool, detach_after, true,
 using namespace xolfleet;
 
 int main(int argc, char** argv) {
-  absl::ParseCommandLine(argc, argv);
+  xolfleet::ParseFlags(argc, argv);
   tls::TlsFiles f{absl::GetFlag(FLAGS_tls_ca), absl::GetFlag(FLAGS_tls_cert),
                   absl::GetFlag(FLAGS_tls_key), false};
   auto creds = tls::ChannelCredentials(f, absl::GetFlag(FLAGS_controller));

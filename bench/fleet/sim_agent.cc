@@ -12,6 +12,7 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/str_split.h"
 #include "services/agent/controller_link.h"
+#include "services/common/flags.h"
 #include "tests/fleet/fake_agent_api.h"
 
 ABSL_FLAG(std::string, controller, "127.0.0.1:7443", "controller address");
@@ -22,7 +23,7 @@ ABSL_FLAG(std::string, tls_cert, "", "cert");
 ABSL_FLAG(std::string, tls_key, "", "key");
 
 int main(int argc, char** argv) {
-  absl::ParseCommandLine(argc, argv);
+  xolfleet::ParseFlags(argc, argv);
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGINT);

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "services/agent/log.h"
+#include "services/common/log.h"
 #include "services/common/errno_status.h"
 #include "services/agent/uprobe_multi.h"
 

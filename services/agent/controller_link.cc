@@ -1,6 +1,6 @@
 #include "services/agent/controller_link.h"
 
-#include "services/agent/log.h"
+#include "services/common/log.h"
 #include "services/common/grpc_status.h"
 #include "services/common/probe_spec.h"
 

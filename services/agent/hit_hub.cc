@@ -8,7 +8,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
-#include "services/agent/log.h"
+#include "services/common/log.h"
 
 namespace xolfleet {
 

@@ -18,7 +18,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
-#include "services/agent/log.h"
+#include "services/common/log.h"
 
 namespace xolfleet {
 namespace {

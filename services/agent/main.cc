@@ -26,13 +26,14 @@
 #include "services/agent/hit_hub.h"
 #include "services/agent/kernel_features.h"
 #include "services/agent/local_listener.h"
-#include "services/agent/log.h"
+#include "services/common/log.h"
 #include "services/agent/metrics.h"
 #include "services/agent/probe_manager.h"
 #include "services/agent/probe_program.h"
 #include "services/agent/request_errors.h"
 #include "services/agent/socket_path.h"
 #include "services/common/authz.h"
+#include "services/common/flags.h"
 #include "services/common/tls.h"
 
 ABSL_FLAG(std::string, unix_socket, "/run/xolfleet/agent.sock",
@@ -362,18 +363,7 @@ int main(int argc, char** argv) {
       "  [--link-mode=auto|multi|perf] [--max-probes=N]\n"
       "Places uprobes on this node's processes on request over gRPC "
       "(xolfleet.v1.AgentService).");
-  // Accept --link-mode as well as --link_mode (Abseil flag names use
-  // underscores).
-  std::vector<std::string> args(argv, argv + argc);
-  std::vector<char*> fixed;
-  for (std::string& a : args) {
-    if (a.size() > 2 && a[0] == '-' && a[1] == '-') {
-      size_t end = std::min(a.find('='), a.size());
-      std::replace(a.begin() + 2, a.begin() + end, '-', '_');
-    }
-    fixed.push_back(a.data());
-  }
-  absl::ParseCommandLine(static_cast<int>(fixed.size()), fixed.data());
+  xolfleet::ParseFlags(argc, argv);  // --link-mode or --link_mode
   // Block the stop signals in every thread; main() waits for them with sigwait.
   sigset_t set;
   sigemptyset(&set);

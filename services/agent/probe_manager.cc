@@ -23,7 +23,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "services/agent/kernel_stats.h"
-#include "services/agent/log.h"
+#include "services/common/log.h"
 #include "services/agent/probe_convert.h"
 #include "services/common/elf_file.h"
 #include "services/common/open_file.h"

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "services/common/log.h"
 #include "services/common/probe_spec.h"
 #include "services/controller/selector.h"
 
@@ -150,8 +151,7 @@ void FleetController::PersistLocked(const Set& s) {
   if (auto st = store_->PutSet(s.stored); !st.ok()) {
     // Memory stays ahead of the store only for a rollout state change; the next
     // transition (or a restart, which re-evaluates from the stored state) repairs it.
-    fprintf(stderr, "controller: persisting set %s: %s\n", s.stored.rollout.set_id().c_str(),
-            std::string(st.message()).c_str());
+    Log("controller: persisting set ", s.stored.rollout.set_id(), ": ", st.message());
   }
 }
 
@@ -353,8 +353,8 @@ absl::Status FleetController::Heartbeat(const AgentSession* session, const std::
   // The patched kernel's boost switch can change at run time: the node's profile follows.
   if (!hb.kernel_profile().empty() && (hb.kernel_profile() != n.reg.kernel_profile() ||
                                        hb.kernel_boosts() != n.reg.kernel_boosts())) {
-    fprintf(stderr, "controller: node %s: kernel profile %s -> %s\n", node.c_str(),
-            n.reg.kernel_profile().c_str(), hb.kernel_profile().c_str());
+    Log("controller: node ", node, ": kernel profile ", n.reg.kernel_profile(), " -> ",
+        hb.kernel_profile());
     n.reg.set_kernel_profile(hb.kernel_profile());
     n.reg.set_kernel_boosts(hb.kernel_boosts());
   }

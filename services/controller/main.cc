@@ -18,6 +18,8 @@
 #include "grpcpp/server_builder.h"
 #include "prometheus/exposer.h"
 #include "services/common/authz.h"
+#include "services/common/flags.h"
+#include "services/common/log.h"
 #include "services/controller/fleet.h"
 #include "services/controller/metrics.h"
 #include "services/controller/service.h"
@@ -60,7 +62,7 @@ namespace xolfleet::controller {
 namespace {
 
 int Fail(const absl::Status& s) {
-  fprintf(stderr, "xolfleet-controller: %s\n", std::string(s.message()).c_str());
+  Log("xolfleet-controller: ", s.message());
   return 1;
 }
 
@@ -69,8 +71,8 @@ int Run() {
     auto store = Store::Open(absl::GetFlag(FLAGS_state_db), Store::OpenMode::kMustExist);
     if (!store.ok()) return Fail(store.status());
     if (absl::Status st = (*store)->Backup(absl::GetFlag(FLAGS_backup)); !st.ok()) return Fail(st);
-    fprintf(stderr, "xolfleet-controller: %s backed up to %s\n",
-            absl::GetFlag(FLAGS_state_db).c_str(), absl::GetFlag(FLAGS_backup).c_str());
+    Log("xolfleet-controller: ", absl::GetFlag(FLAGS_state_db), " backed up to ",
+        absl::GetFlag(FLAGS_backup));
     return 0;
   }
   if (absl::GetFlag(FLAGS_authz_config).empty()) {
@@ -142,9 +144,9 @@ int Run() {
     return Fail(
         absl::UnavailableError(absl::StrCat("cannot listen on ", absl::GetFlag(FLAGS_listen))));
   }
-  fprintf(stderr, "xolfleet-controller: serving on %s (%s), metrics on %s, state %s\n",
-          absl::GetFlag(FLAGS_listen).c_str(), files.insecure_plaintext ? "PLAINTEXT" : "mTLS",
-          absl::GetFlag(FLAGS_metrics_listen).c_str(), absl::GetFlag(FLAGS_state_db).c_str());
+  Log("xolfleet-controller: serving on ", absl::GetFlag(FLAGS_listen), " (",
+      files.insecure_plaintext ? "PLAINTEXT" : "mTLS", "), metrics on ",
+      absl::GetFlag(FLAGS_metrics_listen), ", state ", absl::GetFlag(FLAGS_state_db));
 
   sigset_t set;
   sigemptyset(&set);
@@ -152,7 +154,7 @@ int Run() {
   sigaddset(&set, SIGTERM);
   int sig = 0;
   sigwait(&set, &sig);
-  fprintf(stderr, "xolfleet-controller: signal %d, shutting down\n", sig);
+  Log("xolfleet-controller: signal ", sig, ", shutting down");
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   return 0;
 }
@@ -169,6 +171,6 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   signal(SIGPIPE, SIG_IGN);
   absl::SetProgramUsageMessage("xolfleet controller: drives a fleet of xolfleet agents");
-  absl::ParseCommandLine(argc, argv);
+  xolfleet::ParseFlags(argc, argv);  // --state-db or --state_db
   return xolfleet::controller::Run();
 }

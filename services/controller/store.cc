@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "services/common/log.h"
 
 namespace xolfleet::controller {
 namespace {
@@ -96,13 +97,11 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path, Open
 
 Store::~Store() {
   if (absl::Status st = Checkpoint(); !st.ok()) {
-    fprintf(stderr, "xolfleet-controller: state database checkpoint at close: %s\n",
-            std::string(st.message()).c_str());
+    Log("xolfleet-controller: state database checkpoint at close: ", st.message());
   }
   absl::MutexLock l(&mu_);
   if (sqlite3_close(db_) != SQLITE_OK) {
-    fprintf(stderr, "xolfleet-controller: closing the state database: %s\n",
-            sqlite3_errmsg(db_));
+    Log("xolfleet-controller: closing the state database: ", sqlite3_errmsg(db_));
   }
 }
 

@@ -1,6 +1,6 @@
 // Minimal timestamped logging to stderr (the Debian Abseil predates absl/log).
-#ifndef XOLFLEET_SERVICES_AGENT_LOG_H_
-#define XOLFLEET_SERVICES_AGENT_LOG_H_
+#ifndef XOLFLEET_SERVICES_COMMON_LOG_H_
+#define XOLFLEET_SERVICES_COMMON_LOG_H_
 
 #include <cstdio>
 #include <string>
@@ -22,4 +22,4 @@ void Log(const Args&... args) {
 
 }  // namespace xolfleet
 
-#endif  // XOLFLEET_SERVICES_AGENT_LOG_H_
+#endif  // XOLFLEET_SERVICES_COMMON_LOG_H_
