@@ -2,7 +2,9 @@
 // real process. Every test runs in both link modes (uprobe_multi links and
 // perf-event links). Root only.
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -11,9 +13,9 @@
 
 #include <atomic>
 #include <fstream>
-#include <set>
 #include <iostream>
 #include <map>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -599,7 +601,8 @@ TEST_P(AgentTest, OnlyCodeCanCarryAProbe) {
 // The agent reads with pread(), never through a mapping (SIGBUS), so each call
 // gets an answer or a precise error and the agent lives.
 TEST_P(AgentTest, SurvivesAFileTruncatedWhileClassified) {
-  const std::string big = Slurp(Runfile("services/agent/xolfleet-agent"));
+  const std::string big =
+      Slurp(Runfile("services/agent/xolfleet-agent.private/xolfleet-agent.bin"));
   ASSERT_GT(big.size(), 1u << 20);  // a real, large ELF file
   const std::string path = TmpDir() + "/truncated-" + GetParam();
   ASSERT_TRUE(WriteFile(path, big, 0755));
@@ -1009,6 +1012,59 @@ TEST(AgentLimits, IdleWatchStreamsDoNotReserveQueues) {
   v1::DetachResponse dresp;
   grpc::ClientContext dctx;
   EXPECT_TRUE((*agent)->stub().Detach(&dctx, all, &dresp).ok());
+}
+
+// The mappings of process `pid` (/proc/PID/maps).
+struct Mapping {
+  uint64_t start = 0, end = 0, offset = 0, inode = 0;
+  std::string perms, dev, path;
+};
+std::vector<Mapping> Mappings(pid_t pid) {
+  std::vector<Mapping> out;
+  std::ifstream f(absl::StrCat("/proc/", pid, "/maps"));
+  for (std::string line; std::getline(f, line);) {
+    Mapping m;
+    char perms[8] = {}, dev[16] = {}, path[4096] = {};
+    unsigned long long start, end, offset, inode;
+    if (sscanf(line.c_str(), "%llx-%llx %7s %llx %15s %llu %4095s", &start, &end, perms, &offset,
+               dev, &inode, path) < 6) {
+      continue;
+    }
+    m.start = start;
+    m.end = end;
+    m.offset = offset;
+    m.inode = inode;
+    m.perms = perms;
+    m.dev = dev;
+    m.path = path;
+    out.push_back(m);
+  }
+  return out;
+}
+
+// Issue 12: the agent runs on private copies of its shared libraries (other
+// inodes), so it never hits a probe it places on the system's libc, libstdc++,
+// libgrpc or dynamic loader.
+TEST_P(AgentTest, MapsNoSystemCopyOfItsLibraries) {
+  std::set<uint64_t> system_inodes;
+  for (const char* lib :
+       {"/lib/x86_64-linux-gnu/libc.so.6", "/lib64/ld-linux-x86-64.so.2",
+        "/usr/lib/x86_64-linux-gnu/libstdc++.so.6", "/usr/lib/x86_64-linux-gnu/libgrpc.so.29",
+        "/usr/lib/x86_64-linux-gnu/libprotobuf.so.32"}) {
+    struct stat st;
+    ASSERT_EQ(stat(lib, &st), 0) << lib;
+    system_inodes.insert(st.st_ino);
+  }
+  int code = 0;
+  for (const Mapping& m : Mappings(agent_->pid())) {
+    if (m.inode == 0) continue;
+    EXPECT_EQ(system_inodes.count(m.inode), 0u) << m.path << " is mapped";
+    if (m.perms.find('x') == std::string::npos) continue;
+    ++code;
+    EXPECT_NE(m.path.find("/xolfleet-agent.private/"), std::string::npos)
+        << "code mapped from " << m.path;
+  }
+  EXPECT_GE(code, 10);  // the program, the loader, libc, libstdc++, gRPC, ...
 }
 
 TEST_P(AgentTest, StoppingTheAgentDetachesEverything) {
