@@ -86,6 +86,11 @@ absl::StatusOr<std::unique_ptr<AgentProcess>> AgentProcess::Start(
 
 absl::StatusOr<std::unique_ptr<AgentProcess>> AgentProcess::Start(
     const std::vector<std::string>& flags, const std::string& socket) {
+  return Start(flags, socket, "");
+}
+
+absl::StatusOr<std::unique_ptr<AgentProcess>> AgentProcess::Start(
+    const std::vector<std::string>& flags, const std::string& socket, const std::string& binary) {
   std::unique_ptr<AgentProcess> p(new AgentProcess());
   static int counter = 0;
   p->socket_ = socket.empty() ? absl::StrCat("/tmp/xolfleet-it-", getpid(), "-",
@@ -97,9 +102,9 @@ absl::StatusOr<std::unique_ptr<AgentProcess>> AgentProcess::Start(
                               counter, ".log");
   p->metrics_port_ = FreePort();
   std::vector<std::string> argv = {
-      Runfile("services/agent/xolfleet-agent"), "--unix-socket=" + p->socket_,
-      "--listen=",
-      absl::StrCat("--metrics-address=127.0.0.1:", p->metrics_port_)};
+      binary.empty() ? Runfile("services/agent/xolfleet-agent") : binary,
+      "--unix-socket=" + p->socket_,
+      "--listen=", absl::StrCat("--metrics-address=127.0.0.1:", p->metrics_port_)};
   argv.insert(argv.end(), flags.begin(), flags.end());
   int log_fd = open(p->log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   int null_fd = open("/dev/null", O_RDONLY);
@@ -274,6 +279,13 @@ absl::StatusOr<uint64_t> Workload::Spin(double seconds) {
 
 absl::StatusOr<uint64_t> Workload::Fast(double seconds) {
   return Calls(absl::StrCat("fast ", seconds));
+}
+
+absl::Status Workload::Libc(uint64_t n) {
+  absl::StatusOr<uint64_t> r = Calls(absl::StrCat("libc ", n));
+  if (!r.ok()) return r.status();
+  if (*r != n) return absl::InternalError(absl::StrCat("workload did ", *r));
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::string> Workload::Banner() { return Command("banner"); }

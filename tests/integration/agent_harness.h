@@ -35,6 +35,11 @@ class AgentProcess {
   // The same on the unix socket `socket` (empty: one chosen here).
   static absl::StatusOr<std::unique_ptr<AgentProcess>> Start(
       const std::vector<std::string>& flags, const std::string& socket);
+  // The same with the agent program `binary` (a path; empty: the runfile
+  // services/agent/xolfleet-agent).
+  static absl::StatusOr<std::unique_ptr<AgentProcess>> Start(const std::vector<std::string>& flags,
+                                                             const std::string& socket,
+                                                             const std::string& binary);
   ~AgentProcess();  // SIGTERM, wait
 
   pid_t pid() const { return pid_; }
@@ -81,6 +86,8 @@ class Workload {
   absl::StatusOr<uint64_t> Spin(double seconds);
   // The same with xol_target_fast, whose first instruction (push) is emulated.
   absl::StatusOr<uint64_t> Fast(double seconds);
+  // Calls libc's strverscmp n times.
+  absl::Status Libc(uint64_t n);
   // What the workload reads from its .rodata string xol_banner.
   absl::StatusOr<std::string> Banner();
 

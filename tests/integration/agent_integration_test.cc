@@ -1067,6 +1067,55 @@ TEST_P(AgentTest, MapsNoSystemCopyOfItsLibraries) {
   EXPECT_GE(code, 10);  // the program, the loader, libc, libstdc++, gRPC, ...
 }
 
+// The byte at file offset `file_offset` of `path` in process `pid`'s memory.
+int ByteInProcess(pid_t pid, const std::string& path, uint64_t file_offset) {
+  for (const Mapping& m : Mappings(pid)) {
+    if (m.path != path || m.perms.find('x') == std::string::npos) continue;
+    if (file_offset < m.offset || file_offset >= m.offset + (m.end - m.start)) continue;
+    int fd = open(absl::StrCat("/proc/", pid, "/mem").c_str(), O_RDONLY);
+    unsigned char b = 0;
+    const ssize_t n = pread(fd, &b, 1, m.start + (file_offset - m.offset));
+    close(fd);
+    return n == 1 ? b : -1;
+  }
+  return -1;
+}
+
+// A probe scoped to a pid gets its breakpoint in that process only (the kernel
+// filters: uprobe_multi's pid, perf_event_open's pid), so another process
+// calling the probed libc function runs the original instruction.
+TEST_P(AgentTest, PidScopedProbeWritesNoBreakpointIntoOtherProcesses) {
+  absl::StatusOr<std::unique_ptr<Workload>> other = Workload::Start();
+  ASSERT_TRUE(other.ok()) << other.status();
+  ASSERT_TRUE(workload_->Libc(1).ok());  // both have libc mapped and running
+  ASSERT_TRUE((*other)->Libc(1).ok());
+  char real[PATH_MAX];
+  ASSERT_NE(realpath("/lib/x86_64-linux-gnu/libc.so.6", real), nullptr);
+  v1::ProbeSpec spec;
+  spec.set_binary_path("/lib/x86_64-linux-gnu/libc.so.6");
+  spec.set_symbol("strverscmp");
+  spec.set_pid(workload_->pid());
+  v1::AttachResponse resp;
+  grpc::Status st = Attach({spec}, &resp);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  const uint64_t off = resp.probes(0).site().file_offset();
+  EXPECT_EQ(ByteInProcess(workload_->pid(), real, off), 0xcc);
+  const int other_byte = ByteInProcess((*other)->pid(), real, off);
+  EXPECT_NE(other_byte, -1);
+  EXPECT_NE(other_byte, 0xcc) << "breakpoint written into an unscoped process";
+  ASSERT_TRUE(workload_->Libc(100).ok());
+  ASSERT_TRUE((*other)->Libc(100).ok());
+  EXPECT_EQ(Get(resp.probes(0).id()).hits(), 100u);
+  ASSERT_TRUE(Detach({resp.probes(0).id()}).ok());
+  EXPECT_NE(ByteInProcess(workload_->pid(), real, off), 0xcc);
+  // The check can fail: unscoped, the probe is in every process.
+  spec.clear_pid();
+  ASSERT_TRUE(Attach({spec}, &resp).ok());
+  EXPECT_EQ(ByteInProcess((*other)->pid(), real, off), 0xcc);
+  ASSERT_TRUE(Detach({resp.probes(0).id()}).ok());
+  ExpectNothingLeft();
+}
+
 TEST_P(AgentTest, StoppingTheAgentDetachesEverything) {
   v1::AttachResponse resp;
   ASSERT_TRUE(Attach({Spec("xol_target_add")}, &resp).ok());
