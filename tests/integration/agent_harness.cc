@@ -365,6 +365,42 @@ HeldObjects CountHeldObjects(pid_t pid) {
   return h;
 }
 
+std::vector<Mapping> Mappings(pid_t pid) {
+  std::vector<Mapping> out;
+  std::ifstream f(absl::StrCat("/proc/", pid, "/maps"));
+  for (std::string line; std::getline(f, line);) {
+    Mapping m;
+    char perms[8] = {}, dev[16] = {}, path[4096] = {};
+    unsigned long long start, end, offset, inode;
+    if (sscanf(line.c_str(), "%llx-%llx %7s %llx %15s %llu %4095s", &start, &end, perms, &offset,
+               dev, &inode, path) < 6) {
+      continue;
+    }
+    m.start = start;
+    m.end = end;
+    m.offset = offset;
+    m.inode = inode;
+    m.perms = perms;
+    m.dev = dev;
+    m.path = path;
+    out.push_back(m);
+  }
+  return out;
+}
+
+int ByteInProcess(pid_t pid, const std::string& path, uint64_t file_offset) {
+  for (const Mapping& m : Mappings(pid)) {
+    if (m.path != path || m.perms.find('x') == std::string::npos) continue;
+    if (file_offset < m.offset || file_offset >= m.offset + (m.end - m.start)) continue;
+    int fd = open(absl::StrCat("/proc/", pid, "/mem").c_str(), O_RDONLY);
+    unsigned char b = 0;
+    const ssize_t n = pread(fd, &b, 1, m.start + (file_offset - m.offset));
+    close(fd);
+    return n == 1 ? b : -1;
+  }
+  return -1;
+}
+
 int ConfigMapEntries(pid_t agent_pid) {
   std::string dir = absl::StrCat("/proc/", agent_pid, "/fdinfo");
   DIR* d = opendir(dir.c_str());

@@ -115,6 +115,17 @@ struct HeldObjects {
 };
 HeldObjects CountHeldObjects(pid_t pid);
 
+// The mappings of process `pid` (/proc/PID/maps).
+struct Mapping {
+  uint64_t start = 0, end = 0, offset = 0, inode = 0;
+  std::string perms, dev, path;
+};
+std::vector<Mapping> Mappings(pid_t pid);
+
+// The byte at file offset `file_offset` of the executable mapping of `path`
+// in process `pid`'s memory (0xcc: a breakpoint is there); -1 if not mapped.
+int ByteInProcess(pid_t pid, const std::string& path, uint64_t file_offset);
+
 // Entries in the agent's xol_config map (found through the agent's fdinfo and
 // dumped with bpftool by map id). -1 if the map cannot be found.
 int ConfigMapEntries(pid_t agent_pid);

@@ -1014,34 +1014,6 @@ TEST(AgentLimits, IdleWatchStreamsDoNotReserveQueues) {
   EXPECT_TRUE((*agent)->stub().Detach(&dctx, all, &dresp).ok());
 }
 
-// The mappings of process `pid` (/proc/PID/maps).
-struct Mapping {
-  uint64_t start = 0, end = 0, offset = 0, inode = 0;
-  std::string perms, dev, path;
-};
-std::vector<Mapping> Mappings(pid_t pid) {
-  std::vector<Mapping> out;
-  std::ifstream f(absl::StrCat("/proc/", pid, "/maps"));
-  for (std::string line; std::getline(f, line);) {
-    Mapping m;
-    char perms[8] = {}, dev[16] = {}, path[4096] = {};
-    unsigned long long start, end, offset, inode;
-    if (sscanf(line.c_str(), "%llx-%llx %7s %llx %15s %llu %4095s", &start, &end, perms, &offset,
-               dev, &inode, path) < 6) {
-      continue;
-    }
-    m.start = start;
-    m.end = end;
-    m.offset = offset;
-    m.inode = inode;
-    m.perms = perms;
-    m.dev = dev;
-    m.path = path;
-    out.push_back(m);
-  }
-  return out;
-}
-
 // Issue 12: the agent runs on private copies of its shared libraries (other
 // inodes), so it never hits a probe it places on the system's libc, libstdc++,
 // libgrpc or dynamic loader.
@@ -1065,20 +1037,6 @@ TEST_P(AgentTest, MapsNoSystemCopyOfItsLibraries) {
         << "code mapped from " << m.path;
   }
   EXPECT_GE(code, 10);  // the program, the loader, libc, libstdc++, gRPC, ...
-}
-
-// The byte at file offset `file_offset` of `path` in process `pid`'s memory.
-int ByteInProcess(pid_t pid, const std::string& path, uint64_t file_offset) {
-  for (const Mapping& m : Mappings(pid)) {
-    if (m.path != path || m.perms.find('x') == std::string::npos) continue;
-    if (file_offset < m.offset || file_offset >= m.offset + (m.end - m.start)) continue;
-    int fd = open(absl::StrCat("/proc/", pid, "/mem").c_str(), O_RDONLY);
-    unsigned char b = 0;
-    const ssize_t n = pread(fd, &b, 1, m.start + (file_offset - m.offset));
-    close(fd);
-    return n == 1 ? b : -1;
-  }
-  return -1;
 }
 
 // A probe scoped to a pid gets its breakpoint in that process only (the kernel
