@@ -80,6 +80,9 @@ class AgentTest : public ::testing::TestWithParam<std::string> {
     absl::StatusOr<std::unique_ptr<AgentProcess>> a = AgentProcess::Start(
         {"--link-mode=" + GetParam(), absl::StrCat("--max-probes=", kMaxProbes),
          absl::StrCat("--max-specs-per-request=", kMaxSpecs),
+         // BadInputsAreRefusedCleanly fills --max-probes on one instruction;
+         // the per-site limit has its own test (AgentLimits).
+         absl::StrCat("--max-probes-per-site=", kMaxProbes),
          "--watch-queue-events=64"});
     ASSERT_TRUE(a.ok()) << a.status();
     agent_ = std::move(*a);
