@@ -470,8 +470,33 @@ int WatchBenchmark(double spin_seconds) {
   v1::ProbeSpec* s = req.add_specs();
   s->set_binary_path(Workload::Path());
   s->set_symbol("xol_target_fast");
-  s->add_capture(v1::RDI);
   v1::AttachResponse resp;
+  // The ceiling: the rate at which the workload hits a counting-only probe on
+  // the same site (no capture, no stream, the agent idle). No pipeline can
+  // deliver more events than this.
+  double ceiling = 0;
+  {
+    grpc::ClientContext ctx;
+    if (!(*wagent)->stub().Attach(&ctx, req, &resp).ok()) Die("attach xol_target_fast");
+    absl::StatusOr<uint64_t> calls = (*wl)->Fast(spin_seconds);
+    if (!calls.ok()) Die("workload");
+    v1::ListResponse lresp;
+    grpc::ClientContext lctx;
+    (*wagent)->stub().List(&lctx, v1::ListRequest(), &lresp);
+    const uint64_t hits = lresp.probes_size() > 0 ? lresp.probes(0).hits() : 0;
+    if (hits != *calls) Die(absl::StrCat("counting probe: ", hits, " hits for ", *calls, " calls"));
+    ceiling = hits / spin_seconds;
+    v1::DetachRequest dreq;
+    dreq.set_all(true);
+    v1::DetachResponse dresp;
+    grpc::ClientContext dctx;
+    (*wagent)->stub().Detach(&dctx, dreq, &dresp);
+    Row("WatchHits ceiling: counting-only probe, agent idle",
+        absl::StrFormat("%.0f hits/s", ceiling),
+        absl::StrFormat("%llu calls in %.1f s, every one counted (emulated site)",
+                        static_cast<unsigned long long>(*calls), spin_seconds));
+  }
+  s->add_capture(v1::RDI);
   {
     grpc::ClientContext ctx;
     if (!(*wagent)->stub().Attach(&ctx, req, &resp).ok())
@@ -541,6 +566,10 @@ int WatchBenchmark(double spin_seconds) {
       absl::StrCat("kernel ring-buffer drops ", p.events_dropped()));
   Row("  received + dropped == produced", got + lost == produced ? "yes" : "NO",
       absl::StrCat(got + lost, " vs ", produced));
+  Row("  achieved / ceiling",
+      absl::StrFormat("%.0f%%", 100.0 * (got / std::max(stream_s, 1e-9)) / ceiling),
+      absl::StrFormat("capture slows the workload itself to %.0f hits/s (%.0f%% of the ceiling)",
+                      produced / spin_seconds, 100.0 * (produced / spin_seconds) / ceiling));
   return 0;
 }
 
