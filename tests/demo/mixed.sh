@@ -36,6 +36,8 @@ mkdir -p "$TMP/bin"
 for b in services/controller/xolfleet-controller services/agent/xolfleet-agent \
          services/cli/xolctl tests/workloads/node_workload; do
   cp "bazel-bin/$b" "$TMP/bin/"
+  # The agent and xolctl run on private libraries kept beside them (services/agent/README.md).
+  if [ -d "bazel-bin/$b.private" ]; then cp -rL "bazel-bin/$b.private" "$TMP/bin/"; fi
 done
 BIN=$TMP/bin
 WL=$BIN/node_workload

@@ -86,6 +86,11 @@ absl::StatusOr<std::unique_ptr<AgentProcess>> AgentProcess::Start(
 
 absl::StatusOr<std::unique_ptr<AgentProcess>> AgentProcess::Start(
     const std::vector<std::string>& flags, const std::string& socket) {
+  return Start(flags, socket, "");
+}
+
+absl::StatusOr<std::unique_ptr<AgentProcess>> AgentProcess::Start(
+    const std::vector<std::string>& flags, const std::string& socket, const std::string& binary) {
   std::unique_ptr<AgentProcess> p(new AgentProcess());
   static int counter = 0;
   p->socket_ = socket.empty() ? absl::StrCat("/tmp/xolfleet-it-", getpid(), "-",
@@ -97,9 +102,9 @@ absl::StatusOr<std::unique_ptr<AgentProcess>> AgentProcess::Start(
                               counter, ".log");
   p->metrics_port_ = FreePort();
   std::vector<std::string> argv = {
-      Runfile("services/agent/xolfleet-agent"), "--unix-socket=" + p->socket_,
-      "--listen=",
-      absl::StrCat("--metrics-address=127.0.0.1:", p->metrics_port_)};
+      binary.empty() ? Runfile("services/agent/xolfleet-agent") : binary,
+      "--unix-socket=" + p->socket_,
+      "--listen=", absl::StrCat("--metrics-address=127.0.0.1:", p->metrics_port_)};
   argv.insert(argv.end(), flags.begin(), flags.end());
   int log_fd = open(p->log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   int null_fd = open("/dev/null", O_RDONLY);
@@ -276,6 +281,13 @@ absl::StatusOr<uint64_t> Workload::Fast(double seconds) {
   return Calls(absl::StrCat("fast ", seconds));
 }
 
+absl::Status Workload::Libc(uint64_t n) {
+  absl::StatusOr<uint64_t> r = Calls(absl::StrCat("libc ", n));
+  if (!r.ok()) return r.status();
+  if (*r != n) return absl::InternalError(absl::StrCat("workload did ", *r));
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::string> Workload::Banner() { return Command("banner"); }
 
 absl::StatusOr<uint64_t> Workload::Calls(const std::string& command) {
@@ -351,6 +363,42 @@ HeldObjects CountHeldObjects(pid_t pid) {
   }
   closedir(d);
   return h;
+}
+
+std::vector<Mapping> Mappings(pid_t pid) {
+  std::vector<Mapping> out;
+  std::ifstream f(absl::StrCat("/proc/", pid, "/maps"));
+  for (std::string line; std::getline(f, line);) {
+    Mapping m;
+    char perms[8] = {}, dev[16] = {}, path[4096] = {};
+    unsigned long long start, end, offset, inode;
+    if (sscanf(line.c_str(), "%llx-%llx %7s %llx %15s %llu %4095s", &start, &end, perms, &offset,
+               dev, &inode, path) < 6) {
+      continue;
+    }
+    m.start = start;
+    m.end = end;
+    m.offset = offset;
+    m.inode = inode;
+    m.perms = perms;
+    m.dev = dev;
+    m.path = path;
+    out.push_back(m);
+  }
+  return out;
+}
+
+int ByteInProcess(pid_t pid, const std::string& path, uint64_t file_offset) {
+  for (const Mapping& m : Mappings(pid)) {
+    if (m.path != path || m.perms.find('x') == std::string::npos) continue;
+    if (file_offset < m.offset || file_offset >= m.offset + (m.end - m.start)) continue;
+    int fd = open(absl::StrCat("/proc/", pid, "/mem").c_str(), O_RDONLY);
+    unsigned char b = 0;
+    const ssize_t n = pread(fd, &b, 1, m.start + (file_offset - m.offset));
+    close(fd);
+    return n == 1 ? b : -1;
+  }
+  return -1;
 }
 
 int ConfigMapEntries(pid_t agent_pid) {

@@ -35,6 +35,11 @@ class AgentProcess {
   // The same on the unix socket `socket` (empty: one chosen here).
   static absl::StatusOr<std::unique_ptr<AgentProcess>> Start(
       const std::vector<std::string>& flags, const std::string& socket);
+  // The same with the agent program `binary` (a path; empty: the runfile
+  // services/agent/xolfleet-agent).
+  static absl::StatusOr<std::unique_ptr<AgentProcess>> Start(const std::vector<std::string>& flags,
+                                                             const std::string& socket,
+                                                             const std::string& binary);
   ~AgentProcess();  // SIGTERM, wait
 
   pid_t pid() const { return pid_; }
@@ -81,6 +86,8 @@ class Workload {
   absl::StatusOr<uint64_t> Spin(double seconds);
   // The same with xol_target_fast, whose first instruction (push) is emulated.
   absl::StatusOr<uint64_t> Fast(double seconds);
+  // Calls libc's strverscmp n times.
+  absl::Status Libc(uint64_t n);
   // What the workload reads from its .rodata string xol_banner.
   absl::StatusOr<std::string> Banner();
 
@@ -107,6 +114,17 @@ struct HeldObjects {
   int perf_events = 0;
 };
 HeldObjects CountHeldObjects(pid_t pid);
+
+// The mappings of process `pid` (/proc/PID/maps).
+struct Mapping {
+  uint64_t start = 0, end = 0, offset = 0, inode = 0;
+  std::string perms, dev, path;
+};
+std::vector<Mapping> Mappings(pid_t pid);
+
+// The byte at file offset `file_offset` of the executable mapping of `path`
+// in process `pid`'s memory (0xcc: a breakpoint is there); -1 if not mapped.
+int ByteInProcess(pid_t pid, const std::string& path, uint64_t file_offset);
 
 // Entries in the agent's xol_config map (found through the agent's fdinfo and
 // dumped with bpftool by map id). -1 if the map cannot be found.

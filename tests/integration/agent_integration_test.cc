@@ -2,7 +2,9 @@
 // real process. Every test runs in both link modes (uprobe_multi links and
 // perf-event links). Root only.
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -11,9 +13,9 @@
 
 #include <atomic>
 #include <fstream>
-#include <set>
 #include <iostream>
 #include <map>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -78,8 +80,10 @@ class AgentTest : public ::testing::TestWithParam<std::string> {
     absl::StatusOr<std::unique_ptr<AgentProcess>> a = AgentProcess::Start(
         {"--link-mode=" + GetParam(), absl::StrCat("--max-probes=", kMaxProbes),
          absl::StrCat("--max-specs-per-request=", kMaxSpecs),
-         // The limit tests fill the agent with probes on one site.
-         absl::StrCat("--max-probes-per-site=", kMaxProbes), "--watch-queue-events=64"});
+         // BadInputsAreRefusedCleanly fills --max-probes on one instruction;
+         // the per-site limit has its own test (AgentLimits).
+         absl::StrCat("--max-probes-per-site=", kMaxProbes),
+         "--watch-queue-events=64"});
     ASSERT_TRUE(a.ok()) << a.status();
     agent_ = std::move(*a);
     absl::StatusOr<std::unique_ptr<Workload>> w = Workload::Start();
@@ -600,7 +604,8 @@ TEST_P(AgentTest, OnlyCodeCanCarryAProbe) {
 // The agent reads with pread(), never through a mapping (SIGBUS), so each call
 // gets an answer or a precise error and the agent lives.
 TEST_P(AgentTest, SurvivesAFileTruncatedWhileClassified) {
-  const std::string big = Slurp(Runfile("services/agent/xolfleet-agent"));
+  const std::string big =
+      Slurp(Runfile("services/agent/xolfleet-agent.private/xolfleet-agent.bin"));
   ASSERT_GT(big.size(), 1u << 20);  // a real, large ELF file
   const std::string path = TmpDir() + "/truncated-" + GetParam();
   ASSERT_TRUE(WriteFile(path, big, 0755));
@@ -1010,6 +1015,66 @@ TEST(AgentLimits, IdleWatchStreamsDoNotReserveQueues) {
   v1::DetachResponse dresp;
   grpc::ClientContext dctx;
   EXPECT_TRUE((*agent)->stub().Detach(&dctx, all, &dresp).ok());
+}
+
+// Issue 12: the agent runs on private copies of its shared libraries (other
+// inodes), so it never hits a probe it places on the system's libc, libstdc++,
+// libgrpc or dynamic loader.
+TEST_P(AgentTest, MapsNoSystemCopyOfItsLibraries) {
+  std::set<uint64_t> system_inodes;
+  for (const char* lib :
+       {"/lib/x86_64-linux-gnu/libc.so.6", "/lib64/ld-linux-x86-64.so.2",
+        "/usr/lib/x86_64-linux-gnu/libstdc++.so.6", "/usr/lib/x86_64-linux-gnu/libgrpc.so.29",
+        "/usr/lib/x86_64-linux-gnu/libprotobuf.so.32"}) {
+    struct stat st;
+    ASSERT_EQ(stat(lib, &st), 0) << lib;
+    system_inodes.insert(st.st_ino);
+  }
+  int code = 0;
+  for (const Mapping& m : Mappings(agent_->pid())) {
+    if (m.inode == 0) continue;
+    EXPECT_EQ(system_inodes.count(m.inode), 0u) << m.path << " is mapped";
+    if (m.perms.find('x') == std::string::npos) continue;
+    ++code;
+    EXPECT_NE(m.path.find("/xolfleet-agent.private/"), std::string::npos)
+        << "code mapped from " << m.path;
+  }
+  EXPECT_GE(code, 10);  // the program, the loader, libc, libstdc++, gRPC, ...
+}
+
+// A probe scoped to a pid gets its breakpoint in that process only (the kernel
+// filters: uprobe_multi's pid, perf_event_open's pid), so another process
+// calling the probed libc function runs the original instruction.
+TEST_P(AgentTest, PidScopedProbeWritesNoBreakpointIntoOtherProcesses) {
+  absl::StatusOr<std::unique_ptr<Workload>> other = Workload::Start();
+  ASSERT_TRUE(other.ok()) << other.status();
+  ASSERT_TRUE(workload_->Libc(1).ok());  // both have libc mapped and running
+  ASSERT_TRUE((*other)->Libc(1).ok());
+  char real[PATH_MAX];
+  ASSERT_NE(realpath("/lib/x86_64-linux-gnu/libc.so.6", real), nullptr);
+  v1::ProbeSpec spec;
+  spec.set_binary_path("/lib/x86_64-linux-gnu/libc.so.6");
+  spec.set_symbol("strverscmp");
+  spec.set_pid(workload_->pid());
+  v1::AttachResponse resp;
+  grpc::Status st = Attach({spec}, &resp);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  const uint64_t off = resp.probes(0).site().file_offset();
+  EXPECT_EQ(ByteInProcess(workload_->pid(), real, off), 0xcc);
+  const int other_byte = ByteInProcess((*other)->pid(), real, off);
+  EXPECT_NE(other_byte, -1);
+  EXPECT_NE(other_byte, 0xcc) << "breakpoint written into an unscoped process";
+  ASSERT_TRUE(workload_->Libc(100).ok());
+  ASSERT_TRUE((*other)->Libc(100).ok());
+  EXPECT_EQ(Get(resp.probes(0).id()).hits(), 100u);
+  ASSERT_TRUE(Detach({resp.probes(0).id()}).ok());
+  EXPECT_NE(ByteInProcess(workload_->pid(), real, off), 0xcc);
+  // The check can fail: unscoped, the probe is in every process.
+  spec.clear_pid();
+  ASSERT_TRUE(Attach({spec}, &resp).ok());
+  EXPECT_EQ(ByteInProcess((*other)->pid(), real, off), 0xcc);
+  ASSERT_TRUE(Detach({resp.probes(0).id()}).ok());
+  ExpectNothingLeft();
 }
 
 TEST_P(AgentTest, StoppingTheAgentDetachesEverything) {

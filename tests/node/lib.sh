@@ -5,7 +5,8 @@
 #
 #   node_net_up NS               namespace NS: bridge xfbr0 10.232.0.1/24 + tap xftap0
 #   node_image CPIO FILE...      initramfs: busybox, tests/node/init, each FILE at its own
-#                                absolute path, and the shared libraries every ELF FILE needs
+#                                absolute path (with FILE.private if there is one), and the
+#                                shared libraries every ELF FILE needs
 #   node_boot NS CPIO LOG        boots the guest in NS (console -> LOG); sets NODE_QEMU_PID
 #   guest CMD...                 runs CMD in the guest (sh, over the control channel: TCP
 #                                10.232.0.2:2323 inside NS), prints its output, returns its
@@ -56,6 +57,11 @@ node_image() {  # CPIO FILE...
   for f in "$@"; do
     mkdir -p "$root$(dirname "$f")"
     cp -L "$f" "$root$f"
+    # A program on private libraries (tools/build_defs/private_libs.bzl): a static launcher
+    # and, beside it, FILE.private with the program, its loader and its libraries.
+    if [ -d "$f.private" ]; then
+      cp -rL "$f.private" "$root$f.private"
+    fi
     if ldd "$f" >/dev/null 2>&1; then
       for lib in $(ldd "$f" | awk '/=>/ && $3 ~ /^\// {print $3} /^\t\// {print $1}'); do
         [ -e "$root$lib" ] && continue

@@ -140,6 +140,9 @@ def main():
     os.chmod(tmp, 0o755)
     # Binaries the test users can run (bazel-bin is not readable by them).
     shutil.copy(os.path.join(BIN, "xolctl"), tmp)
+    # ... and its private libraries (services/agent/README.md), readable by all as in bazel-bin.
+    if os.path.isdir(os.path.join(BIN, "xolctl.private")):
+        shutil.copytree(os.path.join(BIN, "xolctl.private"), os.path.join(tmp, "xolctl.private"))
     XOLCTL = os.path.join(tmp, "xolctl")
     wl = os.path.join(tmp, "hit_workload")
     shutil.copy(os.path.join(BIN, "hit_workload"), wl)

@@ -42,6 +42,8 @@ for b in services/controller/xolfleet-controller services/agent/xolfleet-agent \
     bazel build "//${b%/*}:${b##*/}" >"$TMP/build.log" 2>&1 || { fail setup "cannot build $b"; exit 1; }
   fi
   cp "bazel-bin/$b" "$TMP/bin/" || { fail setup "missing $b"; exit 1; }
+  # The agent and xolctl run on private libraries kept beside them (services/agent/README.md).
+  if [ -d "bazel-bin/$b.private" ]; then cp -rL "bazel-bin/$b.private" "$TMP/bin/"; fi
 done
 BIN=$TMP/bin
 CA=$TMP/ca

@@ -10,6 +10,8 @@
 //                   "done <calls>"
 //   "fast SECONDS": the same with xol_target_fast (its first instruction is
 //   emulated)
+//   "libc N":       calls libc's strverscmp N times (for probes on the system's libc),
+//                   prints "done N"
 //   "banner":       prints "banner <xol_banner>" (read-only data: a probe
 //                   there would show as a corrupted string)
 //   "quit":         exits 0 (so does end of input)
@@ -20,6 +22,8 @@
 // xol_refused_site (an `in` instruction, which no kernel probes),
 // xol_syscall_site (a `syscall`, accepted by the kernel but a hazard) and
 // xol_mid_insn (a 10-byte movabs, so offsets 1..9 are inside it).
+#define _GNU_SOURCE  // strverscmp
+
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -116,6 +120,11 @@ int main(void) {
         for (int k = 0; k < 1000; ++k) xol_target_fast(calls++);
       }
       printf("done %llu\n", (unsigned long long)calls);
+    } else if (sscanf(line, "libc %llu", &n) == 1) {
+      // Through a volatile pointer: a real call into libc's strverscmp every time.
+      int (*volatile fn)(const char*, const char*) = strverscmp;
+      for (uint64_t i = 0; i < n; ++i) xol_sink += (uint64_t)fn("a1", "a2");
+      printf("done %llu\n", n);
     } else if (strncmp(line, "banner", 6) == 0) {
       printf("banner %s\n", xol_banner);
     } else if (strncmp(line, "quit", 4) == 0) {
