@@ -2,12 +2,24 @@
 # Boot the xolfleet guest kernel under qemu (TCG, 2 vCPUs) with an initramfs
 # holding busybox and the statically linked in-guest tests, and run them.
 #
-#   kernel/run-vm.sh [--mode test|bench] [--kernel bzImage] [--log file]
+#   kernel/run-vm.sh [--mode test|bench|xmc|dbcount] [--kernel bzImage] [--log file]
 #                    [--timeout seconds] [--smp n] [--distro]
+#                    [--tcg-thread multi|single] [--qemu-log file]
 #
 # --distro boots the distribution-like kernel (kernel/build.sh --distro) with
 # -smp 2,maxcpus=64 (64 possible CPUs, 2 online) and adds the 32-bit test
 # binary xoltest32 (gcc -m32, gcc-multilib) to the initramfs.
+#
+# --mode xmc runs kernel/tests/xmctest.c (cross-modifying code done by user
+# space alone, no uprobes: tells an emulator artefact from a kernel bug);
+# --mode dbcount-on|dbcount-off calls every executable probe site of xoltest
+# once, boosting on or off (count the #DB exceptions with --qemu-log);
+# --mode libplace probes every offset of each --add FILE listed in FILE.offs.
+# --add FILE copies FILE (and FILE.offs if present) into the guest's /lib/xl/.
+# --tcg-thread picks qemu's TCG threading (default multi: one host thread per
+# vCPU, as CI runs; single: round-robin), also XOL_TCG_THREAD.
+# --qemu-log FILE adds "-d int -D FILE": every exception the guest takes
+# (v=01 is #DB, v=03 #BP), to count single-steps exactly.
 #
 # The guest console goes to the log file (and to stdout).  Exit status 0 only
 # if the guest printed "XOL-DONE rc=0" and the console shows no kernel splat
@@ -16,6 +28,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 CACHE=${XOL_CACHE:-/var/cache/xolfleet/kernel}
 mode=test kernel= log= timeout=${XOL_TIMEOUT:-900} smp= distro=0
+tcg_thread=${XOL_TCG_THREAD:-multi} qlog= adds=()
 while (($#)); do
   case $1 in
   --mode) mode=$2; shift 2 ;;
@@ -24,6 +37,9 @@ while (($#)); do
   --timeout) timeout=$2; shift 2 ;;
   --smp) smp=$2; shift 2 ;;
   --distro) distro=1; shift ;;
+  --tcg-thread) tcg_thread=$2; shift 2 ;;
+  --qemu-log) qlog=$2; shift 2 ;;
+  --add) adds+=("$2"); shift 2 ;;
   *) echo "run-vm.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -58,14 +74,23 @@ if ((distro)); then
     exit 2
   }
 fi
+gcc -static -O2 -pthread -Wall -o "$root/bin/xmctest" "$here/tests/xmctest.c"
 install -m 0755 "$here/tests/init" "$root/init"
+if ((${#adds[@]})); then
+  mkdir -p "$root/lib/xl"
+  for f in "${adds[@]}"; do
+    cp -L "$f" "$root/lib/xl/" && [[ ! -f $f.offs ]] || cp "$f.offs" "$root/lib/xl/"
+  done
+fi
 (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) >"$CACHE/initramfs.cpio.gz"
 
 mkdir -p "$(dirname "$log")"
-log "booting $(basename "$kernel") mode=$mode smp=$smp timeout=${timeout}s, console -> $log"
+qopt=()
+[[ -n $qlog ]] && qopt=(-d int -D "$qlog")
+log "booting $(basename "$kernel") mode=$mode smp=$smp tcg=$tcg_thread timeout=${timeout}s, console -> $log"
 set +e
-timeout --foreground -k 10 "$timeout" qemu-system-x86_64 \
-  -accel tcg,thread=multi -smp "$smp" -m 2048 -cpu max \
+timeout --foreground -k 10 "$timeout" qemu-system-x86_64 "${qopt[@]}" \
+  -accel tcg,thread="$tcg_thread" -smp "$smp" -m 2048 -cpu max \
   -kernel "$kernel" -initrd "$CACHE/initramfs.cpio.gz" \
   -append "console=ttyS0 panic=-1 xolmode=$mode" \
   -display none -monitor none -serial stdio -no-reboot </dev/null 2>&1 | tee "$log"

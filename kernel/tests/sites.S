@@ -16,6 +16,10 @@ g_ro:	.quad 0x1234
 g_sum:	.quad 0
 g_tmp:	.quad 0
 g_spsave: .quad 0
+	.globl g_jtarget, g_ctarget, g_jtab
+g_jtarget: .quad t_jr
+g_ctarget: .quad t_callee
+g_jtab:	.quad t_j0, t_j1
 
 	.text
 /* ---- BOOSTED --------------------------------------------------------- */
@@ -153,6 +157,156 @@ FN(f_call)				/* x + 3 */
 	sub $8, %rsp
 SITE(s_call)	call f_mov
 	add $8, %rsp
+	ret
+
+/* ---- EMULATED by the series: returns and indirect branches -------------- */
+/*
+ * Each result depends on the path taken, on the flags across the branch and
+ * on what the branch left on the stack (return address pushed, bytes popped),
+ * so a wrong target, push or %rsp shows in the result.  t_callee returns
+ * x + 21 and, in %rdx, the return address it was called with.
+ */
+FN(t_callee)
+	lea 21(%rdi), %rax
+	mov (%rsp), %rdx
+	ret
+FN(f_ret)				/* 2(x + 5) + (x < 100) */
+	call 2f
+	setc %dl
+	movzbl %dl, %edx
+	lea (%rdx,%rax,2), %rax
+	ret
+2:	lea 5(%rdi), %rax
+	cmp $100, %rdi
+SITE(s_ret)	ret
+FN(f_retimm)				/* x + 16, + imbalance of %rsp * 1000 */
+	mov %rsp, %r8
+	push $9
+	push $7
+	call 2f
+	sub %rsp, %r8
+	imul $1000, %r8, %r8
+	add %r8, %rax
+	ret
+2:	mov 8(%rsp), %rax
+	add 16(%rsp), %rax
+	add %rdi, %rax
+SITE(s_retimm)	ret $16
+FN(f_repret)				/* x ^ 0x55 */
+	call 2f
+	ret
+2:	mov %rdi, %rax
+	xor $0x55, %rax
+SITE(s_repret)	repz ret
+FN(f_jmpreg)				/* 2x + (x < y) */
+	lea 1f(%rip), %rax
+	cmp %rsi, %rdi
+SITE(s_jmpreg)	jmp *%rax
+	ud2
+1:	setl %al
+	movzbl %al, %eax
+	lea (%rax,%rdi,2), %rax
+	ret
+FN(f_jmpmem)				/* jmp *(p): x + 11 at t_jm */
+SITE(s_jmpmem)	jmp *(%rsi)
+	ud2
+FN(t_jm)
+	lea 11(%rdi), %rax
+	ret
+FN(f_jmprip)				/* x + 13 */
+SITE(s_jmprip)	jmp *g_jtarget(%rip)
+	ud2
+FN(t_jr)
+	lea 13(%rdi), %rax
+	ret
+FN(f_jmpsib)				/* jump table: i ? x + 19 : x + 17 */
+	lea g_jtab(%rip), %rdx
+	and $1, %rsi
+SITE(s_jmpsib)	jmp *(%rdx,%rsi,8)
+	ud2
+FN(t_j0)
+	lea 17(%rdi), %rax
+	ret
+FN(t_j1)
+	lea 19(%rdi), %rax
+	ret
+FN(f_callreg)				/* 2(x + 21) + (x < y); +1000 if bad ret addr */
+	lea t_callee(%rip), %rax
+	cmp %rsi, %rdi
+SITE(s_callreg)	call *%rax
+1:	setl %cl
+	movzbl %cl, %ecx
+	lea (%rcx,%rax,2), %rax
+	lea 1b(%rip), %rcx
+	cmp %rcx, %rdx
+	je 2f
+	add $1000, %rax
+2:	ret
+FN(f_callr11)				/* x + 21; +1000 if bad ret addr */
+	lea t_callee(%rip), %r11
+SITE(s_callr11)	call *%r11
+1:	lea 1b(%rip), %rcx
+	cmp %rcx, %rdx
+	je 2f
+	add $1000, %rax
+2:	ret
+FN(f_callmem)				/* call *(p): x + 21; +1000 if bad ret addr */
+SITE(s_callmem)	call *(%rsi)
+1:	lea 1b(%rip), %rcx
+	cmp %rcx, %rdx
+	je 2f
+	add $1000, %rax
+2:	ret
+FN(f_callrip)				/* x + 21; +1000 if bad ret addr */
+SITE(s_callrip)	call *g_ctarget(%rip)
+1:	lea 1b(%rip), %rcx
+	cmp %rcx, %rdx
+	je 2f
+	add $1000, %rax
+2:	ret
+FN(f_callsp)				/* call *(%rsp): old %rsp addresses the target */
+	lea t_callee(%rip), %rax
+	push %rax
+SITE(s_callsp)	call *(%rsp)
+1:	pop %rcx
+	lea 1b(%rip), %rcx
+	cmp %rcx, %rdx
+	je 2f
+	add $1000, %rax
+2:	ret
+FN(f_callfs)				/* call *%fs:(off): through a TLS pointer */
+SITE(s_callfs)	call *%fs:(%rsi)
+1:	lea 1b(%rip), %rcx
+	cmp %rcx, %rdx
+	je 2f
+	add $1000, %rax
+2:	ret
+/* Fault cases: the same signal as unprobed (xoltest.c compares) */
+FN(f_jmpbad)				/* jmp *target */
+SITE(s_jmpbad)	jmp *%rsi
+FN(f_callbad)				/* call *target */
+SITE(s_callbad)	call *%rsi
+	ret
+FN(f_retbad)				/* ret with %rsp = sp */
+	mov %rdi, %rsp
+SITE(s_retbad)	ret
+FN(f_callbadsp)				/* call t_callee with %rsp = sp */
+	mov %rdi, %rsp
+SITE(s_callbadsp) call *%rsi
+	ud2
+
+/* ---- BOOSTED rep string instructions ------------------------------------ */
+FN(f_repstos)				/* memset(d, c, n) */
+	mov %rsi, %rax
+	mov %rdx, %rcx
+SITE(s_repstosx) rep stosb
+	ret
+FN(f_repcmps)				/* n - remaining count of repe cmpsb(a, b, n) */
+	mov %rdx, %rcx
+	cmp %rcx, %rcx			/* ZF set: an empty rep leaves the count */
+SITE(s_repcmps)	repe cmpsb
+	sub %rcx, %rdx
+	mov %rdx, %rax
 	ret
 
 /* ---- never executed: placement only ------------------------------------- */

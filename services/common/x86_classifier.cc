@@ -642,6 +642,18 @@ const Exclusion* BoostExclusion(const KernelView& v) {
 
 Decision BoostOrKeep(const Decoded& d, const KernelView& v) {
   const std::string keep = "single-stepped (not boostable): ";
+  // arch_uprobe_analyze_insn() picks the post-step fix-ups by OPCODE1 whatever
+  // the encoding: a VEX/EVEX instruction whose opcode byte is that of a ret,
+  // far jump, call or popf gets no FIX_IP (or FIX_CALL, FIX_SETF), and the
+  // kernel boosts only FIX_IP-only instructions.
+  if ((v.avx || v.xop) &&
+      (v.opc1 == 0xc2 || v.opc1 == 0xc3 || v.opc1 == 0xca || v.opc1 == 0xcb ||
+       v.opc1 == 0xea || v.opc1 == 0x9a || v.opc1 == 0x9d ||
+       (v.opc1 == 0xff && v.has_modrm && v.reg >= 2 && v.reg <= 5))) {
+    return {Placement::kSingleStep,
+            keep + "6.1 takes VEX/EVEX opcode byte " + Hex(v.opc1) +
+                " for a ret/call/jmp/popf (fix-ups without FIX_IP)"};
+  }
   if (HasPrefix(v, 0x67))
     return {Placement::kSingleStep, keep + "address-size prefix 0x67"};
   if (HasPrefix(v, 0x2e))
@@ -651,7 +663,10 @@ Decision BoostOrKeep(const Decoded& d, const KernelView& v) {
   if (v.nbytes == 1 && !v.avx && (HasPrefix(v, 0xf2) || HasPrefix(v, 0xf3)) &&
       ((v.opc1 >= 0xa4 && v.opc1 <= 0xa7) ||
        (v.opc1 >= 0xaa && v.opc1 <= 0xaf))) {
-    return {Placement::kSingleStep, keep + "rep/repne string instruction"};
+    return {Placement::kBoosted,
+            "boosted rep string instruction: one hit per execution, an "
+            "interrupted rep resumes at the probe address with its partial "
+            "count"};
   }
   if (!v.riprel)
     return {Placement::kBoosted,
@@ -670,12 +685,29 @@ Decision BoostOrKeep(const Decoded& d, const KernelView& v) {
                        names_rsi ? "%rdi" : "%rsi")};
 }
 
-// xolfleet-6.1: the linux-6.1 answer, with SINGLE_STEP sites boosted where the
-// rules allow.
+// Returns and indirect branches the series emulates (docs/placement.md):
+// ret, ret imm16, jmp r/m64 (ff /4), call r/m64 (ff /2), legacy encoding,
+// without an operand-size (0x66) or address-size (0x67) prefix.
+bool SeriesEmulates(const KernelView& v) {
+  if (v.avx || v.xop || v.nbytes != 1) return false;
+  if (HasPrefix(v, 0x66) || HasPrefix(v, 0x67)) return false;
+  if (v.opc1 == 0xc2 || v.opc1 == 0xc3) return true;
+  return v.opc1 == 0xff && v.has_modrm && (v.reg == 2 || v.reg == 4);
+}
+
+// xolfleet-6.1: the linux-6.1 answer, with SINGLE_STEP sites emulated or
+// boosted where the rules allow.
 Decision ClassifyXolfleet(const Decoded& d, const KernelView& v,
                           absl::Span<const uint8_t> bytes) {
   Decision stock = ClassifyStock(v, bytes, /*linux_6_16=*/false);
   if (stock.placement != Placement::kSingleStep) return stock;
+  if (SeriesEmulates(v)) {
+    return {Placement::kEmulated,
+            v.opc1 == 0xff ? "emulated indirect branch: target read (and "
+                             "return address pushed) in the trap handler"
+                           : "emulated return: target popped in the trap "
+                             "handler"};
+  }
   Decision boosted = BoostOrKeep(d, v);
   if (boosted.placement == Placement::kSingleStep)
     boosted.hazard = stock.hazard;

@@ -30,8 +30,10 @@ NODE_MEM=${NODE_MEM:-2048}
 # qemu TCG with one host thread for all vCPUs (round-robin). With thread=multi (MTTCG) a
 # process mixing boosted and rip-relative probes across 2 vCPUs dies within seconds
 # (kernel/README.md, "Known gaps": a task executes one slot program's code and reads
-# another's data); round-robin vCPUs and a single vCPU never do. Until that is understood
-# the node guest runs round-robin; NODE_TCG_THREAD=multi reproduces it.
+# another's data); round-robin vCPUs and a single vCPU never do. It is a qemu 7.2 MTTCG
+# artefact (kernel/tests/xmctest.c shows it without uprobes: a vCPU keeps running its old
+# translation of bytes it rewrote in a page other vCPUs execute from), so the node guest
+# runs round-robin; NODE_TCG_THREAD=multi reproduces it.
 NODE_TCG_THREAD=${NODE_TCG_THREAD:-single}
 
 node_net_up() {  # NS
