@@ -6,6 +6,9 @@
 #   kernel/build.sh --distro   distribution-like configuration (config.fragment, then
 #                              config.distro: IA32_EMULATION, NR_CPUS=512, CPU hotplug)
 #                              -> $XOL_CACHE/build-patched-distro/... (or build-stock-distro)
+#   kernel/build.sh --upto N   only the patches numbered 1..N of the series (a prefix,
+#                              e.g. --upto 7 for the kernel before patches 8 and 9); same
+#                              output directory, so use a separate XOL_CACHE to keep both
 #
 # Idempotent and incremental: the tarball is extracted once into a git tree (commit
 # "pristine"); the series is re-applied with `git am` only when the patches changed, and
@@ -16,12 +19,15 @@ here=$(cd "$(dirname "$0")" && pwd)
 CACHE=${XOL_CACHE:-/var/cache/xolfleet/kernel}
 TARBALL=${XOL_TARBALL:-/usr/src/linux-source-6.1.tar.xz}
 JOBS=${JOBS:-$(nproc)}
-variant=patched suffix=
-for a in "$@"; do
-  case $a in
-  --stock) variant=stock ;;
-  --distro) suffix=-distro ;;
-  *) echo "kernel/build.sh: unknown argument $a" >&2; exit 2 ;;
+variant=patched suffix= upto=
+while (($#)); do
+  case $1 in
+  --stock) variant=stock; shift ;;
+  --distro) suffix=-distro; shift ;;
+  --upto)
+    [[ ${2:-} =~ ^[0-9]+$ ]] || { echo "kernel/build.sh: --upto needs a patch number" >&2; exit 2; }
+    upto=$((10#$2)); shift 2 ;;
+  *) echo "kernel/build.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
 
@@ -43,11 +49,18 @@ fi
 out=$CACHE/build-$variant$suffix
 mkdir -p "$out"
 if [[ $variant == patched ]]; then
-  want=$(cat "$here"/patches/*.patch 2>/dev/null | sha256sum | cut -c1-16)
+  # The series, or its prefix 1..N with --upto N (patch files are named NNNN-*.patch).
+  patches=()
+  for p in "$here"/patches/*.patch; do
+    [[ -f $p ]] || continue
+    b=${p##*/}
+    if [[ -z $upto || ( $b =~ ^[0-9]+- && $((10#${b%%-*})) -le $upto ) ]]; then patches+=("$p"); fi
+  done
+  want=$(cat "${patches[@]}" </dev/null 2>/dev/null | sha256sum | cut -c1-16)
   have=$(cat "$out/.series" 2>/dev/null || true)
   if [[ $want != "$have" ]]; then
-    n=$(ls "$here"/patches/*.patch 2>/dev/null | wc -l)
-    log "applying $n patches"
+    n=${#patches[@]}
+    log "applying $n patches${upto:+ (--upto $upto)}"
     # Build the target tree in a scratch index (this also proves the series applies to
     # pristine with plain `git apply`, i.e. patch -p1), then move the work tree to it:
     # only files whose content differs are rewritten, so make stays incremental.
@@ -56,8 +69,7 @@ if [[ $variant == patched ]]; then
       cd "$src"
       export GIT_INDEX_FILE=$idx
       gitq read-tree pristine
-      for p in "$here"/patches/*.patch; do
-        [[ -f $p ]] || continue
+      for p in "${patches[@]}"; do
         gitq apply --cached "$p" || { echo "patch does not apply: $p" >&2; exit 1; }
       done
       tree=$(gitq write-tree)

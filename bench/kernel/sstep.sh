@@ -9,12 +9,36 @@
 #     dynamic and static symbol tables), placement as the kernel reports it
 #     (debugfs placements), share single-stepped, boosting on and off.
 # Writes bench/kernel/sstep.txt.  XOL_CACHE as for kernel/build.sh.
+#
+#   bench/kernel/sstep.sh --series-upto N
+# measures the same on the kernel with only patches 1..N of the series
+# (kernel/build.sh --upto N; e.g. 7: before patches 8 and 9) and writes
+# bench/kernel/sstep-upto<N>.txt instead.  That kernel is built in its own
+# cache, XOL_CACHE or else /var/cache/xolfleet/kernel-upto<N>, so the full
+# series' build is left alone; compiles still go through the default cache's
+# ccache unless CCACHE_DIR says otherwise.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
+upto=
+while (($#)); do
+  case $1 in
+  --series-upto)
+    [[ ${2:-} =~ ^[0-9]+$ ]] || { echo "sstep.sh: --series-upto needs a patch number" >&2; exit 2; }
+    upto=$((10#$2)); shift 2 ;;
+  *) echo "sstep.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
 CACHE=${XOL_CACHE:-/var/cache/xolfleet/kernel}
 out=$root/bench/kernel/sstep.txt
+build=()
+if [[ -n $upto ]]; then
+  export XOL_CACHE=${XOL_CACHE:-/var/cache/xolfleet/kernel-upto$upto}
+  export CCACHE_DIR=${CCACHE_DIR:-$CACHE/ccache}
+  out=$root/bench/kernel/sstep-upto$upto.txt
+  build=(--upto "$upto")
+fi
 tmp=$(mktemp -d) && trap 'rm -rf "$tmp"' EXIT
-nice -n 10 bash "$root/kernel/build.sh" >/dev/null
+nice -n 10 bash "$root/kernel/build.sh" "${build[@]}" >/dev/null
 
 # 1. #DB per executable site
 for b in on off; do
@@ -59,7 +83,8 @@ bash "$root/kernel/run-vm.sh" --mode libplace "${adds[@]}" --log "$tmp/lib.log" 
   --timeout "${XOL_TIMEOUT:-1800}" >/dev/null || true
 
 {
-  echo "# bench/kernel/sstep.sh, $(date -u +%Y-%m-%dT%H:%MZ), guest $(grep -ao 'kernel=[^ ]*' "$tmp/lib.log" | head -1 | tr -d '\r'), qemu TCG -smp 2"
+  echo "# bench/kernel/sstep.sh${upto:+ --series-upto $upto}, $(date -u +%Y-%m-%dT%H:%MZ), guest $(grep -ao 'kernel=[^ ]*' "$tmp/lib.log" | head -1 | tr -d '\r'), qemu TCG -smp 2"
+  [[ -z $upto ]] || echo "# series: $(cd "$root/kernel/patches" && ls | awk -v n="$upto" '/^[0-9]+-.*\.patch$/ && $0 + 0 <= n' | sed -n '1s/-.*//p;$s/-.*//p' | paste -sd- ) only (kernel/build.sh --upto $upto)"
   echo "# 1. executable probe sites of kernel/tests (xoltest calls[]), each called once:"
   echo "#    boost  #DB(qemu -d int)  kernel stats"
   sed 's/^/   /' "$tmp/db.txt"
