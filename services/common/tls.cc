@@ -93,16 +93,20 @@ absl::StatusOr<Pems> ReadPems(const TlsFiles& f) {
   }
   return p;
 }
+
+// Plaintext only where nothing leaves the machine: INVALID_ARGUMENT otherwise.
+absl::Status CheckPlaintextIsLocal(absl::string_view address, absl::string_view on_or_to) {
+  if (IsLocalAddress(address)) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      "refusing plaintext ", on_or_to, " ", address, ": --insecure_plaintext is only allowed ",
+      on_or_to, " loopback addresses or unix sockets"));
+}
 }  // namespace
 
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(
     const TlsFiles& f, absl::string_view listen_address) {
   if (f.insecure_plaintext) {
-    if (!IsLocalAddress(listen_address)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "refusing plaintext on ", listen_address,
-          ": --insecure_plaintext is only allowed on loopback addresses or unix sockets"));
-    }
+    if (auto s = CheckPlaintextIsLocal(listen_address, "on"); !s.ok()) return s;
     return grpc::InsecureServerCredentials();
   }
   if (auto s = NeedFiles(f, "the server"); !s.ok()) return s;
@@ -118,11 +122,7 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(
 absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentials(
     const TlsFiles& f, absl::string_view target) {
   if (f.insecure_plaintext) {
-    if (!IsLocalAddress(target)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "refusing plaintext to ", target,
-          ": --insecure_plaintext is only allowed to loopback addresses or unix sockets"));
-    }
+    if (auto s = CheckPlaintextIsLocal(target, "to"); !s.ok()) return s;
     return grpc::InsecureChannelCredentials();
   }
   if (auto s = NeedFiles(f, "the client"); !s.ok()) return s;
