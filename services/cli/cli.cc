@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "google/protobuf/util/json_util.h"
+#include "services/common/build_info.h"
 
 namespace xolfleet::cli {
 
@@ -207,7 +208,7 @@ const std::set<std::string>& GlobalBoolOptions() {
 namespace {
 
 void PrintHelp(std::ostream& out) {
-  out << "usage: xolctl [--agent=ADDRESS] [--tls-ca=F --tls-cert=F --tls-key=F | "
+  out << "usage: xolctl --version | [--agent=ADDRESS] [--tls-ca=F --tls-cert=F --tls-key=F | "
          "--insecure-plaintext] [--json] [--timeout=SECONDS] COMMAND [ARGS]\n"
          "  ADDRESS: unix:PATH (default unix:/run/xolfleet/agent.sock, or $XOLFLEET_AGENT), or\n"
          "  host:port over mTLS (plaintext only to loopback, with --insecure-plaintext)\n\n"
@@ -227,6 +228,10 @@ int Main(const std::vector<std::string>& argv, std::ostream& out,
   const Command* cmd = nullptr;
   for (size_t i = 0; i < argv.size(); ++i) {
     const std::string& s = argv[i];
+    if (s == "--version") {
+      out << VersionLine("xolctl") << "\n";
+      return 0;
+    }
     if (absl::StartsWith(s, "--")) {
       std::string name = s.substr(2);
       if (name.find('=') == std::string::npos &&

@@ -3,7 +3,9 @@
 
 #include <sstream>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "services/common/build_info.h"
 
 namespace xolfleet::cli {
 namespace {
@@ -67,6 +69,13 @@ TEST(Main, CommandsRegisterThemselves) {
   std::ostringstream out2, err2;
   EXPECT_EQ(Main({"test-echo", "--z"}, out2, err2), 2);
   EXPECT_NE(err2.str().find("unknown option --z"), std::string::npos);
+}
+
+TEST(Main, VersionNamesTheReleaseAndWorksBeforeAnyCommand) {
+  std::ostringstream out, err;
+  EXPECT_EQ(Main({"--version"}, out, err), 0);
+  EXPECT_EQ(out.str().rfind(absl::StrCat("xolctl ", BuildVersion()), 0), 0u) << out.str();
+  EXPECT_FALSE(BuildVersion().empty());
 }
 
 }  // namespace

@@ -2,6 +2,8 @@
 
 #include <utility>
 
+#include "services/common/process_metrics.h"
+
 namespace xolfleet::controller {
 namespace {
 
@@ -92,6 +94,7 @@ FleetMetrics::FleetMetrics()
                       .Register(*registry_)
                       .Add({})) {
   for (const char* o : {"complete", "degraded", "rolled_back"}) rollouts_.Add({{"outcome", o}});
+  RegisterProcessMetrics(*registry_);
 }
 
 std::shared_ptr<prometheus::Collectable> FleetMetrics::MakeCollector(

@@ -46,6 +46,13 @@ for b in services/controller/xolfleet-controller services/agent/xolfleet-agent \
   if [ -d "bazel-bin/$b.private" ]; then cp -rL "bazel-bin/$b.private" "$TMP/bin/"; fi
 done
 BIN=$TMP/bin
+# Every shipped binary names the release in VERSION (and the commit when built in git).
+want_version=$(tr -d ' \n' <VERSION)
+bad_version=""
+for b in xolfleet-controller xolfleet-agent xolctl; do
+  out=$("$BIN/$b" --version 2>&1) && [[ "$out" == "$b $want_version"* ]] || bad_version+="$b:'$out' "
+done
+if [ -z "$bad_version" ]; then pass version-flag; else fail version-flag "want $want_version: $bad_version"; fi
 CA=$TMP/ca
 scripts/make-test-ca.sh "$CA" --agents $N --clients admin >/dev/null 2>&1 || { fail setup "make-test-ca.sh"; exit 1; }
 printf 'admin cn:admin\nagent cn:node-*\n' >"$TMP/authz.conf"
@@ -150,6 +157,7 @@ expect probes-by-placement 'count(count by (placement) (xolfleet_controller_prob
 expect rollout-outcomes 'xolfleet_controller_rollouts_total{outcome="complete"}' outcome "complete=1"
 expect request-latency 'sum(xolfleet_controller_request_duration_seconds_count{method="AttachFleet"})' - "-=1"
 expect latency-buckets 'count(xolfleet_controller_request_duration_seconds_bucket{method="AttachFleet"})' - "-=17"
+expect build-info 'count by (version) (xolfleet_build_info == 1)' version "$want_version=$((N + 1))"
 expect agent-up-series 'count(xolfleet_controller_agent_up == 1)' - "-=$N"
 
 rules=$(curl -sf "http://$PROM_ADDR/api/v1/rules" | python3 -c '
