@@ -84,7 +84,7 @@ for i in $(seq 1 $N); do
     --controller_tls_cert="$CA/node-$i.crt" --controller_tls_key="$CA/node-$i.key" \
     >"$TMP/agent$i.log" 2>&1 &
   PIDS+=($!)
-  AGENT_TARGETS+="      - targets: ['$met']\n        labels: {node: node-$i}\n"
+  AGENT_TARGETS+=" xolfleet-agent=$met,node-$i,xolfleet-agent-$i"
   mkfifo "$TMP/wl$i.in"
   in_node "$i" "$TMP/mnt/hit_workload" <"$TMP/wl$i.in" >"$TMP/wl$i.out" 2>&1 &
   PIDS+=($!)
@@ -92,21 +92,27 @@ for i in $(seq 1 $N); do
   WL_FD[$i]=$fd
 done
 
+# deploy/prometheus/prometheus.yml itself, its kubernetes_sd replaced by static targets with
+# the same __meta_ labels (Debian's Prometheus lacks kubernetes_sd): the relabelling that
+# gives agent series `node` and `pod` is the deployed one.
 cp deploy/prometheus/alerts.yml "$TMP/alerts.yml" 2>/dev/null || : >"$TMP/alerts.yml"
-printf '%b' "global:
-  scrape_interval: 1s
-  evaluation_interval: 1s
-rule_files: ['$TMP/alerts.yml']
-scrape_configs:
-  - job_name: xolfleet-controller
-    static_configs:
-      - targets: ['$CTL_METRICS']
-  - job_name: xolfleet-agent
-    static_configs:
-$AGENT_TARGETS" >"$TMP/prometheus.yml"
+# shellcheck disable=SC2086
+if ! python3 tests/fleet/prom_static_config.py deploy/prometheus/prometheus.yml \
+    "$TMP/prometheus.yml" xolfleet-controller=$CTL_METRICS,ctl-node,xolfleet-controller-0 \
+    $AGENT_TARGETS --rules="$TMP/alerts.yml" --interval=1s >"$TMP/promconf.log" 2>&1; then
+  fail config "static substitution of deploy/prometheus/prometheus.yml: $(tail -3 "$TMP/promconf.log" | tr '\n' ' ')"
+  exit 1
+fi
 if ! promtool check config "$TMP/prometheus.yml" >"$TMP/promtool.log" 2>&1; then
   fail config "promtool rejected the test config: $(tail -3 "$TMP/promtool.log" | tr '\n' ' ')"
   exit 1
+fi
+pass config
+# The alert rules' unit tests (labels and rendered annotations, absent targets, skew).
+if (cd deploy/prometheus && promtool test rules alerts_test.yml) >"$TMP/promtest.log" 2>&1; then
+  pass alert-rules-unit-tests
+else
+  fail alert-rules-unit-tests "$(grep -m3 -E 'FAILED|alertname|Error' "$TMP/promtest.log" | tr '\n' ' ')"
 fi
 "$PROM" --config.file="$TMP/prometheus.yml" --storage.tsdb.path="$TMP/data" \
   --web.listen-address=$PROM_ADDR >"$TMP/prometheus.log" 2>&1 &
@@ -151,6 +157,11 @@ expect agents-by-profile 'sum by (kernel_profile) (xolfleet_controller_agents{st
 import json,sys; print(json.load(sys.stdin)["agents"][0]["registration"]["kernel_profile"])')=$N"
 expect node-hits-exact 'sum by (node) (xolfleet_controller_node_hits_total)' node "node-1=2000 node-2=4000"
 expect fleet-hits-exact 'sum(xolfleet_controller_fleet_hits_total)' - "-=6000"
+expect agent-series-node 'count by (node) (xolfleet_agent_hits_total{pod=~"xolfleet-agent-.+"})' node \
+  "node-1=1 node-2=1"
+expect agent-series-pod 'count by (pod) (xolfleet_agent_hits_total{node=~"node-.+"})' pod \
+  "xolfleet-agent-1=1 xolfleet-agent-2=1"
+expect controller-series-own-node 'count(xolfleet_controller_agent_up{exported_node!=""}) or vector(0)' - "-=0"
 expect agent-hits-exact 'sum by (node) (xolfleet_agent_hits_total)' node "node-1=2000 node-2=4000"
 expect probes-per-node 'sum by (node) (xolfleet_controller_probes{state="ATTACHED"})' node "node-1=2 node-2=2"
 expect probes-by-placement 'count(count by (placement) (xolfleet_controller_probes{placement!="UNKNOWN"}))' - "-=1"
