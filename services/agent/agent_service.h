@@ -41,7 +41,7 @@ class AgentServiceImpl final : public v1::AgentService::Service {
   // `local` (may be null) identifies callers on the unix socket; `authz` maps callers to
   // capabilities. Both must outlive the service.
   AgentServiceImpl(ProbeManager* manager, HitHub* hub, Options options,
-                   const Authorizer* authz, const LocalListener* local)
+                   const AuthzPolicy* authz, const LocalListener* local)
       : manager_(manager), hub_(hub), options_(options), authz_(authz), local_(local) {}
 
   // Ends open WatchHits streams (server shutdown).
@@ -72,7 +72,7 @@ class AgentServiceImpl final : public v1::AgentService::Service {
   ProbeManager* const manager_;
   HitHub* const hub_;
   const Options options_;
-  const Authorizer* const authz_;
+  const AuthzPolicy* const authz_;
   const LocalListener* const local_;
   absl::Mutex watch_mu_;
   absl::flat_hash_map<std::string, uint32_t> watch_streams_ ABSL_GUARDED_BY(watch_mu_);

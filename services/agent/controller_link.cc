@@ -119,9 +119,14 @@ ReconcilePlan PlanReconcile(const v1::DesiredState& desired, const v1::ListRespo
 absl::StatusOr<std::unique_ptr<ControllerLink>> ControllerLink::Start(const Options& opts,
                                                                       AgentApi* api) {
   if (opts.target.empty()) return absl::InvalidArgumentError("controller address is empty");
-  auto creds = tls::ChannelCredentials(opts.tls, opts.target);
-  if (!creds.ok()) return creds.status();
-  std::unique_ptr<ControllerLink> link(new ControllerLink(opts, api, *creds));
+  std::shared_ptr<grpc::ChannelCredentials> creds = opts.credentials;
+  if (creds == nullptr) {
+    absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> c =
+        tls::ChannelCredentials(opts.tls, opts.target);
+    if (!c.ok()) return c.status();
+    creds = *std::move(c);
+  }
+  std::unique_ptr<ControllerLink> link(new ControllerLink(opts, api, std::move(creds)));
   link->thread_ = std::thread([l = link.get()] { l->Run(); });
   return link;
 }

@@ -82,6 +82,9 @@ class ControllerLink {
   struct Options {
     std::string target;  // controller address, e.g. "10.0.0.1:7443" or "unix:/path"
     tls::TlsFiles tls;
+    // If set, used instead of credentials read once from `tls` (e.g. credentials that
+    // follow their files: services/common/cert_reloader.h). New connections use them.
+    std::shared_ptr<grpc::ChannelCredentials> credentials;
     std::string node_name;                      // empty: AgentApi::GetNodeInfo().node_name
     std::map<std::string, std::string> labels;  // merged over NodeInfo.labels
     absl::Duration min_backoff = absl::Milliseconds(100);

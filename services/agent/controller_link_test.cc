@@ -75,7 +75,7 @@ class LinkTest : public ::testing::Test {
     fleet_->Start();
     auto a = Authorizer::FromString("agent insecure:local\nadmin insecure:local\n");
     ASSERT_TRUE(a.ok());
-    authz_ = std::make_unique<Authorizer>(*a);
+    authz_ = std::make_unique<AuthzPolicy>(*a);
     link_svc_ = std::make_unique<controller::AgentLinkService>(fleet_.get(), authz_.get(), nullptr,
                                                                controller::ServiceOptions{});
     grpc::ServerBuilder b;
@@ -122,7 +122,7 @@ class LinkTest : public ::testing::Test {
   std::string db_ = absl::StrCat("/tmp/xolfleet-link-test-", getpid(), ".db");
   std::string socket_;
   std::unique_ptr<FleetController> fleet_;
-  std::unique_ptr<Authorizer> authz_;
+  std::unique_ptr<AuthzPolicy> authz_;
   std::unique_ptr<controller::AgentLinkService> link_svc_;
   std::unique_ptr<grpc::Server> server_;
   // Fakes outlive the links that call them (links are cleared first, in TearDown).

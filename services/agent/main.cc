@@ -33,6 +33,7 @@
 #include "services/agent/request_errors.h"
 #include "services/agent/socket_path.h"
 #include "services/common/authz.h"
+#include "services/common/cert_reloader.h"
 #include "services/common/flags.h"
 #include "services/common/tls.h"
 
@@ -55,6 +56,10 @@ ABSL_FLAG(bool, insecure_plaintext_tcp, false,
 ABSL_FLAG(std::string, authz_config, "",
           "authorization config (capability identity per line; see README); empty: "
           "admin for uid 0 (and the agent's own uid), nothing for anyone else");
+ABSL_FLAG(absl::Duration, config_reload_interval, absl::Seconds(10),
+          "how often --authz-config and the --tls-* and --controller-tls-* files are "
+          "re-read; a changed version is used once it validates, a broken one is refused and "
+          "the one in force stays; 0: read at start only");
 ABSL_FLAG(uint32_t, max_connections, 256,
           "most connections open at once on the unix socket");
 ABSL_FLAG(uint32_t, max_connections_per_uid, 16,
@@ -212,16 +217,28 @@ int Run() {
     Log("metrics on http://", absl::GetFlag(FLAGS_metrics_address), "/metrics");
   }
 
-  // Who may do what (services/common/authz.h).
-  absl::StatusOr<Authorizer> authz =
-      absl::GetFlag(FLAGS_authz_config).empty()
-          ? Authorizer::FromString(geteuid() == 0
-                                       ? std::string("admin uid:0\n")
-                                       : absl::StrCat("admin uid:0\nadmin uid:", geteuid(), "\n"))
-          : Authorizer::FromFile(absl::GetFlag(FLAGS_authz_config));
-  if (!authz.ok()) {
-    Log("authorization config: ", authz.status().message());
-    ExitAtStartUp(2);
+  // Who may do what (services/common/authz.h), following --authz-config.
+  const absl::Duration reload = absl::GetFlag(FLAGS_config_reload_interval);
+  ProcessMetrics* process = (*metrics)->process();
+  FollowedPolicy authz;
+  if (absl::GetFlag(FLAGS_authz_config).empty()) {
+    absl::StatusOr<Authorizer> a = Authorizer::FromString(
+        geteuid() == 0 ? std::string("admin uid:0\n")
+                       : absl::StrCat("admin uid:0\nadmin uid:", geteuid(), "\n"));
+    if (!a.ok()) {
+      Log("authorization config: ", a.status().message());
+      ExitAtStartUp(2);
+    }
+    authz.policy = std::make_unique<AuthzPolicy>(*std::move(a));
+  } else {
+    process->WatchConfig("authz");
+    absl::StatusOr<FollowedPolicy> f =
+        LoadAndFollowPolicy(absl::GetFlag(FLAGS_authz_config), reload, process);
+    if (!f.ok()) {
+      Log("authorization config: ", f.status().message());
+      ExitAtStartUp(2);
+    }
+    authz = *std::move(f);
   }
 
   std::string tcp = absl::GetFlag(FLAGS_listen);
@@ -231,16 +248,29 @@ int Run() {
     ExitAtStartUp(2);
   }
   std::shared_ptr<grpc::ServerCredentials> tcp_creds;
+  std::unique_ptr<tls::CertificateReloader> tcp_certs;  // follows --tls-* (cert_reloader.h)
   if (!tcp.empty()) {
-    absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> c = tls::ServerCredentials(
-        {absl::GetFlag(FLAGS_tls_ca), absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key),
-         absl::GetFlag(FLAGS_insecure_plaintext_tcp)},
-        tcp);
-    if (!c.ok()) {
-      Log("--listen=", tcp, ": ", c.status().message());
-      ExitAtStartUp(2);
+    tls::TlsFiles files{absl::GetFlag(FLAGS_tls_ca), absl::GetFlag(FLAGS_tls_cert),
+                        absl::GetFlag(FLAGS_tls_key), absl::GetFlag(FLAGS_insecure_plaintext_tcp)};
+    if (files.insecure_plaintext) {
+      absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> c =
+          tls::ServerCredentials(files, tcp);
+      if (!c.ok()) {
+        Log("--listen=", tcp, ": ", c.status().message());
+        ExitAtStartUp(2);
+      }
+      tcp_creds = *std::move(c);
+    } else {
+      process->WatchConfig("tls");
+      absl::StatusOr<std::unique_ptr<tls::CertificateReloader>> r =
+          tls::CertificateReloader::Start({files, "tls", reload, process});
+      if (!r.ok()) {
+        Log("--listen=", tcp, ": ", r.status().message());
+        ExitAtStartUp(2);
+      }
+      tcp_certs = *std::move(r);
+      tcp_creds = tcp_certs->ServerCredentials();
     }
-    tcp_creds = *std::move(c);
     if (absl::GetFlag(FLAGS_insecure_plaintext_tcp)) {
       Log("WARNING: serving ", tcp, " in plaintext (--insecure-plaintext-tcp): every local "
           "user is insecure:local; for development only");
@@ -281,7 +311,7 @@ int Run() {
   AgentServiceImpl::Options sopts;
   sopts.watch_queue_events = absl::GetFlag(FLAGS_watch_queue_events);
   sopts.max_watch_streams_per_identity = absl::GetFlag(FLAGS_max_watch_streams_per_identity);
-  AgentServiceImpl service(manager->get(), &hub, sopts, &*authz, local.get());
+  AgentServiceImpl service(manager->get(), &hub, sopts, authz.policy.get(), local.get());
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -301,6 +331,8 @@ int Run() {
   if (local) local->Start(server.get());
   server->GetHealthCheckService()->SetServingStatus(true);
 
+  // Declared first: outlives the link, whose connections read the files it publishes.
+  std::unique_ptr<tls::CertificateReloader> link_certs;  // follows --controller-tls-*
   std::unique_ptr<ControllerLink> link;
   if (!absl::GetFlag(FLAGS_controller).empty()) {
     ControllerLink::Options lo;
@@ -309,6 +341,17 @@ int Run() {
               absl::GetFlag(FLAGS_controller_tls_cert),
               absl::GetFlag(FLAGS_controller_tls_key),
               absl::GetFlag(FLAGS_controller_insecure_plaintext)};
+    if (!lo.tls.insecure_plaintext) {
+      process->WatchConfig("controller_tls");
+      absl::StatusOr<std::unique_ptr<tls::CertificateReloader>> r =
+          tls::CertificateReloader::Start({lo.tls, "controller_tls", reload, process});
+      if (!r.ok()) {
+        Log("controller link: ", r.status().message());
+        return 2;
+      }
+      link_certs = *std::move(r);
+      lo.credentials = link_certs->ChannelCredentials();
+    }
     absl::StatusOr<std::unique_ptr<ControllerLink>> l =
         ControllerLink::Start(lo, manager->get());
     if (!l.ok()) {

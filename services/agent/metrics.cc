@@ -8,7 +8,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "services/agent/kernel_stats.h"
-#include "services/common/process_metrics.h"
 
 namespace xolfleet {
 
@@ -158,7 +157,7 @@ absl::StatusOr<std::unique_ptr<AgentMetrics>> AgentMetrics::Start(
     size_t max_probe_series) {
   std::unique_ptr<AgentMetrics> m(new AgentMetrics());
   m->registry_ = std::make_shared<pm::Registry>();
-  RegisterProcessMetrics(*m->registry_);
+  m->process_ = std::make_unique<ProcessMetrics>(*m->registry_);
   // Seconds: uprobe_multi batches take milliseconds; perf-event detaches take
   // ~80 ms each.
   const pm::Histogram::BucketBoundaries buckets = {

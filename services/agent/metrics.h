@@ -40,6 +40,7 @@
 #include "absl/status/statusor.h"
 #include "services/agent/hit_hub.h"
 #include "services/agent/probe_manager.h"
+#include "services/common/process_metrics.h"
 
 namespace xolfleet {
 
@@ -54,6 +55,9 @@ class AgentMetrics final : public ProbeManagerObserver {
   void OnAttach(absl::Duration latency, size_t probes, bool ok) override;
   void OnDetach(absl::Duration latency, size_t probes) override;
 
+  // Build info and configuration reloads (services/common/process_metrics.h).
+  ProcessMetrics* process() { return process_.get(); }
+
   // The text a scrape returns (tests).
   std::string Render() const;
 
@@ -62,6 +66,7 @@ class AgentMetrics final : public ProbeManagerObserver {
   class Collector;
   std::shared_ptr<prometheus::Registry> registry_;
   std::shared_ptr<Collector> collector_;
+  std::unique_ptr<ProcessMetrics> process_;
   std::unique_ptr<prometheus::Exposer> exposer_;
   prometheus::Histogram* attach_seconds_ = nullptr;
   prometheus::Histogram* detach_seconds_ = nullptr;

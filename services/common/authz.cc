@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <fstream>
 #include <sstream>
+#include <utility>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -177,6 +178,47 @@ absl::Status Authorizer::Check(const Identity& who, Capability needed) const {
   return absl::PermissionDeniedError(absl::StrCat("missing capability ", CapabilityName(needed),
                                                   " for identity \"", who.ToString(),
                                                   "\" (see --authz_config)"));
+}
+
+AuthzPolicy::AuthzPolicy(Authorizer initial)
+    : current_(std::make_shared<const Authorizer>(std::move(initial))) {}
+
+void AuthzPolicy::Replace(Authorizer next) {
+  auto p = std::make_shared<const Authorizer>(std::move(next));
+  absl::MutexLock l(&mu_);
+  current_.swap(p);
+}  // the old policy is freed here, outside the lock, once no check holds it
+
+std::shared_ptr<const Authorizer> AuthzPolicy::Current() const {
+  absl::MutexLock l(&mu_);
+  return current_;
+}
+
+absl::StatusOr<FollowedPolicy> LoadAndFollowPolicy(const std::string& path, absl::Duration interval,
+                                                   ReloadObserver* observer) {
+  absl::StatusOr<std::string> text = ReadConfigFile(path, /*allow_empty=*/true);
+  if (!text.ok()) return text.status();
+  absl::StatusOr<Authorizer> a = Authorizer::FromString(*text);
+  if (!a.ok()) return absl::InvalidArgumentError(absl::StrCat(path, ": ", a.status().message()));
+  FollowedPolicy f;
+  f.policy = std::make_unique<AuthzPolicy>(*std::move(a));
+  if (interval > absl::ZeroDuration()) {
+    ConfigPoller::Options o;
+    o.name = "authz";
+    o.paths = {path};
+    o.interval = interval;
+    o.observer = observer;
+    AuthzPolicy* policy = f.policy.get();
+    f.poller = std::make_unique<ConfigPoller>(
+        std::move(o), std::vector<std::string>{*std::move(text)},
+        [policy](const std::vector<std::string>& c) -> absl::Status {
+          absl::StatusOr<Authorizer> next = Authorizer::FromString(c[0]);
+          if (!next.ok()) return next.status();
+          policy->Replace(*std::move(next));
+          return absl::OkStatus();
+        });
+  }
+  return f;
 }
 
 }  // namespace xolfleet

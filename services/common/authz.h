@@ -24,12 +24,17 @@
 
 #include <sys/types.h>
 
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "services/common/config_reload.h"
 
 namespace xolfleet {
 
@@ -75,6 +80,35 @@ class Authorizer {
   bool RuleMatches(const Rule& r, const Identity& who) const;
   std::vector<Rule> rules_;
 };
+
+// The policy in force: an Authorizer that a reload (config_reload.h) may replace while
+// calls are being checked. Each check uses one policy from start to end. Thread-safe.
+class AuthzPolicy final {
+ public:
+  explicit AuthzPolicy(Authorizer initial);
+
+  absl::Status Check(const Identity& who, Capability needed) const {
+    return Current()->Check(who, needed);
+  }
+  bool Has(const Identity& who, Capability needed) const { return Current()->Has(who, needed); }
+
+  void Replace(Authorizer next);
+  std::shared_ptr<const Authorizer> Current() const;
+
+ private:
+  mutable absl::Mutex mu_;
+  std::shared_ptr<const Authorizer> current_ ABSL_GUARDED_BY(mu_);
+};
+
+// A policy loaded from a file and kept equal to it: the file is re-read every `interval`
+// (zero: never); a version that does not parse is refused (logged, reported to `observer`
+// as config "authz") and the policy in force stays.
+struct FollowedPolicy {
+  std::unique_ptr<AuthzPolicy> policy;
+  std::unique_ptr<ConfigPoller> poller;  // null when interval is zero
+};
+absl::StatusOr<FollowedPolicy> LoadAndFollowPolicy(const std::string& path, absl::Duration interval,
+                                                   ReloadObserver* observer);
 
 }  // namespace xolfleet
 

@@ -5,24 +5,13 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
-#include <fstream>
-#include <sstream>
-
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "grpc/grpc_security_constants.h"
+#include "services/common/config_reload.h"
 
 namespace xolfleet::tls {
-
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return absl::FailedPreconditionError(absl::StrCat("cannot read ", path));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  if (ss.str().empty()) return absl::FailedPreconditionError(absl::StrCat(path, " is empty"));
-  return ss.str();
-}
 
 namespace {
 bool IsLoopback(const struct sockaddr* sa) {
@@ -68,7 +57,6 @@ bool IsLocalAddress(absl::string_view a) {
   return all_loopback;
 }
 
-namespace {
 absl::Status NeedFiles(const TlsFiles& f, absl::string_view who) {
   if (f.ca_cert.empty() || f.cert.empty() || f.key.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -80,6 +68,7 @@ absl::Status NeedFiles(const TlsFiles& f, absl::string_view who) {
   return absl::OkStatus();
 }
 
+namespace {
 // The three PEM files of one side of an mTLS connection.
 struct Pems {
   std::string ca, cert, key;
@@ -87,7 +76,7 @@ struct Pems {
 absl::StatusOr<Pems> ReadPems(const TlsFiles& f) {
   Pems p;
   for (auto [path, out] : {std::pair{&f.ca_cert, &p.ca}, {&f.cert, &p.cert}, {&f.key, &p.key}}) {
-    auto content = ReadFile(*path);
+    auto content = ReadConfigFile(*path);
     if (!content.ok()) return content.status();
     *out = *std::move(content);
   }

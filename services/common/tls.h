@@ -28,7 +28,11 @@ struct TlsFiles {
 // "[::1]:N". False for anything that resolves elsewhere, or does not resolve.
 bool IsLocalAddress(absl::string_view address);
 
-// Server side: requires and verifies a client certificate signed by ca_cert.
+// OK if all three files are named; INVALID_ARGUMENT saying what `who` needs otherwise.
+absl::Status NeedFiles(const TlsFiles& files, absl::string_view who);
+
+// Server side: requires and verifies a client certificate signed by ca_cert. Read once; for
+// credentials that follow their files, see cert_reloader.h.
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(
     const TlsFiles& files, absl::string_view listen_address);
 
@@ -38,8 +42,6 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentials(
 
 // The caller's identity from the connection's auth context.
 Identity PeerIdentity(const grpc::ServerContext& ctx);
-
-absl::StatusOr<std::string> ReadFile(const std::string& path);
 
 }  // namespace xolfleet::tls
 

@@ -18,6 +18,7 @@
 #include "grpcpp/server_builder.h"
 #include "prometheus/exposer.h"
 #include "services/common/authz.h"
+#include "services/common/cert_reloader.h"
 #include "services/common/flags.h"
 #include "services/common/log.h"
 #include "services/controller/fleet.h"
@@ -45,6 +46,10 @@ ABSL_FLAG(std::string, tls_key, "", "PEM server private key");
 ABSL_FLAG(bool, insecure_plaintext, false,
           "serve --listen without TLS (only allowed on loopback or a unix socket)");
 ABSL_FLAG(std::string, authz_config, "", "authorization config (capability identity lines)");
+ABSL_FLAG(absl::Duration, config_reload_interval, absl::Seconds(10),
+          "how often --authz_config and the --tls_* files are re-read; a changed version is "
+          "used once it validates, a broken one is refused and the one in force stays; 0: "
+          "read at start only");
 ABSL_FLAG(absl::Duration, heartbeat_interval, absl::Seconds(1), "agent heartbeat interval");
 ABSL_FLAG(absl::Duration, heartbeat_timeout, absl::Seconds(10),
           "an agent silent this long is marked down (its probes UNKNOWN)");
@@ -78,12 +83,28 @@ int Run() {
   if (absl::GetFlag(FLAGS_authz_config).empty()) {
     return Fail(absl::InvalidArgumentError("--authz_config is required"));
   }
-  auto authz = Authorizer::FromFile(absl::GetFlag(FLAGS_authz_config));
+  auto metrics = std::make_shared<FleetMetrics>();
+  const absl::Duration reload = absl::GetFlag(FLAGS_config_reload_interval);
+  metrics->process()->WatchConfig("authz");
+  absl::StatusOr<FollowedPolicy> authz =
+      LoadAndFollowPolicy(absl::GetFlag(FLAGS_authz_config), reload, metrics->process());
   if (!authz.ok()) return Fail(authz.status());
   tls::TlsFiles files{absl::GetFlag(FLAGS_tls_ca), absl::GetFlag(FLAGS_tls_cert),
                       absl::GetFlag(FLAGS_tls_key), absl::GetFlag(FLAGS_insecure_plaintext)};
-  auto creds = tls::ServerCredentials(files, absl::GetFlag(FLAGS_listen));
-  if (!creds.ok()) return Fail(creds.status());
+  // mTLS credentials follow their files (services/common/cert_reloader.h).
+  std::unique_ptr<tls::CertificateReloader> certs;
+  std::shared_ptr<grpc::ServerCredentials> creds;
+  if (files.insecure_plaintext) {
+    auto c = tls::ServerCredentials(files, absl::GetFlag(FLAGS_listen));
+    if (!c.ok()) return Fail(c.status());
+    creds = *std::move(c);
+  } else {
+    metrics->process()->WatchConfig("tls");
+    auto r = tls::CertificateReloader::Start({files, "tls", reload, metrics->process()});
+    if (!r.ok()) return Fail(r.status());
+    certs = *std::move(r);
+    creds = certs->ServerCredentials();
+  }
   std::shared_ptr<grpc::ServerCredentials> plain_creds;
   if (!absl::GetFlag(FLAGS_plaintext_listen).empty()) {
     tls::TlsFiles plain;
@@ -97,7 +118,6 @@ int Run() {
                                                              ? Store::OpenMode::kCreateIfMissing
                                                              : Store::OpenMode::kMustExist);
   if (!store.ok()) return Fail(store.status());
-  auto metrics = std::make_shared<FleetMetrics>();
   FleetController::Options opts;
   opts.heartbeat_interval = absl::GetFlag(FLAGS_heartbeat_interval);
   opts.heartbeat_timeout = absl::GetFlag(FLAGS_heartbeat_timeout);
@@ -122,14 +142,14 @@ int Run() {
   sopts.agent_cn_must_match_node = absl::GetFlag(FLAGS_agent_cn_must_match_node);
   sopts.max_watchers = absl::GetFlag(FLAGS_max_watchers);
   sopts.max_watchers_per_identity = absl::GetFlag(FLAGS_max_watchers_per_identity);
-  AgentLinkService link(core, &*authz, metrics, sopts);
-  FleetServiceImpl api(core, &*authz, metrics, sopts);
+  AgentLinkService link(core, authz->policy.get(), metrics, sopts);
+  FleetServiceImpl api(core, authz->policy.get(), metrics, sopts);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(absl::GetFlag(FLAGS_listen), *creds, &port);
+  builder.AddListeningPort(absl::GetFlag(FLAGS_listen), creds, &port);
   if (plain_creds) builder.AddListeningPort(absl::GetFlag(FLAGS_plaintext_listen), plain_creds);
   builder.SetMaxReceiveMessageSize(absl::GetFlag(FLAGS_max_message_bytes));
   // Agents keep their stream open; keepalive pings let both sides notice a dead peer.

@@ -2,8 +2,6 @@
 
 #include <utility>
 
-#include "services/common/process_metrics.h"
-
 namespace xolfleet::controller {
 namespace {
 
@@ -94,7 +92,7 @@ FleetMetrics::FleetMetrics()
                       .Register(*registry_)
                       .Add({})) {
   for (const char* o : {"complete", "degraded", "rolled_back"}) rollouts_.Add({{"outcome", o}});
-  RegisterProcessMetrics(*registry_);
+  process_ = std::make_unique<ProcessMetrics>(*registry_);
 }
 
 std::shared_ptr<prometheus::Collectable> FleetMetrics::MakeCollector(

@@ -20,6 +20,7 @@
 #include "prometheus/histogram.h"
 #include "prometheus/metric_family.h"
 #include "prometheus/registry.h"
+#include "services/common/process_metrics.h"
 #include "xolfleet/v1/common.pb.h"
 
 namespace xolfleet::controller {
@@ -39,6 +40,8 @@ class FleetMetrics {
   FleetMetrics();
 
   std::shared_ptr<prometheus::Registry> registry() { return registry_; }
+  // Build info and configuration reloads (services/common/process_metrics.h).
+  ProcessMetrics* process() { return process_.get(); }
   // A collectable that calls `fn` at every scrape.
   static std::shared_ptr<prometheus::Collectable> MakeCollector(
       std::function<std::vector<GaugeFamily>()> fn);
@@ -55,6 +58,7 @@ class FleetMetrics {
 
  private:
   std::shared_ptr<prometheus::Registry> registry_;
+  std::unique_ptr<ProcessMetrics> process_;
   prometheus::Family<prometheus::Counter>& fleet_hits_;
   prometheus::Family<prometheus::Counter>& node_hits_;
   prometheus::Family<prometheus::Counter>& slot_migrations_;

@@ -27,7 +27,7 @@ struct ServiceOptions {
 
 class AgentLinkService final : public v1::AgentLink::Service {
  public:
-  AgentLinkService(FleetController* fleet, const Authorizer* authz,
+  AgentLinkService(FleetController* fleet, const AuthzPolicy* authz,
                    std::shared_ptr<FleetMetrics> metrics, ServiceOptions opts)
       : fleet_(fleet), authz_(authz), metrics_(std::move(metrics)), opts_(opts) {}
 
@@ -37,14 +37,14 @@ class AgentLinkService final : public v1::AgentLink::Service {
 
  private:
   FleetController* fleet_;
-  const Authorizer* authz_;
+  const AuthzPolicy* authz_;
   std::shared_ptr<FleetMetrics> metrics_;
   ServiceOptions opts_;
 };
 
 class FleetServiceImpl final : public v1::FleetService::Service {
  public:
-  FleetServiceImpl(FleetController* fleet, const Authorizer* authz,
+  FleetServiceImpl(FleetController* fleet, const AuthzPolicy* authz,
                    std::shared_ptr<FleetMetrics> metrics, ServiceOptions opts)
       : fleet_(fleet), authz_(authz), metrics_(std::move(metrics)), opts_(opts) {}
 
@@ -69,7 +69,7 @@ class FleetServiceImpl final : public v1::FleetService::Service {
   grpc::Status Handle(const char* method, grpc::ServerContext* ctx, Capability cap, Fn fn);
 
   FleetController* fleet_;
-  const Authorizer* authz_;
+  const AuthzPolicy* authz_;
   std::shared_ptr<FleetMetrics> metrics_;
   ServiceOptions opts_;
   std::atomic<size_t> watchers_{0};

@@ -11,7 +11,8 @@
 # leftovers), heartbeat timeout (agent DOWN, probes UNKNOWN, not deleted), kill -9 of the
 # controller (everything comes back), canary failure rolls back, authorization per
 # capability, clients without a valid certificate rejected, plaintext refused off
-# loopback, request validation. Needs root. Prints RESULT lines; exits non-zero on failure.
+# loopback, request validation, certificates and authorization files reloaded without a
+# restart (tests/fleet/reload.sh). Needs root. Prints RESULT lines; exits non-zero on failure.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -98,7 +99,7 @@ start_controller() {
     --metrics_listen=10.231.0.1:9465 --state_db="$TMP/controller.db" --init \
     --tls_ca="$CA/ca.crt" --tls_cert="$CA/controller.crt" --tls_key="$CA/controller.key" \
     --authz_config="$TMP/authz.conf" --heartbeat_interval=250ms --heartbeat_timeout=3s \
-    --canary_timeout=30s >>"$TMP/controller.log" 2>&1 &
+    --canary_timeout=30s --config_reload_interval=1s >>"$TMP/controller.log" 2>&1 &
   CTL_PID=$!
 }
 
@@ -116,7 +117,7 @@ start_agent() {  # i
     --metrics_address="10.231.0.$((10 + i)):9464" --node_name="node-$i" --labels="$labels" \
     --controller=$CTL_ADDR --controller_tls_ca="$CA/ca.crt" \
     --controller_tls_cert="$CA/node-$i.crt" --controller_tls_key="$CA/node-$i.key" \
-    >>"$TMP/agent$i.log" 2>&1 &
+    --config_reload_interval=1s >>"$TMP/agent$i.log" 2>&1 &
   AGENT_PID[$i]=$!
 }
 start_workload() {  # i
@@ -406,5 +407,9 @@ impostor_refused() {
 check impersonation-refused-by-default "$(tail -2 "$TMP/impostor.log")" impostor_refused
 check real-node-2-still-up "agents up: $(fleet admin agents --json 2>/dev/null | tests/fleet/fleetq.py agents)" \
   agents_up $N
+
+# 15. Certificates and authorization files reloaded without a restart (tests/fleet/reload.sh).
+# shellcheck source=tests/fleet/reload.sh
+source tests/fleet/reload.sh
 
 exit $FAILED
