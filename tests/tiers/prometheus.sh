@@ -169,6 +169,8 @@ expect rollout-outcomes 'xolfleet_controller_rollouts_total{outcome="complete"}'
 expect request-latency 'sum(xolfleet_controller_request_duration_seconds_count{method="AttachFleet"})' - "-=1"
 expect latency-buckets 'count(xolfleet_controller_request_duration_seconds_bucket{method="AttachFleet"})' - "-=17"
 expect build-info 'count by (version) (xolfleet_build_info == 1)' version "$want_version=$((N + 1))"
+expect config-in-force 'count by (config) (xolfleet_config_in_force == 1)' config \
+  "authz=1 controller_tls=$N tls=1"
 expect agent-up-series 'count(xolfleet_controller_agent_up == 1)' - "-=$N"
 
 rules=$(curl -sf "http://$PROM_ADDR/api/v1/rules" | python3 -c '
