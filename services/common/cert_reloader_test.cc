@@ -134,5 +134,38 @@ TEST_F(CertReloaderTest, ServesANewCaAfterReloadAndRefusesAMismatchedKey) {
   server->Shutdown();
 }
 
+// The client side (the agent's controller link) verifies the server's chain and its name.
+TEST_F(CertReloaderTest, ChannelCredentialsVerifyTheServerName) {
+  auto server_side = CertificateReloader::Start(
+      {{F("a", "ca.crt"), F("a", "controller.crt"), F("a", "controller.key")},
+       "tls",
+       absl::ZeroDuration(),
+       nullptr});
+  ASSERT_TRUE(server_side.ok()) << server_side.status();
+  grpc::ServerBuilder b;
+  int port = 0;
+  b.AddListeningPort("127.0.0.1:0", (*server_side)->ServerCredentials(), &port);
+  std::unique_ptr<grpc::Server> server = b.BuildAndStart();
+  ASSERT_NE(server, nullptr);
+  auto connects = [port](const char* ca, const char* name) {
+    auto client = CertificateReloader::Start(
+        {{CaFile(ca, "ca.crt"), CaFile(ca, "node-1.crt"), CaFile(ca, "node-1.key")},
+         "controller_tls",
+         absl::ZeroDuration(),
+         nullptr});
+    EXPECT_TRUE(client.ok()) << client.status();
+    grpc::ChannelArguments args;
+    args.SetInt("grpc.use_local_subchannel_pool", 1);
+    args.SetSslTargetNameOverride(name);
+    auto channel = grpc::CreateCustomChannel(absl::StrCat("127.0.0.1:", port),
+                                             (*client)->ChannelCredentials(), args);
+    return channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(3));
+  };
+  EXPECT_TRUE(connects("a", "xolfleet-controller"));   // a name in the certificate
+  EXPECT_FALSE(connects("a", "evil.example"));         // not in it
+  EXPECT_FALSE(connects("b", "xolfleet-controller"));  // a CA the server's chain is not from
+  server->Shutdown();
+}
+
 }  // namespace
 }  // namespace xolfleet::tls
