@@ -53,26 +53,40 @@ absl::Status ConfigPoller::PollNow() {
       // what is in force stays.
       if (!read_failed_) {
         Log(options_.name, ": ", c.status().message(), "; keeping the configuration in force");
-        if (options_.observer != nullptr) options_.observer->OnConfigReload(options_.name, false);
+        if (options_.observer != nullptr) {
+          options_.observer->OnConfigReload(options_.name, false);
+          options_.observer->OnConfigInForce(options_.name, false);
+        }
       }
       read_failed_ = true;
       return c.status();
     }
     contents.push_back(*std::move(c));
   }
+  const bool recovered = read_failed_;
   read_failed_ = false;
-  if (contents == last_seen_) return absl::OkStatus();
+  if (contents == last_seen_) {
+    // Readable again, and what was read last: in force if that was.
+    if (recovered && options_.observer != nullptr) {
+      options_.observer->OnConfigInForce(options_.name, last_seen_applied_);
+    }
+    return absl::OkStatus();
+  }
   // A refused version is remembered too, so it is logged and counted once, and loaded
   // again only when the files change again.
   last_seen_ = contents;
   absl::Status st = load_(contents);
+  last_seen_applied_ = st.ok();
   if (st.ok()) {
     Log(options_.name, ": reloaded ", absl::StrJoin(options_.paths, ", "));
   } else {
     Log(options_.name, ": refused the new contents of ", absl::StrJoin(options_.paths, ", "),
         ", keeping the configuration in force: ", st.message());
   }
-  if (options_.observer != nullptr) options_.observer->OnConfigReload(options_.name, st.ok());
+  if (options_.observer != nullptr) {
+    options_.observer->OnConfigReload(options_.name, st.ok());
+    options_.observer->OnConfigInForce(options_.name, st.ok());
+  }
   return st;
 }
 

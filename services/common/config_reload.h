@@ -31,8 +31,12 @@ class ReloadObserver {
  public:
   virtual ~ReloadObserver() = default;
   // `config` ("tls", "controller_tls", "authz") was read with new contents and put in
-  // force (`applied`) or refused (the previous version stays in force).
+  // force (`applied`) or refused (the previous version stays in force); an unreadable or
+  // empty file counts as refused.
   virtual void OnConfigReload(absl::string_view config, bool applied) = 0;
+  // Whether the files on disk are now the version in force: false after a refusal, true
+  // again once they are applied or back to the version in force.
+  virtual void OnConfigInForce(absl::string_view config, bool in_force) {}
 };
 
 class ConfigPoller final {
@@ -67,6 +71,7 @@ class ConfigPoller final {
   absl::Mutex poll_mu_;  // one poll at a time
   std::vector<std::string> last_seen_ ABSL_GUARDED_BY(poll_mu_);
   bool read_failed_ ABSL_GUARDED_BY(poll_mu_) = false;
+  bool last_seen_applied_ ABSL_GUARDED_BY(poll_mu_) = true;  // last_seen_ is in force
   absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread thread_;

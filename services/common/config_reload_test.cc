@@ -28,7 +28,9 @@ void Write(const std::string& path, const std::string& text) {
 
 struct Counts : ReloadObserver {
   int applied = 0, refused = 0;
+  bool in_force = true;
   void OnConfigReload(absl::string_view, bool ok) override { ++(ok ? applied : refused); }
+  void OnConfigInForce(absl::string_view, bool yes) override { in_force = yes; }
 };
 
 TEST(ConfigPoller, AppliesChangesRefusesBrokenOnesOnce) {
@@ -59,11 +61,30 @@ TEST(ConfigPoller, AppliesChangesRefusesBrokenOnesOnce) {
   Write(path, "");  // what a truncating writer leaves: refused, not loaded
   EXPECT_EQ(p.PollNow().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(in_force, "good 2");
+  EXPECT_FALSE(counts.in_force);
   Write(path, "good 3");
   EXPECT_TRUE(p.PollNow().ok());
   EXPECT_EQ(in_force, "good 3");
+  EXPECT_TRUE(counts.in_force);
   EXPECT_EQ(counts.applied, 2);
   EXPECT_EQ(counts.refused, 2);
+  // Emptied and written back unchanged (a truncating writer): in force again, no reload.
+  Write(path, "");
+  EXPECT_FALSE(p.PollNow().ok());
+  EXPECT_FALSE(counts.in_force);
+  Write(path, "good 3");
+  EXPECT_TRUE(p.PollNow().ok());
+  EXPECT_TRUE(counts.in_force);
+  EXPECT_EQ(counts.applied, 2);
+  // Refused, emptied, refused version back: still not in force.
+  Write(path, "broken again");
+  EXPECT_FALSE(p.PollNow().ok());
+  Write(path, "");
+  EXPECT_FALSE(p.PollNow().ok());
+  Write(path, "broken again");
+  EXPECT_TRUE(p.PollNow().ok());
+  EXPECT_FALSE(counts.in_force);
+  EXPECT_EQ(in_force, "good 3");
 }
 
 TEST(FollowedPolicy, ReloadsAValidPolicyKeepsTheOldOnAnInvalidOne) {

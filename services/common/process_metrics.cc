@@ -35,7 +35,10 @@ void ProcessMetrics::WatchConfig(absl::string_view config) {
 void ProcessMetrics::OnConfigReload(absl::string_view config, bool applied) {
   const std::string c(config);
   reloads_.Add({{"config", c}, {"result", applied ? "applied" : "refused"}}).Increment();
-  in_force_.Add({{"config", c}}).Set(applied ? 1 : 0);
+}
+
+void ProcessMetrics::OnConfigInForce(absl::string_view config, bool in_force) {
+  in_force_.Add({{"config", std::string(config)}}).Set(in_force ? 1 : 0);
 }
 
 }  // namespace xolfleet

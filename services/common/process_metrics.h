@@ -32,6 +32,7 @@ class ProcessMetrics final : public ReloadObserver {
   // Series for `config` before its first change, so a refusal is an increase from 0.
   void WatchConfig(absl::string_view config);
   void OnConfigReload(absl::string_view config, bool applied) override;
+  void OnConfigInForce(absl::string_view config, bool in_force) override;
 
  private:
   prometheus::Family<prometheus::Counter>& reloads_;
