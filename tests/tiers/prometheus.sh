@@ -186,6 +186,30 @@ else
   fail alert-rules-evaluate "rules=$nrules unhealthy=$bad"
 fi
 
+# Every query of the Grafana dashboard is valid PromQL for this Prometheus (and the new
+# panels have data: versions and reloads).
+bad_queries=$(python3 - "$PROM_ADDR" deploy/grafana/xolfleet-fleet.json <<'PY'
+import json, sys, urllib.parse, urllib.request
+addr, path = sys.argv[1], sys.argv[2]
+bad = []
+for p in json.load(open(path))["panels"]:
+    for t in p.get("targets", []):
+        q = t["expr"].replace("$__rate_interval", "1m").replace("$__interval", "1m")
+        url = "http://%s/api/v1/query?%s" % (addr, urllib.parse.urlencode({"query": q}))
+        try:
+            r = json.load(urllib.request.urlopen(url, timeout=10))
+            ok = r.get("status") == "success"
+            if ok and p["id"] in (16,) and not r["data"]["result"]:
+                ok = False
+        except Exception as e:
+            ok = False
+        if not ok:
+            bad.append("%s/%s" % (p["id"], t.get("refId")))
+print(" ".join(bad))
+PY
+)
+if [ -z "$bad_queries" ]; then pass grafana-queries; else fail grafana-queries "invalid or empty: $bad_queries"; fi
+
 # An agent going away shows up as down in the controller's series (and the alert's expr).
 kill "${PIDS[1]}"
 expect agent-down-visible 'sum by (state) (xolfleet_controller_agents)' state "down=1 up=$((N - 1))"
