@@ -9,7 +9,9 @@
 #   - a CA rotation: the trust bundle gains a new CA, the controller serves a certificate
 #     of the new CA, and clients with certificates of either CA are served;
 #   - an agent's TCP API (mTLS) and its authorization file, the same way;
-#   - the controller and agents never restart (same pids) and agents stay registered.
+#   - the controller and agents never restart (same pids) and agents stay registered;
+#   - agents that started trusting only the old CA reconnect to a controller serving only
+#     the new CA's certificate (after a controller restart), without being restarted.
 # Processes were started with --config_reload_interval=1s.
 
 ctl_metric() {  # NAME{LABELS} -> value (0 if absent), from the controller's /metrics
@@ -159,3 +161,23 @@ kill "$AGENT_API_PID" 2>/dev/null
 check reload-no-restart "controller pid changed or died" kill -0 "$ctl_pid_before"
 check reload-agents-still-up "agents up: $(fleet admin agents --json 2>/dev/null | tests/fleet/fleetq.py agents | tr '\n' ' ')" \
   wait_for 10 agents_up $N
+
+# 15g. The agents' side: they started trusting only the old CA and were never restarted.
+#      They reloaded the bundle (--controller-tls-ca), so when the controller restarts and
+#      serves only its new CA's certificate, every agent reconnects.
+agent_pids_before="${AGENT_PID[*]}"
+reloaded_everywhere() {
+  for i in $(seq 1 $N); do grep -q 'controller_tls: reloaded' "$TMP/agent$i.log" || return 1; done
+}
+kill -9 "$CTL_PID"; wait "$CTL_PID" 2>/dev/null
+start_controller
+PIDS+=("$CTL_PID")
+agents_alive() {
+  for i in $(seq 1 $N); do kill -0 "${AGENT_PID[$i]}" 2>/dev/null || return 1; done
+}
+if reloaded_everywhere && wait_for 30 agents_up $N && [ "${AGENT_PID[*]}" = "$agent_pids_before" ] &&
+   agents_alive; then
+  pass reload-agents-trust-new-ca
+else
+  fail reload-agents-trust-new-ca "agents up: $(fleet admin agents --json 2>/dev/null | tests/fleet/fleetq.py agents | tr '\n' ' ') reloaded: $(grep -l 'controller_tls: reloaded' "$TMP"/agent*.log | tr '\n' ' ')"
+fi
