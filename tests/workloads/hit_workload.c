@@ -14,6 +14,9 @@
 //                   prints "done N"
 //   "banner":       prints "banner <xol_banner>" (read-only data: a probe
 //                   there would show as a corrupted string)
+//   "exit-when-opened": prints "armed", then exits 0 as soon as anyone opens this
+//                   program's file (inotify IN_OPEN): a process that exits in the
+//                   middle of an Attach naming it, at a reproducible moment
 //   "quit":         exits 0 (so does end of input)
 //
 // Built -O1 with noinline functions and symbols kept: every call is a real call
@@ -28,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -127,6 +131,16 @@ int main(void) {
       printf("done %llu\n", n);
     } else if (strncmp(line, "banner", 6) == 0) {
       printf("banner %s\n", xol_banner);
+    } else if (strncmp(line, "exit-when-opened", 16) == 0) {
+      int ifd = inotify_init1(IN_CLOEXEC);
+      if (ifd < 0 || inotify_add_watch(ifd, "/proc/self/exe", IN_OPEN) < 0) {
+        printf("error inotify\n");
+        continue;
+      }
+      printf("armed\n");
+      char ev[4096];
+      if (read(ifd, ev, sizeof(ev)) > 0) _exit(0);
+      printf("error inotify read\n");
     } else if (strncmp(line, "quit", 4) == 0) {
       break;
     } else {
