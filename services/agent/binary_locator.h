@@ -42,21 +42,21 @@ namespace xolfleet {
 
 // A process held by a pidfd (pidfd_open, Linux 5.3).
 class HeldProcess {
-public:
+ public:
   // NOT_FOUND: no such process, or it has exited (a zombie).
   static absl::StatusOr<std::shared_ptr<const HeldProcess>> Open(int pid);
   ~HeldProcess();
-  HeldProcess(const HeldProcess &) = delete;
-  HeldProcess &operator=(const HeldProcess &) = delete;
+  HeldProcess(const HeldProcess&) = delete;
+  HeldProcess& operator=(const HeldProcess&) = delete;
 
   int pid() const { return pid_; }
   // True once the process has exited (zombie or reaped): its pid may now be
   // another's.
-  bool Exited() const;
+  bool Exited(int wait_ms = 0) const;  // waits up to wait_ms for it
   // NOT_FOUND "process N exited during the request" once Exited().
   absl::Status CheckRunning() const;
 
-private:
+ private:
   HeldProcess(int pid, int fd) : pid_(pid), fd_(fd) {}
   int pid_;
   int fd_;
@@ -68,26 +68,32 @@ struct LocatedBinary {
   // The process through whose root the file was opened (null: the host root).
   // For a container, the first of its processes (lowest pid).
   std::shared_ptr<const HeldProcess> process;
-  std::string container_id; // the full id, when the spec named a container
+  std::string container_id;  // the full id, when the spec named a container
 };
 
 class BinaryLocator {
-public:
+ public:
   struct Options {
-    std::string host_root = "/"; // where host paths are resolved (--host-root)
-    std::string proc =
-        "/proc"; // the procfs of the node's pid namespace (hostPID)
+    std::string host_root = "/";  // where host paths are resolved (--host-root)
+    std::string proc = "/proc";   // the procfs of the node's pid namespace (hostPID)
   };
   // INVALID_ARGUMENT/NOT_FOUND when host_root cannot be opened as a directory.
-  static absl::StatusOr<std::unique_ptr<BinaryLocator>>
-  Create(const Options &options);
+  static absl::StatusOr<std::unique_ptr<BinaryLocator>> Create(const Options& options);
 
   // Per-request memo: every spec naming the same (root, path) gets the same
   // open file, so it is checked and attached through one descriptor.
   class Cache {
-  private:
+   private:
     friend class BinaryLocator;
     absl::flat_hash_map<std::string, absl::StatusOr<LocatedBinary>> located;
+    // A process is held and its root opened once per request, so every spec
+    // naming it sees the same process (or the same "exited during the
+    // request").
+    struct Process {
+      std::shared_ptr<const HeldProcess> process;
+      std::shared_ptr<const FileRoot> root;
+    };
+    absl::flat_hash_map<int, absl::StatusOr<Process>> processes;
   };
 
   // Opens spec.binary_path: under the host root; through /proc/PID/root of
@@ -98,30 +104,28 @@ public:
   // several containers; FAILED_PRECONDITION when the process (no process of the
   // container) maps the file; PERMISSION_DENIED when the agent may not look
   // into the process (no CAP_SYS_PTRACE).
-  absl::StatusOr<LocatedBinary> Open(const v1::ProbeSpec &spec,
-                                     Cache *cache) const;
+  absl::StatusOr<LocatedBinary> Open(const v1::ProbeSpec& spec, Cache* cache) const;
 
   // Pids of the processes in the container whose id is or starts with `id`,
   // ascending.
-  absl::StatusOr<std::vector<int>> ContainerPids(absl::string_view id,
-                                                 std::string *full_id) const;
+  absl::StatusOr<std::vector<int>> ContainerPids(absl::string_view id, std::string* full_id) const;
 
-  const FileRoot &host_root() const { return *host_root_; }
+  const FileRoot& host_root() const { return *host_root_; }
 
-private:
+ private:
   BinaryLocator(Options options, std::shared_ptr<const FileRoot> root)
       : options_(std::move(options)), host_root_(std::move(root)) {}
-  absl::StatusOr<LocatedBinary>
-  OpenInProcess(int pid, const std::string &path,
-                const std::vector<int> &must_map_one_of) const;
+  absl::StatusOr<LocatedBinary> OpenInProcess(int pid, const std::string& path,
+                                              const std::vector<int>& must_map_one_of,
+                                              Cache* cache) const;
   // OK if some process of `pids` maps `file`; FAILED_PRECONDITION if none does.
-  absl::Status CheckMapped(const std::vector<int> &pids,
-                           const std::string &path, const OpenFile &file) const;
+  absl::Status CheckMapped(const std::vector<int>& pids, const std::string& path,
+                           const OpenFile& file, bool* no_mappings) const;
 
   Options options_;
   std::shared_ptr<const FileRoot> host_root_;
 };
 
-} // namespace xolfleet
+}  // namespace xolfleet
 
-#endif // XOLFLEET_SERVICES_AGENT_BINARY_LOCATOR_H_
+#endif  // XOLFLEET_SERVICES_AGENT_BINARY_LOCATOR_H_
