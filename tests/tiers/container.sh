@@ -242,15 +242,15 @@ refused magic-link-out-of-host-root PERMISSION_DENIED "magic link" \
   "/proc/$APID/root/usr/local/bin/xolctl.private/xolctl.bin:main"
 refused unknown-container NOT_FOUND "no container 0123456789abcdef on this node" \
   --container 0123456789abcdef /hit_workload:xol_target_add
-# A process that exits as soon as the agent opens its binary; the binary carries 96 MiB
-# of zeros past its ELF contents, so the agent is still reading it when the process is gone.
-cp "$BIN/hit_workload" "$BIN/hit_workload_big" && truncate -s +96M "$BIN/hit_workload_big"
-if start_host_workload 9 "$BIN/hit_workload_big" "$TMP/exit-wl.out"; then
+# A process that exits when the agent opens its binary, before that open returns (a copy of
+# the workload, so that no other open triggers it).
+cp "$BIN/hit_workload" "$BIN/hit_workload_exit"
+if start_host_workload 9 "$BIN/hit_workload_exit" "$TMP/exit-wl.out"; then
   EPID=$(awk '/^ready/{print $2}' "$TMP/exit-wl.out")
   echo exit-when-opened >&9
   if wait_for 10 grep -q '^armed' "$TMP/exit-wl.out"; then
     refused pid-exits-mid-request NOT_FOUND "process $EPID exited during the request" \
-      --pid "$EPID" "$BIN/hit_workload_big:xol_target_add"
+      --pid "$EPID" "$BIN/hit_workload_exit:xol_target_add"
   else
     fail pid-exits-mid-request "workload not armed: $(cat "$TMP/exit-wl.out")"
   fi
