@@ -14,6 +14,8 @@ PKGS=(
   linux-config-6.1 dpkg-dev fakeroot rsync kmod
   # tests + benchmarks
   prometheus bpftrace iproute2 openssl curl python3 python3-yaml procps
+  # the image and the container tier (deploy/image/build.sh, tests/tiers/container.sh)
+  podman buildah runc
 )
 missing=()
 for p in "${PKGS[@]}"; do
@@ -30,5 +32,16 @@ if ((${#missing[@]})); then
   pkill -x prometheus 2>/dev/null || true
 else
   echo "setup: all ${#PKGS[@]} packages present"
+fi
+# The Kubernetes schema validator (tests/k8s, unit tier): from the npm registry, exactly
+# the versions of tests/k8s/package-lock.json. Node.js from Debian if the machine has none.
+if ! command -v npm >/dev/null; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm \
+    >>/tmp/xolfleet-apt.log 2>&1 || { tail -20 /tmp/xolfleet-apt.log; exit 1; }
+fi
+k8s=$(dirname "$(readlink -f "$0")")/../tests/k8s
+if ! cmp -s "$k8s/package-lock.json" "$k8s/node_modules/.installed-lock.json"; then
+  (cd "$k8s" && npm ci --no-audit --no-fund --loglevel=error &&
+    cp package-lock.json node_modules/.installed-lock.json) || exit 1
 fi
 mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null || true

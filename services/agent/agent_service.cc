@@ -58,6 +58,32 @@ absl::StatusOr<Identity> AgentServiceImpl::Authorize(const grpc::ServerContext& 
   return who;
 }
 
+namespace {
+
+// A local caller other than root reaches only what the kernel lets it reach: a binary in
+// one of its own processes (the agent opens /proc/PID/root for it, which the caller's own
+// ptrace rights would allow), not one in another user's process or in a container.
+absl::Status CheckWhere(const Identity& who, const v1::ProbeSpec& s, absl::string_view name) {
+  if (!Unprivileged(who)) return absl::OkStatus();
+  if (!s.container_id().empty()) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        name, ": container_id: uid ", who.uid,
+        " may not name a container (its files are reached through another process's root); "
+        "root or a certificate identity may"));
+  }
+  if (s.pid() > 0) {
+    const int64_t owner = ProcessUid(s.pid());
+    if (owner >= 0 && owner != static_cast<int64_t>(who.uid)) {
+      return absl::PermissionDeniedError(absl::StrCat(name, ": pid ", s.pid(),
+                                                      " belongs to another user; uid ", who.uid,
+                                                      " may scope probes only to its own processes"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::Status AgentServiceImpl::CheckSpecs(const Identity& who,
                                           const v1::AttachRequest& req) const {
   bool capture = false;
@@ -71,14 +97,7 @@ absl::Status AgentServiceImpl::CheckSpecs(const Identity& who,
             " are reserved (the agent and the controller set them)"));
       }
     }
-    if (Unprivileged(who) && s.pid() > 0) {
-      const int64_t owner = ProcessUid(s.pid());
-      if (owner >= 0 && owner != static_cast<int64_t>(who.uid)) {
-        return absl::PermissionDeniedError(absl::StrCat(
-            "spec[", i, "]: pid ", s.pid(), " belongs to another user; uid ", who.uid,
-            " may scope probes only to its own processes"));
-      }
-    }
+    if (absl::Status st = CheckWhere(who, s, absl::StrCat("spec[", i, "]")); !st.ok()) return st;
   }
   if (capture) return authz_->Check(who, Capability::kAttachCapture);
   return absl::OkStatus();
@@ -143,6 +162,12 @@ grpc::Status AgentServiceImpl::Classify(grpc::ServerContext* ctx, const v1::Clas
                                         v1::ClassifyResponse* resp) {
   absl::StatusOr<Identity> who = Authorize(*ctx, Capability::kReadOnly);
   if (!who.ok()) return ToGrpcStatus(who.status());
+  for (int i = 0; i < req->sites_size(); ++i) {
+    if (absl::Status st = CheckWhere(*who, req->sites(i), absl::StrCat("sites[", i, "]"));
+        !st.ok()) {
+      return ToGrpcStatus(st);
+    }
+  }
   std::optional<ScopedOpenAs> as;
   if (Unprivileged(*who)) as.emplace(who->uid, who->gid, who->groups);
   return Reply(manager_->Classify(*req), resp);

@@ -93,6 +93,9 @@ ABSL_FLAG(uint32_t, metrics_max_probe_series, 1000,
 ABSL_FLAG(std::string, node_name, "",
           "node name reported in NodeInfo (default: hostname)");
 ABSL_FLAG(std::string, labels, "", "node labels k=v,k=v reported in NodeInfo");
+ABSL_FLAG(std::string, host_root, "/",
+          "where probe specs' host paths are resolved (the host's / mounted into the agent's "
+          "container: /host); no path leads outside it");
 // Controller link (services/agent/controller_link.h): optional; the agent works
 // alone.
 ABSL_FLAG(std::string, controller, "",
@@ -182,6 +185,7 @@ int Run() {
   mopts.max_specs_per_request = absl::GetFlag(FLAGS_max_specs_per_request);
   mopts.max_probes_per_site = absl::GetFlag(FLAGS_max_probes_per_site);
   mopts.node_name = absl::GetFlag(FLAGS_node_name);
+  mopts.host_root = absl::GetFlag(FLAGS_host_root);
   if (mopts.node_name.empty()) {
     char host[256] = {};
     gethostname(host, sizeof(host) - 1);

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "services/common/elf_file.h"
 #include "services/common/open_file.h"
+#include "services/common/probe_spec.h"
 
 namespace xolfleet {
 
@@ -52,8 +53,9 @@ v1::SitePlacement ToSitePlacement(const ResolvedSite& s) {
   return p;
 }
 
-absl::StatusOr<v1::ClassifyResponse> ClassifySites(
-    const v1::ClassifyRequest& req, KernelProfile profile) {
+absl::StatusOr<v1::ClassifyResponse> ClassifySites(const v1::ClassifyRequest& req,
+                                                   KernelProfile profile,
+                                                   const BinaryOpener& open) {
   if (req.sites_size() == 0 && req.all_functions_of().empty()) {
     return absl::InvalidArgumentError(
         "ClassifyRequest names no sites: give sites or all_functions_of");
@@ -68,8 +70,11 @@ absl::StatusOr<v1::ClassifyResponse> ClassifySites(
       return absl::InvalidArgumentError(
           absl::StrCat("all_functions_of: ", st.message()));
     }
-    absl::StatusOr<std::unique_ptr<ElfFile>> elf =
-        ElfFile::Open(req.all_functions_of());
+    v1::ProbeSpec whole;
+    whole.set_binary_path(req.all_functions_of());
+    absl::StatusOr<std::shared_ptr<const OpenFile>> file = open(whole);
+    if (!file.ok()) return file.status();
+    absl::StatusOr<std::unique_ptr<ElfFile>> elf = ElfFile::FromOpenFile(std::move(*file));
     if (!elf.ok()) return elf.status();
     for (const ResolvedSite& s : ClassifyAllFunctionEntries(**elf, profile)) {
       v1::SitePlacement* p = resp.add_sites();
@@ -77,7 +82,7 @@ absl::StatusOr<v1::ClassifyResponse> ClassifySites(
       count(*p);
     }
   }
-  absl::flat_hash_map<std::string, std::unique_ptr<ElfFile>> elves;
+  absl::flat_hash_map<const OpenFile*, std::unique_ptr<ElfFile>> elves;
   for (int i = 0; i < req.sites_size(); ++i) {
     const v1::ProbeSpec& spec = req.sites(i);
     auto fail = [&](const absl::Status& st) {
@@ -92,12 +97,14 @@ absl::StatusOr<v1::ClassifyResponse> ClassifySites(
     if (spec.symbol().size() > 16384) {
       return fail(absl::InvalidArgumentError("symbol is longer than 16384 bytes"));
     }
-    auto it = elves.find(spec.binary_path());
+    if (absl::Status st = ValidateContainerId(spec.container_id()); !st.ok()) return fail(st);
+    absl::StatusOr<std::shared_ptr<const OpenFile>> file = open(spec);
+    if (!file.ok()) return fail(file.status());
+    auto it = elves.find(file->get());
     if (it == elves.end()) {
-      absl::StatusOr<std::unique_ptr<ElfFile>> elf =
-          ElfFile::Open(spec.binary_path());
+      absl::StatusOr<std::unique_ptr<ElfFile>> elf = ElfFile::FromOpenFile(*file);
       if (!elf.ok()) return fail(elf.status());
-      it = elves.emplace(spec.binary_path(), std::move(*elf)).first;
+      it = elves.emplace(file->get(), std::move(*elf)).first;
     }
     const SiteRequest sr = ToSiteRequest(spec);
     absl::StatusOr<ResolvedSite> s = ResolveSite(*it->second, sr, profile);

@@ -22,6 +22,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "services/agent/binary_locator.h"
 #include "services/agent/kernel_stats.h"
 #include "services/common/log.h"
 #include "services/agent/probe_convert.h"
@@ -53,58 +54,6 @@ absl::Status ValidateSpec(const v1::ProbeSpec &s) {
   return xolfleet::ValidateSpec(s, ReservedLabels::kAllow);
 }
 
-// NOT_FOUND if the process does not exist; FAILED_PRECONDITION if it does not
-// map the file (a probe filtered to it could never fire).
-absl::Status CheckPidMapsFile(int pid, const std::string &path,
-                              const OpenFile &file) {
-  if (kill(pid, 0) != 0 && errno == ESRCH) {
-    return absl::NotFoundError(
-        absl::StrCat("process ", pid, " does not exist"));
-  }
-  const std::string maps_path = absl::StrCat("/proc/", pid, "/maps");
-  // Opened first to tell "gone" from "not readable": /proc/1/maps of a process
-  // the agent may not inspect fails with EACCES, and that process exists.
-  const int fd = open(maps_path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    const int err = errno;
-    if (err == ENOENT || err == ESRCH) {
-      return absl::NotFoundError(absl::StrCat(
-          "process ", pid, " does not exist (no ", maps_path, ")"));
-    }
-    return absl::PermissionDeniedError(absl::StrCat(
-        "process ", pid, " exists but the agent cannot read ", maps_path, " (",
-        strerror(err), "), so it cannot check that it maps ", Truncated(path)));
-  }
-  close(fd);
-  std::ifstream maps(maps_path);
-  if (!maps) {
-    return absl::NotFoundError(absl::StrCat(
-        "process ", pid, " does not exist (no ", maps_path, ")"));
-  }
-  std::string line;
-  while (std::getline(maps, line)) {
-    // address perms offset dev inode path
-    std::vector<absl::string_view> f =
-        absl::StrSplit(line, ' ', absl::SkipEmpty());
-    if (f.size() < 5)
-      continue;
-    uint64_t ino = 0;
-    if (!absl::SimpleAtoi(f[4], &ino) || ino != file.inode())
-      continue;
-    std::vector<absl::string_view> dev = absl::StrSplit(f[3], ':');
-    unsigned int maj = 0, min = 0;
-    if (dev.size() == 2 && absl::SimpleHexAtoi(dev[0], &maj) &&
-        absl::SimpleHexAtoi(dev[1], &min) && maj == major(file.device()) &&
-        min == minor(file.device())) {
-      return absl::OkStatus();
-    }
-  }
-  return absl::FailedPreconditionError(
-      absl::StrCat("process ", pid, " does not map ", Truncated(path),
-                   ": a probe filtered to it would never fire (check the pid, "
-                   "or the library path it loads)"));
-}
-
 } // namespace
 
 struct ProbeManager::Resolved {
@@ -112,6 +61,9 @@ struct ProbeManager::Resolved {
   // The file opened, read and checked for this spec; the kernel attaches
   // through it (/proc/self/fd/N).
   std::shared_ptr<const OpenFile> file;
+  // The process (pid or container) it was opened through; it must still run when
+  // the probes are attached.
+  std::shared_ptr<const HeldProcess> process;
 };
 
 ProbeManager::ProbeManager(const Options &options,
@@ -133,8 +85,14 @@ ProbeManager::Create(const Options &options,
     return absl::InvalidArgumentError(
         "ProbeManager needs a program and a hit hub");
   }
+  BinaryLocator::Options lo;
+  lo.host_root = options.host_root;
+  lo.proc = options.proc;
+  absl::StatusOr<std::unique_ptr<BinaryLocator>> locator = BinaryLocator::Create(lo);
+  if (!locator.ok()) return locator.status();
   std::unique_ptr<ProbeManager> m(
       new ProbeManager(options, std::move(program), std::move(kernel), hub));
+  m->locator_ = std::move(*locator);
   {
     absl::MutexLock l(&m->mu_);
     uint32_t n = m->program_->max_probes();
@@ -168,10 +126,10 @@ absl::Status ProbeManager::ResolveAll(const v1::AttachRequest &req,
                                       std::vector<Resolved> *out) const {
   const KernelProfile profile = Profile().profile;
   out->resize(req.specs_size());
-  // One open file per path per request: every spec naming the path is checked
+  // One open file per (root, path) per request: every spec naming it is checked
   // against, and attached through, the same descriptor.
-  absl::flat_hash_map<std::string, absl::StatusOr<std::unique_ptr<ElfFile>>>
-      elves;
+  BinaryLocator::Cache located;
+  absl::flat_hash_map<const OpenFile *, std::unique_ptr<ElfFile>> elves;
   // Serialized spec -> index of its first occurrence.
   absl::flat_hash_map<std::string, int> seen;
   std::vector<std::pair<size_t, absl::Status>> failures;
@@ -196,17 +154,19 @@ absl::Status ProbeManager::ResolveAll(const v1::AttachRequest &req,
       }
     }
     const ElfFile *elf = nullptr;
+    absl::StatusOr<LocatedBinary> where;
     if (st.ok()) {
-      auto it = elves.find(spec.binary_path());
+      where = locator_->Open(spec, &located);
+      st = where.status();
+    }
+    if (st.ok()) {
+      auto it = elves.find(where->file.get());
       if (it == elves.end()) {
-        it = elves.emplace(spec.binary_path(), ElfFile::Open(spec.binary_path()))
-                 .first;
+        absl::StatusOr<std::unique_ptr<ElfFile>> e = ElfFile::FromOpenFile(where->file);
+        if (e.ok()) it = elves.emplace(where->file.get(), std::move(*e)).first;
+        st = e.status();
       }
-      if (!it->second.ok()) {
-        st = it->second.status();
-      } else {
-        elf = it->second->get();
-      }
+      if (st.ok()) elf = it->second.get();
     }
     if (st.ok()) {
       const SiteRequest sr = ToSiteRequest(spec);
@@ -234,13 +194,20 @@ absl::Status ProbeManager::ResolveAll(const v1::AttachRequest &req,
       } else {
         (*out)[i].site = std::move(*site);
         (*out)[i].file = elf->file();
+        (*out)[i].process = where->process;
       }
-    }
-    if (st.ok() && spec.pid() > 0) {
-      st = CheckPidMapsFile(spec.pid(), spec.binary_path(), *elf->file());
     }
     if (!st.ok())
       failures.emplace_back(i, st);
+  }
+  // A process may have exited while the request was read: its pid may be another's now.
+  if (failures.empty()) {
+    for (size_t i = 0; i < out->size(); ++i) {
+      if ((*out)[i].process == nullptr) continue;
+      if (absl::Status st = (*out)[i].process->CheckRunning(); !st.ok()) {
+        failures.emplace_back(i, st);
+      }
+    }
   }
   if (failures.empty())
     return absl::OkStatus();
@@ -427,6 +394,15 @@ ProbeManager::Attach(const v1::AttachRequest &req) {
       break;
     }
     g->attachment = std::move(*att);
+  }
+  // A process that exited while the links were made (the kernel refuses a link for a pid
+  // that is gone, ESRCH) gets the one answer of every stage: NOT_FOUND, nothing attached.
+  for (const Resolved &r : resolved) {
+    if (r.process == nullptr) continue;
+    if (absl::Status st = r.process->CheckRunning(); !st.ok()) {
+      link_status = st;
+      break;
+    }
   }
   if (!link_status.ok()) {
     // Roll back: every link of this request, then every map entry and slot.
@@ -749,7 +725,13 @@ ProbeManager::Classify(const v1::ClassifyRequest &req) {
     }
     profile = *p;
   }
-  absl::StatusOr<v1::ClassifyResponse> resp = ClassifySites(req, profile);
+  BinaryLocator::Cache located;
+  absl::StatusOr<v1::ClassifyResponse> resp =
+      ClassifySites(req, profile, [&](const v1::ProbeSpec &spec) {
+        absl::StatusOr<LocatedBinary> where = locator_->Open(spec, &located);
+        if (!where.ok()) return absl::StatusOr<std::shared_ptr<const OpenFile>>(where.status());
+        return absl::StatusOr<std::shared_ptr<const OpenFile>>(where->file);
+      });
   malloc_trim(0); // the ELF files read for it can be large (libgrpc: ~10 MB)
   return resp;
 }

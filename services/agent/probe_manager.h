@@ -34,6 +34,7 @@
 #include "absl/time/time.h"
 #include "services/agent/agent_api.h"
 #include "services/agent/attachment.h"
+#include "services/agent/binary_locator.h"
 #include "services/agent/hit_hub.h"
 #include "services/agent/kernel_features.h"
 #include "services/agent/probe_program.h"
@@ -71,6 +72,10 @@ class ProbeManager final : public AgentApi {
     uint32_t max_probes_per_site = 16;  // probes sharing one instruction of one file
     size_t inactive_retention = 1000;  // detached/expired probes kept for List
     std::string node_name;
+    // Where host paths are resolved (--host-root) and the node's procfs (pid and
+    // container specs; services/agent/binary_locator.h).
+    std::string host_root = "/";
+    std::string proc = "/proc";
     std::string agent_version = "dev";
     std::map<std::string, std::string> labels;
     // Where the patched kernel's files live (tests point these at fixtures).
@@ -172,6 +177,7 @@ class ProbeManager final : public AgentApi {
 
   const Options options_;
   std::unique_ptr<ProbeProgram> program_;
+  std::unique_ptr<BinaryLocator> locator_;
   const KernelInfo kernel_;  // release and version; the profile is profile_
   HitHub* const hub_;
   mutable absl::Mutex profile_mu_ ABSL_ACQUIRED_AFTER(mu_);

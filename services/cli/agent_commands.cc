@@ -46,6 +46,7 @@ int RunAttach(Context& c) {
       if (!absl::SimpleAtoi(*v, &n)) return c.Usage("--pid takes a number");
       spec->set_pid(static_cast<int32_t>(n));
     }
+    if (auto v = a.Get("container")) spec->set_container_id(*v);
     if (auto v = a.Get("rate-limit")) {
       if (!absl::SimpleAtoi(*v, &n) || n < 0)
         return c.Usage("--rate-limit takes events/s");
@@ -179,7 +180,8 @@ int RunClassify(Context& c) {
     } else {
       c.err() << "xolctl: --local without --profile: using linux-6.1\n";
     }
-    absl::StatusOr<v1::ClassifyResponse> r = ClassifySites(req, profile);
+    absl::StatusOr<v1::ClassifyResponse> r =
+        ClassifySites(req, profile, [](const v1::ProbeSpec& s) { return OpenFile::Open(s.binary_path()); });
     if (!r.ok()) return c.Fail("classify", r.status());
     resp = std::move(*r);
   } else {
@@ -325,12 +327,13 @@ int RunInfo(Context& c) {
 }  // namespace
 
 XOLCTL_COMMAND("attach", "attach probes (one all-or-nothing batch)",
-               "attach BINARY:SYMBOL[+OFF]|BINARY:0xFILEOFF... [--pid=N] "
+               "attach BINARY:SYMBOL[+OFF]|BINARY:0xFILEOFF... [--pid=N | --container=ID "
+               "(BINARY is a path in that process's or container's filesystem)] "
                "[--capture=rdi,rsi] "
                "[--rate-limit=EVENTS_PER_S] [--ttl=SECONDS] [--build-id=HEX] "
                "[--label=k=v,...] [--allow-relocate] [--confirm-raw-offset (a "
                "file offset outside every function, in an executable section)]",
-               {"pid", "capture", "rate-limit", "ttl", "build-id", "label"},
+               {"pid", "container", "capture", "rate-limit", "ttl", "build-id", "label"},
                {"allow-relocate", "confirm-raw-offset"}, RunAttach);
 XOLCTL_COMMAND("detach", "detach probes by id", "detach ID... | detach --all",
                {}, {"all"}, RunDetach);

@@ -1,6 +1,7 @@
 #include "services/common/open_file.h"
 
 #include <fcntl.h>
+#include <linux/openat2.h>
 #include <limits.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -97,9 +98,19 @@ absl::Status ValidateBinaryPath(absl::string_view path) {
 namespace {
 thread_local const ScopedOpenAs* open_as = nullptr;
 
-// open() with this thread's file-system credentials switched to the caller's, then back.
+// open(), or openat2() under `root`.
+int OpenPath(const FileRoot* root, const std::string& path, int flags) {
+  if (root == nullptr) return open(path.c_str(), flags);
+  struct open_how how = {};
+  how.flags = static_cast<uint64_t>(flags);
+  how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+  return static_cast<int>(syscall(SYS_openat2, root->fd(), path.c_str(), &how, sizeof(how)));
+}
+
+// OpenPath() with this thread's file-system credentials switched to the caller's, then back.
 // -1 with errno set; EPERM when the credentials cannot be switched (fail closed).
-int OpenAsCaller(const ScopedOpenAs& who, const std::string& path, int flags) {
+int OpenAsCaller(const ScopedOpenAs& who, const FileRoot* root, const std::string& path,
+                 int flags) {
   std::vector<gid_t> saved(NGROUPS_MAX);
   const int nsaved = getgroups(saved.size(), saved.data());
   if (nsaved < 0) return -1;
@@ -114,7 +125,7 @@ int OpenAsCaller(const ScopedOpenAs& who, const std::string& path, int flags) {
                         static_cast<gid_t>(syscall(SYS_setfsgid, who.gid())) == who.gid();
   int fd = -1, err = EPERM;
   if (switched) {
-    fd = open(path.c_str(), flags);
+    fd = OpenPath(root, path, flags);
     err = errno;
   }
   syscall(SYS_setfsuid, old_uid);
@@ -132,21 +143,61 @@ ScopedOpenAs::ScopedOpenAs(uid_t uid, gid_t gid, std::vector<gid_t> groups)
 
 ScopedOpenAs::~ScopedOpenAs() { open_as = previous_; }
 
+absl::StatusOr<std::shared_ptr<const FileRoot>> FileRoot::Open(const std::string& dir,
+                                                                std::string name) {
+  const int fd = open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) {
+    const int e = errno;
+    const std::string msg = absl::StrCat(name, ": cannot open ", Truncated(dir, 512), ": ",
+                                         strerror(e));
+    if (e == ENOENT || e == ENOTDIR || e == ESRCH) return absl::NotFoundError(msg);
+    if (e == EACCES || e == EPERM) return absl::PermissionDeniedError(msg);
+    return absl::InvalidArgumentError(msg);
+  }
+  return Adopt(fd, std::move(name));
+}
+
+std::shared_ptr<const FileRoot> FileRoot::Adopt(int fd, std::string name) {
+  return std::shared_ptr<const FileRoot>(new FileRoot(fd, std::move(name)));
+}
+
+FileRoot::~FileRoot() {
+  if (fd_ >= 0) close(fd_);
+}
+
 absl::StatusOr<std::shared_ptr<const OpenFile>> OpenFile::Open(const std::string& path) {
+  return OpenImpl(nullptr, path);
+}
+
+absl::StatusOr<std::shared_ptr<const OpenFile>> OpenFile::OpenIn(const FileRoot& root,
+                                                                  const std::string& path) {
+  return OpenImpl(&root, path);
+}
+
+absl::StatusOr<std::shared_ptr<const OpenFile>> OpenFile::OpenImpl(const FileRoot* root,
+                                                                    const std::string& path) {
   if (path.find('\0') != std::string::npos) {
     return absl::InvalidArgumentError(
         absl::StrCat("path '", Truncated(path), "' contains a NUL byte"));
   }
   const int flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK;
-  const int fd = open_as != nullptr ? OpenAsCaller(*open_as, path, flags) : open(path.c_str(), flags);
+  const int fd = open_as != nullptr ? OpenAsCaller(*open_as, root, path, flags)
+                                    : OpenPath(root, path, flags);
   if (fd < 0) {
     const int e = errno;
+    const std::string where = root != nullptr ? absl::StrCat(" under ", root->name()) : "";
+    if (root != nullptr && (e == ELOOP || e == EXDEV)) {
+      return absl::PermissionDeniedError(absl::StrCat(
+          Truncated(path, 512), where, ": refused: the path goes through a /proc magic link "
+          "(or too many symbolic links), which could lead outside ", root->name(),
+          "; name the process with pid or container_id instead"));
+    }
     if (open_as != nullptr && (e == EACCES || e == EPERM)) {
       // Say nothing about what lies behind a directory the caller cannot search.
       return absl::PermissionDeniedError(absl::StrCat(
           Truncated(path, 512), ": uid ", open_as->uid(), " cannot read it"));
     }
-    const std::string msg = absl::StrCat(Truncated(path, 512), ": ", strerror(e));
+    const std::string msg = absl::StrCat(Truncated(path, 512), where, ": ", strerror(e));
     if (e == ENOENT || e == ENOTDIR) return absl::NotFoundError(absl::StrCat("no such file ", msg));
     if (e == EACCES || e == EPERM) return absl::PermissionDeniedError(msg);
     return absl::InvalidArgumentError(msg);

@@ -60,12 +60,41 @@ class ScopedOpenAs {
   const ScopedOpenAs* previous_;
 };
 
+// A directory held open under which request paths are resolved as if it were "/" (the
+// agent's --host-root, or /proc/PID/root of a process): openat2(RESOLVE_IN_ROOT) keeps
+// absolute symlinks and ".." inside it, as the kernel does for a process whose root it is,
+// and RESOLVE_NO_MAGICLINKS refuses /proc magic links (/proc/PID/root, /proc/PID/fd/N),
+// the one way a path could lead out of it. So no path of a request names a file outside.
+class FileRoot {
+ public:
+  // Opens `dir` (O_PATH | O_DIRECTORY). `name` is how messages call it ("host root /host").
+  static absl::StatusOr<std::shared_ptr<const FileRoot>> Open(const std::string& dir,
+                                                              std::string name);
+  // Takes ownership of `fd`, a directory descriptor.
+  static std::shared_ptr<const FileRoot> Adopt(int fd, std::string name);
+  ~FileRoot();
+  FileRoot(const FileRoot&) = delete;
+  FileRoot& operator=(const FileRoot&) = delete;
+
+  int fd() const { return fd_; }
+  const std::string& name() const { return name_; }
+
+ private:
+  FileRoot(int fd, std::string name) : fd_(fd), name_(std::move(name)) {}
+  int fd_;
+  std::string name_;
+};
+
 class OpenFile {
  public:
   // Opens `path` read-only (O_CLOEXEC; O_NONBLOCK so a FIFO cannot hang the caller) and
   // requires a regular file. NOT_FOUND, PERMISSION_DENIED, INVALID_ARGUMENT. Within a
   // ScopedOpenAs, as that caller.
   static absl::StatusOr<std::shared_ptr<const OpenFile>> Open(const std::string& path);
+  // The same, with `path` resolved under `root` (above). A path through a magic link is
+  // PERMISSION_DENIED; messages name the root.
+  static absl::StatusOr<std::shared_ptr<const OpenFile>> OpenIn(const FileRoot& root,
+                                                                const std::string& path);
   ~OpenFile();
   OpenFile(const OpenFile&) = delete;
   OpenFile& operator=(const OpenFile&) = delete;
@@ -85,6 +114,8 @@ class OpenFile {
 
  private:
   OpenFile() = default;
+  static absl::StatusOr<std::shared_ptr<const OpenFile>> OpenImpl(const FileRoot* root,
+                                                                  const std::string& path);
   int fd_ = -1;
   std::string path_;
   dev_t dev_ = 0;

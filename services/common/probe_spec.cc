@@ -93,6 +93,11 @@ absl::Status ValidateSpec(const v1::ProbeSpec& s, ReservedLabels reserved) {
                                 " is not below ", kMaxRateLimit, " events/s; use 0 for no limit"));
   }
   if (s.pid() < 0) return Invalid(absl::StrCat("pid ", s.pid(), " must not be negative"));
+  if (absl::Status st = ValidateContainerId(s.container_id()); !st.ok()) return st;
+  if (s.pid() > 0 && !s.container_id().empty()) {
+    return Invalid(absl::StrCat("pid ", s.pid(), " and container_id ", s.container_id(),
+                                " both name where binary_path is: set one of them"));
+  }
   if (s.capture_size() > v1::Register_MAX) {
     return Invalid("capture names more registers than exist");
   }
@@ -119,6 +124,19 @@ absl::Status ValidateSpec(const v1::ProbeSpec& s, ReservedLabels reserved) {
                                 kMaxTtlSeconds, " (30 days)"));
   }
   return ValidateLabels(s.labels(), reserved);
+}
+
+absl::Status ValidateContainerId(absl::string_view id) {
+  if (id.empty()) return absl::OkStatus();
+  bool hex = true;
+  for (char c : id) hex = hex && ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'));
+  if (!hex || id.size() < kMinContainerIdHexDigits || id.size() > kMaxContainerIdHexDigits) {
+    return Invalid(absl::StrCat("container_id '", Truncated(id), "' must be ",
+                                kMinContainerIdHexDigits, "..", kMaxContainerIdHexDigits,
+                                " lowercase hex digits (the id or a prefix of it, as "
+                                "crictl/docker/podman print it)"));
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<v1::ProbeSpec> ParseSite(absl::string_view text) {

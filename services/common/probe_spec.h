@@ -32,6 +32,9 @@ inline constexpr size_t kMaxLabelValueBytes = 256;
 inline constexpr uint32_t kMaxRateLimit = 1000000000;  // events/s, exclusive
 inline constexpr uint32_t kMaxTtlSeconds = 30 * 24 * 3600;
 inline constexpr size_t kMaxBuildIdHexDigits = 128;
+// A container id as runtimes print it: 64 hex digits, or a unique prefix of 12 or more.
+inline constexpr size_t kMinContainerIdHexDigits = 12;
+inline constexpr size_t kMaxContainerIdHexDigits = 64;
 // Labels under this prefix belong to xolfleet: the fleet probe id, the owner.
 inline constexpr char kReservedLabelPrefix[] = "xolfleet.io/";
 
@@ -39,6 +42,8 @@ enum class ReservedLabels { kRefuse, kAllow };
 
 // INVALID_ARGUMENT naming the field, with hostile input echoed truncated.
 absl::Status ValidateSpec(const v1::ProbeSpec& spec, ReservedLabels reserved);
+// Empty, or kMin..kMaxContainerIdHexDigits lowercase hex digits; INVALID_ARGUMENT otherwise.
+absl::Status ValidateContainerId(absl::string_view id);
 absl::Status ValidateLabels(const google::protobuf::Map<std::string, std::string>& labels,
                             ReservedLabels reserved);
 

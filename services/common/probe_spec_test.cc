@@ -71,6 +71,15 @@ TEST(ProbeSpec, OneValidatorAndItsLimits) {
       {[](auto* s) { s->add_capture(static_cast<v1::Register>(99)); }, "register"},
       {[](auto* s) { s->set_ttl_seconds(kMaxTtlSeconds + 1); }, "ttl"},
       {[](auto* s) { s->set_pid(-1); }, "negative"},
+      {[](auto* s) { s->set_container_id("abc123"); }, "12..64 lowercase hex"},
+      {[](auto* s) { s->set_container_id(std::string(65, 'a')); }, "12..64 lowercase hex"},
+      {[](auto* s) { s->set_container_id("ABCDEF0123456"); }, "12..64 lowercase hex"},
+      {[](auto* s) { s->set_container_id("0123456789ab/x"); }, "12..64 lowercase hex"},
+      {[](auto* s) {
+         s->set_container_id("0123456789ab");
+         s->set_pid(7);
+       },
+       "set one of them"},
       {[](auto* s) { (*s->mutable_labels())["xolfleet.io/owner"] = "uid:0"; }, "reserved"},
       {[](auto* s) { (*s->mutable_labels())["bad key"] = "v"; }, "may only contain"},
       {[](auto* s) {
@@ -78,6 +87,11 @@ TEST(ProbeSpec, OneValidatorAndItsLimits) {
        },
        "limit"},
   };
+  for (const char* id : {"0123456789ab", "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}) {
+    v1::ProbeSpec s = Good();
+    s.set_container_id(id);
+    EXPECT_TRUE(ValidateSpec(s, ReservedLabels::kRefuse).ok()) << id;
+  }
   for (size_t i = 0; i < cases.size(); ++i) {
     v1::ProbeSpec s = Good();
     cases[i].mutate(&s);

@@ -290,6 +290,13 @@ absl::Status Workload::Libc(uint64_t n) {
 
 absl::StatusOr<std::string> Workload::Banner() { return Command("banner"); }
 
+absl::Status Workload::ExitWhenOpened() {
+  absl::StatusOr<std::string> r = Command("exit-when-opened");
+  if (!r.ok()) return r.status();
+  if (*r != "armed") return absl::InternalError("workload said: " + *r);
+  return absl::OkStatus();
+}
+
 absl::StatusOr<uint64_t> Workload::Calls(const std::string& command) {
   absl::StatusOr<std::string> r = Command(command);
   if (!r.ok()) return r.status();

@@ -90,6 +90,8 @@ class Workload {
   absl::Status Libc(uint64_t n);
   // What the workload reads from its .rodata string xol_banner.
   absl::StatusOr<std::string> Banner();
+  // From now on the workload exits as soon as anyone opens its program file.
+  absl::Status ExitWhenOpened();
 
  private:
   absl::StatusOr<std::string> Command(const std::string& line);

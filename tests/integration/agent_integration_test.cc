@@ -3,6 +3,7 @@
 // perf-event links). Root only.
 #include <fcntl.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -779,6 +780,90 @@ bool Serves(const std::string& target) {
   // authorization grants nothing), is a server on that address.
   grpc::Status st = stub->GetNodeInfo(&ctx, v1::GetNodeInfoRequest(), &info);
   return st.ok() || st.error_code() == grpc::StatusCode::PERMISSION_DENIED;
+}
+
+// A process named by pid that exits in the middle of an Attach (the workload exits when
+// the agent opens its file, before that open returns): NOT_FOUND naming the process, and
+// nothing attached.
+TEST_P(AgentTest, AProcessExitingMidRequestAttachesNothing) {
+  signal(SIGPIPE, SIG_IGN);  // the exited workload's stdin
+  absl::StatusOr<std::unique_ptr<Workload>> w = Workload::Start();
+  ASSERT_TRUE(w.ok()) << w.status();
+  ASSERT_TRUE((*w)->ExitWhenOpened().ok());
+  v1::ProbeSpec spec = Spec("xol_target_add");
+  spec.set_pid((*w)->pid());
+  v1::AttachResponse resp;
+  grpc::Status st = Attach({spec}, &resp);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::NOT_FOUND) << st.error_message();
+  EXPECT_NE(st.error_message().find(absl::StrCat("process ", (*w)->pid(),
+                                                 " exited during the request")),
+            std::string::npos)
+      << st.error_message();
+  ExpectNothingLeft();
+}
+
+// --host-root: host paths are resolved under it and nowhere else; pid specs in the
+// process's own root.
+TEST(AgentHostRoot, HostPathsResolveUnderTheHostRootOnly) {
+  ASSERT_EQ(geteuid(), 0);
+  const std::string root = absl::StrCat("/tmp/xolfleet-it-hostroot-", getpid());
+  char real[PATH_MAX] = {};
+  ASSERT_NE(realpath(Workload::Path().c_str(), real), nullptr);
+  ASSERT_EQ(system(absl::StrCat("rm -rf ", root, " && mkdir -p ", root, "/opt ", root, "/proc")
+                        .c_str()),
+            0);
+  // As in the agent's container, where the host's / (with its /proc) is mounted at /host.
+  ASSERT_EQ(system(absl::StrCat("mount --bind /proc ", root, "/proc").c_str()), 0);
+  struct Unmount {
+    std::string dir;
+    ~Unmount() { (void)!system(absl::StrCat("umount -l ", dir, "/proc; rm -rf ", dir).c_str()); }
+  } unmount{root};
+  // A hard link: the host root's /opt/wl is the workload's very file (inode).
+  ASSERT_EQ(link(real, (root + "/opt/wl").c_str()), 0) << strerror(errno);
+  ASSERT_EQ(symlink((std::string("../../../../../../../..") + real).c_str(),
+                    (root + "/opt/up").c_str()),
+            0);
+  auto agent = AgentProcess::Start({"--host-root=" + root});
+  ASSERT_TRUE(agent.ok()) << agent.status();
+  auto workload = Workload::Start();
+  ASSERT_TRUE(workload.ok()) << workload.status();
+  auto attach = [&](const std::string& path, int pid, v1::AttachResponse* resp) {
+    v1::AttachRequest req;
+    v1::ProbeSpec* s = req.add_specs();
+    s->set_binary_path(path);
+    s->set_symbol("xol_target_add");
+    s->set_pid(pid);
+    grpc::ClientContext ctx;
+    return (*agent)->stub().Attach(&ctx, req, resp);
+  };
+  auto probes = [&] {
+    grpc::ClientContext ctx;
+    v1::ListResponse list;
+    EXPECT_TRUE((*agent)->stub().List(&ctx, v1::ListRequest(), &list).ok());
+    return list;
+  };
+  v1::AttachResponse host, by_pid, none;
+  grpc::Status st = attach("/opt/wl", 0, &host);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  st = attach(real, (*workload)->pid(), &by_pid);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  ASSERT_TRUE((*workload)->Run(321, 0).ok());
+  v1::ListResponse list = probes();
+  ASSERT_EQ(list.probes_size(), 2);
+  EXPECT_EQ(list.probes(0).hits(), 321u);
+  EXPECT_EQ(list.probes(1).hits(), 321u);
+  // The agent's own path of the workload is not under the root; a symlink climbing out of
+  // it stays inside; a magic link could leave it and is refused.
+  st = attach(real, 0, &none);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::NOT_FOUND) << st.error_message();
+  EXPECT_NE(st.error_message().find("under the host root " + root), std::string::npos)
+      << st.error_message();
+  st = attach("/opt/up", 0, &none);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::NOT_FOUND) << st.error_message();
+  st = attach(absl::StrCat("/proc/", (*workload)->pid(), "/root", real), 0, &none);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::PERMISSION_DENIED) << st.error_message();
+  EXPECT_NE(st.error_message().find("magic link"), std::string::npos) << st.error_message();
+  EXPECT_EQ(probes().probes_size(), 2);
 }
 
 TEST(AgentStartUp, SecondAgentOnTheSamePortFails) {

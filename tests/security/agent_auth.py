@@ -202,6 +202,10 @@ def main():
                       a.ctl("attach", f"{wl}:xol_target_add", f"--pid={a.proc.pid}",
                             user=alice),
                       "PERMISSION_DENIED", "another user")
+        expect_denied("no-container-for-a-local-user",
+                      a.ctl("attach", f"{wl}:xol_target_add", "--container=0123456789abcdef",
+                            user=alice),
+                      "PERMISSION_DENIED", "may not name a container")
         expect_denied("reserved-labels-refused",
                       a.ctl("attach", f"{wl}:xol_target_add", "--label=xolfleet.io/owner=uid:0",
                             user=alice),

@@ -14,6 +14,9 @@
 //                   prints "done N"
 //   "banner":       prints "banner <xol_banner>" (read-only data: a probe
 //                   there would show as a corrupted string)
+//   "exit-when-opened": prints "armed", then exits 0 when anyone opens this program's
+//                   file, before that open() returns (fanotify permission event; root):
+//                   a process that exits in the middle of an Attach naming it, every time
 //   "quit":         exits 0 (so does end of input)
 //
 // Built -O1 with noinline functions and symbols kept: every call is a real call
@@ -28,6 +31,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/fanotify.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -127,6 +133,20 @@ int main(void) {
       printf("done %llu\n", n);
     } else if (strncmp(line, "banner", 6) == 0) {
       printf("banner %s\n", xol_banner);
+    } else if (strncmp(line, "exit-when-opened", 16) == 0) {
+      // A permission event holds the opener's open() until this process answers, and it
+      // never answers: it exits, and the kernel lets the open proceed once this process's
+      // descriptors are closed, which is after its memory is released. So the opener's
+      // open() returns only once this process no longer maps anything (root only).
+      int ffd = fanotify_init(FAN_CLASS_CONTENT | FAN_CLOEXEC, O_RDONLY);
+      if (ffd < 0 || fanotify_mark(ffd, FAN_MARK_ADD, FAN_OPEN_PERM, AT_FDCWD, "/proc/self/exe") < 0) {
+        printf("error fanotify: %s\n", strerror(errno));
+        continue;
+      }
+      printf("armed\n");
+      char ev[4096];
+      if (read(ffd, ev, sizeof(ev)) > 0) _exit(0);
+      printf("error fanotify read\n");
     } else if (strncmp(line, "quit", 4) == 0) {
       break;
     } else {
