@@ -151,6 +151,16 @@ expect rollout-outcomes 'xolfleet_controller_rollouts_total{outcome="complete"}'
 expect request-latency 'sum(xolfleet_controller_request_duration_seconds_count{method="AttachFleet"})' - "-=1"
 expect latency-buckets 'count(xolfleet_controller_request_duration_seconds_bucket{method="AttachFleet"})' - "-=17"
 expect agent-up-series 'count(xolfleet_controller_agent_up == 1)' - "-=$N"
+# Issue 14: each agent's calibration, in the order the kernel dictates (single-step above
+# emulated on a stock kernel), from the agents and through the controller's heartbeats.
+expect agent-calibration-ordered \
+  'count(xolfleet_agent_calibration_seconds_per_hit{placement="SINGLE_STEP",capture="false"} > on(instance) xolfleet_agent_calibration_seconds_per_hit{placement="EMULATED",capture="false"})' \
+  - "-=$N"
+expect node-calibration-ordered \
+  'count by (node) (xolfleet_controller_node_calibration_seconds_per_hit{placement="SINGLE_STEP"} > on(node) xolfleet_controller_node_calibration_seconds_per_hit{placement="EMULATED"})' \
+  node "node-1=1 node-2=1"
+expect node-cost-and-budget 'count(xolfleet_controller_node_budget_cpu == 0.01) and count(xolfleet_controller_node_cpu_seconds_per_second >= 0)' \
+  - "-=$N"
 
 rules=$(curl -sf "http://$PROM_ADDR/api/v1/rules" | python3 -c '
 import json, sys
