@@ -12,7 +12,7 @@
 // The classifier says which class each function is in under the running kernel's profile;
 // the first function of each class is measured. For each: the time of N calls without a
 // probe, then with a pid-scoped counting-only probe (the agent's own BPF program, a slot
-// the manager lends), the minimum of several rounds each; the figure is
+// the manager lends), the median of several rounds each; the figure is
 // (with - without) / N. The kernel's hit count must equal the calls made, or the figure
 // is refused. A last measurement puts a probe capturing every register on the emulated
 // function: its extra cost over the counting-only one is the cost of one captured event.
@@ -34,7 +34,7 @@ namespace xolfleet {
 
 struct CalibrationOptions {
   uint32_t calls = 2000;  // calls per round
-  uint32_t rounds = 5;    // the minimum over rounds is kept
+  uint32_t rounds = 5;    // the median over rounds is kept
 };
 
 // A BPF slot (and the generation its cookie must carry) lent by the probe manager for the
