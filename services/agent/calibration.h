@@ -10,8 +10,9 @@
 //   xol_cal_stack     pushq x(%rip)        SINGLE_STEP everywhere (uses %rsp: not boosted)
 //
 // The classifier says which class each function is in under the running kernel's profile;
-// the first function of each class is measured. For each: the time of N calls without a
-// probe, then with a pid-scoped counting-only probe (the agent's own BPF program, a slot
+// the first function of each class is measured. For each: the helper's CPU time
+// (CLOCK_THREAD_CPUTIME_ID: the traps are charged to it, preemption is not) of N calls
+// without a probe, then with a pid-scoped counting-only probe (the agent's own BPF program, a slot
 // the manager lends), the median of several rounds each; the figure is
 // (with - without) / N. The kernel's hit count must equal the calls made, or the figure
 // is refused. A last measurement puts a probe capturing every register on the emulated
