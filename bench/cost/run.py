@@ -6,8 +6,11 @@ site's placement (measured by the agent at start-up on a helper process it owns)
 benchmark checks that figure against what a real workload loses: tests/workloads/hit_workload
 calls one function as fast as it can for a fixed time, without a probe and then with a
 pid-scoped probe on it, in the same run (interleaved rounds, so load drifts hit both). The
-measured cost of a hit is (1/rate with probe - 1/rate without); the error is
-(estimated - measured) / measured. Root; this machine's kernel.
+measured cost of a hit is the workload's CPU time per call with the probe minus without
+(/proc/PID/schedstat: the trap and the kernel's handling of a hit are charged to the probed
+task, so time it spends preempted by other load does not count; the wall-clock difference
+is printed beside it); the error is (estimated - measured) / measured. Root; this
+machine's kernel.
 
   bench/cost/run.sh [--rounds=5] [--seconds=2] [--out=bench/cost/results.txt]
 """
