@@ -209,6 +209,7 @@ grpc::Status AgentServiceImpl::WatchHits(
   // producing the hits it wants to see).
   writer->SendInitialMetadata();
   uint64_t kernel_dropped = 0, last_sent_dropped = 0;
+  uint64_t budget_seq = manager_->budget_event_seq();
   absl::Time next_kernel_read = absl::InfinitePast();
   std::vector<RoutedHit> hits;
   hits.reserve(max_batch);
@@ -222,8 +223,10 @@ grpc::Status AgentServiceImpl::WatchHits(
       next_kernel_read = now + absl::Milliseconds(250);
     }
     uint64_t dropped = w->dropped() + kernel_dropped;
-    if (hits.empty() && dropped == last_sent_dropped) continue;
+    std::vector<v1::BudgetEvent> budget = manager_->BudgetEventsSince(&budget_seq, *nums);
+    if (hits.empty() && dropped == last_sent_dropped && budget.empty()) continue;
     v1::HitBatch batch;
+    for (v1::BudgetEvent& b : budget) *batch.add_budget_events() = std::move(b);
     batch.mutable_events()->Reserve(hits.size());
     for (const RoutedHit& h : hits) {
       v1::HitEvent* e = batch.add_events();

@@ -1042,6 +1042,17 @@ void ProbeManager::ApplyBudgetLocked(const BudgetDecision &d) {
   cost->set_budget_message(absl::StrCat(d.message, ": ", what));
   cost->set_budget_changed_at_unix_ns(UnixNanos(absl::Now()));
   ++budget_actions_[{std::string(BudgetActionName(d.action)), d.node_scope ? "node" : "probe"}];
+  {
+    v1::BudgetEvent ev;
+    ev.set_probe_id(d.id);
+    ev.set_state(cost->budget_state());
+    ev.set_message(cost->budget_message());
+    ev.set_cpu_seconds_per_sec(cost->cpu_seconds_per_sec());
+    ev.set_node_scope(d.node_scope);
+    ev.set_at_unix_ns(cost->budget_changed_at_unix_ns());
+    budget_events_.push_back({++budget_seq_, r.num, std::move(ev)});
+    while (budget_events_.size() > 1000) budget_events_.pop_front();
+  }
   Log("budget: probe ", d.id, " ", r.probe.spec().binary_path(), " at 0x",
       absl::Hex(r.probe.site().file_offset()), ": ", cost->budget_message());
   if (d.action == BudgetAction::kDetach) {
@@ -1072,6 +1083,23 @@ v1::NodeCost ProbeManager::NodeCostLocked() const {
 std::map<std::pair<std::string, std::string>, uint64_t> ProbeManager::BudgetActions() const {
   absl::MutexLock l(&mu_);
   return budget_actions_;
+}
+
+std::vector<v1::BudgetEvent> ProbeManager::BudgetEventsSince(
+    uint64_t *seq, const absl::flat_hash_set<uint64_t> &nums) const {
+  absl::MutexLock l(&mu_);
+  std::vector<v1::BudgetEvent> out;
+  for (const NumberedBudgetEvent &e : budget_events_) {
+    if (e.seq <= *seq) continue;
+    if (nums.empty() || nums.contains(e.probe_num)) out.push_back(e.event);
+  }
+  *seq = budget_seq_;
+  return out;
+}
+
+uint64_t ProbeManager::budget_event_seq() const {
+  absl::MutexLock l(&mu_);
+  return budget_seq_;
 }
 
 std::map<std::string, size_t> ProbeManager::ProbeCountsByBudgetState() const {

@@ -151,6 +151,12 @@ class ProbeManager final : public AgentApi {
   v1::NodeCost node_cost() const ABSL_LOCKS_EXCLUDED(mu_);
   // (action, scope "probe"|"node") -> budget actions taken since start.
   std::map<std::pair<std::string, std::string>, uint64_t> BudgetActions() const;
+  // Budget events of the probes numbered `nums` (every probe when empty) after sequence
+  // number `*seq`, which is advanced past the last one returned. Start from
+  // budget_event_seq() to get only new ones. The agent keeps the last 1000.
+  std::vector<v1::BudgetEvent> BudgetEventsSince(uint64_t* seq,
+                                                 const absl::flat_hash_set<uint64_t>& nums) const;
+  uint64_t budget_event_seq() const;
   // Budget state name -> attached probes in it.
   std::map<std::string, size_t> ProbeCountsByBudgetState() const;
 
@@ -229,6 +235,13 @@ class ProbeManager final : public AgentApi {
   // Live cost and budgets.
   double node_cpu_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<std::pair<std::string, std::string>, uint64_t> budget_actions_ ABSL_GUARDED_BY(mu_);
+  struct NumberedBudgetEvent {
+    uint64_t seq;
+    uint64_t probe_num;
+    v1::BudgetEvent event;
+  };
+  std::deque<NumberedBudgetEvent> budget_events_ ABSL_GUARDED_BY(mu_);
+  uint64_t budget_seq_ ABSL_GUARDED_BY(mu_) = 0;
 
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread expiry_thread_;

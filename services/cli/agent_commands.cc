@@ -314,7 +314,14 @@ int RunWatch(Context& c) {
     dropped = batch.dropped_total();
     if (c.json()) {
       c.PrintJson(batch);
-    } else if (!quiet) {
+    } else {
+      // Budget actions are printed even with --quiet: they change what is being watched.
+      for (const v1::BudgetEvent& b : batch.budget_events()) {
+        c.out() << "budget: " << b.probe_id() << " " << BudgetStr(b.state()) << ": " << b.message()
+                << "\n";
+      }
+    }
+    if (!c.json() && !quiet) {
       for (const v1::HitEvent& e : batch.events()) {
         std::string regs;
         for (const v1::RegisterValue& r : e.regs()) {

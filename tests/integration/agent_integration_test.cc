@@ -1250,7 +1250,33 @@ TEST_P(BudgetTest, DetachKeepsTheFinalCountsExact) {
   v1::AttachResponse resp;
   ASSERT_TRUE(Attach({fast, add}, &resp).ok());
   const std::string id = resp.probes(0).id();
+  // A watcher of the probe is told (a budget event in its stream).
+  grpc::ClientContext wctx;
+  v1::WatchHitsRequest wreq;
+  wreq.add_probe_ids(id);
+  auto reader = agent_->stub().WatchHits(&wctx, wreq);
+  std::vector<v1::BudgetEvent> told;  // the watcher thread's until it sets `heard`
+  std::atomic<bool> heard{false};
+  std::thread watch([&] {
+    v1::HitBatch b;
+    while (reader->Read(&b)) {
+      for (const v1::BudgetEvent& e : b.budget_events()) told.push_back(e);
+      if (!told.empty()) break;
+    }
+    heard = true;
+  });
+  absl::SleepFor(absl::Milliseconds(300));  // the stream is registered
   const uint64_t calls = SpinUntil(id, v1::BUDGET_DETACHED);
+  const absl::Time deadline = absl::Now() + absl::Seconds(5);
+  while (!heard && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(50));
+  wctx.TryCancel();
+  watch.join();
+  reader->Finish();
+  ASSERT_EQ(told.size(), 1u);
+  EXPECT_EQ(told[0].probe_id(), id);
+  EXPECT_EQ(told[0].state(), v1::BUDGET_DETACHED);
+  EXPECT_FALSE(told[0].node_scope());
+  EXPECT_GT(told[0].cpu_seconds_per_sec(), 0.001);
   v1::Probe p = Get(id);
   ASSERT_EQ(p.state(), v1::DETACHED) << p.DebugString() << agent_->log();
   EXPECT_EQ(p.cost().budget_state(), v1::BUDGET_DETACHED);
