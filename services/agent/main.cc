@@ -103,6 +103,9 @@ ABSL_FLAG(std::string, budget_action, "alert",
           "state), throttle (lower its capture rate to --budget-throttle-rate), detach");
 ABSL_FLAG(absl::Duration, budget_window, absl::Seconds(10),
           "window over which a probe's cost is measured before a budget acts");
+ABSL_FLAG(std::string, kernel_placements_path, "/sys/kernel/debug/uprobes/placements",
+          "where the patched kernel reports the placement it chose per probe (tests point "
+          "this at a fixture)");
 ABSL_FLAG(uint32_t, budget_throttle_rate, 10,
           "--budget-action=throttle: captured events per second left to a throttled probe");
 // Controller link (services/agent/controller_link.h): optional; the agent works
@@ -206,6 +209,7 @@ int Run() {
     mopts.labels[p.first] = p.second;
   }
   mopts.calibrate = absl::GetFlag(FLAGS_calibrate);
+  mopts.placements_path = absl::GetFlag(FLAGS_kernel_placements_path);
   mopts.budget.node_budget = absl::GetFlag(FLAGS_node_budget);
   mopts.budget.probe_budget = absl::GetFlag(FLAGS_probe_budget);
   mopts.budget.window = absl::GetFlag(FLAGS_budget_window);

@@ -1323,6 +1323,39 @@ TEST_P(BudgetTest, NodeBudgetAlertOnlyFlagsTheProbe) {
   ExpectNothingLeft();
 }
 
+// On the patched kernel the kernel reports the placement it chose per probe; the cost is
+// estimated from that word, not the prediction. A fixture stands in for the kernel's
+// /sys/kernel/debug/uprobes/placements: it says the emulated-looking site single-steps.
+TEST_P(BudgetTest, CostFollowsTheKernelConfirmedPlacement) {
+  const std::string placements = absl::StrCat(TmpDir(), "/placements-", GetParam());
+  unlink(placements.c_str());
+  Restart({"--node-budget=0", "--kernel-placements-path=" + placements});
+  const v1::Calibration cal = NodeInfo(*agent_).calibration();
+  v1::ProbeSpec fast = Spec("xol_target_fast");
+  fast.set_pid(workload_->pid());
+  v1::AttachResponse resp;
+  ASSERT_TRUE(Attach({fast}, &resp).ok());
+  const v1::Probe& attached = resp.probes(0);
+  ASSERT_EQ(attached.site().placement(), v1::EMULATED);
+  struct stat st;
+  ASSERT_EQ(stat(Workload::Path().c_str(), &st), 0);
+  ASSERT_TRUE(WriteFile(
+      placements,
+      absl::StrCat(st.st_ino, " 0x", absl::Hex(attached.site().file_offset()), " SINGLE_STEP\n"),
+      0644));
+  ASSERT_TRUE(workload_->Fast(2.5).ok());
+  v1::Probe p = Get(attached.id());
+  EXPECT_EQ(p.kernel_placement(), v1::SINGLE_STEP);
+  EXPECT_TRUE(p.placement_mismatch());
+  EXPECT_EQ(p.cost().cost_placement(), v1::SINGLE_STEP);
+  EXPECT_EQ(p.cost().ns_per_hit(), Figure(cal, v1::SINGLE_STEP));
+  EXPECT_NEAR(p.cost().cpu_seconds_per_sec(),
+              p.cost().hits_per_sec() * Figure(cal, v1::SINGLE_STEP) * 1e-9, 1e-12);
+  ASSERT_TRUE(Detach({attached.id()}).ok());
+  unlink(placements.c_str());
+  ExpectNothingLeft();
+}
+
 INSTANTIATE_TEST_SUITE_P(LinkModes, BudgetTest, ::testing::Values("multi", "perf"),
                          [](const ::testing::TestParamInfo<std::string>& i) { return i.param; });
 
