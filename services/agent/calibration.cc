@@ -11,15 +11,15 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cinttypes>
-#include <cstdio>
 #include <fstream>
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "services/agent/attachment.h"
@@ -193,12 +193,14 @@ absl::Status FileOffsetOf(uintptr_t addr, std::string* path, uint64_t* offset) {
     std::vector<std::string> f = absl::StrSplit(line, ' ', absl::SkipEmpty());
     if (f.size() < 6) continue;
     std::vector<std::string> range = absl::StrSplit(f[0], '-');
-    if (range.size() != 2) continue;
-    const uintptr_t start = std::stoull(range[0], nullptr, 16);
-    const uintptr_t end = std::stoull(range[1], nullptr, 16);
+    uint64_t start = 0, end = 0, off = 0;
+    if (range.size() != 2 || !absl::SimpleHexAtoi(range[0], &start) ||
+        !absl::SimpleHexAtoi(range[1], &end) || !absl::SimpleHexAtoi(f[2], &off)) {
+      continue;
+    }
     if (addr < start || addr >= end) continue;
-    *path = f[5];
-    *offset = addr - start + std::stoull(f[2], nullptr, 16);
+    *path = absl::StrJoin(f.begin() + 5, f.end(), " ");  // a path may hold spaces
+    *offset = addr - start + off;
     return absl::OkStatus();
   }
   return absl::NotFoundError(
