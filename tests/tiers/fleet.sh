@@ -407,6 +407,19 @@ check impersonation-refused-by-default "$(tail -2 "$TMP/impostor.log")" impostor
 check real-node-2-still-up "agents up: $(fleet admin agents --json 2>/dev/null | tests/fleet/fleetq.py agents)" \
   agents_up $N
 
+# 15a. A fleet dry run predicts the cost per node and kernel profile and attaches nothing.
+#     The controller classifies on its own copy of the binary ($BIN/hit_workload here: the
+#     nodes' $WL is only visible inside their mount namespaces).
+sets_before=$(fleet admin list --json 2>/dev/null | python3 -c 'import json,sys; print(len(json.load(sys.stdin).get("rollouts", [])))')
+out=$(fleet counter attach --dry-run --calls-per-sec=1000 --all "$BIN/hit_workload:xol_target_fast" 2>&1)
+sets_after=$(fleet admin list --json 2>/dev/null | python3 -c 'import json,sys; print(len(json.load(sys.stdin).get("rollouts", [])))')
+dry_ok() {
+  grep -q "dry run: nothing attached" <<<"$out" || return 1
+  [ "$(grep -cE '^node-[0-9]+ +UP +linux-[0-9.]+ +EMULATED +0\.[0-9]+us' <<<"$out")" = $N ] || return 1
+  [ "$sets_before" = "$sets_after" ]
+}
+check dry-run-predicts-per-node "sets $sets_before -> $sets_after: $(echo "$out" | tr '\n' ';')" dry_ok
+
 # 15. A canary over its node's budget (issue 14) rolls the set back: the agents run with the
 #     default budget (1% of one CPU, alert only) and the default 10 s window; the canary's
 #     workload calls the probed function as fast as it can through the soak.
