@@ -76,6 +76,8 @@ namespace xolfleet {
 namespace {
 
 using CalFn = void (*)(uint64_t);
+constexpr uint32_t kPilotCalls = 100;
+constexpr uint32_t kMinCalls = 200;
 constexpr CalFn kFunctions[] = {xol_cal_push, xol_cal_reg, xol_cal_riprel, xol_cal_stack};
 constexpr uint32_t kNumFunctions = sizeof(kFunctions) / sizeof(kFunctions[0]);
 
@@ -249,8 +251,6 @@ absl::StatusOr<CalibrationResult> RunCalibration(ProbeProgram& program, Calibrat
   const uint32_t rounds = std::max<uint32_t>(options.rounds, 1);
   // ns per call with a probe at `site` minus without.
   auto measure = [&](const Site& site, bool capture, v1::CalibrationFigure* fig) -> absl::Status {
-    absl::StatusOr<uint64_t> base = h.MedianOf(site.fn, n, rounds);
-    if (!base.ok()) return base.status();
     xol_probe_config cfg = {};
     cfg.generation = slot.generation;
     cfg.pid = static_cast<uint32_t>(h.pid());
@@ -266,7 +266,18 @@ absl::StatusOr<CalibrationResult> RunCalibration(ProbeProgram& program, Calibrat
       (void)program.DeleteConfig(slot.slot);
       return att.status();
     }
-    absl::StatusOr<uint64_t> probed = h.MedianOf(site.fn, n, rounds);
+    // A slow node (a qemu TCG guest single-steps in hundreds of us) gets fewer calls per
+    // round: a pilot of kPilotCalls sets the count so a probed round takes about
+    // options.max_round_ms, never fewer than kMinCalls.
+    absl::StatusOr<uint64_t> pilot = h.Run(site.fn, kPilotCalls);
+    uint32_t calls_per_round = n;
+    if (pilot.ok() && *pilot > 0) {
+      const uint64_t per_call = std::max<uint64_t>(*pilot / kPilotCalls, 1);
+      const uint64_t fit = uint64_t{options.max_round_ms} * 1000000 / per_call;
+      calls_per_round = static_cast<uint32_t>(std::clamp<uint64_t>(fit, std::min(kMinCalls, n), n));
+    }
+    absl::StatusOr<uint64_t> probed =
+        pilot.ok() ? h.MedianOf(site.fn, calls_per_round, rounds) : pilot.status();
     att->reset();
     absl::StatusOr<xol_probe_counters> c = program.ReadCounters(slot.slot);
     (void)program.DeleteConfig(slot.slot);
@@ -275,7 +286,10 @@ absl::StatusOr<CalibrationResult> RunCalibration(ProbeProgram& program, Calibrat
     if (!c.ok()) return c.status();
     result.hits += c->hits;
     result.events += c->emitted;
-    const uint64_t calls = static_cast<uint64_t>(n) * rounds;
+    // Unprobed, after the probe is gone: the same calls per round.
+    absl::StatusOr<uint64_t> base = h.MedianOf(site.fn, calls_per_round, rounds);
+    if (!base.ok()) return base.status();
+    const uint64_t calls = uint64_t{calls_per_round} * rounds + kPilotCalls;
     if (c->hits != calls) {
       return absl::InternalError(absl::StrCat("the calibration probe at '", site.disassembly,
                                               "' counted ", c->hits, " hits for ", calls,
@@ -285,7 +299,8 @@ absl::StatusOr<CalibrationResult> RunCalibration(ProbeProgram& program, Calibrat
     fig->set_capture(capture);
     fig->set_site(site.disassembly);
     fig->set_calls(calls);
-    fig->set_ns_per_hit((static_cast<double>(*probed) - static_cast<double>(*base)) / n);
+    fig->set_ns_per_hit((static_cast<double>(*probed) - static_cast<double>(*base)) /
+                        calls_per_round);
     return absl::OkStatus();
   };
   double emulated_ns = -1;

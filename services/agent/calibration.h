@@ -34,8 +34,12 @@
 namespace xolfleet {
 
 struct CalibrationOptions {
-  uint32_t calls = 2000;  // calls per round
+  uint32_t calls = 2000;  // calls per round at most
   uint32_t rounds = 5;    // the median over rounds is kept
+  // Fewer calls per round (at least 200) where a probed round would take longer than
+  // this: a qemu TCG guest single-steps in hundreds of us, and the agent calibrates
+  // before it serves.
+  uint32_t max_round_ms = 20;
 };
 
 // A BPF slot (and the generation its cookie must carry) lent by the probe manager for the
