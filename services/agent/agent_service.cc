@@ -173,10 +173,14 @@ grpc::Status AgentServiceImpl::Classify(grpc::ServerContext* ctx, const v1::Clas
   return Reply(manager_->Classify(*req), resp);
 }
 
-grpc::Status AgentServiceImpl::GetNodeInfo(grpc::ServerContext* ctx, const v1::GetNodeInfoRequest*,
-                                           v1::NodeInfo* resp) {
-  absl::StatusOr<Identity> who = Authorize(*ctx, Capability::kReadOnly);
+grpc::Status AgentServiceImpl::GetNodeInfo(grpc::ServerContext* ctx,
+                                           const v1::GetNodeInfoRequest* req, v1::NodeInfo* resp) {
+  // Recalibrating places probes (on the agent's own helper) and spends about a second of
+  // CPU: it needs the capability to attach.
+  absl::StatusOr<Identity> who =
+      Authorize(*ctx, req->recalibrate() ? Capability::kAttachCounts : Capability::kReadOnly);
   if (!who.ok()) return ToGrpcStatus(who.status());
+  if (req->recalibrate()) (void)manager_->Calibrate();  // a failure shows in the status
   return Reply(manager_->GetNodeInfo(), resp);
 }
 
@@ -230,6 +234,7 @@ grpc::Status AgentServiceImpl::WatchHits(
   // producing the hits it wants to see).
   writer->SendInitialMetadata();
   uint64_t kernel_dropped = 0, last_sent_dropped = 0;
+  uint64_t budget_seq = manager_->budget_event_seq();
   absl::Time next_kernel_read = absl::InfinitePast();
   std::vector<RoutedHit> hits;
   hits.reserve(max_batch);
@@ -243,8 +248,10 @@ grpc::Status AgentServiceImpl::WatchHits(
       next_kernel_read = now + absl::Milliseconds(250);
     }
     uint64_t dropped = w->dropped() + kernel_dropped;
-    if (hits.empty() && dropped == last_sent_dropped) continue;
+    std::vector<v1::BudgetEvent> budget = manager_->BudgetEventsSince(&budget_seq, *nums);
+    if (hits.empty() && dropped == last_sent_dropped && budget.empty()) continue;
     v1::HitBatch batch;
+    for (v1::BudgetEvent& b : budget) *batch.add_budget_events() = std::move(b);
     batch.mutable_events()->Reserve(hits.size());
     for (const RoutedHit& h : hits) {
       v1::HitEvent* e = batch.add_events();

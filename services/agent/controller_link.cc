@@ -43,9 +43,33 @@ bool IsActive(const v1::Probe& p) { return p.state() == v1::ATTACHED; }
 
 }  // namespace
 
+std::map<std::string, std::string> BudgetBreaches(const v1::ListResponse& local,
+                                                  const v1::ListResponse& gone) {
+  std::map<std::string, std::string> out;
+  auto note = [&out](const v1::Probe& p) {
+    std::string set_id;
+    int index;
+    if (!FleetLabels(p, &set_id, &index)) return;
+    const v1::BudgetState st = p.cost().budget_state();
+    if (st != v1::BUDGET_ALERTED && st != v1::BUDGET_THROTTLED && st != v1::BUDGET_DETACHED) {
+      return;
+    }
+    out.emplace(set_id, absl::StrCat("over budget: probe ", p.id(), " ", v1::BudgetState_Name(st),
+                                     ": ", p.cost().budget_message()));
+  };
+  for (const auto& p : local.probes()) {
+    if (IsActive(p)) note(p);
+  }
+  for (const auto& p : gone.probes()) {
+    if (p.cost().budget_state() == v1::BUDGET_DETACHED) note(p);
+  }
+  return out;
+}
+
 ReconcilePlan PlanReconcile(const v1::DesiredState& desired, const v1::ListResponse& local,
                             const std::map<std::string, std::string>& failed,
-                            const std::map<std::string, absl::Time>& expires, absl::Time now) {
+                            const std::map<std::string, absl::Time>& expires, absl::Time now,
+                            const std::map<std::string, std::string>& breached) {
   ReconcilePlan plan;
   std::map<std::string, const v1::DesiredProbeSet*> want;
   for (const auto& s : desired.sets()) want[s.set_id()] = &s;
@@ -84,6 +108,10 @@ ReconcilePlan PlanReconcile(const v1::DesiredState& desired, const v1::ListRespo
         for (size_t k = 1; k < ids.size(); ++k) plan.detach.push_back(ids[k]);
       }
       st.set_state(v1::SET_ATTACHED);
+      if (auto b = breached.find(set_id); b != breached.end()) {
+        st.set_state(v1::SET_FAILED);
+        st.set_status_message(b->second);
+      }
     } else {
       // Partial (or absent): whatever is left goes, then the whole set comes back as one
       // batch, unless it expired here or failed recently.
@@ -95,6 +123,9 @@ ReconcilePlan PlanReconcile(const v1::DesiredState& desired, const v1::ListRespo
       if ((expired.count(set_id) && by_index.empty()) || ttl_over) {
         st.set_state(v1::SET_EXPIRED);
         st.set_status_message("TTL expired on this node");
+      } else if (auto b = breached.find(set_id); b != breached.end()) {
+        st.set_state(v1::SET_FAILED);
+        st.set_status_message(b->second);
       } else if (auto f = failed.find(set_id); f != failed.end()) {
         st.set_state(v1::SET_FAILED);
         st.set_status_message(f->second);
@@ -308,7 +339,36 @@ void ControllerLink::Reconcile(const v1::DesiredState& desired,
     status_.last_error = std::string(local.status().message());
     return;
   }
-  ReconcilePlan plan = PlanReconcile(desired, *local, failed, expires, absl::Now());
+  // Budget breaches: probes the agent acted on. A fleet probe that was active last pass
+  // and is gone now (not detached by this link, which only detaches before listing again)
+  // may have been detached over budget: its final record says.
+  {
+    std::set<std::string> now_ids;
+    for (const auto& p : local->probes()) {
+      std::string set_id;
+      int index;
+      if (IsActive(p) && FleetLabels(p, &set_id, &index)) now_ids.insert(p.id());
+    }
+    v1::ListResponse gone;
+    v1::ListRequest greq;
+    greq.set_include_inactive(true);
+    for (const auto& id : last_fleet_ids_) {
+      if (!now_ids.count(id)) greq.add_probe_ids(id);
+    }
+    if (greq.probe_ids_size() > 0) {
+      if (auto g = api_->List(greq); g.ok()) gone = std::move(*g);
+    }
+    last_fleet_ids_ = std::move(now_ids);
+    for (auto& [set_id, msg] : BudgetBreaches(*local, gone)) {
+      if (breached_.emplace(set_id, msg).second) Log("fleet set ", set_id, ": ", msg);
+    }
+    std::set<std::string> want;
+    for (const auto& s : desired.sets()) want.insert(s.set_id());
+    for (auto it = breached_.begin(); it != breached_.end();) {
+      it = want.count(it->first) ? std::next(it) : breached_.erase(it);
+    }
+  }
+  ReconcilePlan plan = PlanReconcile(desired, *local, failed, expires, absl::Now(), breached_);
   if (apply) {
     if (!plan.detach.empty()) {
       v1::DetachRequest d;
@@ -364,6 +424,7 @@ void ControllerLink::Reconcile(const v1::DesiredState& desired,
       s->set_kernel_placement(p.kernel_placement());
       s->set_hits(p.hits());
       s->set_status_message(p.status_message());
+      *s->mutable_cost() = p.cost();
     }
     hb->set_probes_attached(attached);
   }
@@ -372,6 +433,8 @@ void ControllerLink::Reconcile(const v1::DesiredState& desired,
     hb->set_kernel_profile(info->kernel_profile());
     hb->set_kernel_boosts(info->kernel_boosts());
     hb->set_placement_mismatches(info->placement_mismatches());
+    *hb->mutable_calibration() = info->calibration();
+    *hb->mutable_cost() = info->cost();
   }
 }
 

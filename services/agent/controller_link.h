@@ -35,6 +35,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -72,10 +73,21 @@ struct ReconcilePlan {
 // set ids to when their fleet-wide TTL ends (as of receiving the desired state): a set
 // past it is reported EXPIRED and not attached again (its local probes may have expired
 // without being listed: the link lists active probes only, not the inactive history).
+// `breached` maps set ids to a budget breach on this node (BudgetBreaches): such a set is
+// reported FAILED with that message whether or not its probes are still attached (alert,
+// throttle), and is not attached again while it stays desired (a detached one would come
+// back, cost the same, and be detached again): a canary's breach rolls the set back.
 ReconcilePlan PlanReconcile(const v1::DesiredState& desired, const v1::ListResponse& local,
                             const std::map<std::string, std::string>& failed,
                             const std::map<std::string, absl::Time>& expires = {},
-                            absl::Time now = absl::InfinitePast());
+                            absl::Time now = absl::InfinitePast(),
+                            const std::map<std::string, std::string>& breached = {});
+
+// Fleet sets a budget acted on: active fleet probes of `local` the agent alerted on or
+// throttled, and fleet probes of `gone` (the final records of probes no longer active)
+// it detached over budget. Set id -> message.
+std::map<std::string, std::string> BudgetBreaches(const v1::ListResponse& local,
+                                                  const v1::ListResponse& gone);
 
 class ControllerLink {
  public:
@@ -135,6 +147,9 @@ class ControllerLink {
   Status status_ ABSL_GUARDED_BY(mu_);
   // Only the link thread touches these.
   std::map<std::string, std::pair<std::string, absl::Time>> failed_;  // set -> (msg, when)
+  // Budget breaches, kept while the set stays desired; fleet probes seen active last pass.
+  std::map<std::string, std::string> breached_;
+  std::set<std::string> last_fleet_ids_;
 };
 
 }  // namespace xolfleet

@@ -191,6 +191,73 @@ TEST_F(LinkTest, CanaryFailureRollsBack) {
   EXPECT_EQ(a.active() + b.active() + c.active(), 0u);
 }
 
+// Issue 14: a canary whose agent reports a budget breach fails the canary stage, so the
+// set is rolled back everywhere; a detached-over-budget set is not attached again.
+void ExpectBudgetBreachRollsBack(LinkTest* t, std::vector<FakeAgentApi*> fakes,
+                                 const std::function<v1::Rollout(v1::FleetAttachRequest)>& attach,
+                                 FleetController* fleet, v1::BudgetState breach) {
+  v1::FleetAttachRequest req;
+  req.mutable_selector()->set_all(true);
+  *req.add_specs() = Spec("/bin/sh", "main");
+  req.mutable_policy()->set_canary_fraction(0.3);     // one of three
+  req.mutable_policy()->set_canary_soak_seconds(30);  // the breach comes within it
+  v1::Rollout r = attach(req);
+  ASSERT_EQ(r.state(), v1::ROLLOUT_CANARY) << r.message();
+  ASSERT_EQ(r.canary_nodes_size(), 1);
+  FakeAgentApi* canary = nullptr;
+  for (FakeAgentApi* f : fakes) {
+    auto info = f->GetNodeInfo();
+    if (info->node_name() == r.canary_nodes(0)) canary = f;
+  }
+  ASSERT_NE(canary, nullptr);
+  ASSERT_TRUE(WaitFor([&] { return canary->active() == 1; }));
+  // Attached and healthy, but soaking: not rolled out yet.
+  absl::SleepFor(absl::Milliseconds(300));
+  EXPECT_EQ(fleet->GetRollout(r.set_id())->state(), v1::ROLLOUT_CANARY);
+  canary->ApplyBudgetToAll(breach, "probe over its budget: 3% of a CPU over 10s");
+  ASSERT_TRUE(WaitFor([&] {
+    return fleet->GetRollout(r.set_id())->state() == v1::ROLLOUT_ROLLED_BACK;
+  })) << fleet->GetRollout(r.set_id())->message();
+  const std::string msg = fleet->GetRollout(r.set_id())->message();
+  EXPECT_NE(msg.find("over budget"), std::string::npos) << msg;
+  EXPECT_NE(msg.find(v1::BudgetState_Name(breach)), std::string::npos) << msg;
+  // Nothing anywhere; only the canary ever attached, once (never re-attached after the
+  // breach).
+  ASSERT_TRUE(WaitFor([&] {
+    size_t n = 0;
+    for (FakeAgentApi* f : fakes) n += f->active();
+    return n == 0;
+  }));
+  uint64_t tries = 0;
+  for (FakeAgentApi* f : fakes) tries += f->attach_calls();
+  EXPECT_EQ(tries, 1u);
+  EXPECT_EQ(canary->attach_calls(), 1u);
+}
+
+TEST_F(LinkTest, CanaryDetachedOverBudgetRollsBack) {
+  FakeAgentApi &a = Fake("n1"), &b = Fake("n2"), &c = Fake("n3");
+  for (auto* api : {&a, &b, &c}) links_.push_back(Link(api));
+  ASSERT_TRUE(AllUp(3));
+  ExpectBudgetBreachRollsBack(
+      this, {&a, &b, &c},
+      [&](v1::FleetAttachRequest req) {
+        return *fleet_->Attach(req, "test", absl::InfinitePast());
+      },
+      fleet_.get(), v1::BUDGET_DETACHED);
+}
+
+TEST_F(LinkTest, CanaryThrottledOverBudgetRollsBack) {
+  FakeAgentApi &a = Fake("n1"), &b = Fake("n2"), &c = Fake("n3");
+  for (auto* api : {&a, &b, &c}) links_.push_back(Link(api));
+  ASSERT_TRUE(AllUp(3));
+  ExpectBudgetBreachRollsBack(
+      this, {&a, &b, &c},
+      [&](v1::FleetAttachRequest req) {
+        return *fleet_->Attach(req, "test", absl::InfinitePast());
+      },
+      fleet_.get(), v1::BUDGET_THROTTLED);
+}
+
 TEST_F(LinkTest, ReconnectAndRestartConvergeWithoutDuplicatesOrLeftovers) {
   FakeAgentApi &a = Fake("n1"), &b = Fake("n2");
   links_.push_back(Link(&a));
@@ -358,6 +425,41 @@ TEST(PlanReconcile, SetPastItsTtlIsNotReattached) {
   ReconcilePlan over = PlanReconcile(d, v1::ListResponse(), {}, {{"ps-ttl", now}}, now);
   EXPECT_TRUE(over.attach.empty());
   EXPECT_EQ(over.status["ps-ttl"].state(), v1::SET_EXPIRED);
+}
+
+TEST(PlanReconcile, BudgetBreachedSetsFailAndAreNotReattached) {
+  v1::DesiredState d;
+  for (const char* id : {"ps-kept", "ps-gone"}) {
+    auto* s = d.add_sets();
+    s->set_set_id(id);
+    *s->add_specs() = Spec("/bin/sh", "a");
+  }
+  v1::ListResponse local;
+  auto* p = local.add_probes();
+  p->set_id("p1");
+  p->set_state(v1::ATTACHED);
+  (*p->mutable_spec()->mutable_labels())[kFleetProbeLabel] = "ps-kept/0";
+  p->mutable_cost()->set_budget_state(v1::BUDGET_THROTTLED);
+  v1::ListResponse gone;
+  auto* q = gone.add_probes();
+  q->set_id("p2");
+  q->set_state(v1::DETACHED);
+  (*q->mutable_spec()->mutable_labels())[kFleetProbeLabel] = "ps-gone/0";
+  q->mutable_cost()->set_budget_state(v1::BUDGET_DETACHED);
+  auto* r = gone.add_probes();  // detached by the link itself: not a breach
+  r->set_id("p3");
+  r->set_state(v1::DETACHED);
+  (*r->mutable_spec()->mutable_labels())[kFleetProbeLabel] = "ps-other/0";
+  std::map<std::string, std::string> breached = BudgetBreaches(local, gone);
+  ASSERT_EQ(breached.size(), 2u);
+  EXPECT_NE(breached["ps-kept"].find("BUDGET_THROTTLED"), std::string::npos);
+  EXPECT_NE(breached["ps-gone"].find("BUDGET_DETACHED"), std::string::npos);
+  ReconcilePlan plan = PlanReconcile(d, local, {}, {}, absl::InfinitePast(), breached);
+  EXPECT_TRUE(plan.attach.empty());  // the detached one does not come back
+  EXPECT_TRUE(plan.detach.empty());  // the throttled one stays until the controller decides
+  EXPECT_EQ(plan.status["ps-kept"].state(), v1::SET_FAILED);
+  EXPECT_EQ(plan.status["ps-gone"].state(), v1::SET_FAILED);
+  EXPECT_NE(plan.status["ps-gone"].status_message().find("over budget"), std::string::npos);
 }
 
 }  // namespace

@@ -188,7 +188,10 @@ int RingBufferReader::OnEvent(void* ctx, void* data, size_t size) {
 
 void RingBufferReader::Run() {
   while (!stop_.load()) {
-    int n = ring_buffer__poll(rb_, 100 /* ms */);
+    // The program wakes this reader only when the buffer fills up (xol_wakeup_bytes), so
+    // poll returns empty-handed after 10 ms and consume() drains what came meanwhile.
+    int n = ring_buffer__poll(rb_, 10 /* ms */);
+    if (n >= 0 || n == -EINTR) n = ring_buffer__consume(rb_);
     if (n < 0 && n != -EINTR) {
       Log("ring buffer poll failed: ", strerror(-n));
       break;

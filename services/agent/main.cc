@@ -21,12 +21,12 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/time.h"
 #include "services/agent/agent_service.h"
 #include "services/agent/controller_link.h"
 #include "services/agent/hit_hub.h"
 #include "services/agent/kernel_features.h"
 #include "services/agent/local_listener.h"
-#include "services/common/log.h"
 #include "services/agent/metrics.h"
 #include "services/agent/probe_manager.h"
 #include "services/agent/probe_program.h"
@@ -35,6 +35,7 @@
 #include "services/common/authz.h"
 #include "services/common/cert_reloader.h"
 #include "services/common/flags.h"
+#include "services/common/log.h"
 #include "services/common/tls.h"
 
 ABSL_FLAG(std::string, unix_socket, "/run/xolfleet/agent.sock",
@@ -96,6 +97,25 @@ ABSL_FLAG(std::string, labels, "", "node labels k=v,k=v reported in NodeInfo");
 ABSL_FLAG(std::string, host_root, "/",
           "where probe specs' host paths are resolved (the host's / mounted into the agent's "
           "container: /host); no path leads outside it");
+ABSL_FLAG(bool, calibrate, true,
+          "measure the cost of a probe hit per placement class at start-up (on a helper "
+          "process the agent forks; about a second, in the background) and when the kernel "
+          "profile changes");
+ABSL_FLAG(double, node_budget, 0.01,
+          "estimated CPU all probes together may cost the node, as a fraction of one CPU "
+          "(0.01: 1%); 0: none");
+ABSL_FLAG(double, probe_budget, 0,
+          "estimated CPU one probe may cost, as a fraction of one CPU; 0: none");
+ABSL_FLAG(std::string, budget_action, "alert",
+          "what to do with a probe over budget over --budget-window: alert (log, metric, "
+          "state), throttle (lower its capture rate to --budget-throttle-rate), detach");
+ABSL_FLAG(absl::Duration, budget_window, absl::Seconds(10),
+          "window over which a probe's cost is measured before a budget acts");
+ABSL_FLAG(std::string, kernel_placements_path, "/sys/kernel/debug/uprobes/placements",
+          "where the patched kernel reports the placement it chose per probe (tests point "
+          "this at a fixture)");
+ABSL_FLAG(uint32_t, budget_throttle_rate, 10,
+          "--budget-action=throttle: captured events per second left to a throttled probe");
 // Controller link (services/agent/controller_link.h): optional; the agent works
 // alone.
 ABSL_FLAG(std::string, controller, "",
@@ -197,6 +217,25 @@ int Run() {
         absl::StrSplit(kv, absl::MaxSplits('=', 1));
     mopts.labels[p.first] = p.second;
   }
+  mopts.calibrate = absl::GetFlag(FLAGS_calibrate);
+  mopts.placements_path = absl::GetFlag(FLAGS_kernel_placements_path);
+  mopts.budget.node_budget = absl::GetFlag(FLAGS_node_budget);
+  mopts.budget.probe_budget = absl::GetFlag(FLAGS_probe_budget);
+  mopts.budget.window = absl::GetFlag(FLAGS_budget_window);
+  mopts.throttle_events_per_sec = absl::GetFlag(FLAGS_budget_throttle_rate);
+  {
+    absl::StatusOr<BudgetAction> a = ParseBudgetAction(absl::GetFlag(FLAGS_budget_action));
+    if (!a.ok()) {
+      Log("--budget-action: ", a.status().message());
+      return 2;
+    }
+    mopts.budget.action = *a;
+    if (mopts.budget.node_budget < 0 || mopts.budget.probe_budget < 0 ||
+        mopts.budget.window < absl::Seconds(1)) {
+      Log("--node-budget and --probe-budget must be >= 0, --budget-window at least 1s");
+      return 2;
+    }
+  }
   absl::StatusOr<std::unique_ptr<ProbeManager>> manager =
       ProbeManager::Create(mopts, std::move(*program), *kernel, &hub);
   if (!manager.ok()) {
@@ -209,6 +248,9 @@ int Run() {
     Log(reader.status().message());
     return 1;
   }
+  // Calibrate before serving: about a second, after which every answer carries figures
+  // (a failure is logged and reported in NodeInfo; the agent serves without figures).
+  if (mopts.calibrate) (void)(*manager)->Calibrate();
   absl::StatusOr<std::unique_ptr<AgentMetrics>> metrics =
       AgentMetrics::Start(absl::GetFlag(FLAGS_metrics_address), manager->get(),
                           &hub, absl::GetFlag(FLAGS_metrics_max_probe_series));

@@ -112,6 +112,52 @@ class AgentMetrics::Collector final : public pm::Collectable {
                                   {"boosts", prof.boosts ? "true" : "false"}}));
     out.push_back(std::move(pi));
 
+    // Cost: calibration figures, estimated overhead per probe and per node, budgets.
+    const v1::Calibration cal = manager_->calibration();
+    pm::MetricFamily cf = family("xolfleet_agent_calibration_seconds_per_hit",
+                                 "Measured cost of one probe hit on this node by placement "
+                                 "(capture: the probe captured every register).",
+                                 pm::MetricType::Gauge);
+    for (const v1::CalibrationFigure& f : cal.figures()) {
+      cf.metric.push_back(
+          gauge(f.ns_per_hit() * 1e-9, {{"placement", v1::Placement_Name(f.placement())},
+                                        {"capture", f.capture() ? "true" : "false"}}));
+    }
+    out.push_back(std::move(cf));
+    pm::MetricFamily pc = family("xolfleet_agent_probe_cpu_seconds_per_second",
+                                 "Estimated CPU time per second the probed processes spend "
+                                 "on this probe's hits (calibrated cost x hit rate).",
+                                 pm::MetricType::Gauge);
+    for (size_t i = 0; i < snap.size() && i < max_series_; ++i) {
+      pc.metric.push_back(gauge(snap[i].cpu_seconds_per_sec, {{"probe_id", snap[i].id}}));
+    }
+    out.push_back(std::move(pc));
+    const v1::NodeCost nc = manager_->node_cost();
+    auto single_gauge = [&](const char* name, const char* help, double v) {
+      pm::MetricFamily f = family(name, help, pm::MetricType::Gauge);
+      f.metric.push_back(gauge(v));
+      out.push_back(std::move(f));
+    };
+    single_gauge("xolfleet_agent_cpu_seconds_per_second",
+                 "Estimated CPU time per second spent on all probes of this node.",
+                 nc.cpu_seconds_per_sec());
+    single_gauge("xolfleet_agent_node_budget_cpu",
+                 "The node's probe budget (--node-budget), fraction of one CPU.", nc.node_budget());
+    pm::MetricFamily ba = family("xolfleet_agent_budget_actions_total",
+                                 "Budget actions taken, by action and by which budget "
+                                 "(probe or node) was exceeded.",
+                                 pm::MetricType::Counter);
+    for (const auto& [key, n] : manager_->BudgetActions()) {
+      ba.metric.push_back(counter(n, {{"action", key.first}, {"scope", key.second}}));
+    }
+    out.push_back(std::move(ba));
+    pm::MetricFamily bs = family("xolfleet_agent_probes_by_budget_state",
+                                 "Attached probes by budget state.", pm::MetricType::Gauge);
+    for (const auto& [state, n] : manager_->ProbeCountsByBudgetState()) {
+      bs.metric.push_back(gauge(n, {{"state", state}}));
+    }
+    out.push_back(std::move(bs));
+
     absl::StatusOr<v1::KernelSlotStats> ks = ReadSlotStats();
     if (ks.ok()) {
       pm::MetricFamily kh =

@@ -1,6 +1,9 @@
 #include "services/agent/probe_manager.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 #include <malloc.h>
 #include <signal.h>
 #include <string.h>
@@ -8,25 +11,22 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
-#include <fcntl.h>
-#include <google/protobuf/io/coded_stream.h>
-#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
-
 #include <algorithm>
 #include <fstream>
 #include <sstream>
 #include <tuple>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "services/agent/binary_locator.h"
 #include "services/agent/kernel_stats.h"
-#include "services/common/log.h"
 #include "services/agent/probe_convert.h"
 #include "services/common/elf_file.h"
+#include "services/common/log.h"
 #include "services/common/open_file.h"
 #include "services/common/site_resolver.h"
 #include "services/common/x86_classifier.h"
@@ -102,6 +102,16 @@ ProbeManager::Create(const Options &options,
       m->free_slots_.push_back(i - 1);
   }
   m->expiry_thread_ = std::thread([p = m.get()] { p->ExpiryLoop(); });
+  {
+    absl::MutexLock l(&m->mu_);
+    // The first calibration is the caller's (the agent runs it before it serves, so
+    // nothing it does races with the first requests); this thread re-runs it when the
+    // kernel profile changes.
+    m->calibration_.set_status(options.calibrate ? "pending" : "off");
+  }
+  if (options.calibrate) {
+    m->calibration_thread_ = std::thread([p = m.get()] { p->CalibrationLoop(); });
+  }
   return m;
 }
 
@@ -112,6 +122,7 @@ ProbeManager::~ProbeManager() {
   }
   if (expiry_thread_.joinable())
     expiry_thread_.join();
+  if (calibration_thread_.joinable()) calibration_thread_.join();
   absl::MutexLock l(&mu_);
   std::vector<std::string> ids;
   for (const auto &[id, r] : active_)
@@ -247,6 +258,7 @@ ProbeManager::Attach(const v1::AttachRequest &req) {
                      " one request may carry (--max-specs-per-request): split "
                      "it into smaller requests"));
   }
+  if (req.dry_run()) return DryRun(req);
   std::vector<Resolved> resolved;
   if (absl::Status st = ResolveAll(req, &resolved); !st.ok()) {
     finish(false, 0);
@@ -629,6 +641,7 @@ void ProbeManager::ExpiryLoop() {
     // when nobody calls List or GetNodeInfo.
     if (absl::Now() >= next_refresh) {
       RefreshKernel();
+      UpdateCosts(absl::Now());
       next_refresh = absl::Now() + absl::Seconds(1);
     }
   }
@@ -663,6 +676,8 @@ void ProbeManager::RefreshKernelLocked() {
     }
     kernel_placement_.clear();  // read again below, under the new switch
     mismatch_logged_.clear();
+    // The figures were measured under the old profile: a site's class may have changed.
+    if (options_.calibrate) calibrate_requested_ = true;
     Log("kernel profile changed to ", ProfileName(now.profile), " (", now.why, "): ",
         active_.size(), " attached probes predicted again, ", moved, " changed placement");
   }
@@ -733,6 +748,14 @@ ProbeManager::Classify(const v1::ClassifyRequest &req) {
         return absl::StatusOr<std::shared_ptr<const OpenFile>>(where->file);
       });
   malloc_trim(0); // the ELF files read for it can be large (libgrpc: ~10 MB)
+  // The expected cost of a hit on this node: only under the node's own profile (the
+  // figures were measured on it).
+  if (resp.ok() && profile == Profile().profile) {
+    absl::MutexLock l(&mu_);
+    for (v1::SitePlacement &site : *resp->mutable_sites()) {
+      site.set_expected_ns_per_hit(cost_model_.NsPerHit(site.placement()).value_or(0));
+    }
+  }
   return resp;
 }
 
@@ -764,6 +787,8 @@ absl::StatusOr<v1::NodeInfo> ProbeManager::GetNodeInfo() {
   info.set_profile_reason(prof.why);
   info.set_probes_attached(active_.size());
   info.set_placement_mismatches(MismatchesLocked());
+  *info.mutable_calibration() = calibration_;
+  *info.mutable_cost() = NodeCostLocked();
   return info;
 }
 
@@ -829,6 +854,7 @@ std::vector<ProbeCounterSnapshot> ProbeManager::SnapshotCounters() const {
       s.dropped = c->dropped;
       s.rate_limited = c->rate_limited;
     }
+    s.cpu_seconds_per_sec = r.probe.cost().cpu_seconds_per_sec();
     out.push_back(std::move(s));
   }
   return out;
@@ -863,6 +889,273 @@ ProbeManager::ProbeCountsByPredictedAndKernelPlacement() const {
            kp == kernel_placement_.end() ? "UNREPORTED" : std::string(PlacementName(kp->second))}];
   }
   return out;
+}
+
+xol_probe_counters ProbeManager::Totals() const {
+  xol_probe_counters t = program_->ReadTotals();
+  absl::MutexLock l(&mu_);
+  t.hits -= std::min<uint64_t>(t.hits, calibration_hits_);
+  t.emitted -= std::min<uint64_t>(t.emitted, calibration_events_);
+  return t;
+}
+
+void ProbeManager::CalibrationLoop() {
+  for (;;) {
+    {
+      absl::MutexLock l(&mu_);
+      mu_.Await(absl::Condition(this, &ProbeManager::CalibrationWanted));
+      if (stopping_) return;
+      calibrate_requested_ = false;
+    }
+    (void)Calibrate();
+  }
+}
+
+absl::Status ProbeManager::Calibrate() {
+  absl::MutexLock run(&calibrate_mu_);
+  CalibrationSlot cs;
+  {
+    absl::MutexLock l(&mu_);
+    if (free_slots_.empty()) {
+      calibration_.set_status("failed: no free probe slot (--max-probes reached)");
+      return absl::ResourceExhaustedError("calibration needs a free probe slot");
+    }
+    cs.slot = free_slots_.back();
+    free_slots_.pop_back();
+    cs.generation = ++slot_generation_[cs.slot];
+    calibration_.set_status("running");
+  }
+  const KernelProfile profile = Profile().profile;
+  absl::StatusOr<CalibrationResult> r =
+      RunCalibration(*program_, cs, profile, options_.calibration);
+  absl::MutexLock l(&mu_);
+  free_slots_.push_back(cs.slot);
+  if (!r.ok()) {
+    // Figures measured before stay (they are still this node's best knowledge).
+    calibration_.set_status(absl::StrCat("failed: ", r.status().message()));
+    Log("calibration failed: ", r.status().message());
+    return r.status();
+  }
+  calibration_hits_ += r->hits;
+  calibration_events_ += r->events;
+  calibration_ = r->calibration;
+  cost_model_ = CostModel(calibration_);
+  std::vector<std::string> parts;
+  for (const v1::CalibrationFigure &f : calibration_.figures()) {
+    parts.push_back(absl::StrCat(v1::Placement_Name(f.placement()), f.capture() ? "+capture" : "",
+                                 " ", absl::SixDigits(f.ns_per_hit() / 1000), " us"));
+  }
+  Log("calibration (", calibration_.profile(), ", ",
+      absl::SixDigits(calibration_.duration_seconds()), " s): per hit ", absl::StrJoin(parts, ", "),
+      "; a captured event ", absl::SixDigits(calibration_.capture_ns_per_event() / 1000), " us");
+  return absl::OkStatus();
+}
+
+v1::Calibration ProbeManager::calibration() const {
+  absl::MutexLock l(&mu_);
+  return calibration_;
+}
+
+v1::Placement ProbeManager::CostPlacementLocked(const ProbeRecord &r) const {
+  // The kernel's word when it reports one (patched kernel), else the prediction.
+  auto kp = kernel_placement_.find(r.probe.id());
+  return ToProtoPlacement(kp != kernel_placement_.end() ? kp->second : r.placement);
+}
+
+void ProbeManager::UpdateCosts(absl::Time now) {
+  absl::MutexLock l(&mu_);
+  const absl::Duration window = options_.budget.window;
+  std::vector<ProbeBudgetInput> inputs;
+  inputs.reserve(active_.size());
+  double total = 0;
+  for (auto &[id, r] : active_) {
+    absl::StatusOr<xol_probe_counters> c = program_->ReadCounters(r.slot);
+    if (!c.ok()) continue;
+    r.window.Add(now, c->hits, c->emitted);
+    r.window.Trim(window);
+    v1::ProbeCost *cost = r.probe.mutable_cost();
+    EstimateCost(cost_model_, CostPlacementLocked(r), r.window.HitsPerSec(),
+                 r.window.EventsPerSec(), cost);
+    if (cost->budget_state() == v1::BUDGET_STATE_UNSPECIFIED) cost->set_budget_state(v1::BUDGET_OK);
+    total += cost->cpu_seconds_per_sec();
+    inputs.push_back(
+        {id, cost->cpu_seconds_per_sec(), r.window.Covers(window), cost->budget_state()});
+  }
+  node_cpu_ = total;
+  // Without figures nothing can be estimated, so no budget can be enforced yet.
+  if (cost_model_.empty()) return;
+  for (const BudgetDecision &d : DecideBudgets(inputs, options_.budget)) ApplyBudgetLocked(d);
+}
+
+void ProbeManager::ApplyBudgetLocked(const BudgetDecision &d) {
+  auto it = active_.find(d.id);
+  if (it == active_.end()) return;
+  ProbeRecord &r = it->second;
+  v1::ProbeCost *cost = r.probe.mutable_cost();
+  std::string what;
+  switch (d.action) {
+    case BudgetAction::kAlert:
+      what = "alert only (--budget-action=alert)";
+      break;
+    case BudgetAction::kThrottle: {
+      absl::StatusOr<xol_probe_config> cfg = program_->GetConfig(r.slot);
+      const uint32_t rate = std::max<uint32_t>(options_.throttle_events_per_sec, 1);
+      const uint64_t interval = 1000000000ull / rate;
+      if (!cfg.ok()) {
+        what = absl::StrCat("throttle failed: ", cfg.status().message());
+      } else if (cfg->capture_mask == 0) {
+        what = "throttled: counting only, so nothing to lower (its traps still cost the same)";
+      } else {
+        if (cfg->rate_interval_ns < interval) {
+          cfg->rate_interval_ns = interval;
+          cfg->rate_burst_ns = 1000000000ull;
+          (void)program_->SetConfig(r.slot, *cfg);
+        }
+        what =
+            absl::StrCat("throttled: capture limited to ", rate, " events/s (hits still counted)");
+      }
+      break;
+    }
+    case BudgetAction::kDetach:
+      what = "detached (final counts kept)";
+      break;
+  }
+  cost->set_budget_state(StateAfter(d.action));
+  cost->set_budget_message(absl::StrCat(d.message, ": ", what));
+  cost->set_budget_changed_at_unix_ns(UnixNanos(absl::Now()));
+  ++budget_actions_[{std::string(BudgetActionName(d.action)), d.node_scope ? "node" : "probe"}];
+  {
+    v1::BudgetEvent ev;
+    ev.set_probe_id(d.id);
+    ev.set_state(cost->budget_state());
+    ev.set_message(cost->budget_message());
+    ev.set_cpu_seconds_per_sec(cost->cpu_seconds_per_sec());
+    ev.set_node_scope(d.node_scope);
+    ev.set_at_unix_ns(cost->budget_changed_at_unix_ns());
+    budget_events_.push_back({++budget_seq_, r.num, std::move(ev)});
+    while (budget_events_.size() > 1000) budget_events_.pop_front();
+  }
+  Log("budget: probe ", d.id, " ", r.probe.spec().binary_path(), " at 0x",
+      absl::Hex(r.probe.site().file_offset()), ": ", cost->budget_message());
+  if (d.action == BudgetAction::kDetach) {
+    DetachLocked({d.id}, v1::DETACHED, absl::StrCat("over budget: ", d.message));
+  }
+}
+
+bool ProbeManager::CalibrationWanted() const { return stopping_ || calibrate_requested_; }
+
+v1::NodeCost ProbeManager::node_cost() const {
+  absl::MutexLock l(&mu_);
+  return NodeCostLocked();
+}
+
+v1::NodeCost ProbeManager::NodeCostLocked() const {
+  v1::NodeCost cost;
+  cost.set_cpu_seconds_per_sec(node_cpu_);
+  cost.set_node_budget(options_.budget.node_budget);
+  cost.set_probe_budget(options_.budget.probe_budget);
+  cost.set_budget_action(std::string(BudgetActionName(options_.budget.action)));
+  cost.set_budget_window_seconds(absl::ToDoubleSeconds(options_.budget.window));
+  uint64_t actions = 0;
+  for (const auto &[k, n] : budget_actions_) actions += n;
+  cost.set_budget_actions(actions);
+  return cost;
+}
+
+std::map<std::pair<std::string, std::string>, uint64_t> ProbeManager::BudgetActions() const {
+  absl::MutexLock l(&mu_);
+  return budget_actions_;
+}
+
+std::vector<v1::BudgetEvent> ProbeManager::BudgetEventsSince(
+    uint64_t *seq, const absl::flat_hash_set<uint64_t> &nums) const {
+  absl::MutexLock l(&mu_);
+  std::vector<v1::BudgetEvent> out;
+  for (const NumberedBudgetEvent &e : budget_events_) {
+    if (e.seq <= *seq) continue;
+    if (nums.empty() || nums.contains(e.probe_num)) out.push_back(e.event);
+  }
+  *seq = budget_seq_;
+  return out;
+}
+
+uint64_t ProbeManager::budget_event_seq() const {
+  absl::MutexLock l(&mu_);
+  return budget_seq_;
+}
+
+std::map<std::string, size_t> ProbeManager::ProbeCountsByBudgetState() const {
+  absl::MutexLock l(&mu_);
+  std::map<std::string, size_t> out;
+  for (const auto &[id, r] : active_) {
+    v1::BudgetState st = r.probe.cost().budget_state();
+    if (st == v1::BUDGET_STATE_UNSPECIFIED) st = v1::BUDGET_OK;
+    ++out[v1::BudgetState_Name(st)];
+  }
+  return out;
+}
+
+absl::StatusOr<v1::AttachResponse> ProbeManager::DryRun(const v1::AttachRequest &req) {
+  std::vector<Resolved> resolved;
+  if (absl::Status st = ResolveAll(req, &resolved); !st.ok()) return st;
+  std::vector<double> rates(resolved.size(), req.expected_calls_per_sec());
+  if (req.sample_seconds() > 0) {
+    // A short counting-only sample of the real call rate: the same sites without capture
+    // or TTL, attached for sample_seconds and detached again.
+    const uint32_t secs = std::min<uint32_t>(req.sample_seconds(), 10);
+    v1::AttachRequest sample;
+    for (const v1::ProbeSpec &s : req.specs()) {
+      v1::ProbeSpec *c = sample.add_specs();
+      *c = s;
+      c->clear_capture();
+      c->set_rate_limit_per_sec(0);
+      c->set_ttl_seconds(secs + 30);  // a safety net should this thread die
+      (*c->mutable_labels())["xolfleet.io/purpose"] = "rate-sample";
+    }
+    absl::StatusOr<v1::AttachResponse> att = Attach(sample);
+    if (!att.ok()) {
+      return absl::Status(att.status().code(),
+                          absl::StrCat("rate sample: ", att.status().message()));
+    }
+    const absl::Time start = absl::Now();
+    absl::SleepFor(absl::Seconds(secs));
+    v1::ListRequest lr;
+    v1::DetachRequest dr;
+    for (const v1::Probe &p : att->probes()) {
+      lr.add_probe_ids(p.id());
+      dr.add_probe_ids(p.id());
+    }
+    absl::StatusOr<v1::ListResponse> listed = List(lr);
+    const double elapsed = absl::ToDoubleSeconds(absl::Now() - start);
+    (void)Detach(dr);
+    if (!listed.ok()) return listed.status();
+    absl::flat_hash_map<std::string, uint64_t> hits;
+    for (const v1::Probe &p : listed->probes()) hits[p.id()] = p.hits();
+    for (int i = 0; i < att->probes_size(); ++i) {
+      rates[i] = static_cast<double>(hits[att->probes(i).id()]) / elapsed;
+    }
+  }
+  v1::AttachResponse resp;
+  resp.set_dry_run(true);
+  resp.set_link_kind(program_->link_mode() == LinkMode::kMulti ? "uprobe_multi" : "perf_event");
+  absl::MutexLock l(&mu_);
+  double total = 0;
+  for (size_t i = 0; i < resolved.size(); ++i) {
+    v1::Probe *p = resp.add_probes();
+    *p->mutable_spec() = req.specs(i);
+    *p->mutable_site() = ToSitePlacement(resolved[i].site);
+    const v1::Placement pl = p->site().placement();
+    p->mutable_site()->set_expected_ns_per_hit(cost_model_.NsPerHit(pl).value_or(0));
+    // Every hit of a capturing probe writes an event unless its rate limit stops it.
+    double events = req.specs(i).capture_size() > 0 ? rates[i] : 0;
+    if (req.specs(i).rate_limit_per_sec() > 0) {
+      events = std::min<double>(events, req.specs(i).rate_limit_per_sec());
+    }
+    EstimateCost(cost_model_, pl, rates[i], events, p->mutable_cost());
+    total += p->cost().cpu_seconds_per_sec();
+  }
+  resp.set_predicted_cpu_seconds_per_sec(total);
+  return resp;
 }
 
 size_t ProbeManager::attached_count() const {

@@ -35,6 +35,8 @@
 #include "services/agent/agent_api.h"
 #include "services/agent/attachment.h"
 #include "services/agent/binary_locator.h"
+#include "services/agent/calibration.h"
+#include "services/agent/cost.h"
 #include "services/agent/hit_hub.h"
 #include "services/agent/kernel_features.h"
 #include "services/agent/probe_program.h"
@@ -63,6 +65,7 @@ struct ProbeCounterSnapshot {
   uint64_t emitted = 0;
   uint64_t dropped = 0;
   uint64_t rate_limited = 0;
+  double cpu_seconds_per_sec = 0;  // estimated cost over the budget window
 };
 
 class ProbeManager final : public AgentApi {
@@ -82,6 +85,13 @@ class ProbeManager final : public AgentApi {
     std::string slot_stats_path = "/sys/kernel/debug/uprobes/stats";
     std::string placements_path = "/sys/kernel/debug/uprobes/placements";
     std::string uprobes_boost_path = kUprobesBoostPath;
+    // Measure the cost of a hit per placement at start-up and when the kernel profile
+    // changes (calibration.h), on a thread of its own.
+    bool calibrate = true;
+    CalibrationOptions calibration;
+    BudgetConfig budget;
+    // --budget-action=throttle: a capturing probe's events are limited to this rate.
+    uint32_t throttle_events_per_sec = 10;
   };
 
   // Takes ownership of the loaded program; `hub` must outlive the manager.
@@ -111,7 +121,7 @@ class ProbeManager final : public AgentApi {
 
   // For metrics: counters of every attached probe, and totals since start.
   std::vector<ProbeCounterSnapshot> SnapshotCounters() const;
-  xol_probe_counters Totals() const { return program_->ReadTotals(); }
+  xol_probe_counters Totals() const;  // calibration probes' hits excluded
   // (placement, state) -> number of probes (attached and retained inactive
   // ones).
   std::map<std::pair<std::string, std::string>, size_t>
@@ -137,6 +147,24 @@ class ProbeManager final : public AgentApi {
   // thread).
   void ExpireDue(absl::Time now);
 
+  // Measures the calibration figures now (about a second; one run at a time).
+  absl::Status Calibrate() ABSL_LOCKS_EXCLUDED(mu_, calibrate_mu_);
+  v1::Calibration calibration() const ABSL_LOCKS_EXCLUDED(mu_);
+  // Samples every probe's counters, updates its estimated cost over the budget window,
+  // and applies the budgets (runs once a second on the manager's own thread).
+  void UpdateCosts(absl::Time now) ABSL_LOCKS_EXCLUDED(mu_);
+  v1::NodeCost node_cost() const ABSL_LOCKS_EXCLUDED(mu_);
+  // (action, scope "probe"|"node") -> budget actions taken since start.
+  std::map<std::pair<std::string, std::string>, uint64_t> BudgetActions() const;
+  // Budget events of the probes numbered `nums` (every probe when empty) after sequence
+  // number `*seq`, which is advanced past the last one returned. Start from
+  // budget_event_seq() to get only new ones. The agent keeps the last 1000.
+  std::vector<v1::BudgetEvent> BudgetEventsSince(uint64_t* seq,
+                                                 const absl::flat_hash_set<uint64_t>& nums) const;
+  uint64_t budget_event_seq() const;
+  // Budget state name -> attached probes in it.
+  std::map<std::string, size_t> ProbeCountsByBudgetState() const;
+
  private:
   struct LinkGroup {
     std::string path;  // as requested (messages)
@@ -156,6 +184,7 @@ class ProbeManager final : public AgentApi {
     Placement placement = Placement::kRefused;
     std::shared_ptr<LinkGroup> group;
     absl::Time expires = absl::InfiniteFuture();
+    CostWindow window;  // counters sampled once a second
   };
   struct Resolved;  // phase-1 result of one spec
 
@@ -174,6 +203,12 @@ class ProbeManager final : public AgentApi {
   void RefreshKernelLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   uint32_t MismatchesLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   void ExpiryLoop();
+  void CalibrationLoop();
+  bool CalibrationWanted() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  v1::NodeCost NodeCostLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<v1::AttachResponse> DryRun(const v1::AttachRequest& req);
+  void ApplyBudgetLocked(const BudgetDecision& d) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  v1::Placement CostPlacementLocked(const ProbeRecord& r) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
 
   const Options options_;
   std::unique_ptr<ProbeProgram> program_;
@@ -195,8 +230,28 @@ class ProbeManager final : public AgentApi {
   // Probes whose mismatch was logged (one log line per probe, not per refresh).
   absl::flat_hash_set<std::string> mismatch_logged_ ABSL_GUARDED_BY(mu_);
 
+  // Calibration: figures, the cost table made of them, and what the calibration probes
+  // added to the program's totals (subtracted in Totals()).
+  absl::Mutex calibrate_mu_ ABSL_ACQUIRED_BEFORE(mu_);
+  v1::Calibration calibration_ ABSL_GUARDED_BY(mu_);
+  CostModel cost_model_ ABSL_GUARDED_BY(mu_);
+  uint64_t calibration_hits_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t calibration_events_ ABSL_GUARDED_BY(mu_) = 0;
+  bool calibrate_requested_ ABSL_GUARDED_BY(mu_) = false;
+  // Live cost and budgets.
+  double node_cpu_ ABSL_GUARDED_BY(mu_) = 0;
+  std::map<std::pair<std::string, std::string>, uint64_t> budget_actions_ ABSL_GUARDED_BY(mu_);
+  struct NumberedBudgetEvent {
+    uint64_t seq;
+    uint64_t probe_num;
+    v1::BudgetEvent event;
+  };
+  std::deque<NumberedBudgetEvent> budget_events_ ABSL_GUARDED_BY(mu_);
+  uint64_t budget_seq_ ABSL_GUARDED_BY(mu_) = 0;
+
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread expiry_thread_;
+  std::thread calibration_thread_;
 };
 
 }  // namespace xolfleet

@@ -30,6 +30,9 @@ absl::StatusOr<std::unique_ptr<ProbeProgram>> ProbeProgram::Load(
   struct probe* s = p->skel_;
   // Sizes and constants go in between open and load.
   s->rodata->xol_totals_slot = options.max_probes;
+  // An eighth of the ring buffer: the reader (polling every 10 ms) is woken early only
+  // when events arrive fast enough to matter (bpf/probe.bpf.c, xol_wakeup_bytes).
+  s->rodata->xol_wakeup_bytes = options.ringbuf_bytes / 8;
   int err = bpf_map__set_max_entries(s->maps.xol_config, options.max_probes);
   if (!err)
     err =

@@ -33,6 +33,27 @@ std::string PlacementStr(v1::Placement p) {
 
 std::string Hex(uint64_t v) { return absl::StrCat("0x", absl::Hex(v)); }
 
+// A cost in CPU seconds per second as a share of one CPU ("0.42%"), "-" when unknown.
+std::string CpuShare(const v1::ProbeCost& c) {
+  if (!c.calibrated()) return "-";
+  return absl::StrFormat("%.3g%%", c.cpu_seconds_per_sec() * 100);
+}
+
+std::string BudgetStr(v1::BudgetState s) {
+  switch (s) {
+    case v1::BUDGET_ALERTED:
+      return "ALERTED";
+    case v1::BUDGET_THROTTLED:
+      return "THROTTLED";
+    case v1::BUDGET_DETACHED:
+      return "DETACHED";
+    default:
+      return "ok";
+  }
+}
+
+std::string Micros(double ns) { return absl::StrFormat("%.2f us", ns / 1000); }
+
 int RunAttach(Context& c) {
   const Args& a = c.args();
   if (a.positional().empty())
@@ -74,11 +95,48 @@ int RunAttach(Context& c) {
     }
     *req.add_specs() = *spec;
   }
+  req.set_dry_run(a.Has("dry-run"));
+  if (auto v = a.Get("calls-per-sec")) {
+    double r = 0;
+    if (!absl::SimpleAtod(*v, &r) || r < 0) return c.Usage("--calls-per-sec takes calls/s");
+    req.set_expected_calls_per_sec(r);
+  }
+  if (auto v = a.Get("sample")) {
+    int64_t n = 0;
+    if (!absl::SimpleAtoi(*v, &n) || n < 1 || n > 10) {
+      return c.Usage("--sample takes 1-10 seconds");
+    }
+    req.set_sample_seconds(static_cast<uint32_t>(n));
+  }
+  if (!req.dry_run() && (req.expected_calls_per_sec() > 0 || req.sample_seconds() > 0)) {
+    return c.Usage("--calls-per-sec and --sample predict a cost: use them with --dry-run");
+  }
   v1::AttachResponse resp;
   grpc::Status st = c.Agent().Attach(c.Rpc().get(), req, &resp);
   if (!st.ok()) return c.Fail("attach", st);
   if (c.json()) {
     c.PrintJson(resp);
+    return 0;
+  }
+  if (resp.dry_run()) {
+    Table t({"BINARY", "SITE", "PLACEMENT", "INSTRUCTION", "PER_HIT", "CALLS/S", "CPU"});
+    for (const v1::Probe& p : resp.probes()) {
+      t.Add({p.spec().binary_path(), SiteName(p.site()), PlacementStr(p.site().placement()),
+             p.site().disassembly(),
+             p.cost().calibrated() ? Micros(p.cost().ns_per_hit()) : "uncalibrated",
+             absl::StrFormat("%.0f", p.cost().hits_per_sec()), CpuShare(p.cost())});
+    }
+    t.Print(c.out());
+    c.out() << "dry run: nothing attached; predicted "
+            << absl::StrFormat("%.3g%%", resp.predicted_cpu_seconds_per_sec() * 100)
+            << " of one CPU"
+            << (req.sample_seconds()
+                    ? absl::StrCat(" (call rates sampled over ", req.sample_seconds(), " s)")
+                    : std::string(req.expected_calls_per_sec() > 0
+                                      ? " at the given call rate"
+                                      : " (no call rate: give --calls-per-sec "
+                                        "or --sample)"))
+            << "\n";
     return 0;
   }
   Table t({"ID", "BINARY", "SITE", "FILE_OFFSET", "PLACEMENT", "INSTRUCTION",
@@ -127,8 +185,8 @@ int RunList(Context& c) {
     c.PrintJson(resp);
     return 0;
   }
-  Table t({"ID", "STATE", "BINARY", "SITE", "PLACEMENT", "KERNEL", "HITS",
-           "EVENTS", "DROPPED", "LIMITED", "PID", "TTL", "LABELS"});
+  Table t({"ID", "STATE", "BINARY", "SITE", "PLACEMENT", "KERNEL", "HITS", "EVENTS", "DROPPED",
+           "LIMITED", "PID", "TTL", "HITS/S", "CPU", "BUDGET", "LABELS"});
   int64_t now = absl::ToUnixNanos(absl::Now());
   for (const v1::Probe& p : resp.probes()) {
     std::string ttl = "-";
@@ -141,16 +199,21 @@ int RunList(Context& c) {
     for (const auto& [k, v] : p.spec().labels())
       labels.push_back(absl::StrCat(k, "=", v));
     std::sort(labels.begin(), labels.end());
-    t.Add({p.id(), v1::ProbeState_Name(p.state()), p.spec().binary_path(),
-           SiteName(p.site()), PlacementStr(p.site().placement()),
+    t.Add({p.id(), v1::ProbeState_Name(p.state()), p.spec().binary_path(), SiteName(p.site()),
+           PlacementStr(p.site().placement()),
            PlacementStr(p.kernel_placement()) + (p.placement_mismatch() ? "!" : ""),
-           absl::StrCat(p.hits()),
-           absl::StrCat(p.events_emitted()), absl::StrCat(p.events_dropped()),
-           absl::StrCat(p.rate_limited()),
+           absl::StrCat(p.hits()), absl::StrCat(p.events_emitted()),
+           absl::StrCat(p.events_dropped()), absl::StrCat(p.rate_limited()),
            p.spec().pid() ? absl::StrCat(p.spec().pid()) : "any", ttl,
-           absl::StrJoin(labels, ",")});
+           absl::StrFormat("%.0f", p.cost().hits_per_sec()), CpuShare(p.cost()),
+           BudgetStr(p.cost().budget_state()), absl::StrJoin(labels, ",")});
   }
   t.Print(c.out());
+  for (const v1::Probe& p : resp.probes()) {
+    if (!p.cost().budget_message().empty()) {
+      c.out() << p.id() << ": " << p.cost().budget_message() << "\n";
+    }
+  }
   return 0;
 }
 
@@ -192,8 +255,7 @@ int RunClassify(Context& c) {
     c.PrintJson(resp);
     return 0;
   }
-  Table t({"FUNCTION", "FILE_OFFSET", "BYTES", "INSTRUCTION", "PLACEMENT",
-           "REASON"});
+  Table t({"FUNCTION", "FILE_OFFSET", "BYTES", "INSTRUCTION", "PLACEMENT", "PER_HIT", "REASON"});
   for (const v1::SitePlacement& p : resp.sites()) {
     std::string bytes;
     for (unsigned char b : p.insn_bytes())
@@ -201,8 +263,8 @@ int RunClassify(Context& c) {
     std::string reason = p.reason();
     if (p.relocated())
       absl::StrAppend(&reason, " [moved: ", p.relocation_note(), "]");
-    t.Add({SiteName(p), Hex(p.file_offset()), bytes, p.disassembly(),
-           PlacementStr(p.placement()), reason});
+    t.Add({SiteName(p), Hex(p.file_offset()), bytes, p.disassembly(), PlacementStr(p.placement()),
+           p.expected_ns_per_hit() > 0 ? Micros(p.expected_ns_per_hit()) : "-", reason});
   }
   t.Print(c.out());
   c.out() << "\nprofile " << resp.profile() << ", " << resp.sites_size()
@@ -254,7 +316,14 @@ int RunWatch(Context& c) {
     dropped = batch.dropped_total();
     if (c.json()) {
       c.PrintJson(batch);
-    } else if (!quiet) {
+    } else {
+      // Budget actions are printed even with --quiet: they change what is being watched.
+      for (const v1::BudgetEvent& b : batch.budget_events()) {
+        c.out() << "budget: " << b.probe_id() << " " << BudgetStr(b.state()) << ": " << b.message()
+                << "\n";
+      }
+    }
+    if (!c.json() && !quiet) {
       for (const v1::HitEvent& e : batch.events()) {
         std::string regs;
         for (const v1::RegisterValue& r : e.regs()) {
@@ -283,8 +352,9 @@ int RunWatch(Context& c) {
 
 int RunInfo(Context& c) {
   v1::NodeInfo info;
-  grpc::Status st =
-      c.Agent().GetNodeInfo(c.Rpc().get(), v1::GetNodeInfoRequest(), &info);
+  v1::GetNodeInfoRequest req;
+  req.set_recalibrate(c.args().Has("recalibrate"));
+  grpc::Status st = c.Agent().GetNodeInfo(c.Rpc().get(), req, &info);
   if (!st.ok()) return c.Fail("info", st);
   if (c.json()) {
     c.PrintJson(info);
@@ -320,7 +390,31 @@ int RunInfo(Context& c) {
   } else {
     t.Add({"slot stats", "unavailable (stock kernel)"});
   }
+  const v1::NodeCost& nc = info.cost();
+  t.Add({"probe cost",
+         absl::StrFormat(
+             "%.3g%% of one CPU (budget %.3g%%, per probe %s, "
+             "action %s, window %gs, %d actions taken)",
+             nc.cpu_seconds_per_sec() * 100, nc.node_budget() * 100,
+             nc.probe_budget() > 0 ? absl::StrFormat("%.3g%%", nc.probe_budget() * 100) : "none",
+             nc.budget_action(), nc.budget_window_seconds(), nc.budget_actions())});
   t.Print(c.out());
+  const v1::Calibration& cal = info.calibration();
+  c.out() << "\ncalibration: " << cal.status();
+  if (!cal.profile().empty()) {
+    c.out() << " (profile " << cal.profile() << ", measured in "
+            << absl::StrFormat("%.2f", cal.duration_seconds()) << " s)";
+  }
+  c.out() << "\n";
+  if (cal.figures_size() > 0) {
+    Table ct({"PLACEMENT", "PROGRAM", "PER_HIT", "SITE", "CALLS"});
+    for (const v1::CalibrationFigure& f : cal.figures()) {
+      ct.Add({v1::Placement_Name(f.placement()), f.capture() ? "capture all" : "count",
+              Micros(f.ns_per_hit()), f.site(), absl::StrCat(f.calls())});
+    }
+    ct.Print(c.out());
+    c.out() << "a captured event: " << Micros(cal.capture_ns_per_event()) << "\n";
+  }
   return 0;
 }
 
@@ -332,9 +426,12 @@ XOLCTL_COMMAND("attach", "attach probes (one all-or-nothing batch)",
                "[--capture=rdi,rsi] "
                "[--rate-limit=EVENTS_PER_S] [--ttl=SECONDS] [--build-id=HEX] "
                "[--label=k=v,...] [--allow-relocate] [--confirm-raw-offset (a "
-               "file offset outside every function, in an executable section)]",
-               {"pid", "container", "capture", "rate-limit", "ttl", "build-id", "label"},
-               {"allow-relocate", "confirm-raw-offset"}, RunAttach);
+               "file offset outside every function, in an executable section)] "
+               "[--dry-run [--calls-per-sec=R | --sample=SECONDS]] (predicted cost, "
+               "nothing attached)",
+               {"pid", "container", "capture", "rate-limit", "ttl", "build-id", "label", "calls-per-sec",
+                "sample"},
+               {"allow-relocate", "confirm-raw-offset", "dry-run"}, RunAttach);
 XOLCTL_COMMAND("detach", "detach probes by id", "detach ID... | detach --all",
                {}, {"all"}, RunDetach);
 XOLCTL_COMMAND("list", "list probes with hit counts",
@@ -353,7 +450,8 @@ XOLCTL_COMMAND("watch", "stream hit events",
                "watch [ID...] [--count=N] [--duration=SECONDS] "
                "[--max-batch=N] [--quiet]",
                {"count", "duration", "max-batch"}, {"quiet"}, RunWatch);
-XOLCTL_COMMAND("info", "the agent's node, kernel profile and features", "info",
-               {}, {}, RunInfo);
+XOLCTL_COMMAND("info", "the agent's node, kernel profile, features and calibration",
+               "info [--recalibrate (measure the cost of a hit again)]", {}, {"recalibrate"},
+               RunInfo);
 
 }  // namespace xolfleet::cli

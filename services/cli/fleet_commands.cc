@@ -5,8 +5,10 @@
 //   xolctl fleet attach   (--all | --nodes a,b | --labels k=v,...) [--canary=F]
 //                         [--canary-timeout=S] [--ttl=S] [--capture=rdi,rsi] [--pid=N]
 //                         [--rate-limit=N] [--build-id=HEX] [--allow-relocate] [--no-wait]
-//                         [--confirm-raw-offset]
-//                         SPEC...        SPEC: PATH:SYMBOL[+OFFSET], PATH:0xFILE_OFFSET or PATH@FILE_OFFSET
+//                         [--confirm-raw-offset] [--canary-soak=S]
+//                         [--dry-run [--calls-per-sec=R]]   predicted cost per node and profile
+//                         SPEC...        SPEC: PATH:SYMBOL[+OFFSET], PATH:0xFILE_OFFSET or
+//                         PATH@FILE_OFFSET
 //   xolctl fleet detach   SET_ID...
 //   xolctl fleet list     [--node=N]... [--set=ID]...
 //   xolctl fleet rollout  SET_ID
@@ -64,6 +66,22 @@ int FailRpc(Context& ctx, const std::string& what, const grpc::Status& s) {
     return 1;
   }
   return ctx.Fail(what, s);
+}
+
+// CPU seconds per second as a share of one CPU.
+std::string Percent(double cpu) { return absl::StrFormat("%.3g%%", cpu * 100); }
+
+std::string BudgetName(v1::BudgetState s) {
+  switch (s) {
+    case v1::BUDGET_ALERTED:
+      return "ALERTED";
+    case v1::BUDGET_THROTTLED:
+      return "THROTTLED";
+    case v1::BUDGET_DETACHED:
+      return "DETACHED";
+    default:
+      return "ok";
+  }
 }
 
 std::string Ago(int64_t unix_ns) {
@@ -139,7 +157,7 @@ int Agents(Context& ctx) {
     return 0;
   }
   Table t({"NODE", "HEALTH", "PROFILE", "KERNEL", "PROBES", "SETS", "MIGRATIONS", "MISMATCHES",
-           "LAST-SEEN", "LABELS", "IDENTITY"});
+           "CPU", "BUDGET", "BREACHES", "LAST-SEEN", "LABELS", "IDENTITY"});
   for (const auto& a : resp.agents()) {
     std::vector<std::string> labels;
     for (const auto& [k, v] : a.registration().labels()) labels.push_back(absl::StrCat(k, "=", v));
@@ -149,7 +167,9 @@ int Agents(Context& ctx) {
            absl::StrCat(a.probes_attached()),
            absl::StrCat(a.sets_converged(), "/", a.sets_desired()),
            a.slot_stats().available() ? absl::StrCat(a.slot_stats().slot_migrations()) : "-",
-           absl::StrCat(a.placement_mismatches()), Ago(a.last_seen_unix_ns()),
+           absl::StrCat(a.placement_mismatches()), Percent(a.cost().cpu_seconds_per_sec()),
+           a.cost().node_budget() > 0 ? Percent(a.cost().node_budget()) : "-",
+           absl::StrCat(a.budget_breaches()), Ago(a.last_seen_unix_ns()),
            labels.empty() ? "-" : absl::StrJoin(labels, ","), a.identity()});
   }
   t.Print(ctx.out());
@@ -174,6 +194,18 @@ int Attach(Context& ctx) {
     if (!absl::SimpleAtoi(*args.Get("canary-timeout"), &u))
       return ctx.Usage("bad --canary-timeout");
     req.mutable_policy()->set_canary_timeout_seconds(u);
+  }
+  if (args.Has("canary-soak")) {
+    if (!absl::SimpleAtoi(*args.Get("canary-soak"), &u)) return ctx.Usage("bad --canary-soak");
+    req.mutable_policy()->set_canary_soak_seconds(u);
+  }
+  req.set_dry_run(args.Has("dry-run"));
+  if (args.Has("calls-per-sec")) {
+    double r = 0;
+    if (!absl::SimpleAtod(*args.Get("calls-per-sec"), &r) || r < 0) {
+      return ctx.Usage("--calls-per-sec takes calls/s");
+    }
+    req.set_expected_calls_per_sec(r);
   }
   uint32_t ttl = 0, rate = 0;
   int32_t pid = 0;
@@ -208,6 +240,50 @@ int Attach(Context& ctx) {
   auto rpc = ctx.Rpc();
   if (auto s = (*stub)->AttachFleet(rpc.get(), req, &resp); !s.ok()) {
     return FailRpc(ctx, "fleet attach", s);
+  }
+  if (req.dry_run()) {
+    if (ctx.json()) {
+      ctx.PrintJson(resp);
+      return 0;
+    }
+    Table t(
+        {"NODE", "HEALTH", "PROFILE", "SITES", "PER_HIT", "PREDICTED", "NOW", "BUDGET", "VERDICT"});
+    for (const auto& n : resp.predictions()) {
+      std::vector<std::string> sites;
+      std::vector<std::string> per_hit;
+      for (const auto& s : n.sites()) {
+        sites.push_back(v1::Placement_Name(s.placement()));
+        per_hit.push_back(s.expected_ns_per_hit() > 0
+                              ? absl::StrFormat("%.2fus", s.expected_ns_per_hit() / 1000)
+                              : "-");
+      }
+      t.Add({n.node_name(), n.up() ? "UP" : "DOWN", n.kernel_profile(), absl::StrJoin(sites, ","),
+             absl::StrJoin(per_hit, ","),
+             n.calibrated() ? Percent(n.predicted_cpu_seconds_per_sec()) : "uncalibrated",
+             Percent(n.current_cpu_seconds_per_sec()),
+             n.node_budget() > 0 ? Percent(n.node_budget()) : "-",
+             n.over_budget() ? "OVER BUDGET" : "ok"});
+    }
+    t.Print(ctx.out());
+    ctx.out() << "\n";
+    Table p({"PROFILE", "NODES", "PLACEMENTS", "MEAN_PER_HIT", "PREDICTED_PER_NODE"});
+    for (const auto& pp : resp.profiles()) {
+      std::vector<std::string> pl;
+      for (const auto& [k, v] : pp.placements()) {
+        if (v > 0) pl.push_back(absl::StrCat(k, "=", v));
+      }
+      std::sort(pl.begin(), pl.end());
+      p.Add({pp.kernel_profile(), absl::StrCat(pp.nodes()), absl::StrJoin(pl, ","),
+             absl::StrFormat("%.2fus", pp.mean_ns_per_hit() / 1000),
+             Percent(pp.predicted_cpu_seconds_per_sec())});
+    }
+    p.Print(ctx.out());
+    ctx.out() << "dry run: nothing attached"
+              << (req.expected_calls_per_sec() > 0
+                      ? absl::StrCat(" (", req.expected_calls_per_sec(), " calls/s per site)")
+                      : std::string(" (no --calls-per-sec: cost per hit only)"))
+              << "\n";
+    return 0;
   }
   v1::Rollout r = resp.rollout();
   if (!args.Has("no-wait")) {
@@ -285,7 +361,7 @@ int List(Context& ctx) {
   // kernel reports it did ("-": a stock kernel, which does not report); "!" marks a
   // disagreement.
   Table t({"NODE", "PROFILE", "PROBE", "SITE", "DESIRED", "ACTUAL", "PREDICTED", "KERNEL", "HITS",
-           "COPIES", "MESSAGE"});
+           "COPIES", "CPU", "BUDGET", "MESSAGE"});
   for (const auto& p : resp.probes()) {
     std::string kernel = Placement(p.kernel_placement());
     if (p.kernel_placement() != v1::PLACEMENT_UNSPECIFIED &&
@@ -293,12 +369,13 @@ int List(Context& ctx) {
         p.kernel_placement() != p.predicted_placement()) {
       kernel += "!";
     }
-    t.Add({p.node_name(), p.kernel_profile().empty() ? "-" : p.kernel_profile(),
-           p.fleet_probe_id(), FormatSite(p.spec()), p.desired() ? "yes" : "no",
-           v1::ProbeState_Name(p.actual()),
+    t.Add({p.node_name(), p.kernel_profile().empty() ? "-" : p.kernel_profile(), p.fleet_probe_id(),
+           FormatSite(p.spec()), p.desired() ? "yes" : "no", v1::ProbeState_Name(p.actual()),
            Placement(p.predicted_placement() != v1::PLACEMENT_UNSPECIFIED ? p.predicted_placement()
-                                                                           : p.placement()),
-           kernel, absl::StrCat(p.hits()), absl::StrCat(p.local_copies()), p.status_message()});
+                                                                          : p.placement()),
+           kernel, absl::StrCat(p.hits()), absl::StrCat(p.local_copies()),
+           p.cost().calibrated() ? Percent(p.cost().cpu_seconds_per_sec()) : "-",
+           BudgetName(p.cost().budget_state()), p.status_message()});
   }
   t.Print(ctx.out());
   ctx.out() << "\n";
@@ -406,6 +483,7 @@ XOLCTL_COMMAND("fleet",
                "[--canary-timeout=S] [--ttl=S]\n"
                "           [--capture=rdi,rsi] [--pid=N] [--rate-limit=N] [--build-id=HEX] "
                "[--allow-relocate] [--no-wait] SPEC...\n"
+               "           [--canary-soak=S] [--dry-run [--calls-per-sec=R]]\n"
                "           [--confirm-raw-offset (PATH@FILE_OFFSET outside every function)]\n"
                "           SPEC: PATH:SYMBOL[+OFFSET], PATH:0xFILE_OFFSET or PATH@FILE_OFFSET\n"
                "  detach   SET_ID...\n"
@@ -415,8 +493,9 @@ XOLCTL_COMMAND("fleet",
                "  forget   NODE",
                {"controller", "tls-ca", "tls-cert", "tls-key", "nodes", "labels", "canary",
                 "canary-timeout", "ttl", "capture", "pid", "rate-limit", "build-id", "node", "set",
-                "count"},
-               {"all", "insecure-plaintext", "no-wait", "allow-relocate", "confirm-raw-offset"},
+                "count", "canary-soak", "calls-per-sec"},
+               {"all", "insecure-plaintext", "no-wait", "allow-relocate", "confirm-raw-offset",
+                "dry-run"},
                RunFleet);
 
 }  // namespace xolfleet::cli

@@ -8,7 +8,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "services/agent/cost.h"
+#include "services/agent/probe_convert.h"
 #include "services/common/log.h"
+#include "services/common/placement.h"
 #include "services/common/probe_spec.h"
 #include "services/controller/selector.h"
 
@@ -92,6 +95,118 @@ void FleetController::Start() {
       Tick();
     }
   });
+}
+
+uint32_t FleetController::BudgetBreachesLocked(const Node& n) {
+  uint32_t k = 0;
+  for (const auto& p : n.last_hb.probes()) {
+    const v1::BudgetState st = p.cost().budget_state();
+    if (st == v1::BUDGET_ALERTED || st == v1::BUDGET_THROTTLED || st == v1::BUDGET_DETACHED) ++k;
+  }
+  return k;
+}
+
+absl::StatusOr<v1::FleetAttachResponse> FleetController::DryRun(const v1::FleetAttachRequest& req) {
+  if (auto s = ValidateAttach(req); !s.ok()) return s;
+  struct NodeView {
+    std::string name, profile;
+    bool up;
+    v1::Calibration calibration;
+    v1::NodeCost cost;
+  };
+  std::vector<NodeView> nodes;
+  {
+    absl::MutexLock l(&mu_);
+    for (const auto& [name, n] : nodes_) {
+      if (!Matches(req.selector(), n.reg)) continue;
+      nodes.push_back(
+          {name, n.reg.kernel_profile(), n.up, n.last_hb.calibration(), n.last_hb.cost()});
+    }
+  }
+  if (nodes.empty()) {
+    return absl::FailedPreconditionError("the selector matches no known agent; nothing to predict");
+  }
+  // Classified once per kernel profile, outside the lock (it reads the binaries).
+  v1::ClassifyRequest creq;
+  for (const auto& spec : req.specs()) {
+    v1::ProbeSpec* site = creq.add_sites();
+    site->set_binary_path(spec.binary_path());
+    site->set_symbol(spec.symbol());
+    site->set_offset(spec.offset());
+    site->set_allow_relocate(spec.allow_relocate());
+    site->set_confirm_raw_offset(spec.confirm_raw_offset());
+  }
+  std::map<std::string, v1::ClassifyResponse> by_profile;
+  for (const auto& nv : nodes) {
+    if (by_profile.count(nv.profile)) continue;
+    absl::StatusOr<KernelProfile> kp = ParseProfile(nv.profile);
+    if (!kp.ok()) {
+      return absl::FailedPreconditionError(absl::StrCat("node ", nv.name,
+                                                        " reports kernel profile '", nv.profile,
+                                                        "', which the controller "
+                                                        "cannot classify for"));
+    }
+    absl::StatusOr<v1::ClassifyResponse> r = ClassifySites(creq, *kp);
+    if (!r.ok()) {
+      return absl::Status(r.status().code(),
+                          absl::StrCat("classifying on the controller's copy of the binaries (a "
+                                       "fleet dry run needs them here): ",
+                                       r.status().message()));
+    }
+    by_profile[nv.profile] = std::move(*r);
+  }
+  const double rate = req.expected_calls_per_sec();
+  v1::FleetAttachResponse resp;
+  struct ProfileSum {
+    uint32_t nodes = 0, calibrated_sites = 0;
+    double ns_sum = 0, cpu_sum = 0;
+  };
+  std::map<std::string, ProfileSum> sums;
+  for (const auto& nv : nodes) {
+    const v1::ClassifyResponse& cr = by_profile[nv.profile];
+    const CostModel model(nv.calibration);
+    v1::NodeCostPrediction* np = resp.add_predictions();
+    np->set_node_name(nv.name);
+    np->set_kernel_profile(nv.profile);
+    np->set_up(nv.up);
+    np->set_calibrated(!model.empty());
+    double cpu = 0;
+    ProfileSum& ps = sums[nv.profile];
+    ++ps.nodes;
+    for (int i = 0; i < cr.sites_size(); ++i) {
+      v1::SitePlacement* site = np->add_sites();
+      *site = cr.sites(i);
+      std::optional<double> ns = model.NsPerHit(site->placement());
+      site->set_expected_ns_per_hit(ns.value_or(0));
+      if (ns) {
+        ps.ns_sum += *ns;
+        ++ps.calibrated_sites;
+      }
+      const v1::ProbeSpec& spec = req.specs(i < req.specs_size() ? i : 0);
+      double events = spec.capture_size() > 0 ? rate : 0;
+      if (spec.rate_limit_per_sec() > 0)
+        events = std::min<double>(events, spec.rate_limit_per_sec());
+      v1::ProbeCost c;
+      EstimateCost(model, site->placement(), rate, events, &c);
+      cpu += c.cpu_seconds_per_sec();
+    }
+    np->set_predicted_cpu_seconds_per_sec(cpu);
+    np->set_current_cpu_seconds_per_sec(nv.cost.cpu_seconds_per_sec());
+    np->set_node_budget(nv.cost.node_budget());
+    np->set_over_budget(nv.cost.node_budget() > 0 &&
+                        cpu + nv.cost.cpu_seconds_per_sec() > nv.cost.node_budget());
+    ps.cpu_sum += cpu;
+  }
+  for (const auto& [profile, ps] : sums) {
+    v1::ProfileCostPrediction* pp = resp.add_profiles();
+    pp->set_kernel_profile(profile);
+    pp->set_nodes(ps.nodes);
+    for (const auto& [name, n] : by_profile[profile].totals())
+      (*pp->mutable_placements())[name] = n;
+    pp->set_mean_ns_per_hit(ps.calibrated_sites ? ps.ns_sum / ps.calibrated_sites : 0);
+    pp->set_predicted_cpu_seconds_per_sec(ps.nodes ? ps.cpu_sum / ps.nodes : 0);
+  }
+  return resp;
 }
 
 bool FleetController::Desired(const Set& s, const Node& n) const {
@@ -214,6 +329,14 @@ void FleetController::EvaluateLocked() {
       }
       uint32_t timeout_s = s.stored.request.policy().canary_timeout_seconds();
       absl::Duration timeout = timeout_s ? absl::Seconds(timeout_s) : opts_.default_canary_timeout;
+      // A soak: every canary must keep the set without failing (a budget breach is a
+      // failure, reported by the agent as SET_FAILED) for this long before it rolls out.
+      const absl::Duration soak = absl::Seconds(s.stored.request.policy().canary_soak_seconds());
+      timeout = std::max(timeout, soak + absl::Seconds(30));
+      if (failure.empty() && waiting.empty() &&
+          now < absl::FromUnixNanos(r.created_at_unix_ns()) + soak) {
+        continue;  // healthy so far; still soaking
+      }
       if (failure.empty() && !waiting.empty() &&
           now > absl::FromUnixNanos(r.created_at_unix_ns()) + timeout) {
         failure = absl::StrCat("canary timed out after ", absl::FormatDuration(timeout),
@@ -551,6 +674,7 @@ absl::StatusOr<v1::ListFleetProbesResponse> FleetController::ListProbes(
           st.set_hits(p.hits());
           st.set_actual(p.state());
           st.set_status_message(p.status_message());
+          *st.mutable_cost() = p.cost();
         } else if (sit != n.set_status.end() && sit->second.state() == v1::SET_FAILED) {
           st.set_actual(v1::FAILED);
           st.set_status_message(sit->second.status_message());
@@ -594,6 +718,9 @@ absl::StatusOr<v1::ListAgentsResponse> FleetController::ListAgents(
     a->set_sets_converged(converged);
     *a->mutable_slot_stats() = n.slots;
     a->set_placement_mismatches(n.last_hb.placement_mismatches());
+    *a->mutable_calibration() = n.last_hb.calibration();
+    *a->mutable_cost() = n.last_hb.cost();
+    a->set_budget_breaches(BudgetBreachesLocked(n));
     a->set_peer(n.peer);
     a->set_identity(n.identity);
   }
@@ -631,6 +758,19 @@ std::vector<GaugeFamily> FleetController::CollectGauges() {
                    {}};
   GaugeFamily mism{"xolfleet_controller_node_placement_mismatches",
                    "Attached probes whose kernel placement differs from the prediction", {}};
+  GaugeFamily cost{"xolfleet_controller_node_cpu_seconds_per_second",
+                   "Estimated CPU time per second the node's probes cost (its agent's estimate)",
+                   {}};
+  GaugeFamily budget{"xolfleet_controller_node_budget_cpu",
+                     "The node's probe budget, fraction of one CPU (0: none)",
+                     {}};
+  GaugeFamily breaches{"xolfleet_controller_node_budget_breaches",
+                       "Fleet probes on the node a budget acted on (alerted, throttled, "
+                       "detached)",
+                       {}};
+  GaugeFamily calib{"xolfleet_controller_node_calibration_seconds_per_hit",
+                    "The node's measured cost of one counting probe hit, by placement",
+                    {}};
   std::map<std::pair<std::string, std::string>, int> by_state;
   for (const auto& [name, n] : nodes_) {
     std::string profile = n.reg.kernel_profile().empty() ? "unknown" : n.reg.kernel_profile();
@@ -643,6 +783,14 @@ std::vector<GaugeFamily> FleetController::CollectGauges() {
                             1.0});
     mism.samples.push_back(
         {{{"node", name}}, static_cast<double>(n.last_hb.placement_mismatches())});
+    cost.samples.push_back({{{"node", name}}, n.last_hb.cost().cpu_seconds_per_sec()});
+    budget.samples.push_back({{{"node", name}}, n.last_hb.cost().node_budget()});
+    breaches.samples.push_back({{{"node", name}}, static_cast<double>(BudgetBreachesLocked(n))});
+    for (const auto& f : n.last_hb.calibration().figures()) {
+      if (f.capture()) continue;
+      calib.samples.push_back(
+          {{{"node", name}, {"placement", PlacementLabel(f.placement())}}, f.ns_per_hit() * 1e-9});
+    }
     std::map<std::pair<std::string, std::string>, int> counts;  // placement,state
     for (const auto& [id, s] : sets_) {
       bool desired = Desired(s, n);
@@ -689,7 +837,7 @@ std::vector<GaugeFamily> FleetController::CollectGauges() {
     sets.samples.push_back({{{"state", k}}, static_cast<double>(v)});
   }
   watchers.samples.push_back({{}, static_cast<double>(hub_.watchers())});
-  return {agents, up, probes, sets, watchers, info, mism};
+  return {agents, up, probes, sets, watchers, info, mism, cost, budget, breaches, calib};
 }
 
 }  // namespace xolfleet::controller

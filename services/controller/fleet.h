@@ -87,6 +87,10 @@ class FleetController {
   // --- fleet API (requests already authorized; validated here) ---
   absl::StatusOr<v1::Rollout> Attach(const v1::FleetAttachRequest& req, const std::string& who,
                                      absl::Time wait_deadline);
+  // The cost the set would have on each selected node (FleetAttachRequest.dry_run):
+  // nothing is stored or pushed. Sites are classified on the controller's copy of each
+  // binary under every selected node's kernel profile, costed with the node's calibration.
+  absl::StatusOr<v1::FleetAttachResponse> DryRun(const v1::FleetAttachRequest& req);
   absl::StatusOr<v1::FleetDetachResponse> Detach(const v1::FleetDetachRequest& req);
   absl::StatusOr<v1::Rollout> GetRollout(const std::string& set_id);
   absl::StatusOr<v1::ListFleetProbesResponse> ListProbes(const v1::ListFleetProbesRequest& req);
@@ -127,6 +131,8 @@ class FleetController {
                   Clock clock);
 
   bool Desired(const Set& s, const Node& n) const;
+  // Fleet probes of the node's last heartbeat that a budget acted on.
+  static uint32_t BudgetBreachesLocked(const Node& n);
   std::vector<std::string> DesiredSetsLocked(const Node& n) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PushLocked(Node& n, bool force) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

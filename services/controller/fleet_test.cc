@@ -152,6 +152,116 @@ TEST_F(FleetTest, PostCanaryFailureIsDegradedNotRolledBack) {
   EXPECT_EQ(sessions_["a"]->DesiredIds().size(), 1u);
 }
 
+TEST_F(FleetTest, CanarySoaksBeforeRollingOutAndABreachWithinItRollsBack) {
+  for (const char* n : {"a", "b", "c"}) Connect(n);
+  v1::FleetAttachRequest req = Req(0.3);
+  req.mutable_policy()->set_canary_soak_seconds(60);  // longer than the 30 s timeout
+  v1::Rollout r = Attach(req);
+  ASSERT_EQ(r.state(), v1::ROLLOUT_CANARY);
+  Report("a", v1::SET_ATTACHED);
+  EXPECT_EQ(State(r.set_id()), v1::ROLLOUT_CANARY);  // attached, soaking
+  // Past the 30 s timeout, which the soak extends; every node keeps heartbeating.
+  auto advance = [&](int seconds) {
+    for (int i = 0; i < seconds; i += 5) {
+      now_ += absl::Seconds(5);
+      for (const char* n : {"a", "b", "c"}) Report(n, v1::SET_ATTACHED);
+      fleet_->Tick();
+    }
+  };
+  advance(45);
+  EXPECT_EQ(State(r.set_id()), v1::ROLLOUT_CANARY);
+  advance(20);  // soaked: rolled out (and, every node reporting it, complete)
+  EXPECT_EQ(State(r.set_id()), v1::ROLLOUT_COMPLETE);
+
+  // A second set: its canary's agent reports a budget breach while soaking.
+  v1::Rollout r2 = Attach(req);
+  const std::string canary = r2.canary_nodes(0);
+  Report(canary, v1::SET_ATTACHED);
+  EXPECT_EQ(State(r2.set_id()), v1::ROLLOUT_CANARY);
+  v1::AgentHeartbeat hb;
+  for (const auto& ds : sessions_[canary]->last_desired.sets()) {
+    auto* st = hb.add_sets();
+    st->set_set_id(ds.set_id());
+    st->set_state(ds.set_id() == r2.set_id() ? v1::SET_FAILED : v1::SET_ATTACHED);
+    st->set_status_message("over budget: probe p7 BUDGET_THROTTLED: probe over its budget");
+    auto* p = hb.add_probes();
+    p->set_fleet_probe_id(absl::StrCat(ds.set_id(), "/0"));
+    p->set_set_id(ds.set_id());
+    p->set_local_probe_id("p7");
+    p->set_state(v1::ATTACHED);
+    p->mutable_cost()->set_budget_state(v1::BUDGET_THROTTLED);
+    p->mutable_cost()->set_cpu_seconds_per_sec(0.03);
+  }
+  hb.mutable_cost()->set_cpu_seconds_per_sec(0.03);
+  hb.mutable_cost()->set_node_budget(0.01);
+  ASSERT_TRUE(fleet_->Heartbeat(sessions_[canary].get(), canary, hb).ok());
+  v1::Rollout got = *fleet_->GetRollout(r2.set_id());
+  EXPECT_EQ(got.state(), v1::ROLLOUT_ROLLED_BACK);
+  EXPECT_NE(got.message().find("over budget"), std::string::npos) << got.message();
+  auto agents = fleet_->ListAgents({});
+  for (const auto& ag : agents->agents()) {
+    if (ag.registration().node_name() != canary) continue;
+    EXPECT_GE(ag.budget_breaches(), 1u);
+    EXPECT_DOUBLE_EQ(ag.cost().cpu_seconds_per_sec(), 0.03);
+  }
+  double breaches = -1;
+  for (const auto& fam : fleet_->CollectGauges()) {
+    if (fam.name != "xolfleet_controller_node_budget_breaches") continue;
+    for (const auto& smp : fam.samples) {
+      if (smp.labels.at("node") == canary) breaches = smp.value;
+    }
+  }
+  EXPECT_GE(breaches, 1);
+}
+
+TEST_F(FleetTest, SoakNeedsACanaryStage) {
+  Connect("a");
+  v1::FleetAttachRequest req = Req(0);
+  req.mutable_policy()->set_canary_soak_seconds(10);
+  EXPECT_EQ(fleet_->Attach(req, "t", absl::InfinitePast()).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(FleetTest, DryRunPredictsPerNodeAndProfileAndAttachesNothing) {
+  Connect("a");
+  Connect("b");
+  // Node a reports calibration figures; b none.
+  v1::AgentHeartbeat hb;
+  auto* f = hb.mutable_calibration()->add_figures();
+  f->set_placement(v1::EMULATED);
+  f->set_ns_per_hit(500);
+  f = hb.mutable_calibration()->add_figures();
+  f->set_placement(v1::SINGLE_STEP);
+  f->set_ns_per_hit(20000);
+  hb.mutable_cost()->set_node_budget(0.01);
+  hb.mutable_cost()->set_cpu_seconds_per_sec(0.009);
+  ASSERT_TRUE(fleet_->Heartbeat(sessions_["a"].get(), "a", hb).ok());
+  v1::FleetAttachRequest req = Req(0);
+  req.mutable_specs(0)->set_binary_path("/lib/x86_64-linux-gnu/libc.so.6");
+  req.mutable_specs(0)->set_symbol("strverscmp");
+  req.set_dry_run(true);
+  req.set_expected_calls_per_sec(1000);
+  auto resp = fleet_->DryRun(req);
+  ASSERT_TRUE(resp.ok()) << resp.status();
+  ASSERT_EQ(resp->predictions_size(), 2);
+  const v1::NodeCostPrediction& a = resp->predictions(0);
+  EXPECT_EQ(a.node_name(), "a");
+  EXPECT_TRUE(a.calibrated());
+  ASSERT_EQ(a.sites_size(), 1);
+  const double ns = a.sites(0).placement() == v1::EMULATED ? 500 : 20000;
+  EXPECT_EQ(a.sites(0).expected_ns_per_hit(), ns);
+  EXPECT_DOUBLE_EQ(a.predicted_cpu_seconds_per_sec(), 1000 * ns * 1e-9);
+  EXPECT_TRUE(a.over_budget());  // 0.009 now + at least 0.0005
+  EXPECT_FALSE(resp->predictions(1).calibrated());
+  EXPECT_EQ(resp->predictions(1).predicted_cpu_seconds_per_sec(), 0);
+  ASSERT_EQ(resp->profiles_size(), 1);
+  EXPECT_EQ(resp->profiles(0).kernel_profile(), "linux-6.18");
+  EXPECT_EQ(resp->profiles(0).nodes(), 2u);
+  // Nothing stored or pushed.
+  EXPECT_TRUE(sessions_["a"]->DesiredIds().empty());
+  EXPECT_EQ(fleet_->ListProbes({})->rollouts_size(), 0);
+}
+
 TEST_F(FleetTest, CanaryTimeoutRollsBack) {
   Connect("a");
   Connect("b");

@@ -113,6 +113,16 @@ absl::Status ValidateAttach(const v1::FleetAttachRequest& req) {
     return Invalid(
         absl::StrCat("policy.canary_timeout_seconds exceeds the limit ", kMaxCanaryTimeoutSeconds));
   }
+  if (pol.canary_soak_seconds() > kMaxCanaryTimeoutSeconds) {
+    return Invalid(
+        absl::StrCat("policy.canary_soak_seconds exceeds the limit ", kMaxCanaryTimeoutSeconds));
+  }
+  if (pol.canary_soak_seconds() > 0 && pol.canary_fraction() == 0) {
+    return Invalid("policy.canary_soak_seconds needs a canary stage (canary_fraction > 0)");
+  }
+  if (!std::isfinite(req.expected_calls_per_sec()) || req.expected_calls_per_sec() < 0) {
+    return Invalid("expected_calls_per_sec must be >= 0");
+  }
   return absl::OkStatus();
 }
 

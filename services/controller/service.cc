@@ -161,6 +161,12 @@ grpc::Status FleetServiceImpl::AttachFleet(grpc::ServerContext* ctx,
                                            v1::FleetAttachResponse* resp) {
   Capability cap = CapturesRegisters(*req) ? Capability::kAttachCapture : Capability::kAttachCounts;
   return Handle("AttachFleet", ctx, cap, [&](const Identity& who) -> absl::Status {
+    if (req->dry_run()) {
+      auto r = fleet_->DryRun(*req);
+      if (!r.ok()) return r.status();
+      *resp = std::move(*r);
+      return absl::OkStatus();
+    }
     // Wait at most until just before the client's deadline, and never over 10 minutes.
     absl::Time deadline = absl::Now() + absl::Minutes(10);
     if (ctx->deadline() < std::chrono::system_clock::now() + std::chrono::minutes(10)) {

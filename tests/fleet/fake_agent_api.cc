@@ -2,6 +2,8 @@
 
 #include <sys/stat.h>
 
+#include <set>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
@@ -86,8 +88,10 @@ absl::StatusOr<v1::ListResponse> FakeAgentApi::List(const v1::ListRequest& req) 
   absl::MutexLock l(&mu_);
   ExpireLocked();
   v1::ListResponse resp;
+  std::set<std::string> want(req.probe_ids().begin(), req.probe_ids().end());
   for (const auto& [id, p] : probes_) {
     if (p.state() != v1::ATTACHED && !req.include_inactive()) continue;
+    if (!want.empty() && !want.count(id)) continue;
     *resp.add_probes() = p;
   }
   return resp;
@@ -115,6 +119,19 @@ void FakeAgentApi::AddHitsToAll(uint64_t n) {
   absl::MutexLock l(&mu_);
   for (auto& [id, p] : probes_) {
     if (p.state() == v1::ATTACHED) p.set_hits(p.hits() + n);
+  }
+}
+
+void FakeAgentApi::ApplyBudgetToAll(v1::BudgetState state, const std::string& message) {
+  absl::MutexLock l(&mu_);
+  for (auto& [id, p] : probes_) {
+    if (p.state() != v1::ATTACHED) continue;
+    p.mutable_cost()->set_budget_state(state);
+    p.mutable_cost()->set_budget_message(message);
+    if (state == v1::BUDGET_DETACHED) {
+      p.set_state(v1::DETACHED);
+      p.set_status_message("over budget: " + message);
+    }
   }
 }
 

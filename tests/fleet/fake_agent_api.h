@@ -27,6 +27,9 @@ class FakeAgentApi : public AgentApi {
 
   // Adds hits to every attached probe.
   void AddHitsToAll(uint64_t n);
+  // What the agent's budgets do: every attached probe gets `state` and `message`
+  // (BUDGET_DETACHED also detaches it, final record kept for List(include_inactive)).
+  void ApplyBudgetToAll(v1::BudgetState state, const std::string& message);
   size_t active() const;
   uint64_t attach_calls() const;
 

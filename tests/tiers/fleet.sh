@@ -408,7 +408,48 @@ check impersonation-refused-by-default "$(tail -2 "$TMP/impostor.log")" impostor
 check real-node-2-still-up "agents up: $(fleet admin agents --json 2>/dev/null | tests/fleet/fleetq.py agents)" \
   agents_up $N
 
-# 15. Certificates and authorization files reloaded without a restart (tests/fleet/reload.sh).
+# 15a. A fleet dry run predicts the cost per node and kernel profile and attaches nothing.
+#     The controller classifies on its own copy of the binary ($BIN/hit_workload here: the
+#     nodes' $WL is only visible inside their mount namespaces).
+sets_before=$(fleet admin list --json 2>/dev/null | python3 -c 'import json,sys; print(len(json.load(sys.stdin).get("rollouts", [])))')
+out=$(fleet counter attach --dry-run --calls-per-sec=1000 --all "$BIN/hit_workload:xol_target_fast" 2>&1)
+sets_after=$(fleet admin list --json 2>/dev/null | python3 -c 'import json,sys; print(len(json.load(sys.stdin).get("rollouts", [])))')
+dry_ok() {
+  grep -q "dry run: nothing attached" <<<"$out" || return 1
+  [ "$(grep -cE '^node-[0-9]+ +UP +linux-[0-9.]+ +EMULATED +0\.[0-9]+us' <<<"$out")" = $N ] || return 1
+  [ "$sets_before" = "$sets_after" ]
+}
+check dry-run-predicts-per-node "sets $sets_before -> $sets_after: $(echo "$out" | tr '\n' ';')" dry_ok
+
+# 15. A canary over its node's budget (issue 14) rolls the set back: the agents run with the
+#     default budget (1% of one CPU, alert only) and the default 10 s window; the canary's
+#     workload calls the probed function as fast as it can through the soak.
+out=$(fleet counter attach --all --canary=0.3 --canary-soak=40 --no-wait "$WL:xol_target_fast" 2>/dev/null)
+SET_K=$(echo "$out" | awk '$1 ~ /^ps-/ {print $1}' | tail -1)
+on_canary() { local_probes 1 | awk '$2 == "ATTACHED"' | grep -q "$SET_K"; }
+if [ -n "$SET_K" ] && wait_for 15 on_canary; then
+  echo "fast 25" >&"${WL_FD[1]}"
+  budget_rolled_back() {
+    [ "$(rollout_state "$SET_K")" = ROLLOUT_ROLLED_BACK ] || return 1
+    fleet admin rollout "$SET_K" 2>/dev/null | grep -q "over budget" || return 1
+    for i in $(seq 1 $N); do local_probes "$i" | awk '$2 == "ATTACHED"' | grep -q "$SET_K" && return 1; done
+    return 0
+  }
+  never_beyond_canary() {
+    for i in $(seq 2 $N); do local_probes "$i" | grep -q "$SET_K" && return 1; done
+    return 0
+  }
+  check canary-budget-breach-rollback \
+    "state=$(rollout_state "$SET_K"): $(fleet admin rollout "$SET_K" 2>&1 | tr '\n' ' ')" \
+    wait_for 35 budget_rolled_back
+  check canary-budget-breach-only-canary "set $SET_K reached another node" never_beyond_canary
+  check canary-budget-breach-metric "no budget action counted on node-1" \
+    grep -q 'budget: probe' "$TMP/agent1.log"
+else
+  fail canary-budget-breach-rollback "set=$SET_K never attached on node-1: $out"
+fi
+
+# 16. Certificates and authorization files reloaded without a restart (tests/fleet/reload.sh).
 # shellcheck source=tests/fleet/reload.sh
 source tests/fleet/reload.sh
 

@@ -172,6 +172,16 @@ expect build-info 'count by (version) (xolfleet_build_info == 1)' version "$want
 expect config-in-force 'count by (config) (xolfleet_config_in_force == 1)' config \
   "authz=1 controller_tls=$N tls=1"
 expect agent-up-series 'count(xolfleet_controller_agent_up == 1)' - "-=$N"
+# Issue 14: each agent's calibration, in the order the kernel dictates (single-step above
+# emulated on a stock kernel), from the agents and through the controller's heartbeats.
+expect agent-calibration-ordered \
+  'count(xolfleet_agent_calibration_seconds_per_hit{placement="SINGLE_STEP",capture="false"} > on(instance) xolfleet_agent_calibration_seconds_per_hit{placement="EMULATED",capture="false"})' \
+  - "-=$N"
+expect node-calibration-ordered \
+  'count by (node) (xolfleet_controller_node_calibration_seconds_per_hit{placement="SINGLE_STEP"} > on(node) xolfleet_controller_node_calibration_seconds_per_hit{placement="EMULATED"})' \
+  node "node-1=1 node-2=1"
+expect node-cost-and-budget 'count(xolfleet_controller_node_budget_cpu == 0.01) and count(xolfleet_controller_node_cpu_seconds_per_second >= 0)' \
+  - "-=$N"
 
 rules=$(curl -sf "http://$PROM_ADDR/api/v1/rules" | python3 -c '
 import json, sys

@@ -44,6 +44,13 @@ struct {
 // Index of the totals entry of xol_counters (set by the agent before load).
 const volatile __u32 xol_totals_slot = XOL_DEFAULT_MAX_PROBES;
 
+// Wake the agent's reader only once this many bytes wait in the ring buffer (set by the
+// agent before load; 0: the kernel's default, a wakeup whenever the reader had caught up).
+// The default woke the reader for nearly every event of a probe hit at a moderate rate,
+// and that wakeup runs in the probed task: calibration measured a captured event at
+// 0.8-4 us with it (an IPI on a VM) against 0.2 us without. The reader polls every 10 ms.
+const volatile __u64 xol_wakeup_bytes = 0;
+
 #define XOL_CAPTURE(bit, field) \
   if (cfg->capture_mask & (1u << (bit))) e->regs[bit] = ctx->field
 
@@ -106,7 +113,13 @@ int xol_probe(struct pt_regs* ctx) {
   XOL_CAPTURE(XOL_REG_R15, r15);
   XOL_CAPTURE(XOL_REG_RIP, rip);
   XOL_CAPTURE(XOL_REG_EFLAGS, eflags);
-  bpf_ringbuf_submit(e, 0);
+  __u64 flags = 0;
+  if (xol_wakeup_bytes) {
+    flags = bpf_ringbuf_query(&xol_events, BPF_RB_AVAIL_DATA) >= xol_wakeup_bytes
+                ? BPF_RB_FORCE_WAKEUP
+                : BPF_RB_NO_WAKEUP;
+  }
+  bpf_ringbuf_submit(e, flags);
   c->emitted++;
   t->emitted++;
   return 0;
