@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <utility>
 #include <vector>
@@ -157,9 +158,33 @@ absl::Status CertificateReloader::Load(const std::string& ca, const std::string&
   return absl::OkStatus();
 }
 
+namespace {
+
+// A file that only this process can name: a memfd, or on a kernel built without memfds
+// (CONFIG_MEMFD_CREATE off, as in small embedded configurations) a 0600 file in $TMPDIR or
+// /tmp unlinked at once: it lives as long as its descriptor, as a memfd would.
+absl::StatusOr<int> AnonymousFile() {
+  int fd = memfd_create("xolfleet-tls", MFD_CLOEXEC);
+  if (fd >= 0) return fd;
+  if (errno != ENOSYS) return absl::InternalError(absl::StrCat("memfd_create: ", strerror(errno)));
+  const char* dir = getenv("TMPDIR");
+  std::string path =
+      absl::StrCat(dir != nullptr && *dir != '\0' ? dir : "/tmp", "/xolfleet-tls-XXXXXX");
+  fd = mkostemp(path.data(), O_CLOEXEC);
+  if (fd < 0) {
+    return absl::InternalError(absl::StrCat("no memfds (", strerror(ENOSYS), ") and creating ",
+                                            path, ": ", strerror(errno)));
+  }
+  unlink(path.c_str());
+  return fd;
+}
+
+}  // namespace
+
 absl::Status CertificateReloader::PublishFile(int* fd, absl::string_view content, time_t mtime) {
-  int nfd = memfd_create("xolfleet-tls", MFD_CLOEXEC);
-  if (nfd < 0) return absl::InternalError(absl::StrCat("memfd_create: ", strerror(errno)));
+  absl::StatusOr<int> created = AnonymousFile();
+  if (!created.ok()) return created.status();
+  int nfd = *created;
   size_t done = 0;
   while (done < content.size()) {
     ssize_t n = write(nfd, content.data() + done, content.size() - done);
@@ -167,7 +192,7 @@ absl::Status CertificateReloader::PublishFile(int* fd, absl::string_view content
     if (n <= 0) {
       int e = errno;
       close(nfd);
-      return absl::InternalError(absl::StrCat("writing a memfd: ", strerror(e)));
+      return absl::InternalError(absl::StrCat("writing a published copy: ", strerror(e)));
     }
     done += static_cast<size_t>(n);
   }

@@ -11,6 +11,7 @@
 #include "services/agent/cost.h"
 #include "services/agent/probe_convert.h"
 #include "services/common/log.h"
+#include "services/common/open_file.h"
 #include "services/common/placement.h"
 #include "services/common/probe_spec.h"
 #include "services/controller/selector.h"
@@ -146,7 +147,8 @@ absl::StatusOr<v1::FleetAttachResponse> FleetController::DryRun(const v1::FleetA
                                                         "', which the controller "
                                                         "cannot classify for"));
     }
-    absl::StatusOr<v1::ClassifyResponse> r = ClassifySites(creq, *kp);
+    absl::StatusOr<v1::ClassifyResponse> r = ClassifySites(
+        creq, *kp, [](const v1::ProbeSpec& s) { return OpenFile::Open(s.binary_path()); });
     if (!r.ok()) {
       return absl::Status(r.status().code(),
                           absl::StrCat("classifying on the controller's copy of the binaries (a "
