@@ -11,7 +11,8 @@
 // counted and refused while the previous one keeps serving.
 //
 // The published files are memfds (nothing secret written to disk, nothing left behind
-// however the process ends) that gRPC reads through /proc/self/fd/N. The key and the
+// however the process ends; on a kernel without memfds, 0600 files in $TMPDIR unlinked as
+// soon as they are created) that gRPC reads through /proc/self/fd/N. The key and the
 // certificate chain are one PEM file, swapped atomically with dup3, so gRPC cannot read a
 // key of one version with a certificate of another; each version gets a distinct
 // modification time, which gRPC compares before and after reading to retry a read that
