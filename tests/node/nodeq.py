@@ -8,6 +8,9 @@
       -> one line per library: "LIB PROBES MISMATCHES UNREPORTED SINGLE_STEP SHARE%"
       and exit status 1 if any probe's kernel placement differs from the prediction
   nodeq.py promql         < /api/v1/query JSON -> "value" of each result, one per line
+  nodeq.py cost-follows-kernel INFO.json < agent-list.json (xolctl info/list --json)
+      -> one line per probe: "ID KERNEL_PLACEMENT COST_PLACEMENT NS_PER_HIT FIGURE"; exit
+      status 1 unless every probe is costed at its kernel placement with that figure
 """
 import json
 import os
@@ -71,6 +74,23 @@ def main():
         for lib, (n, mism, unrep, ss) in sorted(stats.items()):
             print(lib, n, mism, unrep, ss, "%.2f%%" % (100.0 * ss / n if n else 0))
         return 1 if bad or any(s[2] for s in stats.values()) else 0
+    elif kind == "cost-follows-kernel":
+        with open(sys.argv[2]) as f:
+            info = json.load(f)
+        figures = {(g.get("placement", P), bool(g.get("capture", False))): float(g["ns_per_hit"])
+                   for g in info.get("calibration", {}).get("figures", [])}
+        probes = load().get("probes", [])
+        bad = 0 if probes else 1
+        for p in probes:
+            kern = p.get("kernel_placement", P)
+            cost = p.get("cost", {})
+            got = cost.get("cost_placement", P)
+            ns = float(cost.get("ns_per_hit", 0))
+            fig = figures.get((kern, False))
+            ok = kern != P and got == kern and fig is not None and abs(ns - fig) <= 1e-6 * fig
+            bad += not ok
+            print(p.get("id"), kern, got, "%.1f" % ns, fig, "" if ok else "WRONG")
+        return 1 if bad else 0
     elif kind == "promql":
         for r in load().get("data", {}).get("result", []):
             print(r["value"][1])

@@ -285,6 +285,19 @@ kdelta="$((k_after[0] - k_before[0])) $((k_after[1] - k_before[1])) $((k_after[2
 check guest-kernel-hits-by-placement "guest kernel hits (EMU BOOST RIPREL SS) moved by '$kdelta'" \
   [ "$kdelta" = "$N_RUN $((3 * N_RUN)) $((2 * N_RUN)) 0" ]
 
+# 4b. What a probe costs (issue 14) on the patched node: the agent calibrated the classes the
+#     patched kernel offers (boosted and boosted rip-relative included), and every probe is
+#     costed at the placement the kernel confirmed, with that placement's calibrated figure.
+for pl in EMULATED BOOSTED BOOSTED_RIPREL; do
+  fig=$(guest_metric xolfleet_agent_calibration_seconds_per_hit placement=$pl capture=false)
+  check "guest-calibration-$(echo $pl | tr 'A-Z_' 'a-z-')" "guest calibration figure for $pl: '$fig'" \
+    python3 -c 'import sys; sys.exit(0 if float(sys.argv[1] or 0) > 0 else 1)' "$fig"
+done
+gctl info --json >"$TMP/guest-info.json" 2>&1
+gctl list --json >"$TMP/guest-list.json" 2>&1
+cost_follows() { tests/node/nodeq.py cost-follows-kernel "$TMP/guest-info.json" <"$TMP/guest-list.json"; }
+check guest-cost-follows-kernel-placement "$(cost_follows 2>&1 | tr '\n' ';')" eval 'cost_follows >/dev/null'
+
 # 5. Slot migrations, all the way up: guest kernel -> agent /metrics -> heartbeat ->
 #    controller /metrics -> Prometheus.
 m_before=$(guest_metric xolfleet_kernel_slot_migrations_total)
@@ -335,12 +348,26 @@ boost_off() {
 }
 check boost-switch-off "after uprobes_boost=0: $(agents | grep node-2) $(fprobes --set="$SET" | grep node-2 | tr '\n' ';')" \
   wait_for 20 boost_off
+# The agent calibrates again under the new profile (issue 14): no boosted figure under 6.1's.
+calibrated_as() {  # PROFILE
+  gctl info --json 2>/dev/null | python3 -c '
+import json, sys
+c = json.load(sys.stdin).get("calibration", {})
+boosted = {f.get("placement") for f in c.get("figures", [])} & {"BOOSTED", "BOOSTED_RIPREL"}
+want = sys.argv[1]
+sys.exit(0 if c.get("status") == "ok" and c.get("profile") == want and
+         bool(boosted) == want.startswith("xolfleet") else 1)' "$1"
+}
+cal_summary() { gctl info --json 2>/dev/null | python3 -c 'import json,sys; c=json.load(sys.stdin).get("calibration",{}); print(c.get("status"), c.get("profile"), [(f.get("placement"), round(f.get("ns_per_hit",0))) for f in c.get("figures",[])])'; }
+check boost-off-recalibrated "guest calibration: $(cal_summary)" wait_for 120 calibrated_as linux-6.1
 guest "echo 1 >/proc/sys/kernel/uprobes_boost"
 boost_on() {
   agents | grep -q '^node-2 AGENT_UP xolfleet-6.1 true ' &&
     fprobes --set="$SET" | grep -q "^node-2 xolfleet-6.1 $SET/1 ATTACHED BOOSTED_RIPREL BOOSTED_RIPREL "
 }
 check boost-switch-on "after uprobes_boost=1: $(agents | grep node-2)" wait_for 20 boost_on
+check boost-on-recalibrated "guest calibration: $(cal_summary)" wait_for 120 calibrated_as xolfleet-6.1
+log "guest calibration (qemu TCG: relative figures only): $(cal_summary)"
 check no-mismatches "placement mismatches: $(agents | tr '\n' ';')" \
   [ "$(agents | awk '{s += $6} END {print s + 0}')" = 0 ]
 
