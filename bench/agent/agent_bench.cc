@@ -39,8 +39,7 @@ struct Site {
 };
 
 std::vector<std::string> rows;
-void Row(const std::string& what, const std::string& value,
-         const std::string& note = "") {
+void Row(const std::string& what, const std::string& value, const std::string& note = "") {
   std::string line = absl::StrFormat("%-58s %18s  %s", what, value, note);
   std::cout << line << std::endl;
   rows.push_back(line);
@@ -64,10 +63,8 @@ std::vector<Site> Sites(AgentProcess& agent, const std::string& binary) {
   std::set<std::string> seen;
   std::vector<Site> out;
   for (const v1::SitePlacement& s : resp.sites()) {
-    if (s.placement() == v1::REFUSED || s.symbol_offset() != 0 || s.relocated())
-      continue;
-    if (!std::regex_match(s.symbol(), plain) || !seen.insert(s.symbol()).second)
-      continue;
+    if (s.placement() == v1::REFUSED || s.symbol_offset() != 0 || s.relocated()) continue;
+    if (!std::regex_match(s.symbol(), plain) || !seen.insert(s.symbol()).second) continue;
     out.push_back({binary, s.symbol()});
   }
   return out;
@@ -132,15 +129,13 @@ uint64_t RssKib(pid_t pid) {
 double Bpftrace(const std::vector<Site>& sites) {
   std::string prog = "BEGIN { exit(); } ";
   std::vector<std::string> points;
-  for (const Site& s : sites)
-    points.push_back(absl::StrCat("uprobe:", s.binary, ":", s.symbol));
+  for (const Site& s : sites) points.push_back(absl::StrCat("uprobe:", s.binary, ":", s.symbol));
   absl::StrAppend(&prog, absl::StrJoin(points, ","), " { @hits = count(); }");
   std::string path = "/tmp/xolfleet-bench.bt";
   std::ofstream(path) << prog;
   absl::Time start = absl::Now();
-  std::string cmd =
-      absl::StrCat("BPFTRACE_MAX_PROBES=", sites.size() + 10, " bpftrace ",
-                   path, " > /tmp/xolfleet-bench.bt.out 2>&1");
+  std::string cmd = absl::StrCat("BPFTRACE_MAX_PROBES=", sites.size() + 10, " bpftrace ", path,
+                                 " > /tmp/xolfleet-bench.bt.out 2>&1");
   int rc = system(cmd.c_str());
   double secs = absl::ToDoubleSeconds(absl::Now() - start);
   if (rc != 0) Die("bpftrace failed; see /tmp/xolfleet-bench.bt.out");
@@ -318,8 +313,7 @@ int Main(double spin_seconds, bool only_watch, int bpftrace_sites) {
     std::ifstream f("/proc/sys/kernel/osrelease");
     std::getline(f, release);
   }
-  Row("host kernel", release,
-      absl::StrCat(std::thread::hardware_concurrency(), " CPUs"));
+  Row("host kernel", release, absl::StrCat(std::thread::hardware_concurrency(), " CPUs"));
 
   if (!only_watch) AttachBenchmarks(bpftrace_sites);
   return WatchBenchmark(spin_seconds);
@@ -365,8 +359,7 @@ void AttachBenchmarks(int bpftrace_sites) {
     AttachTiming p100 = AttachDetach(**perf, libc100);
     Row("agent perf_event links: 100 libc probes, attach", Sec(p100.attach_s));
     Row("agent perf_event links: 100 libc probes, detach", Sec(p100.detach_s),
-        absl::StrCat(Ms(p100.detach_s / 100),
-                     "/probe (one RCU grace period per link)"));
+        absl::StrCat(Ms(p100.detach_s / 100), "/probe (one RCU grace period per link)"));
     PidScoped(**perf, "perf_event link");
   }
   std::vector<double> att, det;
@@ -378,10 +371,8 @@ void AttachBenchmarks(int bpftrace_sites) {
   }
   std::sort(att.begin(), att.end());
   std::sort(det.begin(), det.end());
-  Row("agent uprobe_multi: 1,000 libc probes, attach (median of 3)",
-      Ms(att[1]));
-  Row("agent uprobe_multi: 1,000 libc probes, detach (median of 3)",
-      Ms(det[1]));
+  Row("agent uprobe_multi: 1,000 libc probes, attach (median of 3)", Ms(att[1]));
+  Row("agent uprobe_multi: 1,000 libc probes, detach (median of 3)", Ms(det[1]));
   double per1000 = (att[1] + det[1]) / 1000;
   std::cout << "    agent log: " << AgentSplit(**agent) << std::endl;
   rows.push_back("    agent log: " + AgentSplit(**agent));
@@ -407,8 +398,7 @@ void AttachBenchmarks(int bpftrace_sites) {
     take(cxx, want);
   }
   size_t nlibc = 0, ncxx = 0, ngrpc = 0;
-  for (const Site& s : big)
-    (s.binary == kLibc ? nlibc : s.binary == kLibstdcxx ? ncxx : ngrpc)++;
+  for (const Site& s : big) (s.binary == kLibc ? nlibc : s.binary == kLibstdcxx ? ncxx : ngrpc)++;
   const std::string what = absl::StrCat(big.size(), " probes (", nlibc, " libc, ", ncxx,
                                         " libstdc++, ", ngrpc, " libgrpc)");
 
@@ -426,8 +416,7 @@ void AttachBenchmarks(int bpftrace_sites) {
           absl::StrFormat("%.0fx faster than bpftrace per probe",
                           bt_per_probe / ((t10k.attach_s + t10k.detach_s) / t10k.attached))));
   Row("agent RSS idle / with 10,000 probes attached",
-      absl::StrFormat("%.1f / %.1f MiB", rss_before / 1024.0,
-                      rss_with / 1024.0));
+      absl::StrFormat("%.1f / %.1f MiB", rss_before / 1024.0, rss_with / 1024.0));
 
   // The same 10,000 sites through xolctl, as a user runs them: the agent and
   // xolctl on private libraries, then both on the system's libraries (the
@@ -461,8 +450,8 @@ int WatchBenchmark(double spin_seconds) {
   // WatchHits throughput: one capturing probe on an emulated site, a client
   // reading as fast as it can, and every event either received or counted as
   // dropped.
-  absl::StatusOr<std::unique_ptr<AgentProcess>> wagent = AgentProcess::Start(
-      {"--link-mode=multi", "--ringbuf-mib=64", "--watch-queue-events=262144"});
+  absl::StatusOr<std::unique_ptr<AgentProcess>> wagent =
+      AgentProcess::Start({"--link-mode=multi", "--ringbuf-mib=64", "--watch-queue-events=262144"});
   if (!wagent.ok()) Die(std::string(wagent.status().message()));
   absl::StatusOr<std::unique_ptr<Workload>> wl = Workload::Start();
   if (!wl.ok()) Die(std::string(wl.status().message()));
@@ -499,8 +488,7 @@ int WatchBenchmark(double spin_seconds) {
   s->add_capture(v1::RDI);
   {
     grpc::ClientContext ctx;
-    if (!(*wagent)->stub().Attach(&ctx, req, &resp).ok())
-      Die("attach xol_target_fast");
+    if (!(*wagent)->stub().Attach(&ctx, req, &resp).ok()) Die("attach xol_target_fast");
   }
   std::atomic<uint64_t> received{0}, dropped{0};
   std::atomic<bool> stop{false};
@@ -533,8 +521,7 @@ int WatchBenchmark(double spin_seconds) {
     if (!(*wl)->Fast(0.01).ok()) Die("workload");
   }
   absl::SleepFor(absl::Milliseconds(200));
-  const uint64_t hits0 = list_probe().hits(), received0 = received,
-                 dropped0 = dropped;
+  const uint64_t hits0 = list_probe().hits(), received0 = received, dropped0 = dropped;
   first_event = absl::InfiniteFuture();
   absl::StatusOr<uint64_t> calls = (*wl)->Fast(spin_seconds);
   if (!calls.ok()) Die("workload");
@@ -542,8 +529,7 @@ int WatchBenchmark(double spin_seconds) {
   absl::Time deadline = absl::Now() + absl::Seconds(60);
   for (;;) {
     p = list_probe();
-    if (received + dropped - received0 - dropped0 >= p.hits() - hits0 ||
-        absl::Now() > deadline) {
+    if (received + dropped - received0 - dropped0 >= p.hits() - hits0 || absl::Now() > deadline) {
       break;
     }
     absl::SleepFor(absl::Milliseconds(100));
@@ -554,15 +540,11 @@ int WatchBenchmark(double spin_seconds) {
   double stream_s = absl::ToDoubleSeconds(last_event - first_event);
   const uint64_t produced = p.hits() - hits0;
   const uint64_t got = received - received0, lost = dropped - dropped0;
-  Row("WatchHits: events produced (probe hits, capture rdi)",
-      absl::StrCat(produced),
-      absl::StrFormat("workload made %llu calls in %.1f s (emulated site)",
-                      *calls, spin_seconds));
+  Row("WatchHits: events produced (probe hits, capture rdi)", absl::StrCat(produced),
+      absl::StrFormat("workload made %llu calls in %.1f s (emulated site)", *calls, spin_seconds));
   Row("  events received by the client", absl::StrCat(got),
-      absl::StrFormat("%.0f events/s over %.2f s",
-                      got / std::max(stream_s, 1e-9), stream_s));
-  Row("  dropped_total reported (ring buffer + slow client)",
-      absl::StrCat(lost),
+      absl::StrFormat("%.0f events/s over %.2f s", got / std::max(stream_s, 1e-9), stream_s));
+  Row("  dropped_total reported (ring buffer + slow client)", absl::StrCat(lost),
       absl::StrCat("kernel ring-buffer drops ", p.events_dropped()));
   Row("  received + dropped == produced", got + lost == produced ? "yes" : "NO",
       absl::StrCat(got + lost, " vs ", produced));
@@ -587,15 +569,12 @@ int main(int argc, char** argv) {
     if (a.rfind("--bpftrace-sites=", 0) == 0) bpftrace_sites = std::stoi(a.substr(17));
   }
   bool only_watch = false;
-  for (int i = 1; i < argc; ++i)
-    only_watch |= std::string(argv[i]) == "--only-watch";
+  for (int i = 1; i < argc; ++i) only_watch |= std::string(argv[i]) == "--only-watch";
   int rc = xolfleet::testing::Main(spin, only_watch, bpftrace_sites);
   if (!out.empty()) {
     std::ofstream f(out);
     f << "# bench/agent/run.sh on "
-      << absl::FormatTime("%Y-%m-%d %H:%M UTC", absl::Now(),
-                          absl::UTCTimeZone())
-      << "\n";
+      << absl::FormatTime("%Y-%m-%d %H:%M UTC", absl::Now(), absl::UTCTimeZone()) << "\n";
     for (const std::string& r : xolfleet::testing::rows) f << r << "\n";
   }
   return rc;

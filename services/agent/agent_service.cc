@@ -74,9 +74,9 @@ absl::Status CheckWhere(const Identity& who, const v1::ProbeSpec& s, absl::strin
   if (s.pid() > 0) {
     const int64_t owner = ProcessUid(s.pid());
     if (owner >= 0 && owner != static_cast<int64_t>(who.uid)) {
-      return absl::PermissionDeniedError(absl::StrCat(name, ": pid ", s.pid(),
-                                                      " belongs to another user; uid ", who.uid,
-                                                      " may scope probes only to its own processes"));
+      return absl::PermissionDeniedError(
+          absl::StrCat(name, ": pid ", s.pid(), " belongs to another user; uid ", who.uid,
+                       " may scope probes only to its own processes"));
     }
   }
   return absl::OkStatus();
@@ -84,17 +84,16 @@ absl::Status CheckWhere(const Identity& who, const v1::ProbeSpec& s, absl::strin
 
 }  // namespace
 
-absl::Status AgentServiceImpl::CheckSpecs(const Identity& who,
-                                          const v1::AttachRequest& req) const {
+absl::Status AgentServiceImpl::CheckSpecs(const Identity& who, const v1::AttachRequest& req) const {
   bool capture = false;
   for (int i = 0; i < req.specs_size(); ++i) {
     const v1::ProbeSpec& s = req.specs(i);
     capture |= s.capture_size() > 0;
     for (const auto& [k, v] : s.labels()) {
       if (absl::StartsWith(k, kReservedLabelPrefix)) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "spec[", i, "]: label keys starting with ", kReservedLabelPrefix,
-            " are reserved (the agent and the controller set them)"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("spec[", i, "]: label keys starting with ", kReservedLabelPrefix,
+                         " are reserved (the agent and the controller set them)"));
       }
     }
     if (absl::Status st = CheckWhere(who, s, absl::StrCat("spec[", i, "]")); !st.ok()) return st;
@@ -141,9 +140,9 @@ grpc::Status AgentServiceImpl::Detach(grpc::ServerContext* ctx, const v1::Detach
     for (const std::string& id : req->probe_ids()) {
       auto it = owner_of.find(id);
       if (it != owner_of.end() && it->second != me) {
-        return ToGrpcStatus(absl::PermissionDeniedError(absl::StrCat(
-            "probe ", Truncated(id), " belongs to ", it->second, ", not to ", me,
-            "; detaching other callers' probes needs the admin capability")));
+        return ToGrpcStatus(absl::PermissionDeniedError(
+            absl::StrCat("probe ", Truncated(id), " belongs to ", it->second, ", not to ", me,
+                         "; detaching other callers' probes needs the admin capability")));
       }
       mine.add_probe_ids(id);
     }
@@ -190,9 +189,8 @@ grpc::Status AgentServiceImpl::GetNodeInfo(grpc::ServerContext* ctx,
 // carries dropped_total: events lost by this stream's queue plus events the
 // kernel could not put in the ring buffer (for the watched probes) since the
 // stream started, so a client can account for every event.
-grpc::Status AgentServiceImpl::WatchHits(
-    grpc::ServerContext* ctx, const v1::WatchHitsRequest* req,
-    grpc::ServerWriter<v1::HitBatch>* writer) {
+grpc::Status AgentServiceImpl::WatchHits(grpc::ServerContext* ctx, const v1::WatchHitsRequest* req,
+                                         grpc::ServerWriter<v1::HitBatch>* writer) {
   absl::StatusOr<Identity> who = Authorize(*ctx, Capability::kReadOnly);
   if (!who.ok()) return ToGrpcStatus(who.status());
   // Register values are what the capture capability protects.
@@ -202,9 +200,10 @@ grpc::Status AgentServiceImpl::WatchHits(
     absl::MutexLock lock(&watch_mu_);
     uint32_t& n = watch_streams_[key];
     if (n >= options_.max_watch_streams_per_identity) {
-      return ToGrpcStatus(absl::ResourceExhaustedError(absl::StrCat(
-          key, " already has ", n, " WatchHits streams open, the most one caller may have "
-          "(--max-watch-streams-per-identity)")));
+      return ToGrpcStatus(absl::ResourceExhaustedError(
+          absl::StrCat(key, " already has ", n,
+                       " WatchHits streams open, the most one caller may have "
+                       "(--max-watch-streams-per-identity)")));
     }
     ++n;
   }
@@ -216,13 +215,10 @@ grpc::Status AgentServiceImpl::WatchHits(
       if (--self->watch_streams_[key] == 0) self->watch_streams_.erase(key);
     }
   } release{this, key};
-  std::vector<std::string> ids(req->probe_ids().begin(),
-                               req->probe_ids().end());
-  absl::StatusOr<absl::flat_hash_set<uint64_t>> nums =
-      manager_->ProbeNumbers(ids);
+  std::vector<std::string> ids(req->probe_ids().begin(), req->probe_ids().end());
+  absl::StatusOr<absl::flat_hash_set<uint64_t>> nums = manager_->ProbeNumbers(ids);
   if (!nums.ok()) return ToGrpcStatus(nums.status());
-  size_t max_batch =
-      req->max_batch() ? req->max_batch() : options_.default_max_batch;
+  size_t max_batch = req->max_batch() ? req->max_batch() : options_.default_max_batch;
   max_batch = std::min<size_t>(max_batch, options_.max_batch_limit);
 
   const uint64_t kernel_dropped_base = manager_->KernelDropped(*nums);

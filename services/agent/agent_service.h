@@ -40,8 +40,8 @@ class AgentServiceImpl final : public v1::AgentService::Service {
   };
   // `local` (may be null) identifies callers on the unix socket; `authz` maps callers to
   // capabilities. Both must outlive the service.
-  AgentServiceImpl(ProbeManager* manager, HitHub* hub, Options options,
-                   const AuthzPolicy* authz, const LocalListener* local)
+  AgentServiceImpl(ProbeManager* manager, HitHub* hub, Options options, const AuthzPolicy* authz,
+                   const LocalListener* local)
       : manager_(manager), hub_(hub), options_(options), authz_(authz), local_(local) {}
 
   // Ends open WatchHits streams (server shutdown).
@@ -53,14 +53,11 @@ class AgentServiceImpl final : public v1::AgentService::Service {
                       v1::DetachResponse* resp) override;
   grpc::Status List(grpc::ServerContext* ctx, const v1::ListRequest* req,
                     v1::ListResponse* resp) override;
-  grpc::Status Classify(grpc::ServerContext* ctx,
-                        const v1::ClassifyRequest* req,
+  grpc::Status Classify(grpc::ServerContext* ctx, const v1::ClassifyRequest* req,
                         v1::ClassifyResponse* resp) override;
-  grpc::Status WatchHits(grpc::ServerContext* ctx,
-                         const v1::WatchHitsRequest* req,
+  grpc::Status WatchHits(grpc::ServerContext* ctx, const v1::WatchHitsRequest* req,
                          grpc::ServerWriter<v1::HitBatch>* writer) override;
-  grpc::Status GetNodeInfo(grpc::ServerContext* ctx,
-                           const v1::GetNodeInfoRequest* req,
+  grpc::Status GetNodeInfo(grpc::ServerContext* ctx, const v1::GetNodeInfoRequest* req,
                            v1::NodeInfo* resp) override;
 
  private:

@@ -32,18 +32,12 @@ TEST(KernelRelease, Parses) {
 }
 
 TEST(KernelProfile, StockKernelsByVersion) {
-  EXPECT_EQ(ChooseKernelProfile({6, 1}, std::nullopt).profile,
-            KernelProfile::kLinux61);
-  EXPECT_EQ(ChooseKernelProfile({6, 15}, std::nullopt).profile,
-            KernelProfile::kLinux61);
-  EXPECT_EQ(ChooseKernelProfile({6, 16}, std::nullopt).profile,
-            KernelProfile::kLinux618);
-  EXPECT_EQ(ChooseKernelProfile({6, 18}, std::nullopt).profile,
-            KernelProfile::kLinux618);
-  EXPECT_EQ(ChooseKernelProfile({7, 0}, std::nullopt).profile,
-            KernelProfile::kLinux618);
-  EXPECT_EQ(ChooseKernelProfile({5, 15}, std::nullopt).profile,
-            KernelProfile::kLinux61);
+  EXPECT_EQ(ChooseKernelProfile({6, 1}, std::nullopt).profile, KernelProfile::kLinux61);
+  EXPECT_EQ(ChooseKernelProfile({6, 15}, std::nullopt).profile, KernelProfile::kLinux61);
+  EXPECT_EQ(ChooseKernelProfile({6, 16}, std::nullopt).profile, KernelProfile::kLinux618);
+  EXPECT_EQ(ChooseKernelProfile({6, 18}, std::nullopt).profile, KernelProfile::kLinux618);
+  EXPECT_EQ(ChooseKernelProfile({7, 0}, std::nullopt).profile, KernelProfile::kLinux618);
+  EXPECT_EQ(ChooseKernelProfile({5, 15}, std::nullopt).profile, KernelProfile::kLinux61);
   EXPECT_FALSE(ChooseKernelProfile({6, 18}, std::nullopt).patched);
 }
 
@@ -86,8 +80,8 @@ TEST(SlotStats, ParsesEveryCounterAndIgnoresUnknownOnes) {
 }
 
 TEST(SlotStats, TabsBlankLinesAndComments) {
-  absl::StatusOr<v1::KernelSlotStats> s = ParseSlotStats(
-      "# counters\n\nhits_boosted\t10\n  slot_migrations   3  \n");
+  absl::StatusOr<v1::KernelSlotStats> s =
+      ParseSlotStats("# counters\n\nhits_boosted\t10\n  slot_migrations   3  \n");
   ASSERT_TRUE(s.ok()) << s.status();
   EXPECT_EQ(s->hits_boosted(), 10u);
   EXPECT_EQ(s->slot_migrations(), 3u);
@@ -129,9 +123,8 @@ TEST(Placements, SkipsProbesNotAnalysedYet) {
 }
 
 TEST(Placements, RejectsMalformedLines) {
-  EXPECT_FALSE(ParsePlacements("1234 1a2f BOOSTED\n").ok());  // no 0x
-  EXPECT_FALSE(
-      ParsePlacements("1234 0x1a2f FAST\n").ok());  // unknown placement
+  EXPECT_FALSE(ParsePlacements("1234 1a2f BOOSTED\n").ok());   // no 0x
+  EXPECT_FALSE(ParsePlacements("1234 0x1a2f FAST\n").ok());    // unknown placement
   EXPECT_FALSE(ParsePlacements("abc 0x1a2f BOOSTED\n").ok());  // bad inode
   EXPECT_FALSE(ParsePlacements("1234 0x1a2f\n").ok());         // missing field
   absl::StatusOr<KernelPlacements> p = ParsePlacements("1 0x1 EMULATED\nbad\n");
@@ -154,14 +147,12 @@ TEST(RateLimit, BurstOfOneSecondThenSteadyRate) {
   __u64 tat = 0;
   uint64_t now = 5 * kSec;
   int admitted = 0;
-  for (int i = 0; i < 100; ++i)
-    admitted += xol_gcra_admit(&tat, now, interval, kSec);
+  for (int i = 0; i < 100; ++i) admitted += xol_gcra_admit(&tat, now, interval, kSec);
   EXPECT_EQ(admitted, 10);  // a full bucket: one second's worth
   // Half a second later, half a bucket has refilled.
   now += kSec / 2;
   admitted = 0;
-  for (int i = 0; i < 100; ++i)
-    admitted += xol_gcra_admit(&tat, now, interval, kSec);
+  for (int i = 0; i < 100; ++i) admitted += xol_gcra_admit(&tat, now, interval, kSec);
   EXPECT_EQ(admitted, 5);
   // Spread out at exactly the rate: every event passes.
   admitted = 0;
@@ -203,20 +194,16 @@ TEST(RateLimit, ConcurrentCallersNeverExceedTheBucket) {
 }
 
 TEST(StatusMapping, CodesAndMessagesSurvive) {
-  const absl::StatusCode codes[] = {absl::StatusCode::kInvalidArgument,
-                                    absl::StatusCode::kNotFound,
-                                    absl::StatusCode::kFailedPrecondition,
-                                    absl::StatusCode::kResourceExhausted,
-                                    absl::StatusCode::kPermissionDenied,
-                                    absl::StatusCode::kInternal,
-                                    absl::StatusCode::kUnavailable};
-  const grpc::StatusCode want[] = {grpc::StatusCode::INVALID_ARGUMENT,
-                                   grpc::StatusCode::NOT_FOUND,
-                                   grpc::StatusCode::FAILED_PRECONDITION,
-                                   grpc::StatusCode::RESOURCE_EXHAUSTED,
-                                   grpc::StatusCode::PERMISSION_DENIED,
-                                   grpc::StatusCode::INTERNAL,
-                                   grpc::StatusCode::UNAVAILABLE};
+  const absl::StatusCode codes[] = {
+      absl::StatusCode::kInvalidArgument,    absl::StatusCode::kNotFound,
+      absl::StatusCode::kFailedPrecondition, absl::StatusCode::kResourceExhausted,
+      absl::StatusCode::kPermissionDenied,   absl::StatusCode::kInternal,
+      absl::StatusCode::kUnavailable};
+  const grpc::StatusCode want[] = {
+      grpc::StatusCode::INVALID_ARGUMENT,    grpc::StatusCode::NOT_FOUND,
+      grpc::StatusCode::FAILED_PRECONDITION, grpc::StatusCode::RESOURCE_EXHAUSTED,
+      grpc::StatusCode::PERMISSION_DENIED,   grpc::StatusCode::INTERNAL,
+      grpc::StatusCode::UNAVAILABLE};
   for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); ++i) {
     grpc::Status g = ToGrpcStatus(absl::Status(codes[i], "why and what to do"));
     EXPECT_EQ(g.error_code(), want[i]);
@@ -238,10 +225,9 @@ TEST(HitHub, RoutesByCookieAndDropsStaleGenerations) {
   HitHub hub(8);
   hub.RouteSlot(3, /*first_generation=*/5, /*probe_num=*/42);
   std::shared_ptr<Watcher> w = hub.AddWatcher({}, 100).value();
-  std::vector<xol_hit_event> evs = {Event(5, 3, 1),
-                                    Event(6, 3, 2),   // 6: after a re-link
-                                    Event(4, 3, 3),   // older probe in slot 3
-                                    Event(1, 7, 4)};  // unrouted slot
+  std::vector<xol_hit_event> evs = {Event(5, 3, 1), Event(6, 3, 2),  // 6: after a re-link
+                                    Event(4, 3, 3),                  // older probe in slot 3
+                                    Event(1, 7, 4)};                 // unrouted slot
   hub.Publish(evs);
   std::vector<RoutedHit> got;
   w->Take(&got, 100, absl::ZeroDuration());
@@ -296,8 +282,7 @@ TEST(HitHub, QueuesAreLazyAndBoundedInTotal) {
   EXPECT_EQ(a->queued_now(), 0u);
   absl::StatusOr<std::shared_ptr<Watcher>> c = hub.AddWatcher({}, 10);
   EXPECT_EQ(c.status().code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_NE(c.status().message().find("--max-watch-streams=2"),
-            absl::string_view::npos)
+  EXPECT_NE(c.status().message().find("--max-watch-streams=2"), absl::string_view::npos)
       << c.status();
   std::vector<xol_hit_event> evs;
   for (int i = 0; i < 20; ++i) evs.push_back(Event(1, 0, i));

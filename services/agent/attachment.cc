@@ -7,9 +7,9 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "services/common/log.h"
-#include "services/common/errno_status.h"
 #include "services/agent/uprobe_multi.h"
+#include "services/common/errno_status.h"
+#include "services/common/log.h"
 
 namespace xolfleet {
 namespace {
@@ -29,9 +29,7 @@ class PerfAttachment final : public Attachment {
   ~PerfAttachment() override {
     for (bpf_link* l : links_) {
       int err = bpf_link__destroy(l);
-      if (err)
-        Log("detaching a perf-event uprobe link on ", path_, ": ",
-            strerror(-err));
+      if (err) Log("detaching a perf-event uprobe link on ", path_, ": ", strerror(-err));
     }
   }
   void Add(bpf_link* l) { links_.push_back(l); }
@@ -44,24 +42,25 @@ class PerfAttachment final : public Attachment {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Attachment>> AttachMulti(
-    const ProbeProgram& program, const OpenFile& file,
-    absl::Span<const uint64_t> offsets, absl::Span<const uint64_t> cookies,
-    int pid) {
-  absl::StatusOr<UprobeMultiLink> link = UprobeMultiLink::Create(
-      program.program_fd(), file.proc_path(), offsets, cookies, pid);
+absl::StatusOr<std::unique_ptr<Attachment>> AttachMulti(const ProbeProgram& program,
+                                                        const OpenFile& file,
+                                                        absl::Span<const uint64_t> offsets,
+                                                        absl::Span<const uint64_t> cookies,
+                                                        int pid) {
+  absl::StatusOr<UprobeMultiLink> link =
+      UprobeMultiLink::Create(program.program_fd(), file.proc_path(), offsets, cookies, pid);
   if (!link.ok()) {
     return absl::Status(link.status().code(),
-                        absl::StrCat(Truncated(file.path(), 512), ": ",
-                                     link.status().message()));
+                        absl::StrCat(Truncated(file.path(), 512), ": ", link.status().message()));
   }
   return std::unique_ptr<Attachment>(new MultiAttachment(std::move(*link)));
 }
 
-absl::StatusOr<std::unique_ptr<Attachment>> AttachPerf(
-    const ProbeProgram& program, const OpenFile& file,
-    absl::Span<const uint64_t> offsets, absl::Span<const uint64_t> cookies,
-    int pid) {
+absl::StatusOr<std::unique_ptr<Attachment>> AttachPerf(const ProbeProgram& program,
+                                                       const OpenFile& file,
+                                                       absl::Span<const uint64_t> offsets,
+                                                       absl::Span<const uint64_t> cookies,
+                                                       int pid) {
   const std::string path = Truncated(file.path(), 512);
   const std::string kernel_path = file.proc_path();
   auto att = std::make_unique<PerfAttachment>(path);
@@ -69,16 +68,14 @@ absl::StatusOr<std::unique_ptr<Attachment>> AttachPerf(
     LIBBPF_OPTS(bpf_uprobe_opts, opts);
     opts.bpf_cookie = cookies[i];
     // libbpf: pid -1 is every process, 0 would be the agent itself.
-    bpf_link* l = bpf_program__attach_uprobe_opts(
-        program.program(), pid > 0 ? pid : -1, kernel_path.c_str(), offsets[i],
-        &opts);
+    bpf_link* l = bpf_program__attach_uprobe_opts(program.program(), pid > 0 ? pid : -1,
+                                                  kernel_path.c_str(), offsets[i], &opts);
     if (l == nullptr) {
       int err = errno;
       return ErrnoToStatus(
-          err, absl::StrCat("perf-event uprobe on ", path, " at file offset 0x",
-                            absl::Hex(offsets[i]),
-                            pid > 0 ? absl::StrCat(" for pid ", pid) : "", ": ",
-                            strerror(err)));
+          err,
+          absl::StrCat("perf-event uprobe on ", path, " at file offset 0x", absl::Hex(offsets[i]),
+                       pid > 0 ? absl::StrCat(" for pid ", pid) : "", ": ", strerror(err)));
     }
     att->Add(l);
   }

@@ -29,18 +29,19 @@ class Attachment {
 
 // One uprobe_multi link for every offset (file offsets of `file`, same length
 // as `cookies`); `pid` > 0 filters in the kernel.
-absl::StatusOr<std::unique_ptr<Attachment>> AttachMulti(
-    const ProbeProgram& program, const OpenFile& file,
-    absl::Span<const uint64_t> offsets, absl::Span<const uint64_t> cookies,
-    int pid);
+absl::StatusOr<std::unique_ptr<Attachment>> AttachMulti(const ProbeProgram& program,
+                                                        const OpenFile& file,
+                                                        absl::Span<const uint64_t> offsets,
+                                                        absl::Span<const uint64_t> cookies,
+                                                        int pid);
 
 // One perf-event uprobe link per offset (libbpf's
 // bpf_program__attach_uprobe_opts with a BPF cookie). On failure, the links
 // made so far are destroyed before returning.
-absl::StatusOr<std::unique_ptr<Attachment>> AttachPerf(
-    const ProbeProgram& program, const OpenFile& file,
-    absl::Span<const uint64_t> offsets, absl::Span<const uint64_t> cookies,
-    int pid);
+absl::StatusOr<std::unique_ptr<Attachment>> AttachPerf(const ProbeProgram& program,
+                                                       const OpenFile& file,
+                                                       absl::Span<const uint64_t> offsets,
+                                                       absl::Span<const uint64_t> cookies, int pid);
 
 }  // namespace xolfleet
 

@@ -1,9 +1,5 @@
 #include "services/agent/controller_link.h"
 
-#include "services/common/log.h"
-#include "services/common/grpc_status.h"
-#include "services/common/probe_spec.h"
-
 #include <algorithm>
 #include <set>
 #include <utility>
@@ -13,6 +9,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "grpcpp/grpcpp.h"
+#include "services/common/grpc_status.h"
+#include "services/common/log.h"
+#include "services/common/probe_spec.h"
 #include "xolfleet/v1/controller.grpc.pb.h"
 
 namespace xolfleet {

@@ -56,12 +56,9 @@ void Watcher::Offer(absl::Span<const RoutedHit> hits) {
   if (queued) queued_.fetch_add(queued, std::memory_order_relaxed);
 }
 
-bool Watcher::Take(std::vector<RoutedHit>* out, size_t max,
-                   absl::Duration timeout) {
+bool Watcher::Take(std::vector<RoutedHit>* out, size_t max, absl::Duration timeout) {
   absl::MutexLock l(&mu_);
-  auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return !queue_.empty() || closed_;
-  };
+  auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !queue_.empty() || closed_; };
   mu_.AwaitWithTimeout(absl::Condition(&ready), timeout);
   const size_t n = std::min(max, queue_.size());
   for (size_t i = 0; i < n; ++i) {
@@ -83,8 +80,7 @@ HitHub::HitHub(uint32_t max_slots, Limits limits) : limits_(limits) {
   routes_.resize(max_slots);
 }
 
-void HitHub::RouteSlot(uint32_t slot, uint32_t first_generation,
-                       uint64_t probe_num) {
+void HitHub::RouteSlot(uint32_t slot, uint32_t first_generation, uint64_t probe_num) {
   absl::MutexLock l(&mu_);
   if (slot >= routes_.size()) return;
   routes_[slot] = Route{true, first_generation, probe_num};
@@ -97,14 +93,15 @@ void HitHub::UnrouteSlot(uint32_t slot) {
 
 absl::StatusOr<std::shared_ptr<Watcher>> HitHub::AddWatcher(
     absl::flat_hash_set<uint64_t> probe_nums, size_t capacity) {
-  auto w = std::make_shared<Watcher>(std::move(probe_nums), capacity,
-                                     &total_queued_, limits_.max_queued_events);
+  auto w = std::make_shared<Watcher>(std::move(probe_nums), capacity, &total_queued_,
+                                     limits_.max_queued_events);
   absl::MutexLock l(&mu_);
   if (watchers_.size() >= limits_.max_watchers) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        watchers_.size(), " WatchHits streams are open, the agent's limit "
-        "(--max-watch-streams=", limits_.max_watchers,
-        "): close one or watch several probes in one stream"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat(watchers_.size(),
+                     " WatchHits streams are open, the agent's limit "
+                     "(--max-watch-streams=",
+                     limits_.max_watchers, "): close one or watch several probes in one stream"));
   }
   watchers_.push_back(w);
   return w;
@@ -140,8 +137,7 @@ void HitHub::Publish(absl::Span<const xol_hit_event> events) {
   for (const xol_hit_event& e : events) {
     uint32_t slot = static_cast<uint32_t>(e.cookie);
     uint32_t gen = static_cast<uint32_t>(e.cookie >> 32);
-    if (slot >= routes_.size() || !routes_[slot].active ||
-        gen < routes_[slot].first_generation) {
+    if (slot >= routes_.size() || !routes_[slot].active || gen < routes_[slot].first_generation) {
       ++unrouted;
       continue;
     }
@@ -152,11 +148,10 @@ void HitHub::Publish(absl::Span<const xol_hit_event> events) {
   for (const auto& w : watchers_) w->Offer(routed);
 }
 
-absl::StatusOr<std::unique_ptr<RingBufferReader>> RingBufferReader::Start(
-    int ringbuf_fd, HitHub* hub) {
+absl::StatusOr<std::unique_ptr<RingBufferReader>> RingBufferReader::Start(int ringbuf_fd,
+                                                                          HitHub* hub) {
   std::unique_ptr<RingBufferReader> r(new RingBufferReader(hub));
-  r->rb_ = ring_buffer__new(ringbuf_fd, &RingBufferReader::OnEvent, r.get(),
-                            nullptr);
+  r->rb_ = ring_buffer__new(ringbuf_fd, &RingBufferReader::OnEvent, r.get(), nullptr);
   if (r->rb_ == nullptr) {
     return absl::InternalError(
         absl::StrCat("opening the hit-event ring buffer: ", strerror(errno)));

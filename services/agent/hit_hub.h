@@ -58,9 +58,7 @@ class Watcher {
   bool Take(std::vector<RoutedHit>* out, size_t max, absl::Duration timeout);
   void Close();
   uint64_t dropped() const { return dropped_.load(std::memory_order_relaxed); }
-  uint64_t delivered_to_queue() const {
-    return queued_.load(std::memory_order_relaxed);
-  }
+  uint64_t delivered_to_queue() const { return queued_.load(std::memory_order_relaxed); }
   size_t queued_now() const;
 
  private:
@@ -79,7 +77,7 @@ class Watcher {
 class HitHub {
  public:
   struct Limits {
-    size_t max_watchers = 64;                 // concurrent WatchHits streams
+    size_t max_watchers = 64;               // concurrent WatchHits streams
     uint64_t max_queued_events = 1u << 20;  // in all watcher queues together
   };
   explicit HitHub(uint32_t max_slots) : HitHub(max_slots, Limits()) {}
@@ -92,27 +90,21 @@ class HitHub {
   void UnrouteSlot(uint32_t slot);
 
   // RESOURCE_EXHAUSTED (naming the limit) with `max_watchers` watchers already.
-  absl::StatusOr<std::shared_ptr<Watcher>> AddWatcher(
-      absl::flat_hash_set<uint64_t> probe_nums, size_t capacity);
+  absl::StatusOr<std::shared_ptr<Watcher>> AddWatcher(absl::flat_hash_set<uint64_t> probe_nums,
+                                                      size_t capacity);
   void RemoveWatcher(const std::shared_ptr<Watcher>& w);
   size_t watcher_count() const;
 
   // Reader side.
   void Publish(absl::Span<const xol_hit_event> events);
 
-  uint64_t published() const {
-    return published_.load(std::memory_order_relaxed);
-  }
+  uint64_t published() const { return published_.load(std::memory_order_relaxed); }
   // Events whose probe was already detached (stale in the ring buffer).
-  uint64_t unrouted() const {
-    return unrouted_.load(std::memory_order_relaxed);
-  }
+  uint64_t unrouted() const { return unrouted_.load(std::memory_order_relaxed); }
   // Sum of `dropped()` over every watcher, past and present.
   uint64_t watcher_dropped_total() const;
   // Events waiting in all watcher queues now.
-  uint64_t queued_events() const {
-    return total_queued_.load(std::memory_order_relaxed);
-  }
+  uint64_t queued_events() const { return total_queued_.load(std::memory_order_relaxed); }
   const Limits& limits() const { return limits_; }
 
  private:
@@ -135,8 +127,7 @@ class HitHub {
 // HitHub.
 class RingBufferReader {
  public:
-  static absl::StatusOr<std::unique_ptr<RingBufferReader>> Start(int ringbuf_fd,
-                                                                 HitHub* hub);
+  static absl::StatusOr<std::unique_ptr<RingBufferReader>> Start(int ringbuf_fd, HitHub* hub);
   ~RingBufferReader();  // stops the thread
 
  private:

@@ -14,26 +14,21 @@
 namespace xolfleet {
 
 absl::StatusOr<KernelVersion> ParseKernelRelease(absl::string_view release) {
-  std::vector<absl::string_view> parts =
-      absl::StrSplit(release, absl::MaxSplits('.', 2));
+  std::vector<absl::string_view> parts = absl::StrSplit(release, absl::MaxSplits('.', 2));
   KernelVersion v;
   if (parts.size() < 2 || !absl::SimpleAtoi(parts[0], &v.major)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("unrecognised kernel release '", release, "'"));
+    return absl::InvalidArgumentError(absl::StrCat("unrecognised kernel release '", release, "'"));
   }
   absl::string_view minor = parts[1];
   size_t digits = 0;
-  while (digits < minor.size() && minor[digits] >= '0' && minor[digits] <= '9')
-    ++digits;
+  while (digits < minor.size() && minor[digits] >= '0' && minor[digits] <= '9') ++digits;
   if (digits == 0 || !absl::SimpleAtoi(minor.substr(0, digits), &v.minor)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("unrecognised kernel release '", release, "'"));
+    return absl::InvalidArgumentError(absl::StrCat("unrecognised kernel release '", release, "'"));
   }
   return v;
 }
 
-KernelProfileChoice ChooseKernelProfile(KernelVersion version,
-                                        std::optional<int> uprobes_boost) {
+KernelProfileChoice ChooseKernelProfile(KernelVersion version, std::optional<int> uprobes_boost) {
   KernelProfileChoice c;
   if (uprobes_boost.has_value()) {
     c.patched = true;
@@ -48,9 +43,9 @@ KernelProfileChoice ChooseKernelProfile(KernelVersion version,
   }
   bool newer = version.major > 6 || (version.major == 6 && version.minor >= 16);
   c.profile = newer ? KernelProfile::kLinux618 : KernelProfile::kLinux61;
-  c.why = absl::StrCat("stock kernel ", version.major, ".", version.minor,
-                       newer ? " (>= 6.16: emulates multi-byte nops)"
-                             : " (< 6.16: 6.1 emulation rules)");
+  c.why = absl::StrCat(
+      "stock kernel ", version.major, ".", version.minor,
+      newer ? " (>= 6.16: emulates multi-byte nops)" : " (< 6.16: 6.1 emulation rules)");
   return c;
 }
 
@@ -76,8 +71,7 @@ std::optional<int> ReadUprobesBoost(const std::string& path) {
 bool KernelSupportsUprobeMulti(std::string* detail) {
   static std::once_flag once;
   static absl::Status* result;
-  std::call_once(
-      once, [] { result = new absl::Status(ProbeUprobeMultiLinkSupport()); });
+  std::call_once(once, [] { result = new absl::Status(ProbeUprobeMultiLinkSupport()); });
   if (detail != nullptr) *detail = std::string(result->message());
   return result->ok();
 }

@@ -24,21 +24,18 @@ absl::StatusOr<KernelVersion> ParseKernelRelease(absl::string_view release);
 
 struct KernelProfileChoice {
   KernelProfile profile = KernelProfile::kLinux61;
-  bool patched = false;  // /proc/sys/kernel/uprobes_boost exists (the kernel/
-                         // patch series)
+  bool patched = false;  // /proc/sys/kernel/uprobes_boost exists (the kernel/ series)
   bool boosts = false;   // patched and boosting switched on
   std::string why;       // one line for people (logs, NodeInfo)
 };
 
 // The classifier profile for a kernel. `uprobes_boost` is the content of
-// /proc/sys/kernel/uprobes_boost when the file exists (the patched kernel),
-// else nullopt.
-//   patched, boost 1      -> xolfleet-6.1
-//   patched, boost 0      -> linux-6.1 (the patch with boosting off behaves as
-//   stock 6.1) stock >= 6.16         -> linux-6.18 (6.16 added the emulation of
-//   more nop forms) stock older           -> linux-6.1
-KernelProfileChoice ChooseKernelProfile(KernelVersion version,
-                                        std::optional<int> uprobes_boost);
+// /proc/sys/kernel/uprobes_boost when the file exists (the patched kernel), else nullopt.
+//   patched, boost 1   -> xolfleet-6.1
+//   patched, boost 0   -> linux-6.1 (the patch with boosting off behaves as stock 6.1)
+//   stock >= 6.16      -> linux-6.18 (6.16 added the emulation of more nop forms)
+//   stock older        -> linux-6.1
+KernelProfileChoice ChooseKernelProfile(KernelVersion version, std::optional<int> uprobes_boost);
 
 struct KernelInfo {
   std::string release;  // uname -r
@@ -55,11 +52,9 @@ absl::StatusOr<KernelInfo> DetectKernel();
 // (stock kernels). It can change while the agent runs: the probe manager re-reads it.
 std::optional<int> ReadUprobesBoost(const std::string& path = kUprobesBoostPath);
 
-// True when bpf(BPF_LINK_CREATE) accepts BPF_TRACE_UPROBE_MULTI links
-// (Linux 6.6, commit 89ae89f53d20 "bpf: Add multi uprobe link"). Probed once
-// (as libbpf >= 1.3 does: a link on
-// "/" must fail with EBADF, not EINVAL) and cached. `detail` gets the reason
-// when false.
+// True when bpf(BPF_LINK_CREATE) accepts BPF_TRACE_UPROBE_MULTI links (Linux 6.6, commit
+// 89ae89f53d20 "bpf: Add multi uprobe link"). Probed once (as libbpf >= 1.3 does: a link on
+// "/" must fail with EBADF, not EINVAL) and cached. `detail` gets the reason when false.
 bool KernelSupportsUprobeMulti(std::string* detail = nullptr);
 
 }  // namespace xolfleet

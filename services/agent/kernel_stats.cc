@@ -19,11 +19,9 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
   if (!f) {
     int err = errno;
     if (err == ENOENT) {
-      return absl::NotFoundError(
-          absl::StrCat(path, " does not exist (stock kernel)"));
+      return absl::NotFoundError(absl::StrCat(path, " does not exist (stock kernel)"));
     }
-    return absl::UnavailableError(
-        absl::StrCat("cannot read ", path, ": ", strerror(err)));
+    return absl::UnavailableError(absl::StrCat("cannot read ", path, ": ", strerror(err)));
   }
   std::stringstream ss;
   ss << f.rdbuf();
@@ -39,20 +37,17 @@ std::vector<absl::string_view> Fields(absl::string_view line) {
 absl::StatusOr<v1::KernelSlotStats> ParseSlotStats(absl::string_view text) {
   v1::KernelSlotStats s;
   s.set_available(true);
-  const absl::flat_hash_map<absl::string_view,
-                            void (v1::KernelSlotStats::*)(uint64_t)>
-      setters = {
-          {"hits_emulated", &v1::KernelSlotStats::set_hits_emulated},
-          {"hits_boosted", &v1::KernelSlotStats::set_hits_boosted},
-          {"hits_boosted_riprel",
-           &v1::KernelSlotStats::set_hits_boosted_riprel},
-          {"hits_single_step", &v1::KernelSlotStats::set_hits_single_step},
-          {"slot_reinstalls", &v1::KernelSlotStats::set_slot_reinstalls},
-          {"slot_migrations", &v1::KernelSlotStats::set_slot_migrations},
-          {"signals_deferred", &v1::KernelSlotStats::set_signals_deferred},
-          {"signals_translated", &v1::KernelSlotStats::set_signals_translated},
-          {"fault_rollbacks", &v1::KernelSlotStats::set_fault_rollbacks},
-      };
+  const absl::flat_hash_map<absl::string_view, void (v1::KernelSlotStats::*)(uint64_t)> setters = {
+      {"hits_emulated", &v1::KernelSlotStats::set_hits_emulated},
+      {"hits_boosted", &v1::KernelSlotStats::set_hits_boosted},
+      {"hits_boosted_riprel", &v1::KernelSlotStats::set_hits_boosted_riprel},
+      {"hits_single_step", &v1::KernelSlotStats::set_hits_single_step},
+      {"slot_reinstalls", &v1::KernelSlotStats::set_slot_reinstalls},
+      {"slot_migrations", &v1::KernelSlotStats::set_slot_migrations},
+      {"signals_deferred", &v1::KernelSlotStats::set_signals_deferred},
+      {"signals_translated", &v1::KernelSlotStats::set_signals_translated},
+      {"fault_rollbacks", &v1::KernelSlotStats::set_fault_rollbacks},
+  };
   int lineno = 0;
   for (absl::string_view line : absl::StrSplit(text, '\n')) {
     ++lineno;
@@ -61,8 +56,8 @@ absl::StatusOr<v1::KernelSlotStats> ParseSlotStats(absl::string_view text) {
     std::vector<absl::string_view> f = Fields(line);
     uint64_t value = 0;
     if (f.size() != 2 || !absl::SimpleAtoi(f[1], &value)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "uprobes stats line ", lineno, " is not 'name value': '", line, "'"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("uprobes stats line ", lineno, " is not 'name value': '", line, "'"));
     }
     auto it = setters.find(f[0]);
     if (it != setters.end()) (s.*(it->second))(value);
@@ -80,17 +75,16 @@ absl::StatusOr<KernelPlacements> ParsePlacements(absl::string_view text) {
     std::vector<absl::string_view> f = Fields(line);
     KernelPlacementKey key;
     bool ok = f.size() == 3 && absl::SimpleAtoi(f[0], &key.inode) &&
-              absl::ConsumePrefix(&f[1], "0x") &&
-              absl::SimpleHexAtoi(f[1], &key.offset);
+              absl::ConsumePrefix(&f[1], "0x") && absl::SimpleHexAtoi(f[1], &key.offset);
     // UNKNOWN: registered, but no process has mapped the file since, so the kernel has not
     // analysed the instruction yet. Not a placement: leave the probe out.
     if (ok && f[2] == "UNKNOWN") continue;
     absl::StatusOr<Placement> p =
         ok ? ParsePlacement(f[2]) : absl::InvalidArgumentError("bad line");
     if (!p.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "uprobes placements line ", lineno,
-          " is not '<inode> 0x<offset> <PLACEMENT>': '", line, "'"));
+      return absl::InvalidArgumentError(absl::StrCat("uprobes placements line ", lineno,
+                                                     " is not '<inode> 0x<offset> <PLACEMENT>': '",
+                                                     line, "'"));
     }
     out[key] = *p;
   }

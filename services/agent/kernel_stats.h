@@ -1,15 +1,13 @@
-// The patched kernel's uprobe slot counters and per-probe placements (kernel/
-// series), read from debugfs. On stock kernels the files do not exist and
-// nothing is reported.
+// The patched kernel's uprobe slot counters and per-probe placements (kernel/ series), read
+// from debugfs. On stock kernels the files do not exist and nothing is reported.
 //
 //   /sys/kernel/debug/uprobes/stats       "name value" per line: hits_emulated,
-//   hits_boosted,
-//                                          hits_boosted_riprel,
-//                                          hits_single_step, slot_reinstalls,
-//                                          slot_migrations, signals_deferred,
-//                                          signals_translated, fault_rollbacks
+//                                         hits_boosted, hits_boosted_riprel,
+//                                         hits_single_step, slot_reinstalls,
+//                                         slot_migrations, signals_deferred,
+//                                         signals_translated, fault_rollbacks
 //   /sys/kernel/debug/uprobes/placements  "<inode> 0x<offset> <PLACEMENT>" per
-//   registered probe
+//                                         registered probe
 #ifndef XOLFLEET_SERVICES_AGENT_KERNEL_STATS_H_
 #define XOLFLEET_SERVICES_AGENT_KERNEL_STATS_H_
 
@@ -27,8 +25,7 @@
 namespace xolfleet {
 
 inline constexpr char kUprobeStatsPath[] = "/sys/kernel/debug/uprobes/stats";
-inline constexpr char kUprobePlacementsPath[] =
-    "/sys/kernel/debug/uprobes/placements";
+inline constexpr char kUprobePlacementsPath[] = "/sys/kernel/debug/uprobes/placements";
 
 // Parses the stats file. Unknown names are ignored (newer kernels may add
 // some); a line that is not "name number" is INVALID_ARGUMENT naming the line.
@@ -55,10 +52,8 @@ absl::StatusOr<KernelPlacements> ParsePlacements(absl::string_view text);
 
 // Reads both files. NOT_FOUND when the kernel does not have them (stock
 // kernels).
-absl::StatusOr<v1::KernelSlotStats> ReadSlotStats(
-    const std::string& path = kUprobeStatsPath);
-absl::StatusOr<KernelPlacements> ReadPlacements(
-    const std::string& path = kUprobePlacementsPath);
+absl::StatusOr<v1::KernelSlotStats> ReadSlotStats(const std::string& path = kUprobeStatsPath);
+absl::StatusOr<KernelPlacements> ReadPlacements(const std::string& path = kUprobePlacementsPath);
 
 }  // namespace xolfleet
 

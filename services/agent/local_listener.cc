@@ -178,8 +178,10 @@ void LocalListener::Admit(int fd, grpc::Server* server) {
   SweepLocked();
   if (conns_.size() >= options_.max_connections) {
     if (absl::Now() - last_full_log_ > absl::Seconds(10)) {
-      Log("unix socket: ", conns_.size(), " connections open, the most allowed "
-          "(--max-connections): closing new ones (latest from uid ", cred.uid, ")");
+      Log("unix socket: ", conns_.size(),
+          " connections open, the most allowed "
+          "(--max-connections): closing new ones (latest from uid ",
+          cred.uid, ")");
       last_full_log_ = absl::Now();
     }
     close(fd);
@@ -230,10 +232,10 @@ absl::StatusOr<Identity> LocalListener::Peer(const std::string& peer) const {
     return absl::UnauthenticatedError("the caller's connection is no longer known");
   }
   if (it->second.over_limit) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "uid ", it->second.who.uid, " already has ", options_.max_connections_per_uid,
-        " connections open to this agent, the most one uid may have "
-        "(--max-connections-per-uid); this connection will be closed"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("uid ", it->second.who.uid, " already has ", options_.max_connections_per_uid,
+                     " connections open to this agent, the most one uid may have "
+                     "(--max-connections-per-uid); this connection will be closed"));
   }
   return it->second.who;
 }

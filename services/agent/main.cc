@@ -61,23 +61,20 @@ ABSL_FLAG(absl::Duration, config_reload_interval, absl::Seconds(10),
           "how often --authz-config and the --tls-* and --controller-tls-* files are "
           "re-read; a changed version is used once it validates, a broken one is refused and "
           "the one in force stays; 0: read at start only");
-ABSL_FLAG(uint32_t, max_connections, 256,
-          "most connections open at once on the unix socket");
+ABSL_FLAG(uint32_t, max_connections, 256, "most connections open at once on the unix socket");
 ABSL_FLAG(uint32_t, max_connections_per_uid, 16,
           "most unix socket connections open at once per caller uid");
 ABSL_FLAG(uint32_t, max_watch_streams_per_identity, 8,
           "most WatchHits streams open at once per caller");
 ABSL_FLAG(std::string, metrics_address, "127.0.0.1:9464",
           "host:port serving Prometheus /metrics; empty: none");
-ABSL_FLAG(
-    std::string, link_mode, "auto",
-    "auto (uprobe_multi when the kernel has it, Linux 6.6+), multi, or perf "
-    "(one perf-event link per probe)");
+ABSL_FLAG(std::string, link_mode, "auto",
+          "auto (uprobe_multi when the kernel has it, Linux 6.6+), multi, or perf "
+          "(one perf-event link per probe)");
 ABSL_FLAG(uint32_t, max_probes, 100000, "most probes attached at once");
 ABSL_FLAG(uint32_t, max_probes_per_site, 16,
           "most probes on one instruction of one file (each runs on every hit)");
-ABSL_FLAG(uint32_t, max_specs_per_request, 20000,
-          "most specs in one Attach request");
+ABSL_FLAG(uint32_t, max_specs_per_request, 20000, "most specs in one Attach request");
 ABSL_FLAG(uint32_t, ringbuf_mib, 4,
           "hit-event ring buffer size in MiB (power of two); counts twice in "
           "RSS (the kernel maps the data area twice for wrap-around)");
@@ -91,8 +88,7 @@ ABSL_FLAG(uint32_t, max_watch_queued_events, 262144,
           "grow with use; over this, streams drop and count events)");
 ABSL_FLAG(uint32_t, metrics_max_probe_series, 1000,
           "most per-probe series in xolfleet_agent_probe_hits_total");
-ABSL_FLAG(std::string, node_name, "",
-          "node name reported in NodeInfo (default: hostname)");
+ABSL_FLAG(std::string, node_name, "", "node name reported in NodeInfo (default: hostname)");
 ABSL_FLAG(std::string, labels, "", "node labels k=v,k=v reported in NodeInfo");
 ABSL_FLAG(std::string, host_root, "/",
           "where probe specs' host paths are resolved (the host's / mounted into the agent's "
@@ -121,10 +117,8 @@ ABSL_FLAG(uint32_t, budget_throttle_rate, 10,
 ABSL_FLAG(std::string, controller, "",
           "controller address (host:port or unix:PATH) to register with; "
           "empty: none");
-ABSL_FLAG(std::string, controller_tls_ca, "",
-          "PEM CA that signed the controller's cert");
-ABSL_FLAG(std::string, controller_tls_cert, "",
-          "PEM client certificate of this agent");
+ABSL_FLAG(std::string, controller_tls_ca, "", "PEM CA that signed the controller's cert");
+ABSL_FLAG(std::string, controller_tls_cert, "", "PEM client certificate of this agent");
 ABSL_FLAG(std::string, controller_tls_key, "", "PEM private key of this agent");
 ABSL_FLAG(bool, controller_insecure_plaintext, false,
           "talk to the controller without TLS (loopback or unix socket only)");
@@ -161,8 +155,8 @@ int Run() {
     Log("cannot identify the kernel: ", kernel.status().message());
     return 1;
   }
-  Log("kernel ", kernel->release, ": profile ",
-      ProfileName(kernel->profile.profile), " (", kernel->profile.why, ")");
+  Log("kernel ", kernel->release, ": profile ", ProfileName(kernel->profile.profile), " (",
+      kernel->profile.why, ")");
 
   std::string why;
   bool multi_ok = KernelSupportsUprobeMulti(&why);
@@ -170,8 +164,7 @@ int Run() {
   LinkMode mode;
   if (mode_flag == "auto") {
     mode = multi_ok ? LinkMode::kMulti : LinkMode::kPerf;
-    if (!multi_ok)
-      Log("uprobe_multi links unavailable (", why, "): using perf-event links");
+    if (!multi_ok) Log("uprobe_multi links unavailable (", why, "): using perf-event links");
   } else if (mode_flag == "multi") {
     if (!multi_ok) {
       Log("--link-mode=multi but the kernel lacks uprobe_multi links: ", why);
@@ -190,8 +183,7 @@ int Run() {
   popts.link_mode = mode;
   popts.max_probes = absl::GetFlag(FLAGS_max_probes);
   popts.ringbuf_bytes = absl::GetFlag(FLAGS_ringbuf_mib) << 20;
-  absl::StatusOr<std::unique_ptr<ProbeProgram>> program =
-      ProbeProgram::Load(popts);
+  absl::StatusOr<std::unique_ptr<ProbeProgram>> program = ProbeProgram::Load(popts);
   if (!program.ok()) {
     Log(program.status().message());
     return 1;
@@ -211,10 +203,8 @@ int Run() {
     gethostname(host, sizeof(host) - 1);
     mopts.node_name = host;
   }
-  for (absl::string_view kv :
-       absl::StrSplit(absl::GetFlag(FLAGS_labels), ',', absl::SkipEmpty())) {
-    std::pair<std::string, std::string> p =
-        absl::StrSplit(kv, absl::MaxSplits('=', 1));
+  for (absl::string_view kv : absl::StrSplit(absl::GetFlag(FLAGS_labels), ',', absl::SkipEmpty())) {
+    std::pair<std::string, std::string> p = absl::StrSplit(kv, absl::MaxSplits('=', 1));
     mopts.labels[p.first] = p.second;
   }
   mopts.calibrate = absl::GetFlag(FLAGS_calibrate);
@@ -252,8 +242,8 @@ int Run() {
   // (a failure is logged and reported in NodeInfo; the agent serves without figures).
   if (mopts.calibrate) (void)(*manager)->Calibrate();
   absl::StatusOr<std::unique_ptr<AgentMetrics>> metrics =
-      AgentMetrics::Start(absl::GetFlag(FLAGS_metrics_address), manager->get(),
-                          &hub, absl::GetFlag(FLAGS_metrics_max_probe_series));
+      AgentMetrics::Start(absl::GetFlag(FLAGS_metrics_address), manager->get(), &hub,
+                          absl::GetFlag(FLAGS_metrics_max_probe_series));
   if (!metrics.ok()) {
     Log(metrics.status().message());
     return 1;
@@ -318,7 +308,8 @@ int Run() {
       tcp_creds = tcp_certs->ServerCredentials();
     }
     if (absl::GetFlag(FLAGS_insecure_plaintext_tcp)) {
-      Log("WARNING: serving ", tcp, " in plaintext (--insecure-plaintext-tcp): every local "
+      Log("WARNING: serving ", tcp,
+          " in plaintext (--insecure-plaintext-tcp): every local "
           "user is insecure:local; for development only");
     }
   }
@@ -383,8 +374,7 @@ int Run() {
   if (!absl::GetFlag(FLAGS_controller).empty()) {
     ControllerLink::Options lo;
     lo.target = absl::GetFlag(FLAGS_controller);
-    lo.tls = {absl::GetFlag(FLAGS_controller_tls_ca),
-              absl::GetFlag(FLAGS_controller_tls_cert),
+    lo.tls = {absl::GetFlag(FLAGS_controller_tls_ca), absl::GetFlag(FLAGS_controller_tls_cert),
               absl::GetFlag(FLAGS_controller_tls_key),
               absl::GetFlag(FLAGS_controller_insecure_plaintext)};
     if (!lo.tls.insecure_plaintext) {
@@ -398,8 +388,7 @@ int Run() {
       link_certs = *std::move(r);
       lo.credentials = link_certs->ChannelCredentials();
     }
-    absl::StatusOr<std::unique_ptr<ControllerLink>> l =
-        ControllerLink::Start(lo, manager->get());
+    absl::StatusOr<std::unique_ptr<ControllerLink>> l = ControllerLink::Start(lo, manager->get());
     if (!l.ok()) {
       Log("controller link: ", l.status().message());
       return 2;

@@ -28,35 +28,30 @@ class AgentMetrics::Collector final : public pm::Collectable {
       f.type = type;
       return f;
     };
-    auto counter = [](double v,
-                      std::vector<pm::ClientMetric::Label> labels = {}) {
+    auto counter = [](double v, std::vector<pm::ClientMetric::Label> labels = {}) {
       pm::ClientMetric m;
       m.label = std::move(labels);
       m.counter.value = v;
       return m;
     };
-    auto gauge = [](double v,
-                    std::vector<pm::ClientMetric::Label> labels = {}) {
+    auto gauge = [](double v, std::vector<pm::ClientMetric::Label> labels = {}) {
       pm::ClientMetric m;
       m.label = std::move(labels);
       m.gauge.value = v;
       return m;
     };
 
-    pm::MetricFamily probes =
-        family("xolfleet_agent_probes",
-               "Probes by predicted placement and state (attached, and "
-               "detached/expired ones still listed).",
-               pm::MetricType::Gauge);
+    pm::MetricFamily probes = family("xolfleet_agent_probes",
+                                     "Probes by predicted placement and state (attached, and "
+                                     "detached/expired ones still listed).",
+                                     pm::MetricType::Gauge);
     for (const auto& [key, n] : manager_->ProbeCountsByPlacementAndState()) {
-      probes.metric.push_back(
-          gauge(n, {{"placement", key.first}, {"state", key.second}}));
+      probes.metric.push_back(gauge(n, {{"placement", key.first}, {"state", key.second}}));
     }
     out.push_back(std::move(probes));
 
     pm::MetricFamily hits =
-        family("xolfleet_agent_probe_hits_total",
-               "Hits counted in the kernel per attached probe.",
+        family("xolfleet_agent_probe_hits_total", "Hits counted in the kernel per attached probe.",
                pm::MetricType::Counter);
     std::vector<ProbeCounterSnapshot> snap = manager_->SnapshotCounters();
     for (size_t i = 0; i < snap.size() && i < max_series_; ++i) {
@@ -70,33 +65,28 @@ class AgentMetrics::Collector final : public pm::Collectable {
       f.metric.push_back(counter(v));
       out.push_back(std::move(f));
     };
-    total("xolfleet_agent_hits_total",
-          "Hits of every probe since the agent started.", t.hits);
-    total("xolfleet_agent_events_emitted_total",
-          "Hit events written to the ring buffer.", t.emitted);
+    total("xolfleet_agent_hits_total", "Hits of every probe since the agent started.", t.hits);
+    total("xolfleet_agent_events_emitted_total", "Hit events written to the ring buffer.",
+          t.emitted);
     total("xolfleet_agent_ringbuf_dropped_events_total",
           "Hit events lost because the BPF ring buffer was full.", t.dropped);
-    total(
-        "xolfleet_agent_events_rate_limited_total",
-        "Hit events suppressed by per-probe rate limits (hits still counted).",
-        t.rate_limited);
+    total("xolfleet_agent_events_rate_limited_total",
+          "Hit events suppressed by per-probe rate limits (hits still counted).", t.rate_limited);
     total("xolfleet_agent_watch_dropped_events_total",
           "Hit events dropped for WatchHits clients that did not keep up.",
           hub_->watcher_dropped_total());
 
-    pm::MetricFamily mism =
-        family("xolfleet_agent_placement_mismatches",
-               "Attached probes whose kernel-reported placement differs "
-               "from the classifier's prediction.",
-               pm::MetricType::Gauge);
+    pm::MetricFamily mism = family("xolfleet_agent_placement_mismatches",
+                                   "Attached probes whose kernel-reported placement differs "
+                                   "from the classifier's prediction.",
+                                   pm::MetricType::Gauge);
     mism.metric.push_back(gauge(manager_->placement_mismatches()));
     out.push_back(std::move(mism));
 
-    pm::MetricFamily pk =
-        family("xolfleet_agent_probe_placements",
-               "Attached probes by the classifier's placement and the kernel's "
-               "(UNREPORTED: the kernel does not report placements).",
-               pm::MetricType::Gauge);
+    pm::MetricFamily pk = family("xolfleet_agent_probe_placements",
+                                 "Attached probes by the classifier's placement and the kernel's "
+                                 "(UNREPORTED: the kernel does not report placements).",
+                                 pm::MetricType::Gauge);
     for (const auto& [key, n] : manager_->ProbeCountsByPredictedAndKernelPlacement()) {
       pk.metric.push_back(gauge(n, {{"predicted", key.first}, {"kernel", key.second}}));
     }
@@ -162,28 +152,20 @@ class AgentMetrics::Collector final : public pm::Collectable {
     if (ks.ok()) {
       pm::MetricFamily kh =
           family("xolfleet_kernel_uprobe_hits_total",
-                 "Uprobe hits by how the patched kernel executed them.",
-                 pm::MetricType::Counter);
-      kh.metric.push_back(
-          counter(ks->hits_emulated(), {{"placement", "EMULATED"}}));
-      kh.metric.push_back(
-          counter(ks->hits_boosted(), {{"placement", "BOOSTED"}}));
-      kh.metric.push_back(counter(ks->hits_boosted_riprel(),
-                                  {{"placement", "BOOSTED_RIPREL"}}));
-      kh.metric.push_back(
-          counter(ks->hits_single_step(), {{"placement", "SINGLE_STEP"}}));
+                 "Uprobe hits by how the patched kernel executed them.", pm::MetricType::Counter);
+      kh.metric.push_back(counter(ks->hits_emulated(), {{"placement", "EMULATED"}}));
+      kh.metric.push_back(counter(ks->hits_boosted(), {{"placement", "BOOSTED"}}));
+      kh.metric.push_back(counter(ks->hits_boosted_riprel(), {{"placement", "BOOSTED_RIPREL"}}));
+      kh.metric.push_back(counter(ks->hits_single_step(), {{"placement", "SINGLE_STEP"}}));
       out.push_back(std::move(kh));
-      total("xolfleet_kernel_slot_reinstalls_total",
-            "XOL slot reinstalls (patched kernel).", ks->slot_reinstalls());
+      total("xolfleet_kernel_slot_reinstalls_total", "XOL slot reinstalls (patched kernel).",
+            ks->slot_reinstalls());
       total("xolfleet_kernel_slot_migrations_total",
-            "XOL slot migrations across CPUs (patched kernel).",
-            ks->slot_migrations());
+            "XOL slot migrations across CPUs (patched kernel).", ks->slot_migrations());
       total("xolfleet_kernel_signals_deferred_total",
-            "Signals deferred while in a slot (patched kernel).",
-            ks->signals_deferred());
+            "Signals deferred while in a slot (patched kernel).", ks->signals_deferred());
       total("xolfleet_kernel_signals_translated_total",
-            "Signal frames translated out of a slot (patched kernel).",
-            ks->signals_translated());
+            "Signal frames translated out of a slot (patched kernel).", ks->signals_translated());
       total("xolfleet_kernel_fault_rollbacks_total",
             "Faults in a boosted slot rolled back to the probed address "
             "(patched kernel).",
@@ -198,29 +180,27 @@ class AgentMetrics::Collector final : public pm::Collectable {
   size_t max_series_;
 };
 
-absl::StatusOr<std::unique_ptr<AgentMetrics>> AgentMetrics::Start(
-    const std::string& address, const ProbeManager* manager, const HitHub* hub,
-    size_t max_probe_series) {
+absl::StatusOr<std::unique_ptr<AgentMetrics>> AgentMetrics::Start(const std::string& address,
+                                                                  const ProbeManager* manager,
+                                                                  const HitHub* hub,
+                                                                  size_t max_probe_series) {
   std::unique_ptr<AgentMetrics> m(new AgentMetrics());
   m->registry_ = std::make_shared<pm::Registry>();
   m->process_ = std::make_unique<ProcessMetrics>(*m->registry_);
   // Seconds: uprobe_multi batches take milliseconds; perf-event detaches take
   // ~80 ms each.
   const pm::Histogram::BucketBoundaries buckets = {
-      0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-      0.5,    1,     2.5,    5,     10,   30,    60,   120};
-  m->attach_seconds_ =
-      &pm::BuildHistogram()
-           .Name("xolfleet_agent_attach_duration_seconds")
-           .Help("Time to validate and attach one Attach request.")
-           .Register(*m->registry_)
-           .Add({}, buckets);
-  m->detach_seconds_ =
-      &pm::BuildHistogram()
-           .Name("xolfleet_agent_detach_duration_seconds")
-           .Help("Time to detach one Detach request or one TTL expiry batch.")
-           .Register(*m->registry_)
-           .Add({}, buckets);
+      0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120};
+  m->attach_seconds_ = &pm::BuildHistogram()
+                            .Name("xolfleet_agent_attach_duration_seconds")
+                            .Help("Time to validate and attach one Attach request.")
+                            .Register(*m->registry_)
+                            .Add({}, buckets);
+  m->detach_seconds_ = &pm::BuildHistogram()
+                            .Name("xolfleet_agent_detach_duration_seconds")
+                            .Help("Time to detach one Detach request or one TTL expiry batch.")
+                            .Register(*m->registry_)
+                            .Add({}, buckets);
   auto& req = pm::BuildCounter()
                   .Name("xolfleet_agent_attach_requests_total")
                   .Help("Attach requests by result.")

@@ -67,8 +67,7 @@ absl::StatusOr<v1::ClassifyResponse> ClassifySites(const v1::ClassifyRequest& re
   };
   if (!req.all_functions_of().empty()) {
     if (absl::Status st = ValidateBinaryPath(req.all_functions_of()); !st.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("all_functions_of: ", st.message()));
+      return absl::InvalidArgumentError(absl::StrCat("all_functions_of: ", st.message()));
     }
     v1::ProbeSpec whole;
     whole.set_binary_path(req.all_functions_of());
@@ -86,10 +85,9 @@ absl::StatusOr<v1::ClassifyResponse> ClassifySites(const v1::ClassifyRequest& re
   for (int i = 0; i < req.sites_size(); ++i) {
     const v1::ProbeSpec& spec = req.sites(i);
     auto fail = [&](const absl::Status& st) {
-      return absl::Status(
-          st.code(),
-          absl::StrCat("sites[", i, "] ", Truncated(spec.binary_path()), ":",
-                       Truncated(spec.symbol()), ": ", st.message()));
+      return absl::Status(st.code(),
+                          absl::StrCat("sites[", i, "] ", Truncated(spec.binary_path()), ":",
+                                       Truncated(spec.symbol()), ": ", st.message()));
     };
     if (absl::Status st = ValidateBinaryPath(spec.binary_path()); !st.ok()) {
       return fail(st);

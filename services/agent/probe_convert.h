@@ -25,11 +25,10 @@ v1::SitePlacement ToSitePlacement(const ResolvedSite& site);
 // `req.profile` is ignored: the caller parses it into `profile`.
 // `open` opens a spec's binary (the agent: BinaryLocator, so a classified file is one the
 // agent would probe; xolctl --local: OpenFile::Open of the path).
-using BinaryOpener = std::function<absl::StatusOr<std::shared_ptr<const OpenFile>>(
-    const v1::ProbeSpec& spec)>;
+using BinaryOpener =
+    std::function<absl::StatusOr<std::shared_ptr<const OpenFile>>(const v1::ProbeSpec& spec)>;
 absl::StatusOr<v1::ClassifyResponse> ClassifySites(const v1::ClassifyRequest& req,
-                                                   KernelProfile profile,
-                                                   const BinaryOpener& open);
+                                                   KernelProfile profile, const BinaryOpener& open);
 
 }  // namespace xolfleet
 

@@ -40,10 +40,9 @@ int64_t UnixNanos(absl::Time t) { return absl::ToUnixNanos(t); }
 
 std::string DescribeSpec(size_t i, const v1::ProbeSpec &s) {
   const std::string sym = Truncated(s.symbol());
-  std::string where =
-      s.symbol().empty()
-          ? absl::StrCat("file offset 0x", absl::Hex(s.offset()))
-          : (s.offset() ? absl::StrCat(sym, "+0x", absl::Hex(s.offset())) : sym);
+  std::string where = s.symbol().empty()
+                          ? absl::StrCat("file offset 0x", absl::Hex(s.offset()))
+                          : (s.offset() ? absl::StrCat(sym, "+0x", absl::Hex(s.offset())) : sym);
   return absl::StrCat("spec[", i, "] ", Truncated(s.binary_path()), ":", where,
                       s.pid() ? absl::StrCat(" pid ", s.pid()) : "");
 }
@@ -54,7 +53,7 @@ absl::Status ValidateSpec(const v1::ProbeSpec &s) {
   return xolfleet::ValidateSpec(s, ReservedLabels::kAllow);
 }
 
-} // namespace
+}  // namespace
 
 struct ProbeManager::Resolved {
   ResolvedSite site;
@@ -66,24 +65,23 @@ struct ProbeManager::Resolved {
   std::shared_ptr<const HeldProcess> process;
 };
 
-ProbeManager::ProbeManager(const Options &options,
-                           std::unique_ptr<ProbeProgram> program,
+ProbeManager::ProbeManager(const Options &options, std::unique_ptr<ProbeProgram> program,
                            KernelInfo kernel, HitHub *hub)
-    : options_(options), program_(std::move(program)),
-      kernel_(std::move(kernel)), hub_(hub), profile_(kernel_.profile) {}
+    : options_(options),
+      program_(std::move(program)),
+      kernel_(std::move(kernel)),
+      hub_(hub),
+      profile_(kernel_.profile) {}
 
 KernelProfileChoice ProbeManager::Profile() const {
   absl::MutexLock l(&profile_mu_);
   return profile_;
 }
 
-absl::StatusOr<std::unique_ptr<ProbeManager>>
-ProbeManager::Create(const Options &options,
-                     std::unique_ptr<ProbeProgram> program, KernelInfo kernel,
-                     HitHub *hub) {
+absl::StatusOr<std::unique_ptr<ProbeManager>> ProbeManager::Create(
+    const Options &options, std::unique_ptr<ProbeProgram> program, KernelInfo kernel, HitHub *hub) {
   if (program == nullptr || hub == nullptr) {
-    return absl::InvalidArgumentError(
-        "ProbeManager needs a program and a hit hub");
+    return absl::InvalidArgumentError("ProbeManager needs a program and a hit hub");
   }
   BinaryLocator::Options lo;
   lo.host_root = options.host_root;
@@ -98,8 +96,7 @@ ProbeManager::Create(const Options &options,
     uint32_t n = m->program_->max_probes();
     m->slot_generation_.assign(n, 0);
     m->free_slots_.reserve(n);
-    for (uint32_t i = n; i > 0; --i)
-      m->free_slots_.push_back(i - 1);
+    for (uint32_t i = n; i > 0; --i) m->free_slots_.push_back(i - 1);
   }
   m->expiry_thread_ = std::thread([p = m.get()] { p->ExpiryLoop(); });
   {
@@ -120,13 +117,11 @@ ProbeManager::~ProbeManager() {
     absl::MutexLock l(&mu_);
     stopping_ = true;
   }
-  if (expiry_thread_.joinable())
-    expiry_thread_.join();
+  if (expiry_thread_.joinable()) expiry_thread_.join();
   if (calibration_thread_.joinable()) calibration_thread_.join();
   absl::MutexLock l(&mu_);
   std::vector<std::string> ids;
-  for (const auto &[id, r] : active_)
-    ids.push_back(id);
+  for (const auto &[id, r] : active_) ids.push_back(id);
   if (!ids.empty()) {
     Log("agent stopping: detaching ", ids.size(), " probes");
     DetachLocked(ids, v1::DETACHED, "agent stopped");
@@ -160,8 +155,7 @@ absl::Status ProbeManager::ResolveAll(const v1::AttachRequest &req,
       auto [it, inserted] = seen.emplace(std::move(key), i);
       if (!inserted) {
         st = absl::InvalidArgumentError(absl::StrCat(
-            "identical to spec[", it->second,
-            "]: one request may not carry the same spec twice"));
+            "identical to spec[", it->second, "]: one request may not carry the same spec twice"));
       }
     }
     const ElfFile *elf = nullptr;
@@ -181,35 +175,30 @@ absl::Status ProbeManager::ResolveAll(const v1::AttachRequest &req,
     }
     if (st.ok()) {
       const SiteRequest sr = ToSiteRequest(spec);
-      absl::StatusOr<ResolvedSite> site =
-          ResolveSite(*elf, sr, profile);
+      absl::StatusOr<ResolvedSite> site = ResolveSite(*elf, sr, profile);
       if (!site.ok()) {
         st = site.status();
       } else if (site->insn.placement == Placement::kRefused) {
         st = absl::FailedPreconditionError(absl::StrCat(
-            "the ", ProfileName(profile),
-            " kernel refuses to probe '",
-            site->insn.disassembly.empty() ? "undecodable bytes"
-                                           : site->insn.disassembly,
-            "' at file offset 0x", absl::Hex(site->file_offset), ": ",
-            site->insn.reason, "; choose another offset"));
+            "the ", ProfileName(profile), " kernel refuses to probe '",
+            site->insn.disassembly.empty() ? "undecodable bytes" : site->insn.disassembly,
+            "' at file offset 0x", absl::Hex(site->file_offset), ": ", site->insn.reason,
+            "; choose another offset"));
       } else if (!site->insn.hazard.empty()) {
         // The kernel would accept this probe, but the probed program would
         // not run as before (an instruction skipped, or the process killed
         // after the hit): a probe must never change or kill what it probes.
-        st = absl::FailedPreconditionError(absl::StrCat(
-            "probing '", site->insn.disassembly, "' at file offset 0x",
-            absl::Hex(site->file_offset), " is unsafe on the ",
-            ProfileName(profile), " kernel (hazard: ",
-            site->insn.hazard, "); choose another offset"));
+        st = absl::FailedPreconditionError(
+            absl::StrCat("probing '", site->insn.disassembly, "' at file offset 0x",
+                         absl::Hex(site->file_offset), " is unsafe on the ", ProfileName(profile),
+                         " kernel (hazard: ", site->insn.hazard, "); choose another offset"));
       } else {
         (*out)[i].site = std::move(*site);
         (*out)[i].file = elf->file();
         (*out)[i].process = where->process;
       }
     }
-    if (!st.ok())
-      failures.emplace_back(i, st);
+    if (!st.ok()) failures.emplace_back(i, st);
   }
   // A process may have exited while the request was read: its pid may be another's now.
   if (failures.empty()) {
@@ -220,41 +209,34 @@ absl::Status ProbeManager::ResolveAll(const v1::AttachRequest &req,
       }
     }
   }
-  if (failures.empty())
-    return absl::OkStatus();
+  if (failures.empty()) return absl::OkStatus();
   std::vector<std::string> parts;
   for (size_t k = 0; k < failures.size() && k < kMaxFailuresInMessage; ++k) {
-    parts.push_back(absl::StrCat(
-        DescribeSpec(failures[k].first, req.specs(failures[k].first)), ": ",
-        failures[k].second.message()));
+    parts.push_back(absl::StrCat(DescribeSpec(failures[k].first, req.specs(failures[k].first)),
+                                 ": ", failures[k].second.message()));
   }
   if (failures.size() > kMaxFailuresInMessage) {
-    parts.push_back(
-        absl::StrCat("and ", failures.size() - kMaxFailuresInMessage, " more"));
+    parts.push_back(absl::StrCat("and ", failures.size() - kMaxFailuresInMessage, " more"));
   }
   return absl::Status(failures[0].second.code(),
-                      absl::StrCat("nothing attached: ", failures.size(),
-                                   " of ", req.specs_size(), " specs failed: ",
-                                   absl::StrJoin(parts, "; ")));
+                      absl::StrCat("nothing attached: ", failures.size(), " of ", req.specs_size(),
+                                   " specs failed: ", absl::StrJoin(parts, "; ")));
 }
 
-absl::StatusOr<v1::AttachResponse>
-ProbeManager::Attach(const v1::AttachRequest &req) {
+absl::StatusOr<v1::AttachResponse> ProbeManager::Attach(const v1::AttachRequest &req) {
   const absl::Time start = absl::Now();
   auto finish = [&](bool ok, size_t n) {
-    if (observer_ != nullptr)
-      observer_->OnAttach(absl::Now() - start, n, ok);
+    if (observer_ != nullptr) observer_->OnAttach(absl::Now() - start, n, ok);
   };
   if (req.specs_size() == 0) {
     finish(false, 0);
     return absl::InvalidArgumentError("AttachRequest has no specs");
   }
-  if (static_cast<uint32_t>(req.specs_size()) >
-      options_.max_specs_per_request) {
+  if (static_cast<uint32_t>(req.specs_size()) > options_.max_specs_per_request) {
     finish(false, 0);
     return absl::InvalidArgumentError(
-        absl::StrCat("AttachRequest has ", req.specs_size(),
-                     " specs, more than the ", options_.max_specs_per_request,
+        absl::StrCat("AttachRequest has ", req.specs_size(), " specs, more than the ",
+                     options_.max_specs_per_request,
                      " one request may carry (--max-specs-per-request): split "
                      "it into smaller requests"));
   }
@@ -271,8 +253,7 @@ ProbeManager::Attach(const v1::AttachRequest &req) {
   if (n > free_slots_.size()) {
     finish(false, 0);
     return absl::ResourceExhaustedError(
-        absl::StrCat("nothing attached: ", n,
-                     " more probes would exceed the agent's limit of ",
+        absl::StrCat("nothing attached: ", n, " more probes would exceed the agent's limit of ",
                      program_->max_probes(), " (--max-probes; ", active_.size(),
                      " attached now): detach some first"));
   }
@@ -284,8 +265,7 @@ ProbeManager::Attach(const v1::AttachRequest &req) {
     absl::flat_hash_map<SiteKey, size_t> per_site;
     for (const auto &[id, r] : active_) {
       if (r.group && r.group->file) {
-        ++per_site[{r.group->file->device(), r.group->file->inode(),
-                    r.probe.site().file_offset()}];
+        ++per_site[{r.group->file->device(), r.group->file->inode(), r.probe.site().file_offset()}];
       }
     }
     for (size_t i = 0; i < n; ++i) {
@@ -325,23 +305,20 @@ ProbeManager::Attach(const v1::AttachRequest &req) {
     xol_probe_config cfg = {};
     cfg.generation = r.generation;
     cfg.pid = static_cast<uint32_t>(spec.pid());
-    for (int reg : spec.capture())
-      cfg.capture_mask |= 1u << (reg - 1);
+    for (int reg : spec.capture()) cfg.capture_mask |= 1u << (reg - 1);
     if (spec.rate_limit_per_sec() > 0) {  // < kMaxRateLimit (ValidateSpec)
       cfg.rate_interval_ns = 1000000000ull / spec.rate_limit_per_sec();
       cfg.rate_burst_ns = 1000000000ull;
     }
     absl::Status st = program_->ResetCounters(r.slot);
-    if (st.ok())
-      st = program_->SetConfig(r.slot, cfg);
+    if (st.ok()) st = program_->SetConfig(r.slot, cfg);
     if (!st.ok()) {
       for (size_t k = 0; k <= i; ++k) {
         (void)program_->DeleteConfig(records[k].slot);
         free_slots_.push_back(records[k].slot);
       }
       finish(false, 0);
-      return absl::Status(st.code(),
-                          absl::StrCat("nothing attached: ", st.message()));
+      return absl::Status(st.code(), absl::StrCat("nothing attached: ", st.message()));
     }
   }
 
@@ -351,16 +328,13 @@ ProbeManager::Attach(const v1::AttachRequest &req) {
   {
     // Keyed by the open file (one per path in this request), so a group's
     // probes are all on the file that was checked.
-    std::map<std::tuple<const OpenFile *, int, size_t>,
-             std::shared_ptr<LinkGroup>>
-        by_key;
+    std::map<std::tuple<const OpenFile *, int, size_t>, std::shared_ptr<LinkGroup>> by_key;
     for (size_t i = 0; i < n; ++i) {
       const v1::ProbeSpec &spec = req.specs(i);
       const OpenFile *file = resolved[i].file.get();
-      std::shared_ptr<LinkGroup> &g =
-          program_->link_mode() == LinkMode::kMulti
-              ? by_key[{file, spec.pid(), 0}]
-              : by_key[{file, spec.pid(), i}];
+      std::shared_ptr<LinkGroup> &g = program_->link_mode() == LinkMode::kMulti
+                                          ? by_key[{file, spec.pid(), 0}]
+                                          : by_key[{file, spec.pid(), i}];
       if (!g) {
         g = std::make_shared<LinkGroup>();
         g->path = spec.binary_path();
@@ -373,12 +347,10 @@ ProbeManager::Attach(const v1::AttachRequest &req) {
     }
   }
   absl::flat_hash_map<std::string, size_t> index_of;
-  for (size_t i = 0; i < n; ++i)
-    index_of[records[i].probe.id()] = i;
+  for (size_t i = 0; i < n; ++i) index_of[records[i].probe.id()] = i;
   // Everything that allocates is done before the links go live: a link on libc
   // or libstdc++ makes the agent's own calls into them trap as well.
-  std::vector<std::vector<uint64_t>> offsets(groups.size()),
-      cookies(groups.size());
+  std::vector<std::vector<uint64_t>> offsets(groups.size()), cookies(groups.size());
   for (size_t k = 0; k < groups.size(); ++k) {
     for (const std::string &id : groups[k]->probe_ids) {
       const ProbeRecord &r = records[index_of[id]];
@@ -387,8 +359,7 @@ ProbeManager::Attach(const v1::AttachRequest &req) {
     }
   }
   v1::AttachResponse resp;
-  resp.set_link_kind(program_->link_mode() == LinkMode::kMulti ? "uprobe_multi"
-                                                               : "perf_event");
+  resp.set_link_kind(program_->link_mode() == LinkMode::kMulti ? "uprobe_multi" : "perf_event");
   for (const ProbeRecord &r : records) {
     *resp.add_probes() = r.probe;
     hub_->RouteSlot(r.slot, r.generation, r.num);
@@ -418,8 +389,7 @@ ProbeManager::Attach(const v1::AttachRequest &req) {
   }
   if (!link_status.ok()) {
     // Roll back: every link of this request, then every map entry and slot.
-    for (const auto &g : groups)
-      g->attachment.reset();
+    for (const auto &g : groups) g->attachment.reset();
     for (const ProbeRecord &r : records) {
       hub_->UnrouteSlot(r.slot);
       (void)program_->DeleteConfig(r.slot);
@@ -427,9 +397,8 @@ ProbeManager::Attach(const v1::AttachRequest &req) {
       free_slots_.push_back(r.slot);
     }
     finish(false, 0);
-    return absl::Status(link_status.code(),
-                        absl::StrCat("nothing attached (rolled back ", n,
-                                     " probes): ", link_status.message()));
+    return absl::Status(link_status.code(), absl::StrCat("nothing attached (rolled back ", n,
+                                                         " probes): ", link_status.message()));
   }
 
   if (n >= 100) {
@@ -437,8 +406,7 @@ ProbeManager::Attach(const v1::AttachRequest &req) {
     // number of processes mapping each binary: it writes the breakpoint into
     // every one of them).
     const absl::Time linked_at = absl::Now();
-    Log("attached ", n, " probes as ", groups.size(),
-        " link group(s): resolve+classify ",
+    Log("attached ", n, " probes as ", groups.size(), " link group(s): resolve+classify ",
         absl::FormatDuration(resolved_at - start), ", kernel links ",
         absl::FormatDuration(linked_at - resolved_at));
   }
@@ -449,13 +417,11 @@ ProbeManager::Attach(const v1::AttachRequest &req) {
   finish(true, n);
   // Resolving a large batch reads whole ELF files; give that memory back to the
   // system.
-  if (n >= 1000)
-    malloc_trim(0);
+  if (n >= 1000) malloc_trim(0);
   return resp;
 }
 
-void ProbeManager::FillCountersLocked(const ProbeRecord &r,
-                                      v1::Probe *out) const {
+void ProbeManager::FillCountersLocked(const ProbeRecord &r, v1::Probe *out) const {
   absl::StatusOr<xol_probe_counters> c = program_->ReadCounters(r.slot);
   if (c.ok()) {
     out->set_hits(c->hits);
@@ -470,8 +436,8 @@ void ProbeManager::FillCountersLocked(const ProbeRecord &r,
   }
 }
 
-void ProbeManager::DetachLocked(const std::vector<std::string> &ids,
-                                v1::ProbeState state, const std::string &why) {
+void ProbeManager::DetachLocked(const std::vector<std::string> &ids, v1::ProbeState state,
+                                const std::string &why) {
   // Links that lose every member are closed first, before the per-probe
   // bookkeeping: while a link on libc or libstdc++ is live the agent's own
   // calls into those libraries trap too, and a 10,000-probe detach did most of
@@ -481,8 +447,7 @@ void ProbeManager::DetachLocked(const std::vector<std::string> &ids,
   records.reserve(ids.size());
   for (const std::string &id : ids) {
     auto it = active_.find(id);
-    if (it == active_.end())
-      continue;
+    if (it == active_.end()) continue;
     records.push_back(&it->second);
     ++leaving[it->second.group.get()];
   }
@@ -490,11 +455,9 @@ void ProbeManager::DetachLocked(const std::vector<std::string> &ids,
   for (ProbeRecord *r : records) {
     LinkGroup *g = r->group.get();
     auto lit = leaving.find(g);
-    if (lit == leaving.end())
-      continue; // already handled
+    if (lit == leaving.end()) continue;  // already handled
     if (lit->second == g->probe_ids.size()) {
-      g->attachment
-          .reset(); // closes the link(s): the kernel removes the uprobes
+      g->attachment.reset();  // closes the link(s): the kernel removes the uprobes
     } else {
       partial.push_back(r->group);
     }
@@ -520,14 +483,12 @@ void ProbeManager::DetachLocked(const std::vector<std::string> &ids,
     while (inactive_.size() > options_.inactive_retention) {
       inactive_.pop_front();
     }
-    active_.erase(id); // destroys r (and drops its reference to the group)
+    active_.erase(id);  // destroys r (and drops its reference to the group)
   }
   for (const auto &g : partial) {
     auto &members = g->probe_ids;
     members.erase(std::remove_if(members.begin(), members.end(),
-                                 [&gone](const std::string &m) {
-                                   return gone.contains(m);
-                                 }),
+                                 [&gone](const std::string &m) { return gone.contains(m); }),
                   members.end());
     RelinkLocked(g.get());
   }
@@ -551,8 +512,7 @@ void ProbeManager::RelinkLocked(LinkGroup *g) {
       AttachMulti(*program_, *g->file, offsets, cookies, g->pid);
   if (!att.ok()) {
     Log("re-linking ", members.size(), " probes on ", g->path,
-        " failed; the old link stays until they are detached: ",
-        att.status().message());
+        " failed; the old link stays until they are detached: ", att.status().message());
     return;
   }
   for (ProbeRecord *r : members) {
@@ -567,8 +527,7 @@ void ProbeManager::RelinkLocked(LinkGroup *g) {
   g->attachment = std::move(*att);
 }
 
-absl::StatusOr<v1::DetachResponse>
-ProbeManager::Detach(const v1::DetachRequest &req) {
+absl::StatusOr<v1::DetachResponse> ProbeManager::Detach(const v1::DetachRequest &req) {
   const absl::Time start = absl::Now();
   if (!req.all() && req.probe_ids_size() == 0) {
     return absl::InvalidArgumentError(
@@ -579,33 +538,27 @@ ProbeManager::Detach(const v1::DetachRequest &req) {
   {
     absl::MutexLock l(&mu_);
     if (req.all()) {
-      for (const auto &[id, r] : active_)
-        ids.push_back(id);
+      for (const auto &[id, r] : active_) ids.push_back(id);
     } else {
       std::vector<std::string> unknown;
       for (const std::string &id : req.probe_ids()) {
-        if (!active_.contains(id))
-          unknown.push_back(id);
+        if (!active_.contains(id)) unknown.push_back(id);
         ids.push_back(id);
       }
       if (!unknown.empty()) {
-        return absl::NotFoundError(
-            absl::StrCat("nothing detached: no attached probe with id ",
-                         absl::StrJoin(unknown, ", "), " (see List)"));
+        return absl::NotFoundError(absl::StrCat("nothing detached: no attached probe with id ",
+                                                absl::StrJoin(unknown, ", "), " (see List)"));
       }
     }
     std::sort(ids.begin(), ids.end());
     ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
     DetachLocked(ids, v1::DETACHED, "detached on request");
   }
-  for (const std::string &id : ids)
-    resp.add_detached_ids(id);
+  for (const std::string &id : ids) resp.add_detached_ids(id);
   if (ids.size() >= 100) {
-    Log("detached ", ids.size(), " probes in ",
-        absl::FormatDuration(absl::Now() - start));
+    Log("detached ", ids.size(), " probes in ", absl::FormatDuration(absl::Now() - start));
   }
-  if (observer_ != nullptr)
-    observer_->OnDetach(absl::Now() - start, ids.size());
+  if (observer_ != nullptr) observer_->OnDetach(absl::Now() - start, ids.size());
   return resp;
 }
 
@@ -615,16 +568,13 @@ void ProbeManager::ExpireDue(absl::Time now) {
   {
     absl::MutexLock l(&mu_);
     for (const auto &[id, r] : active_) {
-      if (r.expires <= now)
-        ids.push_back(id);
+      if (r.expires <= now) ids.push_back(id);
     }
-    if (ids.empty())
-      return;
+    if (ids.empty()) return;
     DetachLocked(ids, v1::EXPIRED, "TTL expired");
   }
   Log("TTL expired: detached ", ids.size(), " probes");
-  if (observer_ != nullptr)
-    observer_->OnDetach(absl::Now() - start, ids.size());
+  if (observer_ != nullptr) observer_->OnDetach(absl::Now() - start, ids.size());
 }
 
 void ProbeManager::ExpiryLoop() {
@@ -632,9 +582,7 @@ void ProbeManager::ExpiryLoop() {
   for (;;) {
     {
       absl::MutexLock l(&mu_);
-      if (mu_.AwaitWithTimeout(absl::Condition(&stopping_),
-                               absl::Milliseconds(100)))
-        return;
+      if (mu_.AwaitWithTimeout(absl::Condition(&stopping_), absl::Milliseconds(100))) return;
     }
     ExpireDue(absl::Now());
     // Mismatches and a switched kernel.uprobes_boost show up in logs and /metrics even
@@ -678,16 +626,14 @@ void ProbeManager::RefreshKernelLocked() {
     mismatch_logged_.clear();
     // The figures were measured under the old profile: a site's class may have changed.
     if (options_.calibrate) calibrate_requested_ = true;
-    Log("kernel profile changed to ", ProfileName(now.profile), " (", now.why, "): ",
-        active_.size(), " attached probes predicted again, ", moved, " changed placement");
+    Log("kernel profile changed to ", ProfileName(now.profile), " (", now.why,
+        "): ", active_.size(), " attached probes predicted again, ", moved, " changed placement");
   }
   absl::StatusOr<KernelPlacements> kp = ReadPlacements(options_.placements_path);
-  if (!kp.ok())
-    return;
+  if (!kp.ok()) return;
   for (const auto &[id, r] : active_) {
     auto it = kp->find(KernelPlacementKey{r.inode, r.probe.site().file_offset()});
-    if (it == kp->end())
-      continue;
+    if (it == kp->end()) continue;
     kernel_placement_[id] = it->second;
     if (it->second != r.placement && mismatch_logged_.insert(id).second) {
       Log("placement mismatch: probe ", id, " ", r.probe.spec().binary_path(), " at 0x",
@@ -698,21 +644,16 @@ void ProbeManager::RefreshKernelLocked() {
   }
 }
 
-absl::StatusOr<v1::ListResponse>
-ProbeManager::List(const v1::ListRequest &req) {
+absl::StatusOr<v1::ListResponse> ProbeManager::List(const v1::ListRequest &req) {
   absl::MutexLock l(&mu_);
   RefreshKernelLocked();
-  absl::flat_hash_set<std::string> want(req.probe_ids().begin(),
-                                        req.probe_ids().end());
+  absl::flat_hash_set<std::string> want(req.probe_ids().begin(), req.probe_ids().end());
   std::vector<const ProbeRecord *> recs;
   for (const auto &[id, r] : active_) {
-    if (want.empty() || want.contains(id))
-      recs.push_back(&r);
+    if (want.empty() || want.contains(id)) recs.push_back(&r);
   }
   std::sort(recs.begin(), recs.end(),
-            [](const ProbeRecord *a, const ProbeRecord *b) {
-              return a->num < b->num;
-            });
+            [](const ProbeRecord *a, const ProbeRecord *b) { return a->num < b->num; });
   v1::ListResponse resp;
   for (const ProbeRecord *r : recs) {
     v1::Probe *p = resp.add_probes();
@@ -721,22 +662,19 @@ ProbeManager::List(const v1::ListRequest &req) {
   }
   if (req.include_inactive()) {
     for (const v1::Probe &p : inactive_) {
-      if (want.empty() || want.contains(p.id()))
-        *resp.add_probes() = p;
+      if (want.empty() || want.contains(p.id())) *resp.add_probes() = p;
     }
   }
   return resp;
 }
 
-absl::StatusOr<v1::ClassifyResponse>
-ProbeManager::Classify(const v1::ClassifyRequest &req) {
+absl::StatusOr<v1::ClassifyResponse> ProbeManager::Classify(const v1::ClassifyRequest &req) {
   KernelProfile profile = Profile().profile;
   if (!req.profile().empty()) {
     absl::StatusOr<KernelProfile> p = ParseProfile(req.profile());
     if (!p.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("unknown profile '", req.profile(),
-                       "': use linux-6.1, linux-6.18 or xolfleet-6.1"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "unknown profile '", req.profile(), "': use linux-6.1, linux-6.18 or xolfleet-6.1"));
     }
     profile = *p;
   }
@@ -747,7 +685,7 @@ ProbeManager::Classify(const v1::ClassifyRequest &req) {
         if (!where.ok()) return absl::StatusOr<std::shared_ptr<const OpenFile>>(where.status());
         return absl::StatusOr<std::shared_ptr<const OpenFile>>(where->file);
       });
-  malloc_trim(0); // the ELF files read for it can be large (libgrpc: ~10 MB)
+  malloc_trim(0);  // the ELF files read for it can be large (libgrpc: ~10 MB)
   // The expected cost of a hit on this node: only under the node's own profile (the
   // figures were measured on it).
   if (resp.ok() && profile == Profile().profile) {
@@ -765,20 +703,14 @@ absl::StatusOr<v1::NodeInfo> ProbeManager::GetNodeInfo() {
   info.set_kernel_release(kernel_.release);
   info.set_agent_version(options_.agent_version);
   std::string why;
-  if (KernelSupportsUprobeMulti(&why))
-    info.add_features("uprobe_multi");
+  if (KernelSupportsUprobeMulti(&why)) info.add_features("uprobe_multi");
   info.add_features("bpf_cookie");
   info.add_features("ringbuf");
-  if (kernel_.profile.patched)
-    info.add_features("xolfleet_patched");
-  info.set_link_mode(program_->link_mode() == LinkMode::kMulti ? "uprobe_multi"
-                                                               : "perf_event");
-  absl::StatusOr<v1::KernelSlotStats> stats =
-      ReadSlotStats(options_.slot_stats_path);
-  if (stats.ok())
-    *info.mutable_slot_stats() = *stats;
-  for (const auto &[k, v] : options_.labels)
-    (*info.mutable_labels())[k] = v;
+  if (kernel_.profile.patched) info.add_features("xolfleet_patched");
+  info.set_link_mode(program_->link_mode() == LinkMode::kMulti ? "uprobe_multi" : "perf_event");
+  absl::StatusOr<v1::KernelSlotStats> stats = ReadSlotStats(options_.slot_stats_path);
+  if (stats.ok()) *info.mutable_slot_stats() = *stats;
+  for (const auto &[k, v] : options_.labels) (*info.mutable_labels())[k] = v;
   absl::MutexLock l(&mu_);
   RefreshKernelLocked();
   const KernelProfileChoice prof = Profile();
@@ -796,14 +728,13 @@ uint32_t ProbeManager::MismatchesLocked() const {
   uint32_t n = 0;
   for (const auto &[id, p] : kernel_placement_) {
     auto it = active_.find(id);
-    if (it != active_.end() && it->second.placement != p)
-      ++n;
+    if (it != active_.end() && it->second.placement != p) ++n;
   }
   return n;
 }
 
-absl::StatusOr<absl::flat_hash_set<uint64_t>>
-ProbeManager::ProbeNumbers(const std::vector<std::string> &ids) const {
+absl::StatusOr<absl::flat_hash_set<uint64_t>> ProbeManager::ProbeNumbers(
+    const std::vector<std::string> &ids) const {
   absl::flat_hash_set<uint64_t> out;
   std::vector<std::string> unknown;
   absl::MutexLock l(&mu_);
@@ -816,25 +747,20 @@ ProbeManager::ProbeNumbers(const std::vector<std::string> &ids) const {
     }
   }
   if (!unknown.empty()) {
-    return absl::NotFoundError(absl::StrCat("no attached probe with id ",
-                                            absl::StrJoin(unknown, ", "),
-                                            " (see List)"));
+    return absl::NotFoundError(
+        absl::StrCat("no attached probe with id ", absl::StrJoin(unknown, ", "), " (see List)"));
   }
   return out;
 }
 
-uint64_t
-ProbeManager::KernelDropped(const absl::flat_hash_set<uint64_t> &nums) const {
-  if (nums.empty())
-    return program_->ReadTotals().dropped;
+uint64_t ProbeManager::KernelDropped(const absl::flat_hash_set<uint64_t> &nums) const {
+  if (nums.empty()) return program_->ReadTotals().dropped;
   uint64_t t = 0;
   absl::MutexLock l(&mu_);
   for (const auto &[id, r] : active_) {
-    if (!nums.contains(r.num))
-      continue;
+    if (!nums.contains(r.num)) continue;
     absl::StatusOr<xol_probe_counters> c = program_->ReadCounters(r.slot);
-    if (c.ok())
-      t += c->dropped;
+    if (c.ok()) t += c->dropped;
   }
   return t;
 }
@@ -860,16 +786,15 @@ std::vector<ProbeCounterSnapshot> ProbeManager::SnapshotCounters() const {
   return out;
 }
 
-std::map<std::pair<std::string, std::string>, size_t>
-ProbeManager::ProbeCountsByPlacementAndState() const {
+std::map<std::pair<std::string, std::string>, size_t> ProbeManager::ProbeCountsByPlacementAndState()
+    const {
   std::map<std::pair<std::string, std::string>, size_t> out;
   absl::MutexLock l(&mu_);
   for (const auto &[id, r] : active_) {
     ++out[{std::string(PlacementName(r.placement)), "ATTACHED"}];
   }
   for (const v1::Probe &p : inactive_) {
-    ++out[{v1::Placement_Name(p.site().placement()),
-           v1::ProbeState_Name(p.state())}];
+    ++out[{v1::Placement_Name(p.site().placement()), v1::ProbeState_Name(p.state())}];
   }
   return out;
 }
@@ -1175,4 +1100,4 @@ size_t ProbeManager::link_count() const {
   return n;
 }
 
-} // namespace xolfleet
+}  // namespace xolfleet

@@ -73,7 +73,7 @@ class ProbeManager final : public AgentApi {
   struct Options {
     uint32_t max_specs_per_request = 20000;
     uint32_t max_probes_per_site = 16;  // probes sharing one instruction of one file
-    size_t inactive_retention = 1000;  // detached/expired probes kept for List
+    size_t inactive_retention = 1000;   // detached/expired probes kept for List
     std::string node_name;
     // Where host paths are resolved (--host-root) and the node's procfs (pid and
     // container specs; services/agent/binary_locator.h).
@@ -95,20 +95,17 @@ class ProbeManager final : public AgentApi {
   };
 
   // Takes ownership of the loaded program; `hub` must outlive the manager.
-  static absl::StatusOr<std::unique_ptr<ProbeManager>> Create(
-      const Options& options, std::unique_ptr<ProbeProgram> program,
-      KernelInfo kernel, HitHub* hub);
+  static absl::StatusOr<std::unique_ptr<ProbeManager>> Create(const Options& options,
+                                                              std::unique_ptr<ProbeProgram> program,
+                                                              KernelInfo kernel, HitHub* hub);
   ~ProbeManager() override;  // detaches everything
 
   void set_observer(ProbeManagerObserver* o) { observer_ = o; }
 
-  absl::StatusOr<v1::AttachResponse> Attach(
-      const v1::AttachRequest& req) override;
-  absl::StatusOr<v1::DetachResponse> Detach(
-      const v1::DetachRequest& req) override;
+  absl::StatusOr<v1::AttachResponse> Attach(const v1::AttachRequest& req) override;
+  absl::StatusOr<v1::DetachResponse> Detach(const v1::DetachRequest& req) override;
   absl::StatusOr<v1::ListResponse> List(const v1::ListRequest& req) override;
-  absl::StatusOr<v1::ClassifyResponse> Classify(
-      const v1::ClassifyRequest& req) override;
+  absl::StatusOr<v1::ClassifyResponse> Classify(const v1::ClassifyRequest& req) override;
   absl::StatusOr<v1::NodeInfo> GetNodeInfo() override;
 
   // Resolves probe ids ("p12") to the numbers the hit hub routes by; NOT_FOUND
@@ -124,12 +121,11 @@ class ProbeManager final : public AgentApi {
   xol_probe_counters Totals() const;  // calibration probes' hits excluded
   // (placement, state) -> number of probes (attached and retained inactive
   // ones).
-  std::map<std::pair<std::string, std::string>, size_t>
-  ProbeCountsByPlacementAndState() const;
+  std::map<std::pair<std::string, std::string>, size_t> ProbeCountsByPlacementAndState() const;
   uint64_t placement_mismatches() const;
   // (predicted placement, kernel placement or "UNREPORTED") -> attached probes.
-  std::map<std::pair<std::string, std::string>, size_t>
-  ProbeCountsByPredictedAndKernelPlacement() const;
+  std::map<std::pair<std::string, std::string>, size_t> ProbeCountsByPredictedAndKernelPlacement()
+      const;
   size_t attached_count() const;
   size_t link_count() const;
   size_t config_entries() const { return program_->CountConfigEntries(); }
@@ -188,10 +184,9 @@ class ProbeManager final : public AgentApi {
   };
   struct Resolved;  // phase-1 result of one spec
 
-  ProbeManager(const Options& options, std::unique_ptr<ProbeProgram> program,
-               KernelInfo kernel, HitHub* hub);
-  absl::Status ResolveAll(const v1::AttachRequest& req,
-                          std::vector<Resolved>* out) const;
+  ProbeManager(const Options& options, std::unique_ptr<ProbeProgram> program, KernelInfo kernel,
+               HitHub* hub);
+  absl::Status ResolveAll(const v1::AttachRequest& req, std::vector<Resolved>* out) const;
   // Removes `ids` from the table (final counts kept in the inactive list with
   // `state`); detaches their links and re-links surviving members of partially
   // emptied multi links.

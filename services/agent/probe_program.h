@@ -1,8 +1,7 @@
-// The loaded BPF object behind every probe (bpf/probe.bpf.c): its one program,
-// the per-probe config and counter maps, and the event ring buffer. Loaded once
-// at start-up, for one link mode: a program that expects BPF_TRACE_UPROBE_MULTI
-// links cannot be attached through perf events, and the reverse, so the mode is
-// fixed for the life of the agent.
+// The loaded BPF object behind every probe (bpf/probe.bpf.c): its one program, the per-probe
+// config and counter maps, and the event ring buffer. Loaded once at start-up, for one link
+// mode: a program that expects BPF_TRACE_UPROBE_MULTI links cannot be attached through perf
+// events, and the reverse, so the mode is fixed for the life of the agent.
 #ifndef XOLFLEET_SERVICES_AGENT_PROBE_PROGRAM_H_
 #define XOLFLEET_SERVICES_AGENT_PROBE_PROGRAM_H_
 
@@ -25,11 +24,9 @@ class ProbeProgram {
   struct Options {
     LinkMode link_mode = LinkMode::kMulti;
     uint32_t max_probes = 100000;
-    uint32_t ringbuf_bytes = 16u
-                             << 20;  // power of two, multiple of the page size
+    uint32_t ringbuf_bytes = 16u << 20;  // power of two, multiple of the page size
   };
-  static absl::StatusOr<std::unique_ptr<ProbeProgram>> Load(
-      const Options& options);
+  static absl::StatusOr<std::unique_ptr<ProbeProgram>> Load(const Options& options);
   ~ProbeProgram();
   ProbeProgram(const ProbeProgram&) = delete;
   ProbeProgram& operator=(const ProbeProgram&) = delete;
@@ -45,12 +42,10 @@ class ProbeProgram {
   absl::Status SetConfig(uint32_t slot, const xol_probe_config& config);
   absl::Status DeleteConfig(uint32_t slot);
   absl::StatusOr<xol_probe_config> GetConfig(uint32_t slot) const;
-  // Number of entries in xol_config (iterates keys; tests and the "nothing
-  // left" check).
+  // Number of entries in xol_config (iterates keys; tests and the "nothing left" check).
   size_t CountConfigEntries() const;
 
-  // Per-CPU counters of a slot, summed over CPUs; Reset zeroes every CPU's
-  // copy.
+  // Per-CPU counters of a slot, summed over CPUs; Reset zeroes every CPU's copy.
   absl::StatusOr<xol_probe_counters> ReadCounters(uint32_t slot) const;
   absl::Status ResetCounters(uint32_t slot);
   // Sum over every probe ever attached (never reset).

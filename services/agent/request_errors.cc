@@ -18,11 +18,11 @@ class UnparsableRequestInterceptor final : public grpc::experimental::Intercepto
       // gRPC's own request parsing does.
       grpc::Status s = methods->GetSendStatus();
       if (s.error_code() == grpc::StatusCode::INTERNAL && s.error_message().empty()) {
-        methods->ModifySendStatus(grpc::Status(
-            grpc::StatusCode::INVALID_ARGUMENT,
-            absl::StrCat("the request to ", method_,
-                         " could not be parsed: a string field (path, symbol, label, "
-                         "id) is not valid UTF-8, or the message is malformed")));
+        methods->ModifySendStatus(
+            grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                         absl::StrCat("the request to ", method_,
+                                      " could not be parsed: a string field (path, symbol, label, "
+                                      "id) is not valid UTF-8, or the message is malformed")));
       }
     }
     methods->Proceed();

@@ -31,9 +31,9 @@ absl::Status ClaimUnixSocketPath(const std::string& path) {
         absl::StrCat("unix socket path ", path, ": ", strerror(errno)));
   }
   if (!S_ISSOCK(st.st_mode)) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("unix socket path ", path, " is ", Kind(st.st_mode),
-                     ", not a socket: refusing to replace it"));
+    return absl::FailedPreconditionError(absl::StrCat("unix socket path ", path, " is ",
+                                                      Kind(st.st_mode),
+                                                      ", not a socket: refusing to replace it"));
   }
   sockaddr_un addr = {};
   addr.sun_family = AF_UNIX;
@@ -50,13 +50,13 @@ absl::Status ClaimUnixSocketPath(const std::string& path) {
   const int err = errno;
   close(fd);
   if (rc == 0) {
-    return absl::AlreadyExistsError(absl::StrCat(
-        "unix socket ", path, " is in use: another server (an agent?) accepts on it"));
+    return absl::AlreadyExistsError(
+        absl::StrCat("unix socket ", path, " is in use: another server (an agent?) accepts on it"));
   }
   if (err != ECONNREFUSED) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "unix socket ", path, " exists and connecting to it fails with ", strerror(err),
-        " rather than 'connection refused': not removing it"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("unix socket ", path, " exists and connecting to it fails with ",
+                     strerror(err), " rather than 'connection refused': not removing it"));
   }
   // Stale: the server that bound it is gone.
   if (unlink(path.c_str()) != 0 && errno != ENOENT) {

@@ -35,8 +35,8 @@ struct LinkCreateUprobeMultiAttr {
 static_assert(offsetof(LinkCreateUprobeMultiAttr, uprobe_multi) == 16,
               "link_create's union starts at byte 16");
 
-int RawLinkCreate(int prog_fd, const char* path, const uint64_t* offsets,
-                  const uint64_t* cookies, uint32_t cnt, int pid) {
+int RawLinkCreate(int prog_fd, const char* path, const uint64_t* offsets, const uint64_t* cookies,
+                  uint32_t cnt, int pid) {
   // Zero the whole of union bpf_attr: the kernel requires every byte past the
   // fields of the command to be zero.
   union {
@@ -57,21 +57,21 @@ int RawLinkCreate(int prog_fd, const char* path, const uint64_t* offsets,
 
 }  // namespace
 
-absl::StatusOr<UprobeMultiLink> UprobeMultiLink::Create(
-    int prog_fd, const std::string& path, absl::Span<const uint64_t> offsets,
-    absl::Span<const uint64_t> cookies, int pid) {
+absl::StatusOr<UprobeMultiLink> UprobeMultiLink::Create(int prog_fd, const std::string& path,
+                                                        absl::Span<const uint64_t> offsets,
+                                                        absl::Span<const uint64_t> cookies,
+                                                        int pid) {
   if (offsets.empty() || offsets.size() != cookies.size()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("uprobe_multi link on ", path, ": ", offsets.size(),
-                     " offsets but ", cookies.size(), " cookies"));
+    return absl::InvalidArgumentError(absl::StrCat("uprobe_multi link on ", path, ": ",
+                                                   offsets.size(), " offsets but ", cookies.size(),
+                                                   " cookies"));
   }
   int fd = RawLinkCreate(prog_fd, path.c_str(), offsets.data(), cookies.data(),
                          static_cast<uint32_t>(offsets.size()), pid);
   if (fd < 0) {
     int err = errno;
     std::string msg = absl::StrCat(
-        "bpf(BPF_LINK_CREATE, uprobe_multi) on ", path, " with ",
-        offsets.size(), " offsets",
+        "bpf(BPF_LINK_CREATE, uprobe_multi) on ", path, " with ", offsets.size(), " offsets",
         pid > 0 ? absl::StrCat(" for pid ", pid) : "", ": ", strerror(err));
     return ErrnoToStatus(err, msg);
   }
@@ -98,13 +98,12 @@ absl::Status ProbeUprobeMultiLinkSupport() {
       {BPF_JMP | BPF_EXIT, 0, 0, 0, 0},
   };
   LIBBPF_OPTS(bpf_prog_load_opts, opts);
-  opts.expected_attach_type =
-      static_cast<enum bpf_attach_type>(kBpfTraceUprobeMulti);
-  int prog_fd = bpf_prog_load(BPF_PROG_TYPE_KPROBE, "xol_probe_umulti", "GPL",
-                              insns, sizeof(insns) / sizeof(insns[0]), &opts);
+  opts.expected_attach_type = static_cast<enum bpf_attach_type>(kBpfTraceUprobeMulti);
+  int prog_fd = bpf_prog_load(BPF_PROG_TYPE_KPROBE, "xol_probe_umulti", "GPL", insns,
+                              sizeof(insns) / sizeof(insns[0]), &opts);
   if (prog_fd < 0) {
-    return absl::UnavailableError(absl::StrCat(
-        "loading a uprobe_multi test program failed: ", strerror(errno)));
+    return absl::UnavailableError(
+        absl::StrCat("loading a uprobe_multi test program failed: ", strerror(errno)));
   }
   // A link on "/" (a directory) fails with EBADF where uprobe_multi exists, and
   // with EINVAL before 6.6 (unknown attach type).

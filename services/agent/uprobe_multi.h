@@ -28,12 +28,10 @@ class UprobeMultiLink {
   // BPF_TRACE_UPROBE_MULTI) at the file `offsets` of `path` with `cookies`
   // (same length). `pid` > 0 limits the probes to that process in the kernel.
   // Errors carry the path, the count and errno.
-  static absl::StatusOr<UprobeMultiLink> Create(
-      int prog_fd, const std::string& path, absl::Span<const uint64_t> offsets,
-      absl::Span<const uint64_t> cookies, int pid);
-  UprobeMultiLink(UprobeMultiLink&& other) noexcept : fd_(other.fd_) {
-    other.fd_ = -1;
-  }
+  static absl::StatusOr<UprobeMultiLink> Create(int prog_fd, const std::string& path,
+                                                absl::Span<const uint64_t> offsets,
+                                                absl::Span<const uint64_t> cookies, int pid);
+  UprobeMultiLink(UprobeMultiLink&& other) noexcept : fd_(other.fd_) { other.fd_ = -1; }
   UprobeMultiLink& operator=(UprobeMultiLink&& other) noexcept;
   UprobeMultiLink(const UprobeMultiLink&) = delete;
   UprobeMultiLink& operator=(const UprobeMultiLink&) = delete;

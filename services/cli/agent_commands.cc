@@ -22,9 +22,8 @@ namespace {
 
 std::string SiteName(const v1::SitePlacement& p) {
   if (p.symbol().empty()) return absl::StrCat("0x", absl::Hex(p.file_offset()));
-  return p.symbol_offset()
-             ? absl::StrCat(p.symbol(), "+0x", absl::Hex(p.symbol_offset()))
-             : p.symbol();
+  return p.symbol_offset() ? absl::StrCat(p.symbol(), "+0x", absl::Hex(p.symbol_offset()))
+                           : p.symbol();
 }
 
 std::string PlacementStr(v1::Placement p) {
@@ -56,8 +55,7 @@ std::string Micros(double ns) { return absl::StrFormat("%.2f us", ns / 1000); }
 
 int RunAttach(Context& c) {
   const Args& a = c.args();
-  if (a.positional().empty())
-    return c.Usage("attach: give at least one site BINARY:SYMBOL");
+  if (a.positional().empty()) return c.Usage("attach: give at least one site BINARY:SYMBOL");
   v1::AttachRequest req;
   for (const std::string& s : a.positional()) {
     absl::StatusOr<v1::ProbeSpec> spec = ParseSite(s);
@@ -69,13 +67,11 @@ int RunAttach(Context& c) {
     }
     if (auto v = a.Get("container")) spec->set_container_id(*v);
     if (auto v = a.Get("rate-limit")) {
-      if (!absl::SimpleAtoi(*v, &n) || n < 0)
-        return c.Usage("--rate-limit takes events/s");
+      if (!absl::SimpleAtoi(*v, &n) || n < 0) return c.Usage("--rate-limit takes events/s");
       spec->set_rate_limit_per_sec(static_cast<uint32_t>(n));
     }
     if (auto v = a.Get("ttl")) {
-      if (!absl::SimpleAtoi(*v, &n) || n < 0)
-        return c.Usage("--ttl takes seconds");
+      if (!absl::SimpleAtoi(*v, &n) || n < 0) return c.Usage("--ttl takes seconds");
       spec->set_ttl_seconds(static_cast<uint32_t>(n));
     }
     if (auto v = a.Get("build-id")) spec->set_build_id(*v);
@@ -139,17 +135,14 @@ int RunAttach(Context& c) {
             << "\n";
     return 0;
   }
-  Table t({"ID", "BINARY", "SITE", "FILE_OFFSET", "PLACEMENT", "INSTRUCTION",
-           "NOTE"});
+  Table t({"ID", "BINARY", "SITE", "FILE_OFFSET", "PLACEMENT", "INSTRUCTION", "NOTE"});
   for (const v1::Probe& p : resp.probes()) {
-    t.Add({p.id(), p.spec().binary_path(), SiteName(p.site()),
-           Hex(p.site().file_offset()), PlacementStr(p.site().placement()),
-           p.site().disassembly(),
+    t.Add({p.id(), p.spec().binary_path(), SiteName(p.site()), Hex(p.site().file_offset()),
+           PlacementStr(p.site().placement()), p.site().disassembly(),
            p.site().relocated() ? p.site().relocation_note() : ""});
   }
   t.Print(c.out());
-  c.out() << resp.probes_size() << " probes attached (" << resp.link_kind()
-          << ")\n";
+  c.out() << resp.probes_size() << " probes attached (" << resp.link_kind() << ")\n";
   return 0;
 }
 
@@ -157,8 +150,7 @@ int RunDetach(Context& c) {
   v1::DetachRequest req;
   req.set_all(c.args().Has("all"));
   for (const std::string& id : c.args().positional()) req.add_probe_ids(id);
-  if (!req.all() && req.probe_ids_size() == 0)
-    return c.Usage("detach: give probe ids or --all");
+  if (!req.all() && req.probe_ids_size() == 0) return c.Usage("detach: give probe ids or --all");
   v1::DetachResponse resp;
   grpc::Status st = c.Agent().Detach(c.Rpc().get(), req, &resp);
   if (!st.ok()) return c.Fail("detach", st);
@@ -191,13 +183,10 @@ int RunList(Context& c) {
   for (const v1::Probe& p : resp.probes()) {
     std::string ttl = "-";
     if (p.expires_at_unix_ns() && p.state() == v1::ATTACHED) {
-      ttl = absl::StrCat(
-          std::max<int64_t>(0, (p.expires_at_unix_ns() - now) / 1000000000),
-          "s");
+      ttl = absl::StrCat(std::max<int64_t>(0, (p.expires_at_unix_ns() - now) / 1000000000), "s");
     }
     std::vector<std::string> labels;
-    for (const auto& [k, v] : p.spec().labels())
-      labels.push_back(absl::StrCat(k, "=", v));
+    for (const auto& [k, v] : p.spec().labels()) labels.push_back(absl::StrCat(k, "=", v));
     std::sort(labels.begin(), labels.end());
     t.Add({p.id(), v1::ProbeState_Name(p.state()), p.spec().binary_path(), SiteName(p.site()),
            PlacementStr(p.site().placement()),
@@ -230,8 +219,7 @@ int RunClassify(Context& c) {
     *req.add_sites() = *spec;
   }
   if (req.sites_size() == 0 && req.all_functions_of().empty()) {
-    return c.Usage(
-        "classify: give sites BINARY:SYMBOL[+OFF] or --all-functions BINARY");
+    return c.Usage("classify: give sites BINARY:SYMBOL[+OFF] or --all-functions BINARY");
   }
   v1::ClassifyResponse resp;
   if (a.Has("local")) {
@@ -243,8 +231,8 @@ int RunClassify(Context& c) {
     } else {
       c.err() << "xolctl: --local without --profile: using linux-6.1\n";
     }
-    absl::StatusOr<v1::ClassifyResponse> r =
-        ClassifySites(req, profile, [](const v1::ProbeSpec& s) { return OpenFile::Open(s.binary_path()); });
+    absl::StatusOr<v1::ClassifyResponse> r = ClassifySites(
+        req, profile, [](const v1::ProbeSpec& s) { return OpenFile::Open(s.binary_path()); });
     if (!r.ok()) return c.Fail("classify", r.status());
     resp = std::move(*r);
   } else {
@@ -258,34 +246,29 @@ int RunClassify(Context& c) {
   Table t({"FUNCTION", "FILE_OFFSET", "BYTES", "INSTRUCTION", "PLACEMENT", "PER_HIT", "REASON"});
   for (const v1::SitePlacement& p : resp.sites()) {
     std::string bytes;
-    for (unsigned char b : p.insn_bytes())
-      absl::StrAppend(&bytes, absl::Hex(b, absl::kZeroPad2));
+    for (unsigned char b : p.insn_bytes()) absl::StrAppend(&bytes, absl::Hex(b, absl::kZeroPad2));
     std::string reason = p.reason();
-    if (p.relocated())
-      absl::StrAppend(&reason, " [moved: ", p.relocation_note(), "]");
+    if (p.relocated()) absl::StrAppend(&reason, " [moved: ", p.relocation_note(), "]");
     t.Add({SiteName(p), Hex(p.file_offset()), bytes, p.disassembly(), PlacementStr(p.placement()),
            p.expected_ns_per_hit() > 0 ? Micros(p.expected_ns_per_hit()) : "-", reason});
   }
   t.Print(c.out());
-  c.out() << "\nprofile " << resp.profile() << ", " << resp.sites_size()
-          << " sites\n";
+  c.out() << "\nprofile " << resp.profile() << ", " << resp.sites_size() << " sites\n";
   Table totals({"PLACEMENT", "SITES", "SHARE"});
-  for (v1::Placement p : {v1::EMULATED, v1::BOOSTED, v1::BOOSTED_RIPREL,
-                          v1::SINGLE_STEP, v1::REFUSED}) {
+  for (v1::Placement p :
+       {v1::EMULATED, v1::BOOSTED, v1::BOOSTED_RIPREL, v1::SINGLE_STEP, v1::REFUSED}) {
     auto it = resp.totals().find(v1::Placement_Name(p));
     uint64_t n = it == resp.totals().end() ? 0 : it->second;
     totals.Add({v1::Placement_Name(p), absl::StrCat(n),
-                resp.sites_size()
-                    ? absl::StrFormat("%.1f%%", 100.0 * n / resp.sites_size())
-                    : std::string("-")});
+                resp.sites_size() ? absl::StrFormat("%.1f%%", 100.0 * n / resp.sites_size())
+                                  : std::string("-")});
   }
   totals.Print(c.out());
   return 0;
 }
 
-const char* kRegNames[] = {"",    "rax", "rbx", "rcx", "rdx",   "rsi", "rdi",
-                           "rbp", "rsp", "r8",  "r9",  "r10",   "r11", "r12",
-                           "r13", "r14", "r15", "rip", "eflags"};
+const char* kRegNames[] = {"",   "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp",   "r8",
+                           "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rip", "eflags"};
 
 int RunWatch(Context& c) {
   const Args& a = c.args();
@@ -302,12 +285,10 @@ int RunWatch(Context& c) {
   bool quiet = a.Has("quiet");
   grpc::ClientContext ctx;
   if (duration > 0) {
-    ctx.set_deadline(
-        std::chrono::system_clock::now() +
-        std::chrono::milliseconds(static_cast<int64_t>(duration * 1000)));
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::milliseconds(static_cast<int64_t>(duration * 1000)));
   }
-  std::unique_ptr<grpc::ClientReader<v1::HitBatch>> reader =
-      c.Agent().WatchHits(&ctx, req);
+  std::unique_ptr<grpc::ClientReader<v1::HitBatch>> reader = c.Agent().WatchHits(&ctx, req);
   v1::HitBatch batch;
   uint64_t received = 0, dropped = 0;
   const absl::Time start = absl::Now();
@@ -327,11 +308,11 @@ int RunWatch(Context& c) {
       for (const v1::HitEvent& e : batch.events()) {
         std::string regs;
         for (const v1::RegisterValue& r : e.regs()) {
-          absl::StrAppend(&regs, " ", kRegNames[r.reg() < 19 ? r.reg() : 0],
-                          "=0x", absl::Hex(r.value()));
+          absl::StrAppend(&regs, " ", kRegNames[r.reg() < 19 ? r.reg() : 0], "=0x",
+                          absl::Hex(r.value()));
         }
-        c.out() << e.probe_id() << " pid=" << e.pid() << " tid=" << e.tid()
-                << " cpu=" << e.cpu() << " t=" << e.ktime_ns() << regs << "\n";
+        c.out() << e.probe_id() << " pid=" << e.pid() << " tid=" << e.tid() << " cpu=" << e.cpu()
+                << " t=" << e.ktime_ns() << regs << "\n";
       }
     }
     if (max_events > 0 && received >= static_cast<uint64_t>(max_events)) {
@@ -341,8 +322,8 @@ int RunWatch(Context& c) {
   }
   grpc::Status st = reader->Finish();
   double secs = absl::ToDoubleSeconds(absl::Now() - start);
-  c.err() << "received " << received << " events, dropped " << dropped
-          << " (agent-side), in " << absl::StrFormat("%.2f", secs) << " s\n";
+  c.err() << "received " << received << " events, dropped " << dropped << " (agent-side), in "
+          << absl::StrFormat("%.2f", secs) << " s\n";
   if (!st.ok() && st.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED &&
       st.error_code() != grpc::StatusCode::CANCELLED) {
     return c.Fail("watch", st);
@@ -363,8 +344,7 @@ int RunInfo(Context& c) {
   Table t({"FIELD", "VALUE"});
   t.Add({"node", info.node_name()});
   t.Add({"kernel", info.kernel_release()});
-  t.Add({"profile", absl::StrCat(info.kernel_profile(), " (",
-                                 info.profile_reason(), ")")});
+  t.Add({"profile", absl::StrCat(info.kernel_profile(), " (", info.profile_reason(), ")")});
   t.Add({"boosting", info.kernel_boosts() ? "on" : "off"});
   t.Add({"link mode", info.link_mode()});
   t.Add({"features", absl::StrJoin(info.features(), ",")});
@@ -372,8 +352,7 @@ int RunInfo(Context& c) {
   t.Add({"placement mismatches", absl::StrCat(info.placement_mismatches())});
   t.Add({"agent version", info.agent_version()});
   std::vector<std::string> labels;
-  for (const auto& [k, v] : info.labels())
-    labels.push_back(absl::StrCat(k, "=", v));
+  for (const auto& [k, v] : info.labels()) labels.push_back(absl::StrCat(k, "=", v));
   std::sort(labels.begin(), labels.end());
   t.Add({"labels", absl::StrJoin(labels, ",")});
   const v1::KernelSlotStats& s = info.slot_stats();
@@ -429,22 +408,19 @@ XOLCTL_COMMAND("attach", "attach probes (one all-or-nothing batch)",
                "file offset outside every function, in an executable section)] "
                "[--dry-run [--calls-per-sec=R | --sample=SECONDS]] (predicted cost, "
                "nothing attached)",
-               {"pid", "container", "capture", "rate-limit", "ttl", "build-id", "label", "calls-per-sec",
-                "sample"},
+               {"pid", "container", "capture", "rate-limit", "ttl", "build-id", "label",
+                "calls-per-sec", "sample"},
                {"allow-relocate", "confirm-raw-offset", "dry-run"}, RunAttach);
-XOLCTL_COMMAND("detach", "detach probes by id", "detach ID... | detach --all",
-               {}, {"all"}, RunDetach);
+XOLCTL_COMMAND("detach", "detach probes by id", "detach ID... | detach --all", {}, {"all"},
+               RunDetach);
 XOLCTL_COMMAND("list", "list probes with hit counts",
-               "list [ID...] [--all (include detached/expired)]", {}, {"all"},
-               RunList);
-XOLCTL_COMMAND("classify",
-               "predict placements (dry run; --local needs no agent)",
+               "list [ID...] [--all (include detached/expired)]", {}, {"all"}, RunList);
+XOLCTL_COMMAND("classify", "predict placements (dry run; --local needs no agent)",
                "classify BINARY:SYMBOL[+OFF]... | --all-functions BINARY "
                "[--profile=linux-6.1|"
                "linux-6.18|xolfleet-6.1] [--local] [--allow-relocate] "
                "[--confirm-raw-offset]",
-               {"all-functions", "profile"},
-               {"local", "allow-relocate", "confirm-raw-offset"},
+               {"all-functions", "profile"}, {"local", "allow-relocate", "confirm-raw-offset"},
                RunClassify);
 XOLCTL_COMMAND("watch", "stream hit events",
                "watch [ID...] [--count=N] [--duration=SECONDS] "

@@ -40,22 +40,19 @@ absl::StatusOr<Args> Args::Parse(const std::vector<std::string>& argv,
     if (bool_options.count(name)) {
       if (has_value && value != "true" && value != "1") {
         if (value == "false" || value == "0") continue;
-        return absl::InvalidArgumentError(
-            absl::StrCat("--", name, " takes no value"));
+        return absl::InvalidArgumentError(absl::StrCat("--", name, " takes no value"));
       }
       a.values_.emplace(name, "true");
     } else if (value_options.count(name)) {
       if (!has_value) {
         if (i + 1 >= argv.size()) {
-          return absl::InvalidArgumentError(
-              absl::StrCat("--", name, " needs a value"));
+          return absl::InvalidArgumentError(absl::StrCat("--", name, " needs a value"));
         }
         value = argv[++i];
       }
       a.values_.emplace(name, value);
     } else {
-      return absl::InvalidArgumentError(
-          absl::StrCat("unknown option --", name));
+      return absl::InvalidArgumentError(absl::StrCat("unknown option --", name));
     }
   }
   return a;
@@ -75,8 +72,7 @@ std::string Args::GetOr(const std::string& name, const std::string& def) const {
 std::vector<std::string> Args::GetAll(const std::string& name) const {
   std::vector<std::string> out;
   auto range = values_.equal_range(name);
-  for (auto it = range.first; it != range.second; ++it)
-    out.push_back(it->second);
+  for (auto it = range.first; it != range.second; ++it) out.push_back(it->second);
   return out;
 }
 
@@ -124,12 +120,10 @@ v1::AgentService::Stub& Context::Agent() {
 std::unique_ptr<grpc::ClientContext> Context::Rpc() const {
   auto ctx = std::make_unique<grpc::ClientContext>();
   double secs = 30;
-  if (std::optional<std::string> t = args_.Get("timeout"))
-    (void)absl::SimpleAtod(*t, &secs);
+  if (std::optional<std::string> t = args_.Get("timeout")) (void)absl::SimpleAtod(*t, &secs);
   if (secs > 0) {
-    ctx->set_deadline(
-        std::chrono::system_clock::now() +
-        std::chrono::milliseconds(static_cast<int64_t>(secs * 1000)));
+    ctx->set_deadline(std::chrono::system_clock::now() +
+                      std::chrono::milliseconds(static_cast<int64_t>(secs * 1000)));
   }
   return ctx;
 }
@@ -145,17 +139,15 @@ int Context::Fail(const std::string& what, const grpc::Status& status) {
   err_ << "xolctl: " << what << ": " << CodeName(status.error_code()) << ": "
        << status.error_message();
   if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
-    err_ << " (is an agent listening on " << agent_address()
-         << "? see --agent)";
+    err_ << " (is an agent listening on " << agent_address() << "? see --agent)";
   }
   err_ << "\n";
   return 1;
 }
 
 int Context::Fail(const std::string& what, const absl::Status& status) {
-  err_ << "xolctl: " << what << ": "
-       << CodeName(static_cast<int>(status.code())) << ": " << status.message()
-       << "\n";
+  err_ << "xolctl: " << what << ": " << CodeName(static_cast<int>(status.code())) << ": "
+       << status.message() << "\n";
   return 1;
 }
 
@@ -221,8 +213,7 @@ void PrintHelp(std::ostream& out) {
 
 }  // namespace
 
-int Main(const std::vector<std::string>& argv, std::ostream& out,
-         std::ostream& err) {
+int Main(const std::vector<std::string>& argv, std::ostream& out, std::ostream& err) {
   // The command is the first argument that is not a global option (or its
   // value).
   const Command* cmd = nullptr;
@@ -234,9 +225,7 @@ int Main(const std::vector<std::string>& argv, std::ostream& out,
     }
     if (absl::StartsWith(s, "--")) {
       std::string name = s.substr(2);
-      if (name.find('=') == std::string::npos &&
-          GlobalValueOptions().count(name))
-        ++i;
+      if (name.find('=') == std::string::npos && GlobalValueOptions().count(name)) ++i;
       continue;
     }
     cmd = Registry::Get().Find(s);
@@ -247,14 +236,13 @@ int Main(const std::vector<std::string>& argv, std::ostream& out,
     }
     std::vector<std::string> rest(argv.begin(), argv.begin() + i);
     rest.insert(rest.end(), argv.begin() + i + 1, argv.end());
-    std::set<std::string> vals = GlobalValueOptions(),
-                          bools = GlobalBoolOptions();
+    std::set<std::string> vals = GlobalValueOptions(), bools = GlobalBoolOptions();
     vals.insert(cmd->value_options.begin(), cmd->value_options.end());
     bools.insert(cmd->bool_options.begin(), cmd->bool_options.end());
     absl::StatusOr<Args> args = Args::Parse(rest, vals, bools);
     if (!args.ok()) {
-      err << "xolctl " << cmd->name << ": " << args.status().message()
-          << "\nusage: xolctl " << cmd->usage << "\n";
+      err << "xolctl " << cmd->name << ": " << args.status().message() << "\nusage: xolctl "
+          << cmd->usage << "\n";
       return 2;
     }
     if (args->Has("help")) {
@@ -278,8 +266,7 @@ int Main(const std::vector<std::string>& argv, std::ostream& out,
 void Table::Print(std::ostream& out) const {
   std::vector<size_t> w(header_.size(), 0);
   auto widen = [&w](const std::vector<std::string>& r) {
-    for (size_t i = 0; i < r.size() && i < w.size(); ++i)
-      w[i] = std::max(w[i], r[i].size());
+    for (size_t i = 0; i < r.size() && i < w.size(); ++i) w[i] = std::max(w[i], r[i].size());
   };
   widen(header_);
   for (const auto& r : rows_) widen(r);

@@ -2,12 +2,11 @@
 // connection and output helpers. Commands live in their own files and register
 // themselves:
 //
-//   XOLCTL_COMMAND(attach, "attach probes to an agent", "attach SPEC...
-//   [--pid=N] ...",
+//   XOLCTL_COMMAND(attach, "attach probes to an agent", "attach SPEC... [--pid=N] ...",
 //                  {"pid", "capture"}, {"allow-relocate"}, RunAttach);
 //
-// agent_commands.cc has the node commands; fleet commands (controller) go in
-// fleet_commands.cc the same way and are added to the xolctl binary's srcs.
+// agent_commands.cc has the node commands; fleet commands (controller) go in fleet_commands.cc
+// the same way and are added to the xolctl binary's srcs.
 #ifndef XOLFLEET_SERVICES_CLI_CLI_H_
 #define XOLFLEET_SERVICES_CLI_CLI_H_
 
@@ -28,8 +27,7 @@
 
 namespace xolfleet::cli {
 
-// Parsed command line: `--name=value`, `--name value` (for options that take a
-// value),
+// Parsed command line: `--name=value`, `--name value` (for options that take a value),
 // `--flag` (booleans), and positional arguments. Options may repeat.
 class Args {
  public:
@@ -47,8 +45,7 @@ class Args {
   std::vector<std::string> positional_;
 };
 
-// What every command gets: its arguments, output streams and, on demand, agent
-// stubs.
+// What every command gets: its arguments, output streams and, on demand, agent stubs.
 class Context {
  public:
   Context(Args args, std::ostream& out, std::ostream& err)
@@ -69,8 +66,7 @@ class Context {
   v1::AgentService::Stub& Agent();
   // A context with the --timeout deadline.
   std::unique_ptr<grpc::ClientContext> Rpc() const;
-  // Prints "xolctl: <what>: <code>: <message>" and returns the exit status for
-  // it.
+  // Prints "xolctl: <what>: <code>: <message>" and returns the exit status for it.
   int Fail(const std::string& what, const grpc::Status& status);
   int Fail(const std::string& what, const absl::Status& status);
   int Usage(const std::string& message);
@@ -110,14 +106,12 @@ const std::set<std::string>& GlobalValueOptions();
 const std::set<std::string>& GlobalBoolOptions();
 
 // Runs xolctl with argv[1..] (tests call this directly).
-int Main(const std::vector<std::string>& argv, std::ostream& out,
-         std::ostream& err);
+int Main(const std::vector<std::string>& argv, std::ostream& out, std::ostream& err);
 
 // Aligned text table.
 class Table {
  public:
-  explicit Table(std::vector<std::string> header)
-      : header_(std::move(header)) {}
+  explicit Table(std::vector<std::string> header) : header_(std::move(header)) {}
   void Add(std::vector<std::string> row) { rows_.push_back(std::move(row)); }
   void Print(std::ostream& out) const;
   size_t size() const { return rows_.size(); }
@@ -132,8 +126,7 @@ class Table {
 // Registers a command at static initialisation.
 #define XOLCTL_COMMAND(...)                                       \
   static const bool XOLCTL_CONCAT(xolctl_registered_, __LINE__) = \
-      ::xolfleet::cli::Registry::Get().Add(                       \
-          ::xolfleet::cli::Command{__VA_ARGS__})
+      ::xolfleet::cli::Registry::Get().Add(::xolfleet::cli::Command{__VA_ARGS__})
 
 }  // namespace xolfleet::cli
 

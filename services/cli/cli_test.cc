@@ -11,13 +11,11 @@ namespace xolfleet::cli {
 namespace {
 
 TEST(Args, ValuesBooleansPositionalsAndRepeats) {
-  absl::StatusOr<Args> a =
-      Args::Parse({"/bin/x:f", "--pid=12", "--capture", "rdi", "--capture=rsi",
-                   "--json", "/bin/y:g+0x4", "--all_functions=/lib/z"},
-                  {"pid", "capture", "all-functions"}, {"json"});
+  absl::StatusOr<Args> a = Args::Parse({"/bin/x:f", "--pid=12", "--capture", "rdi", "--capture=rsi",
+                                        "--json", "/bin/y:g+0x4", "--all_functions=/lib/z"},
+                                       {"pid", "capture", "all-functions"}, {"json"});
   ASSERT_TRUE(a.ok()) << a.status();
-  EXPECT_EQ(a->positional(),
-            (std::vector<std::string>{"/bin/x:f", "/bin/y:g+0x4"}));
+  EXPECT_EQ(a->positional(), (std::vector<std::string>{"/bin/x:f", "/bin/y:g+0x4"}));
   EXPECT_EQ(a->Get("pid"), "12");
   EXPECT_EQ(a->GetAll("capture"), (std::vector<std::string>{"rdi", "rsi"}));
   EXPECT_TRUE(a->Has("json"));
@@ -55,16 +53,14 @@ TEST(Main, UnknownCommandAndOptionAreUsageErrors) {
 }
 
 TEST(Main, CommandsRegisterThemselves) {
-  Registry::Get().Add(Command{
-      "test-echo", "echo", "test-echo ARGS", {"x"}, {"y"}, [](Context& c) {
-        c.out() << c.args().positional().size() << " "
-                << c.args().GetOr("x", "-") << " " << c.args().Has("y") << " "
-                << c.json() << "\n";
-        return 7;
-      }});
+  Registry::Get().Add(Command{"test-echo", "echo", "test-echo ARGS", {"x"}, {"y"}, [](Context& c) {
+                                c.out() << c.args().positional().size() << " "
+                                        << c.args().GetOr("x", "-") << " " << c.args().Has("y")
+                                        << " " << c.json() << "\n";
+                                return 7;
+                              }});
   std::ostringstream out, err;
-  EXPECT_EQ(
-      Main({"--json", "test-echo", "a", "--x", "1", "b", "--y"}, out, err), 7);
+  EXPECT_EQ(Main({"--json", "test-echo", "a", "--x", "1", "b", "--y"}, out, err), 7);
   EXPECT_EQ(out.str(), "2 1 1 1\n");
   std::ostringstream out2, err2;
   EXPECT_EQ(Main({"test-echo", "--z"}, out2, err2), 2);

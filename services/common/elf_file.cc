@@ -36,8 +36,7 @@ size_t EditDistance(absl::string_view a, absl::string_view b) {
   for (size_t i = 1; i <= a.size(); ++i) {
     cur[0] = i;
     for (size_t j = 1; j <= b.size(); ++j) {
-      cur[j] = std::min(
-          {prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] != b[j - 1])});
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] != b[j - 1])});
     }
     std::swap(prev, cur);
   }
@@ -63,17 +62,16 @@ struct ElfFile::Impl {
   size_t dynsym_count = 0;
   std::vector<Segment> loads;
   bool has_sections = false;
-  std::vector<ElfSection> sections;  // allocated, with file bytes
+  std::vector<ElfSection> sections;                 // allocated, with file bytes
   std::vector<ElfSymbol> symbols;                   // defined, .symtab first
   std::unordered_map<std::string, size_t> by_name;  // first definition wins
   std::unordered_set<std::string> undefined;        // imported names
-  std::vector<ElfSymbol> functions;  // sorted by vaddr, deduplicated
-  std::vector<size_t> by_offset;     // indices into functions, by file offset
+  std::vector<ElfSymbol> functions;                 // sorted by vaddr, deduplicated
+  std::vector<size_t> by_offset;                    // indices into functions, by file offset
 
   absl::StatusOr<uint64_t> VaddrToOff(uint64_t vaddr) const {
     for (const Segment& s : loads) {
-      if (vaddr >= s.vaddr && vaddr - s.vaddr < s.filesz)
-        return s.offset + (vaddr - s.vaddr);
+      if (vaddr >= s.vaddr && vaddr - s.vaddr < s.filesz) return s.offset + (vaddr - s.vaddr);
     }
     return absl::NotFoundError(
         absl::StrFormat("%s: virtual address 0x%x is not in the file part of "
@@ -89,8 +87,7 @@ absl::Status ElfFile::Impl::Index() {
   if (size < EI_NIDENT || memcmp(data, ELFMAG, SELFMAG) != 0) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": not an ELF file"));
   }
-  Elf* elf =
-      elf_memory(reinterpret_cast<char*>(const_cast<uint8_t*>(data)), size);
+  Elf* elf = elf_memory(reinterpret_cast<char*>(const_cast<uint8_t*>(data)), size);
   if (!elf) {
     return absl::InvalidArgumentError(
         absl::StrCat(path, ": libelf cannot read it: ", elf_errmsg(-1)));
@@ -102,13 +99,12 @@ absl::Status ElfFile::Impl::Index() {
 
   GElf_Ehdr ehdr;
   if (elf_kind(elf) != ELF_K_ELF || !gelf_getehdr(elf, &ehdr)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": not a valid ELF file (truncated?)"));
+    return absl::InvalidArgumentError(absl::StrCat(path, ": not a valid ELF file (truncated?)"));
   }
   if (ehdr.e_ident[EI_CLASS] != ELFCLASS64 || ehdr.e_machine != EM_X86_64) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        path, ": not an x86-64 ELF file (class ", ehdr.e_ident[EI_CLASS],
-        ", machine ", ehdr.e_machine, ")"));
+    return absl::InvalidArgumentError(absl::StrCat(path, ": not an x86-64 ELF file (class ",
+                                                   ehdr.e_ident[EI_CLASS], ", machine ",
+                                                   ehdr.e_machine, ")"));
   }
 
   size_t phnum = 0;
@@ -146,22 +142,18 @@ absl::Status ElfFile::Impl::Index() {
     }
     if (sh.sh_type == SHT_SYMTAB) symtabs.push_back({scn, sh});
     if (sh.sh_type == SHT_DYNSYM) dynsyms.push_back({scn, sh});
-    if (sh.sh_type == SHT_GNU_versym && !versym)
-      versym = elf_getdata(scn, nullptr);
+    if (sh.sh_type == SHT_GNU_versym && !versym) versym = elf_getdata(scn, nullptr);
     if (sh.sh_type == SHT_NOTE && build_id.empty()) {
       Elf_Data* d = elf_getdata(scn, nullptr);
       if (!d || !d->d_buf) continue;
       size_t off = 0, name_off = 0, desc_off = 0;
       GElf_Nhdr nh;
-      while (off < d->d_size &&
-             (off = gelf_getnote(d, off, &nh, &name_off, &desc_off)) > 0) {
-        if (nh.n_type == NT_GNU_BUILD_ID && nh.n_namesz == 4 &&
-            name_off + 4 <= d->d_size &&
+      while (off < d->d_size && (off = gelf_getnote(d, off, &nh, &name_off, &desc_off)) > 0) {
+        if (nh.n_type == NT_GNU_BUILD_ID && nh.n_namesz == 4 && name_off + 4 <= d->d_size &&
             memcmp(static_cast<char*>(d->d_buf) + name_off, "GNU", 4) == 0 &&
             desc_off + nh.n_descsz <= d->d_size) {
           const auto* p = static_cast<const uint8_t*>(d->d_buf) + desc_off;
-          for (size_t i = 0; i < nh.n_descsz; ++i)
-            absl::StrAppendFormat(&build_id, "%02x", p[i]);
+          for (size_t i = 0; i < nh.n_descsz; ++i) absl::StrAppendFormat(&build_id, "%02x", p[i]);
           break;
         }
       }
@@ -221,13 +213,11 @@ absl::Status ElfFile::Impl::Index() {
       functions.push_back(s);
     } else {
       ElfSymbol& cur = functions[it->second];
-      if (cur.from_dynsym == s.from_dynsym && s.name.size() < cur.name.size())
-        cur = s;
+      if (cur.from_dynsym == s.from_dynsym && s.name.size() < cur.name.size()) cur = s;
     }
   }
-  std::sort(
-      functions.begin(), functions.end(),
-      [](const ElfSymbol& a, const ElfSymbol& b) { return a.vaddr < b.vaddr; });
+  std::sort(functions.begin(), functions.end(),
+            [](const ElfSymbol& a, const ElfSymbol& b) { return a.vaddr < b.vaddr; });
   by_offset.resize(functions.size());
   for (size_t i = 0; i < functions.size(); ++i) by_offset[i] = i;
   std::sort(by_offset.begin(), by_offset.end(), [this](size_t a, size_t b) {
@@ -239,8 +229,7 @@ absl::Status ElfFile::Impl::Index() {
 ElfFile::ElfFile(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 ElfFile::~ElfFile() = default;
 
-absl::StatusOr<std::unique_ptr<ElfFile>> ElfFile::Open(
-    const std::string& path) {
+absl::StatusOr<std::unique_ptr<ElfFile>> ElfFile::Open(const std::string& path) {
   absl::StatusOr<std::shared_ptr<const OpenFile>> file = OpenFile::Open(path);
   if (!file.ok()) return file.status();
   return FromOpenFile(std::move(*file));
@@ -265,8 +254,7 @@ absl::StatusOr<std::unique_ptr<ElfFile>> ElfFile::FromOpenFile(
   return std::unique_ptr<ElfFile>(new ElfFile(std::move(impl)));
 }
 
-absl::StatusOr<std::unique_ptr<ElfFile>> ElfFile::FromBytes(std::string bytes,
-                                                            std::string name) {
+absl::StatusOr<std::unique_ptr<ElfFile>> ElfFile::FromBytes(std::string bytes, std::string name) {
   auto impl = std::make_unique<Impl>();
   impl->path = std::move(name);
   impl->owned = std::move(bytes);
@@ -277,15 +265,12 @@ absl::StatusOr<std::unique_ptr<ElfFile>> ElfFile::FromBytes(std::string bytes,
 }
 
 const std::string& ElfFile::path() const { return impl_->path; }
-const std::shared_ptr<const OpenFile>& ElfFile::file() const {
-  return impl_->file;
-}
+const std::shared_ptr<const OpenFile>& ElfFile::file() const { return impl_->file; }
 const std::string& ElfFile::build_id() const { return impl_->build_id; }
 bool ElfFile::stripped() const { return !impl_->has_symtab; }
 
 absl::StatusOr<ElfSymbol> ElfFile::FindSymbol(absl::string_view name) const {
-  if (auto it = impl_->by_name.find(std::string(name));
-      it != impl_->by_name.end()) {
+  if (auto it = impl_->by_name.find(std::string(name)); it != impl_->by_name.end()) {
     return impl_->symbols[it->second];
   }
   if (impl_->undefined.count(std::string(name))) {
@@ -294,11 +279,10 @@ absl::StatusOr<ElfSymbol> ElfFile::FindSymbol(absl::string_view name) const {
                      " (imported from a shared library); probe it in the "
                      "library that defines it"));
   }
-  std::string msg =
-      absl::StrCat("symbol '", Truncated(name), "' not found in ", impl_->path);
+  std::string msg = absl::StrCat("symbol '", Truncated(name), "' not found in ", impl_->path);
   if (!impl_->has_symtab) {
-    absl::StrAppend(&msg, "; binary is stripped (no .symtab); only ",
-                    impl_->dynsym_count, " .dynsym symbols");
+    absl::StrAppend(&msg, "; binary is stripped (no .symtab); only ", impl_->dynsym_count,
+                    " .dynsym symbols");
   }
   // Suggestions: names containing the query, then the closest by edit distance
   // (not for absurdly long queries: the distance costs their length times each
@@ -309,8 +293,7 @@ absl::StatusOr<ElfSymbol> ElfFile::FindSymbol(absl::string_view name) const {
   for (const ElfSymbol& s : impl_->symbols) {
     if (!s.is_function) continue;
     if (s.name.size() > name.size() + limit * 4) {
-      if (s.name.find(std::string(name)) != std::string::npos)
-        scored.push_back({limit, &s.name});
+      if (s.name.find(std::string(name)) != std::string::npos) scored.push_back({limit, &s.name});
       continue;
     }
     size_t d = s.name.find(std::string(name)) != std::string::npos
@@ -324,8 +307,7 @@ absl::StatusOr<ElfSymbol> ElfFile::FindSymbol(absl::string_view name) const {
   if (!scored.empty()) {
     std::vector<std::string> names;
     for (size_t i = 0; i < scored.size() && names.size() < 3; ++i) {
-      if (std::find(names.begin(), names.end(), *scored[i].second) ==
-          names.end()) {
+      if (std::find(names.begin(), names.end(), *scored[i].second) == names.end()) {
         names.push_back(*scored[i].second);
       }
     }
@@ -340,9 +322,8 @@ std::optional<ElfSymbol> ElfFile::FunctionAtFileOffset(uint64_t off) const {
   // <= off is enough.
   const std::vector<ElfSymbol>& fns = impl_->functions;
   const std::vector<size_t>& idx = impl_->by_offset;
-  auto it = std::upper_bound(
-      idx.begin(), idx.end(), off,
-      [&fns](uint64_t o, size_t i) { return o < fns[i].file_offset; });
+  auto it = std::upper_bound(idx.begin(), idx.end(), off,
+                             [&fns](uint64_t o, size_t i) { return o < fns[i].file_offset; });
   for (int back = 0; it != idx.begin() && back < 16; ++back) {
     --it;
     const ElfSymbol& f = fns[*it];
@@ -353,12 +334,11 @@ std::optional<ElfSymbol> ElfFile::FunctionAtFileOffset(uint64_t off) const {
 
 std::vector<ElfSymbol> ElfFile::Functions() const { return impl_->functions; }
 
-absl::StatusOr<std::vector<uint8_t>> ElfFile::ReadAt(uint64_t off,
-                                                     uint64_t len) const {
+absl::StatusOr<std::vector<uint8_t>> ElfFile::ReadAt(uint64_t off, uint64_t len) const {
   if (off > impl_->size || len > impl_->size - off) {
-    return absl::OutOfRangeError(absl::StrFormat(
-        "%s: cannot read %d bytes at file offset 0x%x (file is %d bytes)",
-        impl_->path, len, off, impl_->size));
+    return absl::OutOfRangeError(
+        absl::StrFormat("%s: cannot read %d bytes at file offset 0x%x (file is %d bytes)",
+                        impl_->path, len, off, impl_->size));
   }
   return std::vector<uint8_t>(impl_->data + off, impl_->data + off + len);
 }
@@ -369,12 +349,10 @@ absl::StatusOr<uint64_t> ElfFile::VaddrToFileOffset(uint64_t vaddr) const {
 
 absl::StatusOr<uint64_t> ElfFile::FileOffsetToVaddr(uint64_t off) const {
   for (const Segment& s : impl_->loads) {
-    if (off >= s.offset && off - s.offset < s.filesz)
-      return s.vaddr + (off - s.offset);
+    if (off >= s.offset && off - s.offset < s.filesz) return s.vaddr + (off - s.offset);
   }
   return absl::NotFoundError(
-      absl::StrFormat("%s: file offset 0x%x is not inside any PT_LOAD segment",
-                      impl_->path, off));
+      absl::StrFormat("%s: file offset 0x%x is not inside any PT_LOAD segment", impl_->path, off));
 }
 
 bool ElfFile::InExecutableSegment(uint64_t off) const {

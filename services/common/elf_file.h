@@ -44,8 +44,7 @@ class ElfFile {
   static absl::StatusOr<std::unique_ptr<ElfFile>> FromOpenFile(
       std::shared_ptr<const OpenFile> file);
   // Same, from bytes in memory (tests, fuzzing). `name` is used in messages.
-  static absl::StatusOr<std::unique_ptr<ElfFile>> FromBytes(std::string bytes,
-                                                           std::string name);
+  static absl::StatusOr<std::unique_ptr<ElfFile>> FromBytes(std::string bytes, std::string name);
   ~ElfFile();
 
   const std::string& path() const;

@@ -9,9 +9,9 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "services/common/open_file.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "services/common/open_file.h"
 
 namespace xolfleet {
 namespace {
@@ -91,8 +91,7 @@ TEST(ElfFile, ImportedSymbolIsFailedPrecondition) {
   auto elf = ElfFile::Open(kFixture);
   ASSERT_TRUE(elf.ok());
   auto sym = (*elf)->FindSymbol("puts");
-  EXPECT_EQ(sym.status().code(), absl::StatusCode::kFailedPrecondition)
-      << sym.status();
+  EXPECT_EQ(sym.status().code(), absl::StatusCode::kFailedPrecondition) << sym.status();
   EXPECT_THAT(sym.status().message(), HasSubstr("undefined"));
 }
 
@@ -105,32 +104,26 @@ TEST(ElfFile, StrippedBinaryUsesDynsymAndSaysSo) {
   EXPECT_TRUE(sym->from_dynsym);
   auto missing = (*elf)->FindSymbol("static_helper");
   ASSERT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
-  EXPECT_THAT(missing.status().message(),
-              HasSubstr("binary is stripped (no .symtab); only "));
+  EXPECT_THAT(missing.status().message(), HasSubstr("binary is stripped (no .symtab); only "));
   EXPECT_THAT(missing.status().message(), HasSubstr(".dynsym symbols"));
 }
 
 TEST(ElfFile, OpenErrors) {
-  EXPECT_EQ(ElfFile::Open("/nonexistent/xolfleet").status().code(),
-            absl::StatusCode::kNotFound);
+  EXPECT_EQ(ElfFile::Open("/nonexistent/xolfleet").status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(ElfFile::Open("/nonexistent/xolfleet").status().message(),
               HasSubstr("/nonexistent/xolfleet"));
-  EXPECT_EQ(ElfFile::Open("/").status().code(),
-            absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(ElfFile::Open("/proc/self/status").status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ElfFile::Open("/").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ElfFile::Open("/proc/self/status").status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(ElfFile, FifoDoesNotHang) {
   const std::string fifo = std::string(getenv("TEST_TMPDIR")) + "/fifo";
   ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
-  EXPECT_EQ(ElfFile::Open(fifo).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ElfFile::Open(fifo).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(ElfFile, FromBytesRejectsGarbageAndTruncation) {
-  EXPECT_EQ(ElfFile::FromBytes("", "empty").status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ElfFile::FromBytes("", "empty").status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(ElfFile::FromBytes("not an elf at all", "text").status().code(),
             absl::StatusCode::kInvalidArgument);
   const std::string full = Slurp(kFixture);
@@ -236,10 +229,8 @@ TEST(OpenFile, PathValidation) {
 TEST(ElfFile, ReadAtBounds) {
   auto elf = ElfFile::Open(kFixture);
   ASSERT_TRUE(elf.ok());
-  EXPECT_EQ((*elf)->ReadAt(~0ull - 3, 8).status().code(),
-            absl::StatusCode::kOutOfRange);
-  EXPECT_EQ((*elf)->ReadAt(0, ~0ull).status().code(),
-            absl::StatusCode::kOutOfRange);
+  EXPECT_EQ((*elf)->ReadAt(~0ull - 3, 8).status().code(), absl::StatusCode::kOutOfRange);
+  EXPECT_EQ((*elf)->ReadAt(0, ~0ull).status().code(), absl::StatusCode::kOutOfRange);
   auto hdr = (*elf)->ReadAt(0, 4);
   ASSERT_TRUE(hdr.ok());
   EXPECT_EQ((*hdr)[1], 'E');

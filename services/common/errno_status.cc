@@ -14,8 +14,7 @@ absl::Status ErrnoToStatus(int err, const std::string& msg) {
       return absl::NotFoundError(msg);
     case EPERM:
     case EACCES:
-      return absl::PermissionDeniedError(
-          absl::StrCat(msg, " (the agent needs root)"));
+      return absl::PermissionDeniedError(absl::StrCat(msg, " (the agent needs root)"));
     case ENOMEM:
     case E2BIG:
     case EMFILE:

@@ -203,19 +203,16 @@ const Site kSites[] = {
     SITE(movsq),
     SITE(vmovdqa),
     SITE(evex_vaddps),
-    Site{"vpcmpeqb", reinterpret_cast<void (*)()>(xkpt_fn_vpcmpeqb),
-         xkpt_site_vpcmpeqb},
+    Site{"vpcmpeqb", reinterpret_cast<void (*)()>(xkpt_fn_vpcmpeqb), xkpt_site_vpcmpeqb},
 };
 #undef SITE
 
-std::string TracefsPath(absl::string_view rel) {
-  return absl::StrCat(kTracefs, "/", rel);
-}
+std::string TracefsPath(absl::string_view rel) { return absl::StrCat(kTracefs, "/", rel); }
 
 // Writes `text` to a tracefs file; returns 0 or errno.
 int WriteTracefs(absl::string_view rel, absl::string_view text, bool append) {
-  const int fd = open(TracefsPath(rel).c_str(),
-                      O_WRONLY | O_CLOEXEC | (append ? O_APPEND : O_TRUNC));
+  const int fd =
+      open(TracefsPath(rel).c_str(), O_WRONLY | O_CLOEXEC | (append ? O_APPEND : O_TRUNC));
   if (fd < 0) return errno;
   const ssize_t n = write(fd, text.data(), text.size());
   const int err = n < 0 ? errno : 0;
@@ -232,8 +229,7 @@ std::string ReadFile(const std::string& path) {
 
 // Removes events of earlier runs whose process is gone.
 void RemoveStaleEvents() {
-  for (absl::string_view line :
-       absl::StrSplit(ReadFile(TracefsPath("uprobe_events")), '\n')) {
+  for (absl::string_view line : absl::StrSplit(ReadFile(TracefsPath("uprobe_events")), '\n')) {
     // "p:xolfleet_kpt_123/s4 /path:0x..."
     if (!absl::StartsWith(line, absl::StrCat("p:", kGroupPrefix))) continue;
     const std::string event(line.substr(2, line.find(' ') - 2));
@@ -249,26 +245,21 @@ void RemoveStaleEvents() {
 class ProbeEvent {
  public:
   ProbeEvent(const std::string& exe, uint64_t file_offset, int index)
-      : group_(absl::StrCat(kGroupPrefix, getpid())),
-        name_(absl::StrCat("s", index)) {
-    create_errno_ = WriteTracefs(
-        "uprobe_events",
-        absl::StrFormat("p:%s/%s %s:0x%x\n", group_, name_, exe, file_offset),
-        true);
+      : group_(absl::StrCat(kGroupPrefix, getpid())), name_(absl::StrCat("s", index)) {
+    create_errno_ =
+        WriteTracefs("uprobe_events",
+                     absl::StrFormat("p:%s/%s %s:0x%x\n", group_, name_, exe, file_offset), true);
   }
   ~ProbeEvent() {
     if (enabled_) {
       if (int e = WriteTracefs(EventPath("enable"), "0", false)) {
-        ADD_FAILURE() << "disabling " << group_ << "/" << name_ << ": "
-                      << strerror(e);
+        ADD_FAILURE() << "disabling " << group_ << "/" << name_ << ": " << strerror(e);
       }
     }
     if (create_errno_ == 0) {
-      if (int e = WriteTracefs("uprobe_events",
-                               absl::StrCat("-:", group_, "/", name_, "\n"),
-                               true)) {
-        ADD_FAILURE() << "removing " << group_ << "/" << name_ << ": "
-                      << strerror(e);
+      if (int e =
+              WriteTracefs("uprobe_events", absl::StrCat("-:", group_, "/", name_, "\n"), true)) {
+        ADD_FAILURE() << "removing " << group_ << "/" << name_ << ": " << strerror(e);
       }
     }
   }
@@ -284,12 +275,9 @@ class ProbeEvent {
   // shown, so match the file, which is this test binary, and the event name),
   // -1 if absent.
   long Hits(const std::string& exe) const {
-    for (absl::string_view line :
-         absl::StrSplit(ReadFile(TracefsPath("uprobe_profile")), '\n')) {
-      std::vector<absl::string_view> f =
-          absl::StrSplit(line, ' ', absl::SkipEmpty());
-      if (f.size() == 3 && f[0] == exe && f[1] == name_)
-        return std::stol(std::string(f[2]));
+    for (absl::string_view line : absl::StrSplit(ReadFile(TracefsPath("uprobe_profile")), '\n')) {
+      std::vector<absl::string_view> f = absl::StrSplit(line, ' ', absl::SkipEmpty());
+      if (f.size() == 3 && f[0] == exe && f[1] == name_) return std::stol(std::string(f[2]));
     }
     return -1;
   }
@@ -321,8 +309,7 @@ int RunInChild(void (*fn)()) {
   int status = 0;
   if (waitpid(pid, &status, 0) != pid) return -1000;
   if (WIFSIGNALED(status)) return -WTERMSIG(status);
-  return WEXITSTATUS(status) <= 1 ? WEXITSTATUS(status)
-                                  : -100 - WEXITSTATUS(status);
+  return WEXITSTATUS(status) <= 1 ? WEXITSTATUS(status) : -100 - WEXITSTATUS(status);
 }
 
 std::string HexBytes(const std::vector<uint8_t>& b) {
@@ -345,8 +332,7 @@ std::map<std::string, std::string> CorpusLinux618() {
     if (line.empty() || line[0] == '#') continue;
     std::vector<std::string> f = absl::StrSplit(line, '\t');
     if (f.size() == 5) out[f[0]] = f[3];
-    if (f.size() == 5 && absl::StrContains(f[1], "[host]"))
-      HostRows().insert(f[0]);
+    if (f.size() == 5 && absl::StrContains(f[1], "[host]")) HostRows().insert(f[0]);
   }
   return out;
 }
@@ -360,8 +346,7 @@ class KernelPlacementTest : public ::testing::Test {
       mount("nodev", kTracefs, "tracefs", 0, nullptr);
     }
     ASSERT_EQ(access(TracefsPath("uprobe_events").c_str(), W_OK), 0)
-        << TracefsPath("uprobe_events")
-        << " is not writable: " << strerror(errno);
+        << TracefsPath("uprobe_events") << " is not writable: " << strerror(errno);
     RemoveStaleEvents();
     char exe[4096];
     const ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
@@ -385,8 +370,8 @@ TEST_F(KernelPlacementTest, ClassifierLinux618MatchesThisKernel) {
     absl::StatusOr<ElfSymbol> es = (*elf)->FindSymbol(sym);
     ASSERT_TRUE(es.ok()) << es.status();
     ASSERT_NE(es->file_offset, 0u);
-    InsnPlacement predicted = ClassifyInstruction(
-        absl::MakeConstSpan(s.site, 15), KernelProfile::kLinux618);
+    InsnPlacement predicted =
+        ClassifyInstruction(absl::MakeConstSpan(s.site, 15), KernelProfile::kLinux618);
     ASSERT_GT(predicted.length, 0) << predicted.reason;
 
     Placement observed;
@@ -408,35 +393,30 @@ TEST_F(KernelPlacementTest, ClassifierLinux618MatchesThisKernel) {
         } else {
           ASSERT_EQ(hits, kRuns) << "unexpected hit count";
           observed = xol ? Placement::kSingleStep : Placement::kEmulated;
-          how = absl::StrCat(hits, " hits, ",
-                             xol ? "XOL area mapped" : "no XOL area");
+          how = absl::StrCat(hits, " hits, ", xol ? "XOL area mapped" : "no XOL area");
         }
       }
     }
     const std::string bytes = HexBytes(predicted.bytes);
     EXPECT_EQ(PlacementName(predicted.placement), PlacementName(observed))
-        << s.name << " [" << bytes << "] " << predicted.disassembly
-        << ": classifier says " << PlacementName(predicted.placement) << " ("
-        << predicted.reason << "), kernel did " << PlacementName(observed)
-        << " (" << how << ")";
+        << s.name << " [" << bytes << "] " << predicted.disassembly << ": classifier says "
+        << PlacementName(predicted.placement) << " (" << predicted.reason << "), kernel did "
+        << PlacementName(observed) << " (" << how << ")";
     if (auto it = corpus.find(bytes); it != corpus.end()) {
       ++corpus_rows_checked;
       HostRows().erase(bytes);
       EXPECT_EQ(it->second, PlacementName(observed))
-          << "corpus row [" << bytes
-          << "] linux-6.18 column disagrees with the kernel";
+          << "corpus row [" << bytes << "] linux-6.18 column disagrees with the kernel";
     }
     verdicts[std::string(PlacementName(observed))].push_back(
         absl::StrCat(s.name, " (", predicted.disassembly, ")"));
   }
   EXPECT_GE(corpus_rows_checked, 50);
   for (const std::string& row : HostRows()) {
-    ADD_FAILURE() << "corpus row [" << row
-                  << "] is marked [host] but no site has its bytes";
+    ADD_FAILURE() << "corpus row [" << row << "] is marked [host] but no site has its bytes";
   }
   for (const auto& [placement, names] : verdicts) {
-    std::cout << "kernel " << placement << ": " << absl::StrJoin(names, ", ")
-              << "\n";
+    std::cout << "kernel " << placement << ": " << absl::StrJoin(names, ", ") << "\n";
   }
 }
 
@@ -444,9 +424,9 @@ TEST_F(KernelPlacementTest, ClassifierLinux618MatchesThisKernel) {
 // takes vpcmpeqb for `je` and emulates it as a jump, so the instruction never
 // runs.
 TEST_F(KernelPlacementTest, VexOpcode74IsSkippedNotExecuted) {
-  ASSERT_FALSE(ClassifyInstruction(absl::MakeConstSpan(xkpt_site_vpcmpeqb, 15),
-                                   KernelProfile::kLinux618)
-                   .hazard.empty());
+  ASSERT_FALSE(
+      ClassifyInstruction(absl::MakeConstSpan(xkpt_site_vpcmpeqb, 15), KernelProfile::kLinux618)
+          .hazard.empty());
   absl::StatusOr<std::unique_ptr<ElfFile>> elf = ElfFile::Open(exe_);
   ASSERT_TRUE(elf.ok()) << elf.status();
   absl::StatusOr<ElfSymbol> es = (*elf)->FindSymbol("xkpt_site_vpcmpeqb");
@@ -476,8 +456,8 @@ namespace {
 // (observed on the 6.18 host: the return lands in an unmapped page). The
 // classifier says SINGLE_STEP, as the kernel does, and sets a hazard.
 TEST_F(KernelPlacementTest, SyscallSiteIsAcceptedAndKillsTheTarget) {
-  InsnPlacement predicted = ClassifyInstruction(
-      absl::MakeConstSpan(xkpt_site_syscall, 15), KernelProfile::kLinux618);
+  InsnPlacement predicted =
+      ClassifyInstruction(absl::MakeConstSpan(xkpt_site_syscall, 15), KernelProfile::kLinux618);
   EXPECT_EQ(predicted.placement, Placement::kSingleStep);
   EXPECT_FALSE(predicted.hazard.empty());
   absl::StatusOr<std::unique_ptr<ElfFile>> elf = ElfFile::Open(exe_);
@@ -504,12 +484,9 @@ namespace {
 // profiles (boosted on xolfleet-6.1, where the slot runs without TF).
 TEST_F(KernelPlacementTest, PushfSiteLeaksTheTrapFlag) {
   const absl::Span<const uint8_t> site(xkpt_site_pushf_popf, 15);
-  EXPECT_FALSE(
-      ClassifyInstruction(site, KernelProfile::kLinux618).hazard.empty());
-  EXPECT_EQ(ClassifyInstruction(site, KernelProfile::kXolfleet61).placement,
-            Placement::kBoosted);
-  EXPECT_TRUE(
-      ClassifyInstruction(site, KernelProfile::kXolfleet61).hazard.empty());
+  EXPECT_FALSE(ClassifyInstruction(site, KernelProfile::kLinux618).hazard.empty());
+  EXPECT_EQ(ClassifyInstruction(site, KernelProfile::kXolfleet61).placement, Placement::kBoosted);
+  EXPECT_TRUE(ClassifyInstruction(site, KernelProfile::kXolfleet61).hazard.empty());
   absl::StatusOr<std::unique_ptr<ElfFile>> elf = ElfFile::Open(exe_);
   ASSERT_TRUE(elf.ok()) << elf.status();
   absl::StatusOr<ElfSymbol> es = (*elf)->FindSymbol("xkpt_site_pushf_popf");

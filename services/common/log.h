@@ -13,10 +13,8 @@ namespace xolfleet {
 
 template <typename... Args>
 void Log(const Args&... args) {
-  std::string line =
-      absl::StrCat(absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ ", absl::Now(),
-                                    absl::UTCTimeZone()),
-                   args..., "\n");
+  std::string line = absl::StrCat(
+      absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ ", absl::Now(), absl::UTCTimeZone()), args..., "\n");
   fputs(line.c_str(), stderr);
 }
 

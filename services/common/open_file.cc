@@ -1,8 +1,8 @@
 #include "services/common/open_file.h"
 
 #include <fcntl.h>
-#include <linux/openat2.h>
 #include <limits.h>
+#include <linux/openat2.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -76,8 +76,8 @@ absl::Status ValidateBinaryPath(absl::string_view path) {
     return absl::InvalidArgumentError("binary_path is empty: name the ELF file to probe");
   }
   if (path.find('\0') != absl::string_view::npos) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "binary_path '", Truncated(path), "' contains a NUL byte at ", path.find('\0')));
+    return absl::InvalidArgumentError(absl::StrCat("binary_path '", Truncated(path),
+                                                   "' contains a NUL byte at ", path.find('\0')));
   }
   if (path.size() >= PATH_MAX) {
     return absl::InvalidArgumentError(absl::StrCat("binary_path '", Truncated(path),
@@ -144,12 +144,12 @@ ScopedOpenAs::ScopedOpenAs(uid_t uid, gid_t gid, std::vector<gid_t> groups)
 ScopedOpenAs::~ScopedOpenAs() { open_as = previous_; }
 
 absl::StatusOr<std::shared_ptr<const FileRoot>> FileRoot::Open(const std::string& dir,
-                                                                std::string name) {
+                                                               std::string name) {
   const int fd = open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) {
     const int e = errno;
-    const std::string msg = absl::StrCat(name, ": cannot open ", Truncated(dir, 512), ": ",
-                                         strerror(e));
+    const std::string msg =
+        absl::StrCat(name, ": cannot open ", Truncated(dir, 512), ": ", strerror(e));
     if (e == ENOENT || e == ENOTDIR || e == ESRCH) return absl::NotFoundError(msg);
     if (e == EACCES || e == EPERM) return absl::PermissionDeniedError(msg);
     return absl::InvalidArgumentError(msg);
@@ -170,32 +170,33 @@ absl::StatusOr<std::shared_ptr<const OpenFile>> OpenFile::Open(const std::string
 }
 
 absl::StatusOr<std::shared_ptr<const OpenFile>> OpenFile::OpenIn(const FileRoot& root,
-                                                                  const std::string& path) {
+                                                                 const std::string& path) {
   return OpenImpl(&root, path);
 }
 
 absl::StatusOr<std::shared_ptr<const OpenFile>> OpenFile::OpenImpl(const FileRoot* root,
-                                                                    const std::string& path) {
+                                                                   const std::string& path) {
   if (path.find('\0') != std::string::npos) {
     return absl::InvalidArgumentError(
         absl::StrCat("path '", Truncated(path), "' contains a NUL byte"));
   }
   const int flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK;
-  const int fd = open_as != nullptr ? OpenAsCaller(*open_as, root, path, flags)
-                                    : OpenPath(root, path, flags);
+  const int fd =
+      open_as != nullptr ? OpenAsCaller(*open_as, root, path, flags) : OpenPath(root, path, flags);
   if (fd < 0) {
     const int e = errno;
     const std::string where = root != nullptr ? absl::StrCat(" under ", root->name()) : "";
     if (root != nullptr && (e == ELOOP || e == EXDEV)) {
-      return absl::PermissionDeniedError(absl::StrCat(
-          Truncated(path, 512), where, ": refused: the path goes through a /proc magic link "
-          "(or too many symbolic links), which could lead outside ", root->name(),
-          "; name the process with pid or container_id instead"));
+      return absl::PermissionDeniedError(
+          absl::StrCat(Truncated(path, 512), where,
+                       ": refused: the path goes through a /proc magic link "
+                       "(or too many symbolic links), which could lead outside ",
+                       root->name(), "; name the process with pid or container_id instead"));
     }
     if (open_as != nullptr && (e == EACCES || e == EPERM)) {
       // Say nothing about what lies behind a directory the caller cannot search.
-      return absl::PermissionDeniedError(absl::StrCat(
-          Truncated(path, 512), ": uid ", open_as->uid(), " cannot read it"));
+      return absl::PermissionDeniedError(
+          absl::StrCat(Truncated(path, 512), ": uid ", open_as->uid(), " cannot read it"));
     }
     const std::string msg = absl::StrCat(Truncated(path, 512), where, ": ", strerror(e));
     if (e == ENOENT || e == ENOTDIR) return absl::NotFoundError(absl::StrCat("no such file ", msg));
@@ -207,8 +208,7 @@ absl::StatusOr<std::shared_ptr<const OpenFile>> OpenFile::OpenImpl(const FileRoo
   f->path_ = path;
   struct stat st;
   if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(Truncated(path, 512), ": not a regular file"));
+    return absl::InvalidArgumentError(absl::StrCat(Truncated(path, 512), ": not a regular file"));
   }
   f->dev_ = st.st_dev;
   f->ino_ = st.st_ino;
@@ -230,9 +230,9 @@ absl::StatusOr<std::string> OpenFile::ReadAll() const {
   }
   const uint64_t size = static_cast<uint64_t>(st.st_size);
   if (size > kMaxReadAllBytes) {
-    return absl::ResourceExhaustedError(absl::StrFormat(
-        "%s: %d bytes, more than the %d bytes the agent reads from one file", name, size,
-        kMaxReadAllBytes));
+    return absl::ResourceExhaustedError(
+        absl::StrFormat("%s: %d bytes, more than the %d bytes the agent reads from one file", name,
+                        size, kMaxReadAllBytes));
   }
   if (size == 0) return std::string();  // (procfs files report 0 too)
   std::string data(size, '\0');

@@ -24,14 +24,13 @@ absl::string_view PlacementName(Placement p) {
 
 absl::StatusOr<Placement> ParsePlacement(absl::string_view name) {
   const std::string upper = absl::AsciiStrToUpper(name);
-  for (Placement p :
-       {Placement::kEmulated, Placement::kBoosted, Placement::kBoostedRipRel,
-        Placement::kSingleStep, Placement::kRefused}) {
+  for (Placement p : {Placement::kEmulated, Placement::kBoosted, Placement::kBoostedRipRel,
+                      Placement::kSingleStep, Placement::kRefused}) {
     if (PlacementName(p) == upper) return p;
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unknown placement '", name,
-      "'; expected EMULATED, BOOSTED, BOOSTED_RIPREL, SINGLE_STEP or REFUSED"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown placement '", name,
+                   "'; expected EMULATED, BOOSTED, BOOSTED_RIPREL, SINGLE_STEP or REFUSED"));
 }
 
 absl::string_view ProfileName(KernelProfile p) {
@@ -47,8 +46,7 @@ absl::string_view ProfileName(KernelProfile p) {
 }
 
 std::vector<KernelProfile> AllProfiles() {
-  return {KernelProfile::kLinux61, KernelProfile::kLinux618,
-          KernelProfile::kXolfleet61};
+  return {KernelProfile::kLinux61, KernelProfile::kLinux618, KernelProfile::kXolfleet61};
 }
 
 absl::StatusOr<KernelProfile> ParseProfile(absl::string_view name) {
@@ -56,9 +54,8 @@ absl::StatusOr<KernelProfile> ParseProfile(absl::string_view name) {
   for (KernelProfile p : AllProfiles()) {
     if (ProfileName(p) == lower) return p;
   }
-  return absl::InvalidArgumentError(
-      absl::StrCat("unknown kernel profile '", name,
-                   "'; expected linux-6.1, linux-6.18 or xolfleet-6.1"));
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unknown kernel profile '", name, "'; expected linux-6.1, linux-6.18 or xolfleet-6.1"));
 }
 
 }  // namespace xolfleet

@@ -12,17 +12,11 @@
 
 namespace xolfleet {
 
-enum class Placement {
-  kEmulated,
-  kBoosted,
-  kBoostedRipRel,
-  kSingleStep,
-  kRefused
-};
+enum class Placement { kEmulated, kBoosted, kBoostedRipRel, kSingleStep, kRefused };
 
 // Kernel behaviours the classifier knows (docs/placement.md, "Profiles").
 enum class KernelProfile {
-  kLinux61,  // "linux-6.1": stock 6.1, and the patched kernel with boosting off
+  kLinux61,     // "linux-6.1": stock 6.1, and the patched kernel with boosting off
   kLinux618,    // "linux-6.18": stock newer kernels (this host)
   kXolfleet61,  // "xolfleet-6.1": the patched kernel with boosting on
 };

@@ -89,8 +89,8 @@ absl::Status ValidateSpec(const v1::ProbeSpec& s, ReservedLabels reserved) {
   if (s.rate_limit_per_sec() >= kMaxRateLimit) {
     // The kernel side keeps one event per rate_interval_ns = 1e9 / limit ns: a limit of 1e9
     // or more has no interval and would mean "unlimited".
-    return Invalid(absl::StrCat("rate_limit_per_sec ", s.rate_limit_per_sec(),
-                                " is not below ", kMaxRateLimit, " events/s; use 0 for no limit"));
+    return Invalid(absl::StrCat("rate_limit_per_sec ", s.rate_limit_per_sec(), " is not below ",
+                                kMaxRateLimit, " events/s; use 0 for no limit"));
   }
   if (s.pid() < 0) return Invalid(absl::StrCat("pid ", s.pid(), " must not be negative"));
   if (absl::Status st = ValidateContainerId(s.container_id()); !st.ok()) return st;

@@ -29,8 +29,8 @@ TEST(ProbeSpec, OneGrammarForEverySite) {
     ASSERT_TRUE(again.ok()) << FormatSite(*s);
     EXPECT_EQ(again->SerializeAsString(), s->SerializeAsString()) << FormatSite(*s);
   }
-  for (const char* bad : {"/bin/x", ":main", "/bin/x:", "/bin/x:main+zz", "/bin/x@0xzz",
-                          "/bin/x@", "/bin/x:+3"}) {
+  for (const char* bad :
+       {"/bin/x", ":main", "/bin/x:", "/bin/x:main+zz", "/bin/x@0xzz", "/bin/x@", "/bin/x:+3"}) {
     EXPECT_EQ(ParseSite(bad).status().code(), absl::StatusCode::kInvalidArgument) << bad;
   }
 }
@@ -87,7 +87,8 @@ TEST(ProbeSpec, OneValidatorAndItsLimits) {
        },
        "limit"},
   };
-  for (const char* id : {"0123456789ab", "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}) {
+  for (const char* id :
+       {"0123456789ab", "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}) {
     v1::ProbeSpec s = Good();
     s.set_container_id(id);
     EXPECT_TRUE(ValidateSpec(s, ReservedLabels::kRefuse).ok()) << id;

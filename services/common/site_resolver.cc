@@ -43,8 +43,7 @@ namespace xolfleet {
 namespace {
 
 constexpr uint64_t kMaxInsnLen = 15;
-constexpr uint64_t kMaxFunctionScan =
-    1 << 20;  // decode at most 1 MiB of one function
+constexpr uint64_t kMaxFunctionScan = 1 << 20;  // decode at most 1 MiB of one function
 
 int Cost(Placement p) {
   switch (p) {
@@ -63,15 +62,13 @@ int Cost(Placement p) {
 }
 
 std::string Where(const ElfFile& elf, const std::string& symbol, uint64_t off) {
-  if (symbol.empty())
-    return absl::StrFormat("file offset 0x%x of %s", off, elf.path());
+  if (symbol.empty()) return absl::StrFormat("file offset 0x%x of %s", off, elf.path());
   return absl::StrFormat("%s+0x%x in %s", symbol, off, elf.path());
 }
 
 // A leading instruction the relocation may skip, or nullptr.
 const char* SkippableName(const std::vector<uint8_t>& b) {
-  if (b.size() == 4 && b[0] == 0xf3 && b[1] == 0x0f && b[2] == 0x1e &&
-      b[3] == 0xfa) {
+  if (b.size() == 4 && b[0] == 0xf3 && b[1] == 0x0f && b[2] == 0x1e && b[3] == 0xfa) {
     return "endbr64";
   }
   if (b.size() == 1 && b[0] == 0x90) return "nop";
@@ -79,27 +76,22 @@ const char* SkippableName(const std::vector<uint8_t>& b) {
   // 0f 1f /0 with optional 66 prefix (nopl/nopw); ModRM.reg must be 0.
   size_t i = 0;
   while (i < b.size() && b[i] == 0x66) ++i;
-  if (i + 2 < b.size() && b[i] == 0x0f && b[i + 1] == 0x1f &&
-      ((b[i + 2] >> 3) & 7) == 0) {
+  if (i + 2 < b.size() && b[i] == 0x0f && b[i + 1] == 0x1f && ((b[i + 2] >> 3) & 7) == 0) {
     return "nopl";
   }
   return nullptr;
 }
 
-absl::StatusOr<std::vector<uint8_t>> FunctionBytes(const ElfFile& elf,
-                                                   const ElfSymbol& fn) {
-  return elf.ReadAt(fn.file_offset,
-                    std::min<uint64_t>(fn.size, kMaxFunctionScan));
+absl::StatusOr<std::vector<uint8_t>> FunctionBytes(const ElfFile& elf, const ElfSymbol& fn) {
+  return elf.ReadAt(fn.file_offset, std::min<uint64_t>(fn.size, kMaxFunctionScan));
 }
 
-InsnPlacement ClassifyAt(const ElfFile& elf, uint64_t file_offset,
-                         uint64_t max_len, KernelProfile profile) {
-  auto bytes = elf.ReadAt(
-      file_offset, std::max<uint64_t>(1, std::min(kMaxInsnLen, max_len)));
+InsnPlacement ClassifyAt(const ElfFile& elf, uint64_t file_offset, uint64_t max_len,
+                         KernelProfile profile) {
+  auto bytes = elf.ReadAt(file_offset, std::max<uint64_t>(1, std::min(kMaxInsnLen, max_len)));
   if (!bytes.ok()) {
     // Near the end of the file: read what there is.
-    for (uint64_t len = std::min(kMaxInsnLen, max_len); len > 0 && !bytes.ok();
-         --len) {
+    for (uint64_t len = std::min(kMaxInsnLen, max_len); len > 0 && !bytes.ok(); --len) {
       bytes = elf.ReadAt(file_offset, len);
     }
   }
@@ -112,16 +104,14 @@ InsnPlacement ClassifyAt(const ElfFile& elf, uint64_t file_offset,
   return ClassifyInstruction(*bytes, profile);
 }
 
-void TryRelocate(const ElfFile& elf, const ElfSymbol& fn,
-                 const std::vector<uint8_t>& body, KernelProfile profile,
-                 ResolvedSite* site) {
+void TryRelocate(const ElfFile& elf, const ElfSymbol& fn, const std::vector<uint8_t>& body,
+                 KernelProfile profile, ResolvedSite* site) {
   // Walk the run of skippable instructions from the entry.
   uint32_t off = 0;
   std::vector<std::string> skipped;
   while (off < body.size()) {
     InsnPlacement p = ClassifyInstruction(
-        absl::MakeConstSpan(body).subspan(
-            off, std::min<size_t>(kMaxInsnLen, body.size() - off)),
+        absl::MakeConstSpan(body).subspan(off, std::min<size_t>(kMaxInsnLen, body.size() - off)),
         profile);
     if (p.length == 0) break;
     const char* name = SkippableName(p.bytes);
@@ -130,14 +120,13 @@ void TryRelocate(const ElfFile& elf, const ElfSymbol& fn,
     off += p.length;
   }
   if (skipped.empty()) {
-    site->relocation_note = absl::StrCat(
-        "not moved: the first instruction (", site->insn.disassembly,
-        ") is not endbr64 or a nop, nothing can be skipped");
+    site->relocation_note =
+        absl::StrCat("not moved: the first instruction (", site->insn.disassembly,
+                     ") is not endbr64 or a nop, nothing can be skipped");
     return;
   }
   if (off >= body.size()) {
-    site->relocation_note =
-        "not moved: the function is nothing but skippable instructions";
+    site->relocation_note = "not moved: the function is nothing but skippable instructions";
     return;
   }
   for (uint32_t t : BranchTargetsWithin(body)) {
@@ -151,22 +140,21 @@ void TryRelocate(const ElfFile& elf, const ElfSymbol& fn,
     }
   }
   InsnPlacement moved = ClassifyInstruction(
-      absl::MakeConstSpan(body).subspan(
-          off, std::min<size_t>(kMaxInsnLen, body.size() - off)),
+      absl::MakeConstSpan(body).subspan(off, std::min<size_t>(kMaxInsnLen, body.size() - off)),
       profile);
   const std::string what = absl::StrJoin(skipped, "; ");
   if (!moved.hazard.empty() && site->insn.hazard.empty()) {
-    site->relocation_note = absl::StrFormat(
-        "not moved: the site after %s (+0x%x, %s) has a hazard: %s", what, off,
-        moved.disassembly, moved.hazard);
+    site->relocation_note =
+        absl::StrFormat("not moved: the site after %s (+0x%x, %s) has a hazard: %s", what, off,
+                        moved.disassembly, moved.hazard);
     return;
   }
   if (Cost(moved.placement) >= Cost(site->insn.placement)) {
     site->relocation_note = absl::StrFormat(
         "not moved: the site after %s (+0x%x, %s) is %s under %s, not cheaper "
         "than %s",
-        what, off, moved.disassembly, PlacementName(moved.placement),
-        ProfileName(profile), PlacementName(site->insn.placement));
+        what, off, moved.disassembly, PlacementName(moved.placement), ProfileName(profile),
+        PlacementName(site->insn.placement));
     return;
   }
   site->relocation_note = absl::StrFormat(
@@ -174,16 +162,14 @@ void TryRelocate(const ElfFile& elf, const ElfSymbol& fn,
       "which %s no "
       "architectural effect and still run in place; no branch in %s targets "
       "+0x1..+0x%x",
-      fn.name, site->insn.disassembly, PlacementName(site->insn.placement),
-      fn.name, off, moved.disassembly, PlacementName(moved.placement),
-      ProfileName(profile), what, skipped.size() == 1 ? "has" : "have", fn.name,
-      off);
+      fn.name, site->insn.disassembly, PlacementName(site->insn.placement), fn.name, off,
+      moved.disassembly, PlacementName(moved.placement), ProfileName(profile), what,
+      skipped.size() == 1 ? "has" : "have", fn.name, off);
   site->relocated = true;
   site->requested_file_offset = site->file_offset;
   site->file_offset = fn.file_offset + off;
   site->symbol_offset = off;
-  if (auto v = elf.FileOffsetToVaddr(site->file_offset); v.ok())
-    site->vaddr = *v;
+  if (auto v = elf.FileOffsetToVaddr(site->file_offset); v.ok()) site->vaddr = *v;
   site->insn = std::move(moved);
 }
 
@@ -191,8 +177,8 @@ void TryRelocate(const ElfFile& elf, const ElfSymbol& fn,
 
 absl::Status CheckSiteIsCode(const ElfFile& elf, uint64_t file_offset, bool in_function,
                              bool confirm_raw_offset) {
-  const std::string where = absl::StrFormat("file offset 0x%x of %s", file_offset,
-                                            Truncated(elf.path(), 256));
+  const std::string where =
+      absl::StrFormat("file offset 0x%x of %s", file_offset, Truncated(elf.path(), 256));
   if (!elf.InExecutableSegment(file_offset)) {
     return absl::InvalidArgumentError(absl::StrCat(
         where, " is not code: it is not in an executable segment (PT_LOAD with PF_X)"));
@@ -206,32 +192,32 @@ absl::Status CheckSiteIsCode(const ElfFile& elf, uint64_t file_offset, bool in_f
   }
   if (in_function) return absl::OkStatus();
   if (!confirm_raw_offset) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        where, " is not inside any function symbol; to probe code outside known functions "
-               "confirm the raw offset (confirm_raw_offset, xolctl --confirm-raw-offset)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(where,
+                     " is not inside any function symbol; to probe code outside known functions "
+                     "confirm the raw offset (confirm_raw_offset, xolctl --confirm-raw-offset)"));
   }
   if (!elf.has_sections()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        where, " is outside every function symbol and the file has no section headers, so "
-               "it cannot be confirmed to be in an executable section"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(where,
+                     " is outside every function symbol and the file has no section headers, so "
+                     "it cannot be confirmed to be in an executable section"));
   }
   return absl::OkStatus();
 }
 
-absl::StatusOr<ResolvedSite> ResolveSite(const ElfFile& elf,
-                                         const SiteRequest& req,
+absl::StatusOr<ResolvedSite> ResolveSite(const ElfFile& elf, const SiteRequest& req,
                                          KernelProfile profile) {
   if (!req.build_id.empty()) {
     const std::string want = absl::AsciiStrToLower(req.build_id);
     if (elf.build_id().empty()) {
       return absl::FailedPreconditionError(absl::StrCat(
-          elf.path(), " has no build-id note; cannot check the build-id guard ",
-          want));
+          elf.path(), " has no build-id note; cannot check the build-id guard ", want));
     }
     if (elf.build_id() != want) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("build-id mismatch for ", elf.path(), ": file has ",
-                       elf.build_id(), ", request expects ", want));
+      return absl::FailedPreconditionError(absl::StrCat("build-id mismatch for ", elf.path(),
+                                                        ": file has ", elf.build_id(),
+                                                        ", request expects ", want));
     }
   }
 
@@ -242,18 +228,18 @@ absl::StatusOr<ResolvedSite> ResolveSite(const ElfFile& elf,
     absl::StatusOr<ElfSymbol> sym = elf.FindSymbol(req.symbol);
     if (!sym.ok()) return sym.status();
     if (!sym->is_function) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "symbol '", req.symbol, "' in ", elf.path(), " is not a function"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("symbol '", req.symbol, "' in ", elf.path(), " is not a function"));
     }
     if (sym->file_offset == 0) {
       return absl::InvalidArgumentError(
-          absl::StrFormat("symbol '%s' in %s (0x%x) is not in a loaded segment",
-                          req.symbol, elf.path(), sym->vaddr));
+          absl::StrFormat("symbol '%s' in %s (0x%x) is not in a loaded segment", req.symbol,
+                          elf.path(), sym->vaddr));
     }
     if (sym->size > 0 && req.offset >= sym->size) {
       return absl::InvalidArgumentError(
-          absl::StrFormat("offset 0x%x is past the end of %s (size 0x%x) in %s",
-                          req.offset, req.symbol, sym->size, elf.path()));
+          absl::StrFormat("offset 0x%x is past the end of %s (size 0x%x) in %s", req.offset,
+                          req.symbol, sym->size, elf.path()));
     }
     site.symbol = sym->name;
     site.symbol_offset = req.offset;
@@ -262,8 +248,8 @@ absl::StatusOr<ResolvedSite> ResolveSite(const ElfFile& elf,
   } else {
     site.file_offset = req.offset;
     if (!elf.ReadAt(req.offset, 1).ok()) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "file offset 0x%x is past the end of %s", req.offset, elf.path()));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("file offset 0x%x is past the end of %s", req.offset, elf.path()));
     }
     fn = elf.FunctionAtFileOffset(req.offset);
     if (fn) {
@@ -275,15 +261,14 @@ absl::StatusOr<ResolvedSite> ResolveSite(const ElfFile& elf,
   if (!vaddr.ok()) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "%s is not inside any PT_LOAD segment (not code that can be probed)",
-        Where(elf, site.symbol,
-              site.symbol.empty() ? site.file_offset : site.symbol_offset)));
+        Where(elf, site.symbol, site.symbol.empty() ? site.file_offset : site.symbol_offset)));
   }
   site.vaddr = *vaddr;
   site.requested_file_offset = site.file_offset;
   // A named function with no size is inside a function only at its entry.
   const bool in_function = fn.has_value() || (!req.symbol.empty() && req.offset == 0);
-  if (absl::Status code = CheckSiteIsCode(elf, site.file_offset, in_function,
-                                          req.confirm_raw_offset);
+  if (absl::Status code =
+          CheckSiteIsCode(elf, site.file_offset, in_function, req.confirm_raw_offset);
       !code.ok()) {
     return code;
   }
@@ -292,9 +277,8 @@ absl::StatusOr<ResolvedSite> ResolveSite(const ElfFile& elf,
   if (fn) {
     absl::StatusOr<std::vector<uint8_t>> b = FunctionBytes(elf, *fn);
     if (!b.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat("cannot read ", fn->name,
-                                                     " in ", elf.path(), ": ",
-                                                     b.status().message()));
+      return absl::InvalidArgumentError(
+          absl::StrCat("cannot read ", fn->name, " in ", elf.path(), ": ", b.status().message()));
     }
     body = std::move(*b);
     // The entry is a boundary by definition; only inner offsets need the linear
@@ -306,42 +290,38 @@ absl::StatusOr<ResolvedSite> ResolveSite(const ElfFile& elf,
       auto it = std::upper_bound(bounds.begin(), bounds.end(), off);
       uint64_t end_decoded = 0;
       if (!bounds.empty()) {
-        InsnPlacement last = ClassifyInstruction(
-            absl::MakeConstSpan(body).subspan(bounds.back()), profile);
+        InsnPlacement last =
+            ClassifyInstruction(absl::MakeConstSpan(body).subspan(bounds.back()), profile);
         end_decoded = bounds.back() + last.length;
       }
       if (off >= end_decoded && end_decoded < body.size()) {
-        return absl::InvalidArgumentError(absl::StrFormat(
-            "%s: cannot prove it is an instruction boundary: decoding %s from "
-            "its start stops "
-            "at an undecodable byte at +0x%x",
-            Where(elf, site.symbol, off), fn->name, end_decoded));
+        return absl::InvalidArgumentError(
+            absl::StrFormat("%s: cannot prove it is an instruction boundary: decoding %s from "
+                            "its start stops "
+                            "at an undecodable byte at +0x%x",
+                            Where(elf, site.symbol, off), fn->name, end_decoded));
       }
       const uint64_t before = it == bounds.begin() ? 0 : *(it - 1);
-      const std::string after =
-          it == bounds.end() ? "the end" : absl::StrFormat("+0x%x", *it);
-      InsnPlacement inside = ClassifyInstruction(
-          absl::MakeConstSpan(body).subspan(before), profile);
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "%s is not an instruction boundary: it is inside '%s' at +0x%x; the "
-          "nearest "
-          "boundaries are +0x%x and %s (use one of those offsets)",
-          Where(elf, site.symbol, off), inside.disassembly, before, before,
-          after));
+      const std::string after = it == bounds.end() ? "the end" : absl::StrFormat("+0x%x", *it);
+      InsnPlacement inside =
+          ClassifyInstruction(absl::MakeConstSpan(body).subspan(before), profile);
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s is not an instruction boundary: it is inside '%s' at +0x%x; the "
+                          "nearest "
+                          "boundaries are +0x%x and %s (use one of those offsets)",
+                          Where(elf, site.symbol, off), inside.disassembly, before, before, after));
     }
     const uint64_t left = body.size() - site.symbol_offset;
-    site.insn = ClassifyInstruction(
-        absl::MakeConstSpan(body).subspan(
-            site.symbol_offset, std::min<uint64_t>(kMaxInsnLen, left)),
-        profile);
+    site.insn = ClassifyInstruction(absl::MakeConstSpan(body).subspan(
+                                        site.symbol_offset, std::min<uint64_t>(kMaxInsnLen, left)),
+                                    profile);
   } else {
     site.insn = ClassifyAt(elf, site.file_offset, kMaxInsnLen, profile);
   }
 
   if (req.allow_relocate) {
     if (!fn || site.symbol_offset != 0) {
-      site.relocation_note =
-          "not moved: only function-entry probes (offset 0) are relocated";
+      site.relocation_note = "not moved: only function-entry probes (offset 0) are relocated";
     } else {
       TryRelocate(elf, *fn, body, profile, &site);
     }
@@ -349,15 +329,13 @@ absl::StatusOr<ResolvedSite> ResolveSite(const ElfFile& elf,
   return site;
 }
 
-absl::StatusOr<ResolvedSite> ResolveSite(const SiteRequest& req,
-                                         KernelProfile profile) {
+absl::StatusOr<ResolvedSite> ResolveSite(const SiteRequest& req, KernelProfile profile) {
   absl::StatusOr<std::unique_ptr<ElfFile>> elf = ElfFile::Open(req.binary_path);
   if (!elf.ok()) return elf.status();
   return ResolveSite(**elf, req, profile);
 }
 
-std::vector<ResolvedSite> ClassifyAllFunctionEntries(const ElfFile& elf,
-                                                     KernelProfile profile) {
+std::vector<ResolvedSite> ClassifyAllFunctionEntries(const ElfFile& elf, KernelProfile profile) {
   std::vector<ResolvedSite> out;
   for (const ElfSymbol& fn : elf.Functions()) {
     ResolvedSite site;

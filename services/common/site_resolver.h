@@ -16,9 +16,9 @@ namespace xolfleet {
 
 struct SiteRequest {
   std::string binary_path;
-  std::string symbol;        // empty: `offset` is a file offset
-  uint64_t offset = 0;       // inside symbol, or file offset
-  std::string build_id;      // hex; empty: no guard
+  std::string symbol;    // empty: `offset` is a file offset
+  uint64_t offset = 0;   // inside symbol, or file offset
+  std::string build_id;  // hex; empty: no guard
   bool allow_relocate = false;
   // A file offset outside every function symbol is probed only when confirmed, and then
   // only inside an executable section (see CheckSiteIsCode).

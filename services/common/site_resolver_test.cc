@@ -20,8 +20,7 @@ class SiteResolverTest : public ::testing::Test {
     ASSERT_TRUE(elf.ok()) << elf.status();
     elf_ = std::move(*elf);
   }
-  SiteRequest Req(const std::string& symbol, uint64_t offset = 0,
-                  bool relocate = false) {
+  SiteRequest Req(const std::string& symbol, uint64_t offset = 0, bool relocate = false) {
     SiteRequest r;
     r.binary_path = kFixture;
     r.symbol = symbol;
@@ -33,8 +32,7 @@ class SiteResolverTest : public ::testing::Test {
 };
 
 TEST_F(SiteResolverTest, ResolvesSymbolEntry) {
-  auto site =
-      ResolveSite(*elf_, Req("fx_endbr_push"), KernelProfile::kLinux618);
+  auto site = ResolveSite(*elf_, Req("fx_endbr_push"), KernelProfile::kLinux618);
   ASSERT_TRUE(site.ok()) << site.status();
   EXPECT_EQ(site->symbol, "fx_endbr_push");
   EXPECT_EQ(site->symbol_offset, 0u);
@@ -46,18 +44,14 @@ TEST_F(SiteResolverTest, ResolvesSymbolEntry) {
 }
 
 TEST_F(SiteResolverTest, MidInstructionOffsetIsRefusedWithNearestBoundaries) {
-  auto site =
-      ResolveSite(*elf_, Req("fx_endbr_push", 2), KernelProfile::kLinux618);
-  ASSERT_EQ(site.status().code(), absl::StatusCode::kInvalidArgument)
-      << site.status();
-  EXPECT_THAT(site.status().message(),
-              HasSubstr("not an instruction boundary"));
+  auto site = ResolveSite(*elf_, Req("fx_endbr_push", 2), KernelProfile::kLinux618);
+  ASSERT_EQ(site.status().code(), absl::StatusCode::kInvalidArgument) << site.status();
+  EXPECT_THAT(site.status().message(), HasSubstr("not an instruction boundary"));
   EXPECT_THAT(site.status().message(), HasSubstr("+0x0 and +0x4"));
   EXPECT_THAT(site.status().message(), HasSubstr("endbr64"));
   EXPECT_THAT(site.status().message(), HasSubstr(kFixture));
   // A boundary is fine.
-  auto ok =
-      ResolveSite(*elf_, Req("fx_endbr_push", 4), KernelProfile::kLinux618);
+  auto ok = ResolveSite(*elf_, Req("fx_endbr_push", 4), KernelProfile::kLinux618);
   ASSERT_TRUE(ok.ok()) << ok.status();
   EXPECT_EQ(ok->insn.disassembly, "push rbp");
   EXPECT_EQ(ok->insn.placement, Placement::kEmulated);
@@ -74,8 +68,7 @@ TEST_F(SiteResolverTest, OffsetPastSymbolOrFile) {
 TEST_F(SiteResolverTest, UndecodableMiddleCannotBeProven) {
   // push rbp (0), 06 (1, undecodable), pop rbp (2): +2 is after the undecodable
   // byte.
-  auto site =
-      ResolveSite(*elf_, Req("fx_bad_middle", 2), KernelProfile::kLinux61);
+  auto site = ResolveSite(*elf_, Req("fx_bad_middle", 2), KernelProfile::kLinux61);
   EXPECT_EQ(site.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(site.status().message(), HasSubstr("undecodable"));
 }
@@ -124,8 +117,7 @@ TEST_F(SiteResolverTest, OnlyCodeCanBeASite) {
   EXPECT_EQ(confirmed->insn.disassembly, "push rbp");
   EXPECT_TRUE(confirmed->symbol.empty());
   // Offsets inside functions need no confirmation (FileOffsetFindsContainingFunction).
-  EXPECT_TRUE(CheckSiteIsCode(*elf_, elf_->FindSymbol("fx_plain")->file_offset, true, false)
-                  .ok());
+  EXPECT_TRUE(CheckSiteIsCode(*elf_, elf_->FindSymbol("fx_plain")->file_offset, true, false).ok());
 }
 
 TEST_F(SiteResolverTest, BuildIdGuard) {
@@ -142,8 +134,7 @@ TEST_F(SiteResolverTest, BuildIdGuard) {
 TEST_F(SiteResolverTest, MissingFileAndSymbol) {
   SiteRequest r = Req("fx_plain");
   r.binary_path = "/nonexistent/bin";
-  EXPECT_EQ(ResolveSite(r, KernelProfile::kLinux61).status().code(),
-            absl::StatusCode::kNotFound);
+  EXPECT_EQ(ResolveSite(r, KernelProfile::kLinux61).status().code(), absl::StatusCode::kNotFound);
   auto missing = ResolveSite(*elf_, Req("fx_nope"), KernelProfile::kLinux61);
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
   auto data = ResolveSite(*elf_, Req("fx_data"), KernelProfile::kLinux61);
@@ -151,8 +142,7 @@ TEST_F(SiteResolverTest, MissingFileAndSymbol) {
 }
 
 TEST_F(SiteResolverTest, RelocatesPastEndbr64WhenCheaper) {
-  auto site = ResolveSite(*elf_, Req("fx_endbr_push", 0, true),
-                          KernelProfile::kLinux618);
+  auto site = ResolveSite(*elf_, Req("fx_endbr_push", 0, true), KernelProfile::kLinux618);
   ASSERT_TRUE(site.ok()) << site.status();
   EXPECT_TRUE(site->relocated) << site->relocation_note;
   EXPECT_EQ(site->symbol_offset, 4u);
@@ -163,8 +153,7 @@ TEST_F(SiteResolverTest, RelocatesPastEndbr64WhenCheaper) {
 }
 
 TEST_F(SiteResolverTest, RelocatesPastEndbr64AndNop) {
-  auto site = ResolveSite(*elf_, Req("fx_endbr_nop_push", 0, true),
-                          KernelProfile::kLinux61);
+  auto site = ResolveSite(*elf_, Req("fx_endbr_nop_push", 0, true), KernelProfile::kLinux61);
   ASSERT_TRUE(site.ok()) << site.status();
   EXPECT_TRUE(site->relocated) << site->relocation_note;
   EXPECT_EQ(site->symbol_offset, 8u);
@@ -172,8 +161,7 @@ TEST_F(SiteResolverTest, RelocatesPastEndbr64AndNop) {
 }
 
 TEST_F(SiteResolverTest, DoesNotRelocateOntoABranchTarget) {
-  auto site = ResolveSite(*elf_, Req("fx_endbr_loop", 0, true),
-                          KernelProfile::kLinux618);
+  auto site = ResolveSite(*elf_, Req("fx_endbr_loop", 0, true), KernelProfile::kLinux618);
   ASSERT_TRUE(site.ok()) << site.status();
   EXPECT_FALSE(site->relocated);
   EXPECT_EQ(site->symbol_offset, 0u);
@@ -181,34 +169,29 @@ TEST_F(SiteResolverTest, DoesNotRelocateOntoABranchTarget) {
 }
 
 TEST_F(SiteResolverTest, DoesNotRelocateOntoAHazard) {
-  auto site = ResolveSite(*elf_, Req("fx_endbr_vex", 0, true),
-                          KernelProfile::kLinux618);
+  auto site = ResolveSite(*elf_, Req("fx_endbr_vex", 0, true), KernelProfile::kLinux618);
   ASSERT_TRUE(site.ok()) << site.status();
   EXPECT_FALSE(site->relocated);
   EXPECT_THAT(site->relocation_note, HasSubstr("hazard"));
 }
 
 TEST_F(SiteResolverTest, DoesNotRelocateWhenNotCheaperOrNothingToSkip) {
-  auto mov = ResolveSite(*elf_, Req("fx_endbr_mov", 0, true),
-                         KernelProfile::kLinux618);
+  auto mov = ResolveSite(*elf_, Req("fx_endbr_mov", 0, true), KernelProfile::kLinux618);
   ASSERT_TRUE(mov.ok());
   EXPECT_FALSE(mov->relocated);
   EXPECT_THAT(mov->relocation_note, HasSubstr("not cheaper"));
-  auto plain =
-      ResolveSite(*elf_, Req("fx_plain", 0, true), KernelProfile::kLinux618);
+  auto plain = ResolveSite(*elf_, Req("fx_plain", 0, true), KernelProfile::kLinux618);
   ASSERT_TRUE(plain.ok());
   EXPECT_FALSE(plain->relocated);
   EXPECT_THAT(plain->relocation_note, HasSubstr("not endbr64"));
-  auto inner = ResolveSite(*elf_, Req("fx_endbr_push", 4, true),
-                           KernelProfile::kLinux618);
+  auto inner = ResolveSite(*elf_, Req("fx_endbr_push", 4, true), KernelProfile::kLinux618);
   ASSERT_TRUE(inner.ok());
   EXPECT_FALSE(inner->relocated);
   EXPECT_THAT(inner->relocation_note, HasSubstr("function-entry"));
 }
 
 TEST_F(SiteResolverTest, ClassifyAllFunctionEntries) {
-  std::vector<ResolvedSite> sites =
-      ClassifyAllFunctionEntries(*elf_, KernelProfile::kLinux618);
+  std::vector<ResolvedSite> sites = ClassifyAllFunctionEntries(*elf_, KernelProfile::kLinux618);
   ASSERT_GE(sites.size(), 6u);
   bool saw = false;
   for (const ResolvedSite& s : sites) {

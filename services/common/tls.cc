@@ -86,9 +86,9 @@ absl::StatusOr<Pems> ReadPems(const TlsFiles& f) {
 // Plaintext only where nothing leaves the machine: INVALID_ARGUMENT otherwise.
 absl::Status CheckPlaintextIsLocal(absl::string_view address, absl::string_view on_or_to) {
   if (IsLocalAddress(address)) return absl::OkStatus();
-  return absl::InvalidArgumentError(absl::StrCat(
-      "refusing plaintext ", on_or_to, " ", address, ": --insecure_plaintext is only allowed ",
-      on_or_to, " loopback addresses or unix sockets"));
+  return absl::InvalidArgumentError(absl::StrCat("refusing plaintext ", on_or_to, " ", address,
+                                                 ": --insecure_plaintext is only allowed ",
+                                                 on_or_to, " loopback addresses or unix sockets"));
 }
 }  // namespace
 

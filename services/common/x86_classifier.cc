@@ -307,18 +307,16 @@ struct Decoded {
 bool Decode(absl::Span<const uint8_t> code, Decoded* d) {
   if (code.empty()) return false;
   return ZYAN_SUCCESS(ZydisDecoderDecodeFull(&Decoder(), code.data(),
-                                             std::min(code.size(), kMaxInsnLen),
-                                             &d->insn, d->ops));
+                                             std::min(code.size(), kMaxInsnLen), &d->insn, d->ops));
 }
 
 // Instruction only, no operands: what the function walkers need, and several
 // times faster.
-bool DecodeInsnOnly(absl::Span<const uint8_t> code,
-                    ZydisDecodedInstruction* in) {
+bool DecodeInsnOnly(absl::Span<const uint8_t> code, ZydisDecodedInstruction* in) {
   if (code.empty()) return false;
   ZydisDecoderContext ctx;
-  return ZYAN_SUCCESS(ZydisDecoderDecodeInstruction(
-      &Decoder(), &ctx, code.data(), std::min(code.size(), kMaxInsnLen), in));
+  return ZYAN_SUCCESS(ZydisDecoderDecodeInstruction(&Decoder(), &ctx, code.data(),
+                                                    std::min(code.size(), kMaxInsnLen), in));
 }
 
 bool IsLegacyPrefix(uint8_t b) {
@@ -363,8 +361,7 @@ KernelView ViewOf(const Decoded& d, absl::Span<const uint8_t> code) {
     if (IsLegacyPrefix(b)) v.prefixes.push_back(b);
   }
   if (in.attributes & ZYDIS_ATTRIB_HAS_REX) {
-    v.rex = 0x40 | (in.raw.rex.W << 3) | (in.raw.rex.R << 2) |
-            (in.raw.rex.X << 1) | in.raw.rex.B;
+    v.rex = 0x40 | (in.raw.rex.W << 3) | (in.raw.rex.R << 2) | (in.raw.rex.X << 1) | in.raw.rex.B;
   }
   switch (in.encoding) {
     case ZYDIS_INSTRUCTION_ENCODING_VEX:
@@ -449,8 +446,7 @@ constexpr char kVexSkipped[] =
 
 // The stock kernels: uprobe_init_insn(), branch_setup_xol_ops(),
 // push_setup_xol_ops().
-Decision ClassifyStock(const KernelView& v, absl::Span<const uint8_t> bytes,
-                       bool linux_6_16) {
+Decision ClassifyStock(const KernelView& v, absl::Span<const uint8_t> bytes, bool linux_6_16) {
   // uprobe_init_insn(): is_prefix_bad().
   for (uint8_t p : v.prefixes) {
     const char* name = nullptr;
@@ -472,36 +468,29 @@ Decision ClassifyStock(const KernelView& v, absl::Span<const uint8_t> bytes,
         break;
     }
     if (name) {
-      return {
-          Placement::kRefused,
-          absl::StrCat("prefix ", Hex(p), " (", name,
-                       ") is refused by uprobe_init_insn() (is_prefix_bad)")};
+      return {Placement::kRefused,
+              absl::StrCat("prefix ", Hex(p), " (", name,
+                           ") is refused by uprobe_init_insn() (is_prefix_bad)")};
     }
   }
   // insn_masking_exception(): mov to %ss (pop %ss is invalid in 64-bit mode).
   if (!v.avx && v.nbytes == 1 && v.opc1 == 0x8e && v.reg == 2) {
-    return {Placement::kRefused,
-            "mov to %ss masks exceptions (insn_masking_exception)"};
+    return {Placement::kRefused, "mov to %ss masks exceptions (insn_masking_exception)"};
   }
   // good_insns_64 / good_2byte_insns.
   if (!kGoodInsns64[v.opc1]) {
     bool ok = false;
-    if (v.nbytes == 2 && kGood2ByteInsns[v.opc2])
-      ok = true;  // unreachable for 64-bit tasks
+    if (v.nbytes == 2 && kGood2ByteInsns[v.opc2]) ok = true;  // unreachable for 64-bit tasks
     if (!ok) {
       return {Placement::kRefused,
-              absl::StrCat(OpcodeText(v), " is not in good_insns_64: ",
-                           RefusedOpcodeWhy(v.opc1))};
+              absl::StrCat(OpcodeText(v), " is not in good_insns_64: ", RefusedOpcodeWhy(v.opc1))};
     }
   }
   // 6.16+: exact x86_nops[len] forms are emulated.
-  if (linux_6_16 && bytes.size() <= 8 &&
-      X86Nops()[bytes.size()].size() == bytes.size() &&
+  if (linux_6_16 && bytes.size() <= 8 && X86Nops()[bytes.size()].size() == bytes.size() &&
       std::equal(bytes.begin(), bytes.end(), X86Nops()[bytes.size()].begin())) {
-    std::string reason =
-        absl::StrCat("x86_nops[", bytes.size(), "]: nop emulated (6.16+)");
-    if (bytes.size() == 5)
-      absl::StrAppend(&reason, "; 6.18 then optimizes nop5 into a call");
+    std::string reason = absl::StrCat("x86_nops[", bytes.size(), "]: nop emulated (6.16+)");
+    if (bytes.size() == 5) absl::StrAppend(&reason, "; 6.18 then optimizes nop5 into a call");
     return {Placement::kEmulated, reason};
   }
   // branch_setup_xol_ops().
@@ -520,17 +509,14 @@ Decision ClassifyStock(const KernelView& v, absl::Span<const uint8_t> bytes,
       branch = true, what = "jmp rel32";
       break;
     case 0x90: {
-      std::string reason =
-          "prefix* + 0x90 (nop/pause) emulated as a jump to the next insn";
-      if (v.rex >= 0 && (v.rex & 1))
-        absl::StrAppend(&reason, " (REX.B: really xchg with r8)");
+      std::string reason = "prefix* + 0x90 (nop/pause) emulated as a jump to the next insn";
+      if (v.rex >= 0 && (v.rex & 1)) absl::StrAppend(&reason, " (REX.B: really xchg with r8)");
       absl::StrAppend(&reason, avx_warning);
       std::string hazard;
       if (v.avx) {
         hazard = kVexSkipped;
       } else if (v.rex >= 0 && (v.rex & 1)) {
-        hazard =
-            "xchg with r8 is emulated as a nop: the exchange never happens";
+        hazard = "xchg with r8 is emulated as a nop: the exchange never happens";
       }
       return {Placement::kEmulated, reason, hazard};
     }
@@ -538,8 +524,7 @@ Decision ClassifyStock(const KernelView& v, absl::Span<const uint8_t> bytes,
       branch = true, what = "call rel32";
       break;
     case 0x0f:
-      if (v.nbytes == 2 &&
-          IsCondJmpOpcode(static_cast<uint8_t>(v.opc2 - 0x10))) {
+      if (v.nbytes == 2 && IsCondJmpOpcode(static_cast<uint8_t>(v.opc2 - 0x10))) {
         branch = true, what = "jcc rel32";
       }
       break;
@@ -549,14 +534,11 @@ Decision ClassifyStock(const KernelView& v, absl::Span<const uint8_t> bytes,
   if (branch) {
     if (HasPrefix(v, 0x66)) {
       return {Placement::kRefused,
-              absl::StrCat(
-                  what,
-                  " with a 0x66 prefix is refused by branch_setup_xol_ops()")};
+              absl::StrCat(what, " with a 0x66 prefix is refused by branch_setup_xol_ops()")};
     }
-    return {
-        Placement::kEmulated,
-        absl::StrCat(what, " emulated by branch_setup_xol_ops()", avx_warning),
-        v.avx ? kVexSkipped : ""};
+    return {Placement::kEmulated,
+            absl::StrCat(what, " emulated by branch_setup_xol_ops()", avx_warning),
+            v.avx ? kVexSkipped : ""};
   }
   // push_setup_xol_ops().
   if (opc1 >= 0x50 && opc1 <= 0x57 && bytes.size() <= 2) {
@@ -566,17 +548,12 @@ Decision ClassifyStock(const KernelView& v, absl::Span<const uint8_t> bytes,
     }
   }
   std::string reason = "single-stepped out of line (default_xol_ops)";
-  if (v.nbytes >= 2 && v.opc1 == 0x0f && !kGood2ByteInsns[v.opc2] &&
-      v.nbytes == 2) {
-    absl::StrAppend(
-        &reason, "; 0f ", Hex(v.opc2),
-        " is unmarked in good_2byte_insns but that table is never consulted");
+  if (v.nbytes >= 2 && v.opc1 == 0x0f && !kGood2ByteInsns[v.opc2] && v.nbytes == 2) {
+    absl::StrAppend(&reason, "; 0f ", Hex(v.opc2),
+                    " is unmarked in good_2byte_insns but that table is never consulted");
   }
-  if (v.riprel)
-    absl::StrAppend(&reason,
-                    "; rip-relative operand rewritten via scratch register");
-  if (v.xop)
-    absl::StrAppend(&reason, "; XOP: the kernel decoder sees 8f (pop r/m)");
+  if (v.riprel) absl::StrAppend(&reason, "; rip-relative operand rewritten via scratch register");
+  if (v.xop) absl::StrAppend(&reason, "; XOP: the kernel decoder sees 8f (pop r/m)");
   std::string hazard;
   if (!v.avx && v.nbytes == 1 && v.opc1 == 0x9c) {
     hazard =
@@ -609,18 +586,16 @@ bool UsesRsp(const Decoded& d, const KernelView& v) {
           break;
       }
     } else if (op.type == ZYDIS_OPERAND_TYPE_MEMORY) {
-      if (op.mem.base == ZYDIS_REGISTER_RSP ||
-          op.mem.index == ZYDIS_REGISTER_RSP)
-        return true;
+      if (op.mem.base == ZYDIS_REGISTER_RSP || op.mem.index == ZYDIS_REGISTER_RSP) return true;
     }
   }
   if (v.avx || v.nbytes != 1) return false;
   // Implicit stack users, listed by docs/placement.md (Zydis reports them as
   // hidden operands too; the list keeps us honest if it does not).
   const uint8_t op = v.opc1;
-  if ((op >= 0x50 && op <= 0x5f) || op == 0x68 || op == 0x6a || op == 0x8f ||
-      op == 0x9c || op == 0x9d || op == 0xc2 || op == 0xc3 || op == 0xc8 ||
-      op == 0xc9 || op == 0xca || op == 0xcb || op == 0xe8) {
+  if ((op >= 0x50 && op <= 0x5f) || op == 0x68 || op == 0x6a || op == 0x8f || op == 0x9c ||
+      op == 0x9d || op == 0xc2 || op == 0xc3 || op == 0xc8 || op == 0xc9 || op == 0xca ||
+      op == 0xcb || op == 0xe8) {
     return true;
   }
   if (op == 0xff && (v.reg == 2 || v.reg == 3 || v.reg == 6)) return true;
@@ -646,43 +621,33 @@ Decision BoostOrKeep(const Decoded& d, const KernelView& v) {
   // the encoding: a VEX/EVEX instruction whose opcode byte is that of a ret,
   // far jump, call or popf gets no FIX_IP (or FIX_CALL, FIX_SETF), and the
   // kernel boosts only FIX_IP-only instructions.
-  if ((v.avx || v.xop) &&
-      (v.opc1 == 0xc2 || v.opc1 == 0xc3 || v.opc1 == 0xca || v.opc1 == 0xcb ||
-       v.opc1 == 0xea || v.opc1 == 0x9a || v.opc1 == 0x9d ||
-       (v.opc1 == 0xff && v.has_modrm && v.reg >= 2 && v.reg <= 5))) {
-    return {Placement::kSingleStep,
-            keep + "6.1 takes VEX/EVEX opcode byte " + Hex(v.opc1) +
-                " for a ret/call/jmp/popf (fix-ups without FIX_IP)"};
+  if ((v.avx || v.xop) && (v.opc1 == 0xc2 || v.opc1 == 0xc3 || v.opc1 == 0xca || v.opc1 == 0xcb ||
+                           v.opc1 == 0xea || v.opc1 == 0x9a || v.opc1 == 0x9d ||
+                           (v.opc1 == 0xff && v.has_modrm && v.reg >= 2 && v.reg <= 5))) {
+    return {Placement::kSingleStep, keep + "6.1 takes VEX/EVEX opcode byte " + Hex(v.opc1) +
+                                        " for a ret/call/jmp/popf (fix-ups without FIX_IP)"};
   }
-  if (HasPrefix(v, 0x67))
-    return {Placement::kSingleStep, keep + "address-size prefix 0x67"};
-  if (HasPrefix(v, 0x2e))
-    return {Placement::kSingleStep, keep + "cs prefix 0x2e"};
-  if (const Exclusion* e = BoostExclusion(v))
-    return {Placement::kSingleStep, keep + e->why};
+  if (HasPrefix(v, 0x67)) return {Placement::kSingleStep, keep + "address-size prefix 0x67"};
+  if (HasPrefix(v, 0x2e)) return {Placement::kSingleStep, keep + "cs prefix 0x2e"};
+  if (const Exclusion* e = BoostExclusion(v)) return {Placement::kSingleStep, keep + e->why};
   if (v.nbytes == 1 && !v.avx && (HasPrefix(v, 0xf2) || HasPrefix(v, 0xf3)) &&
-      ((v.opc1 >= 0xa4 && v.opc1 <= 0xa7) ||
-       (v.opc1 >= 0xaa && v.opc1 <= 0xaf))) {
+      ((v.opc1 >= 0xa4 && v.opc1 <= 0xa7) || (v.opc1 >= 0xaa && v.opc1 <= 0xaf))) {
     return {Placement::kBoosted,
             "boosted rep string instruction: one hit per execution, an "
             "interrupted rep resumes at the probe address with its partial "
             "count"};
   }
-  if (!v.riprel)
-    return {Placement::kBoosted,
-            "boosted: insn; jmp back from the per-CPU slot"};
+  if (!v.riprel) return {Placement::kBoosted, "boosted: insn; jmp back from the per-CPU slot"};
   if (UsesRsp(d, v)) {
     return {Placement::kSingleStep, keep + "rip-relative and uses %rsp"};
   }
   const bool names_rsi = v.reg == 6 || v.vvvv == 6;
   const bool names_rdi = v.reg == 7 || v.vvvv == 7;
   if (names_rsi && names_rdi) {
-    return {Placement::kSingleStep,
-            keep + "rip-relative, names both %rsi and %rdi"};
+    return {Placement::kSingleStep, keep + "rip-relative, names both %rsi and %rdi"};
   }
   return {Placement::kBoostedRipRel,
-          absl::StrCat("boosted rip-relative via scratch ",
-                       names_rsi ? "%rdi" : "%rsi")};
+          absl::StrCat("boosted rip-relative via scratch ", names_rsi ? "%rdi" : "%rsi")};
 }
 
 // Returns and indirect branches the series emulates (docs/placement.md):
@@ -697,28 +662,25 @@ bool SeriesEmulates(const KernelView& v) {
 
 // xolfleet-6.1: the linux-6.1 answer, with SINGLE_STEP sites emulated or
 // boosted where the rules allow.
-Decision ClassifyXolfleet(const Decoded& d, const KernelView& v,
-                          absl::Span<const uint8_t> bytes) {
+Decision ClassifyXolfleet(const Decoded& d, const KernelView& v, absl::Span<const uint8_t> bytes) {
   Decision stock = ClassifyStock(v, bytes, /*linux_6_16=*/false);
   if (stock.placement != Placement::kSingleStep) return stock;
   if (SeriesEmulates(v)) {
-    return {Placement::kEmulated,
-            v.opc1 == 0xff ? "emulated indirect branch: target read (and "
-                             "return address pushed) in the trap handler"
-                           : "emulated return: target popped in the trap "
-                             "handler"};
+    return {Placement::kEmulated, v.opc1 == 0xff ? "emulated indirect branch: target read (and "
+                                                   "return address pushed) in the trap handler"
+                                                 : "emulated return: target popped in the trap "
+                                                   "handler"};
   }
   Decision boosted = BoostOrKeep(d, v);
-  if (boosted.placement == Placement::kSingleStep)
-    boosted.hazard = stock.hazard;
+  if (boosted.placement == Placement::kSingleStep) boosted.hazard = stock.hazard;
   return boosted;
 }
 
 std::string Disassemble(const Decoded& d) {
   char buf[256];
-  if (!ZYAN_SUCCESS(ZydisFormatterFormatInstruction(
-          &Formatter(), &d.insn, d.ops, d.insn.operand_count_visible, buf,
-          sizeof(buf), ZYDIS_RUNTIME_ADDRESS_NONE, nullptr))) {
+  if (!ZYAN_SUCCESS(ZydisFormatterFormatInstruction(&Formatter(), &d.insn, d.ops,
+                                                    d.insn.operand_count_visible, buf, sizeof(buf),
+                                                    ZYDIS_RUNTIME_ADDRESS_NONE, nullptr))) {
     return "";
   }
   return buf;
@@ -734,8 +696,7 @@ int FirstOpcodeByte(absl::Span<const uint8_t> code) {
 
 }  // namespace
 
-InsnPlacement ClassifyInstruction(absl::Span<const uint8_t> code,
-                                  KernelProfile profile) {
+InsnPlacement ClassifyInstruction(absl::Span<const uint8_t> code, KernelProfile profile) {
   InsnPlacement out;
   Decoded d;
   if (!Decode(code, &d)) {
@@ -749,8 +710,7 @@ InsnPlacement ClassifyInstruction(absl::Span<const uint8_t> code,
     } else {
       out.reason = "undecodable as x86-64 (truncated or invalid encoding)";
     }
-    out.bytes.assign(code.begin(),
-                     code.begin() + std::min(code.size(), kMaxInsnLen));
+    out.bytes.assign(code.begin(), code.begin() + std::min(code.size(), kMaxInsnLen));
     return out;
   }
   out.length = d.insn.length;
@@ -776,8 +736,7 @@ InsnPlacement ClassifyInstruction(absl::Span<const uint8_t> code,
   return out;
 }
 
-std::vector<uint32_t> InstructionBoundaries(
-    absl::Span<const uint8_t> function) {
+std::vector<uint32_t> InstructionBoundaries(absl::Span<const uint8_t> function) {
   std::vector<uint32_t> out;
   size_t off = 0;
   ZydisDecodedInstruction in;
@@ -795,10 +754,8 @@ std::vector<uint32_t> BranchTargetsWithin(absl::Span<const uint8_t> function) {
   ZydisDecodedInstruction in;
   while (off < function.size()) {
     if (!DecodeInsnOnly(function.subspan(off), &in)) break;
-    if ((in.attributes & ZYDIS_ATTRIB_IS_RELATIVE) &&
-        in.raw.imm[0].is_relative) {
-      const int64_t target =
-          static_cast<int64_t>(off) + in.length + in.raw.imm[0].value.s;
+    if ((in.attributes & ZYDIS_ATTRIB_IS_RELATIVE) && in.raw.imm[0].is_relative) {
+      const int64_t target = static_cast<int64_t>(off) + in.length + in.raw.imm[0].value.s;
       if (target >= 0 && target < static_cast<int64_t>(function.size())) {
         out.push_back(static_cast<uint32_t>(target));
       }

@@ -67,21 +67,18 @@ std::vector<Row> LoadCorpus() {
 TEST(PlacementCorpus, EveryRowUnderEveryProfile) {
   const std::vector<Row> rows = LoadCorpus();
   ASSERT_GE(rows.size(), 90u);
-  const KernelProfile profiles[] = {KernelProfile::kLinux61,
-                                    KernelProfile::kLinux618,
+  const KernelProfile profiles[] = {KernelProfile::kLinux61, KernelProfile::kLinux618,
                                     KernelProfile::kXolfleet61};
   for (const Row& r : rows) {
     for (int i = 0; i < 3; ++i) {
       InsnPlacement p = ClassifyInstruction(r.bytes, profiles[i]);
       EXPECT_EQ(PlacementName(p.placement), PlacementName(r.expected[i]))
-          << "line " << r.line << " [" << r.text << "] " << r.description
-          << " under " << ProfileName(profiles[i]) << ": " << p.disassembly
-          << " -- " << p.reason;
+          << "line " << r.line << " [" << r.text << "] " << r.description << " under "
+          << ProfileName(profiles[i]) << ": " << p.disassembly << " -- " << p.reason;
       EXPECT_FALSE(p.reason.empty());
       if (p.length != 0) {
         // Every decodable corpus row is exactly one instruction.
-        EXPECT_EQ(p.length, r.bytes.size())
-            << "line " << r.line << " " << p.disassembly;
+        EXPECT_EQ(p.length, r.bytes.size()) << "line " << r.line << " " << p.disassembly;
       }
     }
   }
@@ -111,15 +108,11 @@ TEST(Classifier, AllShortJccAreEmulatedAndRefusedWith66) {
   for (int op = 0x70; op <= 0x7f; ++op) {
     const std::vector<uint8_t> jcc = {static_cast<uint8_t>(op), 0x10};
     const std::vector<uint8_t> jcc66 = {0x66, static_cast<uint8_t>(op), 0x10};
-    const std::vector<uint8_t> near = {
-        0x0f, static_cast<uint8_t>(op + 0x10), 0, 1, 0, 0};
+    const std::vector<uint8_t> near = {0x0f, static_cast<uint8_t>(op + 0x10), 0, 1, 0, 0};
     for (KernelProfile prof : AllProfiles()) {
-      EXPECT_EQ(ClassifyInstruction(jcc, prof).placement, Placement::kEmulated)
-          << op;
-      EXPECT_EQ(ClassifyInstruction(near, prof).placement, Placement::kEmulated)
-          << op;
-      EXPECT_EQ(ClassifyInstruction(jcc66, prof).placement, Placement::kRefused)
-          << op;
+      EXPECT_EQ(ClassifyInstruction(jcc, prof).placement, Placement::kEmulated) << op;
+      EXPECT_EQ(ClassifyInstruction(near, prof).placement, Placement::kEmulated) << op;
+      EXPECT_EQ(ClassifyInstruction(jcc66, prof).placement, Placement::kRefused) << op;
     }
   }
 }
@@ -128,13 +121,10 @@ TEST(Classifier, PushRegisterForms) {
   for (int op = 0x50; op <= 0x57; ++op) {
     const std::vector<uint8_t> push = {static_cast<uint8_t>(op)};
     const std::vector<uint8_t> push_r = {0x41, static_cast<uint8_t>(op)};
-    const std::vector<uint8_t> push_w = {0x49,
-                                         static_cast<uint8_t>(op)};  // REX.WB
+    const std::vector<uint8_t> push_w = {0x49, static_cast<uint8_t>(op)};  // REX.WB
     for (KernelProfile prof : AllProfiles()) {
-      EXPECT_EQ(ClassifyInstruction(push, prof).placement,
-                Placement::kEmulated);
-      EXPECT_EQ(ClassifyInstruction(push_r, prof).placement,
-                Placement::kEmulated);
+      EXPECT_EQ(ClassifyInstruction(push, prof).placement, Placement::kEmulated);
+      EXPECT_EQ(ClassifyInstruction(push_r, prof).placement, Placement::kEmulated);
     }
     EXPECT_EQ(ClassifyInstruction(push_w, KernelProfile::kLinux61).placement,
               Placement::kSingleStep);
@@ -156,51 +146,44 @@ TEST(Classifier, BadPrefixesRefuseAnything) {
         EXPECT_EQ(p.placement, Placement::kRefused);
         continue;
       }
-      EXPECT_EQ(p.placement, Placement::kRefused)
-          << int(prefix) << " " << p.reason;
+      EXPECT_EQ(p.placement, Placement::kRefused) << int(prefix) << " " << p.reason;
       EXPECT_THAT(p.reason, HasSubstr("prefix"));
     }
   }
   // fs/gs are fine.
   for (uint8_t prefix : {0x64, 0x65}) {
     const std::vector<uint8_t> code = {prefix, 0x48, 0x8b, 0x00};
-    EXPECT_EQ(ClassifyInstruction(code, KernelProfile::kLinux61).placement,
-              Placement::kSingleStep);
+    EXPECT_EQ(ClassifyInstruction(code, KernelProfile::kLinux61).placement, Placement::kSingleStep);
   }
 }
 
 TEST(Classifier, NopEmulationIsExactBytesOn618Only) {
   // Every x86_nops form is emulated on 6.18; flipping any byte of the longer
   // ones is not.
-  const std::vector<std::vector<uint8_t>> nops = {
-      {0x0f, 0x1f, 0x00},
-      {0x0f, 0x1f, 0x40, 0x00},
-      {0x0f, 0x1f, 0x44, 0x00, 0x00},
-      {0x66, 0x0f, 0x1f, 0x44, 0x00, 0x00},
-      {0x0f, 0x1f, 0x80, 0x00, 0x00, 0x00, 0x00},
-      {0x0f, 0x1f, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00}};
+  const std::vector<std::vector<uint8_t>> nops = {{0x0f, 0x1f, 0x00},
+                                                  {0x0f, 0x1f, 0x40, 0x00},
+                                                  {0x0f, 0x1f, 0x44, 0x00, 0x00},
+                                                  {0x66, 0x0f, 0x1f, 0x44, 0x00, 0x00},
+                                                  {0x0f, 0x1f, 0x80, 0x00, 0x00, 0x00, 0x00},
+                                                  {0x0f, 0x1f, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00}};
   for (const auto& nop : nops) {
-    EXPECT_EQ(ClassifyInstruction(nop, KernelProfile::kLinux618).placement,
-              Placement::kEmulated);
-    EXPECT_EQ(ClassifyInstruction(nop, KernelProfile::kLinux61).placement,
-              Placement::kSingleStep);
+    EXPECT_EQ(ClassifyInstruction(nop, KernelProfile::kLinux618).placement, Placement::kEmulated);
+    EXPECT_EQ(ClassifyInstruction(nop, KernelProfile::kLinux61).placement, Placement::kSingleStep);
     std::vector<uint8_t> other = nop;
     other.back() = 0x01;  // non-zero displacement / different ModRM
     InsnPlacement p = ClassifyInstruction(other, KernelProfile::kLinux618);
-    if (p.length == other.size())
-      EXPECT_EQ(p.placement, Placement::kSingleStep);
+    if (p.length == other.size()) EXPECT_EQ(p.placement, Placement::kSingleStep);
   }
 }
 
 TEST(Classifier, RefusedOneByteOpcodesAreRefusedEverywhere) {
   // Opcodes good_insns_64 excludes that still decode in 64-bit mode.
-  for (uint8_t op : {0x6c, 0x6d, 0x6e, 0x6f, 0xcc, 0xcf, 0xe4, 0xe5, 0xe6, 0xe7,
-                     0xec, 0xed, 0xee, 0xef, 0xf1, 0xf4, 0xfa, 0xfb}) {
+  for (uint8_t op : {0x6c, 0x6d, 0x6e, 0x6f, 0xcc, 0xcf, 0xe4, 0xe5, 0xe6, 0xe7, 0xec, 0xed, 0xee,
+                     0xef, 0xf1, 0xf4, 0xfa, 0xfb}) {
     const std::vector<uint8_t> code = {op, 0x00, 0x00};
     for (KernelProfile prof : AllProfiles()) {
       InsnPlacement p = ClassifyInstruction(code, prof);
-      EXPECT_EQ(p.placement, Placement::kRefused)
-          << std::hex << int(op) << " " << p.reason;
+      EXPECT_EQ(p.placement, Placement::kRefused) << std::hex << int(op) << " " << p.reason;
       EXPECT_THAT(p.reason, HasSubstr("good_insns_64"));
     }
   }
@@ -211,8 +194,7 @@ TEST(Classifier, XolfleetNeverBoostsWhatStockEmulatesOrRefuses) {
   for (int a = 0; a < 256; ++a) {
     for (int b : {-1, 0x00, 0x05, 0x1f, 0x80, 0xae, 0xc0, 0xe8}) {
       std::vector<uint8_t> code;
-      if (b >= 0)
-        code = {0x0f, static_cast<uint8_t>(b)};  // two-byte opcode 0f b ...
+      if (b >= 0) code = {0x0f, static_cast<uint8_t>(b)};  // two-byte opcode 0f b ...
       code.push_back(static_cast<uint8_t>(a));
       code.insert(code.end(), {0x05, 0x10, 0, 0, 0, 1, 2, 3, 4});
       InsnPlacement stock = ClassifyInstruction(code, KernelProfile::kLinux61);
@@ -232,10 +214,8 @@ TEST(Classifier, HazardsWhenTheKernelAcceptsButChangesTheProgram) {
   const std::vector<uint8_t> nop = {0x90};
   const std::vector<uint8_t> pause = {0xf3, 0x90};
   for (KernelProfile prof : AllProfiles()) {
-    EXPECT_THAT(ClassifyInstruction(syscall, prof).hazard,
-                HasSubstr("SIGSEGV"));
-    EXPECT_THAT(ClassifyInstruction(vpcmpeqb, prof).hazard,
-                HasSubstr("never runs"));
+    EXPECT_THAT(ClassifyInstruction(syscall, prof).hazard, HasSubstr("SIGSEGV"));
+    EXPECT_THAT(ClassifyInstruction(vpcmpeqb, prof).hazard, HasSubstr("never runs"));
     EXPECT_THAT(ClassifyInstruction(xchg_r8, prof).hazard, HasSubstr("r8"));
     EXPECT_THAT(ClassifyInstruction(nop, prof).hazard, IsEmpty());
     EXPECT_THAT(ClassifyInstruction(pause, prof).hazard, IsEmpty());
@@ -244,8 +224,7 @@ TEST(Classifier, HazardsWhenTheKernelAcceptsButChangesTheProgram) {
       EXPECT_THAT(ClassifyInstruction(pushf, prof).hazard,
                   IsEmpty());  // boosted, no TF
     } else {
-      EXPECT_THAT(ClassifyInstruction(pushf, prof).hazard,
-                  HasSubstr("SIGTRAP"));
+      EXPECT_THAT(ClassifyInstruction(pushf, prof).hazard, HasSubstr("SIGTRAP"));
     }
   }
 }
@@ -267,16 +246,14 @@ TEST(Classifier, RipRelScratchRegister) {
   EXPECT_EQ(v.placement, Placement::kBoostedRipRel) << v.disassembly;
   EXPECT_THAT(v.reason, HasSubstr("%rdi")) << v.disassembly;
   InsnPlacement b = ClassifyInstruction(both, x);
-  EXPECT_EQ(b.placement, Placement::kSingleStep)
-      << b.disassembly << " " << b.reason;
+  EXPECT_EQ(b.placement, Placement::kSingleStep) << b.disassembly << " " << b.reason;
 }
 
 TEST(Boundaries, LinearDecodeFromStart) {
   // endbr64; push rbp; mov rbp,rsp; je +2; nop; nop; pop rbp; ret
   const std::vector<uint8_t> fn = {0xf3, 0x0f, 0x1e, 0xfa, 0x55, 0x48, 0x89,
                                    0xe5, 0x74, 0x02, 0x90, 0x90, 0x5d, 0xc3};
-  EXPECT_THAT(InstructionBoundaries(fn),
-              ElementsAre(0, 4, 5, 8, 10, 11, 12, 13));
+  EXPECT_THAT(InstructionBoundaries(fn), ElementsAre(0, 4, 5, 8, 10, 11, 12, 13));
   EXPECT_THAT(BranchTargetsWithin(fn), ElementsAre(12));
 }
 
@@ -290,9 +267,8 @@ TEST(Boundaries, BranchTargetsOnlyInside) {
   // jmp -2 (to itself, offset 0); call +0x100 (outside); jne rel32 back to 0;
   // loop to the end of the function (offset 15 == size: outside); jmp +1 (to
   // 18, inside).
-  const std::vector<uint8_t> fn = {0xeb, 0xfe, 0xe8, 0x00, 0x01, 0x00, 0x00,
-                                   0x0f, 0x85, 0xf3, 0xff, 0xff, 0xff, 0xe2,
-                                   0x00, 0xeb, 0x01, 0x90, 0xc3};
+  const std::vector<uint8_t> fn = {0xeb, 0xfe, 0xe8, 0x00, 0x01, 0x00, 0x00, 0x0f, 0x85, 0xf3,
+                                   0xff, 0xff, 0xff, 0xe2, 0x00, 0xeb, 0x01, 0x90, 0xc3};
   EXPECT_THAT(BranchTargetsWithin(fn), ElementsAre(0, 15, 18));
 }
 
@@ -303,9 +279,8 @@ TEST(Profiles, NamesRoundTrip) {
     EXPECT_EQ(*back, p);
   }
   EXPECT_FALSE(ParseProfile("linux-5.4").ok());
-  for (Placement p :
-       {Placement::kEmulated, Placement::kBoosted, Placement::kBoostedRipRel,
-        Placement::kSingleStep, Placement::kRefused}) {
+  for (Placement p : {Placement::kEmulated, Placement::kBoosted, Placement::kBoostedRipRel,
+                      Placement::kSingleStep, Placement::kRefused}) {
     absl::StatusOr<Placement> back = ParsePlacement(PlacementName(p));
     ASSERT_TRUE(back.ok());
     EXPECT_EQ(*back, p);

@@ -759,7 +759,8 @@ std::vector<GaugeFamily> FleetController::CollectGauges() {
                    "1 per known node, with its kernel release and placement profile",
                    {}};
   GaugeFamily mism{"xolfleet_controller_node_placement_mismatches",
-                   "Attached probes whose kernel placement differs from the prediction", {}};
+                   "Attached probes whose kernel placement differs from the prediction",
+                   {}};
   GaugeFamily cost{"xolfleet_controller_node_cpu_seconds_per_second",
                    "Estimated CPU time per second the node's probes cost (its agent's estimate)",
                    {}};

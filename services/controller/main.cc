@@ -21,11 +21,11 @@
 #include "services/common/cert_reloader.h"
 #include "services/common/flags.h"
 #include "services/common/log.h"
+#include "services/common/tls.h"
 #include "services/controller/fleet.h"
 #include "services/controller/metrics.h"
 #include "services/controller/service.h"
 #include "services/controller/store.h"
-#include "services/common/tls.h"
 
 ABSL_FLAG(std::string, listen, "0.0.0.0:7443", "gRPC address for agents and clients (mTLS)");
 ABSL_FLAG(std::string, plaintext_listen, "",
@@ -115,8 +115,8 @@ int Run() {
   }
 
   auto store = Store::Open(absl::GetFlag(FLAGS_state_db), absl::GetFlag(FLAGS_init)
-                                                             ? Store::OpenMode::kCreateIfMissing
-                                                             : Store::OpenMode::kMustExist);
+                                                              ? Store::OpenMode::kCreateIfMissing
+                                                              : Store::OpenMode::kMustExist);
   if (!store.ok()) return Fail(store.status());
   FleetController::Options opts;
   opts.heartbeat_interval = absl::GetFlag(FLAGS_heartbeat_interval);

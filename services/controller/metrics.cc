@@ -108,14 +108,12 @@ void FleetMetrics::AddHits(const std::string& node, const std::string& placement
 void FleetMetrics::AddKernelCounters(const std::string& node, const v1::KernelSlotStats& d) {
   slot_migrations_.Add({{"node", node}}).Increment(static_cast<double>(d.slot_migrations()));
   slot_reinstalls_.Add({{"node", node}}).Increment(static_cast<double>(d.slot_reinstalls()));
-  const std::pair<const char*, uint64_t> hits[] = {
-      {"EMULATED", d.hits_emulated()},
-      {"BOOSTED", d.hits_boosted()},
-      {"BOOSTED_RIPREL", d.hits_boosted_riprel()},
-      {"SINGLE_STEP", d.hits_single_step()}};
+  const std::pair<const char*, uint64_t> hits[] = {{"EMULATED", d.hits_emulated()},
+                                                   {"BOOSTED", d.hits_boosted()},
+                                                   {"BOOSTED_RIPREL", d.hits_boosted_riprel()},
+                                                   {"SINGLE_STEP", d.hits_single_step()}};
   for (const auto& [placement, n] : hits) {
-    kernel_hits_.Add({{"node", node}, {"placement", placement}})
-        .Increment(static_cast<double>(n));
+    kernel_hits_.Add({{"node", node}, {"placement", placement}}).Increment(static_cast<double>(n));
   }
 }
 

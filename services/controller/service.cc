@@ -237,55 +237,58 @@ grpc::Status FleetServiceImpl::ForgetAgent(grpc::ServerContext* ctx,
 grpc::Status FleetServiceImpl::WatchFleetHits(grpc::ServerContext* ctx,
                                               const v1::WatchFleetHitsRequest* req,
                                               grpc::ServerWriter<v1::FleetHitBatch>* writer) {
-  return Handle("WatchFleetHits", ctx, Capability::kReadOnly, [&](const Identity& who) -> absl::Status {
-    if (auto s = ValidateSetIds(req->set_ids(), true); !s.ok()) return s;
-    if (req->node_names_size() > kMaxSelectorNames) {
-      return absl::InvalidArgumentError("too many node names");
-    }
-    for (const auto& n : req->node_names()) {
-      if (auto s = ValidateNodeName(n); !s.ok()) return s;
-    }
-    const std::string key = who.ToString();
-    {
-      // One identity cannot take every slot.
-      absl::MutexLock l(&watchers_mu_);
-      size_t& mine = watchers_by_identity_[key];
-      if (mine >= opts_.max_watchers_per_identity) {
-        return absl::ResourceExhaustedError(absl::StrCat(
-            key, " already has ", mine, " WatchFleetHits streams open, the most one identity "
-            "may have (--max_watchers_per_identity)"));
-      }
-      ++mine;
-    }
-    struct Release {
-      FleetServiceImpl* self;
-      std::string key;
-      ~Release() {
-        absl::MutexLock l(&self->watchers_mu_);
-        if (--self->watchers_by_identity_[key] == 0) self->watchers_by_identity_.erase(key);
-      }
-    } release{this, key};
-    if (watchers_.fetch_add(1) >= opts_.max_watchers) {
-      watchers_.fetch_sub(1);
-      return absl::ResourceExhaustedError(
-          absl::StrCat("too many hit watchers (limit ", opts_.max_watchers, ")"));
-    }
-    auto w = fleet_->hits().Subscribe({req->set_ids().begin(), req->set_ids().end()},
-                                      {req->node_names().begin(), req->node_names().end()}, 4096);
-    v1::FleetHitBatch batch;
-    uint64_t reported_drops = 0;
-    while (!ctx->IsCancelled()) {
-      if (!w->Next(1024, absl::Milliseconds(500), &batch)) break;
-      if (batch.updates_size() == 0 && batch.dropped_total() == reported_drops) {
-        continue;
-      }
-      reported_drops = batch.dropped_total();
-      if (!writer->Write(batch)) break;
-    }
-    fleet_->hits().Unsubscribe(w);
-    watchers_.fetch_sub(1);
-    return absl::OkStatus();
-  });
+  return Handle(
+      "WatchFleetHits", ctx, Capability::kReadOnly, [&](const Identity& who) -> absl::Status {
+        if (auto s = ValidateSetIds(req->set_ids(), true); !s.ok()) return s;
+        if (req->node_names_size() > kMaxSelectorNames) {
+          return absl::InvalidArgumentError("too many node names");
+        }
+        for (const auto& n : req->node_names()) {
+          if (auto s = ValidateNodeName(n); !s.ok()) return s;
+        }
+        const std::string key = who.ToString();
+        {
+          // One identity cannot take every slot.
+          absl::MutexLock l(&watchers_mu_);
+          size_t& mine = watchers_by_identity_[key];
+          if (mine >= opts_.max_watchers_per_identity) {
+            return absl::ResourceExhaustedError(
+                absl::StrCat(key, " already has ", mine,
+                             " WatchFleetHits streams open, the most one identity "
+                             "may have (--max_watchers_per_identity)"));
+          }
+          ++mine;
+        }
+        struct Release {
+          FleetServiceImpl* self;
+          std::string key;
+          ~Release() {
+            absl::MutexLock l(&self->watchers_mu_);
+            if (--self->watchers_by_identity_[key] == 0) self->watchers_by_identity_.erase(key);
+          }
+        } release{this, key};
+        if (watchers_.fetch_add(1) >= opts_.max_watchers) {
+          watchers_.fetch_sub(1);
+          return absl::ResourceExhaustedError(
+              absl::StrCat("too many hit watchers (limit ", opts_.max_watchers, ")"));
+        }
+        auto w =
+            fleet_->hits().Subscribe({req->set_ids().begin(), req->set_ids().end()},
+                                     {req->node_names().begin(), req->node_names().end()}, 4096);
+        v1::FleetHitBatch batch;
+        uint64_t reported_drops = 0;
+        while (!ctx->IsCancelled()) {
+          if (!w->Next(1024, absl::Milliseconds(500), &batch)) break;
+          if (batch.updates_size() == 0 && batch.dropped_total() == reported_drops) {
+            continue;
+          }
+          reported_drops = batch.dropped_total();
+          if (!writer->Write(batch)) break;
+        }
+        fleet_->hits().Unsubscribe(w);
+        watchers_.fetch_sub(1);
+        return absl::OkStatus();
+      });
 }
 
 }  // namespace xolfleet::controller

@@ -17,7 +17,6 @@
 
 namespace xolfleet::controller {
 
-
 struct ServiceOptions {
   // Require an agent certificate's CN to equal the node name it registers.
   bool agent_cn_must_match_node = false;

@@ -1,11 +1,9 @@
 #include "services/controller/store.h"
 
+#include <sqlite3.h>
 #include <unistd.h>
 
 #include <cstdio>
-
-#include <sqlite3.h>
-
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -53,7 +51,8 @@ class Stmt {
 absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path, OpenMode mode) {
   if (mode == OpenMode::kMustExist && path != ":memory:" && access(path.c_str(), F_OK) != 0) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "state database ", path, " does not exist: check --state_db, or start once with --init "
+        "state database ", path,
+        " does not exist: check --state_db, or start once with --init "
         "to create a new empty one (every node then detaches the fleet probes it holds)"));
   }
   sqlite3* db = nullptr;
@@ -108,9 +107,8 @@ Store::~Store() {
 absl::Status Store::Checkpoint() {
   absl::MutexLock l(&mu_);
   int log_frames = 0, checkpointed = 0;
-  const int rc =
-      sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_TRUNCATE, &log_frames,
-                                &checkpointed);
+  const int rc = sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_TRUNCATE, &log_frames,
+                                           &checkpointed);
   if (rc != SQLITE_OK) {
     return absl::UnavailableError(absl::StrCat("WAL checkpoint: ", sqlite3_errmsg(db_)));
   }
@@ -126,8 +124,7 @@ absl::Status Store::Backup(const std::string& dest) {
   if (!st.ok()) return absl::InternalError(absl::StrCat("backup: ", sqlite3_errmsg(db_)));
   st.BindText(1, dest);
   if (sqlite3_step(st.get()) != SQLITE_DONE) {
-    return absl::UnavailableError(
-        absl::StrCat("backup to ", dest, ": ", sqlite3_errmsg(db_)));
+    return absl::UnavailableError(absl::StrCat("backup to ", dest, ": ", sqlite3_errmsg(db_)));
   }
   return absl::OkStatus();
 }

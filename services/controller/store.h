@@ -43,8 +43,8 @@ class Store {
     kMustExist,        // FAILED_PRECONDITION when there is none (the default at start-up)
   };
   // Opens the database at `path` (":memory:" for tests).
-  static absl::StatusOr<std::unique_ptr<Store>> Open(
-      const std::string& path, OpenMode mode = OpenMode::kCreateIfMissing);
+  static absl::StatusOr<std::unique_ptr<Store>> Open(const std::string& path,
+                                                     OpenMode mode = OpenMode::kCreateIfMissing);
   // Checkpoints the WAL into the database file (TRUNCATE), so the file alone holds every
   // committed transaction, then closes.
   ~Store();

@@ -8,8 +8,8 @@
 #include "services/common/site_resolver.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  auto elf = xolfleet::ElfFile::FromBytes(
-      std::string(reinterpret_cast<const char*>(data), size), "fuzz-input");
+  auto elf = xolfleet::ElfFile::FromBytes(std::string(reinterpret_cast<const char*>(data), size),
+                                          "fuzz-input");
   if (!elf.ok()) return 0;
   const xolfleet::ElfFile& f = **elf;
   (void)f.build_id();

@@ -33,16 +33,14 @@ std::string ReadAll(const std::string& path) {
   return ss.str();
 }
 
-pid_t Spawn(const std::vector<std::string>& argv, int stdin_fd, int stdout_fd,
-            int stderr_fd) {
+pid_t Spawn(const std::vector<std::string>& argv, int stdin_fd, int stdout_fd, int stderr_fd) {
   pid_t pid = fork();
   if (pid != 0) return pid;
   if (stdin_fd >= 0) dup2(stdin_fd, 0);
   if (stdout_fd >= 0) dup2(stdout_fd, 1);
   if (stderr_fd >= 0) dup2(stderr_fd, 2);
   std::vector<char*> args;
-  for (const std::string& a : argv)
-    args.push_back(const_cast<char*>(a.c_str()));
+  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
   execv(args[0], args.data());
   _exit(127);
@@ -52,16 +50,13 @@ pid_t Spawn(const std::vector<std::string>& argv, int stdin_fd, int stdout_fd,
 
 std::string Runfile(const std::string& rel) {
   std::vector<std::string> roots;
-  if (const char* d = getenv("TEST_SRCDIR"))
-    roots.push_back(absl::StrCat(d, "/xolfleet/"));
-  if (const char* d = getenv("RUNFILES_DIR"))
-    roots.push_back(absl::StrCat(d, "/xolfleet/"));
+  if (const char* d = getenv("TEST_SRCDIR")) roots.push_back(absl::StrCat(d, "/xolfleet/"));
+  if (const char* d = getenv("RUNFILES_DIR")) roots.push_back(absl::StrCat(d, "/xolfleet/"));
   roots.push_back("/work/main/bazel-bin/");
   for (const std::string& r : roots) {
     std::string p = r + rel;
     char real[PATH_MAX];
-    if (access(p.c_str(), X_OK) == 0 && realpath(p.c_str(), real) != nullptr)
-      return real;
+    if (access(p.c_str(), X_OK) == 0 && realpath(p.c_str(), real) != nullptr) return real;
   }
   return rel;
 }
@@ -93,13 +88,11 @@ absl::StatusOr<std::unique_ptr<AgentProcess>> AgentProcess::Start(
     const std::vector<std::string>& flags, const std::string& socket, const std::string& binary) {
   std::unique_ptr<AgentProcess> p(new AgentProcess());
   static int counter = 0;
-  p->socket_ = socket.empty() ? absl::StrCat("/tmp/xolfleet-it-", getpid(), "-",
-                                             counter++, ".sock")
+  p->socket_ = socket.empty() ? absl::StrCat("/tmp/xolfleet-it-", getpid(), "-", counter++, ".sock")
                               : socket;
   p->owns_socket_ = socket.empty();
   const char* tmp = getenv("TEST_TMPDIR");
-  p->log_path_ = absl::StrCat(tmp ? tmp : "/tmp", "/agent-", getpid(), "-",
-                              counter, ".log");
+  p->log_path_ = absl::StrCat(tmp ? tmp : "/tmp", "/agent-", getpid(), "-", counter, ".log");
   p->metrics_port_ = FreePort();
   std::vector<std::string> argv = {
       binary.empty() ? Runfile("services/agent/xolfleet-agent") : binary,
@@ -114,39 +107,32 @@ absl::StatusOr<std::unique_ptr<AgentProcess>> AgentProcess::Start(
   const absl::Time deadline = absl::Now() + absl::Seconds(20);
   // Dial only once the socket exists: a channel that failed its first
   // connection waits out gRPC's reconnect backoff (a second and more).
-  while (access(p->socket_.c_str(), F_OK) != 0 && absl::Now() < deadline &&
-         p->alive()) {
+  while (access(p->socket_.c_str(), F_OK) != 0 && absl::Now() < deadline && p->alive()) {
     absl::SleepFor(absl::Milliseconds(20));
   }
-  p->channel_ =
-      grpc::CreateChannel(p->target(), grpc::InsecureChannelCredentials());
+  p->channel_ = grpc::CreateChannel(p->target(), grpc::InsecureChannelCredentials());
   p->stub_ = v1::AgentService::NewStub(p->channel_);
   while (absl::Now() < deadline) {
     if (!p->alive()) {
-      return absl::InternalError(
-          absl::StrCat("agent exited at start-up:\n", p->log()));
+      return absl::InternalError(absl::StrCat("agent exited at start-up:\n", p->log()));
     }
     grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() +
-                     std::chrono::milliseconds(500));
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
     v1::NodeInfo info;
-    if (p->stub_->GetNodeInfo(&ctx, v1::GetNodeInfoRequest(), &info).ok())
-      return p;
+    if (p->stub_->GetNodeInfo(&ctx, v1::GetNodeInfoRequest(), &info).ok()) return p;
     absl::SleepFor(absl::Milliseconds(50));
   }
-  return absl::DeadlineExceededError(
-      absl::StrCat("agent did not answer:\n", p->log()));
+  return absl::DeadlineExceededError(absl::StrCat("agent did not answer:\n", p->log()));
 }
 
 absl::StatusOr<std::pair<int, std::string>> RunAgentExpectingExit(
     const std::vector<std::string>& flags) {
   static int counter = 0;
   const char* tmp = getenv("TEST_TMPDIR");
-  const std::string log_path = absl::StrCat(tmp ? tmp : "/tmp", "/agent-exit-",
-                                            getpid(), "-", counter++, ".log");
-  std::vector<std::string> argv = {
-      Runfile("services/agent/xolfleet-agent"),
-      absl::StrCat("--metrics-address=127.0.0.1:", FreePort())};
+  const std::string log_path =
+      absl::StrCat(tmp ? tmp : "/tmp", "/agent-exit-", getpid(), "-", counter++, ".log");
+  std::vector<std::string> argv = {Runfile("services/agent/xolfleet-agent"),
+                                   absl::StrCat("--metrics-address=127.0.0.1:", FreePort())};
   argv.insert(argv.end(), flags.begin(), flags.end());
   int log_fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   int null_fd = open("/dev/null", O_RDONLY);
@@ -157,9 +143,8 @@ absl::StatusOr<std::pair<int, std::string>> RunAgentExpectingExit(
   int status = 0;
   while (absl::Now() < deadline) {
     if (waitpid(pid, &status, WNOHANG) == pid) {
-      return std::make_pair(
-          WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status),
-          ReadAll(log_path));
+      return std::make_pair(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status),
+                            ReadAll(log_path));
     }
     absl::SleepFor(absl::Milliseconds(50));
   }
@@ -174,8 +159,7 @@ bool AgentProcess::alive() const {
   int status = 0;
   const pid_t r = waitpid(pid_, &status, WNOHANG);
   if (r == pid_) {  // reaped here: remember how it ended
-    exit_status_ =
-        WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    exit_status_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     pid_ = -1;
   }
   return r == 0;
@@ -187,8 +171,7 @@ int AgentProcess::Stop() {
   if (pid_ <= 0) return exit_status_;
   kill(pid_, SIGTERM);
   int status = 0;
-  for (int i = 0; i < 600;
-       ++i) {  // perf-event links take ~80 ms each to detach
+  for (int i = 0; i < 600; ++i) {  // perf-event links take ~80 ms each to detach
     if (waitpid(pid_, &status, WNOHANG) == pid_) {
       pid_ = -1;
       return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
@@ -215,8 +198,7 @@ uint64_t AgentProcess::RssBytes() const {
     absl::string_view v = line;
     uint64_t kb = 0;
     if (absl::ConsumePrefix(&v, "VmRSS:") &&
-        absl::SimpleAtoi(absl::StripSuffix(absl::StripAsciiWhitespace(v), " kB"),
-                         &kb)) {
+        absl::SimpleAtoi(absl::StripSuffix(absl::StripAsciiWhitespace(v), " kB"), &kb)) {
       return kb << 10;
     }
   }
@@ -235,8 +217,7 @@ absl::StatusOr<std::unique_ptr<Workload>> Workload::Start() {
   w->to_ = in[1];
   w->from_ = fdopen(out[0], "r");
   char line[128] = {};
-  if (fgets(line, sizeof(line), w->from_) == nullptr ||
-      !absl::StartsWith(line, "ready")) {
+  if (fgets(line, sizeof(line), w->from_) == nullptr || !absl::StartsWith(line, "ready")) {
     return absl::InternalError(absl::StrCat("workload did not start: ", line));
   }
   return w;
@@ -260,16 +241,14 @@ absl::StatusOr<std::string> Workload::Command(const std::string& line) {
     return absl::InternalError("workload stdin closed");
   }
   char buf[128] = {};
-  if (fgets(buf, sizeof(buf), from_) == nullptr)
-    return absl::InternalError("workload died");
+  if (fgets(buf, sizeof(buf), from_) == nullptr) return absl::InternalError("workload died");
   return std::string(absl::StripAsciiWhitespace(buf));
 }
 
 absl::Status Workload::Run(uint64_t n, uint64_t base) {
   absl::StatusOr<std::string> r = Command(absl::StrCat("run ", n, " ", base));
   if (!r.ok()) return r.status();
-  if (*r != absl::StrCat("done ", n))
-    return absl::InternalError("workload said: " + *r);
+  if (*r != absl::StrCat("done ", n)) return absl::InternalError("workload said: " + *r);
   return absl::OkStatus();
 }
 
@@ -316,11 +295,9 @@ absl::StatusOr<std::string> HttpGet(int port, const std::string& path) {
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
     close(fd);
-    return absl::UnavailableError(
-        absl::StrCat("connect 127.0.0.1:", port, ": ", strerror(errno)));
+    return absl::UnavailableError(absl::StrCat("connect 127.0.0.1:", port, ": ", strerror(errno)));
   }
-  std::string req =
-      absl::StrCat("GET ", path, " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+  std::string req = absl::StrCat("GET ", path, " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
   (void)!write(fd, req.data(), req.size());
   std::string resp;
   char buf[65536];
@@ -332,8 +309,7 @@ absl::StatusOr<std::string> HttpGet(int port, const std::string& path) {
     return absl::InternalError("bad HTTP response: " + resp.substr(0, 200));
   }
   if (resp.find(" 200 ") == std::string::npos || resp.find(" 200 ") > body) {
-    return absl::InternalError("HTTP status: " +
-                               resp.substr(0, resp.find("\r\n")));
+    return absl::InternalError("HTTP status: " + resp.substr(0, resp.find("\r\n")));
   }
   return resp.substr(body + 4);
 }
@@ -364,8 +340,7 @@ HeldObjects CountHeldObjects(pid_t pid) {
         absl::StrContains(target, "perf_event")) {
       ++h.perf_events;
     }
-    std::string info =
-        ReadAll(absl::StrCat("/proc/", pid, "/fdinfo/", e->d_name));
+    std::string info = ReadAll(absl::StrCat("/proc/", pid, "/fdinfo/", e->d_name));
     if (absl::StrContains(info, "link_type:")) ++h.bpf_links;
   }
   closedir(d);
@@ -418,19 +393,17 @@ int ConfigMapEntries(pid_t agent_pid) {
     std::string info = ReadAll(dir + "/" + e->d_name);
     // xol_config: a hash map (type 1) of u32 -> struct xol_probe_config (40
     // bytes).
-    if (absl::StrContains(info, "map_type:\t1\n") &&
-        absl::StrContains(info, "key_size:\t4\n") &&
+    if (absl::StrContains(info, "map_type:\t1\n") && absl::StrContains(info, "key_size:\t4\n") &&
         absl::StrContains(info, "value_size:\t40\n")) {
       for (absl::string_view line : absl::StrSplit(info, '\n')) {
-        if (absl::ConsumePrefix(&line, "map_id:\t"))
-          (void)absl::SimpleAtoi(line, &map_id);
+        if (absl::ConsumePrefix(&line, "map_id:\t")) (void)absl::SimpleAtoi(line, &map_id);
       }
     }
   }
   closedir(d);
   if (map_id < 0) return -1;
-  std::string cmd = absl::StrCat(
-      "PATH=$PATH:/usr/sbin:/sbin bpftool -j map dump id ", map_id, " 2>&1");
+  std::string cmd =
+      absl::StrCat("PATH=$PATH:/usr/sbin:/sbin bpftool -j map dump id ", map_id, " 2>&1");
   FILE* p = popen(cmd.c_str(), "r");
   if (p == nullptr) return -1;
   std::string outp;
@@ -440,12 +413,10 @@ int ConfigMapEntries(pid_t agent_pid) {
   if (pclose(p) != 0 || outp.empty() || outp[0] != '[') return -1;
   // One {"key": ..., "value": ...} object per element; with BTF each also
   // carries a "formatted" copy of both.
-  const std::string marker = outp.find("\"formatted\"") != std::string::npos
-                                 ? "\"formatted\""
-                                 : "\"key\"";
+  const std::string marker =
+      outp.find("\"formatted\"") != std::string::npos ? "\"formatted\"" : "\"key\"";
   int count = 0;
-  for (size_t at = outp.find(marker); at != std::string::npos;
-       at = outp.find(marker, at + 1)) {
+  for (size_t at = outp.find(marker); at != std::string::npos; at = outp.find(marker, at + 1)) {
     ++count;
   }
   return count;

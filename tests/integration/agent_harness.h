@@ -30,11 +30,10 @@ class AgentProcess {
  public:
   // Starts xolfleet-agent with `flags` plus --unix-socket/--metrics-address
   // chosen here, and waits until it answers GetNodeInfo.
-  static absl::StatusOr<std::unique_ptr<AgentProcess>> Start(
-      const std::vector<std::string>& flags);
+  static absl::StatusOr<std::unique_ptr<AgentProcess>> Start(const std::vector<std::string>& flags);
   // The same on the unix socket `socket` (empty: one chosen here).
-  static absl::StatusOr<std::unique_ptr<AgentProcess>> Start(
-      const std::vector<std::string>& flags, const std::string& socket);
+  static absl::StatusOr<std::unique_ptr<AgentProcess>> Start(const std::vector<std::string>& flags,
+                                                             const std::string& socket);
   // The same with the agent program `binary` (a path; empty: the runfile
   // services/agent/xolfleet-agent).
   static absl::StatusOr<std::unique_ptr<AgentProcess>> Start(const std::vector<std::string>& flags,

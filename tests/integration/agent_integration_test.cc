@@ -51,8 +51,7 @@ bool WriteFile(const std::string& path, const std::string& bytes, mode_t mode) {
   unlink(path.c_str());
   int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
   if (fd < 0) return false;
-  bool ok = write(fd, bytes.data(), bytes.size()) ==
-            static_cast<ssize_t>(bytes.size());
+  bool ok = write(fd, bytes.data(), bytes.size()) == static_cast<ssize_t>(bytes.size());
   return close(fd) == 0 && ok;
 }
 
@@ -84,8 +83,7 @@ class AgentTest : public ::testing::TestWithParam<std::string> {
          absl::StrCat("--max-specs-per-request=", kMaxSpecs),
          // BadInputsAreRefusedCleanly fills --max-probes on one instruction;
          // the per-site limit has its own test (AgentLimits).
-         absl::StrCat("--max-probes-per-site=", kMaxProbes),
-         "--watch-queue-events=64"});
+         absl::StrCat("--max-probes-per-site=", kMaxProbes), "--watch-queue-events=64"});
     ASSERT_TRUE(a.ok()) << a.status();
     agent_ = std::move(*a);
     absl::StatusOr<std::unique_ptr<Workload>> w = Workload::Start();
@@ -109,8 +107,7 @@ class AgentTest : public ::testing::TestWithParam<std::string> {
     return s;
   }
 
-  grpc::Status Attach(const std::vector<v1::ProbeSpec>& specs,
-                      v1::AttachResponse* resp) {
+  grpc::Status Attach(const std::vector<v1::ProbeSpec>& specs, v1::AttachResponse* resp) {
     v1::AttachRequest req;
     for (const auto& s : specs) *req.add_specs() = s;
     grpc::ClientContext ctx;
@@ -156,8 +153,7 @@ class AgentTest : public ::testing::TestWithParam<std::string> {
   void ExpectStillServing() {
     grpc::ClientContext ctx;
     v1::NodeInfo info;
-    EXPECT_TRUE(
-        agent_->stub().GetNodeInfo(&ctx, v1::GetNodeInfoRequest(), &info).ok());
+    EXPECT_TRUE(agent_->stub().GetNodeInfo(&ctx, v1::GetNodeInfoRequest(), &info).ok());
   }
 
   std::unique_ptr<AgentProcess> agent_;
@@ -168,12 +164,10 @@ class AgentTest : public ::testing::TestWithParam<std::string> {
 TEST_P(AgentTest, NodeInfoNamesKernelProfileAndLinkMode) {
   grpc::ClientContext ctx;
   v1::NodeInfo info;
-  ASSERT_TRUE(
-      agent_->stub().GetNodeInfo(&ctx, v1::GetNodeInfoRequest(), &info).ok());
+  ASSERT_TRUE(agent_->stub().GetNodeInfo(&ctx, v1::GetNodeInfoRequest(), &info).ok());
   EXPECT_FALSE(info.kernel_release().empty());
   EXPECT_FALSE(info.kernel_profile().empty());
-  EXPECT_EQ(info.link_mode(),
-            GetParam() == "multi" ? "uprobe_multi" : "perf_event");
+  EXPECT_EQ(info.link_mode(), GetParam() == "multi" ? "uprobe_multi" : "perf_event");
   EXPECT_EQ(info.probes_attached(), 0u);
 }
 
@@ -184,8 +178,7 @@ TEST_P(AgentTest, CountsEveryHitExactly) {
   grpc::Status st = Attach({add, other}, &resp);
   ASSERT_TRUE(st.ok()) << st.error_message();
   ASSERT_EQ(resp.probes_size(), 2);
-  EXPECT_EQ(resp.link_kind(),
-            GetParam() == "multi" ? "uprobe_multi" : "perf_event");
+  EXPECT_EQ(resp.link_kind(), GetParam() == "multi" ? "uprobe_multi" : "perf_event");
   for (const v1::Probe& p : resp.probes()) {
     EXPECT_EQ(p.state(), v1::ATTACHED);
     EXPECT_NE(p.site().placement(), v1::REFUSED);
@@ -262,8 +255,7 @@ TEST_P(AgentTest, RateLimitBoundsEventsNotCounts) {
   // A bucket of one second's events, refilled at the rate while the loop ran.
   EXPECT_LE(p.events_emitted(), 20u + static_cast<uint64_t>(20 * elapsed) + 1);
   EXPECT_GE(p.events_emitted(), 20u);
-  EXPECT_EQ(p.events_emitted() + p.rate_limited() + p.events_dropped(),
-            p.hits());
+  EXPECT_EQ(p.events_emitted() + p.rate_limited() + p.events_dropped(), p.hits());
 }
 
 TEST_P(AgentTest, TtlDetachesByItself) {
@@ -286,8 +278,7 @@ TEST_P(AgentTest, TtlDetachesByItself) {
 
 TEST_P(AgentTest, PartialDetachKeepsTheOthersCountingExactly) {
   v1::AttachResponse resp;
-  ASSERT_TRUE(
-      Attach({Spec("xol_target_add"), Spec("xol_target_other")}, &resp).ok());
+  ASSERT_TRUE(Attach({Spec("xol_target_add"), Spec("xol_target_other")}, &resp).ok());
   ASSERT_TRUE(workload_->Run(100, 0).ok());
   ASSERT_TRUE(Detach({resp.probes(0).id()}).ok());
   ASSERT_TRUE(workload_->Run(100, 0).ok());
@@ -304,31 +295,26 @@ TEST_P(AgentTest, MetricsOverHttp) {
   v1::AttachResponse resp;
   ASSERT_TRUE(Attach({Spec("xol_target_add")}, &resp).ok());
   ASSERT_TRUE(workload_->Run(321, 0).ok());
-  absl::StatusOr<std::string> body =
-      HttpGet(agent_->metrics_port(), "/metrics");
+  absl::StatusOr<std::string> body = HttpGet(agent_->metrics_port(), "/metrics");
   ASSERT_TRUE(body.ok()) << body.status();
   std::map<std::string, double> m = ParseMetrics(*body);
   const std::string id = resp.probes(0).id();
-  EXPECT_EQ(
-      m[absl::StrCat("xolfleet_agent_probe_hits_total{probe_id=\"", id, "\"}")],
-      321);
+  EXPECT_EQ(m[absl::StrCat("xolfleet_agent_probe_hits_total{probe_id=\"", id, "\"}")], 321);
   EXPECT_EQ(m["xolfleet_agent_hits_total"], 321);
   EXPECT_EQ(m["xolfleet_agent_attach_duration_seconds_count"], 1);
   EXPECT_EQ(m["xolfleet_agent_attach_requests_total{result=\"ok\"}"], 1);
   EXPECT_EQ(m["xolfleet_agent_ringbuf_dropped_events_total"], 0);
   EXPECT_TRUE(m.count("xolfleet_agent_events_rate_limited_total"));
   std::string placement = v1::Placement_Name(resp.probes(0).site().placement());
-  EXPECT_EQ(m[absl::StrCat("xolfleet_agent_probes{placement=\"", placement,
-                           "\",state=\"ATTACHED\"}")],
-            1);
+  EXPECT_EQ(
+      m[absl::StrCat("xolfleet_agent_probes{placement=\"", placement, "\",state=\"ATTACHED\"}")],
+      1);
   ASSERT_TRUE(Detach({id}).ok());
   body = HttpGet(agent_->metrics_port(), "/metrics");
   ASSERT_TRUE(body.ok());
   m = ParseMetrics(*body);
   EXPECT_EQ(m["xolfleet_agent_detach_duration_seconds_count"], 1);
-  EXPECT_EQ(m.count(absl::StrCat("xolfleet_agent_probe_hits_total{probe_id=\"",
-                                 id, "\"}")),
-            0u);
+  EXPECT_EQ(m.count(absl::StrCat("xolfleet_agent_probe_hits_total{probe_id=\"", id, "\"}")), 0u);
 }
 
 TEST_P(AgentTest, SlowWatcherLosesEventsButCountsThem) {
@@ -349,8 +335,7 @@ TEST_P(AgentTest, SlowWatcherLosesEventsButCountsThem) {
   uint64_t received = 0, dropped = 0;
   v1::HitBatch batch;
   const absl::Time deadline = absl::Now() + absl::Seconds(30);
-  while (received + dropped < hits && absl::Now() < deadline &&
-         reader->Read(&batch)) {
+  while (received + dropped < hits && absl::Now() < deadline && reader->Read(&batch)) {
     received += batch.events_size();
     dropped = batch.dropped_total();
     absl::SleepFor(absl::Milliseconds(1));
@@ -388,18 +373,12 @@ TEST_P(AgentTest, BadInputsAreRefusedCleanly) {
   v1::ProbeSpec past_end = Spec("xol_target_add", 4096);
   std::vector<v1::ProbeSpec> too_many(kMaxSpecs + 1, Spec("xol_target_add"));
   const std::vector<Case> cases = {
-      {"missing binary",
-       {missing_file},
-       grpc::StatusCode::NOT_FOUND,
-       "no such file"},
+      {"missing binary", {missing_file}, grpc::StatusCode::NOT_FOUND, "no such file"},
       {"missing symbol",
        {Spec("xol_no_such_function")},
        grpc::StatusCode::NOT_FOUND,
        "xol_no_such_function"},
-      {"mid-instruction",
-       {Spec("xol_mid_insn", 3)},
-       grpc::StatusCode::INVALID_ARGUMENT,
-       "boundar"},
+      {"mid-instruction", {Spec("xol_mid_insn", 3)}, grpc::StatusCode::INVALID_ARGUMENT, "boundar"},
       {"past the function", {past_end}, grpc::StatusCode::INVALID_ARGUMENT, ""},
       {"refused instruction",
        {Spec("xol_refused_site", 1)},
@@ -409,37 +388,20 @@ TEST_P(AgentTest, BadInputsAreRefusedCleanly) {
        {Spec("xol_syscall_site")},
        grpc::StatusCode::FAILED_PRECONDITION,
        "hazard"},
-      {"build-id mismatch",
-       {build_id},
-       grpc::StatusCode::FAILED_PRECONDITION,
-       "build-id"},
-      {"malformed build-id",
-       {bad_build_id},
-       grpc::StatusCode::INVALID_ARGUMENT,
-       "hex"},
-      {"empty spec",
-       {empty},
-       grpc::StatusCode::INVALID_ARGUMENT,
-       "binary_path"},
-      {"relative path",
-       {relative},
-       grpc::StatusCode::INVALID_ARGUMENT,
-       "absolute"},
-      {"bad register",
-       {bad_reg},
-       grpc::StatusCode::INVALID_ARGUMENT,
-       "register"},
+      {"build-id mismatch", {build_id}, grpc::StatusCode::FAILED_PRECONDITION, "build-id"},
+      {"malformed build-id", {bad_build_id}, grpc::StatusCode::INVALID_ARGUMENT, "hex"},
+      {"empty spec", {empty}, grpc::StatusCode::INVALID_ARGUMENT, "binary_path"},
+      {"relative path", {relative}, grpc::StatusCode::INVALID_ARGUMENT, "absolute"},
+      {"bad register", {bad_reg}, grpc::StatusCode::INVALID_ARGUMENT, "register"},
       {"no specs", {}, grpc::StatusCode::INVALID_ARGUMENT, "no specs"},
-      {"oversized request", too_many, grpc::StatusCode::INVALID_ARGUMENT,
-       "split"},
+      {"oversized request", too_many, grpc::StatusCode::INVALID_ARGUMENT, "split"},
       {"dead pid", {dead_pid}, grpc::StatusCode::NOT_FOUND, "does not exist"},
       {"pid not mapping the binary",
        {other_pid},
        grpc::StatusCode::FAILED_PRECONDITION,
        "does not map"},
       {"one bad spec among good ones",
-       {Spec("xol_target_add"), Spec("xol_target_other"),
-        Spec("xol_mid_insn", 1)},
+       {Spec("xol_target_add"), Spec("xol_target_other"), Spec("xol_mid_insn", 1)},
        grpc::StatusCode::INVALID_ARGUMENT,
        "spec[2]"},
   };
@@ -448,8 +410,7 @@ TEST_P(AgentTest, BadInputsAreRefusedCleanly) {
     v1::AttachResponse resp;
     grpc::Status st = Attach(c.specs, &resp);
     EXPECT_EQ(st.error_code(), c.code) << st.error_message();
-    EXPECT_NE(st.error_message().find(c.message_part), std::string::npos)
-        << st.error_message();
+    EXPECT_NE(st.error_message().find(c.message_part), std::string::npos) << st.error_message();
     EXPECT_EQ(resp.probes_size(), 0);
     ExpectNothingLeft();
     ExpectStillServing();
@@ -467,12 +428,10 @@ TEST_P(AgentTest, BadInputsAreRefusedCleanly) {
   std::vector<v1::ProbeSpec> fill = distinct(Spec("xol_target_add"), kMaxSpecs);
   v1::AttachResponse first;
   ASSERT_TRUE(Attach(fill, &first).ok());
-  std::vector<v1::ProbeSpec> more =
-      distinct(Spec("xol_target_other"), kMaxProbes - kMaxSpecs + 1);
+  std::vector<v1::ProbeSpec> more = distinct(Spec("xol_target_other"), kMaxProbes - kMaxSpecs + 1);
   v1::AttachResponse second;
   grpc::Status st = Attach(more, &second);
-  EXPECT_EQ(st.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
-      << st.error_message();
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << st.error_message();
   EXPECT_NE(st.error_message().find("--max-probes"), std::string::npos);
   EXPECT_EQ(List().probes_size(), kMaxSpecs);
   ASSERT_TRUE(workload_->Run(3, 0).ok());
@@ -554,30 +513,25 @@ TEST_P(AgentTest, OnlyCodeCanCarryAProbe) {
     for (uint64_t off : {uint64_t{0}, uint64_t{0x10}, banner, banner + 1}) {
       v1::ProbeSpec s = Spec("", off);
       s.set_confirm_raw_offset(confirmed);
-      cases.push_back({absl::StrCat("raw offset 0x", absl::Hex(off),
-                                    confirmed ? " confirmed" : ""),
+      cases.push_back({absl::StrCat("raw offset 0x", absl::Hex(off), confirmed ? " confirmed" : ""),
                        s, "not code"});
     }
   }
   cases.push_back({"data symbol", Spec("xol_banner"), "not a function"});
-  cases.push_back(
-      {"code outside functions, unconfirmed", Spec("", raw_code), "confirm"});
+  cases.push_back({"code outside functions, unconfirmed", Spec("", raw_code), "confirm"});
   for (const Case& c : cases) {
     SCOPED_TRACE(c.what);
     v1::AttachResponse resp;
     grpc::Status st = Attach({c.spec}, &resp);
-    EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
-        << st.error_message();
-    EXPECT_NE(st.error_message().find(c.message_part), std::string::npos)
-        << st.error_message();
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << st.error_message();
+    EXPECT_NE(st.error_message().find(c.message_part), std::string::npos) << st.error_message();
     EXPECT_LT(st.error_message().size(), 1024u);
     v1::ClassifyRequest creq;
     *creq.add_sites() = c.spec;
     v1::ClassifyResponse cresp;
     grpc::ClientContext ctx;
     grpc::Status cst = agent_->stub().Classify(&ctx, creq, &cresp);
-    EXPECT_EQ(cst.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
-        << cst.error_message();
+    EXPECT_EQ(cst.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << cst.error_message();
     ExpectNothingLeft();
   }
   // The program's data is intact.
@@ -620,8 +574,7 @@ TEST_P(AgentTest, SurvivesAFileTruncatedWhileClassified) {
       if (ftruncate(fd, 4096) != 0) break;
       ++truncations;
       for (size_t off = 4096; off < big.size() && !stop.load();) {
-        ssize_t n = pwrite(fd, big.data() + off,
-                           std::min<size_t>(1 << 20, big.size() - off), off);
+        ssize_t n = pwrite(fd, big.data() + off, std::min<size_t>(1 << 20, big.size() - off), off);
         if (n <= 0) break;
         off += n;
       }
@@ -674,8 +627,7 @@ TEST_P(AgentTest, AFlippingSymlinkCannotRedirectAnAttach) {
     const std::string tmp = dir + "/target.tmp";
     for (uint64_t i = 0; !stop.load(); ++i) {
       unlink(tmp.c_str());
-      if (symlink(i % 2 ? other.c_str() : Workload::Path().c_str(),
-                  tmp.c_str()) != 0 ||
+      if (symlink(i % 2 ? other.c_str() : Workload::Path().c_str(), tmp.c_str()) != 0 ||
           rename(tmp.c_str(), link.c_str()) != 0) {
         break;
       }
@@ -690,8 +642,7 @@ TEST_P(AgentTest, AFlippingSymlinkCannotRedirectAnAttach) {
     grpc::Status st = Attach({s}, &resp);
     if (!st.ok()) {
       ++refused;
-      EXPECT_EQ(st.error_code(), grpc::StatusCode::NOT_FOUND)
-          << st.error_message();
+      EXPECT_EQ(st.error_code(), grpc::StatusCode::NOT_FOUND) << st.error_message();
       continue;
     }
     ++attached;
@@ -702,8 +653,7 @@ TEST_P(AgentTest, AFlippingSymlinkCannotRedirectAnAttach) {
   }
   stop = true;
   flipper.join();
-  std::cout << "flipping symlink: " << attached << " attached, " << refused
-            << " refused\n";
+  std::cout << "flipping symlink: " << attached << " attached, " << refused << " refused\n";
   EXPECT_GT(attached, 0);
   ExpectNothingLeft();
 }
@@ -757,8 +707,7 @@ TEST_P(AgentTest, HostileInputsGetPreciseShortErrors) {
   st = Attach({init}, &resp);
   EXPECT_FALSE(st.ok());
   EXPECT_NE(st.error_code(), grpc::StatusCode::NOT_FOUND) << st.error_message();
-  EXPECT_EQ(st.error_message().find("does not exist"), std::string::npos)
-      << st.error_message();
+  EXPECT_EQ(st.error_message().find("does not exist"), std::string::npos) << st.error_message();
   // Classify takes the same path checks.
   v1::ClassifyRequest creq;
   *creq.add_sites() = nul;
@@ -772,8 +721,8 @@ TEST_P(AgentTest, HostileInputsGetPreciseShortErrors) {
 
 // Issue 9, resource limits and start-up. Each starts its own agents.
 bool Serves(const std::string& target) {
-  auto stub = v1::AgentService::NewStub(
-      grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
+  auto stub =
+      v1::AgentService::NewStub(grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
   v1::NodeInfo info;
@@ -796,9 +745,9 @@ TEST_P(AgentTest, AProcessExitingMidRequestAttachesNothing) {
   v1::AttachResponse resp;
   grpc::Status st = Attach({spec}, &resp);
   EXPECT_EQ(st.error_code(), grpc::StatusCode::NOT_FOUND) << st.error_message();
-  EXPECT_NE(st.error_message().find(absl::StrCat("process ", (*w)->pid(),
-                                                 " exited during the request")),
-            std::string::npos)
+  EXPECT_NE(
+      st.error_message().find(absl::StrCat("process ", (*w)->pid(), " exited during the request")),
+      std::string::npos)
       << st.error_message();
   ExpectNothingLeft();
 }
@@ -810,9 +759,9 @@ TEST(AgentHostRoot, HostPathsResolveUnderTheHostRootOnly) {
   const std::string root = absl::StrCat("/tmp/xolfleet-it-hostroot-", getpid());
   char real[PATH_MAX] = {};
   ASSERT_NE(realpath(Workload::Path().c_str(), real), nullptr);
-  ASSERT_EQ(system(absl::StrCat("rm -rf ", root, " && mkdir -p ", root, "/opt ", root, "/proc")
-                        .c_str()),
-            0);
+  ASSERT_EQ(
+      system(absl::StrCat("rm -rf ", root, " && mkdir -p ", root, "/opt ", root, "/proc").c_str()),
+      0);
   // As in the agent's container, where the host's / (with its /proc) is mounted at /host.
   ASSERT_EQ(system(absl::StrCat("mount --bind /proc ", root, "/proc").c_str()), 0);
   struct Unmount {
@@ -821,9 +770,9 @@ TEST(AgentHostRoot, HostPathsResolveUnderTheHostRootOnly) {
   } unmount{root};
   // A hard link: the host root's /opt/wl is the workload's very file (inode).
   ASSERT_EQ(link(real, (root + "/opt/wl").c_str()), 0) << strerror(errno);
-  ASSERT_EQ(symlink((std::string("../../../../../../../..") + real).c_str(),
-                    (root + "/opt/up").c_str()),
-            0);
+  ASSERT_EQ(
+      symlink((std::string("../../../../../../../..") + real).c_str(), (root + "/opt/up").c_str()),
+      0);
   auto agent = AgentProcess::Start({"--host-root=" + root});
   ASSERT_TRUE(agent.ok()) << agent.status();
   auto workload = Workload::Start();
@@ -874,8 +823,7 @@ TEST(AgentStartUp, SecondAgentOnTheSamePortFails) {
   ASSERT_TRUE(first.ok()) << first.status();
   auto second = AgentProcess::Start({listen, "--insecure-plaintext-tcp"});
   ASSERT_FALSE(second.ok()) << "a second agent shares the port";
-  EXPECT_NE(second.status().message().find("address in use"),
-            absl::string_view::npos)
+  EXPECT_NE(second.status().message().find("address in use"), absl::string_view::npos)
       << second.status();
   EXPECT_TRUE((*first)->alive());
   EXPECT_TRUE(Serves(listen.substr(strlen("--listen="))));
@@ -892,8 +840,7 @@ TEST(AgentStartUp, UnixSocketPathIsTakenOnlyWhenStale) {
   auto on_file = RunAgentExpectingExit({"--listen=", "--unix-socket=" + file});
   ASSERT_TRUE(on_file.ok()) << on_file.status();
   EXPECT_NE(on_file->first, 0);
-  EXPECT_NE(on_file->second.find("regular file"), std::string::npos)
-      << on_file->second;
+  EXPECT_NE(on_file->second.find("regular file"), std::string::npos) << on_file->second;
   EXPECT_EQ(Slurp(file), "precious");
   // A live agent's socket is not taken, during or after a second agent's try.
   const std::string live = dir + "/live.sock";
@@ -941,8 +888,7 @@ void CheckTwoWatchStreamsAllowed(const std::string& flag,
   std::vector<std::unique_ptr<grpc::ClientReader<v1::HitBatch>>> streams;
   for (int i = 0; i < 2; ++i) {
     ctxs.push_back(std::make_unique<grpc::ClientContext>());
-    streams.push_back(
-        (*agent)->stub().WatchHits(ctxs.back().get(), v1::WatchHitsRequest()));
+    streams.push_back((*agent)->stub().WatchHits(ctxs.back().get(), v1::WatchHitsRequest()));
     streams.back()->WaitForInitialMetadata();  // registered
   }
   grpc::ClientContext ctx;
@@ -950,8 +896,7 @@ void CheckTwoWatchStreamsAllowed(const std::string& flag,
   v1::HitBatch b;
   EXPECT_FALSE(third->Read(&b));
   grpc::Status st = third->Finish();
-  EXPECT_EQ(st.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
-      << st.error_message();
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << st.error_message();
   for (const std::string& part : message_parts) {
     EXPECT_NE(st.error_message().find(part), std::string::npos) << st.error_message();
   }
@@ -1018,8 +963,8 @@ TEST(AgentLimits, ProbesPerSiteAreLimited) {
 // Every stream is known to be registered once it has received a hit.
 TEST(AgentLimits, IdleWatchStreamsDoNotReserveQueues) {
   ASSERT_EQ(geteuid(), 0);
-  auto agent = AgentProcess::Start(
-      {"--watch-queue-events=65536", "--max-watch-streams-per-identity=64"});
+  auto agent =
+      AgentProcess::Start({"--watch-queue-events=65536", "--max-watch-streams-per-identity=64"});
   ASSERT_TRUE(agent.ok()) << agent.status();
   auto workload = Workload::Start();
   ASSERT_TRUE(workload.ok()) << workload.status();
@@ -1041,8 +986,7 @@ TEST(AgentLimits, IdleWatchStreamsDoNotReserveQueues) {
   std::vector<std::unique_ptr<grpc::ClientReader<v1::HitBatch>>> streams;
   for (int i = 0; i < kStreams; ++i) {
     ctxs.push_back(std::make_unique<grpc::ClientContext>());
-    streams.push_back(
-        (*agent)->stub().WatchHits(ctxs.back().get(), v1::WatchHitsRequest()));
+    streams.push_back((*agent)->stub().WatchHits(ctxs.back().get(), v1::WatchHitsRequest()));
   }
   std::atomic<bool> stop{false};
   std::thread hits([&] {
@@ -1058,8 +1002,8 @@ TEST(AgentLimits, IdleWatchStreamsDoNotReserveQueues) {
     }
   }
   const uint64_t after = (*agent)->RssBytes();
-  std::cout << "RSS " << (before >> 20) << " MiB -> " << (after >> 20)
-            << " MiB with " << kStreams << " streams\n";
+  std::cout << "RSS " << (before >> 20) << " MiB -> " << (after >> 20) << " MiB with " << kStreams
+            << " streams\n";
   // 16 queues allocated up front would be ~190 MiB.
   EXPECT_LT(after - std::min(after, before), uint64_t{32} << 20);
   for (int i = 0; i < kStreams; ++i) {
@@ -1444,11 +1388,8 @@ TEST_P(BudgetTest, CostFollowsTheKernelConfirmedPlacement) {
 INSTANTIATE_TEST_SUITE_P(LinkModes, BudgetTest, ::testing::Values("multi", "perf"),
                          [](const ::testing::TestParamInfo<std::string>& i) { return i.param; });
 
-INSTANTIATE_TEST_SUITE_P(LinkModes, AgentTest,
-                         ::testing::Values("multi", "perf"),
-                         [](const ::testing::TestParamInfo<std::string>& i) {
-                           return i.param;
-                         });
+INSTANTIATE_TEST_SUITE_P(LinkModes, AgentTest, ::testing::Values("multi", "perf"),
+                         [](const ::testing::TestParamInfo<std::string>& i) { return i.param; });
 
 }  // namespace
 }  // namespace xolfleet::testing
