@@ -30,7 +30,7 @@ size_t Watcher::queued_now() const {
 }
 
 void Watcher::Offer(absl::Span<const RoutedHit> hits) {
-  uint64_t lost = 0, queued = 0;
+  uint64_t lost = 0;
   {
     absl::MutexLock l(&mu_);
     if (closed_) return;
@@ -49,11 +49,9 @@ void Watcher::Offer(absl::Span<const RoutedHit> hits) {
         }
       }
       queue_.push_back(h);
-      ++queued;
     }
   }
   if (lost) dropped_.fetch_add(lost, std::memory_order_relaxed);
-  if (queued) queued_.fetch_add(queued, std::memory_order_relaxed);
 }
 
 bool Watcher::Take(std::vector<RoutedHit>* out, size_t max, absl::Duration timeout) {

@@ -58,7 +58,6 @@ class Watcher {
   bool Take(std::vector<RoutedHit>* out, size_t max, absl::Duration timeout);
   void Close();
   uint64_t dropped() const { return dropped_.load(std::memory_order_relaxed); }
-  uint64_t delivered_to_queue() const { return queued_.load(std::memory_order_relaxed); }
   size_t queued_now() const;
 
  private:
@@ -71,7 +70,6 @@ class Watcher {
   std::deque<RoutedHit> queue_ ABSL_GUARDED_BY(mu_);
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
   std::atomic<uint64_t> dropped_{0};
-  std::atomic<uint64_t> queued_{0};
 };
 
 class HitHub {

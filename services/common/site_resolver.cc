@@ -329,12 +329,6 @@ absl::StatusOr<ResolvedSite> ResolveSite(const ElfFile& elf, const SiteRequest& 
   return site;
 }
 
-absl::StatusOr<ResolvedSite> ResolveSite(const SiteRequest& req, KernelProfile profile) {
-  absl::StatusOr<std::unique_ptr<ElfFile>> elf = ElfFile::Open(req.binary_path);
-  if (!elf.ok()) return elf.status();
-  return ResolveSite(**elf, req, profile);
-}
-
 std::vector<ResolvedSite> ClassifyAllFunctionEntries(const ElfFile& elf, KernelProfile profile) {
   std::vector<ResolvedSite> out;
   for (const ElfSymbol& fn : elf.Functions()) {

@@ -61,9 +61,6 @@ absl::StatusOr<ResolvedSite> ResolveSite(const ElfFile& elf, const SiteRequest& 
 // A REFUSED instruction is not an error here (Classify reports it); attaching callers
 // turn `insn.placement == Placement::kRefused` into FAILED_PRECONDITION with the reason.
 
-// Same, opening the file (cache ElfFile objects yourself for batches).
-absl::StatusOr<ResolvedSite> ResolveSite(const SiteRequest& req, KernelProfile profile);
-
 // Every function entry of `elf`, classified (for `xolctl classify --all-functions`).
 // Functions whose first instruction cannot be read, or whose entry is not code
 // (CheckSiteIsCode), are reported REFUSED with the reason.

@@ -132,9 +132,7 @@ TEST_F(SiteResolverTest, BuildIdGuard) {
 }
 
 TEST_F(SiteResolverTest, MissingFileAndSymbol) {
-  SiteRequest r = Req("fx_plain");
-  r.binary_path = "/nonexistent/bin";
-  EXPECT_EQ(ResolveSite(r, KernelProfile::kLinux61).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(ElfFile::Open("/nonexistent/bin").status().code(), absl::StatusCode::kNotFound);
   auto missing = ResolveSite(*elf_, Req("fx_nope"), KernelProfile::kLinux61);
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
   auto data = ResolveSite(*elf_, Req("fx_data"), KernelProfile::kLinux61);
