@@ -14,6 +14,7 @@
 #include "services/common/open_file.h"
 #include "services/common/placement.h"
 #include "services/common/probe_spec.h"
+#include "services/controller/probe_status.h"
 #include "services/controller/selector.h"
 
 namespace xolfleet::controller {
@@ -29,10 +30,6 @@ std::string NewSetId() {
   static absl::Mutex* mu = new absl::Mutex();
   absl::MutexLock l(mu);
   return absl::StrFormat("ps-%012x", absl::Uniform<uint64_t>(*gen) & 0xffffffffffffULL);
-}
-
-std::string PlacementLabel(v1::Placement p) {
-  return p == v1::PLACEMENT_UNSPECIFIED ? "UNKNOWN" : v1::Placement_Name(p);
 }
 
 }  // namespace
@@ -635,6 +632,10 @@ absl::StatusOr<v1::Rollout> FleetController::GetRollout(const std::string& set_i
   return RolloutLocked(it->second);
 }
 
+NodeReports FleetController::ReportsOf(const std::string& name, const Node& n) {
+  return NodeReports{name, n.up, n.reg.kernel_profile(), n.set_status, n.probes};
+}
+
 absl::StatusOr<v1::ListFleetProbesResponse> FleetController::ListProbes(
     const v1::ListFleetProbesRequest& req) {
   if (auto s = ValidateSetIds(req.set_ids(), /*allow_empty=*/true); !s.ok()) return s;
@@ -652,40 +653,8 @@ absl::StatusOr<v1::ListFleetProbesResponse> FleetController::ListProbes(
     if (!want_nodes.empty() && !want_nodes.count(name)) continue;
     for (const auto& [id, s] : sets_) {
       if (!want_sets.empty() && !want_sets.count(id)) continue;
-      bool desired = Desired(s, n);
-      auto sit = n.set_status.find(id);
-      for (int i = 0; i < s.stored.request.specs_size(); ++i) {
-        std::string fid = FleetProbeId(id, i);
-        auto pit = n.probes.find(fid);
-        bool present = pit != n.probes.end() && !pit->second.empty();
-        if (!desired && !present) continue;
-        v1::FleetProbeStatus st;
-        st.set_node_name(name);
-        st.set_set_id(id);
-        st.set_fleet_probe_id(fid);
-        *st.mutable_spec() = s.stored.request.specs(i);
-        st.set_desired(desired);
-        st.set_kernel_profile(n.reg.kernel_profile());
-        if (present) {
-          const auto& p = pit->second.front();
-          st.set_local_copies(pit->second.size());
-          st.set_local_probe_id(p.local_probe_id());
-          st.set_placement(p.placement());
-          st.set_predicted_placement(p.predicted_placement());
-          st.set_kernel_placement(p.kernel_placement());
-          st.set_hits(p.hits());
-          st.set_actual(p.state());
-          st.set_status_message(p.status_message());
-          *st.mutable_cost() = p.cost();
-        } else if (sit != n.set_status.end() && sit->second.state() == v1::SET_FAILED) {
-          st.set_actual(v1::FAILED);
-          st.set_status_message(sit->second.status_message());
-        } else {
-          st.set_actual(v1::PENDING);
-        }
-        if (!n.up) st.set_actual(v1::UNKNOWN);
-        *resp.add_probes() = std::move(st);
-      }
+      AppendProbeStatus(ReportsOf(name, n), id, s.stored.request.specs(), Desired(s, n),
+                        resp.mutable_probes());
     }
   }
   for (const auto& [id, s] : sets_) {
@@ -795,26 +764,11 @@ std::vector<GaugeFamily> FleetController::CollectGauges() {
           {{{"node", name}, {"placement", PlacementLabel(f.placement())}}, f.ns_per_hit() * 1e-9});
     }
     std::map<std::pair<std::string, std::string>, int> counts;  // placement,state
+    google::protobuf::RepeatedPtrField<v1::FleetProbeStatus> rows;
     for (const auto& [id, s] : sets_) {
-      bool desired = Desired(s, n);
-      for (int i = 0; i < s.stored.request.specs_size(); ++i) {
-        auto pit = n.probes.find(FleetProbeId(id, i));
-        bool present = pit != n.probes.end() && !pit->second.empty();
-        if (!desired && !present) continue;
-        std::string placement = "UNKNOWN", state;
-        if (!n.up) {
-          state = "UNKNOWN";
-        } else if (present) {
-          placement = PlacementLabel(pit->second.front().placement());
-          state = v1::ProbeState_Name(pit->second.front().state());
-        } else {
-          auto sit = n.set_status.find(id);
-          state = sit != n.set_status.end() && sit->second.state() == v1::SET_FAILED ? "FAILED"
-                                                                                     : "PENDING";
-        }
-        counts[{placement, state}]++;
-      }
+      AppendProbeStatus(ReportsOf(name, n), id, s.stored.request.specs(), Desired(s, n), &rows);
     }
+    for (const auto& row : rows) counts[ProbeGaugeLabels(row, n.up)]++;
     for (const auto& [k, v] : counts) {
       probes.samples.push_back(
           {{{"node", name}, {"placement", k.first}, {"state", k.second}}, static_cast<double>(v)});

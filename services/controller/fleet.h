@@ -42,6 +42,7 @@
 #include "absl/time/time.h"
 #include "services/controller/hit_hub.h"
 #include "services/controller/metrics.h"
+#include "services/controller/probe_status.h"
 #include "services/controller/store.h"
 #include "xolfleet/v1/controller.pb.h"
 
@@ -131,6 +132,8 @@ class FleetController {
                   Clock clock);
 
   bool Desired(const Set& s, const Node& n) const;
+  // The node's reports as the probe-status view (probe_status.h) reads them.
+  static NodeReports ReportsOf(const std::string& name, const Node& n);
   // Fleet probes of the node's last heartbeat that a budget acted on.
   static uint32_t BudgetBreachesLocked(const Node& n);
   std::vector<std::string> DesiredSetsLocked(const Node& n) const

@@ -1,0 +1,48 @@
+// The controller's per-probe status view: one row per (node, fleet probe) that is desired
+// on the node or reported by it, built from the node's last reports. ListFleetProbes
+// returns these rows; the xolfleet_controller_probes gauge counts them by
+// ProbeGaugeLabels. Both read the same rows, so the API and the metrics cannot disagree.
+//
+// A row's actual state, in order of precedence:
+//   node down                  UNKNOWN (the rest of the row still shows the last report)
+//   reported by the agent      the agent's state, placement, hits, cost (first local copy)
+//   not reported, set FAILED   FAILED with the set's message
+//   otherwise                  PENDING
+#ifndef XOLFLEET_SERVICES_CONTROLLER_PROBE_STATUS_H_
+#define XOLFLEET_SERVICES_CONTROLLER_PROBE_STATUS_H_
+
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "google/protobuf/repeated_ptr_field.h"
+#include "xolfleet/v1/controller.pb.h"
+
+namespace xolfleet::controller {
+
+// What one node last told the controller, as the status view needs it. Not owning.
+struct NodeReports {
+  const std::string& name;
+  bool up;
+  const std::string& kernel_profile;
+  const std::map<std::string, v1::AgentSetStatus>& set_status;             // by set id
+  const std::map<std::string, std::vector<v1::AgentProbeStatus>>& probes;  // by fleet probe id
+};
+
+// Appends a row for every probe of set `set_id` (its `specs`) that is desired on the node
+// or reported by it.
+void AppendProbeStatus(const NodeReports& node, const std::string& set_id,
+                       const google::protobuf::RepeatedPtrField<v1::ProbeSpec>& specs, bool desired,
+                       google::protobuf::RepeatedPtrField<v1::FleetProbeStatus>* rows);
+
+// "UNKNOWN" for PLACEMENT_UNSPECIFIED, else the enum name: the metrics' placement label.
+std::string PlacementLabel(v1::Placement p);
+
+// The (placement, state) labels a row is counted under in xolfleet_controller_probes: a
+// down node's probes count as UNKNOWN/UNKNOWN.
+std::pair<std::string, std::string> ProbeGaugeLabels(const v1::FleetProbeStatus& row, bool node_up);
+
+}  // namespace xolfleet::controller
+
+#endif  // XOLFLEET_SERVICES_CONTROLLER_PROBE_STATUS_H_

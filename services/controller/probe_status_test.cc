@@ -1,0 +1,138 @@
+#include "services/controller/probe_status.h"
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace xolfleet::controller {
+namespace {
+
+class ProbeStatusTest : public ::testing::Test {
+ protected:
+  ProbeStatusTest() {
+    specs_.Add()->set_symbol("f0");
+    specs_.Add()->set_symbol("f1");
+  }
+  NodeReports Reports() const { return NodeReports{name_, up_, profile_, set_status_, probes_}; }
+  google::protobuf::RepeatedPtrField<v1::FleetProbeStatus> Rows(bool desired) const {
+    google::protobuf::RepeatedPtrField<v1::FleetProbeStatus> rows;
+    AppendProbeStatus(Reports(), "ps-1", specs_, desired, &rows);
+    return rows;
+  }
+  v1::AgentProbeStatus& Report(int i) {
+    auto& v = probes_["ps-1/" + std::to_string(i)];
+    v.emplace_back();
+    auto& p = v.back();
+    p.set_fleet_probe_id("ps-1/" + std::to_string(i));
+    p.set_set_id("ps-1");
+    p.set_local_probe_id("local-" + std::to_string(i) + "-" + std::to_string(v.size()));
+    return p;
+  }
+
+  std::string name_ = "n1", profile_ = "patched";
+  bool up_ = true;
+  std::map<std::string, v1::AgentSetStatus> set_status_;
+  std::map<std::string, std::vector<v1::AgentProbeStatus>> probes_;
+  google::protobuf::RepeatedPtrField<v1::ProbeSpec> specs_;
+};
+
+TEST_F(ProbeStatusTest, DesiredButNotReportedIsPending) {
+  auto rows = Rows(/*desired=*/true);
+  ASSERT_EQ(rows.size(), 2);
+  for (int i = 0; i < 2; ++i) {
+    const auto& r = rows.Get(i);
+    EXPECT_EQ(r.node_name(), "n1");
+    EXPECT_EQ(r.set_id(), "ps-1");
+    EXPECT_EQ(r.fleet_probe_id(), "ps-1/" + std::to_string(i));
+    EXPECT_EQ(r.spec().symbol(), "f" + std::to_string(i));
+    EXPECT_TRUE(r.desired());
+    EXPECT_EQ(r.kernel_profile(), "patched");
+    EXPECT_EQ(r.actual(), v1::PENDING);
+    EXPECT_EQ(r.local_copies(), 0u);
+    EXPECT_EQ(ProbeGaugeLabels(r, true),
+              std::make_pair(std::string("UNKNOWN"), std::string("PENDING")));
+  }
+}
+
+TEST_F(ProbeStatusTest, NeitherDesiredNorReportedHasNoRow) {
+  EXPECT_EQ(Rows(/*desired=*/false).size(), 0);
+  probes_["ps-1/0"];  // an empty report list is not a report
+  EXPECT_EQ(Rows(/*desired=*/false).size(), 0);
+}
+
+TEST_F(ProbeStatusTest, ReportedButNoLongerDesiredStillShows) {
+  Report(1).set_state(v1::ATTACHED);
+  auto rows = Rows(/*desired=*/false);
+  ASSERT_EQ(rows.size(), 1);
+  EXPECT_EQ(rows.Get(0).fleet_probe_id(), "ps-1/1");
+  EXPECT_FALSE(rows.Get(0).desired());
+  EXPECT_EQ(rows.Get(0).actual(), v1::ATTACHED);
+}
+
+TEST_F(ProbeStatusTest, FailedSetMarksUnreportedProbesFailed) {
+  set_status_["ps-1"].set_state(v1::SET_FAILED);
+  set_status_["ps-1"].set_status_message("no such symbol");
+  Report(0).set_state(v1::ATTACHED);  // a reported probe keeps its own state
+  auto rows = Rows(/*desired=*/true);
+  ASSERT_EQ(rows.size(), 2);
+  EXPECT_EQ(rows.Get(0).actual(), v1::ATTACHED);
+  EXPECT_EQ(rows.Get(0).status_message(), "");
+  EXPECT_EQ(rows.Get(1).actual(), v1::FAILED);
+  EXPECT_EQ(rows.Get(1).status_message(), "no such symbol");
+  EXPECT_EQ(ProbeGaugeLabels(rows.Get(1), true),
+            std::make_pair(std::string("UNKNOWN"), std::string("FAILED")));
+}
+
+TEST_F(ProbeStatusTest, ReportCarriesPlacementsHitsAndCostOfTheFirstCopy) {
+  auto& p = Report(0);
+  p.set_state(v1::ATTACHED);
+  p.set_placement(v1::SINGLE_STEP);        // the kernel's word ...
+  p.set_predicted_placement(v1::BOOSTED);  // ... differs from the prediction
+  p.set_kernel_placement(v1::SINGLE_STEP);
+  p.set_hits(42);
+  p.set_status_message("ok");
+  p.mutable_cost()->set_cpu_seconds_per_sec(0.25);
+  Report(0).set_state(v1::FAILED);  // a second local copy
+  auto rows = Rows(/*desired=*/true);
+  ASSERT_EQ(rows.size(), 2);
+  const auto& r = rows.Get(0);
+  EXPECT_EQ(r.local_copies(), 2u);
+  EXPECT_EQ(r.local_probe_id(), "local-0-1");
+  EXPECT_EQ(r.actual(), v1::ATTACHED);
+  EXPECT_EQ(r.placement(), v1::SINGLE_STEP);
+  EXPECT_EQ(r.predicted_placement(), v1::BOOSTED);
+  EXPECT_EQ(r.kernel_placement(), v1::SINGLE_STEP);
+  EXPECT_EQ(r.hits(), 42u);
+  EXPECT_EQ(r.status_message(), "ok");
+  EXPECT_DOUBLE_EQ(r.cost().cpu_seconds_per_sec(), 0.25);
+  EXPECT_EQ(ProbeGaugeLabels(r, true),
+            std::make_pair(std::string("SINGLE_STEP"), std::string("ATTACHED")));
+}
+
+TEST_F(ProbeStatusTest, DownNodeIsUnknownButKeepsItsLastReport) {
+  up_ = false;
+  auto& p = Report(0);
+  p.set_state(v1::ATTACHED);
+  p.set_placement(v1::EMULATED);
+  p.set_hits(7);
+  set_status_["ps-1"].set_state(v1::SET_FAILED);
+  auto rows = Rows(/*desired=*/true);
+  ASSERT_EQ(rows.size(), 2);
+  for (const auto& r : rows) {
+    EXPECT_EQ(r.actual(), v1::UNKNOWN);
+    EXPECT_EQ(ProbeGaugeLabels(r, false),
+              std::make_pair(std::string("UNKNOWN"), std::string("UNKNOWN")));
+  }
+  EXPECT_EQ(rows.Get(0).placement(), v1::EMULATED);
+  EXPECT_EQ(rows.Get(0).hits(), 7u);
+}
+
+TEST(PlacementLabel, UnspecifiedIsUnknown) {
+  EXPECT_EQ(PlacementLabel(v1::PLACEMENT_UNSPECIFIED), "UNKNOWN");
+  EXPECT_EQ(PlacementLabel(v1::BOOSTED_RIPREL), "BOOSTED_RIPREL");
+}
+
+}  // namespace
+}  // namespace xolfleet::controller
