@@ -102,18 +102,59 @@ absl::Status AgentServiceImpl::CheckSpecs(const Identity& who, const v1::AttachR
   return absl::OkStatus();
 }
 
-grpc::Status AgentServiceImpl::Attach(grpc::ServerContext* ctx, const v1::AttachRequest* req,
-                                      v1::AttachResponse* resp) {
-  absl::StatusOr<Identity> who = Authorize(*ctx, Capability::kAttachCounts);
-  if (!who.ok()) return ToGrpcStatus(who.status());
-  if (absl::Status st = CheckSpecs(*who, *req); !st.ok()) return ToGrpcStatus(st);
-  v1::AttachRequest owned = *req;
-  for (v1::ProbeSpec& s : *owned.mutable_specs()) {
+absl::StatusOr<Identity> AgentServiceImpl::PrepareAttach(const grpc::ServerContext& ctx,
+                                                         const v1::AttachRequest& req,
+                                                         v1::AttachRequest* owned) const {
+  absl::StatusOr<Identity> who = Authorize(ctx, Capability::kAttachCounts);
+  if (!who.ok()) return who.status();
+  if (absl::Status st = CheckSpecs(*who, req); !st.ok()) return st;
+  *owned = req;
+  for (v1::ProbeSpec& s : *owned->mutable_specs()) {
     (*s.mutable_labels())[kOwnerLabel] = who->ToString();
   }
+  return who;
+}
+
+grpc::Status AgentServiceImpl::Attach(grpc::ServerContext* ctx, const v1::AttachRequest* req,
+                                      v1::AttachResponse* resp) {
+  v1::AttachRequest owned;
+  absl::StatusOr<Identity> who = PrepareAttach(*ctx, *req, &owned);
+  if (!who.ok()) return ToGrpcStatus(who.status());
   std::optional<ScopedOpenAs> as;
   if (Unprivileged(*who)) as.emplace(who->uid, who->gid, who->groups);
   return Reply(manager_->Attach(owned), resp);
+}
+
+// The same path as Attach (authorization included); progress messages are written from
+// the manager's callback, which runs before any link of the request is live.
+grpc::Status AgentServiceImpl::AttachWithProgress(grpc::ServerContext* ctx,
+                                                  const v1::AttachRequest* req,
+                                                  grpc::ServerWriter<v1::AttachProgress>* writer) {
+  v1::AttachRequest owned;
+  absl::StatusOr<Identity> who = PrepareAttach(*ctx, *req, &owned);
+  if (!who.ok()) return ToGrpcStatus(who.status());
+  absl::StatusOr<v1::AttachResponse> result;
+  {
+    std::optional<ScopedOpenAs> as;
+    if (Unprivileged(*who)) as.emplace(who->uid, who->gid, who->groups);
+    // A client that went away does not stop the attach (all or nothing): writes just fail.
+    result = manager_->AttachWithProgress(
+        owned, [writer](v1::AttachProgress::Phase phase, uint32_t done, uint32_t total) {
+          v1::AttachProgress p;
+          p.set_phase(phase);
+          p.set_done(done);
+          p.set_total(total);
+          (void)writer->Write(p);
+        });
+  }
+  if (!result.ok()) return ToGrpcStatus(result.status());
+  v1::AttachProgress last;
+  last.set_phase(v1::AttachProgress::ATTACH_PHASE_DONE);
+  last.set_done(owned.specs_size());
+  last.set_total(owned.specs_size());
+  *last.mutable_result() = *std::move(result);
+  writer->Write(last);
+  return grpc::Status::OK;
 }
 
 grpc::Status AgentServiceImpl::Detach(grpc::ServerContext* ctx, const v1::DetachRequest* req,

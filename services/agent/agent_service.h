@@ -9,6 +9,7 @@
 //   read-only       List, GetNodeInfo, Classify, WatchHits (hit counts and times)
 //   attach-counts   Attach without capture; Detach of the caller's own probes
 //   attach-capture  Attach with register capture; register values in WatchHits
+// (AttachWithProgress is Attach: the same checks on the same request.)
 //   admin           Detach of any probe (fleet probes included)
 // A local caller other than root also only reaches files it can read itself (Classify and
 // Attach open the binary with its credentials) and scopes probes (pid) only to its own
@@ -49,6 +50,8 @@ class AgentServiceImpl final : public v1::AgentService::Service {
 
   grpc::Status Attach(grpc::ServerContext* ctx, const v1::AttachRequest* req,
                       v1::AttachResponse* resp) override;
+  grpc::Status AttachWithProgress(grpc::ServerContext* ctx, const v1::AttachRequest* req,
+                                  grpc::ServerWriter<v1::AttachProgress>* writer) override;
   grpc::Status Detach(grpc::ServerContext* ctx, const v1::DetachRequest* req,
                       v1::DetachResponse* resp) override;
   grpc::Status List(grpc::ServerContext* ctx, const v1::ListRequest* req,
@@ -65,6 +68,11 @@ class AgentServiceImpl final : public v1::AgentService::Service {
   // capability, RESOURCE_EXHAUSTED for a connection over its limit).
   absl::StatusOr<Identity> Authorize(const grpc::ServerContext& ctx, Capability need) const;
   absl::Status CheckSpecs(const Identity& who, const v1::AttachRequest& req) const;
+  // Attach and AttachWithProgress alike: authorizes the caller for `req` and copies it to
+  // `owned` with the owner label set on every spec.
+  absl::StatusOr<Identity> PrepareAttach(const grpc::ServerContext& ctx,
+                                         const v1::AttachRequest& req,
+                                         v1::AttachRequest* owned) const;
 
   ProbeManager* const manager_;
   HitHub* const hub_;

@@ -128,8 +128,8 @@ ProbeManager::~ProbeManager() {
   }
 }
 
-absl::Status ProbeManager::ResolveAll(const v1::AttachRequest &req,
-                                      std::vector<Resolved> *out) const {
+absl::Status ProbeManager::ResolveAll(const v1::AttachRequest &req, std::vector<Resolved> *out,
+                                      const AttachProgressFn &progress) const {
   const KernelProfile profile = Profile().profile;
   out->resize(req.specs_size());
   // One open file per (root, path) per request: every spec naming it is checked
@@ -199,6 +199,11 @@ absl::Status ProbeManager::ResolveAll(const v1::AttachRequest &req,
       }
     }
     if (!st.ok()) failures.emplace_back(i, st);
+    // About 20 reports per request (at most one per 64 specs), and one at the end.
+    const int total = req.specs_size();
+    if (progress && (i + 1 == total || (i + 1) % std::max(64, total / 20) == 0)) {
+      progress(v1::AttachProgress::ATTACH_PHASE_RESOLVING, i + 1, total);
+    }
   }
   // A process may have exited while the request was read: its pid may be another's now.
   if (failures.empty()) {
@@ -223,7 +228,29 @@ absl::Status ProbeManager::ResolveAll(const v1::AttachRequest &req,
                                    " specs failed: ", absl::StrJoin(parts, "; ")));
 }
 
+namespace {
+
+// The compact form of an attached probe (AttachRequest.compact): what a client of a large
+// batch needs to address and check its probes; List has the rest.
+v1::Probe CompactProbe(const v1::Probe &p) {
+  v1::Probe c;
+  c.set_id(p.id());
+  c.set_state(p.state());
+  c.set_status_message(p.status_message());
+  c.mutable_site()->set_placement(p.site().placement());
+  c.mutable_site()->set_file_offset(p.site().file_offset());
+  c.set_expires_at_unix_ns(p.expires_at_unix_ns());
+  return c;
+}
+
+}  // namespace
+
 absl::StatusOr<v1::AttachResponse> ProbeManager::Attach(const v1::AttachRequest &req) {
+  return AttachWithProgress(req, nullptr);
+}
+
+absl::StatusOr<v1::AttachResponse> ProbeManager::AttachWithProgress(
+    const v1::AttachRequest &req, const AttachProgressFn &progress) {
   const absl::Time start = absl::Now();
   auto finish = [&](bool ok, size_t n) {
     if (observer_ != nullptr) observer_->OnAttach(absl::Now() - start, n, ok);
@@ -242,9 +269,12 @@ absl::StatusOr<v1::AttachResponse> ProbeManager::Attach(const v1::AttachRequest 
   }
   if (req.dry_run()) return DryRun(req);
   std::vector<Resolved> resolved;
-  if (absl::Status st = ResolveAll(req, &resolved); !st.ok()) {
+  if (absl::Status st = ResolveAll(req, &resolved, progress); !st.ok()) {
     finish(false, 0);
     return st;
+  }
+  if (progress) {
+    progress(v1::AttachProgress::ATTACH_PHASE_LINKING, req.specs_size(), req.specs_size());
   }
 
   const absl::Time resolved_at = absl::Now();
@@ -361,7 +391,7 @@ absl::StatusOr<v1::AttachResponse> ProbeManager::Attach(const v1::AttachRequest 
   v1::AttachResponse resp;
   resp.set_link_kind(program_->link_mode() == LinkMode::kMulti ? "uprobe_multi" : "perf_event");
   for (const ProbeRecord &r : records) {
-    *resp.add_probes() = r.probe;
+    *resp.add_probes() = req.compact() ? CompactProbe(r.probe) : r.probe;
     hub_->RouteSlot(r.slot, r.generation, r.num);
   }
   active_.reserve(active_.size() + n);

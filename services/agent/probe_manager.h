@@ -103,6 +103,14 @@ class ProbeManager final : public AgentApi {
   void set_observer(ProbeManagerObserver* o) { observer_ = o; }
 
   absl::StatusOr<v1::AttachResponse> Attach(const v1::AttachRequest& req) override;
+  // Attach, calling `progress` (if set) as the work advances: during phase 1 every few
+  // specs resolved (ATTACH_PHASE_RESOLVING, done counting up to total), then once with
+  // ATTACH_PHASE_LINKING before phase 2. It is called on this thread with no lock held,
+  // never after a link of the request is live, so it may block (a stream write).
+  using AttachProgressFn =
+      std::function<void(v1::AttachProgress::Phase phase, uint32_t done, uint32_t total)>;
+  absl::StatusOr<v1::AttachResponse> AttachWithProgress(const v1::AttachRequest& req,
+                                                        const AttachProgressFn& progress);
   absl::StatusOr<v1::DetachResponse> Detach(const v1::DetachRequest& req) override;
   absl::StatusOr<v1::ListResponse> List(const v1::ListRequest& req) override;
   absl::StatusOr<v1::ClassifyResponse> Classify(const v1::ClassifyRequest& req) override;
@@ -186,7 +194,8 @@ class ProbeManager final : public AgentApi {
 
   ProbeManager(const Options& options, std::unique_ptr<ProbeProgram> program, KernelInfo kernel,
                HitHub* hub);
-  absl::Status ResolveAll(const v1::AttachRequest& req, std::vector<Resolved>* out) const;
+  absl::Status ResolveAll(const v1::AttachRequest& req, std::vector<Resolved>* out,
+                          const AttachProgressFn& progress = nullptr) const;
   // Removes `ids` from the table (final counts kept in the inactive list with
   // `state`); detaches their links and re-links surviving members of partially
   // emptied multi links.

@@ -1,6 +1,7 @@
 // xolctl's node commands: attach, detach, list, classify, watch, info.
 #include <algorithm>
 #include <iostream>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -52,6 +53,50 @@ std::string BudgetStr(v1::BudgetState s) {
 }
 
 std::string Micros(double ns) { return absl::StrFormat("%.2f us", ns / 1000); }
+
+// Batches at least this large are attached through AttachWithProgress, with progress on
+// stderr; smaller ones are one Attach call.
+constexpr int kProgressFromSpecs = 100;
+
+const char* PhaseName(v1::AttachProgress::Phase p) {
+  switch (p) {
+    case v1::AttachProgress::ATTACH_PHASE_RESOLVING:
+      return "resolving";
+    case v1::AttachProgress::ATTACH_PHASE_LINKING:
+      return "linking";
+    default:
+      return "done";
+  }
+}
+
+// Attach through the progress stream, printing "attach: resolving 400/2000" lines on
+// stderr (stdout and --json output stay what Attach gives). An agent without the method
+// (UNIMPLEMENTED) gets a plain Attach.
+grpc::Status AttachShowingProgress(Context& c, const v1::AttachRequest& req,
+                                   v1::AttachResponse* resp) {
+  std::unique_ptr<grpc::ClientContext> rpc = c.Rpc();
+  std::unique_ptr<grpc::ClientReader<v1::AttachProgress>> reader =
+      c.Agent().AttachWithProgress(rpc.get(), req);
+  v1::AttachProgress p;
+  bool got_result = false;
+  while (reader->Read(&p)) {
+    if (p.has_result()) {
+      *resp = std::move(*p.mutable_result());
+      got_result = true;
+    } else {
+      c.err() << "attach: " << PhaseName(p.phase()) << " " << p.done() << "/" << p.total()
+              << std::endl;
+    }
+  }
+  grpc::Status st = reader->Finish();
+  if (st.error_code() == grpc::StatusCode::UNIMPLEMENTED) {
+    return c.Agent().Attach(c.Rpc().get(), req, resp);
+  }
+  if (st.ok() && !got_result) {
+    return grpc::Status(grpc::StatusCode::INTERNAL, "the progress stream ended without a result");
+  }
+  return st;
+}
 
 int RunAttach(Context& c) {
   const Args& a = c.args();
@@ -108,7 +153,9 @@ int RunAttach(Context& c) {
     return c.Usage("--calls-per-sec and --sample predict a cost: use them with --dry-run");
   }
   v1::AttachResponse resp;
-  grpc::Status st = c.Agent().Attach(c.Rpc().get(), req, &resp);
+  grpc::Status st = !req.dry_run() && req.specs_size() >= kProgressFromSpecs
+                        ? AttachShowingProgress(c, req, &resp)
+                        : c.Agent().Attach(c.Rpc().get(), req, &resp);
   if (!st.ok()) return c.Fail("attach", st);
   if (c.json()) {
     c.PrintJson(resp);

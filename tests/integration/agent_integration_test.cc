@@ -1392,4 +1392,147 @@ INSTANTIATE_TEST_SUITE_P(LinkModes, AgentTest, ::testing::Values("multi", "perf"
                          [](const ::testing::TestParamInfo<std::string>& i) { return i.param; });
 
 }  // namespace
+// Large batches (issue 12): AttachWithProgress reports progress before its result, and
+// the result is what Attach answers; a compact reply is smaller; one bad spec in the
+// batch leaves nothing attached.
+class LargeBatchTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  // Perf-event links cost one perf event (and one breakpoint write per process mapping
+  // libc) per probe: fewer of them keep the tier's time bounded.
+  int BatchSize() const { return GetParam() == "multi" ? 2000 : 100; }
+};
+
+TEST_P(LargeBatchTest, ProgressThenTheSameResultAndACompactReply) {
+  ASSERT_EQ(geteuid(), 0) << "integration tests need root (uprobes, BPF)";
+  const int n = BatchSize();
+  absl::StatusOr<std::unique_ptr<AgentProcess>> a = AgentProcess::Start(
+      {"--link-mode=" + GetParam(), "--max-probes=4096", "--max-specs-per-request=4096"});
+  ASSERT_TRUE(a.ok()) << a.status();
+  AgentProcess& agent = **a;
+  const HeldObjects baseline = CountHeldObjects(agent.pid());
+  const std::string libc = "/lib/x86_64-linux-gnu/libc.so.6";
+
+  // Function entries of libc the running kernel accepts, one per plain name.
+  v1::ClassifyRequest creq;
+  creq.set_all_functions_of(libc);
+  v1::ClassifyResponse cresp;
+  {
+    grpc::ClientContext ctx;
+    grpc::Status st = agent.stub().Classify(&ctx, creq, &cresp);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+  }
+  std::set<std::string> seen;
+  v1::AttachRequest req;
+  for (const v1::SitePlacement& s : cresp.sites()) {
+    if (req.specs_size() == n) break;
+    if (s.placement() == v1::REFUSED || s.symbol_offset() != 0 || s.relocated()) continue;
+    if (s.symbol().empty() || absl::StrContains(s.symbol(), "@") ||
+        !seen.insert(s.symbol()).second) {
+      continue;
+    }
+    v1::ProbeSpec* spec = req.add_specs();
+    spec->set_binary_path(libc);
+    spec->set_symbol(s.symbol());
+  }
+  ASSERT_EQ(req.specs_size(), n);
+
+  auto detach_all = [&] {
+    v1::DetachRequest d;
+    d.set_all(true);
+    v1::DetachResponse dr;
+    grpc::ClientContext ctx;
+    grpc::Status st = agent.stub().Detach(&ctx, d, &dr);
+    EXPECT_TRUE(st.ok()) << st.error_message();
+  };
+  auto list_size = [&] {
+    v1::ListResponse l;
+    grpc::ClientContext ctx;
+    EXPECT_TRUE(agent.stub().List(&ctx, v1::ListRequest(), &l).ok());
+    return l.probes_size();
+  };
+  // Every message of one AttachWithProgress call, and its status.
+  auto stream = [&](const v1::AttachRequest& r, std::vector<v1::AttachProgress>* msgs) {
+    grpc::ClientContext ctx;
+    auto reader = agent.stub().AttachWithProgress(&ctx, r);
+    v1::AttachProgress p;
+    while (reader->Read(&p)) msgs->push_back(p);
+    return reader->Finish();
+  };
+  // A reply without what differs between two attaches of the same request.
+  auto comparable = [](v1::AttachResponse r) {
+    for (v1::Probe& p : *r.mutable_probes()) {
+      p.clear_id();
+      p.clear_attached_at_unix_ns();
+      p.mutable_spec()->mutable_labels()->clear();
+    }
+    return r;
+  };
+
+  std::vector<v1::AttachProgress> msgs;
+  grpc::Status st = stream(req, &msgs);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  ASSERT_GE(msgs.size(), 2u);
+  ASSERT_TRUE(msgs.back().has_result());
+  uint32_t last_done = 0;
+  for (size_t i = 0; i + 1 < msgs.size(); ++i) {
+    EXPECT_FALSE(msgs[i].has_result());
+    EXPECT_EQ(msgs[i].total(), static_cast<uint32_t>(n));
+    EXPECT_GE(msgs[i].done(), last_done);
+    last_done = msgs[i].done();
+  }
+  EXPECT_EQ(last_done, static_cast<uint32_t>(n));
+  EXPECT_EQ(msgs.back().phase(), v1::AttachProgress::ATTACH_PHASE_DONE);
+  const v1::AttachResponse streamed = msgs.back().result();
+  ASSERT_EQ(streamed.probes_size(), n);
+  EXPECT_EQ(list_size(), n);
+  detach_all();
+
+  v1::AttachResponse plain;
+  {
+    grpc::ClientContext ctx;
+    st = agent.stub().Attach(&ctx, req, &plain);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+  }
+  EXPECT_EQ(comparable(plain).SerializeAsString(), comparable(streamed).SerializeAsString());
+  detach_all();
+
+  v1::AttachRequest compact_req = req;
+  compact_req.set_compact(true);
+  v1::AttachResponse compact;
+  {
+    grpc::ClientContext ctx;
+    st = agent.stub().Attach(&ctx, compact_req, &compact);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+  }
+  ASSERT_EQ(compact.probes_size(), n);
+  for (int i = 0; i < n; ++i) {
+    EXPECT_FALSE(compact.probes(i).id().empty());
+    EXPECT_EQ(compact.probes(i).state(), v1::ATTACHED);
+    EXPECT_EQ(compact.probes(i).site().placement(), plain.probes(i).site().placement());
+    EXPECT_EQ(compact.probes(i).site().file_offset(), plain.probes(i).site().file_offset());
+    EXPECT_TRUE(compact.probes(i).site().disassembly().empty());
+  }
+  const size_t full_bytes = plain.ByteSizeLong(), compact_bytes = compact.ByteSizeLong();
+  std::cout << "attach reply for " << n << " libc entries (" << GetParam() << "): full "
+            << full_bytes << " bytes, compact " << compact_bytes << " bytes" << std::endl;
+  EXPECT_LT(compact_bytes * 3, full_bytes);
+  detach_all();
+
+  // One bad spec at the end: the stream fails, nothing is attached.
+  v1::AttachRequest bad = req;
+  bad.mutable_specs(n - 1)->set_symbol("xolfleet_no_such_function");
+  msgs.clear();
+  st = stream(bad, &msgs);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::NOT_FOUND) << st.error_message();
+  for (const v1::AttachProgress& p : msgs) EXPECT_FALSE(p.has_result());
+  EXPECT_EQ(list_size(), 0);
+  HeldObjects now = CountHeldObjects(agent.pid());
+  EXPECT_EQ(now.bpf_links, baseline.bpf_links);
+  EXPECT_EQ(now.perf_events, baseline.perf_events);
+  EXPECT_EQ(ConfigMapEntries(agent.pid()), 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(LinkModes, LargeBatchTest, ::testing::Values("multi", "perf"),
+                         [](const ::testing::TestParamInfo<std::string>& i) { return i.param; });
+
 }  // namespace xolfleet::testing

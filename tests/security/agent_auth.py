@@ -198,6 +198,13 @@ def main():
         expect_denied("counts-cannot-capture",
                       a.ctl("attach", f"{wl}:xol_target_add", "--capture=rdi,rsi", user=alice),
                       "PERMISSION_DENIED", "attach-capture")
+        # 100 sites or more go through AttachWithProgress: the same capabilities apply.
+        many = [f"{wl}:xol_target_add"] * 100
+        expect_denied("read-only-cannot-attach-with-progress",
+                      a.ctl("attach", *many, user=bob), "PERMISSION_DENIED", "attach-counts")
+        expect_denied("counts-cannot-capture-with-progress",
+                      a.ctl("attach", *many, "--capture=rdi", user=alice),
+                      "PERMISSION_DENIED", "attach-capture")
         expect_denied("no-probe-scoped-to-a-root-process",
                       a.ctl("attach", f"{wl}:xol_target_add", f"--pid={a.proc.pid}",
                             user=alice),
