@@ -5,6 +5,7 @@
 #   kernel/run-vm.sh [--mode test|bench|xmc|dbcount] [--kernel bzImage] [--log file]
 #                    [--timeout seconds] [--smp n] [--distro]
 #                    [--tcg-thread multi|single] [--qemu-log file]
+#                    [--cmdline "extra kernel args"] [--workdir dir]
 #
 # --distro boots the distribution-like kernel (kernel/build.sh --distro) with
 # -smp 2,maxcpus=64 (64 possible CPUs, 2 online) and adds the 32-bit test
@@ -18,6 +19,9 @@
 # --add FILE copies FILE (and FILE.offs if present) into the guest's /lib/xl/.
 # --tcg-thread picks qemu's TCG threading (default multi: one host thread per
 # vCPU, as CI runs; single: round-robin), also XOL_TCG_THREAD.
+# --mode soak runs "xoltest soak" (kernel/soak.sh); --cmdline appends kernel
+# arguments (e.g. xolsoak=hits,migrations,seconds,signal_us, read by init);
+# --workdir puts the initramfs there instead of the kernel cache (also XOL_WORK).
 # --qemu-log FILE adds "-d int -D FILE": every exception the guest takes
 # (v=01 is #DB, v=03 #BP), to count single-steps exactly.
 #
@@ -28,7 +32,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 CACHE=${XOL_CACHE:-/var/cache/xolfleet/kernel}
 mode=test kernel= log= timeout=${XOL_TIMEOUT:-900} smp= distro=0
-tcg_thread=${XOL_TCG_THREAD:-multi} qlog= adds=()
+tcg_thread=${XOL_TCG_THREAD:-multi} qlog= adds=() cmdline= work=${XOL_WORK:-}
 while (($#)); do
   case $1 in
   --mode) mode=$2; shift 2 ;;
@@ -40,6 +44,8 @@ while (($#)); do
   --tcg-thread) tcg_thread=$2; shift 2 ;;
   --qemu-log) qlog=$2; shift 2 ;;
   --add) adds+=("$2"); shift 2 ;;
+  --cmdline) cmdline=$2; shift 2 ;;
+  --workdir) work=$2; shift 2 ;;
   *) echo "run-vm.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -52,12 +58,14 @@ log() { printf '[kernel/run-vm %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 [[ -f $kernel ]] || { log "no kernel at $kernel (run kernel/build.sh)"; exit 2; }
 
 # initramfs: busybox + tests, rebuilt each run (a second or two)
-root=$CACHE/initramfs
+[[ -n $work ]] || work=$CACHE
+mkdir -p "$work"
+root=$work/initramfs
 rm -rf "$root" && mkdir -p "$root"/{bin,proc,sys,dev,tmp}
 cp /bin/busybox "$root/bin/busybox"
 # The placement corpus shared with the userspace classifier, when present.
 corpus=${XOL_CORPUS:-$here/../tests/corpus/placement_corpus.tsv}
-gen=$CACHE/gen && rm -rf "$gen" && mkdir -p "$gen"
+gen=$work/gen && rm -rf "$gen" && mkdir -p "$gen"
 extra=()
 if [[ -f $corpus ]]; then
   bash "$here/tests/gen-corpus.sh" "$corpus" "$gen"
@@ -82,7 +90,7 @@ if ((${#adds[@]})); then
     cp -L "$f" "$root/lib/xl/" && [[ ! -f $f.offs ]] || cp "$f.offs" "$root/lib/xl/"
   done
 fi
-(cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) >"$CACHE/initramfs.cpio.gz"
+(cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) >"$work/initramfs.cpio.gz"
 
 mkdir -p "$(dirname "$log")"
 qopt=()
@@ -91,8 +99,8 @@ log "booting $(basename "$kernel") mode=$mode smp=$smp tcg=$tcg_thread timeout=$
 set +e
 timeout --foreground -k 10 "$timeout" qemu-system-x86_64 "${qopt[@]}" \
   -accel tcg,thread="$tcg_thread" -smp "$smp" -m 2048 -cpu max \
-  -kernel "$kernel" -initrd "$CACHE/initramfs.cpio.gz" \
-  -append "console=ttyS0 panic=-1 xolmode=$mode" \
+  -kernel "$kernel" -initrd "$work/initramfs.cpio.gz" \
+  -append "console=ttyS0 panic=-1 xolmode=$mode${cmdline:+ $cmdline}" \
   -display none -monitor none -serial stdio -no-reboot </dev/null 2>&1 | tee "$log"
 qrc=${PIPESTATUS[0]}
 set -e
