@@ -36,20 +36,7 @@ std::string Hex(uint64_t v) { return absl::StrCat("0x", absl::Hex(v)); }
 // A cost in CPU seconds per second as a share of one CPU ("0.42%"), "-" when unknown.
 std::string CpuShare(const v1::ProbeCost& c) {
   if (!c.calibrated()) return "-";
-  return absl::StrFormat("%.3g%%", c.cpu_seconds_per_sec() * 100);
-}
-
-std::string BudgetStr(v1::BudgetState s) {
-  switch (s) {
-    case v1::BUDGET_ALERTED:
-      return "ALERTED";
-    case v1::BUDGET_THROTTLED:
-      return "THROTTLED";
-    case v1::BUDGET_DETACHED:
-      return "DETACHED";
-    default:
-      return "ok";
-  }
+  return CpuPercent(c.cpu_seconds_per_sec());
 }
 
 std::string Micros(double ns) { return absl::StrFormat("%.2f us", ns / 1000); }
@@ -242,7 +229,7 @@ int RunList(Context& c) {
            absl::StrCat(p.events_dropped()), absl::StrCat(p.rate_limited()),
            p.spec().pid() ? absl::StrCat(p.spec().pid()) : "any", ttl,
            absl::StrFormat("%.0f", p.cost().hits_per_sec()), CpuShare(p.cost()),
-           BudgetStr(p.cost().budget_state()), absl::StrJoin(labels, ",")});
+           BudgetStateName(p.cost().budget_state()), absl::StrJoin(labels, ",")});
   }
   t.Print(c.out());
   for (const v1::Probe& p : resp.probes()) {
@@ -347,8 +334,8 @@ int RunWatch(Context& c) {
     } else {
       // Budget actions are printed even with --quiet: they change what is being watched.
       for (const v1::BudgetEvent& b : batch.budget_events()) {
-        c.out() << "budget: " << b.probe_id() << " " << BudgetStr(b.state()) << ": " << b.message()
-                << "\n";
+        c.out() << "budget: " << b.probe_id() << " " << BudgetStateName(b.state()) << ": "
+                << b.message() << "\n";
       }
     }
     if (!c.json() && !quiet) {

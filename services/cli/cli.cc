@@ -7,6 +7,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
 #include "google/protobuf/util/json_util.h"
 #include "services/common/build_info.h"
@@ -164,6 +165,23 @@ void Context::PrintJson(const google::protobuf::Message& m) {
   (void)google::protobuf::util::MessageToJsonString(m, &s, o);
   out_ << s;
   if (s.empty() || s.back() != '\n') out_ << "\n";
+}
+
+std::string CpuPercent(double cpu_seconds_per_sec) {
+  return absl::StrFormat("%.3g%%", cpu_seconds_per_sec * 100);
+}
+
+std::string BudgetStateName(v1::BudgetState s) {
+  switch (s) {
+    case v1::BUDGET_ALERTED:
+      return "ALERTED";
+    case v1::BUDGET_THROTTLED:
+      return "THROTTLED";
+    case v1::BUDGET_DETACHED:
+      return "DETACHED";
+    default:
+      return "ok";
+  }
 }
 
 Registry& Registry::Get() {

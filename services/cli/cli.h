@@ -108,6 +108,11 @@ const std::set<std::string>& GlobalBoolOptions();
 // Runs xolctl with argv[1..] (tests call this directly).
 int Main(const std::vector<std::string>& argv, std::ostream& out, std::ostream& err);
 
+// CPU seconds per second as a share of one CPU ("0.42%").
+std::string CpuPercent(double cpu_seconds_per_sec);
+// A probe's budget state for tables: "ok", ALERTED, THROTTLED or DETACHED.
+std::string BudgetStateName(v1::BudgetState s);
+
 // Aligned text table.
 class Table {
  public:

@@ -68,22 +68,6 @@ int FailRpc(Context& ctx, const std::string& what, const grpc::Status& s) {
   return ctx.Fail(what, s);
 }
 
-// CPU seconds per second as a share of one CPU.
-std::string Percent(double cpu) { return absl::StrFormat("%.3g%%", cpu * 100); }
-
-std::string BudgetName(v1::BudgetState s) {
-  switch (s) {
-    case v1::BUDGET_ALERTED:
-      return "ALERTED";
-    case v1::BUDGET_THROTTLED:
-      return "THROTTLED";
-    case v1::BUDGET_DETACHED:
-      return "DETACHED";
-    default:
-      return "ok";
-  }
-}
-
 std::string Ago(int64_t unix_ns) {
   if (unix_ns <= 0) return "never";
   absl::Duration d = absl::Now() - absl::FromUnixNanos(unix_ns);
@@ -167,8 +151,8 @@ int Agents(Context& ctx) {
            absl::StrCat(a.probes_attached()),
            absl::StrCat(a.sets_converged(), "/", a.sets_desired()),
            a.slot_stats().available() ? absl::StrCat(a.slot_stats().slot_migrations()) : "-",
-           absl::StrCat(a.placement_mismatches()), Percent(a.cost().cpu_seconds_per_sec()),
-           a.cost().node_budget() > 0 ? Percent(a.cost().node_budget()) : "-",
+           absl::StrCat(a.placement_mismatches()), CpuPercent(a.cost().cpu_seconds_per_sec()),
+           a.cost().node_budget() > 0 ? CpuPercent(a.cost().node_budget()) : "-",
            absl::StrCat(a.budget_breaches()), Ago(a.last_seen_unix_ns()),
            labels.empty() ? "-" : absl::StrJoin(labels, ","), a.identity()});
   }
@@ -259,9 +243,9 @@ int Attach(Context& ctx) {
       }
       t.Add({n.node_name(), n.up() ? "UP" : "DOWN", n.kernel_profile(), absl::StrJoin(sites, ","),
              absl::StrJoin(per_hit, ","),
-             n.calibrated() ? Percent(n.predicted_cpu_seconds_per_sec()) : "uncalibrated",
-             Percent(n.current_cpu_seconds_per_sec()),
-             n.node_budget() > 0 ? Percent(n.node_budget()) : "-",
+             n.calibrated() ? CpuPercent(n.predicted_cpu_seconds_per_sec()) : "uncalibrated",
+             CpuPercent(n.current_cpu_seconds_per_sec()),
+             n.node_budget() > 0 ? CpuPercent(n.node_budget()) : "-",
              n.over_budget() ? "OVER BUDGET" : "ok"});
     }
     t.Print(ctx.out());
@@ -275,7 +259,7 @@ int Attach(Context& ctx) {
       std::sort(pl.begin(), pl.end());
       p.Add({pp.kernel_profile(), absl::StrCat(pp.nodes()), absl::StrJoin(pl, ","),
              absl::StrFormat("%.2fus", pp.mean_ns_per_hit() / 1000),
-             Percent(pp.predicted_cpu_seconds_per_sec())});
+             CpuPercent(pp.predicted_cpu_seconds_per_sec())});
     }
     p.Print(ctx.out());
     ctx.out() << "dry run: nothing attached"
@@ -374,8 +358,8 @@ int List(Context& ctx) {
            Placement(p.predicted_placement() != v1::PLACEMENT_UNSPECIFIED ? p.predicted_placement()
                                                                           : p.placement()),
            kernel, absl::StrCat(p.hits()), absl::StrCat(p.local_copies()),
-           p.cost().calibrated() ? Percent(p.cost().cpu_seconds_per_sec()) : "-",
-           BudgetName(p.cost().budget_state()), p.status_message()});
+           p.cost().calibrated() ? CpuPercent(p.cost().cpu_seconds_per_sec()) : "-",
+           BudgetStateName(p.cost().budget_state()), p.status_message()});
   }
   t.Print(ctx.out());
   ctx.out() << "\n";
