@@ -116,6 +116,11 @@ def run(argv, timeout=60, input=None):
         os.kill(p.pid, signal.SIGKILL)
         out, err = p.communicate()
         rc = 124
+    except BaseException:  # Ctrl-C or SIGTERM while waiting: not a process left behind
+        if p.poll() is None:
+            os.kill(p.pid, signal.SIGKILL)
+        p.wait()
+        raise
     return Result(rc, out.decode(errors="replace"), err.decode(errors="replace"))
 
 
