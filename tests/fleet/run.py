@@ -128,7 +128,8 @@ def scenarios(t, lab):
     watch.stop()
     got = watch_sums()
     t.check("watch-merged-hits", got == (want_sums, 0),
-            f"watch saw {got[0]} dropped={got[1]}, want {want_sums} dropped=0")
+            f"watch saw {sorted(got[0].items())} dropped={got[1]}, "
+            f"want {sorted(want_sums.items())} dropped=0")
 
     # 4. Label selector: zone=a is node-1 and node-2.
     r = lab.fleet("counter", "attach", "--labels=zone=a", f"{wl}:xol_target_spin")
@@ -216,7 +217,10 @@ def scenarios(t, lab):
         t.passed("controller-kill9-restart")
         t.log(f"controller restart: fleet restored in {time.monotonic() - t0:.0f} s")
     else:
-        t.fail("controller-kill9-restart", f"before={key(before)} after={key(lab.probes() or [])}")
+        now = lab.probes() or []
+        t.fail("controller-kill9-restart", f"agents up: {lab.agents_up()}; node-2 {set_a}/0 now "
+               f"{one(now, 'node-2', f'{set_a}/0')} (want 2000 hits); before={key(before)} "
+               f"after={key(now)}")
     for s in (set_a, set_b, set_c):
         st = lab.rollout_state(s)
         if st != "ROLLOUT_COMPLETE":
