@@ -3,7 +3,6 @@ them killed when the tier ends however it ends (Tier.__exit__)."""
 import os
 import signal
 import subprocess
-import time
 
 
 class Proc:
@@ -122,7 +121,3 @@ def run(argv, timeout=60, input=None):
         p.wait()
         raise
     return Result(rc, out.decode(errors="replace"), err.decode(errors="replace"))
-
-
-def sleep(seconds):
-    time.sleep(seconds)
