@@ -124,7 +124,7 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentials(
   return grpc::SslCredentials(opts);
 }
 
-Identity PeerIdentity(const grpc::ServerContext& ctx) {
+Identity PeerIdentity(const grpc::ServerContextBase& ctx) {
   Identity id;
   auto auth = ctx.auth_context();
   if (!auth || !auth->IsPeerAuthenticated()) {

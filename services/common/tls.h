@@ -41,7 +41,7 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentials(
     const TlsFiles& files, absl::string_view target);
 
 // The caller's identity from the connection's auth context.
-Identity PeerIdentity(const grpc::ServerContext& ctx);
+Identity PeerIdentity(const grpc::ServerContextBase& ctx);
 
 }  // namespace xolfleet::tls
 

@@ -20,121 +20,207 @@ std::string CodeName(grpc::StatusCode c) {
   return absl::StatusCodeToString(static_cast<absl::StatusCode>(c));
 }
 
-// One agent stream as the core sees it. Messages are queued and written by a writer
-// thread, so the core never blocks on a slow agent. Desired state is level-triggered, so
-// a queued desired state is replaced by a newer one (the queue stays bounded).
-class StreamSession final : public AgentSession {
+}  // namespace
+
+// One agent stream: the reactor gRPC drives, and the session the core sends to.
+//
+// Reads. One read is outstanding at a time: the first message must be `register`, then
+// heartbeats go to the core as they arrive. A failed read (the agent went away, or the
+// core closed the session and the call was cancelled) ends the stream.
+//
+// Writes. Send() only queues, so the core may call it with its lock held; one write is in
+// flight at a time and OnWriteDone starts the next. The queue is bounded by construction:
+// it holds at most the `registered` message and one `desired` state, because desired
+// state is level-triggered and a newer one replaces a queued one.
+//
+// Lifetime. The object is shared: gRPC drives it until OnDone, the core may hold it (as
+// its AgentSession) longer. Finish is called exactly once, under mu_; after that Send and
+// Close do nothing and the call's context is never touched again.
+class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::ControllerMessage>,
+                          public AgentSession {
  public:
-  StreamSession(grpc::ServerContext* ctx,
-                grpc::ServerReaderWriter<v1::ControllerMessage, v1::AgentMessage>* stream)
-      : ctx_(ctx), stream_(stream) {
-    writer_ = std::thread([this] { WriteLoop(); });
+  AgentStream(AgentLinkService* svc, grpc::CallbackServerContext* ctx) : svc_(svc), ctx_(ctx) {}
+
+  // Authorizes the caller and reads the first message; or finishes at once.
+  void Begin(std::shared_ptr<AgentStream> self) {
+    self_ = std::move(self);
+    who_ = tls::PeerIdentity(*ctx_);
+    if (auto s = svc_->authz_->Check(who_, Capability::kAgent); !s.ok()) {
+      if (svc_->metrics_) svc_->metrics_->Denied("AgentLink.Connect", "agent");
+      FinishOnce(ToGrpcStatus(s));
+      return;
+    }
+    StartRead(&in_);
   }
-  ~StreamSession() override { Finish(); }
 
   void Send(const v1::ControllerMessage& msg) override {
     absl::MutexLock l(&mu_);
-    if (closed_) return;
+    if (finish_called_ || finish_wanted_) return;
     if (msg.has_desired()) {
       for (auto it = queue_.begin(); it != queue_.end();) {
         it = it->has_desired() ? queue_.erase(it) : it + 1;
       }
     }
     queue_.push_back(msg);
+    MaybeWriteLocked();
   }
 
   void Close() override {
     absl::MutexLock l(&mu_);
-    if (closed_) return;
-    closed_ = true;
-    if (!finished_) ctx_->TryCancel();
+    if (finish_called_ || cancelled_) return;
+    cancelled_ = true;
+    // The outstanding read then fails, which ends the stream (OnReadDone).
+    ctx_->TryCancel();
   }
 
-  // Called by the handler before it returns: stops the writer; ctx/stream go away after.
-  void Finish() {
-    {
-      absl::MutexLock l(&mu_);
-      closed_ = true;
-      finished_ = true;
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      if (!registered_) {
+        FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "no register"));
+        return;
+      }
+      End(grpc::Status::OK);
+      return;
     }
-    if (writer_.joinable()) writer_.join();
+    if (!registered_) {
+      OnRegister();
+      return;
+    }
+    if (in_.has_heartbeat()) {
+      if (auto s = svc_->fleet_->Heartbeat(this, node_, in_.heartbeat()); !s.ok()) {
+        End(ToGrpcStatus(s));
+        return;
+      }
+    } else if (in_.has_register_()) {
+      End(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "register sent twice"));
+      return;
+    }
+    StartRead(&in_);
+  }
+
+  void OnWriteDone(bool ok) override {
+    absl::MutexLock l(&mu_);
+    writing_ = false;
+    if (!ok) {
+      // The agent is gone: drop what is queued; the failed read ends the stream.
+      queue_.clear();
+      if (!finish_called_ && !cancelled_) {
+        cancelled_ = true;
+        ctx_->TryCancel();
+      }
+    }
+    if (finish_wanted_ && !finish_called_) {
+      FinishLocked();
+      return;
+    }
+    MaybeWriteLocked();
+  }
+
+  void OnDone() override {
+    AgentLinkService* svc = svc_;
+    self_.reset();  // may destroy this (unless the core still holds the session)
+    svc->StreamDone();
   }
 
  private:
-  void WriteLoop() {
-    for (;;) {
-      v1::ControllerMessage msg;
-      {
-        absl::MutexLock l(&mu_);
-        auto ready = [this]()
-                         ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !queue_.empty() || closed_; };
-        mu_.Await(absl::Condition(&ready));
-        if (closed_) return;
-        msg = std::move(queue_.front());
-        queue_.pop_front();
-      }
-      if (!stream_->Write(msg)) {
-        absl::MutexLock l(&mu_);
-        closed_ = true;
-        if (!finished_) ctx_->TryCancel();
-        return;
-      }
+  void OnRegister() {
+    if (!in_.has_register_()) {
+      FinishOnce(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                              "the first message on the agent link must be register"));
+      return;
     }
+    node_ = in_.register_().node_name();
+    if (svc_->opts_.agent_cn_must_match_node && !who_.plaintext && who_.common_name != node_) {
+      if (svc_->metrics_) svc_->metrics_->Denied("AgentLink.Connect", "agent");
+      FinishOnce(grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                              absl::StrCat("certificate CN \"", who_.common_name,
+                                           "\" may not register as node \"", node_, "\"")));
+      return;
+    }
+    if (auto s = svc_->fleet_->Register(self_, in_.register_(), who_.ToString(), ctx_->peer());
+        !s.ok()) {
+      FinishOnce(ToGrpcStatus(s));
+      return;
+    }
+    registered_ = true;
+    StartRead(&in_);
   }
 
-  grpc::ServerContext* const ctx_;
-  grpc::ServerReaderWriter<v1::ControllerMessage, v1::AgentMessage>* const stream_;
+  // The stream of a registered node ends: the core forgets the session, then the call
+  // finishes with `st`.
+  void End(grpc::Status st) {
+    svc_->fleet_->Disconnect(this, node_);
+    FinishOnce(std::move(st));
+  }
+
+  void FinishOnce(grpc::Status st) {
+    absl::MutexLock l(&mu_);
+    if (finish_called_ || finish_wanted_) return;
+    finish_wanted_ = true;
+    status_ = std::move(st);
+    queue_.clear();
+    // A write in flight finishes first (OnWriteDone then calls Finish).
+    if (!writing_) FinishLocked();
+  }
+
+  void FinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    finish_called_ = true;
+    Finish(status_);
+  }
+
+  void MaybeWriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (writing_ || queue_.empty() || finish_called_ || finish_wanted_) return;
+    out_ = std::move(queue_.front());
+    queue_.pop_front();
+    writing_ = true;
+    StartWrite(&out_);
+  }
+
+  AgentLinkService* const svc_;
+  grpc::CallbackServerContext* const ctx_;
+  std::shared_ptr<AgentStream> self_;  // keeps the reactor alive until OnDone
+  // Touched only by the read path (one read at a time).
+  Identity who_;
+  v1::AgentMessage in_;
+  std::string node_;
+  bool registered_ = false;
+
   absl::Mutex mu_;
   std::deque<v1::ControllerMessage> queue_ ABSL_GUARDED_BY(mu_);
-  bool closed_ ABSL_GUARDED_BY(mu_) = false;
-  bool finished_ ABSL_GUARDED_BY(mu_) = false;
-  std::thread writer_;
+  v1::ControllerMessage out_ ABSL_GUARDED_BY(mu_);  // the write in flight
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  bool finish_wanted_ ABSL_GUARDED_BY(mu_) = false;
+  bool finish_called_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::Status status_ ABSL_GUARDED_BY(mu_);
 };
 
-}  // namespace
+AgentLinkService::~AgentLinkService() {
+  absl::MutexLock l(&streams_mu_);
+  auto none = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(streams_mu_) { return streams_ == 0; };
+  streams_mu_.Await(absl::Condition(&none));
+}
 
-grpc::Status AgentLinkService::Connect(
-    grpc::ServerContext* ctx,
-    grpc::ServerReaderWriter<v1::ControllerMessage, v1::AgentMessage>* stream) {
-  Identity who = tls::PeerIdentity(*ctx);
-  if (auto s = authz_->Check(who, Capability::kAgent); !s.ok()) {
-    if (metrics_) metrics_->Denied("AgentLink.Connect", "agent");
-    return ToGrpcStatus(s);
+size_t AgentLinkService::active_streams() const {
+  absl::MutexLock l(&streams_mu_);
+  return streams_;
+}
+
+void AgentLinkService::StreamDone() {
+  absl::MutexLock l(&streams_mu_);
+  --streams_;
+}
+
+grpc::ServerBidiReactor<v1::AgentMessage, v1::ControllerMessage>* AgentLinkService::Connect(
+    grpc::CallbackServerContext* ctx) {
+  {
+    absl::MutexLock l(&streams_mu_);
+    ++streams_;
   }
-  v1::AgentMessage first;
-  if (!stream->Read(&first)) return grpc::Status(grpc::StatusCode::CANCELLED, "no register");
-  if (!first.has_register_()) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                        "the first message on the agent link must be register");
-  }
-  const std::string node = first.register_().node_name();
-  if (opts_.agent_cn_must_match_node && !who.plaintext && who.common_name != node) {
-    if (metrics_) metrics_->Denied("AgentLink.Connect", "agent");
-    return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
-                        absl::StrCat("certificate CN \"", who.common_name,
-                                     "\" may not register as node \"", node, "\""));
-  }
-  auto session = std::make_shared<StreamSession>(ctx, stream);
-  if (auto s = fleet_->Register(session, first.register_(), who.ToString(), ctx->peer()); !s.ok()) {
-    session->Finish();
-    return ToGrpcStatus(s);
-  }
-  grpc::Status result = grpc::Status::OK;
-  v1::AgentMessage msg;
-  while (stream->Read(&msg)) {
-    if (msg.has_heartbeat()) {
-      if (auto s = fleet_->Heartbeat(session.get(), node, msg.heartbeat()); !s.ok()) {
-        result = ToGrpcStatus(s);
-        break;
-      }
-    } else if (msg.has_register_()) {
-      result = grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "register sent twice");
-      break;
-    }
-  }
-  fleet_->Disconnect(session.get(), node);
-  session->Finish();
-  return result;
+  auto stream = std::make_shared<AgentStream>(this, ctx);
+  AgentStream* raw = stream.get();
+  raw->Begin(std::move(stream));
+  return raw;
 }
 
 template <typename Fn>

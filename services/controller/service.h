@@ -24,21 +24,34 @@ struct ServiceOptions {
   size_t max_watchers_per_identity = 8;
 };
 
-class AgentLinkService final : public v1::AgentLink::Service {
+// The agent link on gRPC's callback API: one reactor per agent stream, no thread per
+// stream (a controller holds thousands of agents on a few gRPC threads). The reactor's
+// callbacks call into FleetController directly; none of them waits on the network.
+class AgentLinkService final : public v1::AgentLink::CallbackService {
  public:
   AgentLinkService(FleetController* fleet, const AuthzPolicy* authz,
                    std::shared_ptr<FleetMetrics> metrics, ServiceOptions opts)
       : fleet_(fleet), authz_(authz), metrics_(std::move(metrics)), opts_(opts) {}
+  // Waits until every stream's reactor is done (the server shut down first), so no
+  // callback runs into a destroyed FleetController.
+  ~AgentLinkService() override;
 
-  grpc::Status Connect(
-      grpc::ServerContext* ctx,
-      grpc::ServerReaderWriter<v1::ControllerMessage, v1::AgentMessage>* stream) override;
+  grpc::ServerBidiReactor<v1::AgentMessage, v1::ControllerMessage>* Connect(
+      grpc::CallbackServerContext* ctx) override;
+
+  // Streams whose reactor has not finished yet.
+  size_t active_streams() const;
 
  private:
+  friend class AgentStream;
+  void StreamDone();
+
   FleetController* fleet_;
   const AuthzPolicy* authz_;
   std::shared_ptr<FleetMetrics> metrics_;
   ServiceOptions opts_;
+  mutable absl::Mutex streams_mu_;
+  size_t streams_ ABSL_GUARDED_BY(streams_mu_) = 0;
 };
 
 class FleetServiceImpl final : public v1::FleetService::Service {
