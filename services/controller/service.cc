@@ -67,7 +67,7 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::C
 
   void Close() override {
     absl::MutexLock l(&mu_);
-    if (finish_called_ || cancelled_) return;
+    if (finish_called_ || cancelled_ || ending_) return;
     cancelled_ = true;
     // The outstanding read then fails, which ends the stream (OnReadDone).
     ctx_->TryCancel();
@@ -149,6 +149,12 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::C
   // The stream of a registered node ends: the core forgets the session, then the call
   // finishes with `st`.
   void End(grpc::Status st) {
+    {
+      // The core closes the session it forgets: no need to cancel a call that is ending
+      // anyway (an agent that half-closed gets this status, not CANCELLED).
+      absl::MutexLock l(&mu_);
+      ending_ = true;
+    }
     svc_->fleet_->Disconnect(this, node_);
     FinishOnce(std::move(st));
   }
@@ -190,6 +196,7 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::C
   v1::ControllerMessage out_ ABSL_GUARDED_BY(mu_);  // the write in flight
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  bool ending_ ABSL_GUARDED_BY(mu_) = false;
   bool finish_wanted_ ABSL_GUARDED_BY(mu_) = false;
   bool finish_called_ ABSL_GUARDED_BY(mu_) = false;
   grpc::Status status_ ABSL_GUARDED_BY(mu_);
