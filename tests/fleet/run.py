@@ -12,7 +12,8 @@ leftovers), heartbeat timeout (agent DOWN, probes UNKNOWN, not deleted), kill -9
 controller (everything comes back), canary failure rolls back, authorization per
 capability, clients without a valid certificate rejected, plaintext refused off
 loopback, request validation, a fleet dry run, a canary over its node's budget rolled
-back, certificates and authorization files reloaded without a restart (reload.py).
+back, certificates and authorization files reloaded without a restart (reload.py), and a
+few hundred simulated agents on a second controller with exact counts (sim_scale.py).
 
 Every assertion reads `xolctl ... --json` (or /metrics, or logs), never table columns;
 nothing is timed: conditions are polled with generous timeouts. Needs root. Prints
@@ -32,6 +33,7 @@ from harness.metrics import metric_sum  # noqa: E402
 from harness.netns import netns_exec  # noqa: E402
 
 import reload  # noqa: E402  (tests/fleet/reload.py)
+import sim_scale  # noqa: E402  (tests/fleet/sim_scale.py)
 
 N = 3
 
@@ -49,6 +51,7 @@ def main():
             lab.start_agent(i)
             lab.start_workload(i)
         scenarios(t, lab)
+        sim_scale.scenarios(t, lab)
         reload.scenarios(t, lab)
 
 
