@@ -34,11 +34,16 @@ cleanup() {
 trap cleanup EXIT
 log() { printf '[scale %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
-# Every agent is a socket in the simulator and one in the controller.
-want_fds=$((LARGE * 2 + 4096))
+# Every agent is a socket in the simulator and one in the controller (each process needs
+# one descriptor per agent, plus gRPC's and the store's own).
+want_fds=$((LARGE + 2048))
 if (($(ulimit -n) < want_fds)); then
   ulimit -Hn "$want_fds" 2>/dev/null || true
-  ulimit -n "$want_fds" 2>/dev/null || true
+  ulimit -n "$(( $(ulimit -Hn) < want_fds ? $(ulimit -Hn) : want_fds ))"
+fi
+if (($(ulimit -n) < want_fds)); then
+  echo "scale.sh: open files limit $(ulimit -n) (hard $(ulimit -Hn)) < $want_fds for $LARGE agents" >&2
+  exit 1
 fi
 read -r port_lo port_hi </proc/sys/net/ipv4/ip_local_port_range
 ports=$((port_hi - port_lo + 1))
@@ -101,13 +106,16 @@ hb_total() {
   curl -s "http://127.0.0.1:$MPORT/metrics" |
     awk '$1 == "xolfleet_controller_heartbeats_total" {printf "%d", $2}'
 }
-# CPU seconds and heartbeats of the controller over S seconds -> "HB_PER_S CPU_PCT US_PER_HB"
+# The controller's heartbeats and CPU over S seconds, and the simulator's CPU ->
+#   "HB_PER_S CTL_CPU_PCT US_PER_HB SIM_CPU_PCT"
 hb_window() {
-  local s=$1 c0 c1 h0 h1
-  c0=$(cpu_ticks $CTL_PID); h0=$(hb_total); sleep "$s"; c1=$(cpu_ticks $CTL_PID); h1=$(hb_total)
+  local s=$1 c0 c1 h0 h1 s0 s1
+  c0=$(cpu_ticks $CTL_PID); s0=$(cpu_ticks $SIM_PID); h0=$(hb_total)
+  sleep "$s"
+  c1=$(cpu_ticks $CTL_PID); s1=$(cpu_ticks $SIM_PID); h1=$(hb_total)
   python3 -c "
 c = ($c1 - $c0) / $HZ; h = $h1 - $h0
-print(f'{h / $s:.0f} {c / $s * 100:.1f} {c / max(h, 1) * 1e6:.1f}')"
+print(f'{h / $s:.0f} {c / $s * 100:.1f} {c / max(h, 1) * 1e6:.1f} {($s1 - $s0) / $HZ / $s * 100:.0f}')"
 }
 
 # --- phase 1: SMALL agents ---
@@ -121,7 +129,7 @@ bench "$SMALL" --mode=wait_agents --timeout=300 >/dev/null
 reg1=$(python3 -c "import time; print(f'{time.time() - $t0:.1f}')")
 log "all $SMALL up in ${reg1}s"
 sleep 3
-read -r hb_rate1 hb_cpu1 us_hb1 <<<"$(hb_window 20)"
+read -r hb_rate1 hb_cpu1 us_hb1 sim_pct1 <<<"$(hb_window 20)"
 rss1=$(rss_kib $CTL_PID)
 thr1=$(threads $CTL_PID)
 mem_per_agent1=$(python3 -c "print(f'{($rss1 - $rss0) / $SMALL:.1f}')")
@@ -129,7 +137,7 @@ log "idle: $hb_rate1 heartbeats/s, controller CPU $hb_cpu1% of one core, $us_hb1
 log "20 standing sets on every agent"
 bench "$SMALL" --mode=attach --rounds=20 --detach_after=false --timeout=600 >/dev/null
 sleep 2
-read -r hb_rate1s hb_cpu1s us_hb1s <<<"$(hb_window 20)"
+read -r hb_rate1s hb_cpu1s us_hb1s sim_pct1s <<<"$(hb_window 20)"
 rss1s=$(rss_kib $CTL_PID)
 log "with 20 sets: $hb_rate1s heartbeats/s, CPU $hb_cpu1s%, $us_hb1s us per heartbeat; RSS $rss1s KiB"
 log "attach rounds: $ROUNDS to all $SMALL agents, no canary"
@@ -140,6 +148,7 @@ cpu_round1=$(python3 -c "print(f'{($c1 - $c0) / $HZ / $ROUNDS * 1000:.1f}')")
 log "$attach1 (controller CPU $cpu_round1 ms per round: attach + detach)"
 rss1a=$(rss_kib $CTL_PID)
 sim_rss1=$(rss_kib $SIM_PID)
+sim_cpu1=$(python3 -c "print(f'{$(cpu_ticks $SIM_PID) / $HZ:.1f}')")
 stop_all
 sim1=$(tail -1 "$TMP/sim.out")
 
@@ -155,10 +164,11 @@ bench "$LARGE" --mode=wait_agents --timeout=900 >/dev/null
 reg2=$(python3 -c "import time; print(f'{time.time() - $t0:.1f}')")
 log "all $LARGE up in ${reg2}s"
 sleep 5
-read -r hb_rate2 hb_cpu2 us_hb2 <<<"$(hb_window 20)"
+read -r hb_rate2 hb_cpu2 us_hb2 sim_pct2 <<<"$(hb_window 20)"
 rss2=$(rss_kib $CTL_PID)
 thr2=$(threads $CTL_PID)
 sim_rss2=$(rss_kib $SIM_PID)
+sim_cpu2=$(python3 -c "print(f'{$(cpu_ticks $SIM_PID) / $HZ:.1f}')")
 log "1 s interval: $hb_rate2 heartbeats/s, CPU $hb_cpu2%, $us_hb2 us per heartbeat; RSS $rss2 KiB, $thr2 threads"
 log "one attach to all $LARGE agents"
 attach2=$(bench "$LARGE" --mode=attach --rounds=3 --timeout=600 || echo failed)
@@ -172,7 +182,7 @@ start_controller 250ms
 start_sim "$LARGE"
 bench "$LARGE" --mode=wait_agents --timeout=900 >/dev/null
 sleep 5
-read -r hb_rate3 hb_cpu3 us_hb3 <<<"$(hb_window 20)"
+read -r hb_rate3 hb_cpu3 us_hb3 sim_pct3 <<<"$(hb_window 20)"
 rss3=$(rss_kib $CTL_PID)
 log "250 ms interval: $hb_rate3 heartbeats/s, CPU $hb_cpu3%, $us_hb3 us per heartbeat; RSS $rss3 KiB"
 stop_all
@@ -188,18 +198,18 @@ sim3=$(tail -1 "$TMP/sim.out")
   echo "scale_${SMALL}_registration_all_up_s    $reg1"
   echo "scale_${SMALL}_attach_no_canary         $attach1   (20 other sets standing)"
   echo "scale_${SMALL}_cpu_per_attach_round_ms  $cpu_round1   (controller; attach + detach pushed to every agent)"
-  echo "scale_${SMALL}_heartbeats_idle          rate=${hb_rate1}/s cpu=${hb_cpu1}% us_per_heartbeat=$us_hb1   (no sets)"
-  echo "scale_${SMALL}_heartbeats_20_sets       rate=${hb_rate1s}/s cpu=${hb_cpu1s}% us_per_heartbeat=$us_hb1s"
+  echo "scale_${SMALL}_heartbeats_idle          rate=${hb_rate1}/s cpu=${hb_cpu1}% us_per_heartbeat=$us_hb1 simagents_cpu=${sim_pct1}%   (no sets)"
+  echo "scale_${SMALL}_heartbeats_20_sets       rate=${hb_rate1s}/s cpu=${hb_cpu1s}% us_per_heartbeat=$us_hb1s simagents_cpu=${sim_pct1s}%"
   echo "scale_${SMALL}_controller_rss_kib       before=$rss0 agents_up=$rss1 with_20_sets=$rss1s after_attaches=$rss1a threads=$thr1"
   echo "scale_${SMALL}_controller_kib_per_agent $mem_per_agent1   ((agents_up - before) / agents)"
-  echo "scale_${SMALL}_simagents_rss_kib        $sim_rss1"
+  echo "scale_${SMALL}_simagents                $sim_rss1 KiB RSS, ${sim_cpu1} s CPU in all"
   echo "scale_${LARGE}_registration_all_up_s   $reg2   (dialling at 500 agents/s)"
   echo "scale_${LARGE}_controller_rss_kib      before=$rss0l agents_up=$rss2 ($(python3 -c "print(f'{$rss2 / 1048576:.2f}')") GiB) threads=$thr2"
   echo "scale_${LARGE}_controller_kib_per_agent $(python3 -c "print(f'{($rss2 - $rss0l) / $LARGE:.1f}')")"
-  echo "scale_${LARGE}_heartbeats_1s           rate=${hb_rate2}/s cpu=${hb_cpu2}% us_per_heartbeat=$us_hb2"
-  echo "scale_${LARGE}_heartbeats_250ms        rate=${hb_rate3}/s cpu=${hb_cpu3}% us_per_heartbeat=$us_hb3   (offered $((LARGE * 4))/s) rss_kib=$rss3"
+  echo "scale_${LARGE}_heartbeats_1s           rate=${hb_rate2}/s cpu=${hb_cpu2}% us_per_heartbeat=$us_hb2 simagents_cpu=${sim_pct2}%   (one core at that cost: $(python3 -c "print(f'{1e6 / max($us_hb2, 1):.0f}')")/s)"
+  echo "scale_${LARGE}_heartbeats_250ms        rate=${hb_rate3}/s cpu=${hb_cpu3}% us_per_heartbeat=$us_hb3 simagents_cpu=${sim_pct3}%   (asked for $((LARGE * 4))/s: the simulator shares the 2 CPUs) rss_kib=$rss3"
   echo "scale_${LARGE}_attach_no_canary        $attach2"
-  echo "scale_${LARGE}_simagents_rss_kib       $sim_rss2"
+  echo "scale_${LARGE}_simagents               $sim_rss2 KiB RSS, ${sim_cpu2} s CPU until the 1 s window ended"
   echo "# simulator at the end of each run: $sim1"
   echo "#   $sim2"
   echo "#   $sim3"

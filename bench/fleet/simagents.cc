@@ -94,7 +94,7 @@ int main(int argc, char** argv) {
   // Every agent holds a socket: make room for them (and gRPC's own descriptors).
   rlimit rl{};
   getrlimit(RLIMIT_NOFILE, &rl);
-  rlim_t want = static_cast<rlim_t>(absl::GetFlag(FLAGS_agents)) * 2 + 1024;
+  rlim_t want = static_cast<rlim_t>(absl::GetFlag(FLAGS_agents)) + 1024;
   if (rl.rlim_cur < want) {
     rl.rlim_cur = std::min(want, rl.rlim_max);
     setrlimit(RLIMIT_NOFILE, &rl);
