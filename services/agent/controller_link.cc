@@ -10,6 +10,7 @@
 #include "absl/strings/str_split.h"
 #include "grpcpp/grpcpp.h"
 #include "services/common/grpc_status.h"
+#include "services/common/heartbeat_delta.h"
 #include "services/common/log.h"
 #include "services/common/probe_spec.h"
 #include "xolfleet/v1/controller.grpc.pb.h"
@@ -241,6 +242,8 @@ absl::Status ControllerLink::RunStream() {
     ctx_ = &ctx;
     stream_done_ = false;
     dirty_ = false;
+    deltas_ok_ = false;
+    full_requested_ = false;
     desired_.Clear();
   }
   auto stream = stub->Connect(&ctx);
@@ -260,6 +263,9 @@ absl::Status ControllerLink::RunStream() {
           interval_ =
               absl::Milliseconds(std::max<uint32_t>(50, msg.registered().heartbeat_interval_ms()));
         }
+        deltas_ok_ = msg.registered().accepts_delta_heartbeats();
+      } else if (msg.has_full_heartbeat()) {
+        full_requested_ = true;
       } else if (msg.has_desired()) {
         desired_ = msg.desired();
         expires_.clear();
@@ -278,11 +284,14 @@ absl::Status ControllerLink::RunStream() {
 
   // A fresh stream: retry failed sets right away (the controller may have fixed them).
   failed_.clear();
+  // Delta heartbeats, if the controller accepts them: the first one on the stream is full.
+  HeartbeatDeltaEncoder encoder;
   absl::Time last_repair = absl::Now();
   while (ok) {
     v1::DesiredState desired;
     std::map<std::string, absl::Time> expires;
     bool apply = false;
+    bool deltas = false;
     {
       absl::MutexLock l(&mu_);
       auto wake = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -298,11 +307,15 @@ absl::Status ControllerLink::RunStream() {
       dirty_ = false;
       desired = desired_;
       expires = expires_;
+      deltas = deltas_ok_;
+      if (full_requested_) encoder.Reset();
+      full_requested_ = false;
     }
     if (apply) last_repair = absl::Now();
     v1::AgentMessage msg;
     Reconcile(desired, expires, apply, msg.mutable_heartbeat());
     msg.mutable_heartbeat()->set_desired_generation(desired.generation());
+    if (deltas) encoder.Encode(msg.mutable_heartbeat());
     if (!stream->Write(msg)) break;
   }
   bool server_ended = false;

@@ -12,7 +12,9 @@
 // bidi stream (xolfleet.v1.AgentLink/Connect): it registers (node name, labels, kernel
 // release/profile, boosting), then heartbeats every interval the controller asks for
 // with the status of every fleet probe (state, placement, hit total), the status of each
-// probe set and the kernel's slot counters. The controller sends the node's complete
+// probe set and the kernel's slot counters; to a controller that accepts them, only what
+// changed since the previous heartbeat (services/common/heartbeat_delta.h), the first
+// heartbeat on each stream full. The controller sends the node's complete
 // desired state whenever it changes; the link reconciles it through AgentApi:
 //
 //   - every fleet probe is an ordinary agent probe carrying two labels,
@@ -143,6 +145,8 @@ class ControllerLink {
   std::map<std::string, absl::Time> expires_ ABSL_GUARDED_BY(mu_);  // set -> TTL end
   bool dirty_ ABSL_GUARDED_BY(mu_) = false;
   bool stream_done_ ABSL_GUARDED_BY(mu_) = false;
+  bool deltas_ok_ ABSL_GUARDED_BY(mu_) = false;       // the controller accepts delta heartbeats
+  bool full_requested_ ABSL_GUARDED_BY(mu_) = false;  // the controller asked for a full one
   absl::Duration interval_ ABSL_GUARDED_BY(mu_) = absl::Seconds(1);
   Status status_ ABSL_GUARDED_BY(mu_);
   // Only the link thread touches these.

@@ -8,6 +8,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "services/common/grpc_status.h"
+#include "services/common/heartbeat_delta.h"
 #include "services/common/tls.h"
 #include "services/controller/selector.h"
 
@@ -28,10 +29,15 @@ std::string CodeName(grpc::StatusCode c) {
 // heartbeats go to the core as they arrive. A failed read (the agent went away, or the
 // core closed the session and the call was cancelled) ends the stream.
 //
+// Heartbeats may be deltas (services/common/heartbeat_delta.h): the stream's decoder
+// rebuilds each full heartbeat, within its limits on what an agent can make the
+// controller keep, before the core sees it; a delta without a base gets a request for a
+// full heartbeat. `registered` tells the agent this edge accepts deltas.
+//
 // Writes. Send() only queues, so the core may call it with its lock held; one write is in
 // flight at a time and OnWriteDone starts the next. The queue is bounded by construction:
-// it holds at most the `registered` message and one `desired` state, because desired
-// state is level-triggered and a newer one replaces a queued one.
+// it holds at most the `registered` message, one `desired` state (desired state is
+// level-triggered: a newer one replaces a queued one) and one full-heartbeat request.
 //
 // Lifetime. The object is shared: gRPC drives it until OnDone, the core may hold it (as
 // its AgentSession) longer. Finish is called exactly once, under mu_; after that Send and
@@ -61,7 +67,15 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::C
         it = it->has_desired() ? queue_.erase(it) : it + 1;
       }
     }
+    if (msg.has_full_heartbeat()) {
+      for (const auto& m : queue_) {
+        if (m.has_full_heartbeat()) return;  // one request is enough
+      }
+    }
     queue_.push_back(msg);
+    // This edge decodes delta heartbeats (HeartbeatDeltaDecoder): say so to the agent.
+    if (msg.has_registered())
+      queue_.back().mutable_registered()->set_accepts_delta_heartbeats(true);
     MaybeWriteLocked();
   }
 
@@ -87,7 +101,16 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::C
       return;
     }
     if (in_.has_heartbeat()) {
-      if (auto s = svc_->fleet_->Heartbeat(this, node_, in_.heartbeat()); !s.ok()) {
+      absl::StatusOr<v1::AgentHeartbeat> hb = decoder_.Apply(std::move(*in_.mutable_heartbeat()));
+      if (hb.status().code() == absl::StatusCode::kFailedPrecondition) {
+        // A delta this stream has no base for: ask for a full heartbeat, drop this one.
+        v1::ControllerMessage m;
+        m.mutable_full_heartbeat();
+        Send(m);
+      } else if (!hb.ok()) {
+        End(ToGrpcStatus(hb.status()));
+        return;
+      } else if (auto s = svc_->fleet_->Heartbeat(this, node_, *hb); !s.ok()) {
         End(ToGrpcStatus(s));
         return;
       }
@@ -188,6 +211,7 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::C
   // Touched only by the read path (one read at a time).
   Identity who_;
   v1::AgentMessage in_;
+  HeartbeatDeltaDecoder decoder_;
   std::string node_;
   bool registered_ = false;
 
