@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "grpcpp/grpcpp.h"
+#include "services/common/heartbeat_delta.h"
 #include "xolfleet/v1/controller.grpc.pb.h"
 
 namespace xolfleet::sim {
@@ -101,6 +102,8 @@ class SimAgent {
     call_ = new Call(this);
     counters_->live_streams++;
     registered_ = false;
+    deltas_ = false;
+    encoder_.Reset();  // the first heartbeat on a stream is full
     read_failed_ = false;
     writes_done_ = false;
     hb_wanted_ = false;
@@ -124,9 +127,13 @@ class SimAgent {
       counters_->registrations++;
       counters_->registered++;
       if (m.registered().heartbeat_interval_ms() > 0) {
-        interval_ = absl::Milliseconds(std::max<uint32_t>(50, m.registered().heartbeat_interval_ms()));
+        interval_ =
+            absl::Milliseconds(std::max<uint32_t>(50, m.registered().heartbeat_interval_ms()));
       }
       next_hb_ = absl::Now() + interval_;
+      deltas_ = opts_.delta_heartbeats && m.registered().accepts_delta_heartbeats();
+    } else if (m.has_full_heartbeat()) {
+      encoder_.Reset();
     } else if (m.has_desired()) {
       counters_->desired++;
       Apply(m.desired());
@@ -216,6 +223,8 @@ class SimAgent {
     hb->set_probes_attached(probes);
     hb->set_desired_generation(generation_);
     hb->set_kernel_profile(reg_.kernel_profile());
+    if (deltas_) encoder_.Encode(hb);
+    if (hb->delta()) counters_->delta_heartbeats++;
     next_hb_ = absl::Now() + interval_;
     writing_ = true;
     sent_heartbeat_ = true;
@@ -240,6 +249,8 @@ class SimAgent {
   Call* call_ ABSL_GUARDED_BY(mu_) = nullptr;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool registered_ ABSL_GUARDED_BY(mu_) = false;
+  bool deltas_ ABSL_GUARDED_BY(mu_) = false;  // the controller accepts delta heartbeats
+  HeartbeatDeltaEncoder encoder_ ABSL_GUARDED_BY(mu_);
   bool read_failed_ ABSL_GUARDED_BY(mu_) = false;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool writes_done_ ABSL_GUARDED_BY(mu_) = false;
@@ -306,6 +317,7 @@ SimFleet::Stats SimFleet::stats() const {
   s.registrations = counters_.registrations.load();
   s.desired = counters_.desired.load();
   s.heartbeats_sent = counters_.heartbeats.load();
+  s.delta_heartbeats = counters_.delta_heartbeats.load();
   s.stream_ends = counters_.ends.load();
   s.stream_errors = counters_.errors.load();
   s.failed_dials = counters_.failed_dials.load();

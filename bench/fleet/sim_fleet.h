@@ -12,6 +12,8 @@
 //   - it heartbeats right after each desired state (as the agent does after reconciling)
 //     and every interval the controller asks for; every heartbeat adds `hits_per_heartbeat`
 //     hits to each probe;
+//   - heartbeats are deltas when the controller accepts them (heartbeat_delta.h): only
+//     probes whose hits changed travel (hits_per_heartbeat 0: none);
 //   - a stream the controller ends is dialled again after `reconnect_delay`.
 // Stop() half-closes every stream and waits until the controller has finished each one:
 // every heartbeat counted as sent has then been handled by the controller, so the
@@ -50,6 +52,8 @@ class SimFleet {
     double connect_rate = 500;  // new streams per second while starting (TLS handshakes)
     absl::Duration reconnect_delay = absl::Seconds(1);
     uint64_t hits_per_heartbeat = 1;
+    // Send delta heartbeats to a controller that accepts them (as the agent does).
+    bool delta_heartbeats = true;
   };
 
   struct Stats {
@@ -58,9 +62,10 @@ class SimFleet {
     uint64_t registrations = 0;  // `registered` messages received, ever
     uint64_t desired = 0;        // `desired` messages received
     uint64_t heartbeats_sent = 0;
-    uint64_t stream_ends = 0;    // registered streams ended (by either side)
-    uint64_t stream_errors = 0;  // of which with a status other than OK
-    uint64_t failed_dials = 0;   // streams that ended before the controller acknowledged
+    uint64_t delta_heartbeats = 0;  // of the heartbeats started, those sent as deltas
+    uint64_t stream_ends = 0;       // registered streams ended (by either side)
+    uint64_t stream_errors = 0;     // of which with a status other than OK
+    uint64_t failed_dials = 0;      // streams that ended before the controller acknowledged
     std::string last_error;
   };
 
@@ -81,7 +86,7 @@ class SimFleet {
   // Used by the agents.
   struct Counters {
     std::atomic<uint64_t> registrations{0}, desired{0}, heartbeats{0}, ends{0}, errors{0},
-        failed_dials{0};
+        failed_dials{0}, delta_heartbeats{0};
     std::atomic<int> registered{0};
     std::atomic<int> live_streams{0};
     mutable absl::Mutex err_mu;

@@ -11,11 +11,11 @@
 // Every agent has its own channel (TCP connection, TLS handshake) either way.
 //
 // --stats_file is rewritten (atomically) every --stats_interval with one JSON object:
-// agents, registered, registrations, desired, heartbeats_sent, stream_ends, stream_errors,
-// failed_dials, last_error, without_sets, sets {set id: agents holding it}. On SIGINT or
-// SIGTERM every stream is half-closed; once the controller has finished all of them the
-// final stats are written (file and stdout) and the exit status is 0 (1 if some stream
-// did not end within 30 s).
+// agents, registered, registrations, desired, heartbeats_sent, delta_heartbeats,
+// stream_ends, stream_errors, failed_dials, last_error, without_sets, sets {set id: agents
+// holding it}. On SIGINT or SIGTERM every stream is half-closed; once the controller has finished
+// all of them the final stats are written (file and stdout) and the exit status is 0 (1 if some
+// stream did not end within 30 s).
 #include <signal.h>
 #include <sys/resource.h>
 
@@ -43,6 +43,7 @@ ABSL_FLAG(std::string, cert_dir, "", "per-agent certificates: DIR/NAME.crt, DIR/
 ABSL_FLAG(bool, insecure_plaintext, false, "plaintext (loopback or unix socket only)");
 ABSL_FLAG(double, connect_rate, 500, "new streams per second while starting");
 ABSL_FLAG(uint64_t, hits_per_heartbeat, 1, "hits added to every probe per heartbeat");
+ABSL_FLAG(bool, delta_heartbeats, true, "send delta heartbeats if the controller accepts them");
 ABSL_FLAG(std::string, stats_file, "", "JSON stats, rewritten every --stats_interval");
 ABSL_FLAG(absl::Duration, stats_interval, absl::Milliseconds(500), "");
 
@@ -63,11 +64,12 @@ std::string Json(const xolfleet::sim::SimFleet& f) {
   }
   return absl::StrFormat(
       "{\"agents\": %d, \"registered\": %d, \"registrations\": %d, \"desired\": %d, "
-      "\"heartbeats_sent\": %d, \"stream_ends\": %d, \"stream_errors\": %d, "
+      "\"heartbeats_sent\": %d, \"delta_heartbeats\": %d, \"stream_ends\": %d, \"stream_errors\": "
+      "%d, "
       "\"failed_dials\": %d, "
       "\"without_sets\": %d, \"last_error\": \"%s\", \"sets\": {%s}}",
-      s.agents, s.registered, s.registrations, s.desired, s.heartbeats_sent, s.stream_ends,
-      s.stream_errors, s.failed_dials, without, err, sets);
+      s.agents, s.registered, s.registrations, s.desired, s.heartbeats_sent, s.delta_heartbeats,
+      s.stream_ends, s.stream_errors, s.failed_dials, without, err, sets);
 }
 
 void WriteStats(const std::string& path, const std::string& json) {
@@ -101,8 +103,7 @@ int main(int argc, char** argv) {
     getrlimit(RLIMIT_NOFILE, &rl);
     if (rl.rlim_cur < want) {
       fprintf(stderr, "simagents: warning: open files limit %llu < %llu (ulimit -n)\n",
-              static_cast<unsigned long long>(rl.rlim_cur),
-              static_cast<unsigned long long>(want));
+              static_cast<unsigned long long>(rl.rlim_cur), static_cast<unsigned long long>(want));
     }
   }
 
@@ -113,6 +114,7 @@ int main(int argc, char** argv) {
   o.name_prefix = absl::GetFlag(FLAGS_name_prefix);
   o.connect_rate = absl::GetFlag(FLAGS_connect_rate);
   o.hits_per_heartbeat = absl::GetFlag(FLAGS_hits_per_heartbeat);
+  o.delta_heartbeats = absl::GetFlag(FLAGS_delta_heartbeats);
   if (int zones = absl::GetFlag(FLAGS_zones); zones > 0) {
     o.labels = [zones](int i) {
       return std::map<std::string, std::string>{{"zone", absl::StrCat("z", i % zones)}};

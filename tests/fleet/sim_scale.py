@@ -10,8 +10,8 @@ timing:
   - a fleet attach reaches every agent (rollout COMPLETE on all of them, every agent holds
     the set and reported it), a detach removes it from every agent;
   - after every agent half-closed its stream (the controller then handled everything it
-    sent), the controller counted exactly the heartbeats the agents sent, and every stream
-    ended with OK."""
+    sent), the controller counted exactly the heartbeats the agents sent, every stream
+    ended with OK, and heartbeats after each stream's first were deltas."""
 import json
 import os
 
@@ -123,4 +123,8 @@ def scenarios(t, lab):
     counted = metric("xolfleet_controller_heartbeats_total")
     t.check("sim-heartbeats-counted", sent > 0 and counted == sent,
             f"controller counted {counted}, agents sent {sent}")
+    # Heartbeats after the first on each stream travel as deltas (the counts above were
+    # exact with them): at least one per agent.
+    t.check("sim-delta-heartbeats", final.get("delta_heartbeats", 0) >= SIM_AGENTS,
+            f"{final.get('delta_heartbeats')} delta heartbeats of {sent}")
     ctl.stop()
