@@ -31,6 +31,10 @@ ABSL_FLAG(int, rounds, 50, "attach rounds");
 ABSL_FLAG(double, canary, 0, "canary fraction for attach rounds");
 ABSL_FLAG(std::string, binary, "/bin/sh", "binary path the probes name");
 ABSL_FLAG(double, timeout, 60, "seconds");
+ABSL_FLAG(double, attach_deadline, 30, "seconds one timed attach may take");
+ABSL_FLAG(absl::Duration, settle_poll, absl::Milliseconds(10),
+          "how often to list agents while a detach settles (a list of thousands of agents "
+          "is itself work for the controller)");
 ABSL_FLAG(bool, detach_after, true,
           "detach each set after its (timed) attach, so every round starts from the same "
           "fleet state");
@@ -100,7 +104,9 @@ int main(int argc, char** argv) {
     req.mutable_policy()->set_canary_fraction(absl::GetFlag(FLAGS_canary));
     req.set_wait(true);
     grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::milliseconds(
+                         static_cast<int64_t>(absl::GetFlag(FLAGS_attach_deadline) * 1000)));
     v1::FleetAttachResponse resp;
     absl::Time t0 = absl::Now();
     grpc::Status st = stub->AttachFleet(&ctx, req, &resp);
@@ -133,7 +139,7 @@ int main(int argc, char** argv) {
         for (const auto& a : agents.agents()) {
           settled &= a.health() != v1::AGENT_UP || a.probes_attached() == a.sets_desired();
         }
-        if (!settled) absl::SleepFor(absl::Milliseconds(10));
+        if (!settled) absl::SleepFor(absl::GetFlag(FLAGS_settle_poll));
       }
     }
   }
