@@ -3,10 +3,10 @@
 # process (bench/fleet:simagents: the real AgentLink protocol over gRPC + mTLS, one TCP
 # connection and TLS session per agent, the agent side in memory). Not part of CI.
 #
-#   bench/fleet/scale.sh [SMALL] [LARGE] [ROUNDS]     (defaults 1000 10000 50)
+#   bench/fleet/scale.sh [SMALL] [LARGE] [ROUNDS]     (defaults 1000 10000 30; STANDING=20)
 #
 # Phase 1, SMALL agents: registration time; attach fan-out latency (AttachFleet with
-#   wait=true to every agent, 20 other sets standing, p50/p99 over ROUNDS rounds, each
+#   wait=true to every agent, STANDING other sets standing, p50/p99 over ROUNDS rounds, each
 #   set detached after, untimed); controller CPU per heartbeat (CPU over a 20 s window
 #   of heartbeats every 1 s, divided by the heartbeats it counted); controller memory per
 #   agent ((RSS with the agents - RSS before) / agents).
@@ -20,8 +20,9 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 SMALL=${1:-1000}
 LARGE=${2:-10000}
-ROUNDS=${3:-50}
+ROUNDS=${3:-30}
 OUT=${OUT:-bench/fleet/results.txt}
+STANDING=${STANDING:-20}  # probe sets on every agent during the attach rounds
 TMP=$(mktemp -d /tmp/xolfleet-scale.XXXXXX)
 CTL_PID= SIM_PID=
 cleanup() {
@@ -139,12 +140,14 @@ rss1=$(rss_kib $CTL_PID)
 thr1=$(threads $CTL_PID)
 mem_per_agent1=$(python3 -c "print(f'{($rss1 - $rss0) / $SMALL:.1f}')")
 log "idle: $hb_rate1 heartbeats/s, controller CPU $hb_cpu1% of one core, $us_hb1 us per heartbeat; RSS $rss1 KiB ($mem_per_agent1 KiB per agent), $thr1 threads"
-log "20 standing sets on every agent"
-bench "$SMALL" --mode=attach --rounds=20 --detach_after=false --timeout=600 >/dev/null
+log "$STANDING standing sets on every agent"
+if ((STANDING > 0)); then
+  bench "$SMALL" --mode=attach --rounds="$STANDING" --detach_after=false --timeout=600 >/dev/null
+fi
 sleep 2
 read -r hb_rate1s hb_cpu1s us_hb1s sim_pct1s <<<"$(hb_window 20)"
 rss1s=$(rss_kib $CTL_PID)
-log "with 20 sets: $hb_rate1s heartbeats/s, CPU $hb_cpu1s%, $us_hb1s us per heartbeat; RSS $rss1s KiB"
+log "with $STANDING sets: $hb_rate1s heartbeats/s, CPU $hb_cpu1s%, $us_hb1s us per heartbeat; RSS $rss1s KiB"
 log "attach rounds: $ROUNDS to all $SMALL agents, no canary"
 c0=$(cpu_ticks $CTL_PID)
 attach1=$(bench "$SMALL" --mode=attach --rounds="$ROUNDS" --timeout=1200 || echo failed)
@@ -202,11 +205,11 @@ sim3=$(tail -1 "$TMP/sim.out")
   echo "#   heartbeats every 1 s (deltas; every probe gains a hit per heartbeat, so every"
   echo "#   probe travels in each); controller on the callback API (no thread per stream)"
   echo "scale_${SMALL}_registration_all_up_s    $reg1"
-  echo "scale_${SMALL}_attach_no_canary         $attach1   (20 other sets standing)"
+  echo "scale_${SMALL}_attach_no_canary         $attach1   ($STANDING other sets standing)"
   echo "scale_${SMALL}_cpu_per_attach_round_ms  $cpu_round1   (controller; attach + detach pushed to every agent)"
   echo "scale_${SMALL}_heartbeats_idle          rate=${hb_rate1}/s cpu=${hb_cpu1}% us_per_heartbeat=$us_hb1 simagents_cpu=${sim_pct1}%   (no sets)"
-  echo "scale_${SMALL}_heartbeats_20_sets       rate=${hb_rate1s}/s cpu=${hb_cpu1s}% us_per_heartbeat=$us_hb1s simagents_cpu=${sim_pct1s}%"
-  echo "scale_${SMALL}_controller_rss_kib       before=$rss0 agents_up=$rss1 with_20_sets=$rss1s after_attaches=$rss1a threads=$thr1"
+  echo "scale_${SMALL}_heartbeats_${STANDING}_sets       rate=${hb_rate1s}/s cpu=${hb_cpu1s}% us_per_heartbeat=$us_hb1s simagents_cpu=${sim_pct1s}%"
+  echo "scale_${SMALL}_controller_rss_kib       before=$rss0 agents_up=$rss1 with_${STANDING}_sets=$rss1s after_attaches=$rss1a threads=$thr1"
   echo "scale_${SMALL}_controller_kib_per_agent $mem_per_agent1   ((agents_up - before) / agents)"
   echo "scale_${SMALL}_simagents                $sim_rss1 KiB RSS, ${sim_cpu1} s CPU in all"
   echo "scale_${LARGE}_registration_all_up_s   $reg2   (dialling at 200 agents/s)"
