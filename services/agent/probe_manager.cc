@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <fstream>
 #include <sstream>
 #include <tuple>
@@ -35,6 +36,8 @@ namespace xolfleet {
 namespace {
 
 constexpr size_t kMaxFailuresInMessage = 8;
+// Link groups made or closed at once (attachment.h, RunInParallel).
+constexpr size_t kLinkThreads = 4;
 
 int64_t UnixNanos(absl::Time t) { return absl::ToUnixNanos(t); }
 
@@ -395,18 +398,30 @@ absl::StatusOr<v1::AttachResponse> ProbeManager::AttachWithProgress(
     hub_->RouteSlot(r.slot, r.generation, r.num);
   }
   active_.reserve(active_.size() + n);
-  absl::Status link_status;
-  for (size_t k = 0; k < groups.size(); ++k) {
+  // Multi links of different groups are made side by side (RunInParallel); perf links,
+  // one per probe, one after the other (libbpf's attach path keeps unsynchronised caches).
+  std::vector<absl::Status> link_statuses(groups.size());
+  const bool multi = program_->link_mode() == LinkMode::kMulti;
+  std::atomic<bool> link_failed{false};
+  RunInParallel(groups.size(), multi ? kLinkThreads : 1, [&](size_t k) {
+    if (link_failed.load()) return;  // a failed link ends the request
     LinkGroup *g = groups[k].get();
     absl::StatusOr<std::unique_ptr<Attachment>> att =
-        program_->link_mode() == LinkMode::kMulti
-            ? AttachMulti(*program_, *g->file, offsets[k], cookies[k], g->pid)
-            : AttachPerf(*program_, *g->file, offsets[k], cookies[k], g->pid);
+        multi ? AttachMulti(*program_, *g->file, offsets[k], cookies[k], g->pid)
+              : AttachPerf(*program_, *g->file, offsets[k], cookies[k], g->pid);
     if (!att.ok()) {
-      link_status = att.status();
-      break;
+      link_statuses[k] = att.status();
+      link_failed = true;
+      return;
     }
     g->attachment = std::move(*att);
+  });
+  absl::Status link_status;
+  for (const absl::Status &st : link_statuses) {
+    if (!st.ok()) {
+      link_status = st;
+      break;
+    }
   }
   // A process that exited while the links were made (the kernel refuses a link for a pid
   // that is gone, ESRCH) gets the one answer of every stage: NOT_FOUND, nothing attached.
@@ -419,7 +434,11 @@ absl::StatusOr<v1::AttachResponse> ProbeManager::AttachWithProgress(
   }
   if (!link_status.ok()) {
     // Roll back: every link of this request, then every map entry and slot.
-    for (const auto &g : groups) g->attachment.reset();
+    {
+      std::vector<std::unique_ptr<Attachment>> closing;
+      for (const auto &g : groups) closing.push_back(std::move(g->attachment));
+      DestroyInParallel(std::move(closing), kLinkThreads);
+    }
     for (const ProbeRecord &r : records) {
       hub_->UnrouteSlot(r.slot);
       (void)program_->DeleteConfig(r.slot);
@@ -466,8 +485,8 @@ void ProbeManager::FillCountersLocked(const ProbeRecord &r, v1::Probe *out) cons
   }
 }
 
-void ProbeManager::DetachLocked(const std::vector<std::string> &ids, v1::ProbeState state,
-                                const std::string &why) {
+absl::Duration ProbeManager::DetachLocked(const std::vector<std::string> &ids,
+                                          v1::ProbeState state, const std::string &why) {
   // Links that lose every member are closed first, before the per-probe
   // bookkeeping: while a link on libc or libstdc++ is live the agent's own
   // calls into those libraries trap too, and a 10,000-probe detach did most of
@@ -482,17 +501,22 @@ void ProbeManager::DetachLocked(const std::vector<std::string> &ids, v1::ProbeSt
     ++leaving[it->second.group.get()];
   }
   std::vector<std::shared_ptr<LinkGroup>> partial;
+  std::vector<std::unique_ptr<Attachment>> closing;
   for (ProbeRecord *r : records) {
     LinkGroup *g = r->group.get();
     auto lit = leaving.find(g);
     if (lit == leaving.end()) continue;  // already handled
     if (lit->second == g->probe_ids.size()) {
-      g->attachment.reset();  // closes the link(s): the kernel removes the uprobes
+      closing.push_back(std::move(g->attachment));
     } else {
       partial.push_back(r->group);
     }
     leaving.erase(lit);
   }
+  // Closing the link(s) makes the kernel remove the uprobes; groups side by side.
+  const absl::Time close_start = absl::Now();
+  DestroyInParallel(std::move(closing), kLinkThreads);
+  const absl::Duration closing_links = absl::Now() - close_start;
   absl::flat_hash_set<std::string> gone;
   for (ProbeRecord *rp : records) {
     ProbeRecord &r = *rp;
@@ -522,6 +546,7 @@ void ProbeManager::DetachLocked(const std::vector<std::string> &ids, v1::ProbeSt
                   members.end());
     RelinkLocked(g.get());
   }
+  return closing_links;
 }
 
 // A multi link cannot drop some of its offsets, so the survivors move to a new
@@ -565,6 +590,7 @@ absl::StatusOr<v1::DetachResponse> ProbeManager::Detach(const v1::DetachRequest 
   }
   v1::DetachResponse resp;
   std::vector<std::string> ids;
+  absl::Duration closing_links;
   {
     absl::MutexLock l(&mu_);
     if (req.all()) {
@@ -582,11 +608,12 @@ absl::StatusOr<v1::DetachResponse> ProbeManager::Detach(const v1::DetachRequest 
     }
     std::sort(ids.begin(), ids.end());
     ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
-    DetachLocked(ids, v1::DETACHED, "detached on request");
+    closing_links = DetachLocked(ids, v1::DETACHED, "detached on request");
   }
   for (const std::string &id : ids) resp.add_detached_ids(id);
   if (ids.size() >= 100) {
-    Log("detached ", ids.size(), " probes in ", absl::FormatDuration(absl::Now() - start));
+    Log("detached ", ids.size(), " probes in ", absl::FormatDuration(absl::Now() - start),
+        " (kernel links closed in ", absl::FormatDuration(closing_links), ")");
   }
   if (observer_ != nullptr) observer_->OnDetach(absl::Now() - start, ids.size());
   return resp;

@@ -199,8 +199,9 @@ class ProbeManager final : public AgentApi {
   // Removes `ids` from the table (final counts kept in the inactive list with
   // `state`); detaches their links and re-links surviving members of partially
   // emptied multi links.
-  void DetachLocked(const std::vector<std::string>& ids, v1::ProbeState state,
-                    const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Returns the time spent closing kernel links (the rest is bookkeeping).
+  absl::Duration DetachLocked(const std::vector<std::string>& ids, v1::ProbeState state,
+                              const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RelinkLocked(LinkGroup* group) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FillCountersLocked(const ProbeRecord& r, v1::Probe* out) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
