@@ -208,6 +208,10 @@ class ProbeManager final : public AgentApi {
   void RefreshKernelLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   uint32_t MismatchesLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   void ExpiryLoop();
+  // A large request frees much memory just after it returns (gRPC owns its request and
+  // reply): TrimSoonLocked asks the manager's thread to malloc_trim shortly after.
+  void TrimSoonLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void MaybeTrim(absl::Time now) ABSL_LOCKS_EXCLUDED(mu_);
   void CalibrationLoop();
   bool CalibrationWanted() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   v1::NodeCost NodeCostLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
@@ -254,6 +258,7 @@ class ProbeManager final : public AgentApi {
   std::deque<NumberedBudgetEvent> budget_events_ ABSL_GUARDED_BY(mu_);
   uint64_t budget_seq_ ABSL_GUARDED_BY(mu_) = 0;
 
+  absl::Time trim_at_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread expiry_thread_;
   std::thread calibration_thread_;
