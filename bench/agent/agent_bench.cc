@@ -193,8 +193,9 @@ struct CliTiming {
   uint64_t rss_kib = 0;
 };
 CliTiming XolctlAttachDetach(const std::string& xolctl, AgentProcess& agent,
-                             const std::vector<Site>& sites) {
+                             const std::vector<Site>& sites, pid_t pid = 0) {
   std::vector<std::string> argv = {xolctl, "--agent=" + agent.target(), "--timeout=600", "attach"};
+  if (pid > 0) argv.push_back(absl::StrCat("--pid=", pid));
   for (const Site& s : sites) argv.push_back(s.binary + ":" + s.symbol);
   CliTiming t;
   const std::string log = "/tmp/xolfleet-bench-xolctl.out";
@@ -404,6 +405,63 @@ std::string RssBreakdown(pid_t pid) {
       heap / 1024.0, anon / 1024.0, bpf / 1024.0, files / 1024.0, (stack + other) / 1024.0);
 }
 
+std::string AgentSplit(AgentProcess& agent);
+
+// The kernel's share of the agent's last attach and detach, from its log lines
+// ("kernel links D", "kernel links closed in D"), in seconds.
+std::pair<double, double> KernelTimes(AgentProcess& agent) {
+  const std::string split = AgentSplit(agent);
+  auto after = [&](const std::string& marker) {
+    size_t at = split.rfind(marker);
+    if (at == std::string::npos) return -1.0;
+    std::string d = split.substr(at + marker.size());
+    d = d.substr(0, d.find_first_of(";) "));
+    absl::Duration dur;
+    return absl::ParseDuration(d, &dur) ? absl::ToDoubleSeconds(dur) : -1.0;
+  };
+  return {after(", kernel links "), after("(kernel links closed in ")};
+}
+
+// How the kernel's attach and detach work grows with the processes that map the
+// probed file: the libc sites attached and detached with the host as it is, then
+// with 100 more idle processes mapping libc (sleep), then as it is again. The kernel
+// writes (and restores) each breakpoint in every such process, under its mmap lock.
+void KernelScaling(AgentProcess& agent, const std::vector<Site>& libc) {
+  auto round = [&](const char* what) {
+    const int procs = ProcessesMapping(kLibc);
+    AttachTiming t = AttachDetach(agent, libc);
+    std::pair<double, double> k = KernelTimes(agent);
+    Row(absl::StrFormat("  %d libc probes, %s: kernel attach / detach", libc.size(), what),
+        absl::StrFormat("%.3f / %.3f s", k.first, k.second),
+        absl::StrFormat("%d processes map libc; client-seen %.3f / %.3f s", procs, t.attach_s,
+                        t.detach_s));
+    return std::make_pair(procs, k);
+  };
+  auto before = round("host as it is");
+  std::vector<pid_t> sleepers;
+  for (int i = 0; i < 100; ++i) {
+    pid_t pid = fork();
+    if (pid == 0) {
+      execl("/bin/sleep", "sleep", "600", static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    if (pid > 0) sleepers.push_back(pid);
+  }
+  absl::SleepFor(absl::Milliseconds(500));  // every sleep has mapped libc
+  auto more = round("+100 idle processes");
+  for (pid_t pid : sleepers) kill(pid, SIGKILL);
+  for (pid_t pid : sleepers) waitpid(pid, nullptr, 0);
+  auto after = round("host as it is, again");
+  const double base_attach = (before.second.first + after.second.first) / 2;
+  const double base_detach = (before.second.second + after.second.second) / 2;
+  const double dprocs = more.first - (before.first + after.first) / 2.0;
+  const double per_attach = (more.second.first - base_attach) / (dprocs * libc.size());
+  const double per_detach = (more.second.second - base_detach) / (dprocs * libc.size());
+  Row("  kernel work per probe and process mapping the file",
+      absl::StrFormat("%.2f / %.2f us", per_attach * 1e6, per_detach * 1e6),
+      "attach / detach: (time with +100 processes - mean of the others) / (probes x processes)");
+}
+
 void AttachBenchmarks(int bpftrace_sites, bool big_only);
 int WatchBenchmark(double spin_seconds, int workloads, int rounds);
 
@@ -556,7 +614,13 @@ void AttachBenchmarks(int bpftrace_sites, bool big_only) {
                         scoped.attach_s + scoped.detach_s));
     rows.push_back("    agent log: " + AgentSplit(**agent));
     std::cout << rows.back() << std::endl;
+    CliTiming cli = XolctlAttachDetach(Runfile("services/cli/xolctl"), **agent, big,
+                                       (*target)->pid());
+    Row("  pid-scoped, xolctl attach --pid / detach --all",
+        absl::StrFormat("%.3f / %.3f s", cli.attach_s, cli.detach_s),
+        absl::StrFormat("total %.3f s client-seen", cli.attach_s + cli.detach_s));
   }
+  KernelScaling(**agent, libc);
 
   // The same 10,000 sites through xolctl, as a user runs them: the agent and
   // xolctl on private libraries, then both on the system's libraries (the
