@@ -316,7 +316,11 @@ absl::StatusOr<v1::AttachResponse> ProbeManager::AttachWithProgress(
   }
   const absl::Time now = absl::Now();
   std::vector<ProbeRecord> records(n);
-  // Take slots and write the per-probe config.
+  std::vector<uint32_t> slots;
+  std::vector<xol_probe_config> configs;
+  slots.reserve(n);
+  configs.reserve(n);
+  // Take slots and make the per-probe config.
   for (size_t i = 0; i < n; ++i) {
     const v1::ProbeSpec &spec = req.specs(i);
     ProbeRecord &r = records[i];
@@ -343,16 +347,17 @@ absl::StatusOr<v1::AttachResponse> ProbeManager::AttachWithProgress(
       cfg.rate_interval_ns = 1000000000ull / spec.rate_limit_per_sec();
       cfg.rate_burst_ns = 1000000000ull;
     }
-    absl::Status st = program_->ResetCounters(r.slot);
-    if (st.ok()) st = program_->SetConfig(r.slot, cfg);
-    if (!st.ok()) {
-      for (size_t k = 0; k <= i; ++k) {
-        (void)program_->DeleteConfig(records[k].slot);
-        free_slots_.push_back(records[k].slot);
-      }
-      finish(false, 0);
-      return absl::Status(st.code(), absl::StrCat("nothing attached: ", st.message()));
-    }
+    slots.push_back(r.slot);
+    configs.push_back(cfg);
+  }
+  // Counters zeroed, then configs written, each in one batch call.
+  absl::Status st = program_->ResetCounters(slots);
+  if (st.ok()) st = program_->SetConfigs(slots, configs);
+  if (!st.ok()) {
+    (void)program_->DeleteConfigs(slots);
+    for (uint32_t slot : slots) free_slots_.push_back(slot);
+    finish(false, 0);
+    return absl::Status(st.code(), absl::StrCat("nothing attached: ", st.message()));
   }
 
   // Group and link. Multi: one link per (binary, pid). Perf: one link per
@@ -472,7 +477,12 @@ absl::StatusOr<v1::AttachResponse> ProbeManager::AttachWithProgress(
 
 void ProbeManager::FillCountersLocked(const ProbeRecord &r, v1::Probe *out) const {
   absl::StatusOr<xol_probe_counters> c = program_->ReadCounters(r.slot);
-  if (c.ok()) {
+  FillCountersLocked(r, c.ok() ? &*c : nullptr, out);
+}
+
+void ProbeManager::FillCountersLocked(const ProbeRecord &r, const xol_probe_counters *c,
+                                      v1::Probe *out) const {
+  if (c != nullptr) {
     out->set_hits(c->hits);
     out->set_events_emitted(c->emitted);
     out->set_events_dropped(c->dropped);
@@ -517,26 +527,37 @@ absl::Duration ProbeManager::DetachLocked(const std::vector<std::string> &ids,
   const absl::Time close_start = absl::Now();
   DestroyInParallel(std::move(closing), kLinkThreads);
   const absl::Duration closing_links = absl::Now() - close_start;
+  // Configs first: from here on the program ignores hits of these slots. Then the
+  // final counts, then the counters zeroed; each one batch call for all the probes.
+  std::vector<uint32_t> slots;
+  slots.reserve(records.size());
+  for (const ProbeRecord *r : records) slots.push_back(r->slot);
+  (void)program_->DeleteConfigs(slots);
+  // Only the last inactive_retention probes of the request stay visible in List: the
+  // others' final states would be dropped at once, so they are not made.
+  const size_t keep_from = records.size() > options_.inactive_retention
+                               ? records.size() - options_.inactive_retention
+                               : 0;
+  absl::StatusOr<std::vector<xol_probe_counters>> counts = program_->ReadCounters(
+      absl::MakeConstSpan(slots).subspan(keep_from));
+  (void)program_->ResetCounters(slots);
   absl::flat_hash_set<std::string> gone;
-  for (ProbeRecord *rp : records) {
-    ProbeRecord &r = *rp;
-    // Config first: from here on the program ignores hits of this slot.
-    (void)program_->DeleteConfig(r.slot);
-    v1::Probe final_state = r.probe;
-    FillCountersLocked(r, &final_state);
-    final_state.set_state(state);
-    final_state.set_status_message(why);
-    (void)program_->ResetCounters(r.slot);
+  for (size_t i = 0; i < records.size(); ++i) {
+    ProbeRecord &r = *records[i];
     hub_->UnrouteSlot(r.slot);
     free_slots_.push_back(r.slot);
     const std::string id = r.probe.id();
     gone.insert(id);
+    if (i >= keep_from) {
+      FillCountersLocked(r, counts.ok() ? &(*counts)[i - keep_from] : nullptr, &r.probe);
+      v1::Probe final_state = std::move(r.probe);  // r is erased below
+      final_state.set_state(state);
+      final_state.set_status_message(why);
+      inactive_.push_back(std::move(final_state));
+      while (inactive_.size() > options_.inactive_retention) inactive_.pop_front();
+    }
     kernel_placement_.erase(id);
     mismatch_logged_.erase(id);
-    inactive_.push_back(std::move(final_state));
-    while (inactive_.size() > options_.inactive_retention) {
-      inactive_.pop_front();
-    }
     active_.erase(id);  // destroys r (and drops its reference to the group)
   }
   for (const auto &g : partial) {

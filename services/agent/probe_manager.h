@@ -206,6 +206,9 @@ class ProbeManager final : public AgentApi {
   void RelinkLocked(LinkGroup* group) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FillCountersLocked(const ProbeRecord& r, v1::Probe* out) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // The same with counters already read (null: none could be read).
+  void FillCountersLocked(const ProbeRecord& r, const xol_probe_counters* c, v1::Probe* out) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
   void RefreshKernelLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   uint32_t MismatchesLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   void ExpiryLoop();
