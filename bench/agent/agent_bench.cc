@@ -657,6 +657,31 @@ void AttachBenchmarks(int bpftrace_sites, bool big_only) {
       absl::StrFormat("%.1f / %.1f MiB", priv.rss_kib / 1024.0, sys.rss_kib / 1024.0));
 }
 
+// CPU time (user + system) a process has used, in ns (/proc/PID/stat, clock ticks).
+int64_t ProcCpuNs(pid_t pid) {
+  std::ifstream f(absl::StrCat("/proc/", pid, "/stat"));
+  std::string stat((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  size_t close = stat.rfind(')');
+  if (close == std::string::npos) return 0;
+  std::istringstream in(stat.substr(close + 2));
+  std::string field;
+  uint64_t utime = 0, stime = 0;
+  for (int i = 3; in >> field; ++i) {  // field 3 is the state
+    if (i == 14) utime = std::stoull(field);
+    if (i == 15) {
+      stime = std::stoull(field);
+      break;
+    }
+  }
+  return static_cast<int64_t>((utime + stime) * (1e9 / sysconf(_SC_CLK_TCK)));
+}
+
+int64_t WorkloadsCpuNs(const std::vector<std::unique_ptr<Workload>>& wls) {
+  int64_t t = 0;
+  for (const auto& w : wls) t += ProcCpuNs(w->pid());
+  return t;
+}
+
 // The workloads call xol_target_fast side by side for `seconds`; total calls.
 uint64_t FastCalls(std::vector<std::unique_ptr<Workload>>& wls, double seconds) {
   std::vector<uint64_t> calls(wls.size());
@@ -679,6 +704,9 @@ struct WatchRound {
   uint64_t produced = 0;   // capture probe hits while the client watched
   uint64_t received = 0, dropped = 0, ringbuf_dropped = 0;
   double stream_s = 0;     // first to last event received
+  // CPU per call or event, which the load of this shared machine does not change much:
+  // the workload's per call without and with capture, the agent's per event.
+  double wl_ns_per_call_ceiling = 0, wl_ns_per_call_capture = 0, agent_ns_per_event = 0;
   double achieved() const { return received / std::max(stream_s, 1e-9); }
 };
 
@@ -712,7 +740,9 @@ WatchRound RunWatchRound(AgentProcess& agent, std::vector<std::unique_ptr<Worklo
     v1::AttachResponse resp;
     grpc::ClientContext ctx;
     if (!agent.stub().Attach(&ctx, req, &resp).ok()) Die("attach xol_target_fast");
+    const int64_t cpu0 = WorkloadsCpuNs(wls);
     const uint64_t calls = FastCalls(wls, spin_seconds);
+    out.wl_ns_per_call_ceiling = static_cast<double>(WorkloadsCpuNs(wls) - cpu0) / calls;
     const uint64_t hits = list_probe().hits();
     if (hits != calls) Die(absl::StrCat("counting probe: ", hits, " hits for ", calls, " calls"));
     out.ceiling = hits / spin_seconds;
@@ -748,7 +778,10 @@ WatchRound RunWatchRound(AgentProcess& agent, std::vector<std::unique_ptr<Worklo
   absl::SleepFor(absl::Milliseconds(200));
   const uint64_t hits0 = list_probe().hits(), received0 = received, dropped0 = dropped;
   first_ns = 0;
-  FastCalls(wls, spin_seconds);
+  const int64_t wl_cpu0 = WorkloadsCpuNs(wls), agent_cpu0 = ProcCpuNs(agent.pid());
+  const uint64_t capture_calls = FastCalls(wls, spin_seconds);
+  out.wl_ns_per_call_capture =
+      static_cast<double>(WorkloadsCpuNs(wls) - wl_cpu0) / capture_calls;
   v1::Probe p;
   absl::Time deadline = absl::Now() + absl::Seconds(60);
   for (;;) {
@@ -758,6 +791,8 @@ WatchRound RunWatchRound(AgentProcess& agent, std::vector<std::unique_ptr<Worklo
     }
     absl::SleepFor(absl::Milliseconds(100));
   }
+  out.agent_ns_per_event =
+      static_cast<double>(ProcCpuNs(agent.pid()) - agent_cpu0) / std::max<uint64_t>(received - received0, 1);
   wctx.TryCancel();
   client.join();
   reader->Finish();
@@ -811,6 +846,10 @@ int WatchBenchmark(double spin_seconds, int workloads, int rounds) {
   Row("WatchHits: capture rdi, one client, events received", absl::StrFormat("%.0f events/s", med.achieved()),
       absl::StrFormat("%.0f%% of that round's ceiling (median of %d rounds)",
                       100.0 * med.achieved() / med.ceiling, rounds));
+  Row("  CPU per call in the workload: counting only / capture",
+      absl::StrFormat("%.0f / %.0f ns", med.wl_ns_per_call_ceiling, med.wl_ns_per_call_capture),
+      absl::StrFormat("the agent: %.0f ns of CPU per event delivered (reader, queue, stream)",
+                      med.agent_ns_per_event));
   Row("  events produced / received / dropped, all rounds",
       absl::StrCat(produced, " / ", got, " / ", lost),
       absl::StrCat("kernel ring-buffer drops ", rb));
