@@ -22,12 +22,12 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
-#include "absl/strings/match.h"
-#include "absl/strings/ascii.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "tests/integration/agent_harness.h"
@@ -333,8 +333,8 @@ std::vector<Site> BigSites(const std::vector<Site>& libc, const std::vector<Site
   }
   size_t nlibc = 0, ncxx = 0, ngrpc = 0;
   for (const Site& s : big) (s.binary == kLibc ? nlibc : s.binary == kLibstdcxx ? ncxx : ngrpc)++;
-  *what = absl::StrCat(big.size(), " probes (", nlibc, " libc, ", ncxx,
-                                        " libstdc++, ", ngrpc, " libgrpc)");
+  *what = absl::StrCat(big.size(), " probes (", nlibc, " libc, ", ncxx, " libstdc++, ", ngrpc,
+                       " libgrpc)");
   return big;
 }
 
@@ -535,41 +535,42 @@ void AttachBenchmarks(int bpftrace_sites, bool big_only) {
 
   double bt_per_probe = 0;
   if (!big_only) {
-  // 1,000 libc probes: bpftrace and the agent on the same sites.
-  std::vector<Site> libc1000(libc.begin(), libc.begin() + 1000);
-  std::vector<Site> bt_sites(libc1000.begin(), libc1000.begin() + std::min(bpftrace_sites, 1000));
-  double bt = Bpftrace(bt_sites);
-  bt_per_probe = bt / bt_sites.size();
-  Row(absl::StrCat("bpftrace 0.17: ", bt_sites.size(), " libc probes, attach+detach (whole run)"),
-      Sec(bt), absl::StrCat(Ms(bt_per_probe), "/probe"));
-  {
-    absl::StatusOr<std::unique_ptr<AgentProcess>> perf =
-        AgentProcess::Start({"--link-mode=perf", "--max-probes=1000"});
-    if (!perf.ok()) Die(std::string(perf.status().message()));
-    std::vector<Site> libc100(libc.begin(), libc.begin() + 100);
-    AttachTiming p100 = AttachDetach(**perf, libc100);
-    Row("agent perf_event links: 100 libc probes, attach", Sec(p100.attach_s));
-    Row("agent perf_event links: 100 libc probes, detach", Sec(p100.detach_s),
-        absl::StrCat(Ms(p100.detach_s / 100), "/probe (one RCU grace period per link)"));
-    PidScoped(**perf, "perf_event link");
-  }
-  std::vector<double> att, det;
-  for (int i = 0; i < 3; ++i) {
-    AttachTiming t = AttachDetach(**agent, libc1000);
-    if (t.attached != 1000) Die("attached " + std::to_string(t.attached));
-    att.push_back(t.attach_s);
-    det.push_back(t.detach_s);
-  }
-  std::sort(att.begin(), att.end());
-  std::sort(det.begin(), det.end());
-  Row("agent uprobe_multi: 1,000 libc probes, attach (median of 3)", Ms(att[1]));
-  Row("agent uprobe_multi: 1,000 libc probes, detach (median of 3)", Ms(det[1]));
-  double per1000 = (att[1] + det[1]) / 1000;
-  std::cout << "    agent log: " << AgentSplit(**agent) << std::endl;
-  rows.push_back("    agent log: " + AgentSplit(**agent));
-  Row("  attach+detach per probe", Ms(per1000),
-      absl::StrFormat("%.0fx faster per probe than bpftrace (same sites)", bt_per_probe / per1000));
-  PidScoped(**agent, "uprobe_multi");
+    // 1,000 libc probes: bpftrace and the agent on the same sites.
+    std::vector<Site> libc1000(libc.begin(), libc.begin() + 1000);
+    std::vector<Site> bt_sites(libc1000.begin(), libc1000.begin() + std::min(bpftrace_sites, 1000));
+    double bt = Bpftrace(bt_sites);
+    bt_per_probe = bt / bt_sites.size();
+    Row(absl::StrCat("bpftrace 0.17: ", bt_sites.size(), " libc probes, attach+detach (whole run)"),
+        Sec(bt), absl::StrCat(Ms(bt_per_probe), "/probe"));
+    {
+      absl::StatusOr<std::unique_ptr<AgentProcess>> perf =
+          AgentProcess::Start({"--link-mode=perf", "--max-probes=1000"});
+      if (!perf.ok()) Die(std::string(perf.status().message()));
+      std::vector<Site> libc100(libc.begin(), libc.begin() + 100);
+      AttachTiming p100 = AttachDetach(**perf, libc100);
+      Row("agent perf_event links: 100 libc probes, attach", Sec(p100.attach_s));
+      Row("agent perf_event links: 100 libc probes, detach", Sec(p100.detach_s),
+          absl::StrCat(Ms(p100.detach_s / 100), "/probe (one RCU grace period per link)"));
+      PidScoped(**perf, "perf_event link");
+    }
+    std::vector<double> att, det;
+    for (int i = 0; i < 3; ++i) {
+      AttachTiming t = AttachDetach(**agent, libc1000);
+      if (t.attached != 1000) Die("attached " + std::to_string(t.attached));
+      att.push_back(t.attach_s);
+      det.push_back(t.detach_s);
+    }
+    std::sort(att.begin(), att.end());
+    std::sort(det.begin(), det.end());
+    Row("agent uprobe_multi: 1,000 libc probes, attach (median of 3)", Ms(att[1]));
+    Row("agent uprobe_multi: 1,000 libc probes, detach (median of 3)", Ms(det[1]));
+    double per1000 = (att[1] + det[1]) / 1000;
+    std::cout << "    agent log: " << AgentSplit(**agent) << std::endl;
+    rows.push_back("    agent log: " + AgentSplit(**agent));
+    Row("  attach+detach per probe", Ms(per1000),
+        absl::StrFormat("%.0fx faster per probe than bpftrace (same sites)",
+                        bt_per_probe / per1000));
+    PidScoped(**agent, "uprobe_multi");
   }
 
   // 10,000 probes across libc, libstdc++ and libgrpc in one request.
@@ -617,8 +618,8 @@ void AttachBenchmarks(int bpftrace_sites, bool big_only) {
                         scoped.attach_s + scoped.detach_s));
     rows.push_back("    agent log: " + AgentSplit(**agent));
     std::cout << rows.back() << std::endl;
-    CliTiming cli = XolctlAttachDetach(Runfile("services/cli/xolctl"), **agent, big,
-                                       (*target)->pid());
+    CliTiming cli =
+        XolctlAttachDetach(Runfile("services/cli/xolctl"), **agent, big, (*target)->pid());
     Row("  pid-scoped, xolctl attach --pid / detach --all",
         absl::StrFormat("%.3f / %.3f s", cli.attach_s, cli.detach_s),
         absl::StrFormat("total %.3f s client-seen", cli.attach_s + cli.detach_s));
@@ -634,8 +635,8 @@ void AttachBenchmarks(int bpftrace_sites, bool big_only) {
     Row("  private libraries: attach / detach",
         absl::StrFormat("%.3f / %.3f s", priv.attach_s, priv.detach_s),
         absl::StrFormat("total %.3f s", priv.attach_s + priv.detach_s));
-    Row("  agent RSS with 10,000 probes (settled)", absl::StrFormat("%.1f MiB", priv.rss_kib / 1024.0),
-        priv.rss_breakdown);
+    Row("  agent RSS with 10,000 probes (settled)",
+        absl::StrFormat("%.1f MiB", priv.rss_kib / 1024.0), priv.rss_breakdown);
     return;
   }
   agent->reset();
@@ -705,10 +706,10 @@ uint64_t FastCalls(std::vector<std::unique_ptr<Workload>>& wls, double seconds) 
 }
 
 struct WatchRound {
-  double ceiling = 0;      // counting-only hits/s, agent idle
-  uint64_t produced = 0;   // capture probe hits while the client watched
+  double ceiling = 0;     // counting-only hits/s, agent idle
+  uint64_t produced = 0;  // capture probe hits while the client watched
   uint64_t received = 0, dropped = 0, ringbuf_dropped = 0;
-  double stream_s = 0;     // first to last event received
+  double stream_s = 0;  // first to last event received
   // CPU per call or event, which the load of this shared machine does not change much:
   // the workload's per call without and with capture, the agent's per event.
   double wl_ns_per_call_ceiling = 0, wl_ns_per_call_capture = 0, agent_ns_per_event = 0;
@@ -785,8 +786,7 @@ WatchRound RunWatchRound(AgentProcess& agent, std::vector<std::unique_ptr<Worklo
   first_ns = 0;
   const int64_t wl_cpu0 = WorkloadsCpuNs(wls), agent_cpu0 = ProcCpuNs(agent.pid());
   const uint64_t capture_calls = FastCalls(wls, spin_seconds);
-  out.wl_ns_per_call_capture =
-      static_cast<double>(WorkloadsCpuNs(wls) - wl_cpu0) / capture_calls;
+  out.wl_ns_per_call_capture = static_cast<double>(WorkloadsCpuNs(wls) - wl_cpu0) / capture_calls;
   v1::Probe p;
   absl::Time deadline = absl::Now() + absl::Seconds(60);
   for (;;) {
@@ -796,8 +796,8 @@ WatchRound RunWatchRound(AgentProcess& agent, std::vector<std::unique_ptr<Worklo
     }
     absl::SleepFor(absl::Milliseconds(100));
   }
-  out.agent_ns_per_event =
-      static_cast<double>(ProcCpuNs(agent.pid()) - agent_cpu0) / std::max<uint64_t>(received - received0, 1);
+  out.agent_ns_per_event = static_cast<double>(ProcCpuNs(agent.pid()) - agent_cpu0) /
+                           std::max<uint64_t>(received - received0, 1);
   wctx.TryCancel();
   client.join();
   reader->Finish();
@@ -845,10 +845,12 @@ int WatchBenchmark(double spin_seconds, int workloads, int rounds) {
     rb += r.ringbuf_dropped;
     exact &= r.received + r.dropped == r.produced;
   }
-  Row("WatchHits ceiling: counting-only probe, agent idle", absl::StrFormat("%.0f hits/s", med.ceiling),
+  Row("WatchHits ceiling: counting-only probe, agent idle",
+      absl::StrFormat("%.0f hits/s", med.ceiling),
       absl::StrFormat("median round of %d; %d workload process(es) on an emulated site", rounds,
                       workloads));
-  Row("WatchHits: capture rdi, one client, events received", absl::StrFormat("%.0f events/s", med.achieved()),
+  Row("WatchHits: capture rdi, one client, events received",
+      absl::StrFormat("%.0f events/s", med.achieved()),
       absl::StrFormat("%.0f%% of that round's ceiling (median of %d rounds)",
                       100.0 * med.achieved() / med.ceiling, rounds));
   Row("  CPU per call in the workload: counting only / capture",

@@ -8,9 +8,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "services/agent/attachment.h"
 #include "services/agent/bpf/probe.h"
 #include "services/agent/bpf/ratelimit.h"
-#include "services/agent/attachment.h"
 #include "services/agent/hit_hub.h"
 #include "services/agent/kernel_features.h"
 #include "services/agent/kernel_stats.h"
@@ -25,8 +25,8 @@ TEST(RunInParallel, RunsEveryIndexExactlyOnce) {
       std::vector<std::atomic<int>> runs(n);
       RunInParallel(n, threads, [&](size_t i) { ++runs[i]; });
       for (size_t i = 0; i < n; ++i) {
-        EXPECT_EQ(runs[i].load(), 1) << "index " << i << " of " << n << ", " << threads
-                                     << " threads";
+        EXPECT_EQ(runs[i].load(), 1)
+            << "index " << i << " of " << n << ", " << threads << " threads";
       }
     }
   }

@@ -495,8 +495,8 @@ void ProbeManager::FillCountersLocked(const ProbeRecord &r, const xol_probe_coun
   }
 }
 
-absl::Duration ProbeManager::DetachLocked(const std::vector<std::string> &ids,
-                                          v1::ProbeState state, const std::string &why) {
+absl::Duration ProbeManager::DetachLocked(const std::vector<std::string> &ids, v1::ProbeState state,
+                                          const std::string &why) {
   // Links that lose every member are closed first, before the per-probe
   // bookkeeping: while a link on libc or libstdc++ is live the agent's own
   // calls into those libraries trap too, and a 10,000-probe detach did most of
@@ -538,8 +538,8 @@ absl::Duration ProbeManager::DetachLocked(const std::vector<std::string> &ids,
   const size_t keep_from = records.size() > options_.inactive_retention
                                ? records.size() - options_.inactive_retention
                                : 0;
-  absl::StatusOr<std::vector<xol_probe_counters>> counts = program_->ReadCounters(
-      absl::MakeConstSpan(slots).subspan(keep_from));
+  absl::StatusOr<std::vector<xol_probe_counters>> counts =
+      program_->ReadCounters(absl::MakeConstSpan(slots).subspan(keep_from));
   (void)program_->ResetCounters(slots);
   absl::flat_hash_set<std::string> gone;
   for (size_t i = 0; i < records.size(); ++i) {

@@ -161,9 +161,8 @@ absl::Status ProbeProgram::SetConfigs(absl::Span<const uint32_t> slots,
   LIBBPF_OPTS(bpf_map_batch_opts, opts, .elem_flags = BPF_ANY);
   uint32_t count = static_cast<uint32_t>(slots.size());
   if (bpf_map_update_batch(config_fd(), slots.data(), configs.data(), &count, &opts) != 0) {
-    return absl::ResourceExhaustedError(absl::StrCat("writing ", slots.size(),
-                                                     " probe configs (", count,
-                                                     " written): ", strerror(errno)));
+    return absl::ResourceExhaustedError(absl::StrCat("writing ", slots.size(), " probe configs (",
+                                                     count, " written): ", strerror(errno)));
   }
   return absl::OkStatus();
 }
@@ -183,8 +182,8 @@ absl::Status ProbeProgram::DeleteConfigs(absl::Span<const uint32_t> slots) {
     uint32_t count = static_cast<uint32_t>(slots.size() - done);
     if (bpf_map_delete_batch(config_fd(), slots.data() + done, &count, &opts) == 0) break;
     if (errno != ENOENT) {
-      return absl::InternalError(absl::StrCat("deleting ", slots.size() - done,
-                                              " probe configs: ", strerror(errno)));
+      return absl::InternalError(
+          absl::StrCat("deleting ", slots.size() - done, " probe configs: ", strerror(errno)));
     }
     done += count + 1;
   }
@@ -210,11 +209,11 @@ absl::StatusOr<std::vector<xol_probe_counters>> ProbeProgram::ReadCounters(
   std::vector<xol_probe_counters> values(static_cast<size_t>(entries) * num_cpus_);
   uint32_t out_batch = 0, count = entries;
   LIBBPF_OPTS(bpf_map_batch_opts, opts);
-  if (bpf_map_lookup_batch(bpf_map__fd(skel_->maps.xol_counters), nullptr, &out_batch,
-                           keys.data(), values.data(), &count, &opts) != 0 &&
+  if (bpf_map_lookup_batch(bpf_map__fd(skel_->maps.xol_counters), nullptr, &out_batch, keys.data(),
+                           values.data(), &count, &opts) != 0 &&
       errno != ENOENT) {  // ENOENT: the end of the array was reached
-    return absl::InternalError(absl::StrCat("reading counters of ", slots.size(),
-                                            " slots: ", strerror(errno)));
+    return absl::InternalError(
+        absl::StrCat("reading counters of ", slots.size(), " slots: ", strerror(errno)));
   }
   std::vector<int64_t> index(entries, -1);
   for (uint32_t i = 0; i < count; ++i) {
@@ -240,10 +239,10 @@ absl::Status ProbeProgram::ResetCounters(absl::Span<const uint32_t> slots) {
   memset(zero.data(), 0, zero.size() * sizeof(zero[0]));
   LIBBPF_OPTS(bpf_map_batch_opts, opts, .elem_flags = BPF_ANY);
   uint32_t count = static_cast<uint32_t>(slots.size());
-  if (bpf_map_update_batch(bpf_map__fd(skel_->maps.xol_counters), slots.data(), zero.data(),
-                           &count, &opts) != 0) {
-    return absl::InternalError(absl::StrCat("zeroing counters of ", slots.size(), " slots (",
-                                            count, " done): ", strerror(errno)));
+  if (bpf_map_update_batch(bpf_map__fd(skel_->maps.xol_counters), slots.data(), zero.data(), &count,
+                           &opts) != 0) {
+    return absl::InternalError(absl::StrCat("zeroing counters of ", slots.size(), " slots (", count,
+                                            " done): ", strerror(errno)));
   }
   return absl::OkStatus();
 }

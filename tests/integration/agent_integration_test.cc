@@ -206,8 +206,8 @@ TEST_P(AgentTest, CountsEveryHitExactly) {
 // own, and a slot used again starts from zero. (Two attaches of 32: this fixture's agent
 // takes 40 specs a request.)
 TEST_P(AgentTest, BatchedAttachAndDetachKeepEveryCountExact) {
-  const std::vector<std::string> sites = {"xol_target_add", "xol_target_other",
-                                          "xol_target_spin", "xol_target_fast"};
+  const std::vector<std::string> sites = {"xol_target_add", "xol_target_other", "xol_target_spin",
+                                          "xol_target_fast"};
   std::vector<v1::ProbeSpec> specs;
   for (const std::string& site : sites) {
     for (int i = 0; i < 16; ++i) {  // --max-probes-per-site (16) each
