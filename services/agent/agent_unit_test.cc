@@ -1,10 +1,14 @@
 // Unit tests of the agent's pure parts: kernel profile choice, debugfs parsers,
 // the rate limiter shared with the BPF program, error mapping, and the hit
 // fan-out.
+#include <atomic>
+#include <memory>
 #include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "services/agent/attachment.h"
 #include "services/agent/bpf/probe.h"
 #include "services/agent/bpf/ratelimit.h"
 #include "services/agent/hit_hub.h"
@@ -14,6 +18,38 @@
 
 namespace xolfleet {
 namespace {
+
+TEST(RunInParallel, RunsEveryIndexExactlyOnce) {
+  for (size_t threads : {0, 1, 2, 4, 64}) {
+    for (size_t n : {0, 1, 3, 100}) {
+      std::vector<std::atomic<int>> runs(n);
+      RunInParallel(n, threads, [&](size_t i) { ++runs[i]; });
+      for (size_t i = 0; i < n; ++i) {
+        EXPECT_EQ(runs[i].load(), 1)
+            << "index " << i << " of " << n << ", " << threads << " threads";
+      }
+    }
+  }
+}
+
+class CountingAttachment final : public Attachment {
+ public:
+  explicit CountingAttachment(std::atomic<int>* destroyed) : destroyed_(destroyed) {}
+  ~CountingAttachment() override { ++*destroyed_; }
+  size_t link_count() const override { return 1; }
+
+ private:
+  std::atomic<int>* destroyed_;
+};
+
+TEST(RunInParallel, DestroysEveryAttachmentIncludingNulls) {
+  std::atomic<int> destroyed{0};
+  std::vector<std::unique_ptr<Attachment>> atts;
+  for (int i = 0; i < 7; ++i) atts.push_back(std::make_unique<CountingAttachment>(&destroyed));
+  atts.push_back(nullptr);  // a group whose link was never made (a rolled-back request)
+  DestroyInParallel(std::move(atts), 4);
+  EXPECT_EQ(destroyed.load(), 7);
+}
 
 TEST(KernelRelease, Parses) {
   absl::StatusOr<KernelVersion> v = ParseKernelRelease("6.18.44-fc-v782");

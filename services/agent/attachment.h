@@ -5,8 +5,10 @@
 #define XOLFLEET_SERVICES_AGENT_ATTACHMENT_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
@@ -42,6 +44,17 @@ absl::StatusOr<std::unique_ptr<Attachment>> AttachPerf(const ProbeProgram& progr
                                                        const OpenFile& file,
                                                        absl::Span<const uint64_t> offsets,
                                                        absl::Span<const uint64_t> cookies, int pid);
+
+// Runs fn(0) .. fn(n - 1) on up to `max_threads` threads (this one included) and returns
+// when all have run. Link groups are independent kernel objects: creating or closing
+// them one after the other serialises work the kernel can overlap (each uprobe_multi
+// close ends in its own RCU-tasks-trace and SRCU grace periods, each link create walks
+// the processes mapping its file under their mmap locks), so a request with several
+// link groups makes and closes them side by side.
+void RunInParallel(size_t n, size_t max_threads, const std::function<void(size_t)>& fn);
+
+// Destroys `attachments` (closing their links) with RunInParallel.
+void DestroyInParallel(std::vector<std::unique_ptr<Attachment>> attachments, size_t max_threads);
 
 }  // namespace xolfleet
 

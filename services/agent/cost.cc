@@ -35,13 +35,15 @@ void EstimateCost(const CostModel& model, v1::Placement placement, double hits_p
 }
 
 void CostWindow::Add(absl::Time t, uint64_t hits, uint64_t events) {
-  samples_.push_back({t, hits, events});
+  samples_.push_back({absl::ToUnixNanos(t), hits, events});
 }
 
 void CostWindow::Trim(absl::Duration window) {
   if (samples_.empty()) return;
-  const absl::Time start = samples_.back().t - window;
-  while (samples_.size() > 2 && samples_[1].t <= start) samples_.pop_front();
+  const int64_t start = samples_.back().t_ns - absl::ToInt64Nanoseconds(window);
+  size_t drop = 0;
+  while (samples_.size() - drop > 2 && samples_[drop + 1].t_ns <= start) ++drop;
+  samples_.erase(samples_.begin(), samples_.begin() + drop);
 }
 
 namespace {
@@ -54,17 +56,19 @@ double Rate(uint64_t a, uint64_t b, absl::Duration d) {
 
 double CostWindow::HitsPerSec() const {
   if (samples_.size() < 2) return 0;
-  return Rate(samples_.front().hits, samples_.back().hits, samples_.back().t - samples_.front().t);
+  return Rate(samples_.front().hits, samples_.back().hits,
+              absl::Nanoseconds(samples_.back().t_ns - samples_.front().t_ns));
 }
 
 double CostWindow::EventsPerSec() const {
   if (samples_.size() < 2) return 0;
   return Rate(samples_.front().events, samples_.back().events,
-              samples_.back().t - samples_.front().t);
+              absl::Nanoseconds(samples_.back().t_ns - samples_.front().t_ns));
 }
 
 bool CostWindow::Covers(absl::Duration window) const {
-  return samples_.size() >= 2 && samples_.back().t - samples_.front().t >= window;
+  return samples_.size() >= 2 &&
+         absl::Nanoseconds(samples_.back().t_ns - samples_.front().t_ns) >= window;
 }
 
 absl::StatusOr<BudgetAction> ParseBudgetAction(absl::string_view s) {

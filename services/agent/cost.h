@@ -12,7 +12,6 @@
 #define XOLFLEET_SERVICES_AGENT_COST_H_
 
 #include <cstdint>
-#include <deque>
 #include <optional>
 #include <string>
 #include <vector>
@@ -59,11 +58,14 @@ class CostWindow {
 
  private:
   struct Sample {
-    absl::Time t;
+    int64_t t_ns;  // absl::ToUnixNanos: 24 bytes a sample instead of 32
     uint64_t hits;
     uint64_t events;
   };
-  std::deque<Sample> samples_;
+  // A vector, not a deque: every attached probe has a window, and libstdc++'s deque
+  // allocates a 512-byte block when it is constructed (5 MiB for 10,000 probes before
+  // any sample); a window holds about a dozen samples, so erasing at the front is cheap.
+  std::vector<Sample> samples_;
 };
 
 enum class BudgetAction { kAlert, kThrottle, kDetach };

@@ -21,34 +21,49 @@ Watcher::Watcher(absl::flat_hash_set<uint64_t> probe_nums, size_t capacity,
 
 Watcher::~Watcher() {
   absl::MutexLock l(&mu_);
-  if (total_queued_ != nullptr) total_queued_->fetch_sub(queue_.size());
+  if (total_queued_ != nullptr) total_queued_->fetch_sub(queued_);
 }
 
 size_t Watcher::queued_now() const {
   absl::MutexLock l(&mu_);
-  return queue_.size();
+  return queued_;
 }
 
 void Watcher::Offer(absl::Span<const RoutedHit> hits) {
+  // The events this watcher wants, copied before the lock is taken.
+  std::vector<RoutedHit> wanted;
+  if (probe_nums_.empty()) {
+    wanted.assign(hits.begin(), hits.end());
+  } else {
+    for (const RoutedHit& h : hits) {
+      if (Wants(h.probe_num)) wanted.push_back(h);
+    }
+  }
+  if (wanted.empty()) return;
   uint64_t lost = 0;
   {
     absl::MutexLock l(&mu_);
     if (closed_) return;
-    for (const RoutedHit& h : hits) {
-      if (!Wants(h.probe_num)) continue;
-      if (queue_.size() >= capacity_) {
-        ++lost;
-        continue;
+    // What fits in this queue, then in the budget shared with the other watchers,
+    // reserved with one atomic add for the whole batch (one per event cost more than
+    // the copy at a million events a second).
+    size_t fit = std::min(wanted.size(), capacity_ - std::min(capacity_, queued_));
+    if (total_queued_ != nullptr && fit > 0) {
+      const uint64_t before = total_queued_->fetch_add(fit);
+      const uint64_t room = before >= total_limit_ ? 0 : total_limit_ - before;
+      if (room < fit) {
+        total_queued_->fetch_sub(fit - room);
+        fit = room;
       }
-      if (total_queued_ != nullptr) {
-        // Reserve one event of the shared budget; give it back if over.
-        if (total_queued_->fetch_add(1) >= total_limit_) {
-          total_queued_->fetch_sub(1);
-          ++lost;
-          continue;
-        }
+    }
+    lost = wanted.size() - fit;
+    if (fit > 0) {
+      if (fit < wanted.size()) {
+        wanted.resize(fit);
+        wanted.shrink_to_fit();  // a queue holds only what it counts
       }
-      queue_.push_back(h);
+      queued_ += fit;
+      queue_.push_back(Chunk{std::move(wanted), 0});
     }
   }
   if (lost) dropped_.fetch_add(lost, std::memory_order_relaxed);
@@ -56,13 +71,18 @@ void Watcher::Offer(absl::Span<const RoutedHit> hits) {
 
 bool Watcher::Take(std::vector<RoutedHit>* out, size_t max, absl::Duration timeout) {
   absl::MutexLock l(&mu_);
-  auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !queue_.empty() || closed_; };
+  auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return queued_ > 0 || closed_; };
   mu_.AwaitWithTimeout(absl::Condition(&ready), timeout);
-  const size_t n = std::min(max, queue_.size());
-  for (size_t i = 0; i < n; ++i) {
-    out->push_back(queue_.front());
-    queue_.pop_front();
+  size_t n = 0;
+  while (n < max && !queue_.empty()) {
+    Chunk& c = queue_.front();
+    const size_t k = std::min(max - n, c.hits.size() - c.next);
+    out->insert(out->end(), c.hits.begin() + c.next, c.hits.begin() + c.next + k);
+    c.next += k;
+    n += k;
+    if (c.next == c.hits.size()) queue_.pop_front();
   }
+  queued_ -= n;
   if (n > 0 && total_queued_ != nullptr) total_queued_->fetch_sub(n);
   if (queue_.empty()) queue_.shrink_to_fit();
   return !(closed_ && queue_.empty() && n == 0);
@@ -128,8 +148,9 @@ uint64_t HitHub::watcher_dropped_total() const {
 }
 
 void HitHub::Publish(absl::Span<const xol_hit_event> events) {
-  std::vector<RoutedHit> routed;
-  routed.reserve(events.size());
+  absl::MutexLock pl(&publish_mu_);
+  std::vector<RoutedHit>& routed = publish_scratch_;  // reused: up to 768 KiB a call
+  routed.clear();
   uint64_t unrouted = 0;
   absl::ReaderMutexLock l(&mu_);
   for (const xol_hit_event& e : events) {

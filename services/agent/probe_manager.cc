@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <fstream>
 #include <sstream>
 #include <tuple>
@@ -35,6 +36,8 @@ namespace xolfleet {
 namespace {
 
 constexpr size_t kMaxFailuresInMessage = 8;
+// Link groups made or closed at once (attachment.h, RunInParallel).
+constexpr size_t kLinkThreads = 4;
 
 int64_t UnixNanos(absl::Time t) { return absl::ToUnixNanos(t); }
 
@@ -313,7 +316,11 @@ absl::StatusOr<v1::AttachResponse> ProbeManager::AttachWithProgress(
   }
   const absl::Time now = absl::Now();
   std::vector<ProbeRecord> records(n);
-  // Take slots and write the per-probe config.
+  std::vector<uint32_t> slots;
+  std::vector<xol_probe_config> configs;
+  slots.reserve(n);
+  configs.reserve(n);
+  // Take slots and make the per-probe config.
   for (size_t i = 0; i < n; ++i) {
     const v1::ProbeSpec &spec = req.specs(i);
     ProbeRecord &r = records[i];
@@ -340,16 +347,17 @@ absl::StatusOr<v1::AttachResponse> ProbeManager::AttachWithProgress(
       cfg.rate_interval_ns = 1000000000ull / spec.rate_limit_per_sec();
       cfg.rate_burst_ns = 1000000000ull;
     }
-    absl::Status st = program_->ResetCounters(r.slot);
-    if (st.ok()) st = program_->SetConfig(r.slot, cfg);
-    if (!st.ok()) {
-      for (size_t k = 0; k <= i; ++k) {
-        (void)program_->DeleteConfig(records[k].slot);
-        free_slots_.push_back(records[k].slot);
-      }
-      finish(false, 0);
-      return absl::Status(st.code(), absl::StrCat("nothing attached: ", st.message()));
-    }
+    slots.push_back(r.slot);
+    configs.push_back(cfg);
+  }
+  // Counters zeroed, then configs written, each in one batch call.
+  absl::Status st = program_->ResetCounters(slots);
+  if (st.ok()) st = program_->SetConfigs(slots, configs);
+  if (!st.ok()) {
+    (void)program_->DeleteConfigs(slots);
+    for (uint32_t slot : slots) free_slots_.push_back(slot);
+    finish(false, 0);
+    return absl::Status(st.code(), absl::StrCat("nothing attached: ", st.message()));
   }
 
   // Group and link. Multi: one link per (binary, pid). Perf: one link per
@@ -395,18 +403,30 @@ absl::StatusOr<v1::AttachResponse> ProbeManager::AttachWithProgress(
     hub_->RouteSlot(r.slot, r.generation, r.num);
   }
   active_.reserve(active_.size() + n);
-  absl::Status link_status;
-  for (size_t k = 0; k < groups.size(); ++k) {
+  // Multi links of different groups are made side by side (RunInParallel); perf links,
+  // one per probe, one after the other (libbpf's attach path keeps unsynchronised caches).
+  std::vector<absl::Status> link_statuses(groups.size());
+  const bool multi = program_->link_mode() == LinkMode::kMulti;
+  std::atomic<bool> link_failed{false};
+  RunInParallel(groups.size(), multi ? kLinkThreads : 1, [&](size_t k) {
+    if (link_failed.load()) return;  // a failed link ends the request
     LinkGroup *g = groups[k].get();
     absl::StatusOr<std::unique_ptr<Attachment>> att =
-        program_->link_mode() == LinkMode::kMulti
-            ? AttachMulti(*program_, *g->file, offsets[k], cookies[k], g->pid)
-            : AttachPerf(*program_, *g->file, offsets[k], cookies[k], g->pid);
+        multi ? AttachMulti(*program_, *g->file, offsets[k], cookies[k], g->pid)
+              : AttachPerf(*program_, *g->file, offsets[k], cookies[k], g->pid);
     if (!att.ok()) {
-      link_status = att.status();
-      break;
+      link_statuses[k] = att.status();
+      link_failed = true;
+      return;
     }
     g->attachment = std::move(*att);
+  });
+  absl::Status link_status;
+  for (const absl::Status &st : link_statuses) {
+    if (!st.ok()) {
+      link_status = st;
+      break;
+    }
   }
   // A process that exited while the links were made (the kernel refuses a link for a pid
   // that is gone, ESRCH) gets the one answer of every stage: NOT_FOUND, nothing attached.
@@ -419,7 +439,11 @@ absl::StatusOr<v1::AttachResponse> ProbeManager::AttachWithProgress(
   }
   if (!link_status.ok()) {
     // Roll back: every link of this request, then every map entry and slot.
-    for (const auto &g : groups) g->attachment.reset();
+    {
+      std::vector<std::unique_ptr<Attachment>> closing;
+      for (const auto &g : groups) closing.push_back(std::move(g->attachment));
+      DestroyInParallel(std::move(closing), kLinkThreads);
+    }
     for (const ProbeRecord &r : records) {
       hub_->UnrouteSlot(r.slot);
       (void)program_->DeleteConfig(r.slot);
@@ -445,15 +469,20 @@ absl::StatusOr<v1::AttachResponse> ProbeManager::AttachWithProgress(
     active_.emplace(std::move(id), std::move(r));
   }
   finish(true, n);
-  // Resolving a large batch reads whole ELF files; give that memory back to the
-  // system.
-  if (n >= 1000) malloc_trim(0);
+  // Resolving a large batch reads whole ELF files, and the request and reply of a
+  // large batch are freed by gRPC after this returns: give that memory back soon.
+  if (n >= 1000) TrimSoonLocked();
   return resp;
 }
 
 void ProbeManager::FillCountersLocked(const ProbeRecord &r, v1::Probe *out) const {
   absl::StatusOr<xol_probe_counters> c = program_->ReadCounters(r.slot);
-  if (c.ok()) {
+  FillCountersLocked(r, c.ok() ? &*c : nullptr, out);
+}
+
+void ProbeManager::FillCountersLocked(const ProbeRecord &r, const xol_probe_counters *c,
+                                      v1::Probe *out) const {
+  if (c != nullptr) {
     out->set_hits(c->hits);
     out->set_events_emitted(c->emitted);
     out->set_events_dropped(c->dropped);
@@ -466,8 +495,8 @@ void ProbeManager::FillCountersLocked(const ProbeRecord &r, v1::Probe *out) cons
   }
 }
 
-void ProbeManager::DetachLocked(const std::vector<std::string> &ids, v1::ProbeState state,
-                                const std::string &why) {
+absl::Duration ProbeManager::DetachLocked(const std::vector<std::string> &ids, v1::ProbeState state,
+                                          const std::string &why) {
   // Links that lose every member are closed first, before the per-probe
   // bookkeeping: while a link on libc or libstdc++ is live the agent's own
   // calls into those libraries trap too, and a 10,000-probe detach did most of
@@ -482,37 +511,53 @@ void ProbeManager::DetachLocked(const std::vector<std::string> &ids, v1::ProbeSt
     ++leaving[it->second.group.get()];
   }
   std::vector<std::shared_ptr<LinkGroup>> partial;
+  std::vector<std::unique_ptr<Attachment>> closing;
   for (ProbeRecord *r : records) {
     LinkGroup *g = r->group.get();
     auto lit = leaving.find(g);
     if (lit == leaving.end()) continue;  // already handled
     if (lit->second == g->probe_ids.size()) {
-      g->attachment.reset();  // closes the link(s): the kernel removes the uprobes
+      closing.push_back(std::move(g->attachment));
     } else {
       partial.push_back(r->group);
     }
     leaving.erase(lit);
   }
+  // Closing the link(s) makes the kernel remove the uprobes; groups side by side.
+  const absl::Time close_start = absl::Now();
+  DestroyInParallel(std::move(closing), kLinkThreads);
+  const absl::Duration closing_links = absl::Now() - close_start;
+  // Configs first: from here on the program ignores hits of these slots. Then the
+  // final counts, then the counters zeroed; each one batch call for all the probes.
+  std::vector<uint32_t> slots;
+  slots.reserve(records.size());
+  for (const ProbeRecord *r : records) slots.push_back(r->slot);
+  (void)program_->DeleteConfigs(slots);
+  // Only the last inactive_retention probes of the request stay visible in List: the
+  // others' final states would be dropped at once, so they are not made.
+  const size_t keep_from = records.size() > options_.inactive_retention
+                               ? records.size() - options_.inactive_retention
+                               : 0;
+  absl::StatusOr<std::vector<xol_probe_counters>> counts =
+      program_->ReadCounters(absl::MakeConstSpan(slots).subspan(keep_from));
+  (void)program_->ResetCounters(slots);
   absl::flat_hash_set<std::string> gone;
-  for (ProbeRecord *rp : records) {
-    ProbeRecord &r = *rp;
-    // Config first: from here on the program ignores hits of this slot.
-    (void)program_->DeleteConfig(r.slot);
-    v1::Probe final_state = r.probe;
-    FillCountersLocked(r, &final_state);
-    final_state.set_state(state);
-    final_state.set_status_message(why);
-    (void)program_->ResetCounters(r.slot);
+  for (size_t i = 0; i < records.size(); ++i) {
+    ProbeRecord &r = *records[i];
     hub_->UnrouteSlot(r.slot);
     free_slots_.push_back(r.slot);
     const std::string id = r.probe.id();
     gone.insert(id);
+    if (i >= keep_from) {
+      FillCountersLocked(r, counts.ok() ? &(*counts)[i - keep_from] : nullptr, &r.probe);
+      v1::Probe final_state = std::move(r.probe);  // r is erased below
+      final_state.set_state(state);
+      final_state.set_status_message(why);
+      inactive_.push_back(std::move(final_state));
+      while (inactive_.size() > options_.inactive_retention) inactive_.pop_front();
+    }
     kernel_placement_.erase(id);
     mismatch_logged_.erase(id);
-    inactive_.push_back(std::move(final_state));
-    while (inactive_.size() > options_.inactive_retention) {
-      inactive_.pop_front();
-    }
     active_.erase(id);  // destroys r (and drops its reference to the group)
   }
   for (const auto &g : partial) {
@@ -522,6 +567,7 @@ void ProbeManager::DetachLocked(const std::vector<std::string> &ids, v1::ProbeSt
                   members.end());
     RelinkLocked(g.get());
   }
+  return closing_links;
 }
 
 // A multi link cannot drop some of its offsets, so the survivors move to a new
@@ -565,6 +611,7 @@ absl::StatusOr<v1::DetachResponse> ProbeManager::Detach(const v1::DetachRequest 
   }
   v1::DetachResponse resp;
   std::vector<std::string> ids;
+  absl::Duration closing_links;
   {
     absl::MutexLock l(&mu_);
     if (req.all()) {
@@ -582,11 +629,13 @@ absl::StatusOr<v1::DetachResponse> ProbeManager::Detach(const v1::DetachRequest 
     }
     std::sort(ids.begin(), ids.end());
     ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
-    DetachLocked(ids, v1::DETACHED, "detached on request");
+    closing_links = DetachLocked(ids, v1::DETACHED, "detached on request");
+    if (ids.size() >= 1000) TrimSoonLocked();
   }
   for (const std::string &id : ids) resp.add_detached_ids(id);
   if (ids.size() >= 100) {
-    Log("detached ", ids.size(), " probes in ", absl::FormatDuration(absl::Now() - start));
+    Log("detached ", ids.size(), " probes in ", absl::FormatDuration(absl::Now() - start),
+        " (kernel links closed in ", absl::FormatDuration(closing_links), ")");
   }
   if (observer_ != nullptr) observer_->OnDetach(absl::Now() - start, ids.size());
   return resp;
@@ -615,6 +664,7 @@ void ProbeManager::ExpiryLoop() {
       if (mu_.AwaitWithTimeout(absl::Condition(&stopping_), absl::Milliseconds(100))) return;
     }
     ExpireDue(absl::Now());
+    MaybeTrim(absl::Now());
     // Mismatches and a switched kernel.uprobes_boost show up in logs and /metrics even
     // when nobody calls List or GetNodeInfo.
     if (absl::Now() >= next_refresh) {
@@ -623,6 +673,21 @@ void ProbeManager::ExpiryLoop() {
       next_refresh = absl::Now() + absl::Seconds(1);
     }
   }
+}
+
+void ProbeManager::TrimSoonLocked() { trim_at_ = absl::Now() + absl::Milliseconds(300); }
+
+void ProbeManager::MaybeTrim(absl::Time now) {
+  {
+    absl::MutexLock l(&mu_);
+    if (trim_at_ > now) return;
+    trim_at_ = absl::InfiniteFuture();
+  }
+  // glibc keeps freed memory in its arenas (one per gRPC thread that allocated it) and
+  // gives back only the top of each; malloc_trim also returns free whole pages inside
+  // them. After a 10,000-probe attach that is about 60 MiB of the request, the reply,
+  // the ELF tables read and the resolver's temporaries (bench/agent/results.txt).
+  malloc_trim(0);
 }
 
 void ProbeManager::RefreshKernel() {

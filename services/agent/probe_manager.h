@@ -29,6 +29,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/container/node_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -199,14 +200,22 @@ class ProbeManager final : public AgentApi {
   // Removes `ids` from the table (final counts kept in the inactive list with
   // `state`); detaches their links and re-links surviving members of partially
   // emptied multi links.
-  void DetachLocked(const std::vector<std::string>& ids, v1::ProbeState state,
-                    const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Returns the time spent closing kernel links (the rest is bookkeeping).
+  absl::Duration DetachLocked(const std::vector<std::string>& ids, v1::ProbeState state,
+                              const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RelinkLocked(LinkGroup* group) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FillCountersLocked(const ProbeRecord& r, v1::Probe* out) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // The same with counters already read (null: none could be read).
+  void FillCountersLocked(const ProbeRecord& r, const xol_probe_counters* c, v1::Probe* out) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
   void RefreshKernelLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   uint32_t MismatchesLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   void ExpiryLoop();
+  // A large request frees much memory just after it returns (gRPC owns its request and
+  // reply): TrimSoonLocked asks the manager's thread to malloc_trim shortly after.
+  void TrimSoonLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void MaybeTrim(absl::Time now) ABSL_LOCKS_EXCLUDED(mu_);
   void CalibrationLoop();
   bool CalibrationWanted() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   v1::NodeCost NodeCostLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
@@ -224,7 +233,9 @@ class ProbeManager final : public AgentApi {
   ProbeManagerObserver* observer_ = nullptr;
 
   mutable absl::Mutex mu_;
-  absl::flat_hash_map<std::string, ProbeRecord> active_ ABSL_GUARDED_BY(mu_);
+  // Node-based: a ProbeRecord is a few hundred bytes, and a flat table keeps about
+  // 60% more slots than entries (1.8 MiB unused at 10,000 probes).
+  absl::node_hash_map<std::string, ProbeRecord> active_ ABSL_GUARDED_BY(mu_);
   std::deque<v1::Probe> inactive_ ABSL_GUARDED_BY(mu_);
   std::vector<uint32_t> free_slots_ ABSL_GUARDED_BY(mu_);
   std::vector<uint32_t> slot_generation_ ABSL_GUARDED_BY(mu_);
@@ -253,6 +264,7 @@ class ProbeManager final : public AgentApi {
   std::deque<NumberedBudgetEvent> budget_events_ ABSL_GUARDED_BY(mu_);
   uint64_t budget_seq_ ABSL_GUARDED_BY(mu_) = 0;
 
+  absl::Time trim_at_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread expiry_thread_;
   std::thread calibration_thread_;

@@ -8,8 +8,10 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "services/agent/bpf/probe.h"
 
 struct probe;        // probe.skel.h
@@ -50,6 +52,16 @@ class ProbeProgram {
   absl::Status ResetCounters(uint32_t slot);
   // Sum over every probe ever attached (never reset).
   xol_probe_counters ReadTotals() const;
+
+  // The same for many slots at once, with the kernel's batch map operations (Linux 5.6+):
+  // one bpf() call instead of one per slot (a 10,000-probe attach made 20,000 calls and
+  // its detach 30,000). Configs and counters go in the order of `slots`.
+  absl::Status SetConfigs(absl::Span<const uint32_t> slots,
+                          absl::Span<const xol_probe_config> configs);
+  absl::Status DeleteConfigs(absl::Span<const uint32_t> slots);  // missing entries are fine
+  absl::StatusOr<std::vector<xol_probe_counters>> ReadCounters(
+      absl::Span<const uint32_t> slots) const;
+  absl::Status ResetCounters(absl::Span<const uint32_t> slots);
 
  private:
   explicit ProbeProgram(const Options& options) : options_(options) {}
