@@ -25,6 +25,7 @@
 #include "services/controller/fleet.h"
 #include "services/controller/metrics.h"
 #include "services/controller/service.h"
+#include "services/controller/etcd_store.h"
 #include "services/controller/store.h"
 
 ABSL_FLAG(std::string, listen, "0.0.0.0:7443", "gRPC address for agents and clients (mTLS)");
@@ -33,6 +34,9 @@ ABSL_FLAG(std::string, plaintext_listen, "",
           "unix:/run/xolfleet/controller.sock; callers get identity insecure:local");
 ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:9465", "HTTP address for /metrics");
 ABSL_FLAG(std::string, state_db, "/var/lib/xolfleet/controller.db", "SQLite desired state");
+ABSL_FLAG(std::string, store, "",
+          "where desired state lives: empty for SQLite at --state_db (one controller), or "
+          "etcd://host:port[,host:port...][/prefix] (shared by controller replicas)");
 ABSL_FLAG(bool, init, false,
           "create a new empty state database if --state_db does not exist (without it a "
           "missing database is an error: a mistyped path would otherwise make every node "
@@ -73,6 +77,10 @@ int Fail(const absl::Status& s) {
 
 int Run() {
   if (!absl::GetFlag(FLAGS_backup).empty()) {
+    if (!absl::GetFlag(FLAGS_store).empty()) {
+      return Fail(absl::InvalidArgumentError(
+          "--backup copies the SQLite --state_db; for etcd use `etcdctl snapshot save`"));
+    }
     auto store = Store::Open(absl::GetFlag(FLAGS_state_db), Store::OpenMode::kMustExist);
     if (!store.ok()) return Fail(store.status());
     if (absl::Status st = (*store)->Backup(absl::GetFlag(FLAGS_backup)); !st.ok()) return Fail(st);
@@ -114,10 +122,18 @@ int Run() {
     plain_creds = *c;
   }
 
-  auto store = Store::Open(absl::GetFlag(FLAGS_state_db), absl::GetFlag(FLAGS_init)
-                                                              ? Store::OpenMode::kCreateIfMissing
-                                                              : Store::OpenMode::kMustExist);
+  absl::StatusOr<std::unique_ptr<Store>> store;
+  if (const std::string url = absl::GetFlag(FLAGS_store); !url.empty()) {
+    auto etcd = EtcdStore::Open(url);
+    if (!etcd.ok()) return Fail(etcd.status());
+    store = std::unique_ptr<Store>(std::move(*etcd));
+  } else {
+    store = Store::Open(absl::GetFlag(FLAGS_state_db), absl::GetFlag(FLAGS_init)
+                                                           ? Store::OpenMode::kCreateIfMissing
+                                                           : Store::OpenMode::kMustExist);
+  }
   if (!store.ok()) return Fail(store.status());
+  Log("xolfleet-controller: desired state in ", (*store)->Describe());
   FleetController::Options opts;
   opts.heartbeat_interval = absl::GetFlag(FLAGS_heartbeat_interval);
   opts.heartbeat_timeout = absl::GetFlag(FLAGS_heartbeat_timeout);
