@@ -25,19 +25,14 @@ bool Retryable(grpc::StatusCode c) {
   return c == grpc::StatusCode::UNAVAILABLE || c == grpc::StatusCode::DEADLINE_EXCEEDED;
 }
 
-// Fields 1..3 of a record: length-delimited (bytes) or varint, read back by Decode.
-struct Field {
-  int number;
-  const std::string* bytes;  // null: varint
-  uint64_t varint;
-};
+}  // namespace
 
-std::string Encode(std::initializer_list<Field> fields) {
+std::string EncodeRecord(std::initializer_list<RecordField> fields) {
   std::string out;
   {
     google::protobuf::io::StringOutputStream sos(&out);
     google::protobuf::io::CodedOutputStream cos(&sos);
-    for (const Field& f : fields) {
+    for (const RecordField& f : fields) {
       if (f.bytes) {
         WireFormatLite::WriteBytes(f.number, *f.bytes, &cos);
       } else {
@@ -48,8 +43,7 @@ std::string Encode(std::initializer_list<Field> fields) {
   return out;
 }
 
-// Calls on_bytes(number, value) / on_varint(number, value) per field; false if malformed.
-bool Decode(const std::string& b, const std::function<void(int, std::string)>& on_bytes,
+bool DecodeRecord(const std::string& b, const std::function<void(int, std::string)>& on_bytes,
             const std::function<void(int, uint64_t)>& on_varint) {
   google::protobuf::io::CodedInputStream in(reinterpret_cast<const uint8_t*>(b.data()),
                                             static_cast<int>(b.size()));
@@ -74,8 +68,6 @@ bool Decode(const std::string& b, const std::function<void(int, std::string)>& o
   }
   return in.ConsumedEntireMessage();
 }
-
-}  // namespace
 
 std::string PrefixEnd(const std::string& prefix) {
   std::string end = prefix;
@@ -203,12 +195,12 @@ absl::StatusOr<etcdserverpb::TxnResponse> EtcdClient::Txn(const etcdserverpb::Tx
 
 std::string EtcdStore::EncodeSet(const StoredSet& s) {
   const std::string req = s.request.SerializeAsString(), ro = s.rollout.SerializeAsString();
-  return Encode({{1, &req, 0}, {2, &ro, 0}, {3, &s.created_by, 0}});
+  return EncodeRecord({{1, &req, 0}, {2, &ro, 0}, {3, &s.created_by, 0}});
 }
 
 bool EtcdStore::DecodeSet(const std::string& b, StoredSet* s) {
   bool ok = true;
-  bool ret = Decode(
+  bool ret = DecodeRecord(
       b,
       [&](int n, std::string v) {
         if (n == 1) ok &= s->request.ParseFromString(v);
@@ -221,14 +213,14 @@ bool EtcdStore::DecodeSet(const std::string& b, StoredSet* s) {
 
 std::string EtcdStore::EncodeAgent(const StoredAgent& a) {
   const std::string reg = a.registration.SerializeAsString();
-  return Encode({{1, &reg, 0},
+  return EncodeRecord({{1, &reg, 0},
                  {2, nullptr, static_cast<uint64_t>(a.last_seen_unix_ns)},
                  {3, &a.identity, 0}});
 }
 
 bool EtcdStore::DecodeAgent(const std::string& b, StoredAgent* a) {
   bool ok = true;
-  bool ret = Decode(
+  bool ret = DecodeRecord(
       b,
       [&](int n, std::string v) {
         if (n == 1) ok &= a->registration.ParseFromString(v);

@@ -21,6 +21,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <vector>
@@ -100,6 +101,18 @@ class EtcdStore final : public Store {
   std::shared_ptr<EtcdClient> client_;
   const std::string prefix_;
 };
+
+// A record stored in etcd: numbered fields in protobuf wire format, each bytes or a
+// varint (no .proto of its own: it wraps the API's messages).
+struct RecordField {
+  int number;
+  const std::string* bytes;  // null: a varint
+  uint64_t varint;
+};
+std::string EncodeRecord(std::initializer_list<RecordField> fields);
+// Calls on_bytes / on_varint per field; false if malformed.
+bool DecodeRecord(const std::string& b, const std::function<void(int, std::string)>& on_bytes,
+                  const std::function<void(int, uint64_t)>& on_varint);
 
 // The first key after every key starting with `prefix` (etcd's range_end for a prefix).
 std::string PrefixEnd(const std::string& prefix);
