@@ -172,26 +172,43 @@ void EtcdCoordinator::Flush() {
     batch.swap(pending_);
     lease = lease_;
   }
+  // Writes go in transactions of up to 100 puts (one raft round, one fsync, each: a
+  // heartbeat per agent per second would otherwise be that many sequential commits).
+  std::vector<std::string> failed;
+  etcdserverpb::TxnRequest puts;
+  std::vector<std::string> in_txn;
+  auto send_puts = [&] {
+    if (puts.success_size() == 0) return;
+    if (!client_->Txn(puts).ok()) failed.insert(failed.end(), in_txn.begin(), in_txn.end());
+    puts.Clear();
+    in_txn.clear();
+  };
   for (auto& [node, value] : batch) {
     const std::string key = prefix_ + "status/" + node;
-    absl::Status st;
     if (value) {
-      st = client_->Put(key, *value, lease);
-    } else {
-      // Withdraw only our own record: the agent may already be on another replica.
-      etcdserverpb::TxnRequest txn;
-      auto* c = txn.add_compare();
-      c->set_key(key);
-      c->set_target(etcdserverpb::Compare::LEASE);
-      c->set_result(etcdserverpb::Compare::EQUAL);
-      c->set_lease(lease);
-      txn.add_success()->mutable_request_delete_range()->set_key(key);
-      st = client_->Txn(txn).status();
+      auto* put = puts.add_success()->mutable_request_put();
+      put->set_key(key);
+      put->set_value(*value);
+      put->set_lease(lease);
+      in_txn.push_back(node);
+      if (puts.success_size() >= 100) send_puts();
+      continue;
     }
-    if (!st.ok()) {
-      absl::MutexLock l(&mu_);
-      pending_.try_emplace(node, std::move(value));  // unless a newer one is queued
-    }
+    // Withdraw only our own record: the agent may already be on another replica.
+    etcdserverpb::TxnRequest txn;
+    auto* c = txn.add_compare();
+    c->set_key(key);
+    c->set_target(etcdserverpb::Compare::LEASE);
+    c->set_result(etcdserverpb::Compare::EQUAL);
+    c->set_lease(lease);
+    txn.add_success()->mutable_request_delete_range()->set_key(key);
+    if (!client_->Txn(txn).ok()) failed.push_back(node);
+  }
+  send_puts();
+  if (failed.empty()) return;
+  absl::MutexLock l(&mu_);
+  for (const std::string& node : failed) {
+    pending_.try_emplace(node, std::move(batch[node]));  // unless a newer one is queued
   }
 }
 
