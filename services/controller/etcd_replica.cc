@@ -11,9 +11,8 @@ namespace xolfleet::controller {
 std::unique_ptr<EtcdCoordinator> EtcdCoordinator::Start(std::shared_ptr<EtcdClient> client,
                                                         std::string prefix, Options opts,
                                                         LeaderChange on_change) {
-  std::unique_ptr<EtcdCoordinator> c(
-      new EtcdCoordinator(std::move(client), std::move(prefix), std::move(opts),
-                          std::move(on_change)));
+  std::unique_ptr<EtcdCoordinator> c(new EtcdCoordinator(std::move(client), std::move(prefix),
+                                                         std::move(opts), std::move(on_change)));
   c->thread_ = std::thread([p = c.get()] { p->Run(); });
   return c;
 }
@@ -91,11 +90,11 @@ void EtcdCoordinator::KeepLease() {
     etcdserverpb::LeaseGrantRequest req;
     req.set_ttl(absl::ToInt64Seconds(opts_.lease_ttl));
     etcdserverpb::LeaseGrantResponse resp;
-    absl::Status st = client_->Run("lease grant", [&](EtcdClient::Stubs& s,
-                                                      grpc::ClientContext* ctx) {
-      resp.Clear();
-      return s.lease->LeaseGrant(ctx, req, &resp);
-    });
+    absl::Status st =
+        client_->Run("lease grant", [&](EtcdClient::Stubs& s, grpc::ClientContext* ctx) {
+          resp.Clear();
+          return s.lease->LeaseGrant(ctx, req, &resp);
+        });
     if (!st.ok() || resp.id() == 0) return;
     absl::MutexLock l(&mu_);
     lease_ = resp.id();
@@ -104,19 +103,20 @@ void EtcdCoordinator::KeepLease() {
     return;
   }
   etcdserverpb::LeaseKeepAliveResponse resp;
-  absl::Status st = client_->Run("lease keep-alive", [&](EtcdClient::Stubs& s,
-                                                         grpc::ClientContext* ctx) {
-    auto stream = s.lease->LeaseKeepAlive(ctx);
-    etcdserverpb::LeaseKeepAliveRequest req;
-    req.set_id(lease);
-    if (!stream->Write(req) || !stream->Read(&resp)) {
-      stream->WritesDone();
-      grpc::Status f = stream->Finish();
-      return f.ok() ? grpc::Status(grpc::StatusCode::UNAVAILABLE, "keep-alive stream ended") : f;
-    }
-    stream->WritesDone();
-    return stream->Finish();  // etcd ends the stream when we end ours
-  });
+  absl::Status st =
+      client_->Run("lease keep-alive", [&](EtcdClient::Stubs& s, grpc::ClientContext* ctx) {
+        auto stream = s.lease->LeaseKeepAlive(ctx);
+        etcdserverpb::LeaseKeepAliveRequest req;
+        req.set_id(lease);
+        if (!stream->Write(req) || !stream->Read(&resp)) {
+          stream->WritesDone();
+          grpc::Status f = stream->Finish();
+          return f.ok() ? grpc::Status(grpc::StatusCode::UNAVAILABLE, "keep-alive stream ended")
+                        : f;
+        }
+        stream->WritesDone();
+        return stream->Finish();  // etcd ends the stream when we end ours
+      });
   if (!st.ok()) return;  // retried next period; the lease stays valid until it runs out
   absl::MutexLock l(&mu_);
   if (lease_ != lease) return;
@@ -247,9 +247,9 @@ absl::Status EtcdCoordinator::PutSetAsLeader(const StoredSet& set) {
   absl::StatusOr<etcdserverpb::TxnResponse> r = client_->Txn(txn);
   if (!r.ok()) return r.status();
   if (!r->succeeded()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "replica ", opts_.replica, " lost the leadership, or set ", set.rollout.set_id(),
-        " was detached; rollout state not written"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("replica ", opts_.replica, " lost the leadership, or set ",
+                     set.rollout.set_id(), " was detached; rollout state not written"));
   }
   return absl::OkStatus();
 }

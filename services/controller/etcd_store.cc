@@ -44,7 +44,7 @@ std::string EncodeRecord(std::initializer_list<RecordField> fields) {
 }
 
 bool DecodeRecord(const std::string& b, const std::function<void(int, std::string)>& on_bytes,
-            const std::function<void(int, uint64_t)>& on_varint) {
+                  const std::function<void(int, uint64_t)>& on_varint) {
   google::protobuf::io::CodedInputStream in(reinterpret_cast<const uint8_t*>(b.data()),
                                             static_cast<int>(b.size()));
   while (uint32_t tag = in.ReadTag()) {
@@ -140,9 +140,9 @@ absl::Status EtcdClient::Run(const char* what, const Call& call) {
       return absl::OkStatus();
     }
     if (!Retryable(st.error_code())) {
-      return absl::Status(static_cast<absl::StatusCode>(st.error_code()),
-                          absl::StrCat("etcd ", what, " at ", opts_.endpoints[idx], ": ",
-                                       st.error_message()));
+      return absl::Status(
+          static_cast<absl::StatusCode>(st.error_code()),
+          absl::StrCat("etcd ", what, " at ", opts_.endpoints[idx], ": ", st.error_message()));
     }
     errors.push_back(absl::StrCat(opts_.endpoints[idx], ": ", st.error_message()));
   }
@@ -214,8 +214,8 @@ bool EtcdStore::DecodeSet(const std::string& b, StoredSet* s) {
 std::string EtcdStore::EncodeAgent(const StoredAgent& a) {
   const std::string reg = a.registration.SerializeAsString();
   return EncodeRecord({{1, &reg, 0},
-                 {2, nullptr, static_cast<uint64_t>(a.last_seen_unix_ns)},
-                 {3, &a.identity, 0}});
+                       {2, nullptr, static_cast<uint64_t>(a.last_seen_unix_ns)},
+                       {3, &a.identity, 0}});
 }
 
 bool EtcdStore::DecodeAgent(const std::string& b, StoredAgent* a) {

@@ -96,15 +96,16 @@ absl::Status EtcdTestServer::Start() {
     int wst;
     if (waitpid(pid_, &wst, WNOHANG) == pid_) {
       pid_ = -1;
-      return absl::InternalError(absl::StrCat("etcd exited (status ", wst, "); see ", dir_,
-                                              "/etcd.log"));
+      return absl::InternalError(
+          absl::StrCat("etcd exited (status ", wst, "); see ", dir_, "/etcd.log"));
     }
     auto r = client_probe.GetPrefix("/probe/");
     if (r.ok()) return absl::OkStatus();
     last = r.status();
     absl::SleepFor(absl::Milliseconds(100));
   }
-  return absl::DeadlineExceededError(absl::StrCat("etcd did not serve within 60 s: ", last.message()));
+  return absl::DeadlineExceededError(
+      absl::StrCat("etcd did not serve within 60 s: ", last.message()));
 }
 
 }  // namespace xolfleet::controller

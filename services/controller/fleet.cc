@@ -459,8 +459,8 @@ void FleetController::EvaluateLocked() {
                                "; not attached on: ", absl::StrJoin(waiting, ","));
       }
       if (!failure.empty()) {
-        changed |= FinishLocked(s, v1::ROLLOUT_ROLLED_BACK,
-                                absl::StrCat(failure, "; rolled back"), "rolled_back");
+        changed |= FinishLocked(s, v1::ROLLOUT_ROLLED_BACK, absl::StrCat(failure, "; rolled back"),
+                                "rolled_back");
       } else if (waiting.empty()) {
         const v1::Rollout before = r;
         r.set_state(v1::ROLLOUT_ROLLING);
@@ -482,9 +482,9 @@ void FleetController::EvaluateLocked() {
               s, v1::ROLLOUT_DEGRADED,
               absl::StrCat(counts.nodes_failed(), " node(s) failed after the canary"), "degraded");
         } else {
-          changed |= FinishLocked(
-              s, v1::ROLLOUT_COMPLETE,
-              absl::StrCat("attached on ", counts.nodes_attached(), " node(s)"), "complete");
+          changed |= FinishLocked(s, v1::ROLLOUT_COMPLETE,
+                                  absl::StrCat("attached on ", counts.nodes_attached(), " node(s)"),
+                                  "complete");
         }
       }
     }
@@ -923,8 +923,8 @@ std::vector<GaugeFamily> FleetController::CollectGauges() {
     sets.samples.push_back({{{"state", k}}, static_cast<double>(v)});
   }
   watchers.samples.push_back({{}, static_cast<double>(hub_.watchers())});
-  std::vector<GaugeFamily> out = {agents, up,     probes,   sets,    watchers, info,
-                                  mism,   cost,   budget,   breaches, calib};
+  std::vector<GaugeFamily> out = {agents, up,   probes, sets,     watchers, info,
+                                  mism,   cost, budget, breaches, calib};
   if (opts_.coordinator) {
     out.push_back({"xolfleet_controller_leader",
                    "1 if this replica is the leader (drives rollouts and TTL expiry), else 0",

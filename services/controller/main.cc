@@ -23,11 +23,11 @@
 #include "services/common/flags.h"
 #include "services/common/log.h"
 #include "services/common/tls.h"
+#include "services/controller/etcd_replica.h"
+#include "services/controller/etcd_store.h"
 #include "services/controller/fleet.h"
 #include "services/controller/metrics.h"
 #include "services/controller/service.h"
-#include "services/controller/etcd_replica.h"
-#include "services/controller/etcd_store.h"
 #include "services/controller/store.h"
 
 ABSL_FLAG(std::string, listen, "0.0.0.0:7443", "gRPC address for agents and clients (mTLS)");
@@ -143,7 +143,8 @@ int Run() {
     }
     co.lease_ttl = absl::GetFlag(FLAGS_leader_lease);
     if (co.lease_ttl < absl::Seconds(3)) {
-      return Fail(absl::InvalidArgumentError("--leader_lease must be at least 3s (etcd's minimum)"));
+      return Fail(
+          absl::InvalidArgumentError("--leader_lease must be at least 3s (etcd's minimum)"));
     }
     coordinator = EtcdCoordinator::Start((*etcd)->client(), (*etcd)->prefix(), co);
     Log("xolfleet-controller: replica ", co.replica, " (lease ", absl::FormatDuration(co.lease_ttl),

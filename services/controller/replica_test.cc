@@ -44,8 +44,8 @@ struct Replica {
 class ReplicaTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto e = EtcdTestServer::Create(absl::StrCat(::testing::TempDir(), "/etcd-replica-", getpid(),
-                                                 "-", counter_++));
+    auto e = EtcdTestServer::Create(
+        absl::StrCat(::testing::TempDir(), "/etcd-replica-", getpid(), "-", counter_++));
     ASSERT_TRUE(e.ok()) << e.status();
     etcd_ = std::move(*e);
   }
@@ -181,7 +181,8 @@ TEST_F(ReplicaTest, OneLeaderEveryAgentSeenEverywhereRolloutDrivenByLeader) {
     auto probes = rep->fleet->ListProbes(lr);
     ASSERT_TRUE(probes.ok());
     int attached = 0;
-    for (const auto& p : probes->probes()) attached += p.actual() == v1::ATTACHED && p.local_copies() == 1 ? 1 : 0;
+    for (const auto& p : probes->probes())
+      attached += p.actual() == v1::ATTACHED && p.local_copies() == 1 ? 1 : 0;
     EXPECT_EQ(attached, 2);
   }
 }
@@ -206,7 +207,8 @@ TEST_F(ReplicaTest, LeaderGoneAnotherTakesOverTheRollout) {
   }
   ASSERT_TRUE(PumpUntil([&] { return follower->fleet->Acting(); }));
   ReportAttached(follower, "n1", s1.get());
-  ASSERT_TRUE(PumpUntil([&] { return State(follower->fleet.get(), r->set_id()) == v1::ROLLOUT_COMPLETE; }));
+  ASSERT_TRUE(
+      PumpUntil([&] { return State(follower->fleet.get(), r->set_id()) == v1::ROLLOUT_COMPLETE; }));
 }
 
 TEST_F(ReplicaTest, StoreGoneWritesRefusedReadsServedThenBack) {

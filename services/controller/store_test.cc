@@ -61,8 +61,8 @@ class StoreContractTest : public ::testing::TestWithParam<std::string> {
   static EtcdTestServer* etcd_;
   const std::string path_ = absl::StrCat(::testing::TempDir(), "/store-", getpid(), ".db");
   // Each test its own key space on the shared etcd.
-  const std::string prefix_ = absl::StrCat(
-      "/t/", ::testing::UnitTest::GetInstance()->current_test_info()->name(), "/");
+  const std::string prefix_ =
+      absl::StrCat("/t/", ::testing::UnitTest::GetInstance()->current_test_info()->name(), "/");
 };
 EtcdTestServer* StoreContractTest::etcd_ = nullptr;
 
@@ -145,8 +145,7 @@ TEST(EtcdStoreTest, ParsesUrls) {
   ASSERT_TRUE(EtcdClient::ParseUrl("etcd://127.0.0.1:2379/fleet-a", &o, &prefix).ok());
   EXPECT_EQ(prefix, "/fleet-a/");
   for (const char* bad : {"etcd://", "http://a:1", "etcd://a", "etcd://a:", "etcd://:1"}) {
-    EXPECT_EQ(EtcdClient::ParseUrl(bad, &o, &prefix).code(),
-              absl::StatusCode::kInvalidArgument)
+    EXPECT_EQ(EtcdClient::ParseUrl(bad, &o, &prefix).code(), absl::StatusCode::kInvalidArgument)
         << bad;
   }
 }
