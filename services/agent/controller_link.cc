@@ -152,6 +152,7 @@ absl::StatusOr<std::unique_ptr<ControllerLink>> ControllerLink::Start(const Opti
   if (targets.empty()) return absl::InvalidArgumentError("controller address is empty");
   std::shared_ptr<grpc::ChannelCredentials> creds = opts.credentials;
   for (const std::string& t : targets) {
+    if (opts.credentials != nullptr) break;  // given by the caller, as they are
     // Every address is checked (plaintext only to loopback); one credential serves all.
     absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> c =
         tls::ChannelCredentials(opts.tls, t);
