@@ -108,7 +108,9 @@ ReconcilePlan PlanReconcile(const v1::DesiredState& desired, const v1::ListRespo
       }
       st.set_state(v1::SET_ATTACHED);
       if (auto b = breached.find(set_id); b != breached.end()) {
-        st.set_state(v1::SET_FAILED);
+        // Still attached (alerted or throttled): the controller decides what a breach
+        // means (a failed canary during a rollout, a flag afterwards).
+        st.set_over_budget(true);
         st.set_status_message(b->second);
       }
     } else {

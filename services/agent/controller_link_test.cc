@@ -440,7 +440,7 @@ TEST(PlanReconcile, SetPastItsTtlIsNotReattached) {
   EXPECT_EQ(over.status["ps-ttl"].state(), v1::SET_EXPIRED);
 }
 
-TEST(PlanReconcile, BudgetBreachedSetsFailAndAreNotReattached) {
+TEST(PlanReconcile, BudgetBreachedSetsAreFlaggedOrFailedAndNotReattached) {
   v1::DesiredState d;
   for (const char* id : {"ps-kept", "ps-gone"}) {
     auto* s = d.add_sets();
@@ -470,8 +470,11 @@ TEST(PlanReconcile, BudgetBreachedSetsFailAndAreNotReattached) {
   ReconcilePlan plan = PlanReconcile(d, local, {}, {}, absl::InfinitePast(), breached);
   EXPECT_TRUE(plan.attach.empty());  // the detached one does not come back
   EXPECT_TRUE(plan.detach.empty());  // the throttled one stays until the controller decides
-  EXPECT_EQ(plan.status["ps-kept"].state(), v1::SET_FAILED);
+  EXPECT_EQ(plan.status["ps-kept"].state(), v1::SET_ATTACHED);  // still there: flagged
+  EXPECT_TRUE(plan.status["ps-kept"].over_budget());
+  EXPECT_NE(plan.status["ps-kept"].status_message().find("over budget"), std::string::npos);
   EXPECT_EQ(plan.status["ps-gone"].state(), v1::SET_FAILED);
+  EXPECT_FALSE(plan.status["ps-gone"].over_budget());
   EXPECT_NE(plan.status["ps-gone"].status_message().find("over budget"), std::string::npos);
 }
 

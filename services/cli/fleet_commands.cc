@@ -271,7 +271,9 @@ int Attach(Context& ctx) {
   }
   v1::Rollout r = resp.rollout();
   if (!args.Has("no-wait")) {
-    // Progress: one line per change, until the rollout ends or --timeout passes.
+    // Progress: one line per change on stderr, until the rollout ends or --timeout passes;
+    // with --json too (stdout stays the one JSON rollout), like the agent's attach progress,
+    // so a script sees the stages a rollout went through (tests/fleet: the canary stage).
     double secs = 60;
     if (args.Has("timeout")) (void)absl::SimpleAtod(*args.Get("timeout"), &secs);
     absl::Time end = absl::Now() + absl::Seconds(secs);
@@ -280,7 +282,7 @@ int Attach(Context& ctx) {
       std::string line = absl::StrCat("rollout ", r.set_id(), ": ", StateName(r.state()),
                                       "  attached ", r.nodes_attached(), "  failed ",
                                       r.nodes_failed(), "  pending ", r.nodes_pending());
-      if (line != last && !ctx.json()) ctx.err() << line << "\n";
+      if (line != last) ctx.err() << line << "\n";
       last = line;
       if (r.state() != v1::ROLLOUT_CANARY && r.state() != v1::ROLLOUT_ROLLING) break;
       if (absl::Now() > end) {

@@ -435,7 +435,8 @@ void FleetController::EvaluateLocked() {
         if (nit == nodes_.end()) continue;  // forgotten node: nothing to wait for
         const Node& n = nit->second;
         auto it = n.set_status.find(id);
-        if (n.up && it != n.set_status.end() && it->second.state() == v1::SET_FAILED) {
+        if (n.up && it != n.set_status.end() &&
+            (it->second.state() == v1::SET_FAILED || it->second.over_budget())) {
           failure = absl::StrCat("canary node ", c, " failed: ", it->second.status_message());
           break;
         }
@@ -446,7 +447,8 @@ void FleetController::EvaluateLocked() {
       uint32_t timeout_s = s.stored.request.policy().canary_timeout_seconds();
       absl::Duration timeout = timeout_s ? absl::Seconds(timeout_s) : opts_.default_canary_timeout;
       // A soak: every canary must keep the set without failing (a budget breach is a
-      // failure, reported by the agent as SET_FAILED) for this long before it rolls out.
+      // failure: SET_FAILED after a budget detach, over_budget after an alert or a
+      // throttle) for this long before it rolls out.
       const absl::Duration soak = absl::Seconds(s.stored.request.policy().canary_soak_seconds());
       timeout = std::max(timeout, soak + absl::Seconds(30));
       if (failure.empty() && waiting.empty() &&

@@ -182,7 +182,9 @@ TEST_F(FleetTest, CanarySoaksBeforeRollingOutAndABreachWithinItRollsBack) {
   for (const auto& ds : sessions_[canary]->last_desired.sets()) {
     auto* st = hb.add_sets();
     st->set_set_id(ds.set_id());
-    st->set_state(ds.set_id() == r2.set_id() ? v1::SET_FAILED : v1::SET_ATTACHED);
+    // Throttled, so still attached: the agent flags the set over budget.
+    st->set_state(v1::SET_ATTACHED);
+    st->set_over_budget(true);
     st->set_status_message("over budget: probe p7 BUDGET_THROTTLED: probe over its budget");
     auto* p = hb.add_probes();
     p->set_fleet_probe_id(absl::StrCat(ds.set_id(), "/0"));
@@ -212,6 +214,12 @@ TEST_F(FleetTest, CanarySoaksBeforeRollingOutAndABreachWithinItRollsBack) {
     }
   }
   EXPECT_GE(breaches, 1);
+  // The first set finished its rollout before the breach: the breach is a flag there, not
+  // a failure, and the set still counts as attached on every node.
+  v1::Rollout first = *fleet_->GetRollout(r.set_id());
+  EXPECT_EQ(first.state(), v1::ROLLOUT_COMPLETE);
+  EXPECT_EQ(first.nodes_attached(), 3u);
+  EXPECT_EQ(first.nodes_failed(), 0u);
 }
 
 TEST_F(FleetTest, SoakNeedsACanaryStage) {
