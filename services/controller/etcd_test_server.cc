@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -80,6 +81,8 @@ absl::Status EtcdTestServer::Start() {
   pid_ = fork();
   if (pid_ < 0) return absl::InternalError("fork");
   if (pid_ == 0) {
+    // A test that crashes must not leave etcd running.
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
