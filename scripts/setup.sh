@@ -14,6 +14,8 @@ PKGS=(
   linux-config-6.1 dpkg-dev fakeroot rsync kmod
   # tests + benchmarks
   prometheus bpftrace iproute2 openssl curl python3 python3-yaml procps
+  # etcd: the replicated store (server, etcdctl, and the v3 API .proto files)
+  etcd-server etcd-client golang-etcd-server-dev
   # the image and the container tier (deploy/image/build.sh, tests/tiers/container.sh)
   podman buildah runc
 )

@@ -151,15 +151,19 @@ ReconcilePlan PlanReconcile(const v1::DesiredState& desired, const v1::ListRespo
 
 absl::StatusOr<std::unique_ptr<ControllerLink>> ControllerLink::Start(const Options& opts,
                                                                       AgentApi* api) {
-  if (opts.target.empty()) return absl::InvalidArgumentError("controller address is empty");
+  std::vector<std::string> targets = absl::StrSplit(opts.target, ',', absl::SkipWhitespace());
+  if (targets.empty()) return absl::InvalidArgumentError("controller address is empty");
   std::shared_ptr<grpc::ChannelCredentials> creds = opts.credentials;
-  if (creds == nullptr) {
+  for (const std::string& t : targets) {
+    if (opts.credentials != nullptr) break;  // given by the caller, as they are
+    // Every address is checked (plaintext only to loopback); one credential serves all.
     absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> c =
-        tls::ChannelCredentials(opts.tls, opts.target);
+        tls::ChannelCredentials(opts.tls, t);
     if (!c.ok()) return c.status();
-    creds = *std::move(c);
+    if (creds == nullptr) creds = *std::move(c);
   }
-  std::unique_ptr<ControllerLink> link(new ControllerLink(opts, api, std::move(creds)));
+  std::unique_ptr<ControllerLink> link(
+      new ControllerLink(opts, api, std::move(creds), std::move(targets)));
   link->thread_ = std::thread([l = link.get()] { l->Run(); });
   return link;
 }
@@ -171,6 +175,11 @@ ControllerLink::~ControllerLink() {
     if (ctx_) ctx_->TryCancel();
   }
   if (thread_.joinable()) thread_.join();
+}
+
+std::string ControllerLink::CurrentTarget() const {
+  absl::MutexLock l(&mu_);
+  return targets_[target_index_];
 }
 
 ControllerLink::Status ControllerLink::status() const {
@@ -194,13 +203,16 @@ void ControllerLink::Run() {
     status_.connected = false;
     status_.last_error = std::string(why.message());
     if (stopping_) return;
+    const std::string target = targets_[target_index_];
+    // Several replicas: the next connection goes to the next one.
+    target_index_ = (target_index_ + 1) % targets_.size();
     if (absl::Now() - started > absl::Seconds(10)) backoff = opts_.min_backoff;
     absl::Duration wait = backoff * absl::Uniform(rng, 0.5, 1.0);
     backoff = std::min(backoff * 2, opts_.max_backoff);
     const std::string reason =
         absl::StrCat(absl::StatusCodeToString(why.code()), ": ", why.message());
     if (was_connected || reason != last_logged || absl::Now() - last_log > absl::Minutes(1)) {
-      Log("controller link to ", opts_.target, (was_connected ? " lost: " : " failed: "), reason,
+      Log("controller link to ", target, (was_connected ? " lost: " : " failed: "), reason,
           "; retrying in ", absl::FormatDuration(absl::Trunc(wait, absl::Milliseconds(1))));
       last_logged = reason;
       last_log = absl::Now();
@@ -233,7 +245,8 @@ absl::Status ControllerLink::RunStream() {
   // The link does its own backoff; connect attempts should fail fast.
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
-  auto channel = grpc::CreateCustomChannel(opts_.target, creds_, args);
+  const std::string target = CurrentTarget();
+  auto channel = grpc::CreateCustomChannel(target, creds_, args);
   auto stub = v1::AgentLink::NewStub(channel);
   grpc::ClientContext ctx;
   {
@@ -251,14 +264,14 @@ absl::Status ControllerLink::RunStream() {
   *first.mutable_register_() = reg;
   bool ok = stream->Write(first);
 
-  std::thread reader([this, &stream] {
+  std::thread reader([this, &stream, &target] {
     v1::ControllerMessage msg;
     while (stream->Read(&msg)) {
       absl::MutexLock l(&mu_);
       if (msg.has_registered()) {
         status_.connected = true;
         status_.connects++;
-        Log("controller link to ", opts_.target, ": registered (connect #", status_.connects, ")");
+        Log("controller link to ", target, ": registered (connect #", status_.connects, ")");
         if (msg.registered().heartbeat_interval_ms() > 0) {
           interval_ =
               absl::Milliseconds(std::max<uint32_t>(50, msg.registered().heartbeat_interval_ms()));

@@ -94,7 +94,10 @@ std::map<std::string, std::string> BudgetBreaches(const v1::ListResponse& local,
 class ControllerLink {
  public:
   struct Options {
-    std::string target;  // controller address, e.g. "10.0.0.1:7443" or "unix:/path"
+    // Controller address, e.g. "10.0.0.1:7443" or "unix:/path", or several replicas'
+    // addresses separated by commas: the link keeps to one while it works and moves to
+    // the next when a connection fails or ends (a replica killed or restarted).
+    std::string target;
     tls::TlsFiles tls;
     // If set, used instead of credentials read once from `tls` (e.g. credentials that
     // follow their files: services/common/cert_reloader.h). New connections use them.
@@ -124,8 +127,10 @@ class ControllerLink {
   Status status() const;
 
  private:
-  ControllerLink(Options opts, AgentApi* api, std::shared_ptr<grpc::ChannelCredentials> creds)
-      : opts_(std::move(opts)), api_(api), creds_(std::move(creds)) {}
+  ControllerLink(Options opts, AgentApi* api, std::shared_ptr<grpc::ChannelCredentials> creds,
+                 std::vector<std::string> targets)
+      : opts_(std::move(opts)), api_(api), creds_(std::move(creds)), targets_(std::move(targets)) {}
+  std::string CurrentTarget() const;
   void Run();
   // One stream's life; returns why it ended.
   absl::Status RunStream();
@@ -136,10 +141,12 @@ class ControllerLink {
   const Options opts_;
   AgentApi* const api_;
   std::shared_ptr<grpc::ChannelCredentials> creds_;
+  const std::vector<std::string> targets_;  // opts_.target split at commas
   std::thread thread_;
 
   mutable absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  size_t target_index_ ABSL_GUARDED_BY(mu_) = 0;
   grpc::ClientContext* ctx_ ABSL_GUARDED_BY(mu_) = nullptr;
   v1::DesiredState desired_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, absl::Time> expires_ ABSL_GUARDED_BY(mu_);  // set -> TTL end

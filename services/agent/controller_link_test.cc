@@ -91,9 +91,9 @@ class LinkTest : public ::testing::Test {
     link_svc_.reset();
   }
 
-  std::unique_ptr<ControllerLink> Link(FakeAgentApi* api) {
+  std::unique_ptr<ControllerLink> Link(FakeAgentApi* api, const std::string& target = "") {
     ControllerLink::Options o;
-    o.target = socket_;
+    o.target = target.empty() ? socket_ : target;
     o.tls.insecure_plaintext = true;
     o.min_backoff = absl::Milliseconds(20);
     o.max_backoff = absl::Milliseconds(200);
@@ -325,6 +325,19 @@ TEST_F(LinkTest, ControllerRestartKeepsDesiredState) {
   absl::SleepFor(absl::Milliseconds(500));
   EXPECT_EQ(CountFleetProbes(b, r.set_id()), 1u);
   EXPECT_EQ(a.active(), 0u);
+}
+
+// Several replicas' addresses: the link moves past one that does not answer, and
+// after the one it used goes away, back to one that does.
+TEST_F(LinkTest, MovesToTheNextControllerAddress) {
+  const std::string dead = absl::StrCat("unix:/tmp/xolfleet-link-test-", getpid(), "-none.sock");
+  FakeAgentApi& a = Fake("n1");
+  links_.push_back(Link(&a, dead + "," + socket_));
+  ASSERT_TRUE(AllUp(1));
+  StopController();
+  StartController();
+  ASSERT_TRUE(AllUp(1));
+  EXPECT_GE(links_[0]->status().connects, 2u);
 }
 
 TEST_F(LinkTest, HitsFlowUpstream) {

@@ -116,8 +116,9 @@ ABSL_FLAG(uint32_t, budget_throttle_rate, 10,
 // Controller link (services/agent/controller_link.h): optional; the agent works
 // alone.
 ABSL_FLAG(std::string, controller, "",
-          "controller address (host:port or unix:PATH) to register with; "
-          "empty: none");
+          "controller address (host:port or unix:PATH) to register with, or several "
+          "replicas' addresses separated by commas (the link moves to the next one when a "
+          "connection fails or ends); empty: none");
 ABSL_FLAG(std::string, controller_tls_ca, "", "PEM CA that signed the controller's cert");
 ABSL_FLAG(std::string, controller_tls_cert, "", "PEM client certificate of this agent");
 ABSL_FLAG(std::string, controller_tls_key, "", "PEM private key of this agent");

@@ -90,9 +90,109 @@ void FleetController::Start() {
         auto stop = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_; };
         if (mu_.AwaitWithTimeout(absl::Condition(&stop), opts_.tick)) return;
       }
+      Sync();
       Tick();
     }
   });
+}
+
+bool FleetController::Acting() {
+  absl::MutexLock l(&mu_);
+  return ActingLocked();
+}
+
+bool FleetController::ActingLocked() {
+  return opts_.coordinator == nullptr || opts_.coordinator->IsLeader();
+}
+
+void FleetController::PublishLocked(const Node& n) {
+  if (!opts_.coordinator || !n.session) return;
+  AgentStatusRecord r;
+  r.replica = opts_.coordinator->replica();
+  r.peer = n.peer;
+  r.identity = n.identity;
+  r.registration = n.reg;
+  r.have_heartbeat = n.have_heartbeat;
+  if (n.have_heartbeat) r.heartbeat = n.last_hb;
+  r.last_seen_unix_ns = absl::ToUnixNanos(n.last_seen);
+  opts_.coordinator->PublishStatus(r);
+}
+
+void FleetController::Sync() {
+  Coordinator* coord = opts_.coordinator.get();
+  if (!coord) return;
+  uint64_t writes;
+  {
+    absl::MutexLock l(&mu_);
+    writes = local_writes_;
+  }
+  // Store I/O without the lock: reads keep being served while etcd is slow or down.
+  auto sets = store_->LoadSets();
+  auto agents = store_->LoadAgents();
+  auto statuses = coord->LoadStatuses();
+  absl::MutexLock l(&mu_);
+  if (sets.ok() && agents.ok() && writes == local_writes_) {
+    std::map<std::string, Set> next;
+    for (auto& st : *sets) {
+      Set& set = next[st.rollout.set_id()];
+      set.canary.insert(st.rollout.canary_nodes().begin(), st.rollout.canary_nodes().end());
+      set.stored = std::move(st);
+    }
+    sets_ = std::move(next);
+    std::set<std::string> known;
+    for (auto& a : *agents) {
+      const std::string name = a.registration.node_name();
+      known.insert(name);
+      auto [it, added] = nodes_.try_emplace(name);
+      if (added) {
+        it->second.reg = std::move(a.registration);
+        it->second.identity = a.identity;
+        it->second.last_seen = absl::FromUnixNanos(a.last_seen_unix_ns);
+      }
+    }
+    for (auto it = nodes_.begin(); it != nodes_.end();) {
+      // Forgotten on another replica (ForgetAgent needs the node down everywhere).
+      if (!known.count(it->first) && !it->second.session) {
+        it = nodes_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  if (statuses.ok()) {
+    std::map<std::string, AgentStatusRecord*> by_node;
+    for (auto& r : *statuses) {
+      if (r.replica != coord->replica()) by_node[r.registration.node_name()] = &r;
+    }
+    const absl::Time now = clock_();
+    for (auto& [name, n] : nodes_) {
+      if (n.session) continue;  // connected here: our own view is first-hand
+      auto it = by_node.find(name);
+      if (it == by_node.end()) {
+        if (n.remote) n.up = false;  // its replica withdrew it, or died (lease expired)
+        n.remote = false;
+        continue;
+      }
+      AgentStatusRecord& r = *it->second;
+      n.remote = true;
+      n.reg = std::move(r.registration);
+      n.identity = r.identity;
+      n.peer = r.peer;
+      n.last_seen = absl::FromUnixNanos(r.last_seen_unix_ns);
+      n.up = now - n.last_seen <= opts_.heartbeat_timeout;
+      n.have_heartbeat = r.have_heartbeat;
+      n.last_hb = std::move(r.heartbeat);
+      n.set_status.clear();
+      for (const auto& st : n.last_hb.sets()) n.set_status[st.set_id()] = st;
+      n.probes.clear();
+      for (const auto& p : n.last_hb.probes()) n.probes[p.fleet_probe_id()].push_back(p);
+      if (n.last_hb.has_slot_stats() && n.last_hb.slot_stats().available()) {
+        n.slots = n.last_hb.slot_stats();
+        n.have_slots = true;
+      }
+    }
+  }
+  PushAllLocked();
 }
 
 uint32_t FleetController::BudgetBreachesLocked(const Node& n) {
@@ -261,22 +361,38 @@ void FleetController::PushAllLocked() {
   for (auto& [name, n] : nodes_) PushLocked(n, false);
 }
 
-void FleetController::PersistLocked(const Set& s) {
+bool FleetController::PersistLocked(const Set& s) {
+  ++local_writes_;
+  if (opts_.coordinator) {
+    // Fenced: written only while this replica is still the leader. What is not written
+    // is not kept (the caller reverts; the next Sync shows the store's state).
+    if (auto st = opts_.coordinator->PutSetAsLeader(s.stored); !st.ok()) {
+      Log("controller: set ", s.stored.rollout.set_id(), ": ", st.message());
+      return false;
+    }
+    return true;
+  }
   if (auto st = store_->PutSet(s.stored); !st.ok()) {
     // Memory stays ahead of the store only for a rollout state change; the next
     // transition (or a restart, which re-evaluates from the stored state) repairs it.
     Log("controller: persisting set ", s.stored.rollout.set_id(), ": ", st.message());
   }
+  return true;
 }
 
-void FleetController::FinishLocked(Set& s, v1::RolloutState state, const std::string& message,
+bool FleetController::FinishLocked(Set& s, v1::RolloutState state, const std::string& message,
                                    const char* outcome) {
   auto& r = s.stored.rollout;
+  const v1::Rollout before = r;
   r.set_state(state);
   r.set_message(message);
   r.set_finished_at_unix_ns(NowNs());
-  PersistLocked(s);
+  if (!PersistLocked(s)) {
+    r = before;
+    return false;
+  }
   if (metrics_ && outcome) metrics_->RolloutFinished(outcome);
+  return true;
 }
 
 v1::Rollout FleetController::RolloutLocked(const Set& s) const {
@@ -306,6 +422,7 @@ v1::Rollout FleetController::RolloutLocked(const Set& s) const {
 }
 
 void FleetController::EvaluateLocked() {
+  if (!ActingLocked()) return;  // another replica leads
   bool changed = false;
   absl::Time now = clock_();
   for (auto& [id, s] : sets_) {
@@ -344,14 +461,17 @@ void FleetController::EvaluateLocked() {
                                "; not attached on: ", absl::StrJoin(waiting, ","));
       }
       if (!failure.empty()) {
-        FinishLocked(s, v1::ROLLOUT_ROLLED_BACK, absl::StrCat(failure, "; rolled back"),
-                     "rolled_back");
-        changed = true;
+        changed |= FinishLocked(s, v1::ROLLOUT_ROLLED_BACK, absl::StrCat(failure, "; rolled back"),
+                                "rolled_back");
       } else if (waiting.empty()) {
+        const v1::Rollout before = r;
         r.set_state(v1::ROLLOUT_ROLLING);
         r.set_message("canary healthy; rolling out to every selected node");
-        PersistLocked(s);
-        changed = true;
+        if (PersistLocked(s)) {
+          changed = true;
+        } else {
+          r = before;
+        }
       }
     }
     if (r.state() == v1::ROLLOUT_ROLLING) {
@@ -360,13 +480,13 @@ void FleetController::EvaluateLocked() {
       // and at least one node answered.
       if (counts.nodes_pending() == 0 && counts.nodes_attached() + counts.nodes_failed() > 0) {
         if (counts.nodes_failed() > 0) {
-          FinishLocked(s, v1::ROLLOUT_DEGRADED,
-                       absl::StrCat(counts.nodes_failed(), " node(s) failed after the canary"),
-                       "degraded");
+          changed |= FinishLocked(
+              s, v1::ROLLOUT_DEGRADED,
+              absl::StrCat(counts.nodes_failed(), " node(s) failed after the canary"), "degraded");
         } else {
-          FinishLocked(s, v1::ROLLOUT_COMPLETE,
-                       absl::StrCat("attached on ", counts.nodes_attached(), " node(s)"),
-                       "complete");
+          changed |= FinishLocked(s, v1::ROLLOUT_COMPLETE,
+                                  absl::StrCat("attached on ", counts.nodes_attached(), " node(s)"),
+                                  "complete");
         }
       }
     }
@@ -385,6 +505,7 @@ absl::Status FleetController::Register(std::shared_ptr<AgentSession> session,
         absl::StrCat("the controller already knows ", nodes_.size(), " agents (limit)"));
   }
   StoredAgent rec{reg, NowNs(), identity};
+  ++local_writes_;
   if (auto s = store_->PutAgent(rec); !s.ok()) return s;
   Node& n = nodes_[reg.node_name()];
   if (n.session && n.session != session) n.session->Close();
@@ -393,6 +514,7 @@ absl::Status FleetController::Register(std::shared_ptr<AgentSession> session,
   n.peer = peer;
   n.session = std::move(session);
   n.up = true;
+  n.remote = false;
   n.seen_this_run = true;
   n.last_seen = clock_();
   n.have_heartbeat = false;
@@ -404,6 +526,7 @@ absl::Status FleetController::Register(std::shared_ptr<AgentSession> session,
       static_cast<uint32_t>(absl::ToInt64Milliseconds(opts_.heartbeat_interval)));
   n.session->Send(ack);
   PushLocked(n, /*force=*/true);
+  PublishLocked(n);
   return absl::OkStatus();
 }
 
@@ -483,6 +606,7 @@ absl::Status FleetController::Heartbeat(const AgentSession* session, const std::
     n.reg.set_kernel_boosts(hb.kernel_boosts());
   }
   n.last_hb = hb;
+  PublishLocked(n);
   if (metrics_) metrics_->Heartbeat();
   hub_.Publish(updates);
   EvaluateLocked();
@@ -490,6 +614,7 @@ absl::Status FleetController::Heartbeat(const AgentSession* session, const std::
 }
 
 void FleetController::MarkDownLocked(Node& n) {
+  if (n.session && opts_.coordinator) opts_.coordinator->RetractStatus(n.reg.node_name());
   n.up = false;
   if (n.session) n.session->Close();
   n.session.reset();
@@ -512,10 +637,11 @@ void FleetController::Tick() {
   }
   bool changed = false;
   for (auto& [id, s] : sets_) {
+    if (!ActingLocked()) break;  // the leader expires TTLs
     int64_t exp = s.stored.rollout.expires_at_unix_ns();
     if (exp > 0 && Active(s.stored.rollout.state()) && absl::FromUnixNanos(exp) <= now) {
       bool was_canary = s.stored.rollout.state() == v1::ROLLOUT_CANARY;
-      FinishLocked(s, v1::ROLLOUT_EXPIRED, "TTL expired fleet-wide", nullptr);
+      if (!FinishLocked(s, v1::ROLLOUT_EXPIRED, "TTL expired fleet-wide", nullptr)) continue;
       if (was_canary && metrics_) metrics_->RolloutFinished("rolled_back");
       changed = true;
     }
@@ -588,6 +714,7 @@ absl::StatusOr<v1::Rollout> FleetController::Attach(const v1::FleetAttachRequest
       r.set_state(v1::ROLLOUT_ROLLING);
       r.set_message(absl::StrCat("rolling out to ", up.size(), " node(s)"));
     }
+    ++local_writes_;
     if (auto st = store_->PutSet(s.stored); !st.ok()) return st;  // nothing applied
     sets_.emplace(id, std::move(s));
     PushAllLocked();
@@ -617,6 +744,7 @@ absl::StatusOr<v1::FleetDetachResponse> FleetController::Detach(const v1::FleetD
     return absl::NotFoundError(
         absl::StrCat("no probe set ", absl::StrJoin(missing, ", "), "; nothing detached"));
   }
+  ++local_writes_;
   if (auto s = store_->DeleteSets(ids); !s.ok()) return s;
   v1::FleetDetachResponse resp;
   for (const auto& id : ids) {
@@ -709,6 +837,7 @@ absl::Status FleetController::ForgetAgent(const std::string& node) {
     return absl::FailedPreconditionError(
         absl::StrCat("agent ", node, " is up; stop it before forgetting it"));
   }
+  ++local_writes_;
   if (auto s = store_->DeleteAgent(node); !s.ok()) return s;
   nodes_.erase(it);
   EvaluateLocked();
@@ -796,7 +925,14 @@ std::vector<GaugeFamily> FleetController::CollectGauges() {
     sets.samples.push_back({{{"state", k}}, static_cast<double>(v)});
   }
   watchers.samples.push_back({{}, static_cast<double>(hub_.watchers())});
-  return {agents, up, probes, sets, watchers, info, mism, cost, budget, breaches, calib};
+  std::vector<GaugeFamily> out = {agents, up,   probes, sets,     watchers, info,
+                                  mism,   cost, budget, breaches, calib};
+  if (opts_.coordinator) {
+    out.push_back({"xolfleet_controller_leader",
+                   "1 if this replica is the leader (drives rollouts and TTL expiry), else 0",
+                   {{{}, ActingLocked() ? 1.0 : 0.0}}});
+  }
+  return out;
 }
 
 }  // namespace xolfleet::controller

@@ -20,6 +20,11 @@
 // Health. A node is up while its stream is open and it heartbeats within the timeout;
 // otherwise it is down and its probes are shown UNKNOWN (still desired, never deleted).
 //
+// Replicas. With Options::coordinator (replica.h; --store=etcd://...), several
+// controllers share one store: each syncs sets, agents and the other replicas' agent
+// statuses from it every tick, serves reads and its own agents, and only the leader
+// advances rollouts and expires TTLs (its rollout writes are fenced by its lease).
+//
 // Locking: one mutex (mu_) guards all state. AgentSession::Send only queues, so it may
 // be called with mu_ held; nothing called under mu_ calls back into this class.
 #ifndef XOLFLEET_SERVICES_CONTROLLER_FLEET_H_
@@ -43,6 +48,7 @@
 #include "services/controller/hit_hub.h"
 #include "services/controller/metrics.h"
 #include "services/controller/probe_status.h"
+#include "services/controller/replica.h"
 #include "services/controller/store.h"
 #include "xolfleet/v1/controller.pb.h"
 
@@ -68,6 +74,8 @@ class FleetController {
     size_t max_sets = 10000;
     size_t max_agents = 100000;
     size_t watch_queue = 4096;
+    // Set when replicas share the store (replica.h); null: this controller is alone.
+    std::shared_ptr<Coordinator> coordinator;
   };
   using Clock = std::function<absl::Time()>;
 
@@ -99,8 +107,14 @@ class FleetController {
   absl::Status ForgetAgent(const std::string& node);
   HitHub& hits() { return hub_; }
 
-  // Heartbeat timeouts, TTL expiry, canary timeouts. Start() runs it every opts.tick.
+  // Heartbeat timeouts, TTL expiry, canary timeouts. Start() runs it every opts.tick
+  // (after Sync() when replicas share the store).
   void Tick();
+  // Replicas: reads sets, agents and the agent statuses other replicas published from
+  // the store and takes them in (store I/O outside the lock). No-op when alone.
+  void Sync();
+  // True if this controller drives rollouts (alone, or the replicas' leader).
+  bool Acting();
   void Start();
 
   // Scrape-time gauges (agents by state/profile, probes per node, sets by state).
@@ -122,6 +136,7 @@ class FleetController {
     v1::KernelSlotStats slots;
     bool have_slots = false;
     bool seen_this_run = false;  // registered since this controller process started
+    bool remote = false;         // status from another replica's record (no session here)
   };
   struct Set {
     StoredSet stored;
@@ -142,9 +157,13 @@ class FleetController {
   void PushAllLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Advances rollouts; pushes desired state if it changed.
   void EvaluateLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void FinishLocked(Set& s, v1::RolloutState state, const std::string& message, const char* outcome)
+  bool FinishLocked(Set& s, v1::RolloutState state, const std::string& message, const char* outcome)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void PersistLocked(const Set& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Writes a rollout change; false if it was not written. With replicas nothing is kept
+  // that the store refused (the leader may have lost its lease): the caller reverts.
+  bool PersistLocked(const Set& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool ActingLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void PublishLocked(const Node& n) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   v1::Rollout RolloutLocked(const Set& s) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MarkDownLocked(Node& n) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int64_t NowNs() const { return absl::ToUnixNanos(clock_()); }
@@ -163,6 +182,9 @@ class FleetController {
   std::map<std::string, Node> nodes_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Set> sets_ ABSL_GUARDED_BY(mu_);
   uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;
+  // Bumped by every write of this replica to the store: a Sync that read the store before
+  // a local write does not apply what it read (it would undo that write until next time).
+  uint64_t local_writes_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread ticker_;
 };

@@ -1,6 +1,7 @@
 // xolfleet-controller: parses flags and wires the store, the fleet core, the gRPC
 // services and /metrics. See README.md for the flags and the protocol.
 #include <signal.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <memory>
@@ -22,6 +23,8 @@
 #include "services/common/flags.h"
 #include "services/common/log.h"
 #include "services/common/tls.h"
+#include "services/controller/etcd_replica.h"
+#include "services/controller/etcd_store.h"
 #include "services/controller/fleet.h"
 #include "services/controller/metrics.h"
 #include "services/controller/service.h"
@@ -33,6 +36,14 @@ ABSL_FLAG(std::string, plaintext_listen, "",
           "unix:/run/xolfleet/controller.sock; callers get identity insecure:local");
 ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:9465", "HTTP address for /metrics");
 ABSL_FLAG(std::string, state_db, "/var/lib/xolfleet/controller.db", "SQLite desired state");
+ABSL_FLAG(std::string, store, "",
+          "where desired state lives: empty for SQLite at --state_db (one controller), or "
+          "etcd://host:port[,host:port...][/prefix] (shared by controller replicas)");
+ABSL_FLAG(std::string, replica_name, "",
+          "this replica's name when replicas share an etcd store (default: host name and "
+          "pid); must be unique among running replicas");
+ABSL_FLAG(absl::Duration, leader_lease, absl::Seconds(5),
+          "TTL of each replica's etcd lease: a killed leader is replaced after at most this");
 ABSL_FLAG(bool, init, false,
           "create a new empty state database if --state_db does not exist (without it a "
           "missing database is an error: a mistyped path would otherwise make every node "
@@ -73,6 +84,10 @@ int Fail(const absl::Status& s) {
 
 int Run() {
   if (!absl::GetFlag(FLAGS_backup).empty()) {
+    if (!absl::GetFlag(FLAGS_store).empty()) {
+      return Fail(absl::InvalidArgumentError(
+          "--backup copies the SQLite --state_db; for etcd use `etcdctl snapshot save`"));
+    }
     auto store = Store::Open(absl::GetFlag(FLAGS_state_db), Store::OpenMode::kMustExist);
     if (!store.ok()) return Fail(store.status());
     if (absl::Status st = (*store)->Backup(absl::GetFlag(FLAGS_backup)); !st.ok()) return Fail(st);
@@ -114,14 +129,39 @@ int Run() {
     plain_creds = *c;
   }
 
-  auto store = Store::Open(absl::GetFlag(FLAGS_state_db), absl::GetFlag(FLAGS_init)
-                                                              ? Store::OpenMode::kCreateIfMissing
-                                                              : Store::OpenMode::kMustExist);
+  absl::StatusOr<std::unique_ptr<Store>> store;
+  std::shared_ptr<Coordinator> coordinator;
+  if (const std::string url = absl::GetFlag(FLAGS_store); !url.empty()) {
+    auto etcd = EtcdStore::Open(url);
+    if (!etcd.ok()) return Fail(etcd.status());
+    EtcdCoordinator::Options co;
+    co.replica = absl::GetFlag(FLAGS_replica_name);
+    if (co.replica.empty()) {
+      char host[256] = {};
+      gethostname(host, sizeof(host) - 1);
+      co.replica = absl::StrCat(host, "-", getpid());
+    }
+    co.lease_ttl = absl::GetFlag(FLAGS_leader_lease);
+    if (co.lease_ttl < absl::Seconds(3)) {
+      return Fail(
+          absl::InvalidArgumentError("--leader_lease must be at least 3s (etcd's minimum)"));
+    }
+    coordinator = EtcdCoordinator::Start((*etcd)->client(), (*etcd)->prefix(), co);
+    Log("xolfleet-controller: replica ", co.replica, " (lease ", absl::FormatDuration(co.lease_ttl),
+        ")");
+    store = std::unique_ptr<Store>(std::move(*etcd));
+  } else {
+    store = Store::Open(absl::GetFlag(FLAGS_state_db), absl::GetFlag(FLAGS_init)
+                                                           ? Store::OpenMode::kCreateIfMissing
+                                                           : Store::OpenMode::kMustExist);
+  }
   if (!store.ok()) return Fail(store.status());
+  Log("xolfleet-controller: desired state in ", (*store)->Describe());
   FleetController::Options opts;
   opts.heartbeat_interval = absl::GetFlag(FLAGS_heartbeat_interval);
   opts.heartbeat_timeout = absl::GetFlag(FLAGS_heartbeat_timeout);
   opts.default_canary_timeout = absl::GetFlag(FLAGS_canary_timeout);
+  opts.coordinator = coordinator;
   auto fleet = FleetController::Create(opts, std::move(*store), metrics);
   if (!fleet.ok()) return Fail(fleet.status());
   (*fleet)->Start();

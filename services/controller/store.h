@@ -1,11 +1,12 @@
-// Desired state of the fleet in SQLite: probe sets (the attach request and its rollout)
-// and the agents the controller has seen. The controller keeps everything in memory and
-// writes through here, so a restart (even kill -9) loses nothing it acknowledged.
+// Desired state of the fleet: probe sets (the attach request and its rollout) and the
+// agents the controller has seen. The controller keeps everything in memory and writes
+// through here before it acknowledges a change, so a restart (even kill -9) loses nothing
+// it acknowledged.
 //
-// Records are protobuf messages stored as blobs, keyed by id; the schema version lives
-// in `PRAGMA user_version`. Journal mode is WAL with synchronous=NORMAL: a committed
-// transaction survives a process crash (it is in the WAL before the call returns); only
-// power loss may lose the last transactions, which agents then re-report.
+// Two backends sit behind this interface:
+//   SQLite (sqlite_store.h)  the embedded default for one controller (--state_db);
+//   etcd (etcd_store.h)      shared by several controller replicas (--store=etcd://...).
+// Both give the same answers to the same calls (store_test.cc runs one contract on both).
 #ifndef XOLFLEET_SERVICES_CONTROLLER_STORE_H_
 #define XOLFLEET_SERVICES_CONTROLLER_STORE_H_
 
@@ -14,13 +15,10 @@
 #include <string>
 #include <vector>
 
-#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
+#include "absl/strings/str_cat.h"
 #include "xolfleet/v1/controller.pb.h"
-
-struct sqlite3;
 
 namespace xolfleet::controller {
 
@@ -42,38 +40,34 @@ class Store {
     kCreateIfMissing,  // a new empty database when there is none (--init; tests)
     kMustExist,        // FAILED_PRECONDITION when there is none (the default at start-up)
   };
-  // Opens the database at `path` (":memory:" for tests).
+  // The embedded default: the SQLite database at `path` (":memory:" for tests); see
+  // sqlite_store.h.
   static absl::StatusOr<std::unique_ptr<Store>> Open(const std::string& path,
                                                      OpenMode mode = OpenMode::kCreateIfMissing);
-  // Checkpoints the WAL into the database file (TRUNCATE), so the file alone holds every
-  // committed transaction, then closes.
-  ~Store();
 
-  // Moves every committed transaction from the WAL into the database file.
-  absl::Status Checkpoint();
-  // Writes a consistent copy of the database to `dest` (VACUUM INTO: one read transaction,
-  // safe while the controller runs). ALREADY_EXISTS if `dest` exists.
-  absl::Status Backup(const std::string& dest);
-  Store(const Store&) = delete;
-  Store& operator=(const Store&) = delete;
+  virtual ~Store() = default;
 
   // Inserts or replaces one set.
-  absl::Status PutSet(const StoredSet& set);
-  // Deletes every listed set in one transaction; NOT_FOUND (nothing deleted) if any is
-  // missing.
-  absl::Status DeleteSets(const std::vector<std::string>& set_ids);
-  absl::StatusOr<std::vector<StoredSet>> LoadSets();
+  virtual absl::Status PutSet(const StoredSet& set) = 0;
+  // Deletes every listed set at once; NOT_FOUND (nothing deleted) if any is missing.
+  virtual absl::Status DeleteSets(const std::vector<std::string>& set_ids) = 0;
+  // Every set, ordered by set id.
+  virtual absl::StatusOr<std::vector<StoredSet>> LoadSets() = 0;
 
-  absl::Status PutAgent(const StoredAgent& agent);
-  absl::Status DeleteAgent(const std::string& node_name);
-  absl::StatusOr<std::vector<StoredAgent>> LoadAgents();
+  virtual absl::Status PutAgent(const StoredAgent& agent) = 0;
+  // NOT_FOUND if there is no such agent.
+  virtual absl::Status DeleteAgent(const std::string& node_name) = 0;
+  // Every agent, ordered by node name.
+  virtual absl::StatusOr<std::vector<StoredAgent>> LoadAgents() = 0;
 
- private:
-  explicit Store(sqlite3* db) : db_(db) {}
-  absl::Status Exec(const char* sql) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-
-  absl::Mutex mu_;
-  sqlite3* db_ ABSL_GUARDED_BY(mu_);
+  // Writes a consistent copy of the state to `dest` (ALREADY_EXISTS if it exists).
+  // UNIMPLEMENTED where the backend has its own tools (etcd: `etcdctl snapshot save`).
+  virtual absl::Status Backup(const std::string& dest) {
+    return absl::UnimplementedError(
+        absl::StrCat("this store cannot back itself up to ", dest, "; use its own tools"));
+  }
+  // What and where, for logs ("sqlite:/var/lib/...", "etcd://a:2379,b:2379").
+  virtual std::string Describe() const = 0;
 };
 
 }  // namespace xolfleet::controller

@@ -7,6 +7,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "services/controller/etcd_store.h"
+#include "services/controller/etcd_test_server.h"
 
 namespace xolfleet::controller {
 namespace {
@@ -29,54 +31,157 @@ StoredSet MakeSet(const std::string& id) {
   return s;
 }
 
-TEST_F(StoreTest, SurvivesReopen) {
+// The contract both backends keep, run on each: SQLite in a file, etcd on a real
+// one-member cluster on loopback started by the test.
+class StoreContractTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  static void SetUpTestSuite() {
+    auto e = EtcdTestServer::Create(absl::StrCat(::testing::TempDir(), "/etcd-", getpid()));
+    ASSERT_TRUE(e.ok()) << e.status();
+    etcd_ = e->release();
+  }
+  static void TearDownTestSuite() {
+    delete etcd_;
+    etcd_ = nullptr;
+  }
+  void TearDown() override {
+    for (const char* suffix : {"", "-wal", "-shm"}) unlink((path_ + suffix).c_str());
+  }
+  // A store on the same state each time it is called (a reopen, or another replica).
+  std::unique_ptr<Store> Open() {
+    if (GetParam() == "sqlite") {
+      auto st = Store::Open(path_);
+      EXPECT_TRUE(st.ok()) << st.status();
+      return st.ok() ? std::move(*st) : nullptr;
+    }
+    auto st = EtcdStore::Open(etcd_->Url(prefix_));
+    EXPECT_TRUE(st.ok()) << st.status();
+    return st.ok() ? std::move(*st) : nullptr;
+  }
+  static EtcdTestServer* etcd_;
+  const std::string path_ = absl::StrCat(::testing::TempDir(), "/store-", getpid(), ".db");
+  // Each test its own key space on the shared etcd.
+  const std::string prefix_ =
+      absl::StrCat("/t/", ::testing::UnitTest::GetInstance()->current_test_info()->name(), "/");
+};
+EtcdTestServer* StoreContractTest::etcd_ = nullptr;
+
+INSTANTIATE_TEST_SUITE_P(Backends, StoreContractTest, ::testing::Values("sqlite", "etcd"),
+                         [](const auto& info) { return info.param; });
+
+TEST_P(StoreContractTest, SurvivesReopen) {
   {
-    auto st = Store::Open(path_);
-    ASSERT_TRUE(st.ok()) << st.status();
-    ASSERT_TRUE((*st)->PutSet(MakeSet("ps-a")).ok());
-    ASSERT_TRUE((*st)->PutSet(MakeSet("ps-b")).ok());
+    auto st = Open();
+    ASSERT_TRUE(st);
+    ASSERT_TRUE(st->PutSet(MakeSet("ps-b")).ok());
+    ASSERT_TRUE(st->PutSet(MakeSet("ps-a")).ok());
     StoredAgent a;
     a.registration.set_node_name("n1");
     (*a.registration.mutable_labels())["zone"] = "a";
     a.identity = "CN=n1";
-    ASSERT_TRUE((*st)->PutAgent(a).ok());
+    a.last_seen_unix_ns = 1234567890123456789;
+    ASSERT_TRUE(st->PutAgent(a).ok());
   }
-  auto st = Store::Open(path_);
-  ASSERT_TRUE(st.ok());
-  auto sets = (*st)->LoadSets();
-  ASSERT_TRUE(sets.ok());
+  auto st = Open();
+  ASSERT_TRUE(st);
+  auto sets = st->LoadSets();
+  ASSERT_TRUE(sets.ok()) << sets.status();
   ASSERT_EQ(sets->size(), 2u);
   EXPECT_EQ((*sets)[0].rollout.set_id(), "ps-a");
+  EXPECT_EQ((*sets)[1].rollout.set_id(), "ps-b");
   EXPECT_EQ((*sets)[0].request.specs(0).binary_path(), "/bin/sh");
   EXPECT_EQ((*sets)[0].created_by, "CN=admin");
-  auto agents = (*st)->LoadAgents();
+  auto agents = st->LoadAgents();
   ASSERT_TRUE(agents.ok());
   ASSERT_EQ(agents->size(), 1u);
   EXPECT_EQ((*agents)[0].registration.labels().at("zone"), "a");
+  EXPECT_EQ((*agents)[0].identity, "CN=n1");
+  EXPECT_EQ((*agents)[0].last_seen_unix_ns, 1234567890123456789);
 }
 
-TEST_F(StoreTest, DeleteIsAllOrNothing) {
-  auto st = Store::Open(path_);
-  ASSERT_TRUE(st.ok());
-  ASSERT_TRUE((*st)->PutSet(MakeSet("ps-a")).ok());
-  ASSERT_TRUE((*st)->PutSet(MakeSet("ps-b")).ok());
-  auto s = (*st)->DeleteSets({"ps-a", "ps-missing"});
+TEST_P(StoreContractTest, DeleteIsAllOrNothing) {
+  auto st = Open();
+  ASSERT_TRUE(st);
+  ASSERT_TRUE(st->PutSet(MakeSet("ps-a")).ok());
+  ASSERT_TRUE(st->PutSet(MakeSet("ps-b")).ok());
+  auto s = st->DeleteSets({"ps-a", "ps-missing"});
   EXPECT_EQ(s.code(), absl::StatusCode::kNotFound);
-  EXPECT_EQ((*st)->LoadSets()->size(), 2u);
-  ASSERT_TRUE((*st)->DeleteSets({"ps-a", "ps-b"}).ok());
-  EXPECT_TRUE((*st)->LoadSets()->empty());
+  EXPECT_NE(s.message().find("ps-missing"), std::string::npos) << s;
+  EXPECT_EQ(st->LoadSets()->size(), 2u);
+  ASSERT_TRUE(st->DeleteSets({"ps-a", "ps-b"}).ok());
+  EXPECT_TRUE(st->LoadSets()->empty());
 }
 
-TEST_F(StoreTest, ReplaceUpdatesRollout) {
-  auto st = Store::Open(path_);
-  ASSERT_TRUE(st.ok());
+TEST_P(StoreContractTest, ReplaceUpdatesRollout) {
+  auto st = Open();
+  ASSERT_TRUE(st);
   StoredSet s = MakeSet("ps-a");
-  ASSERT_TRUE((*st)->PutSet(s).ok());
+  ASSERT_TRUE(st->PutSet(s).ok());
   s.rollout.set_state(v1::ROLLOUT_COMPLETE);
-  ASSERT_TRUE((*st)->PutSet(s).ok());
-  auto sets = (*st)->LoadSets();
+  ASSERT_TRUE(st->PutSet(s).ok());
+  auto sets = st->LoadSets();
   ASSERT_EQ(sets->size(), 1u);
   EXPECT_EQ((*sets)[0].rollout.state(), v1::ROLLOUT_COMPLETE);
+}
+
+TEST_P(StoreContractTest, DeleteAgent) {
+  auto st = Open();
+  ASSERT_TRUE(st);
+  StoredAgent a;
+  a.registration.set_node_name("n1");
+  ASSERT_TRUE(st->PutAgent(a).ok());
+  EXPECT_EQ(st->DeleteAgent("n2").code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(st->DeleteAgent("n1").ok());
+  EXPECT_TRUE(st->LoadAgents()->empty());
+  EXPECT_EQ(st->DeleteAgent("n1").code(), absl::StatusCode::kNotFound);
+}
+
+TEST(EtcdStoreTest, ParsesUrls) {
+  EtcdClient::Options o;
+  std::string prefix;
+  ASSERT_TRUE(EtcdClient::ParseUrl("etcd://a:1,b:2", &o, &prefix).ok());
+  EXPECT_EQ(o.endpoints, (std::vector<std::string>{"a:1", "b:2"}));
+  EXPECT_EQ(prefix, "/xolfleet/");
+  ASSERT_TRUE(EtcdClient::ParseUrl("etcd://127.0.0.1:2379/fleet-a", &o, &prefix).ok());
+  EXPECT_EQ(prefix, "/fleet-a/");
+  for (const char* bad : {"etcd://", "http://a:1", "etcd://a", "etcd://a:", "etcd://:1"}) {
+    EXPECT_EQ(EtcdClient::ParseUrl(bad, &o, &prefix).code(), absl::StatusCode::kInvalidArgument)
+        << bad;
+  }
+}
+
+TEST(EtcdStoreTest, PrefixEnd) {
+  EXPECT_EQ(PrefixEnd("/a/"), "/a0");
+  EXPECT_EQ(PrefixEnd(std::string("a\xff", 2)), "b");
+}
+
+// The store gone (no member answers): every call is UNAVAILABLE with a message that says
+// why; once the member is back the same store object works again, nothing reopened.
+TEST(EtcdStoreTest, UnavailableWhileDownThenRecovers) {
+  auto e = EtcdTestServer::Create(absl::StrCat(::testing::TempDir(), "/etcd-down-", getpid()));
+  ASSERT_TRUE(e.ok()) << e.status();
+  auto st = EtcdStore::Open((*e)->Url());
+  ASSERT_TRUE(st.ok()) << st.status();
+  ASSERT_TRUE((*st)->PutSet(MakeSet("ps-a")).ok());
+  (*e)->Stop();
+  absl::Status down = (*st)->PutSet(MakeSet("ps-b"));
+  EXPECT_EQ(down.code(), absl::StatusCode::kUnavailable) << down;
+  EXPECT_NE(down.message().find("desired-state store unavailable"), std::string::npos) << down;
+  EXPECT_EQ((*st)->LoadSets().status().code(), absl::StatusCode::kUnavailable);
+  ASSERT_TRUE((*e)->Start().ok());
+  auto sets = (*st)->LoadSets();
+  ASSERT_TRUE(sets.ok()) << sets.status();
+  ASSERT_EQ(sets->size(), 1u);
+  EXPECT_TRUE((*st)->PutSet(MakeSet("ps-b")).ok());
+}
+
+TEST(EtcdStoreTest, UnreadableRecordIsDataLoss) {
+  auto e = EtcdTestServer::Create(absl::StrCat(::testing::TempDir(), "/etcd-bad-", getpid()));
+  ASSERT_TRUE(e.ok()) << e.status();
+  auto st = EtcdStore::Open((*e)->Url());
+  ASSERT_TRUE(st.ok());
+  ASSERT_TRUE((*st)->client()->Put("/xolfleet/sets/ps-x", "\xff\xff\xff").ok());
+  EXPECT_EQ((*st)->LoadSets().status().code(), absl::StatusCode::kDataLoss);
 }
 
 TEST_F(StoreTest, UnopenablePathIsAnError) {

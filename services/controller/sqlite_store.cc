@@ -1,4 +1,4 @@
-#include "services/controller/store.h"
+#include "services/controller/sqlite_store.h"
 
 #include <sqlite3.h>
 #include <unistd.h>
@@ -46,6 +46,13 @@ class Stmt {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path, OpenMode mode) {
+  absl::StatusOr<std::unique_ptr<SqliteStore>> s = SqliteStore::Open(path, mode);
+  if (!s.ok()) return s.status();
+  return std::unique_ptr<Store>(std::move(*s));
+}
+
+absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path,
+                                                               OpenMode mode) {
   if (mode == OpenMode::kMustExist && path != ":memory:" && access(path.c_str(), F_OK) != 0) {
     return absl::FailedPreconditionError(absl::StrCat(
         "state database ", path,
@@ -63,7 +70,7 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path, Open
         absl::StrCat("cannot open state database ", path, ": ", msg));
   }
   sqlite3_busy_timeout(db, 5000);
-  std::unique_ptr<Store> store(new Store(db));
+  std::unique_ptr<SqliteStore> store(new SqliteStore(db, path));
   absl::MutexLock l(&store->mu_);
   for (const char* sql : {
            "PRAGMA journal_mode=WAL",
@@ -91,7 +98,7 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path, Open
   return store;
 }
 
-Store::~Store() {
+SqliteStore::~SqliteStore() {
   if (absl::Status st = Checkpoint(); !st.ok()) {
     Log("xolfleet-controller: state database checkpoint at close: ", st.message());
   }
@@ -101,7 +108,7 @@ Store::~Store() {
   }
 }
 
-absl::Status Store::Checkpoint() {
+absl::Status SqliteStore::Checkpoint() {
   absl::MutexLock l(&mu_);
   int log_frames = 0, checkpointed = 0;
   const int rc = sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_TRUNCATE, &log_frames,
@@ -112,7 +119,7 @@ absl::Status Store::Checkpoint() {
   return absl::OkStatus();
 }
 
-absl::Status Store::Backup(const std::string& dest) {
+absl::Status SqliteStore::Backup(const std::string& dest) {
   if (access(dest.c_str(), F_OK) == 0) {
     return absl::AlreadyExistsError(absl::StrCat(dest, " exists: not overwriting it"));
   }
@@ -126,7 +133,7 @@ absl::Status Store::Backup(const std::string& dest) {
   return absl::OkStatus();
 }
 
-absl::Status Store::Exec(const char* sql) {
+absl::Status SqliteStore::Exec(const char* sql) {
   char* err = nullptr;
   if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
     std::string msg = err ? err : "unknown error";
@@ -136,7 +143,7 @@ absl::Status Store::Exec(const char* sql) {
   return absl::OkStatus();
 }
 
-absl::Status Store::PutSet(const StoredSet& set) {
+absl::Status SqliteStore::PutSet(const StoredSet& set) {
   absl::MutexLock l(&mu_);
   Stmt st(db_,
           "INSERT OR REPLACE INTO probe_sets (set_id, request, rollout, created_by) VALUES "
@@ -150,7 +157,7 @@ absl::Status Store::PutSet(const StoredSet& set) {
   return absl::OkStatus();
 }
 
-absl::Status Store::DeleteSets(const std::vector<std::string>& set_ids) {
+absl::Status SqliteStore::DeleteSets(const std::vector<std::string>& set_ids) {
   absl::MutexLock l(&mu_);
   if (auto s = Exec("BEGIN IMMEDIATE"); !s.ok()) return s;
   for (const auto& id : set_ids) {
@@ -173,7 +180,7 @@ absl::Status Store::DeleteSets(const std::vector<std::string>& set_ids) {
   return Exec("COMMIT");
 }
 
-absl::StatusOr<std::vector<StoredSet>> Store::LoadSets() {
+absl::StatusOr<std::vector<StoredSet>> SqliteStore::LoadSets() {
   absl::MutexLock l(&mu_);
   Stmt st(db_, "SELECT request, rollout, created_by FROM probe_sets ORDER BY set_id");
   if (!st.ok()) return SqlError(db_, "prepare load sets");
@@ -191,7 +198,7 @@ absl::StatusOr<std::vector<StoredSet>> Store::LoadSets() {
   return out;
 }
 
-absl::Status Store::PutAgent(const StoredAgent& agent) {
+absl::Status SqliteStore::PutAgent(const StoredAgent& agent) {
   absl::MutexLock l(&mu_);
   Stmt st(db_,
           "INSERT OR REPLACE INTO agents (node_name, registration, last_seen_unix_ns, identity) "
@@ -205,7 +212,7 @@ absl::Status Store::PutAgent(const StoredAgent& agent) {
   return absl::OkStatus();
 }
 
-absl::Status Store::DeleteAgent(const std::string& node_name) {
+absl::Status SqliteStore::DeleteAgent(const std::string& node_name) {
   absl::MutexLock l(&mu_);
   Stmt st(db_, "DELETE FROM agents WHERE node_name = ?");
   if (!st.ok()) return SqlError(db_, "prepare delete agent");
@@ -217,7 +224,7 @@ absl::Status Store::DeleteAgent(const std::string& node_name) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<StoredAgent>> Store::LoadAgents() {
+absl::StatusOr<std::vector<StoredAgent>> SqliteStore::LoadAgents() {
   absl::MutexLock l(&mu_);
   Stmt st(db_, "SELECT registration, last_seen_unix_ns, identity FROM agents ORDER BY node_name");
   if (!st.ok()) return SqlError(db_, "prepare load agents");
