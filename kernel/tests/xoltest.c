@@ -37,7 +37,9 @@
 #include <sys/resource.h>
 #include <sys/rseq.h>
 #include <elf.h>
+#include <linux/kvm.h>
 #include <linux/userfaultfd.h>
+#include <poll.h>
 #include <sys/user.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -1366,6 +1368,203 @@ static void test_rseq(void)
 		pass("rseq_restart_boost_on");
 }
 
+/* ---- test: KVM_RUN after a boosted hit -------------------------------------- */
+/*
+ * kernel/entry/kvm.c runs resume_user_mode_work(NULL) for TIF_NOTIFY_RESUME on
+ * the way into a guest: no user registers.  A vCPU thread that has just left
+ * a boosted slot still has xol_inslot set (only the next fix-up clears it);
+ * if it is switched out inside KVM_RUN, uprobe_sched_out() raises
+ * TIF_NOTIFY_RESUME and the uprobes hook runs with regs == NULL before the
+ * guest is entered (the series' first version dereferenced it: an oops).
+ *
+ * Each round: drop the guest's only page (MADV_DONTNEED: KVM's MMU notifier
+ * unmaps it), reset the registers, call the boosted s_mov, then KVM_RUN.  The
+ * guest's first fetch faults, KVM's get_user_pages() sleeps in userfaultfd
+ * (the switch-out), the resolver thread moves the blocked thread to the other
+ * CPU and supplies the page, and KVM goes back to entering the guest through
+ * the work loop.  The guest is real-mode "add %bx,%ax; inc %ax; hlt": every
+ * KVM_RUN must end in KVM_EXIT_HLT with ax = i + 3 + 1 and ip after the hlt.
+ */
+#define KVM_N 200
+#define KVM_GPA 0x1000UL
+
+static const unsigned char kvm_code[] = { 0x01, 0xd8, 0x40, 0xf4 };
+static int kvm_uffd = -1;
+static atomic_int kvm_stop, kvm_tid;
+static atomic_long kvm_faults;
+
+static void *kvm_resolver(void *arg)
+{
+	static unsigned char page[4096] __attribute__((aligned(4096)));
+	struct uffdio_copy copy = { 0 };
+	struct pollfd pfd = { .fd = kvm_uffd, .events = POLLIN };
+	struct uffd_msg msg;
+	int cpu = 1;
+
+	memcpy(page, kvm_code, sizeof(kvm_code));
+	while (!atomic_load(&kvm_stop)) {
+		if (poll(&pfd, 1, 100) <= 0)
+			continue;
+		if (read(kvm_uffd, &msg, sizeof(msg)) != sizeof(msg) ||
+		    msg.event != UFFD_EVENT_PAGEFAULT)
+			continue;
+		atomic_fetch_add(&kvm_faults, 1);
+		/* the vCPU thread is asleep in KVM_RUN: move it */
+		pin(atomic_load(&kvm_tid), cpu);
+		cpu ^= 1;
+		copy.dst = msg.arg.pagefault.address & ~4095UL;
+		copy.src = (unsigned long)page;
+		copy.len = 4096;
+		copy.mode = 0;
+		if (ioctl(kvm_uffd, UFFDIO_COPY, &copy) && errno != EEXIST)
+			note("kvm: UFFDIO_COPY: %s", strerror(errno));
+	}
+	return NULL;
+}
+
+struct kvm_result {
+	char why[200];
+	long runs, hlt, right, mov_ok, cpu_changes;
+};
+
+static void *kvm_vcpu_thread(void *arg)
+{
+	struct kvm_result *r = arg;
+	struct kvm_userspace_memory_region mr = { 0 };
+	struct uffdio_api api = { .api = UFFD_API };
+	struct uffdio_register reg = { 0 };
+	struct kvm_sregs sregs;
+	struct kvm_regs regs;
+	struct kvm_run *run;
+	int kvm, vm = -1, vcpu = -1, sz, last_cpu = -1;
+	char *mem;
+
+	atomic_store(&kvm_tid, gettid());
+	pin(0, 0);
+	kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	mem = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (kvm < 0 || mem == MAP_FAILED) {
+		snprintf(r->why, sizeof(r->why), "/dev/kvm: %s", strerror(errno));
+		goto out;
+	}
+	reg.range.start = (unsigned long)mem;
+	reg.range.len = 4096;
+	reg.mode = UFFDIO_REGISTER_MODE_MISSING;
+	if (ioctl(kvm_uffd, UFFDIO_API, &api) || ioctl(kvm_uffd, UFFDIO_REGISTER, &reg)) {
+		snprintf(r->why, sizeof(r->why), "userfaultfd: %s", strerror(errno));
+		goto out;
+	}
+	vm = ioctl(kvm, KVM_CREATE_VM, 0);
+	mr.guest_phys_addr = KVM_GPA;
+	mr.memory_size = 4096;
+	mr.userspace_addr = (unsigned long)mem;
+	if (vm < 0 || ioctl(vm, KVM_SET_USER_MEMORY_REGION, &mr) ||
+	    (vcpu = ioctl(vm, KVM_CREATE_VCPU, 0)) < 0 ||
+	    (sz = ioctl(kvm, KVM_GET_VCPU_MMAP_SIZE, 0)) <= 0) {
+		snprintf(r->why, sizeof(r->why), "VM setup: %s", strerror(errno));
+		goto out;
+	}
+	run = mmap(NULL, sz, PROT_READ | PROT_WRITE, MAP_SHARED, vcpu, 0);
+	if (run == MAP_FAILED || ioctl(vcpu, KVM_GET_SREGS, &sregs)) {
+		snprintf(r->why, sizeof(r->why), "vCPU setup: %s", strerror(errno));
+		goto out;
+	}
+	sregs.cs.base = 0;
+	sregs.cs.selector = 0;
+	if (ioctl(vcpu, KVM_SET_SREGS, &sregs)) {
+		snprintf(r->why, sizeof(r->why), "KVM_SET_SREGS: %s", strerror(errno));
+		goto out;
+	}
+	for (long i = 0; i < KVM_N; i++) {
+		madvise(mem, 4096, MADV_DONTNEED);
+		memset(&regs, 0, sizeof(regs));
+		regs.rip = KVM_GPA;
+		regs.rax = i;
+		regs.rbx = 3;
+		regs.rflags = 2;
+		if (ioctl(vcpu, KVM_SET_REGS, &regs)) {
+			snprintf(r->why, sizeof(r->why), "KVM_SET_REGS: %s", strerror(errno));
+			break;
+		}
+		r->mov_ok += c_mov(i) == i + 3;	/* boosted s_mov */
+		if (ioctl(vcpu, KVM_RUN, 0)) {
+			snprintf(r->why, sizeof(r->why), "KVM_RUN %ld: %s", i, strerror(errno));
+			break;
+		}
+		r->runs++;
+		if (sched_getcpu() != last_cpu)
+			r->cpu_changes++;
+		last_cpu = sched_getcpu();
+		if (run->exit_reason != KVM_EXIT_HLT) {
+			snprintf(r->why, sizeof(r->why), "KVM_RUN %ld: exit reason %u, want KVM_EXIT_HLT (%u)",
+				 i, run->exit_reason, KVM_EXIT_HLT);
+			break;
+		}
+		r->hlt++;
+		if (!ioctl(vcpu, KVM_GET_REGS, &regs) && regs.rax == (unsigned long)i + 4 &&
+		    regs.rip == KVM_GPA + sizeof(kvm_code))
+			r->right++;
+	}
+out:
+	if (vcpu >= 0)
+		close(vcpu);
+	if (vm >= 0)
+		close(vm);
+	if (kvm >= 0)
+		close(kvm);
+	if (mem != MAP_FAILED)
+		munmap(mem, 4096);
+	return NULL;
+}
+
+static void test_kvm(void)
+{
+	static struct kvm_result r;
+	unsigned long b[ST_NR], a[ST_NR], boosted;
+	pthread_t th, res;
+
+	if (access("/dev/kvm", F_OK)) {
+		if (access("/sys/module/kvm", F_OK))
+			note("kvm: no KVM in this kernel (config.distro has it): no KVM test");
+		else
+			fail("kvm_run_boost_on", "KVM is built in but there is no /dev/kvm (no SVM/VMX in the guest CPU? see dmesg)");
+		return;
+	}
+	kvm_uffd = syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	if (kvm_uffd < 0) {
+		fail("kvm_run_boost_on", "userfaultfd: %s", strerror(errno));
+		return;
+	}
+	memset(&r, 0, sizeof(r));
+	atomic_store(&kvm_stop, 0);
+	atomic_store(&kvm_faults, 0);
+	atomic_store(&kvm_tid, 0);
+	stats_read(b);
+	pthread_create(&res, NULL, kvm_resolver, NULL);
+	pthread_create(&th, NULL, kvm_vcpu_thread, &r);
+	pthread_join(th, NULL);
+	atomic_store(&kvm_stop, 1);
+	pthread_join(res, NULL);
+	stats_read(a);
+	close(kvm_uffd);
+	boosted = a[ST_BOOST] - b[ST_BOOST];
+	note("kvm: %ld KVM_RUN, %ld HLT exits, %ld right, %ld guest page faults (thread moved each time, %ld CPU changes seen), %lu boosted hits",
+	     r.runs, r.hlt, r.right, atomic_load(&kvm_faults), r.cpu_changes, boosted);
+	if (r.why[0])
+		fail("kvm_run_boost_on", "%s", r.why);
+	else if (r.runs != KVM_N || r.hlt != KVM_N || r.right != KVM_N || r.mov_ok != KVM_N)
+		fail("kvm_run_boost_on", "%ld runs, %ld HLT exits, %ld with the right registers, %ld right s_mov results, want %d each",
+		     r.runs, r.hlt, r.right, r.mov_ok, KVM_N);
+	else if (atomic_load(&kvm_faults) != KVM_N)
+		fail("kvm_run_boost_on", "%ld guest page faults through userfaultfd, want %d (one sleep inside each KVM_RUN)",
+		     atomic_load(&kvm_faults), KVM_N);
+	else if (boosted != KVM_N || a[ST_SSTEP] != b[ST_SSTEP])
+		fail("kvm_run_boost_on", "%lu boosted hits (want %d), %lu single-steps (want 0)",
+		     boosted, KVM_N, a[ST_SSTEP] - b[ST_SSTEP]);
+	else
+		pass("kvm_run_boost_on");
+}
+
 /* ---- test: the XOL area ---------------------------------------------------- */
 /*
  * One 128-byte slot per possible CPU after the uretprobe trampoline, in
@@ -2566,6 +2765,14 @@ int main(int argc, char **argv)
 	}
 	if (argc > 2 && !strcmp(argv[1], "mixed"))
 		return mixed(atoi(argv[2]));
+	if (argc > 1 && !strcmp(argv[1], "kvm")) {
+		/* the KVM test alone (run-vm.sh --distro --mode kvm) */
+		set_boost(1);
+		probes_all();
+		test_kvm();
+		probes_clear();
+		return failures ? 1 : 0;
+	}
 	if (argc > 2 && !strcmp(argv[1], "dbcount"))
 		return dbcount(!strcmp(argv[2], "on"));
 	if (argc > 2 && !strcmp(argv[1], "libplace"))
@@ -2600,6 +2807,7 @@ int main(int argc, char **argv)
 			test_xol_area();
 			test_watchpoint();
 			test_rseq();
+			test_kvm();
 		}
 		test_uretprobe();
 		test_stress();
