@@ -347,12 +347,18 @@ static long profile_hits(const char *ev)
 	return -1;
 }
 
+/*
+ * signals_translated: forward (the displaced instruction had completed);
+ * fault_rollbacks: back to the probe address, the instruction faulted or the
+ * signal is fatal; rep_rollbacks: a boosted rep caught mid-way, back to its
+ * probe address with the partial count.
+ */
 enum { ST_EMU, ST_BOOST, ST_RIPREL, ST_SSTEP, ST_REINST, ST_MIGR, ST_SIGDEF,
-	ST_SIGTR, ST_ROLLB, ST_NR };
+	ST_SIGTR, ST_ROLLB, ST_REPRB, ST_NR };
 static const char *stat_names[ST_NR] = {
 	"hits_emulated", "hits_boosted", "hits_boosted_riprel", "hits_single_step",
 	"slot_reinstalls", "slot_migrations", "signals_deferred",
-	"signals_translated", "fault_rollbacks",
+	"signals_translated", "fault_rollbacks", "rep_rollbacks",
 };
 
 static int stats_read(unsigned long st[ST_NR])
@@ -1003,8 +1009,9 @@ static void test_rep_interrupt(void)
 		sched_setaffinity(0, sizeof(all), &all);
 	}
 	hits = a[ST_BOOST] - b[ST_BOOST];
-	note("rep_interrupt: %ld signals, %ld at the probe address (%ld with a partial count), %ld hits, %lu slot migrations",
-	     (long)rep_sigs, (long)rep_at_site, (long)rep_partial, hits, a[ST_MIGR] - b[ST_MIGR]);
+	note("rep_interrupt: %ld signals, %ld at the probe address (%ld with a partial count), %ld hits, %lu slot migrations, %lu rep roll-backs, %lu forward translations",
+	     (long)rep_sigs, (long)rep_at_site, (long)rep_partial, hits, a[ST_MIGR] - b[ST_MIGR],
+	     a[ST_REPRB] - b[ST_REPRB], a[ST_SIGTR] - b[ST_SIGTR]);
 	if (memcmp(dst, src, REP_N))
 		snprintf(why + strlen(why), sizeof(why) - strlen(why), "copy differs; ");
 	if (rep_in_slot)
@@ -1021,6 +1028,12 @@ static void test_rep_interrupt(void)
 		snprintf(why + strlen(why), sizeof(why) - strlen(why),
 			 "single-steps +%lu, deferred signals +%lu; ", a[ST_SSTEP] - b[ST_SSTEP],
 			 a[ST_SIGDEF] - b[ST_SIGDEF]);
+	/* each hit after the first resumes the rep after a roll-back */
+	if (a[ST_REPRB] == b[ST_REPRB] || hits > 1 + (long)(a[ST_REPRB] - b[ST_REPRB]) ||
+	    a[ST_ROLLB] != b[ST_ROLLB])
+		snprintf(why + strlen(why), sizeof(why) - strlen(why),
+			 "rep_rollbacks +%lu fault_rollbacks +%lu for %ld hits, want 1..hits-1 and 0; ",
+			 a[ST_REPRB] - b[ST_REPRB], a[ST_ROLLB] - b[ST_ROLLB], hits);
 	if (why[0])
 		fail("rep_interrupt_boost_on", "%s", why);
 	else
@@ -1033,14 +1046,18 @@ static void test_rep_interrupt(void)
 	rep_fault_run(pg + 4096 - 100, src, &base_f);
 	probe_enable("s_rep", 1);
 	h0 = profile_hits("s_rep");
+	stats_read(b);
 	rep_fault_run(pg + 4096 - 100, src, &got_f);
+	stats_read(a);
 	if (memcmp(&base_f, &got_f, sizeof(got_f)) || base_f.sig != SIGSEGV ||
-	    profile_hits("s_rep") - h0 != 1)
+	    profile_hits("s_rep") - h0 != 1 || a[ST_REPRB] - b[ST_REPRB] != 1 ||
+	    a[ST_ROLLB] != b[ST_ROLLB] || a[ST_SIGTR] != b[ST_SIGTR])
 		fail("rep_fault_boost_on",
-		     "sig %d addr %#lx ip %#lx rcx %lu rsi %#lx rdi %#lx hits %ld; unprobed sig %d addr %#lx ip %#lx rcx %lu rsi %#lx rdi %#lx",
+		     "sig %d addr %#lx ip %#lx rcx %lu rsi %#lx rdi %#lx hits %ld rep_rollbacks +%lu fault_rollbacks +%lu translated +%lu (want 1, 0, 0); unprobed sig %d addr %#lx ip %#lx rcx %lu rsi %#lx rdi %#lx",
 		     got_f.sig, got_f.addr, got_f.ip, got_f.cx, got_f.si, got_f.di,
-		     profile_hits("s_rep") - h0, base_f.sig, base_f.addr, base_f.ip, base_f.cx,
-		     base_f.si, base_f.di);
+		     profile_hits("s_rep") - h0, a[ST_REPRB] - b[ST_REPRB],
+		     a[ST_ROLLB] - b[ST_ROLLB], a[ST_SIGTR] - b[ST_SIGTR], base_f.sig,
+		     base_f.addr, base_f.ip, base_f.cx, base_f.si, base_f.di);
 	else
 		pass("rep_fault_boost_on");
 	munmap(pg, 8192);
@@ -1844,11 +1861,11 @@ static void test_stress(void)
 		for (int k = 0; k < ST_NR; k++)
 			want[k] += per[k] * ncalls[c];
 	}
-	note("stress boost=%s: %ld signals, %ld+%ld forks, %ld+%ld execs, hits emu %lu boost %lu riprel %lu sstep %lu, reinstalls %lu migrations %lu deferred %lu translated %lu",
+	note("stress boost=%s: %ld signals, %ld+%ld forks, %ld+%ld execs, hits emu %lu boost %lu riprel %lu sstep %lu, reinstalls %lu migrations %lu deferred %lu translated %lu rep roll-backs %lu",
 	     sfx, (long)nsig, (long)forks_ok, (long)forks_bad, (long)execs_ok, (long)execs_bad,
 	     a[ST_EMU] - b[ST_EMU], a[ST_BOOST] - b[ST_BOOST], a[ST_RIPREL] - b[ST_RIPREL],
 	     a[ST_SSTEP] - b[ST_SSTEP], a[ST_REINST] - b[ST_REINST], a[ST_MIGR] - b[ST_MIGR],
-	     a[ST_SIGDEF] - b[ST_SIGDEF], a[ST_SIGTR] - b[ST_SIGTR]);
+	     a[ST_SIGDEF] - b[ST_SIGDEF], a[ST_SIGTR] - b[ST_SIGTR], a[ST_REPRB] - b[ST_REPRB]);
 
 	snprintf(name, sizeof(name), "stress_results_boost_%s", sfx);
 	if (mismatches)
@@ -1872,13 +1889,13 @@ static void test_stress(void)
 		/*
 		 * Exact, except that a boosted rep the signal path caught
 		 * mid-way goes back to its probe address and hits once more.
-		 * Each such roll-back counts in signals_translated; it happens
+		 * Each such roll-back counts in rep_rollbacks; it happens
 		 * before the signal is dequeued, so a process-wide SIGALRM
 		 * another thread took first leaves a roll-back and no frame.
 		 */
 		for (int k = ST_EMU; k <= ST_SSTEP; k++) {
 			long got = a[k] - b[k];
-			long extra = k == ST_BOOST ? (long)(a[ST_SIGTR] - b[ST_SIGTR]) : 0;
+			long extra = k == ST_BOOST ? (long)(a[ST_REPRB] - b[ST_REPRB]) : 0;
 
 			if (got < want[k] || got > want[k] + extra)
 				snprintf(why + strlen(why), sizeof(why) - strlen(why),
@@ -2687,9 +2704,10 @@ static int soak(long hits_target, long migr_target, long secs)
 		t = now() - t0;
 		hits = (a[ST_BOOST] - b[ST_BOOST]) + (a[ST_RIPREL] - b[ST_RIPREL]);
 		if (t - last >= 30) {
-			printf("SOAK t=%.0fs boosted %lu riprel %lu migrations %lu translated %lu deferred %lu signals %ld wrong %ld\n",
+			printf("SOAK t=%.0fs boosted %lu riprel %lu migrations %lu translated %lu rep-rollbacks %lu deferred %lu signals %ld wrong %ld\n",
 			       t, a[ST_BOOST] - b[ST_BOOST], a[ST_RIPREL] - b[ST_RIPREL],
 			       a[ST_MIGR] - b[ST_MIGR], a[ST_SIGTR] - b[ST_SIGTR],
+			       a[ST_REPRB] - b[ST_REPRB],
 			       a[ST_SIGDEF] - b[ST_SIGDEF], (long)nsig,
 			       (long)mismatches + (long)soak_rep_bad);
 			last = t;
@@ -2717,9 +2735,9 @@ static int soak(long hits_target, long migr_target, long secs)
 	printf("SOAK signals delivered      %ld (frames inside [uprobes]: %ld, at the rep probe address: %ld)\n",
 	       (long)nsig, (long)sig_bad, (long)soak_sig_at_rep);
 	/*
-	 * signals_translated counts forward translations and boosted-rep
-	 * roll-backs alike; a frame at the rep's address is also what a signal
-	 * taken just before the probe's int3 shows, so the split is not known.
+	 * signals_translated counts forward translations only; boosted-rep
+	 * roll-backs are rep_rollbacks (a frame at the rep's address is also
+	 * what a signal taken just before the probe's int3 shows).
 	 */
 	printf("SOAK wrong results          %ld (calls %ld, long reps %ld)%s%s\n", wrong,
 	       (long)mismatches, (long)soak_rep_bad, mismatches ? ", first " : "",
