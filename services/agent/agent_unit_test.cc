@@ -62,6 +62,7 @@ constexpr char kStatsFixture[] =
     "signals_deferred 2\n"
     "signals_translated 4\n"
     "fault_rollbacks 5\n"
+    "rep_rollbacks 6\n"
     "some_future_counter 77\n";
 
 TEST(SlotStats, ParsesEveryCounterAndIgnoresUnknownOnes) {
@@ -77,6 +78,16 @@ TEST(SlotStats, ParsesEveryCounterAndIgnoresUnknownOnes) {
   EXPECT_EQ(s->signals_deferred(), 2u);
   EXPECT_EQ(s->signals_translated(), 4u);
   EXPECT_EQ(s->fault_rollbacks(), 5u);
+  EXPECT_EQ(s->rep_rollbacks(), 6u);
+}
+
+// A kernel of the series before rep_rollbacks existed: the counter reads 0.
+TEST(SlotStats, OlderKernelWithoutRepRollbacks) {
+  absl::StatusOr<v1::KernelSlotStats> s =
+      ParseSlotStats("signals_translated 4\nfault_rollbacks 5\n");
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->signals_translated(), 4u);
+  EXPECT_EQ(s->rep_rollbacks(), 0u);
 }
 
 TEST(SlotStats, TabsBlankLinesAndComments) {

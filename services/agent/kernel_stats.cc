@@ -47,6 +47,7 @@ absl::StatusOr<v1::KernelSlotStats> ParseSlotStats(absl::string_view text) {
       {"signals_deferred", &v1::KernelSlotStats::set_signals_deferred},
       {"signals_translated", &v1::KernelSlotStats::set_signals_translated},
       {"fault_rollbacks", &v1::KernelSlotStats::set_fault_rollbacks},
+      {"rep_rollbacks", &v1::KernelSlotStats::set_rep_rollbacks},
   };
   int lineno = 0;
   for (absl::string_view line : absl::StrSplit(text, '\n')) {

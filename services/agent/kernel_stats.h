@@ -5,7 +5,8 @@
 //                                         hits_boosted, hits_boosted_riprel,
 //                                         hits_single_step, slot_reinstalls,
 //                                         slot_migrations, signals_deferred,
-//                                         signals_translated, fault_rollbacks
+//                                         signals_translated, fault_rollbacks,
+//                                         rep_rollbacks (kernels before it: 0)
 //   /sys/kernel/debug/uprobes/placements  "<inode> 0x<offset> <PLACEMENT>" per
 //                                         registered probe
 #ifndef XOLFLEET_SERVICES_AGENT_KERNEL_STATS_H_
