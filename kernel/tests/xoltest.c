@@ -42,6 +42,7 @@
 #include <poll.h>
 #include <sys/user.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/wait.h>
@@ -418,8 +419,9 @@ static const char *kernel_placement(const char *all, struct site *s)
 
 	if (stat(exe, &stbuf))
 		return NULL;
-	snprintf(key, sizeof(key), "%lu 0x%lx ", (unsigned long)stbuf.st_ino,
-		 file_offset(s->addr));
+	/* "<major>:<minor> <inode> 0x<offset> <placement>" */
+	snprintf(key, sizeof(key), "%u:%u %lu 0x%lx ", major(stbuf.st_dev), minor(stbuf.st_dev),
+		 (unsigned long)stbuf.st_ino, file_offset(s->addr));
 	for (p = all; (p = strstr(p, key)); p++) {
 		if (p != all && p[-1] != '\n')
 			continue;
@@ -2222,7 +2224,8 @@ static void test_unknown(void)
 		fail(name, "cannot place a probe on %s", copy);
 		return;
 	}
-	snprintf(key, sizeof(key), "%lu 0x%lx ", (unsigned long)stbuf.st_ino, off);
+	snprintf(key, sizeof(key), "%u:%u %lu 0x%lx ", major(stbuf.st_dev), minor(stbuf.st_dev),
+		 (unsigned long)stbuf.st_ino, off);
 	p = strstr(read_file(PLACEMENTS), key);
 	if (p)
 		sscanf(p + strlen(key), "%31s", before);
@@ -2446,14 +2449,15 @@ static int libplace(int argc, char **argv)
 			fd = open(argv[l], O_RDONLY);
 			map = mmap(NULL, st.st_size, PROT_READ | PROT_EXEC, MAP_PRIVATE, fd, 0);
 			all = read_file(PLACEMENTS);
-			snprintf(key, sizeof(key), "%lu ", (unsigned long)st.st_ino);
+			snprintf(key, sizeof(key), "%u:%u %lu ", major(st.st_dev), minor(st.st_dev),
+				 (unsigned long)st.st_ino);
 			for (char *p = all; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL) {
 				char pl[32] = "";
 				int k;
 
 				if (strncmp(p, key, strlen(key)))
 					continue;
-				sscanf(p, "%*s %*s %31s", pl);
+				sscanf(p, "%*s %*s %*s %31s", pl);
 				for (k = 0; k < 5 && strcmp(pl, names[k]); k++)
 					;
 				cnt[k]++;
