@@ -19,6 +19,8 @@
 # --add FILE copies FILE (and FILE.offs if present) into the guest's /lib/xl/.
 # --tcg-thread picks qemu's TCG threading (default multi: one host thread per
 # vCPU, as CI runs; single: round-robin), also XOL_TCG_THREAD.
+# --mode kvm runs the KVM_RUN test alone (needs the --distro kernel: KVM, AMD SVM,
+# which qemu's TCG emulates under -cpu max).
 # --mode soak runs "xoltest soak" (kernel/soak.sh); --cmdline appends kernel
 # arguments (e.g. xolsoak=hits,migrations,seconds,signal_us, read by init);
 # --workdir puts the initramfs there instead of the kernel cache (also XOL_WORK).

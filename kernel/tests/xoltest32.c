@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
 #include <ucontext.h>
@@ -202,7 +203,10 @@ static long profile_hits(const char *ev)
 	return -1;
 }
 
-/* The placement the kernel reports for a site ("<inode> 0x<offset> <placement>"). */
+/*
+ * The placement the kernel reports for a site
+ * ("<major>:<minor> <inode> 0x<offset> <placement>").
+ */
 static const char *kernel_placement(void *addr)
 {
 	static char res[64];
@@ -213,7 +217,8 @@ static const char *kernel_placement(void *addr)
 
 	if (stat(exe, &stbuf))
 		return "no-exe";
-	snprintf(key, sizeof(key), "%lu 0x%lx ", (unsigned long)stbuf.st_ino, file_offset(addr));
+	snprintf(key, sizeof(key), "%u:%u %lu 0x%lx ", major(stbuf.st_dev), minor(stbuf.st_dev),
+		 (unsigned long)stbuf.st_ino, file_offset(addr));
 	for (p = all; (p = strstr(p, key)); p++) {
 		if (p != all && p[-1] != '\n')
 			continue;

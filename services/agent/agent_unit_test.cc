@@ -1,6 +1,8 @@
 // Unit tests of the agent's pure parts: kernel profile choice, debugfs parsers,
 // the rate limiter shared with the BPF program, error mapping, and the hit
 // fan-out.
+#include <sys/sysmacros.h>
+
 #include <atomic>
 #include <memory>
 #include <thread>
@@ -98,6 +100,7 @@ constexpr char kStatsFixture[] =
     "signals_deferred 2\n"
     "signals_translated 4\n"
     "fault_rollbacks 5\n"
+    "rep_rollbacks 6\n"
     "some_future_counter 77\n";
 
 TEST(SlotStats, ParsesEveryCounterAndIgnoresUnknownOnes) {
@@ -113,6 +116,16 @@ TEST(SlotStats, ParsesEveryCounterAndIgnoresUnknownOnes) {
   EXPECT_EQ(s->signals_deferred(), 2u);
   EXPECT_EQ(s->signals_translated(), 4u);
   EXPECT_EQ(s->fault_rollbacks(), 5u);
+  EXPECT_EQ(s->rep_rollbacks(), 6u);
+}
+
+// A kernel of the series before rep_rollbacks existed: the counter reads 0.
+TEST(SlotStats, OlderKernelWithoutRepRollbacks) {
+  absl::StatusOr<v1::KernelSlotStats> s =
+      ParseSlotStats("signals_translated 4\nfault_rollbacks 5\n");
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->signals_translated(), 4u);
+  EXPECT_EQ(s->rep_rollbacks(), 0u);
 }
 
 TEST(SlotStats, TabsBlankLinesAndComments) {
@@ -134,36 +147,74 @@ TEST(SlotStats, RejectsMalformedLinesNamingThem) {
 
 TEST(Placements, ParsesFixture) {
   absl::StatusOr<KernelPlacements> p = ParsePlacements(
-      "1234 0x1a2f BOOSTED\n"
-      "1234 0x1a40 BOOSTED_RIPREL\n"
-      "99 0x0 EMULATED\n"
-      "99 0xfff SINGLE_STEP\n");
+      "8:1 1234 0x1a2f BOOSTED\n"
+      "8:1 1234 0x1a40 BOOSTED_RIPREL\n"
+      "259:3 99 0x0 EMULATED\n"
+      "259:3 99 0xfff SINGLE_STEP\n");
   ASSERT_TRUE(p.ok()) << p.status();
   ASSERT_EQ(p->size(), 4u);
-  EXPECT_EQ(p->at(KernelPlacementKey{1234, 0x1a2f}), Placement::kBoosted);
-  EXPECT_EQ(p->at(KernelPlacementKey{1234, 0x1a40}), Placement::kBoostedRipRel);
-  EXPECT_EQ(p->at(KernelPlacementKey{99, 0}), Placement::kEmulated);
-  EXPECT_EQ(p->at(KernelPlacementKey{99, 0xfff}), Placement::kSingleStep);
+  const uint64_t sda1 = makedev(8, 1), nvme = makedev(259, 3);
+  EXPECT_EQ(p->Find(sda1, 1234, 0x1a2f), Placement::kBoosted);
+  EXPECT_EQ(p->Find(sda1, 1234, 0x1a40), Placement::kBoostedRipRel);
+  EXPECT_EQ(p->Find(nvme, 99, 0), Placement::kEmulated);
+  EXPECT_EQ(p->Find(nvme, 99, 0xfff), Placement::kSingleStep);
+  EXPECT_EQ(p->Find(sda1, 1234, 0x1a30), std::nullopt);  // no probe at that offset
+}
+
+// The same inode number on two file systems: only the device tells the probes apart.
+TEST(Placements, SameInodeOnTwoDevicesIsToldApartByTheDevice) {
+  absl::StatusOr<KernelPlacements> p = ParsePlacements(
+      "8:1 1234 0x10 BOOSTED\n"
+      "0:25 1234 0x10 SINGLE_STEP\n");
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->Find(makedev(8, 1), 1234, 0x10), Placement::kBoosted);
+  EXPECT_EQ(p->Find(makedev(0, 25), 1234, 0x10), Placement::kSingleStep);
+  // A third device (stat() and the super block disagree): two candidates, no answer.
+  EXPECT_EQ(p->Find(makedev(0, 26), 1234, 0x10), std::nullopt);
+}
+
+// stat() on a btrfs subvolume or an overlayfs path reports another device than the
+// kernel's super block: a single line for the inode and offset still answers.
+TEST(Placements, UniqueInodeAnswersWhateverTheDevice) {
+  absl::StatusOr<KernelPlacements> p = ParsePlacements("0:31 77 0x40 EMULATED\n");
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->Find(makedev(0, 45), 77, 0x40), Placement::kEmulated);
+}
+
+// Kernels of the series before the device was added print "<inode> 0x<offset> <PLACEMENT>".
+TEST(Placements, ReadsTheInodeOnlyFormat) {
+  absl::StatusOr<KernelPlacements> p = ParsePlacements(
+      "1234 0x1a2f BOOSTED\n"
+      "99 0xfff SINGLE_STEP\n");
+  ASSERT_TRUE(p.ok()) << p.status();
+  ASSERT_EQ(p->size(), 2u);
+  EXPECT_EQ(p->Find(makedev(8, 1), 1234, 0x1a2f), Placement::kBoosted);
+  EXPECT_EQ(p->Find(makedev(259, 3), 99, 0xfff), Placement::kSingleStep);
 }
 
 // The kernel lists a probe as UNKNOWN until a process maps its file (kernel/README.md);
 // such a line must neither fail the whole file nor count as a placement.
 TEST(Placements, SkipsProbesNotAnalysedYet) {
   absl::StatusOr<KernelPlacements> p = ParsePlacements(
-      "1234 0x1a2f UNKNOWN\n"
-      "1234 0x1a40 BOOSTED\n");
+      "8:1 1234 0x1a2f UNKNOWN\n"
+      "8:1 1234 0x1a40 BOOSTED\n"
+      "99 0x10 UNKNOWN\n");
   ASSERT_TRUE(p.ok()) << p.status();
   ASSERT_EQ(p->size(), 1u);
-  EXPECT_EQ(p->count(KernelPlacementKey{1234, 0x1a2f}), 0u);
-  EXPECT_EQ(p->at(KernelPlacementKey{1234, 0x1a40}), Placement::kBoosted);
+  EXPECT_EQ(p->Find(makedev(8, 1), 1234, 0x1a2f), std::nullopt);
+  EXPECT_EQ(p->Find(makedev(8, 1), 1234, 0x1a40), Placement::kBoosted);
 }
 
 TEST(Placements, RejectsMalformedLines) {
-  EXPECT_FALSE(ParsePlacements("1234 1a2f BOOSTED\n").ok());   // no 0x
-  EXPECT_FALSE(ParsePlacements("1234 0x1a2f FAST\n").ok());    // unknown placement
-  EXPECT_FALSE(ParsePlacements("abc 0x1a2f BOOSTED\n").ok());  // bad inode
-  EXPECT_FALSE(ParsePlacements("1234 0x1a2f\n").ok());         // missing field
-  absl::StatusOr<KernelPlacements> p = ParsePlacements("1 0x1 EMULATED\nbad\n");
+  EXPECT_FALSE(ParsePlacements("8:1 1234 1a2f BOOSTED\n").ok());   // no 0x
+  EXPECT_FALSE(ParsePlacements("8:1 1234 0x1a2f FAST\n").ok());    // unknown placement
+  EXPECT_FALSE(ParsePlacements("8:1 abc 0x1a2f BOOSTED\n").ok());  // bad inode
+  EXPECT_FALSE(ParsePlacements("8:1 1234 0x1a2f\n").ok());         // missing field
+  EXPECT_FALSE(ParsePlacements("8 1234 0x1a2f BOOSTED\n").ok());   // no minor
+  EXPECT_FALSE(ParsePlacements("8:x 1234 0x1a2f BOOSTED\n").ok()); // bad minor
+  EXPECT_FALSE(ParsePlacements("1234 1a2f BOOSTED\n").ok());       // old format, no 0x
+  EXPECT_FALSE(ParsePlacements("abc 0x1a2f BOOSTED\n").ok());      // old format, bad inode
+  absl::StatusOr<KernelPlacements> p = ParsePlacements("8:1 1 0x1 EMULATED\nbad\n");
   ASSERT_FALSE(p.ok());
   EXPECT_NE(p.status().message().find("line 2"), absl::string_view::npos);
 }

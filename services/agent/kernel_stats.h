@@ -5,13 +5,18 @@
 //                                         hits_boosted, hits_boosted_riprel,
 //                                         hits_single_step, slot_reinstalls,
 //                                         slot_migrations, signals_deferred,
-//                                         signals_translated, fault_rollbacks
-//   /sys/kernel/debug/uprobes/placements  "<inode> 0x<offset> <PLACEMENT>" per
-//                                         registered probe
+//                                         signals_translated, fault_rollbacks,
+//                                         rep_rollbacks (kernels before it: 0)
+//   /sys/kernel/debug/uprobes/placements  "<major>:<minor> <inode> 0x<offset> <PLACEMENT>"
+//                                         per registered probe (the device of the
+//                                         file's super block); kernels of the series
+//                                         before the device was added print
+//                                         "<inode> 0x<offset> <PLACEMENT>"
 #ifndef XOLFLEET_SERVICES_AGENT_KERNEL_STATS_H_
 #define XOLFLEET_SERVICES_AGENT_KERNEL_STATS_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -32,22 +37,42 @@ inline constexpr char kUprobePlacementsPath[] = "/sys/kernel/debug/uprobes/place
 // Sets available = true.
 absl::StatusOr<v1::KernelSlotStats> ParseSlotStats(absl::string_view text);
 
+// A device the placements file did not name (the older inode-only format).
+inline constexpr uint64_t kNoDevice = ~uint64_t{0};
+
 struct KernelPlacementKey {
+  uint64_t device = kNoDevice;  // makedev(major, minor): compares with stat()'s st_dev
   uint64_t inode = 0;
   uint64_t offset = 0;
   bool operator==(const KernelPlacementKey& o) const {
-    return inode == o.inode && offset == o.offset;
+    return device == o.device && inode == o.inode && offset == o.offset;
   }
   template <typename H>
   friend H AbslHashValue(H h, const KernelPlacementKey& k) {
-    return H::combine(std::move(h), k.inode, k.offset);
+    return H::combine(std::move(h), k.device, k.inode, k.offset);
   }
 };
 
-using KernelPlacements = absl::flat_hash_map<KernelPlacementKey, Placement>;
+// The kernel's placements, by device, inode and offset.
+class KernelPlacements {
+ public:
+  void Add(const KernelPlacementKey& key, Placement p);
+  // The placement of the probe on `offset` of the file (device, inode): the line naming
+  // that device, else the only line for that inode and offset whatever its device (the
+  // inode-only format, or a file system whose stat() device is not its super block's,
+  // e.g. a btrfs subvolume); nullopt if none, or if several devices list it.
+  std::optional<Placement> Find(uint64_t device, uint64_t inode, uint64_t offset) const;
+  size_t size() const { return by_key_.size(); }
 
-// Parses the placements file; INVALID_ARGUMENT names the first bad line. Probes the
-// kernel lists as UNKNOWN (not analysed yet: no process mapped the file) are left out.
+ private:
+  absl::flat_hash_map<KernelPlacementKey, Placement> by_key_;
+  // (inode, offset) -> placement if a single line lists it, nullopt if several do
+  absl::flat_hash_map<std::pair<uint64_t, uint64_t>, std::optional<Placement>> by_inode_;
+};
+
+// Parses the placements file, either format (a line at a time); INVALID_ARGUMENT names
+// the first bad line. Probes the kernel lists as UNKNOWN (not analysed yet: no process
+// mapped the file) are left out.
 absl::StatusOr<KernelPlacements> ParsePlacements(absl::string_view text);
 
 // Reads both files. NOT_FOUND when the kernel does not have them (stock

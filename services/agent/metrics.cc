@@ -165,11 +165,17 @@ class AgentMetrics::Collector final : public pm::Collectable {
       total("xolfleet_kernel_signals_deferred_total",
             "Signals deferred while in a slot (patched kernel).", ks->signals_deferred());
       total("xolfleet_kernel_signals_translated_total",
-            "Signal frames translated out of a slot (patched kernel).", ks->signals_translated());
+            "Signals that found a boosted slot past its displaced instruction: translated "
+            "forward to the next instruction (patched kernel).",
+            ks->signals_translated());
       total("xolfleet_kernel_fault_rollbacks_total",
-            "Faults in a boosted slot rolled back to the probed address "
+            "Faults in a boosted slot (and fatal signals) rolled back to the probed address "
             "(patched kernel).",
             ks->fault_rollbacks());
+      total("xolfleet_kernel_rep_rollbacks_total",
+            "Boosted rep string instructions caught mid-way by a signal or fault, taken back "
+            "to the probed address with the partial count (patched kernel).",
+            ks->rep_rollbacks());
     }
     return out;
   }

@@ -328,6 +328,7 @@ absl::StatusOr<v1::AttachResponse> ProbeManager::AttachWithProgress(
     free_slots_.pop_back();
     r.generation = ++slot_generation_[r.slot];
     r.num = next_probe_num_++;
+    r.device = resolved[i].file->device();
     r.inode = resolved[i].file->inode();
     r.placement = resolved[i].site.insn.placement;
     r.probe.set_id(absl::StrCat("p", r.num));
@@ -727,14 +728,14 @@ void ProbeManager::RefreshKernelLocked() {
   absl::StatusOr<KernelPlacements> kp = ReadPlacements(options_.placements_path);
   if (!kp.ok()) return;
   for (const auto &[id, r] : active_) {
-    auto it = kp->find(KernelPlacementKey{r.inode, r.probe.site().file_offset()});
-    if (it == kp->end()) continue;
-    kernel_placement_[id] = it->second;
-    if (it->second != r.placement && mismatch_logged_.insert(id).second) {
+    std::optional<Placement> kernel = kp->Find(r.device, r.inode, r.probe.site().file_offset());
+    if (!kernel) continue;
+    kernel_placement_[id] = *kernel;
+    if (*kernel != r.placement && mismatch_logged_.insert(id).second) {
       Log("placement mismatch: probe ", id, " ", r.probe.spec().binary_path(), " at 0x",
           absl::Hex(r.probe.site().file_offset()), " (", r.probe.site().disassembly(),
           "): predicted ", PlacementName(r.placement), " under ", ProfileName(Profile().profile),
-          ", the kernel placed it ", PlacementName(it->second));
+          ", the kernel placed it ", PlacementName(*kernel));
     }
   }
 }

@@ -185,6 +185,7 @@ class ProbeManager final : public AgentApi {
     uint64_t num = 0;
     uint32_t slot = 0;
     uint32_t generation = 0;
+    uint64_t device = 0;  // st_dev and st_ino of the probed file: the kernel's placements key
     uint64_t inode = 0;
     Placement placement = Placement::kRefused;
     std::shared_ptr<LinkGroup> group;

@@ -400,6 +400,7 @@ int RunInfo(Context& c) {
     t.Add({"signals deferred", absl::StrCat(s.signals_deferred())});
     t.Add({"signals translated", absl::StrCat(s.signals_translated())});
     t.Add({"fault rollbacks", absl::StrCat(s.fault_rollbacks())});
+    t.Add({"rep rollbacks", absl::StrCat(s.rep_rollbacks())});
   } else {
     t.Add({"slot stats", "unavailable (stock kernel)"});
   }

@@ -375,28 +375,35 @@ check no-mismatches "placement mismatches: $(agents | tr '\n' ';')" \
 #    patched node: the kernel's placement of each equals the classifier's. The agent's
 #    own view (/metrics: probes by predicted and kernel placement) must show no
 #    disagreement and nothing unreported; the share of entries the kernel single-steps
-#    per library comes from the kernel's placements file (by inode). List is not used:
+#    per library comes from the kernel's placements file (by device and inode). List is not used:
 #    with every libc/libstdc++ entry probed, each call the agent makes into them traps.
 want_probes=$(wc -l <"$TMP/lib-specs.txt")
 log "attaching $want_probes library entries in the guest"
 NODE_TIMEOUT=1200 gctl "attach \$(cat $TMP/lib-specs.txt) >/tmp/lib-attach.txt 2>&1; echo rc=\$?; tail -1 /tmp/lib-attach.txt; grep -a 'attached .* probes as' /tmp/agent.log | tail -1" \
   >"$TMP/lib-attach.txt" 2>&1
 sed 's/^/[node]   /' "$TMP/lib-attach.txt" >&2
-# The kernel's word per library: its placements file, lines "<inode> 0x<offset> <PLACEMENT>".
-guest "stat -L -c '%i %n' $LIBC $LIBSTDCXX; cat /sys/kernel/debug/uprobes/placements" \
+# The kernel's word per library: its placements file, lines
+# "<major>:<minor> <inode> 0x<offset> <PLACEMENT>" ("<inode> 0x<offset> <PLACEMENT>" before
+# the series keyed them by device too: still read, by inode alone).
+guest "stat -L -c '%d %i %n' $LIBC $LIBSTDCXX; cat /sys/kernel/debug/uprobes/placements" \
   >"$TMP/kernel-placements.txt" 2>&1
 python3 - "$TMP/kernel-placements.txt" >"$TMP/lib-share.txt" <<'PY'
 import collections, os, sys
 lines = open(sys.argv[1]).read().split("\n")
 libs = {}
 for l in lines[:2]:
-    inode, path = l.split()
-    libs[inode] = os.path.basename(path)
-counts = {name: collections.Counter() for name in libs.values()}
-for l in lines[2:]:
-    f = l.split()
-    if len(f) == 3 and f[0] in libs:
-        counts[libs[f[0]]][f[2]] += 1
+    dev, inode, path = l.split()
+    libs[inode] = ("%d:%d" % (os.major(int(dev)), os.minor(int(dev))), os.path.basename(path))
+def entries():  # (library, offset, placement) of the placements lines of the two libraries
+    for l in lines[2:]:
+        f = l.split()
+        if len(f) == 4 and f[1] in libs and libs[f[1]][0] == f[0]:
+            yield libs[f[1]][1], f[2], f[3]
+        elif len(f) == 3 and f[0] in libs:
+            yield libs[f[0]][1], f[1], f[2]
+counts = {name: collections.Counter() for _, name in libs.values()}
+for name, off, placement in entries():
+    counts[name][placement] += 1
 for name, c in counts.items():
     n = sum(c.values())
     print(name, n, " ".join("%s=%d" % kv for kv in sorted(c.items())),
@@ -407,12 +414,17 @@ PY
 compare_out=$(python3 - "$TMP/kernel-placements.txt" "$TMP/lib-predicted.txt" <<'PY'
 import os, sys
 lines = open(sys.argv[1]).read().split("\n")
-libs = dict(l.split()[:2] for l in lines[:2])
+libs = {}
+for l in lines[:2]:
+    dev, inode, path = l.split()
+    libs[inode] = ("%d:%d" % (os.major(int(dev)), os.minor(int(dev))), os.path.basename(path))
 kernel = {}
 for l in lines[2:]:
     f = l.split()
-    if len(f) == 3 and f[0] in libs:
-        kernel[(os.path.basename(libs[f[0]]), int(f[1], 16))] = f[2]
+    if len(f) == 4 and f[1] in libs and libs[f[1]][0] == f[0]:
+        kernel[(libs[f[1]][1], int(f[2], 16))] = f[3]
+    elif len(f) == 3 and f[0] in libs:
+        kernel[(libs[f[0]][1], int(f[1], 16))] = f[2]
 bad, n = [], 0
 for l in open(sys.argv[2]):
     lib, off, pred = l.split()
