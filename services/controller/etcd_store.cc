@@ -25,6 +25,24 @@ bool Retryable(grpc::StatusCode c) {
   return c == grpc::StatusCode::UNAVAILABLE || c == grpc::StatusCode::DEADLINE_EXCEEDED;
 }
 
+// Every record under `prefix`, decoded; one that does not decode is an error that names it.
+template <typename T>
+absl::StatusOr<std::vector<T>> LoadRecords(EtcdClient& client, const std::string& prefix,
+                                           bool (*decode)(const std::string&, T*),
+                                           absl::string_view what) {
+  auto kvs = client.GetPrefix(prefix);
+  if (!kvs.ok()) return kvs.status();
+  std::vector<T> out;
+  for (const auto& [key, value] : *kvs) {
+    T record;
+    if (!decode(value, &record)) {
+      return absl::DataLossError(absl::StrCat("etcd: unreadable ", what, " record ", key));
+    }
+    out.push_back(std::move(record));
+  }
+  return out;
+}
+
 }  // namespace
 
 std::string EncodeRecord(std::initializer_list<RecordField> fields) {
@@ -280,17 +298,7 @@ absl::Status EtcdStore::DeleteSets(const std::vector<std::string>& set_ids) {
 }
 
 absl::StatusOr<std::vector<StoredSet>> EtcdStore::LoadSets() {
-  auto kvs = client_->GetPrefix(prefix_ + "sets/");
-  if (!kvs.ok()) return kvs.status();
-  std::vector<StoredSet> out;
-  for (const auto& [key, value] : *kvs) {
-    StoredSet s;
-    if (!DecodeSet(value, &s)) {
-      return absl::DataLossError(absl::StrCat("etcd: unreadable probe set record ", key));
-    }
-    out.push_back(std::move(s));
-  }
-  return out;
+  return LoadRecords<StoredSet>(*client_, prefix_ + "sets/", &EtcdStore::DecodeSet, "probe set");
 }
 
 absl::Status EtcdStore::PutAgent(const StoredAgent& agent) {
@@ -313,17 +321,7 @@ absl::Status EtcdStore::DeleteAgent(const std::string& node_name) {
 }
 
 absl::StatusOr<std::vector<StoredAgent>> EtcdStore::LoadAgents() {
-  auto kvs = client_->GetPrefix(prefix_ + "agents/");
-  if (!kvs.ok()) return kvs.status();
-  std::vector<StoredAgent> out;
-  for (const auto& [key, value] : *kvs) {
-    StoredAgent a;
-    if (!DecodeAgent(value, &a)) {
-      return absl::DataLossError(absl::StrCat("etcd: unreadable agent record ", key));
-    }
-    out.push_back(std::move(a));
-  }
-  return out;
+  return LoadRecords<StoredAgent>(*client_, prefix_ + "agents/", &EtcdStore::DecodeAgent, "agent");
 }
 
 }  // namespace xolfleet::controller
