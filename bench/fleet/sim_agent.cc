@@ -13,6 +13,7 @@
 #include "absl/strings/str_split.h"
 #include "services/agent/controller_link.h"
 #include "services/common/flags.h"
+#include "services/common/shutdown_signals.h"
 #include "tests/fleet/fake_agent_api.h"
 
 ABSL_FLAG(std::string, controller, "127.0.0.1:7443", "controller address");
@@ -24,11 +25,7 @@ ABSL_FLAG(std::string, tls_key, "", "key");
 
 int main(int argc, char** argv) {
   xolfleet::ParseFlags(argc, argv);
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  xolfleet::BlockShutdownSignals();
   std::map<std::string, std::string> labels;
   for (absl::string_view kv : absl::StrSplit(absl::GetFlag(FLAGS_labels), ',', absl::SkipEmpty())) {
     std::pair<std::string, std::string> p = absl::StrSplit(kv, absl::MaxSplits('=', 1));
@@ -44,7 +41,6 @@ int main(int argc, char** argv) {
     fprintf(stderr, "sim_agent: %s\n", std::string(link.status().message()).c_str());
     return 1;
   }
-  int sig;
-  sigwait(&set, &sig);
+  xolfleet::WaitForShutdownSignal();
   return 0;
 }

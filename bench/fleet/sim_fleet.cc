@@ -8,6 +8,7 @@
 #include "absl/time/clock.h"
 #include "grpcpp/grpcpp.h"
 #include "services/common/heartbeat_delta.h"
+#include "services/common/link_channel.h"
 #include "xolfleet/v1/controller.grpc.pb.h"
 
 namespace xolfleet::sim {
@@ -86,13 +87,7 @@ class SimAgent {
 
   void DialLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (channel_ == nullptr) {
-      grpc::ChannelArguments args;
-      args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 20000);
-      args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
-      args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-      args.SetInt(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, 64 << 20);
-      args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
-      args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
+      grpc::ChannelArguments args = AgentLinkChannelArguments();
       // Its own connection, as a separate node would have (channels with equal
       // arguments would otherwise share one subchannel, i.e. one TCP connection).
       args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);

@@ -29,6 +29,7 @@
 #include "absl/time/clock.h"
 #include "bench/fleet/sim_fleet.h"
 #include "services/common/flags.h"
+#include "services/common/shutdown_signals.h"
 #include "services/common/tls.h"
 
 ABSL_FLAG(std::string, controller, "127.0.0.1:7443", "controller address");
@@ -85,11 +86,8 @@ void WriteStats(const std::string& path, const std::string& json) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  xolfleet::BlockShutdownSignals();
+  const sigset_t set = xolfleet::ShutdownSignals();
   signal(SIGPIPE, SIG_IGN);
   xolfleet::ParseFlags(argc, argv);
 

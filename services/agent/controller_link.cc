@@ -11,6 +11,7 @@
 #include "grpcpp/grpcpp.h"
 #include "services/common/grpc_status.h"
 #include "services/common/heartbeat_delta.h"
+#include "services/common/link_channel.h"
 #include "services/common/log.h"
 #include "services/common/probe_spec.h"
 #include "xolfleet/v1/controller.grpc.pb.h"
@@ -237,14 +238,7 @@ absl::Status ControllerLink::RunStream() {
     for (const auto& f : info->features()) reg.add_features(f);
   }
 
-  grpc::ChannelArguments args;
-  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 20000);
-  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
-  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-  args.SetInt(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, 64 << 20);
-  // The link does its own backoff; connect attempts should fail fast.
-  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
-  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
+  grpc::ChannelArguments args = AgentLinkChannelArguments();
   const std::string target = CurrentTarget();
   auto channel = grpc::CreateCustomChannel(target, creds_, args);
   auto stub = v1::AgentLink::NewStub(channel);

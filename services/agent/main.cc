@@ -37,6 +37,7 @@
 #include "services/common/cert_reloader.h"
 #include "services/common/flags.h"
 #include "services/common/log.h"
+#include "services/common/shutdown_signals.h"
 #include "services/common/tls.h"
 
 ABSL_FLAG(std::string, unix_socket, "/run/xolfleet/agent.sock",
@@ -408,12 +409,7 @@ int Run() {
 
   // SIGINT/SIGTERM: stop serving, then detach everything (the manager's
   // destructor).
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  int sig = 0;
-  sigwait(&set, &sig);
+  const int sig = WaitForShutdownSignal();
   Log("signal ", sig, ": shutting down");
   link.reset();  // before the manager it reconciles through
   if (local) local->Stop();
@@ -450,11 +446,7 @@ int main(int argc, char** argv) {
       "(xolfleet.v1.AgentService).");
   xolfleet::ParseFlags(argc, argv);  // --link-mode or --link_mode
   // Block the stop signals in every thread; main() waits for them with sigwait.
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  xolfleet::BlockShutdownSignals();
   setvbuf(stderr, nullptr, _IOLBF, 0);
   return xolfleet::Run();
 }

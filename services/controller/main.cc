@@ -22,6 +22,7 @@
 #include "services/common/cert_reloader.h"
 #include "services/common/flags.h"
 #include "services/common/log.h"
+#include "services/common/shutdown_signals.h"
 #include "services/common/tls.h"
 #include "services/controller/etcd_replica.h"
 #include "services/controller/etcd_store.h"
@@ -208,12 +209,7 @@ int Run() {
       files.insecure_plaintext ? "PLAINTEXT" : "mTLS", "), metrics on ",
       absl::GetFlag(FLAGS_metrics_listen), ", state ", absl::GetFlag(FLAGS_state_db));
 
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  int sig = 0;
-  sigwait(&set, &sig);
+  const int sig = WaitForShutdownSignal();
   Log("xolfleet-controller: signal ", sig, ", shutting down");
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   return 0;
@@ -224,11 +220,7 @@ int Run() {
 
 int main(int argc, char** argv) {
   // Block the shutdown signals before any thread starts, so sigwait gets them.
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  xolfleet::BlockShutdownSignals();
   signal(SIGPIPE, SIG_IGN);
   absl::SetProgramUsageMessage("xolfleet controller: drives a fleet of xolfleet agents");
   xolfleet::ParseFlags(argc, argv);  // --state-db or --state_db
