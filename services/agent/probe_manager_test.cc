@@ -7,10 +7,15 @@
 // (real files, resolved and classified by the real resolver).
 #include "services/agent/probe_manager.h"
 
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -32,6 +37,7 @@ namespace xolfleet {
 namespace {
 
 constexpr char kFixture[] = "services/common/elf_fixture";
+constexpr char kWorkload[] = "tests/workloads/hit_workload";
 constexpr uint32_t kMaxProbes = 16;
 
 // What the fake kernel holds: maps, live links, and the failures a test asks for.
@@ -56,6 +62,8 @@ struct FakeKernel {
   std::string fail_links_on ABSL_GUARDED_BY(mu);
   size_t fail_link_call ABSL_GUARDED_BY(mu) = 0;
   bool fail_set_config ABSL_GUARDED_BY(mu) = false;
+  // Runs in every successful Link, before it returns (no lock held).
+  std::function<void()> on_link;
 
   // A hit of a process `pid` at `offset` of the file: every live link there runs the
   // program once (as the kernel does for several links on one instruction).
@@ -157,7 +165,7 @@ class FakeProbeProgram final : public ProbeProgram {
                                                    absl::Span<const uint64_t> offsets,
                                                    absl::Span<const uint64_t> cookies,
                                                    int pid) const override {
-    absl::MutexLock l(&k_->mu);
+    absl::ReleasableMutexLock l(&k_->mu);
     const size_t call = ++k_->link_calls;
     if ((!k_->fail_links_on.empty() && absl::StrContains(file.path(), k_->fail_links_on)) ||
         call == k_->fail_link_call) {
@@ -171,7 +179,12 @@ class FakeProbeProgram final : public ProbeProgram {
                                          {offsets.begin(), offsets.end()},
                                          {cookies.begin(), cookies.end()}};
     const size_t kernel_links = mode_ == LinkMode::kMulti ? 1 : offsets.size();
-    return std::unique_ptr<Attachment>(new FakeAttachment(k_, id, kernel_links));
+    auto att = std::unique_ptr<Attachment>(new FakeAttachment(k_, id, kernel_links));
+    if (k_->on_link) {
+      l.Release();
+      k_->on_link();
+    }
+    return att;
   }
 
  private:
@@ -447,18 +460,26 @@ TEST_P(ProbeManagerTest, PartialDetachRelinksSurvivorsKeepingCounts) {
 }
 
 // A re-link the kernel refuses keeps the old link: the survivors still count, once.
+// Perf mode: every probe has a link of its own, so nothing is re-linked and the refusal
+// the kernel has ready is never met.
 TEST_P(ProbeManagerTest, FailedRelinkKeepsTheOldLink) {
-  if (GetParam() == LinkMode::kPerf) GTEST_SKIP() << "perf links are never re-linked";
   absl::StatusOr<v1::AttachResponse> resp = manager_->Attach(Request(1, 3));
   ASSERT_TRUE(resp.ok()) << resp.status();
+  size_t calls = 0;
   {
     absl::MutexLock l(&kernel_->mu);
-    kernel_->fail_link_call = kernel_->link_calls + 1;
+    calls = kernel_->link_calls;
+    kernel_->fail_link_call = calls + 1;
   }
   v1::DetachRequest dr;
   dr.add_probe_ids(resp->probes(0).id());
   ASSERT_TRUE(manager_->Detach(dr).ok());
-  EXPECT_EQ(kernel_->live_links(), 1u);
+  {
+    absl::MutexLock l(&kernel_->mu);
+    // Multi: one re-link tried (and refused); perf: none.
+    EXPECT_EQ(kernel_->link_calls, calls + (GetParam() == LinkMode::kMulti ? 1 : 0));
+  }
+  EXPECT_EQ(kernel_->live_links(), GetParam() == LinkMode::kMulti ? 1u : 2u);
   EXPECT_EQ(kernel_->config_entries(), 2u);
   const auto f0 = Open(0);
   kernel_->Hit(*f0, resp->probes(1).site().file_offset());
@@ -483,6 +504,54 @@ TEST_P(ProbeManagerTest, ResolutionFailureTouchesNothing) {
   ExpectNothingLeft();
   absl::MutexLock l(&kernel_->mu);
   EXPECT_EQ(kernel_->link_calls, 0u);
+}
+
+// A process that exits while its probes are being linked (its pid may be another's by the
+// time the links are live): NOT_FOUND, and the request rolled back.
+TEST_P(ProbeManagerTest, ProcessExitingDuringLinkRollsBack) {
+  const std::string workload = std::filesystem::absolute(kWorkload).string();
+  int out[2], in[2];
+  ASSERT_EQ(pipe(out), 0);
+  ASSERT_EQ(pipe(in), 0);
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    dup2(in[0], 0);
+    dup2(out[1], 1);
+    execl(workload.c_str(), workload.c_str(), nullptr);
+    _exit(127);
+  }
+  close(in[0]);
+  close(out[1]);
+  char ready[64] = {};
+  ASSERT_GT(read(out[0], ready, sizeof(ready) - 1), 0);  // "ready PID": it maps the binary
+  ASSERT_TRUE(absl::StartsWith(ready, "ready ")) << ready;
+  std::atomic<bool> reaped{false};  // links of different groups are made side by side
+  kernel_->on_link = [&] {
+    if (reaped.exchange(true)) return;
+    kill(child, SIGKILL);
+    waitpid(child, nullptr, 0);
+  };
+  v1::AttachRequest req = Request(2, 1);
+  v1::ProbeSpec* s = req.add_specs();
+  *s = Spec(workload, "xol_target_add");
+  s->set_pid(child);
+  absl::StatusOr<v1::AttachResponse> resp = manager_->Attach(req);
+  EXPECT_TRUE(reaped);
+  ASSERT_FALSE(resp.ok());
+  EXPECT_EQ(resp.status().code(), absl::StatusCode::kNotFound) << resp.status();
+  EXPECT_TRUE(absl::StrContains(resp.status().message(), "nothing attached (rolled back 3 probes)"))
+      << resp.status();
+  EXPECT_TRUE(absl::StrContains(resp.status().message(),
+                                absl::StrCat("process ", child, " exited during the request")))
+      << resp.status();
+  ExpectNothingLeft();
+  close(in[1]);
+  close(out[0]);
+  if (!reaped) {
+    kill(child, SIGKILL);
+    waitpid(child, nullptr, 0);
+  }
 }
 
 TEST_P(ProbeManagerTest, StoppingTheManagerDetachesEverything) {
