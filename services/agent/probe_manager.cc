@@ -334,36 +334,54 @@ void ProbeManager::FillCountersLocked(const ProbeRecord &r, const xol_probe_coun
 
 absl::Duration ProbeManager::DetachLocked(const std::vector<std::string> &ids, v1::ProbeState state,
                                           const std::string &why) {
-  // Links that lose every member are closed first, before the per-probe
-  // bookkeeping: while a link on libc or libstdc++ is live the agent's own
-  // calls into those libraries trap too, and a 10,000-probe detach did most of
-  // its work under its own probes.
-  absl::flat_hash_map<const LinkGroup *, size_t> leaving;
   std::vector<ProbeRecord *> records;
   records.reserve(ids.size());
   for (const std::string &id : ids) {
     auto it = active_.find(id);
-    if (it == active_.end()) continue;
-    records.push_back(&it->second);
-    ++leaving[it->second.group.get()];
+    if (it != active_.end()) records.push_back(&it->second);
   }
-  std::vector<std::shared_ptr<LinkGroup>> partial;
+  // Links that lose every member are closed first, before the per-probe
+  // bookkeeping: while a link on libc or libstdc++ is live the agent's own
+  // calls into those libraries trap too, and a 10,000-probe detach did most of
+  // its work under its own probes.
   std::vector<std::unique_ptr<Attachment>> closing;
-  for (ProbeRecord *r : records) {
+  const std::vector<std::shared_ptr<LinkGroup>> partial = SplitGroups(records, &closing);
+  // Closing the link(s) makes the kernel remove the uprobes; groups side by side.
+  const absl::Time close_start = absl::Now();
+  DestroyInParallel(std::move(closing), kLinkThreads);
+  const absl::Duration closing_links = absl::Now() - close_start;
+  const absl::flat_hash_set<std::string> gone = RetireLocked(records, state, why);
+  for (const auto &g : partial) {
+    auto &members = g->probe_ids;
+    members.erase(std::remove_if(members.begin(), members.end(),
+                                 [&gone](const std::string &m) { return gone.contains(m); }),
+                  members.end());
+    RelinkLocked(g.get());
+  }
+  return closing_links;
+}
+
+std::vector<std::shared_ptr<LinkGroup>> ProbeManager::SplitGroups(
+    const std::vector<ProbeRecord *> &records, std::vector<std::unique_ptr<Attachment>> *closing) {
+  absl::flat_hash_map<const LinkGroup *, size_t> leaving;
+  for (const ProbeRecord *r : records) ++leaving[r->group.get()];
+  std::vector<std::shared_ptr<LinkGroup>> partial;
+  for (const ProbeRecord *r : records) {
     LinkGroup *g = r->group.get();
     auto lit = leaving.find(g);
     if (lit == leaving.end()) continue;  // already handled
     if (lit->second == g->probe_ids.size()) {
-      closing.push_back(std::move(g->attachment));
+      closing->push_back(std::move(g->attachment));
     } else {
       partial.push_back(r->group);
     }
     leaving.erase(lit);
   }
-  // Closing the link(s) makes the kernel remove the uprobes; groups side by side.
-  const absl::Time close_start = absl::Now();
-  DestroyInParallel(std::move(closing), kLinkThreads);
-  const absl::Duration closing_links = absl::Now() - close_start;
+  return partial;
+}
+
+absl::flat_hash_set<std::string> ProbeManager::RetireLocked(
+    const std::vector<ProbeRecord *> &records, v1::ProbeState state, const std::string &why) {
   // Configs first: from here on the program ignores hits of these slots. Then the
   // final counts, then the counters zeroed; each one batch call for all the probes.
   std::vector<uint32_t> slots;
@@ -397,14 +415,7 @@ absl::Duration ProbeManager::DetachLocked(const std::vector<std::string> &ids, v
     mismatch_logged_.erase(id);
     active_.erase(id);  // destroys r (and drops its reference to the group)
   }
-  for (const auto &g : partial) {
-    auto &members = g->probe_ids;
-    members.erase(std::remove_if(members.begin(), members.end(),
-                                 [&gone](const std::string &m) { return gone.contains(m); }),
-                  members.end());
-    RelinkLocked(g.get());
-  }
-  return closing_links;
+  return gone;
 }
 
 // A multi link cannot drop some of its offsets, so the survivors move to a new

@@ -224,6 +224,15 @@ class ProbeManager final : public AgentApi {
   // Returns the time spent closing kernel links (the rest is bookkeeping).
   absl::Duration DetachLocked(const std::vector<std::string>& ids, v1::ProbeState state,
                               const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The groups of `records` that keep other members (to re-link); the links of those
+  // that lose every member are moved to `closing`.
+  static std::vector<std::shared_ptr<LinkGroup>> SplitGroups(
+      const std::vector<ProbeRecord*>& records, std::vector<std::unique_ptr<Attachment>>* closing);
+  // Config, counters, slot, hub route and record of each probe removed, its final state
+  // kept for List; returns their ids. The records are destroyed.
+  absl::flat_hash_set<std::string> RetireLocked(const std::vector<ProbeRecord*>& records,
+                                                v1::ProbeState state, const std::string& why)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RelinkLocked(LinkGroup* group) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FillCountersLocked(const ProbeRecord& r, v1::Probe* out) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
