@@ -230,25 +230,35 @@ def main():
         roots = [p["id"] for p in json.loads(out).get("probes", [])] if rc == 0 else []
         result("admin-attaches-with-capture", rc == 0 and len(roots) == 1, err)
 
-        # WatchHits streams per identity: bob holds the 2 he may have, a third is refused with
-        # the limit named, and alice (another identity) is still served below.
-        bob_pw = pwd.getpwnam(bob)
-        bob_watches = [subprocess.Popen(
-            [XOLCTL, f"--agent=unix:{a.sock}", "watch", "--duration=120"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, user=bob_pw.pw_uid,
-            group=bob_pw.pw_gid, extra_groups=os.getgrouplist(bob, bob_pw.pw_gid))
-            for _ in range(2)]
-        third = (0, "", "")
-        for _ in range(20):  # until both streams are registered (a served third ends at 1 s)
-            third = a.ctl("watch", "--duration=1", user=bob)
-            if third[0] != 0 and "--max-watch-streams-per-identity" in third[2]:
-                break
-        expect_denied("watch-streams-per-identity-limited", third, "RESOURCE_EXHAUSTED",
-                      "--max-watch-streams-per-identity=2", f"uid:{bob_pw.pw_uid}")
-
-        # Hits: alice (no capture capability) sees counts and times, never register values.
         wl_proc = subprocess.Popen([wl], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         wl_proc.stdout.readline()  # "ready PID"
+
+        # WatchHits streams per identity: bob holds the 2 he may have, a third is refused with
+        # the limit named, and alice (another identity) is still served below. Bob's streams
+        # are known to be registered once each has delivered an event of the workload.
+        bob_pw = pwd.getpwnam(bob)
+        bob_outs = [os.path.join(tmp, f"bob-watch{k}.json") for k in range(2)]
+        bob_watches = [subprocess.Popen(
+            [XOLCTL, f"--agent=unix:{a.sock}", "watch", "--json", "--duration=120"],
+            stdout=open(out, "w"), stderr=subprocess.DEVNULL, user=bob_pw.pw_uid,
+            group=bob_pw.pw_gid, extra_groups=os.getgrouplist(bob, bob_pw.pw_gid))
+            for out in bob_outs]
+        for _ in range(300):
+            if all(os.path.getsize(out) > 0 for out in bob_outs) or \
+                    any(w.poll() is not None for w in bob_watches):
+                break
+            wl_proc.stdin.write("run 1 1\n")
+            wl_proc.stdin.flush()
+            wl_proc.stdout.readline()
+            time.sleep(0.1)
+        registered = all(os.path.getsize(out) > 0 for out in bob_outs)
+        third = a.ctl("watch", "--duration=1", user=bob)
+        expect_denied("watch-streams-per-identity-limited",
+                      third if registered else (0, "", "bob's two streams never delivered"),
+                      "RESOURCE_EXHAUSTED", "--max-watch-streams-per-identity=2",
+                      f"uid:{bob_pw.pw_uid}")
+
+        # Hits: alice (no capture capability) sees counts and times, never register values.
         watch = subprocess.Popen(
             [XOLCTL, f"--agent=unix:{a.sock}", "watch", "--json", "--count=5", "--duration=20"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
