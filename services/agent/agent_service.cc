@@ -233,32 +233,25 @@ grpc::Status AgentServiceImpl::GetNodeInfo(grpc::ServerContext* ctx,
 // carries dropped_total: events lost by this stream's queue plus events the
 // kernel could not put in the ring buffer (for the watched probes) since the
 // stream started, so a client can account for every event.
+PerKeyLimiter::Options AgentServiceImpl::WatchLimits(const Options& options) {
+  PerKeyLimiter::Options o;
+  o.per_key = options.max_watch_streams_per_identity;
+  o.what = "WatchHits streams";
+  o.holder = "caller";
+  o.per_key_flag = "--max-watch-streams-per-identity";
+  o.advice = "close one of them (xolctl watch), or ask the operator to raise the flag";
+  return o;
+}
+
 grpc::Status AgentServiceImpl::WatchHits(grpc::ServerContext* ctx, const v1::WatchHitsRequest* req,
                                          grpc::ServerWriter<v1::HitBatch>* writer) {
   absl::StatusOr<Identity> who = Authorize(*ctx, Capability::kReadOnly);
   if (!who.ok()) return ToGrpcStatus(who.status());
   // Register values are what the capture capability protects.
   const bool with_regs = authz_->Has(*who, Capability::kAttachCapture);
-  const std::string key = who->ToString();
-  {
-    absl::MutexLock lock(&watch_mu_);
-    uint32_t& n = watch_streams_[key];
-    if (n >= options_.max_watch_streams_per_identity) {
-      return ToGrpcStatus(absl::ResourceExhaustedError(
-          absl::StrCat(key, " already has ", n,
-                       " WatchHits streams open, the most one caller may have "
-                       "(--max-watch-streams-per-identity)")));
-    }
-    ++n;
-  }
-  struct Release {
-    AgentServiceImpl* self;
-    std::string key;
-    ~Release() {
-      absl::MutexLock lock(&self->watch_mu_);
-      if (--self->watch_streams_[key] == 0) self->watch_streams_.erase(key);
-    }
-  } release{this, key};
+  // One caller cannot take every stream (the lease is given back when the stream ends).
+  absl::StatusOr<PerKeyLimiter::Lease> lease = watch_streams_.Acquire(who->ToString());
+  if (!lease.ok()) return ToGrpcStatus(lease.status());
   std::vector<std::string> ids(req->probe_ids().begin(), req->probe_ids().end());
   absl::StatusOr<absl::flat_hash_set<uint64_t>> nums = manager_->ProbeNumbers(ids);
   if (!nums.ok()) return ToGrpcStatus(nums.status());

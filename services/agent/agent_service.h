@@ -27,6 +27,7 @@
 #include "services/agent/local_listener.h"
 #include "services/agent/probe_manager.h"
 #include "services/common/authz.h"
+#include "services/common/per_key_limiter.h"
 #include "xolfleet/v1/agent.grpc.pb.h"
 
 namespace xolfleet {
@@ -43,7 +44,12 @@ class AgentServiceImpl final : public v1::AgentService::Service {
   // capabilities. Both must outlive the service.
   AgentServiceImpl(ProbeManager* manager, HitHub* hub, Options options, const AuthzPolicy* authz,
                    const LocalListener* local)
-      : manager_(manager), hub_(hub), options_(options), authz_(authz), local_(local) {}
+      : manager_(manager),
+        hub_(hub),
+        options_(options),
+        authz_(authz),
+        local_(local),
+        watch_streams_(WatchLimits(options)) {}
 
   // Ends open WatchHits streams (server shutdown).
   void Shutdown() { shutting_down_ = true; }
@@ -79,8 +85,9 @@ class AgentServiceImpl final : public v1::AgentService::Service {
   const Options options_;
   const AuthzPolicy* const authz_;
   const LocalListener* const local_;
-  absl::Mutex watch_mu_;
-  absl::flat_hash_map<std::string, uint32_t> watch_streams_ ABSL_GUARDED_BY(watch_mu_);
+  // WatchHits streams per caller identity (the total is the hit hub's --max-watch-streams).
+  static PerKeyLimiter::Options WatchLimits(const Options& options);
+  PerKeyLimiter watch_streams_;
   std::atomic<bool> shutting_down_{false};
 };
 

@@ -258,10 +258,9 @@ absl::StatusOr<CalibrationResult> RunCalibration(ProbeProgram& program, Calibrat
     if (absl::Status st = program.ResetCounters(slot.slot); !st.ok()) return st;
     if (absl::Status st = program.SetConfig(slot.slot, cfg); !st.ok()) return st;
     const uint64_t cookie = XOL_COOKIE(slot.generation, slot.slot);
-    absl::StatusOr<std::unique_ptr<Attachment>> att =
-        program.link_mode() == LinkMode::kMulti
-            ? AttachMulti(program, **file, {site.offset}, {cookie}, h.pid())
-            : AttachPerf(program, **file, {site.offset}, {cookie}, h.pid());
+    const uint64_t offset = site.offset;
+    absl::StatusOr<std::unique_ptr<Attachment>> att = program.Link(
+        **file, absl::MakeConstSpan(&offset, 1), absl::MakeConstSpan(&cookie, 1), h.pid());
     if (!att.ok()) {
       (void)program.DeleteConfig(slot.slot);
       return att.status();

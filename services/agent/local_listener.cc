@@ -71,6 +71,25 @@ absl::StatusOr<gid_t> ParseGroup(const std::string& text) {
   return gr->gr_gid;
 }
 
+namespace {
+
+PerKeyLimiter::Options PerUidLimits(const LocalListener::Options& options) {
+  PerKeyLimiter::Options o;
+  o.per_key = options.max_connections_per_uid;
+  o.what = "connections";
+  o.holder = "uid";
+  o.per_key_flag = "--max-connections-per-uid";
+  o.advice =
+      "this connection will be closed; close another connection of this uid first (an idle "
+      "client), or ask the operator to raise the flag";
+  return o;
+}
+
+}  // namespace
+
+LocalListener::LocalListener(const Options& options)
+    : options_(options), per_uid_(PerUidLimits(options)) {}
+
 absl::StatusOr<std::unique_ptr<LocalListener>> LocalListener::Create(const Options& options) {
   std::unique_ptr<LocalListener> l(new LocalListener(options));
   sockaddr_un addr = {};
@@ -187,12 +206,11 @@ void LocalListener::Admit(int fd, grpc::Server* server) {
     close(fd);
     return;
   }
-  uint32_t same_uid = 0;
-  for (const auto& [other_fd, other] : conns_) {
-    if (other.who.uid == cred.uid && !other.over_limit) ++same_uid;
-  }
-  if (same_uid >= options_.max_connections_per_uid) {
-    c.over_limit = true;
+  absl::StatusOr<PerKeyLimiter::Lease> lease = per_uid_.Acquire(absl::StrCat("uid ", cred.uid));
+  if (lease.ok()) {
+    c.lease = std::move(*lease);
+  } else {
+    c.over_limit = lease.status();
     c.dup_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
   }
   conns_[fd] = std::move(c);
@@ -206,7 +224,7 @@ void LocalListener::SweepLocked() {
     Conn& c = it->second;
     struct stat st;
     const bool alive = fstat(it->first, &st) == 0 && st.st_dev == c.dev && st.st_ino == c.ino;
-    if (alive && c.over_limit && now - c.accepted > kOverLimitGrace && c.dup_fd >= 0) {
+    if (alive && !c.over_limit.ok() && now - c.accepted > kOverLimitGrace && c.dup_fd >= 0) {
       shutdown(c.dup_fd, SHUT_RDWR);  // gRPC sees the end and closes its descriptor
     }
     if (!alive) {
@@ -231,12 +249,7 @@ absl::StatusOr<Identity> LocalListener::Peer(const std::string& peer) const {
       st.st_ino != it->second.ino) {
     return absl::UnauthenticatedError("the caller's connection is no longer known");
   }
-  if (it->second.over_limit) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("uid ", it->second.who.uid, " already has ", options_.max_connections_per_uid,
-                     " connections open to this agent, the most one uid may have "
-                     "(--max-connections-per-uid); this connection will be closed"));
-  }
+  if (!it->second.over_limit.ok()) return it->second.over_limit;
   return it->second.who;
 }
 

@@ -9,7 +9,8 @@
 //
 // The socket file is created with the configured mode and group, never left to the umask
 // (bound under umask 0177, then chmod/chown before listen()). Connections are limited in
-// total and per uid: over the per-uid limit a connection is served just long enough for its
+// total and per uid (services/common/per_key_limiter.h, so a uid at its limit leaves the
+// others served): over the per-uid limit a connection is served just long enough for its
 // calls to fail with RESOURCE_EXHAUSTED naming the limit, then closed; over the total it is
 // closed at once.
 #ifndef XOLFLEET_SERVICES_AGENT_LOCAL_LISTENER_H_
@@ -31,6 +32,7 @@
 #include "grpcpp/server.h"
 #include "services/agent/socket_path.h"
 #include "services/common/authz.h"
+#include "services/common/per_key_limiter.h"
 
 namespace xolfleet {
 
@@ -65,11 +67,14 @@ class LocalListener {
     dev_t dev = 0;
     ino_t ino = 0;
     Identity who;
-    bool over_limit = false;
+    // Its place among its uid's connections, given back when the connection is forgotten;
+    // over the limit: none, and the refusal its calls get.
+    PerKeyLimiter::Lease lease;
+    absl::Status over_limit;
     int dup_fd = -1;  // over-limit connections: our handle to close them
     absl::Time accepted;
   };
-  explicit LocalListener(const Options& options) : options_(options) {}
+  explicit LocalListener(const Options& options);
   void AcceptLoop(grpc::Server* server);
   void Admit(int fd, grpc::Server* server);
   // Forgets connections gRPC has closed and closes over-limit ones after their grace.
@@ -82,6 +87,7 @@ class LocalListener {
   std::thread thread_;
   std::atomic<bool> stopping_{false};
   mutable absl::Mutex mu_;
+  PerKeyLimiter per_uid_;  // before conns_: their leases point to it
   absl::flat_hash_map<int, Conn> conns_ ABSL_GUARDED_BY(mu_);
   absl::Time last_full_log_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
 };

@@ -24,13 +24,13 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "services/agent/agent_service.h"
+#include "services/agent/bpf_probe_program.h"
 #include "services/agent/controller_link.h"
 #include "services/agent/hit_hub.h"
 #include "services/agent/kernel_features.h"
 #include "services/agent/local_listener.h"
 #include "services/agent/metrics.h"
 #include "services/agent/probe_manager.h"
-#include "services/agent/probe_program.h"
 #include "services/agent/request_errors.h"
 #include "services/agent/socket_path.h"
 #include "services/common/authz.h"
@@ -182,11 +182,11 @@ int Run() {
   }
   Log("link mode: ", mode == LinkMode::kMulti ? "uprobe_multi" : "perf_event");
 
-  ProbeProgram::Options popts;
+  BpfProbeProgram::Options popts;
   popts.link_mode = mode;
   popts.max_probes = absl::GetFlag(FLAGS_max_probes);
   popts.ringbuf_bytes = absl::GetFlag(FLAGS_ringbuf_mib) << 20;
-  absl::StatusOr<std::unique_ptr<ProbeProgram>> program = ProbeProgram::Load(popts);
+  absl::StatusOr<std::unique_ptr<BpfProbeProgram>> program = BpfProbeProgram::Load(popts);
   if (!program.ok()) {
     Log(program.status().message());
     return 1;

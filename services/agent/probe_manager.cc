@@ -2,8 +2,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <google/protobuf/io/coded_stream.h>
-#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 #include <malloc.h>
 #include <signal.h>
 #include <string.h>
@@ -12,8 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
-#include <fstream>
+#include <optional>
 #include <sstream>
 #include <tuple>
 
@@ -35,38 +32,38 @@
 namespace xolfleet {
 namespace {
 
-constexpr size_t kMaxFailuresInMessage = 8;
 // Link groups made or closed at once (attachment.h, RunInParallel).
 constexpr size_t kLinkThreads = 4;
 
 int64_t UnixNanos(absl::Time t) { return absl::ToUnixNanos(t); }
 
-std::string DescribeSpec(size_t i, const v1::ProbeSpec &s) {
-  const std::string sym = Truncated(s.symbol());
-  std::string where = s.symbol().empty()
-                          ? absl::StrCat("file offset 0x", absl::Hex(s.offset()))
-                          : (s.offset() ? absl::StrCat(sym, "+0x", absl::Hex(s.offset())) : sym);
-  return absl::StrCat("spec[", i, "] ", Truncated(s.binary_path()), ":", where,
-                      s.pid() ? absl::StrCat(" pid ", s.pid()) : "");
+// The compact form of an attached probe (AttachRequest.compact): what a client of a large
+// batch needs to address and check its probes; List has the rest.
+v1::Probe CompactProbe(const v1::Probe &p) {
+  v1::Probe c;
+  c.set_id(p.id());
+  c.set_state(p.state());
+  c.set_status_message(p.status_message());
+  c.mutable_site()->set_placement(p.site().placement());
+  c.mutable_site()->set_file_offset(p.site().file_offset());
+  c.set_expires_at_unix_ns(p.expires_at_unix_ns());
+  return c;
 }
 
-// The shared rules (services/common/probe_spec.h); reserved labels come from the gRPC
-// service (the owner) and the controller link (the fleet probe id), never from a caller.
-absl::Status ValidateSpec(const v1::ProbeSpec &s) {
-  return xolfleet::ValidateSpec(s, ReservedLabels::kAllow);
+// What the BPF program needs of a probe (bpf/probe.h).
+xol_probe_config ProbeConfig(const v1::ProbeSpec &spec, uint32_t generation) {
+  xol_probe_config cfg = {};
+  cfg.generation = generation;
+  cfg.pid = static_cast<uint32_t>(spec.pid());
+  for (int reg : spec.capture()) cfg.capture_mask |= 1u << (reg - 1);
+  if (spec.rate_limit_per_sec() > 0) {  // < kMaxRateLimit (ValidateSpec)
+    cfg.rate_interval_ns = 1000000000ull / spec.rate_limit_per_sec();
+    cfg.rate_burst_ns = 1000000000ull;
+  }
+  return cfg;
 }
 
 }  // namespace
-
-struct ProbeManager::Resolved {
-  ResolvedSite site;
-  // The file opened, read and checked for this spec; the kernel attaches
-  // through it (/proc/self/fd/N).
-  std::shared_ptr<const OpenFile> file;
-  // The process (pid or container) it was opened through; it must still run when
-  // the probes are attached.
-  std::shared_ptr<const HeldProcess> process;
-};
 
 ProbeManager::ProbeManager(const Options &options, std::unique_ptr<ProbeProgram> program,
                            KernelInfo kernel, HitHub *hub)
@@ -74,7 +71,8 @@ ProbeManager::ProbeManager(const Options &options, std::unique_ptr<ProbeProgram>
       program_(std::move(program)),
       kernel_(std::move(kernel)),
       hub_(hub),
-      profile_(kernel_.profile) {}
+      profile_(kernel_.profile),
+      slots_(program_->max_probes()) {}
 
 KernelProfileChoice ProbeManager::Profile() const {
   absl::MutexLock l(&profile_mu_);
@@ -94,13 +92,6 @@ absl::StatusOr<std::unique_ptr<ProbeManager>> ProbeManager::Create(
   std::unique_ptr<ProbeManager> m(
       new ProbeManager(options, std::move(program), std::move(kernel), hub));
   m->locator_ = std::move(*locator);
-  {
-    absl::MutexLock l(&m->mu_);
-    uint32_t n = m->program_->max_probes();
-    m->slot_generation_.assign(n, 0);
-    m->free_slots_.reserve(n);
-    for (uint32_t i = n; i > 0; --i) m->free_slots_.push_back(i - 1);
-  }
   m->expiry_thread_ = std::thread([p = m.get()] { p->ExpiryLoop(); });
   {
     absl::MutexLock l(&m->mu_);
@@ -131,123 +122,6 @@ ProbeManager::~ProbeManager() {
   }
 }
 
-absl::Status ProbeManager::ResolveAll(const v1::AttachRequest &req, std::vector<Resolved> *out,
-                                      const AttachProgressFn &progress) const {
-  const KernelProfile profile = Profile().profile;
-  out->resize(req.specs_size());
-  // One open file per (root, path) per request: every spec naming it is checked
-  // against, and attached through, the same descriptor.
-  BinaryLocator::Cache located;
-  absl::flat_hash_map<const OpenFile *, std::unique_ptr<ElfFile>> elves;
-  // Serialized spec -> index of its first occurrence.
-  absl::flat_hash_map<std::string, int> seen;
-  std::vector<std::pair<size_t, absl::Status>> failures;
-  for (int i = 0; i < req.specs_size(); ++i) {
-    const v1::ProbeSpec &spec = req.specs(i);
-    absl::Status st = ValidateSpec(spec);
-    if (st.ok()) {
-      // Identical specs would be identical probes: one of them is a mistake
-      // (5,000 copies were 5,000 kernel probes). Specs that differ in anything
-      // (labels, capture, rate, pid) are distinct probes.
-      std::string key;
-      google::protobuf::io::StringOutputStream sos(&key);
-      google::protobuf::io::CodedOutputStream cos(&sos);
-      cos.SetSerializationDeterministic(true);
-      spec.SerializeToCodedStream(&cos);
-      cos.Trim();
-      auto [it, inserted] = seen.emplace(std::move(key), i);
-      if (!inserted) {
-        st = absl::InvalidArgumentError(absl::StrCat(
-            "identical to spec[", it->second, "]: one request may not carry the same spec twice"));
-      }
-    }
-    const ElfFile *elf = nullptr;
-    absl::StatusOr<LocatedBinary> where;
-    if (st.ok()) {
-      where = locator_->Open(spec, &located);
-      st = where.status();
-    }
-    if (st.ok()) {
-      auto it = elves.find(where->file.get());
-      if (it == elves.end()) {
-        absl::StatusOr<std::unique_ptr<ElfFile>> e = ElfFile::FromOpenFile(where->file);
-        if (e.ok()) it = elves.emplace(where->file.get(), std::move(*e)).first;
-        st = e.status();
-      }
-      if (st.ok()) elf = it->second.get();
-    }
-    if (st.ok()) {
-      const SiteRequest sr = ToSiteRequest(spec);
-      absl::StatusOr<ResolvedSite> site = ResolveSite(*elf, sr, profile);
-      if (!site.ok()) {
-        st = site.status();
-      } else if (site->insn.placement == Placement::kRefused) {
-        st = absl::FailedPreconditionError(absl::StrCat(
-            "the ", ProfileName(profile), " kernel refuses to probe '",
-            site->insn.disassembly.empty() ? "undecodable bytes" : site->insn.disassembly,
-            "' at file offset 0x", absl::Hex(site->file_offset), ": ", site->insn.reason,
-            "; choose another offset"));
-      } else if (!site->insn.hazard.empty()) {
-        // The kernel would accept this probe, but the probed program would
-        // not run as before (an instruction skipped, or the process killed
-        // after the hit): a probe must never change or kill what it probes.
-        st = absl::FailedPreconditionError(
-            absl::StrCat("probing '", site->insn.disassembly, "' at file offset 0x",
-                         absl::Hex(site->file_offset), " is unsafe on the ", ProfileName(profile),
-                         " kernel (hazard: ", site->insn.hazard, "); choose another offset"));
-      } else {
-        (*out)[i].site = std::move(*site);
-        (*out)[i].file = elf->file();
-        (*out)[i].process = where->process;
-      }
-    }
-    if (!st.ok()) failures.emplace_back(i, st);
-    // About 20 reports per request (at most one per 64 specs), and one at the end.
-    const int total = req.specs_size();
-    if (progress && (i + 1 == total || (i + 1) % std::max(64, total / 20) == 0)) {
-      progress(v1::AttachProgress::ATTACH_PHASE_RESOLVING, i + 1, total);
-    }
-  }
-  // A process may have exited while the request was read: its pid may be another's now.
-  if (failures.empty()) {
-    for (size_t i = 0; i < out->size(); ++i) {
-      if ((*out)[i].process == nullptr) continue;
-      if (absl::Status st = (*out)[i].process->CheckRunning(); !st.ok()) {
-        failures.emplace_back(i, st);
-      }
-    }
-  }
-  if (failures.empty()) return absl::OkStatus();
-  std::vector<std::string> parts;
-  for (size_t k = 0; k < failures.size() && k < kMaxFailuresInMessage; ++k) {
-    parts.push_back(absl::StrCat(DescribeSpec(failures[k].first, req.specs(failures[k].first)),
-                                 ": ", failures[k].second.message()));
-  }
-  if (failures.size() > kMaxFailuresInMessage) {
-    parts.push_back(absl::StrCat("and ", failures.size() - kMaxFailuresInMessage, " more"));
-  }
-  return absl::Status(failures[0].second.code(),
-                      absl::StrCat("nothing attached: ", failures.size(), " of ", req.specs_size(),
-                                   " specs failed: ", absl::StrJoin(parts, "; ")));
-}
-
-namespace {
-
-// The compact form of an attached probe (AttachRequest.compact): what a client of a large
-// batch needs to address and check its probes; List has the rest.
-v1::Probe CompactProbe(const v1::Probe &p) {
-  v1::Probe c;
-  c.set_id(p.id());
-  c.set_state(p.state());
-  c.set_status_message(p.status_message());
-  c.mutable_site()->set_placement(p.site().placement());
-  c.mutable_site()->set_file_offset(p.site().file_offset());
-  c.set_expires_at_unix_ns(p.expires_at_unix_ns());
-  return c;
-}
-
-}  // namespace
-
 absl::StatusOr<v1::AttachResponse> ProbeManager::Attach(const v1::AttachRequest &req) {
   return AttachWithProgress(req, nullptr);
 }
@@ -255,36 +129,104 @@ absl::StatusOr<v1::AttachResponse> ProbeManager::Attach(const v1::AttachRequest 
 absl::StatusOr<v1::AttachResponse> ProbeManager::AttachWithProgress(
     const v1::AttachRequest &req, const AttachProgressFn &progress) {
   const absl::Time start = absl::Now();
-  auto finish = [&](bool ok, size_t n) {
-    if (observer_ != nullptr) observer_->OnAttach(absl::Now() - start, n, ok);
+  auto observed = [&](absl::StatusOr<v1::AttachResponse> r) {
+    if (observer_ != nullptr) {
+      observer_->OnAttach(absl::Now() - start, r.ok() ? r->probes_size() : 0, r.ok());
+    }
+    return r;
   };
-  if (req.specs_size() == 0) {
-    finish(false, 0);
-    return absl::InvalidArgumentError("AttachRequest has no specs");
+  if (absl::Status st = CheckRequestSize(req); !st.ok()) return observed(st);
+  if (req.dry_run()) return DryRun(req);
+  absl::StatusOr<std::vector<ResolvedSpec>> resolved = Resolve(req, progress);
+  if (!resolved.ok()) return observed(resolved.status());
+  if (progress) {
+    progress(v1::AttachProgress::ATTACH_PHASE_LINKING, req.specs_size(), req.specs_size());
   }
+  const absl::Time resolved_at = absl::Now();
+  absl::MutexLock l(&mu_);
+  return observed(AttachLocked(req, *resolved, start, resolved_at));
+}
+
+absl::Status ProbeManager::CheckRequestSize(const v1::AttachRequest &req) const {
+  if (req.specs_size() == 0) return absl::InvalidArgumentError("AttachRequest has no specs");
   if (static_cast<uint32_t>(req.specs_size()) > options_.max_specs_per_request) {
-    finish(false, 0);
     return absl::InvalidArgumentError(
         absl::StrCat("AttachRequest has ", req.specs_size(), " specs, more than the ",
                      options_.max_specs_per_request,
                      " one request may carry (--max-specs-per-request): split "
                      "it into smaller requests"));
   }
-  if (req.dry_run()) return DryRun(req);
-  std::vector<Resolved> resolved;
-  if (absl::Status st = ResolveAll(req, &resolved, progress); !st.ok()) {
-    finish(false, 0);
-    return st;
-  }
-  if (progress) {
-    progress(v1::AttachProgress::ATTACH_PHASE_LINKING, req.specs_size(), req.specs_size());
-  }
+  return absl::OkStatus();
+}
 
-  const absl::Time resolved_at = absl::Now();
-  absl::MutexLock l(&mu_);
+absl::StatusOr<std::vector<ResolvedSpec>> ProbeManager::Resolve(
+    const v1::AttachRequest &req, const AttachProgressFn &progress) const {
+  ResolveProgressFn resolving;
+  if (progress) {
+    resolving = [&progress](uint32_t done, uint32_t total) {
+      progress(v1::AttachProgress::ATTACH_PHASE_RESOLVING, done, total);
+    };
+  }
+  return ResolveSpecs(*locator_, Profile().profile, req, resolving);
+}
+
+absl::StatusOr<v1::AttachResponse> ProbeManager::AttachLocked(
+    const v1::AttachRequest &req, const std::vector<ResolvedSpec> &resolved, absl::Time start,
+    absl::Time resolved_at) {
   const size_t n = resolved.size();
-  if (n > free_slots_.size()) {
-    finish(false, 0);
+  if (absl::Status st = CheckCapacityLocked(req, resolved); !st.ok()) return st;
+  std::vector<ProbeRecord> records = NewRecordsLocked(req, resolved);
+  if (absl::Status st = WriteConfigsLocked(req, records); !st.ok()) return st;
+  LinkBatch batch(program_->link_mode());
+  for (size_t i = 0; i < n; ++i) {
+    ProbeRecord &r = records[i];
+    r.group =
+        batch.Add(r.probe.id(), req.specs(i).binary_path(), resolved[i].file, req.specs(i).pid(),
+                  r.probe.site().file_offset(), XOL_COOKIE(r.generation, r.slot));
+  }
+  v1::AttachResponse resp;
+  resp.set_link_kind(program_->link_mode() == LinkMode::kMulti ? "uprobe_multi" : "perf_event");
+  for (const ProbeRecord &r : records) {
+    *resp.add_probes() = req.compact() ? CompactProbe(r.probe) : r.probe;
+    hub_->RouteSlot(r.slot, r.generation, r.num);
+  }
+  active_.reserve(active_.size() + n);
+  absl::Status st = batch.Link(*program_, kLinkThreads);
+  // A process that exited while the links were made (the kernel refuses a link for a pid
+  // that is gone, ESRCH) gets the one answer of every stage: NOT_FOUND, nothing attached.
+  for (const ResolvedSpec &r : resolved) {
+    if (r.process == nullptr) continue;
+    if (absl::Status gone = r.process->CheckRunning(); !gone.ok()) {
+      st = gone;
+      break;
+    }
+  }
+  if (!st.ok()) {
+    RollbackLocked(records, &batch);
+    return absl::Status(
+        st.code(), absl::StrCat("nothing attached (rolled back ", n, " probes): ", st.message()));
+  }
+  if (n >= 100) {
+    // Large batches: say where the time went (the kernel's share grows with the number
+    // of processes mapping each binary: it writes the breakpoint into every one of them).
+    Log("attached ", n, " probes as ", batch.group_count(), " link group(s): resolve+classify ",
+        absl::FormatDuration(resolved_at - start), ", kernel links ",
+        absl::FormatDuration(absl::Now() - resolved_at));
+  }
+  for (ProbeRecord &r : records) {
+    std::string id = r.probe.id();
+    active_.emplace(std::move(id), std::move(r));
+  }
+  // Resolving a large batch reads whole ELF files, and the request and reply of a
+  // large batch are freed by gRPC after this returns: give that memory back soon.
+  if (n >= 1000) TrimSoonLocked();
+  return resp;
+}
+
+absl::Status ProbeManager::CheckCapacityLocked(const v1::AttachRequest &req,
+                                               const std::vector<ResolvedSpec> &resolved) const {
+  const size_t n = resolved.size();
+  if (n > slots_.free_count()) {
     return absl::ResourceExhaustedError(
         absl::StrCat("nothing attached: ", n, " more probes would exceed the agent's limit of ",
                      program_->max_probes(), " (--max-probes; ", active_.size(),
@@ -293,40 +235,37 @@ absl::StatusOr<v1::AttachResponse> ProbeManager::AttachWithProgress(
   // Every probe on an instruction is one more BPF program run on each of its hits, in the
   // probed process: a bounded number may share one instruction (the 5,001st copy of a
   // probe on one site was accepted before).
-  {
-    using SiteKey = std::tuple<dev_t, ino_t, uint64_t>;
-    absl::flat_hash_map<SiteKey, size_t> per_site;
-    for (const auto &[id, r] : active_) {
-      if (r.group && r.group->file) {
-        ++per_site[{r.group->file->device(), r.group->file->inode(), r.probe.site().file_offset()}];
-      }
-    }
-    for (size_t i = 0; i < n; ++i) {
-      const OpenFile &f = *resolved[i].file;
-      size_t &count = per_site[{f.device(), f.inode(), resolved[i].site.file_offset}];
-      if (++count > options_.max_probes_per_site) {
-        finish(false, 0);
-        return absl::ResourceExhaustedError(absl::StrCat(
-            "nothing attached: ", DescribeSpec(i, req.specs(i)), " would be probe ", count,
-            " on the instruction at file offset 0x", absl::Hex(resolved[i].site.file_offset),
-            "; at most ", options_.max_probes_per_site,
-            " probes may share one instruction (--max-probes-per-site)"));
-      }
+  using SiteKey = std::tuple<dev_t, ino_t, uint64_t>;
+  absl::flat_hash_map<SiteKey, size_t> per_site;
+  for (const auto &[id, r] : active_) {
+    if (r.group && r.group->file) {
+      ++per_site[{r.group->file->device(), r.group->file->inode(), r.probe.site().file_offset()}];
     }
   }
-  const absl::Time now = absl::Now();
-  std::vector<ProbeRecord> records(n);
-  std::vector<uint32_t> slots;
-  std::vector<xol_probe_config> configs;
-  slots.reserve(n);
-  configs.reserve(n);
-  // Take slots and make the per-probe config.
   for (size_t i = 0; i < n; ++i) {
+    const OpenFile &f = *resolved[i].file;
+    size_t &count = per_site[{f.device(), f.inode(), resolved[i].site.file_offset}];
+    if (++count > options_.max_probes_per_site) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "nothing attached: ", DescribeSpec(i, req.specs(i)), " would be probe ", count,
+          " on the instruction at file offset 0x", absl::Hex(resolved[i].site.file_offset),
+          "; at most ", options_.max_probes_per_site,
+          " probes may share one instruction (--max-probes-per-site)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+std::vector<ProbeManager::ProbeRecord> ProbeManager::NewRecordsLocked(
+    const v1::AttachRequest &req, const std::vector<ResolvedSpec> &resolved) {
+  const absl::Time now = absl::Now();
+  const std::vector<SlotTable::Grant> grants = slots_.Take(resolved.size());  // checked
+  std::vector<ProbeRecord> records(resolved.size());
+  for (size_t i = 0; i < resolved.size(); ++i) {
     const v1::ProbeSpec &spec = req.specs(i);
     ProbeRecord &r = records[i];
-    r.slot = free_slots_.back();
-    free_slots_.pop_back();
-    r.generation = ++slot_generation_[r.slot];
+    r.slot = grants[i].slot;
+    r.generation = grants[i].generation;
     r.num = next_probe_num_++;
     r.device = resolved[i].file->device();
     r.inode = resolved[i].file->inode();
@@ -340,142 +279,39 @@ absl::StatusOr<v1::AttachResponse> ProbeManager::AttachWithProgress(
       r.expires = now + absl::Seconds(spec.ttl_seconds());
       r.probe.set_expires_at_unix_ns(UnixNanos(r.expires));
     }
-    xol_probe_config cfg = {};
-    cfg.generation = r.generation;
-    cfg.pid = static_cast<uint32_t>(spec.pid());
-    for (int reg : spec.capture()) cfg.capture_mask |= 1u << (reg - 1);
-    if (spec.rate_limit_per_sec() > 0) {  // < kMaxRateLimit (ValidateSpec)
-      cfg.rate_interval_ns = 1000000000ull / spec.rate_limit_per_sec();
-      cfg.rate_burst_ns = 1000000000ull;
-    }
-    slots.push_back(r.slot);
-    configs.push_back(cfg);
+  }
+  return records;
+}
+
+absl::Status ProbeManager::WriteConfigsLocked(const v1::AttachRequest &req,
+                                              const std::vector<ProbeRecord> &records) {
+  std::vector<uint32_t> slots;
+  std::vector<xol_probe_config> configs;
+  slots.reserve(records.size());
+  configs.reserve(records.size());
+  for (size_t i = 0; i < records.size(); ++i) {
+    slots.push_back(records[i].slot);
+    configs.push_back(ProbeConfig(req.specs(i), records[i].generation));
   }
   // Counters zeroed, then configs written, each in one batch call.
   absl::Status st = program_->ResetCounters(slots);
   if (st.ok()) st = program_->SetConfigs(slots, configs);
-  if (!st.ok()) {
-    (void)program_->DeleteConfigs(slots);
-    for (uint32_t slot : slots) free_slots_.push_back(slot);
-    finish(false, 0);
-    return absl::Status(st.code(), absl::StrCat("nothing attached: ", st.message()));
-  }
-
-  // Group and link. Multi: one link per (binary, pid). Perf: one link per
-  // probe.
-  std::vector<std::shared_ptr<LinkGroup>> groups;
-  {
-    // Keyed by the open file (one per path in this request), so a group's
-    // probes are all on the file that was checked.
-    std::map<std::tuple<const OpenFile *, int, size_t>, std::shared_ptr<LinkGroup>> by_key;
-    for (size_t i = 0; i < n; ++i) {
-      const v1::ProbeSpec &spec = req.specs(i);
-      const OpenFile *file = resolved[i].file.get();
-      std::shared_ptr<LinkGroup> &g = program_->link_mode() == LinkMode::kMulti
-                                          ? by_key[{file, spec.pid(), 0}]
-                                          : by_key[{file, spec.pid(), i}];
-      if (!g) {
-        g = std::make_shared<LinkGroup>();
-        g->path = spec.binary_path();
-        g->file = resolved[i].file;
-        g->pid = spec.pid();
-        groups.push_back(g);
-      }
-      g->probe_ids.push_back(records[i].probe.id());
-      records[i].group = g;
-    }
-  }
-  absl::flat_hash_map<std::string, size_t> index_of;
-  for (size_t i = 0; i < n; ++i) index_of[records[i].probe.id()] = i;
-  // Everything that allocates is done before the links go live: a link on libc
-  // or libstdc++ makes the agent's own calls into them trap as well.
-  std::vector<std::vector<uint64_t>> offsets(groups.size()), cookies(groups.size());
-  for (size_t k = 0; k < groups.size(); ++k) {
-    for (const std::string &id : groups[k]->probe_ids) {
-      const ProbeRecord &r = records[index_of[id]];
-      offsets[k].push_back(r.probe.site().file_offset());
-      cookies[k].push_back(XOL_COOKIE(r.generation, r.slot));
-    }
-  }
-  v1::AttachResponse resp;
-  resp.set_link_kind(program_->link_mode() == LinkMode::kMulti ? "uprobe_multi" : "perf_event");
-  for (const ProbeRecord &r : records) {
-    *resp.add_probes() = req.compact() ? CompactProbe(r.probe) : r.probe;
-    hub_->RouteSlot(r.slot, r.generation, r.num);
-  }
-  active_.reserve(active_.size() + n);
-  // Multi links of different groups are made side by side (RunInParallel); perf links,
-  // one per probe, one after the other (libbpf's attach path keeps unsynchronised caches).
-  std::vector<absl::Status> link_statuses(groups.size());
-  const bool multi = program_->link_mode() == LinkMode::kMulti;
-  std::atomic<bool> link_failed{false};
-  RunInParallel(groups.size(), multi ? kLinkThreads : 1, [&](size_t k) {
-    if (link_failed.load()) return;  // a failed link ends the request
-    LinkGroup *g = groups[k].get();
-    absl::StatusOr<std::unique_ptr<Attachment>> att =
-        multi ? AttachMulti(*program_, *g->file, offsets[k], cookies[k], g->pid)
-              : AttachPerf(*program_, *g->file, offsets[k], cookies[k], g->pid);
-    if (!att.ok()) {
-      link_statuses[k] = att.status();
-      link_failed = true;
-      return;
-    }
-    g->attachment = std::move(*att);
-  });
-  absl::Status link_status;
-  for (const absl::Status &st : link_statuses) {
-    if (!st.ok()) {
-      link_status = st;
-      break;
-    }
-  }
-  // A process that exited while the links were made (the kernel refuses a link for a pid
-  // that is gone, ESRCH) gets the one answer of every stage: NOT_FOUND, nothing attached.
-  for (const Resolved &r : resolved) {
-    if (r.process == nullptr) continue;
-    if (absl::Status st = r.process->CheckRunning(); !st.ok()) {
-      link_status = st;
-      break;
-    }
-  }
-  if (!link_status.ok()) {
-    // Roll back: every link of this request, then every map entry and slot.
-    {
-      std::vector<std::unique_ptr<Attachment>> closing;
-      for (const auto &g : groups) closing.push_back(std::move(g->attachment));
-      DestroyInParallel(std::move(closing), kLinkThreads);
-    }
-    for (const ProbeRecord &r : records) {
-      hub_->UnrouteSlot(r.slot);
-      (void)program_->DeleteConfig(r.slot);
-      (void)program_->ResetCounters(r.slot);
-      free_slots_.push_back(r.slot);
-    }
-    finish(false, 0);
-    return absl::Status(link_status.code(), absl::StrCat("nothing attached (rolled back ", n,
-                                                         " probes): ", link_status.message()));
-  }
-
-  if (n >= 100) {
-    // Large batches: say where the time went (the kernel's share grows with the
-    // number of processes mapping each binary: it writes the breakpoint into
-    // every one of them).
-    const absl::Time linked_at = absl::Now();
-    Log("attached ", n, " probes as ", groups.size(), " link group(s): resolve+classify ",
-        absl::FormatDuration(resolved_at - start), ", kernel links ",
-        absl::FormatDuration(linked_at - resolved_at));
-  }
-  for (ProbeRecord &r : records) {
-    std::string id = r.probe.id();
-    active_.emplace(std::move(id), std::move(r));
-  }
-  finish(true, n);
-  // Resolving a large batch reads whole ELF files, and the request and reply of a
-  // large batch are freed by gRPC after this returns: give that memory back soon.
-  if (n >= 1000) TrimSoonLocked();
-  return resp;
+  if (st.ok()) return st;
+  (void)program_->DeleteConfigs(slots);
+  for (uint32_t slot : slots) slots_.Free(slot);
+  return absl::Status(st.code(), absl::StrCat("nothing attached: ", st.message()));
 }
 
+void ProbeManager::RollbackLocked(const std::vector<ProbeRecord> &records, LinkBatch *batch) {
+  // Every link of the request first, then every map entry and slot.
+  batch->Close(kLinkThreads);
+  for (const ProbeRecord &r : records) {
+    hub_->UnrouteSlot(r.slot);
+    (void)program_->DeleteConfig(r.slot);
+    (void)program_->ResetCounters(r.slot);
+    slots_.Free(r.slot);
+  }
+}
 void ProbeManager::FillCountersLocked(const ProbeRecord &r, v1::Probe *out) const {
   absl::StatusOr<xol_probe_counters> c = program_->ReadCounters(r.slot);
   FillCountersLocked(r, c.ok() ? &*c : nullptr, out);
@@ -498,36 +334,54 @@ void ProbeManager::FillCountersLocked(const ProbeRecord &r, const xol_probe_coun
 
 absl::Duration ProbeManager::DetachLocked(const std::vector<std::string> &ids, v1::ProbeState state,
                                           const std::string &why) {
-  // Links that lose every member are closed first, before the per-probe
-  // bookkeeping: while a link on libc or libstdc++ is live the agent's own
-  // calls into those libraries trap too, and a 10,000-probe detach did most of
-  // its work under its own probes.
-  absl::flat_hash_map<const LinkGroup *, size_t> leaving;
   std::vector<ProbeRecord *> records;
   records.reserve(ids.size());
   for (const std::string &id : ids) {
     auto it = active_.find(id);
-    if (it == active_.end()) continue;
-    records.push_back(&it->second);
-    ++leaving[it->second.group.get()];
+    if (it != active_.end()) records.push_back(&it->second);
   }
-  std::vector<std::shared_ptr<LinkGroup>> partial;
+  // Links that lose every member are closed first, before the per-probe
+  // bookkeeping: while a link on libc or libstdc++ is live the agent's own
+  // calls into those libraries trap too, and a 10,000-probe detach did most of
+  // its work under its own probes.
   std::vector<std::unique_ptr<Attachment>> closing;
-  for (ProbeRecord *r : records) {
+  const std::vector<std::shared_ptr<LinkGroup>> partial = SplitGroups(records, &closing);
+  // Closing the link(s) makes the kernel remove the uprobes; groups side by side.
+  const absl::Time close_start = absl::Now();
+  DestroyInParallel(std::move(closing), kLinkThreads);
+  const absl::Duration closing_links = absl::Now() - close_start;
+  const absl::flat_hash_set<std::string> gone = RetireLocked(records, state, why);
+  for (const auto &g : partial) {
+    auto &members = g->probe_ids;
+    members.erase(std::remove_if(members.begin(), members.end(),
+                                 [&gone](const std::string &m) { return gone.contains(m); }),
+                  members.end());
+    RelinkLocked(g.get());
+  }
+  return closing_links;
+}
+
+std::vector<std::shared_ptr<LinkGroup>> ProbeManager::SplitGroups(
+    const std::vector<ProbeRecord *> &records, std::vector<std::unique_ptr<Attachment>> *closing) {
+  absl::flat_hash_map<const LinkGroup *, size_t> leaving;
+  for (const ProbeRecord *r : records) ++leaving[r->group.get()];
+  std::vector<std::shared_ptr<LinkGroup>> partial;
+  for (const ProbeRecord *r : records) {
     LinkGroup *g = r->group.get();
     auto lit = leaving.find(g);
     if (lit == leaving.end()) continue;  // already handled
     if (lit->second == g->probe_ids.size()) {
-      closing.push_back(std::move(g->attachment));
+      closing->push_back(std::move(g->attachment));
     } else {
       partial.push_back(r->group);
     }
     leaving.erase(lit);
   }
-  // Closing the link(s) makes the kernel remove the uprobes; groups side by side.
-  const absl::Time close_start = absl::Now();
-  DestroyInParallel(std::move(closing), kLinkThreads);
-  const absl::Duration closing_links = absl::Now() - close_start;
+  return partial;
+}
+
+absl::flat_hash_set<std::string> ProbeManager::RetireLocked(
+    const std::vector<ProbeRecord *> &records, v1::ProbeState state, const std::string &why) {
   // Configs first: from here on the program ignores hits of these slots. Then the
   // final counts, then the counters zeroed; each one batch call for all the probes.
   std::vector<uint32_t> slots;
@@ -546,7 +400,7 @@ absl::Duration ProbeManager::DetachLocked(const std::vector<std::string> &ids, v
   for (size_t i = 0; i < records.size(); ++i) {
     ProbeRecord &r = *records[i];
     hub_->UnrouteSlot(r.slot);
-    free_slots_.push_back(r.slot);
+    slots_.Free(r.slot);
     const std::string id = r.probe.id();
     gone.insert(id);
     if (i >= keep_from) {
@@ -561,14 +415,7 @@ absl::Duration ProbeManager::DetachLocked(const std::vector<std::string> &ids, v
     mismatch_logged_.erase(id);
     active_.erase(id);  // destroys r (and drops its reference to the group)
   }
-  for (const auto &g : partial) {
-    auto &members = g->probe_ids;
-    members.erase(std::remove_if(members.begin(), members.end(),
-                                 [&gone](const std::string &m) { return gone.contains(m); }),
-                  members.end());
-    RelinkLocked(g.get());
-  }
-  return closing_links;
+  return gone;
 }
 
 // A multi link cannot drop some of its offsets, so the survivors move to a new
@@ -583,17 +430,17 @@ void ProbeManager::RelinkLocked(LinkGroup *g) {
     ProbeRecord &r = active_.at(id);
     members.push_back(&r);
     offsets.push_back(r.probe.site().file_offset());
-    cookies.push_back(XOL_COOKIE(slot_generation_[r.slot] + 1, r.slot));
+    cookies.push_back(XOL_COOKIE(slots_.next_generation(r.slot), r.slot));
   }
   absl::StatusOr<std::unique_ptr<Attachment>> att =
-      AttachMulti(*program_, *g->file, offsets, cookies, g->pid);
+      program_->Link(*g->file, offsets, cookies, g->pid);
   if (!att.ok()) {
     Log("re-linking ", members.size(), " probes on ", g->path,
         " failed; the old link stays until they are detached: ", att.status().message());
     return;
   }
   for (ProbeRecord *r : members) {
-    uint32_t gen = ++slot_generation_[r->slot];
+    uint32_t gen = slots_.AdvanceGeneration(r->slot);
     absl::StatusOr<xol_probe_config> cfg = program_->GetConfig(r->slot);
     if (cfg.ok()) {
       cfg->generation = gen;
@@ -937,20 +784,20 @@ absl::Status ProbeManager::Calibrate() {
   CalibrationSlot cs;
   {
     absl::MutexLock l(&mu_);
-    if (free_slots_.empty()) {
+    std::optional<SlotTable::Grant> g = slots_.Take();
+    if (!g) {
       calibration_.set_status("failed: no free probe slot (--max-probes reached)");
       return absl::ResourceExhaustedError("calibration needs a free probe slot");
     }
-    cs.slot = free_slots_.back();
-    free_slots_.pop_back();
-    cs.generation = ++slot_generation_[cs.slot];
+    cs.slot = g->slot;
+    cs.generation = g->generation;
     calibration_.set_status("running");
   }
   const KernelProfile profile = Profile().profile;
   absl::StatusOr<CalibrationResult> r =
       RunCalibration(*program_, cs, profile, options_.calibration);
   absl::MutexLock l(&mu_);
-  free_slots_.push_back(cs.slot);
+  slots_.Free(cs.slot);
   if (!r.ok()) {
     // Figures measured before stay (they are still this node's best knowledge).
     calibration_.set_status(absl::StrCat("failed: ", r.status().message()));
@@ -1117,8 +964,9 @@ std::map<std::string, size_t> ProbeManager::ProbeCountsByBudgetState() const {
 }
 
 absl::StatusOr<v1::AttachResponse> ProbeManager::DryRun(const v1::AttachRequest &req) {
-  std::vector<Resolved> resolved;
-  if (absl::Status st = ResolveAll(req, &resolved); !st.ok()) return st;
+  absl::StatusOr<std::vector<ResolvedSpec>> resolved_or = Resolve(req, nullptr);
+  if (!resolved_or.ok()) return resolved_or.status();
+  const std::vector<ResolvedSpec> &resolved = *resolved_or;
   std::vector<double> rates(resolved.size(), req.expected_calls_per_sec());
   if (req.sample_seconds() > 0) {
     // A short counting-only sample of the real call rate: the same sites without capture
@@ -1182,6 +1030,11 @@ absl::StatusOr<v1::AttachResponse> ProbeManager::DryRun(const v1::AttachRequest 
 size_t ProbeManager::attached_count() const {
   absl::MutexLock l(&mu_);
   return active_.size();
+}
+
+size_t ProbeManager::free_slots() const {
+  absl::MutexLock l(&mu_);
+  return slots_.free_count();
 }
 
 size_t ProbeManager::link_count() const {

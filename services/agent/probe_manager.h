@@ -3,15 +3,19 @@
 // without leaving links or map entries behind, and reports counts. Implements
 // AgentApi, so the gRPC service and the controller link share one path.
 //
-// Attach runs in two phases. Phase 1 (no lock held) validates every spec and
-// resolves it to a classified site: a missing binary or symbol, a build-id
-// mismatch, an offset inside an instruction, a REFUSED instruction, or a pid
-// that does not exist fails the request before anything touches the kernel,
+// Attach runs in two phases. Phase 1 (no lock held, spec_resolver.h) validates
+// every spec and resolves it to a classified site: a missing binary or symbol, a
+// build-id mismatch, an offset inside an instruction, a REFUSED instruction, or a
+// pid that does not exist fails the request before anything touches the kernel,
 // with one message naming every failed spec. Phase 2 (under the lock) takes
-// slots, writes the per-probe config, and creates the links: one uprobe_multi
-// link per (binary, pid) group, or one perf-event link per probe; if any link
-// fails, every link and map entry of the request is removed again before the
-// error is returned.
+// slots (slot_table.h), writes the per-probe config, and creates the links
+// (link_groups.h): one uprobe_multi link per (binary, pid) group, or one
+// perf-event link per probe; if any link fails, every link and map entry of the
+// request is removed again before the error is returned.
+//
+// The manager reaches the kernel only through ProbeProgram (probe_program.h): the
+// BPF object in the agent, an in-memory program in probe_manager_test.cc, which
+// checks slots, rollback and re-linking without root.
 #ifndef XOLFLEET_SERVICES_AGENT_PROBE_MANAGER_H_
 #define XOLFLEET_SERVICES_AGENT_PROBE_MANAGER_H_
 
@@ -40,7 +44,10 @@
 #include "services/agent/cost.h"
 #include "services/agent/hit_hub.h"
 #include "services/agent/kernel_features.h"
+#include "services/agent/link_groups.h"
 #include "services/agent/probe_program.h"
+#include "services/agent/slot_table.h"
+#include "services/agent/spec_resolver.h"
 #include "services/common/open_file.h"
 #include "services/common/placement.h"
 #include "services/common/probe_spec.h"
@@ -137,6 +144,7 @@ class ProbeManager final : public AgentApi {
       const;
   size_t attached_count() const;
   size_t link_count() const;
+  size_t free_slots() const;  // of the program's max_probes()
   size_t config_entries() const { return program_->CountConfigEntries(); }
   LinkMode link_mode() const { return program_->link_mode(); }
   int program_events_fd() const { return program_->events_fd(); }
@@ -171,15 +179,6 @@ class ProbeManager final : public AgentApi {
   std::map<std::string, size_t> ProbeCountsByBudgetState() const;
 
  private:
-  struct LinkGroup {
-    std::string path;  // as requested (messages)
-    // Held while the group lives: the kernel is given /proc/self/fd/N of it, so
-    // re-linking survivors of a partial detach probes the same file too.
-    std::shared_ptr<const OpenFile> file;
-    int pid = 0;
-    std::unique_ptr<Attachment> attachment;
-    std::vector<std::string> probe_ids;  // members (multi links)
-  };
   struct ProbeRecord {
     v1::Probe probe;
     uint64_t num = 0;
@@ -192,18 +191,48 @@ class ProbeManager final : public AgentApi {
     absl::Time expires = absl::InfiniteFuture();
     CostWindow window;  // counters sampled once a second
   };
-  struct Resolved;  // phase-1 result of one spec
-
   ProbeManager(const Options& options, std::unique_ptr<ProbeProgram> program, KernelInfo kernel,
                HitHub* hub);
-  absl::Status ResolveAll(const v1::AttachRequest& req, std::vector<Resolved>* out,
-                          const AttachProgressFn& progress = nullptr) const;
+  absl::Status CheckRequestSize(const v1::AttachRequest& req) const;
+  absl::StatusOr<std::vector<ResolvedSpec>> Resolve(const v1::AttachRequest& req,
+                                                    const AttachProgressFn& progress) const;
+  // Phase 2 of an Attach (the class comment).
+  absl::StatusOr<v1::AttachResponse> AttachLocked(const v1::AttachRequest& req,
+                                                  const std::vector<ResolvedSpec>& resolved,
+                                                  absl::Time start, absl::Time resolved_at)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // RESOURCE_EXHAUSTED when the request needs more slots than are free, or would put
+  // more than max_probes_per_site probes on one instruction.
+  absl::Status CheckCapacityLocked(const v1::AttachRequest& req,
+                                   const std::vector<ResolvedSpec>& resolved) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // The records of a request's probes, each with a slot taken.
+  std::vector<ProbeRecord> NewRecordsLocked(const v1::AttachRequest& req,
+                                            const std::vector<ResolvedSpec>& resolved)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Zeroes the records' counters and writes their configs; on failure removes them and
+  // frees the slots.
+  absl::Status WriteConfigsLocked(const v1::AttachRequest& req,
+                                  const std::vector<ProbeRecord>& records)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Undoes a request whose links failed: its links, routes, map entries and slots.
+  void RollbackLocked(const std::vector<ProbeRecord>& records, LinkBatch* batch)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Removes `ids` from the table (final counts kept in the inactive list with
   // `state`); detaches their links and re-links surviving members of partially
   // emptied multi links.
   // Returns the time spent closing kernel links (the rest is bookkeeping).
   absl::Duration DetachLocked(const std::vector<std::string>& ids, v1::ProbeState state,
                               const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The groups of `records` that keep other members (to re-link); the links of those
+  // that lose every member are moved to `closing`.
+  static std::vector<std::shared_ptr<LinkGroup>> SplitGroups(
+      const std::vector<ProbeRecord*>& records, std::vector<std::unique_ptr<Attachment>>* closing);
+  // Config, counters, slot, hub route and record of each probe removed, its final state
+  // kept for List; returns their ids. The records are destroyed.
+  absl::flat_hash_set<std::string> RetireLocked(const std::vector<ProbeRecord*>& records,
+                                                v1::ProbeState state, const std::string& why)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RelinkLocked(LinkGroup* group) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FillCountersLocked(const ProbeRecord& r, v1::Probe* out) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
@@ -238,8 +267,7 @@ class ProbeManager final : public AgentApi {
   // 60% more slots than entries (1.8 MiB unused at 10,000 probes).
   absl::node_hash_map<std::string, ProbeRecord> active_ ABSL_GUARDED_BY(mu_);
   std::deque<v1::Probe> inactive_ ABSL_GUARDED_BY(mu_);
-  std::vector<uint32_t> free_slots_ ABSL_GUARDED_BY(mu_);
-  std::vector<uint32_t> slot_generation_ ABSL_GUARDED_BY(mu_);
+  SlotTable slots_ ABSL_GUARDED_BY(mu_);
   uint64_t next_probe_num_ ABSL_GUARDED_BY(mu_) = 1;
   // Kernel-reported placements (patched kernel), refreshed by RefreshKernel.
   absl::flat_hash_map<std::string, Placement> kernel_placement_ ABSL_GUARDED_BY(mu_);

@@ -351,6 +351,19 @@ grpc::Status FleetServiceImpl::ForgetAgent(grpc::ServerContext* ctx,
                 [&](const Identity&) { return fleet_->ForgetAgent(req->node_name()); });
 }
 
+PerKeyLimiter::Options FleetServiceImpl::WatcherLimits(const ServiceOptions& opts) {
+  PerKeyLimiter::Options o;
+  o.per_key = opts.max_watchers_per_identity;
+  o.total = opts.max_watchers;
+  o.what = "WatchFleetHits streams";
+  o.holder = "identity";
+  o.server = "this controller";
+  o.per_key_flag = "--max_watchers_per_identity";
+  o.total_flag = "--max_watchers";
+  o.advice = "close one of them (xolctl fleet watch), or ask the operator to raise the flag";
+  return o;
+}
+
 grpc::Status FleetServiceImpl::WatchFleetHits(grpc::ServerContext* ctx,
                                               const v1::WatchFleetHitsRequest* req,
                                               grpc::ServerWriter<v1::FleetHitBatch>* writer) {
@@ -363,32 +376,9 @@ grpc::Status FleetServiceImpl::WatchFleetHits(grpc::ServerContext* ctx,
         for (const auto& n : req->node_names()) {
           if (auto s = ValidateNodeName(n); !s.ok()) return s;
         }
-        const std::string key = who.ToString();
-        {
-          // One identity cannot take every slot.
-          absl::MutexLock l(&watchers_mu_);
-          size_t& mine = watchers_by_identity_[key];
-          if (mine >= opts_.max_watchers_per_identity) {
-            return absl::ResourceExhaustedError(
-                absl::StrCat(key, " already has ", mine,
-                             " WatchFleetHits streams open, the most one identity "
-                             "may have (--max_watchers_per_identity)"));
-          }
-          ++mine;
-        }
-        struct Release {
-          FleetServiceImpl* self;
-          std::string key;
-          ~Release() {
-            absl::MutexLock l(&self->watchers_mu_);
-            if (--self->watchers_by_identity_[key] == 0) self->watchers_by_identity_.erase(key);
-          }
-        } release{this, key};
-        if (watchers_.fetch_add(1) >= opts_.max_watchers) {
-          watchers_.fetch_sub(1);
-          return absl::ResourceExhaustedError(
-              absl::StrCat("too many hit watchers (limit ", opts_.max_watchers, ")"));
-        }
+        // Given back when the stream ends.
+        absl::StatusOr<PerKeyLimiter::Lease> lease = watchers_.Acquire(who.ToString());
+        if (!lease.ok()) return lease.status();
         auto w =
             fleet_->hits().Subscribe({req->set_ids().begin(), req->set_ids().end()},
                                      {req->node_names().begin(), req->node_names().end()}, 4096);
@@ -403,7 +393,6 @@ grpc::Status FleetServiceImpl::WatchFleetHits(grpc::ServerContext* ctx,
           if (!writer->Write(batch)) break;
         }
         fleet_->hits().Unsubscribe(w);
-        watchers_.fetch_sub(1);
         return absl::OkStatus();
       });
 }

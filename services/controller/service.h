@@ -11,6 +11,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
 #include "services/common/authz.h"
+#include "services/common/per_key_limiter.h"
 #include "services/controller/fleet.h"
 #include "services/controller/metrics.h"
 #include "xolfleet/v1/controller.grpc.pb.h"
@@ -58,7 +59,11 @@ class FleetServiceImpl final : public v1::FleetService::Service {
  public:
   FleetServiceImpl(FleetController* fleet, const AuthzPolicy* authz,
                    std::shared_ptr<FleetMetrics> metrics, ServiceOptions opts)
-      : fleet_(fleet), authz_(authz), metrics_(std::move(metrics)), opts_(opts) {}
+      : fleet_(fleet),
+        authz_(authz),
+        metrics_(std::move(metrics)),
+        opts_(opts),
+        watchers_(WatcherLimits(opts)) {}
 
   grpc::Status AttachFleet(grpc::ServerContext* ctx, const v1::FleetAttachRequest* req,
                            v1::FleetAttachResponse* resp) override;
@@ -84,9 +89,9 @@ class FleetServiceImpl final : public v1::FleetService::Service {
   const AuthzPolicy* authz_;
   std::shared_ptr<FleetMetrics> metrics_;
   ServiceOptions opts_;
-  std::atomic<size_t> watchers_{0};
-  absl::Mutex watchers_mu_;
-  absl::flat_hash_map<std::string, size_t> watchers_by_identity_ ABSL_GUARDED_BY(watchers_mu_);
+  // WatchFleetHits streams per identity and in all: one identity cannot take every one.
+  static PerKeyLimiter::Options WatcherLimits(const ServiceOptions& opts);
+  PerKeyLimiter watchers_;
 };
 
 }  // namespace xolfleet::controller

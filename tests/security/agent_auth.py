@@ -184,7 +184,8 @@ def main():
         with open(authz, "w") as f:
             f.write(f"admin uid:0\nattach-counts user:{alice}\nread-only group:{GROUP}\n")
         a = Agent(tmp, "group", [f"--unix-socket-mode=0660", f"--unix-socket-group={GROUP}",
-                                 f"--authz-config={authz}", "--max-connections-per-uid=3"])
+                                 f"--authz-config={authz}", "--max-connections-per-uid=3",
+                                 "--max-watch-streams-per-identity=2"])
         agents.append(a)
         st = os.stat(a.sock)
         result("socket-mode-and-group-as-configured",
@@ -229,9 +230,35 @@ def main():
         roots = [p["id"] for p in json.loads(out).get("probes", [])] if rc == 0 else []
         result("admin-attaches-with-capture", rc == 0 and len(roots) == 1, err)
 
-        # Hits: alice (no capture capability) sees counts and times, never register values.
         wl_proc = subprocess.Popen([wl], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         wl_proc.stdout.readline()  # "ready PID"
+
+        # WatchHits streams per identity: bob holds the 2 he may have, a third is refused with
+        # the limit named, and alice (another identity) is still served below. Bob's streams
+        # are known to be registered once each has delivered an event of the workload.
+        bob_pw = pwd.getpwnam(bob)
+        bob_outs = [os.path.join(tmp, f"bob-watch{k}.json") for k in range(2)]
+        bob_watches = [subprocess.Popen(
+            [XOLCTL, f"--agent=unix:{a.sock}", "watch", "--json", "--duration=120"],
+            stdout=open(out, "w"), stderr=subprocess.DEVNULL, user=bob_pw.pw_uid,
+            group=bob_pw.pw_gid, extra_groups=os.getgrouplist(bob, bob_pw.pw_gid))
+            for out in bob_outs]
+        for _ in range(300):
+            if all(os.path.getsize(out) > 0 for out in bob_outs) or \
+                    any(w.poll() is not None for w in bob_watches):
+                break
+            wl_proc.stdin.write("run 1 1\n")
+            wl_proc.stdin.flush()
+            wl_proc.stdout.readline()
+            time.sleep(0.1)
+        registered = all(os.path.getsize(out) > 0 for out in bob_outs)
+        third = a.ctl("watch", "--duration=1", user=bob)
+        expect_denied("watch-streams-per-identity-limited",
+                      third if registered else (0, "", "bob's two streams never delivered"),
+                      "RESOURCE_EXHAUSTED", "--max-watch-streams-per-identity=2",
+                      f"uid:{bob_pw.pw_uid}")
+
+        # Hits: alice (no capture capability) sees counts and times, never register values.
         watch = subprocess.Popen(
             [XOLCTL, f"--agent=unix:{a.sock}", "watch", "--json", "--count=5", "--duration=20"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -257,6 +284,15 @@ def main():
         ok = len(events) >= 5 and not any(e.get("regs") for e in events)
         result("watch-without-capture-capability-has-no-registers", ok,
                f"{len(events)} events, regs: {[e.get('regs') for e in events][:3]} {werr[-200:]}")
+        # Served while bob was at his limit: every event alice asked for, bob's streams alive.
+        bob_alive = all(w.poll() is None for w in bob_watches)
+        result("other-identity-watches-while-one-is-at-its-limit",
+               watch.returncode == 0 and len(events) >= 5 and bob_alive,
+               f"rc={watch.returncode} {len(events)} events, bob's streams alive: {bob_alive} "
+               f"{werr[-200:]}")
+        for w in bob_watches:
+            w.kill()
+            w.wait()
 
         expect_denied("counts-user-cannot-detach-others-probe",
                       a.ctl("detach", roots[0] if roots else "p0", user=alice),
