@@ -318,7 +318,7 @@ grpc::Status AgentServiceImpl::WatchHits(grpc::ServerContext* ctx, const v1::Wat
         if (h.event.capture_mask & (1u << i)) {
           v1::RegisterValue* r = e->add_regs();
           r->set_reg(static_cast<v1::Register>(i + 1));
-          r->set_value(h.event.regs[i]);
+          r->set_value(h.event.regs[xol_reg_slot(i)]);
         }
       }
     }

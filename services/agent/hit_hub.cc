@@ -188,10 +188,10 @@ RingBufferReader::~RingBufferReader() {
 
 int RingBufferReader::OnEvent(void* ctx, void* data, size_t size) {
   auto* self = static_cast<RingBufferReader*>(ctx);
-  if (size < sizeof(xol_hit_event)) return 0;
-  xol_hit_event e;
-  memcpy(&e, data, sizeof(e));
-  self->pending_.push_back(e);
+  // XOL_EVENT_BYTES(slots): the header and the register slots its probe captures.
+  if (size < XOL_EVENT_BYTES(0) || size > sizeof(xol_hit_event)) return 0;
+  xol_hit_event& e = self->pending_.emplace_back();
+  memcpy(&e, data, size);
   // Publish in chunks so watchers see events while a long burst is consumed.
   if (self->pending_.size() >= 4096) {
     self->hub_->Publish(self->pending_);
