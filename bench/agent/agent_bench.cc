@@ -713,6 +713,7 @@ struct WatchRound {
   // CPU per call or event, which the load of this shared machine does not change much:
   // the workload's per call without and with capture, the agent's per event.
   double wl_ns_per_call_ceiling = 0, wl_ns_per_call_capture = 0, agent_ns_per_event = 0;
+  double client_ns_per_event = 0;  // the WatchHits client's reading thread (this process)
   double achieved() const { return received / std::max(stream_s, 1e-9); }
 };
 
@@ -765,10 +766,13 @@ WatchRound RunWatchRound(AgentProcess& agent, std::vector<std::unique_ptr<Worklo
   v1::WatchHitsRequest wreq;
   wreq.set_max_batch(8192);
   auto reader = agent.stub().WatchHits(&wctx, wreq);
-  std::atomic<int64_t> first_ns{0}, last_ns{0};
+  std::atomic<int64_t> first_ns{0}, last_ns{0}, client_cpu_ns{0};
   std::thread client([&] {
     v1::HitBatch b;
     while (reader->Read(&b)) {
+      timespec ts;
+      clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+      client_cpu_ns = ts.tv_sec * 1000000000ll + ts.tv_nsec;
       if (b.events_size() > 0) {
         const int64_t now = absl::GetCurrentTimeNanos();
         if (first_ns == 0) first_ns = now;
@@ -785,6 +789,7 @@ WatchRound RunWatchRound(AgentProcess& agent, std::vector<std::unique_ptr<Worklo
   const uint64_t hits0 = list_probe().hits(), received0 = received, dropped0 = dropped;
   first_ns = 0;
   const int64_t wl_cpu0 = WorkloadsCpuNs(wls), agent_cpu0 = ProcCpuNs(agent.pid());
+  const int64_t client_cpu0 = client_cpu_ns;
   const uint64_t capture_calls = FastCalls(wls, spin_seconds);
   out.wl_ns_per_call_capture = static_cast<double>(WorkloadsCpuNs(wls) - wl_cpu0) / capture_calls;
   v1::Probe p;
@@ -798,6 +803,8 @@ WatchRound RunWatchRound(AgentProcess& agent, std::vector<std::unique_ptr<Worklo
   }
   out.agent_ns_per_event = static_cast<double>(ProcCpuNs(agent.pid()) - agent_cpu0) /
                            std::max<uint64_t>(received - received0, 1);
+  out.client_ns_per_event = static_cast<double>(client_cpu_ns - client_cpu0) /
+                            std::max<uint64_t>(received - received0, 1);
   wctx.TryCancel();
   client.join();
   reader->Finish();
@@ -855,8 +862,13 @@ int WatchBenchmark(double spin_seconds, int workloads, int rounds) {
                       100.0 * med.achieved() / med.ceiling, rounds));
   Row("  CPU per call in the workload: counting only / capture",
       absl::StrFormat("%.0f / %.0f ns", med.wl_ns_per_call_ceiling, med.wl_ns_per_call_capture),
-      absl::StrFormat("the agent: %.0f ns of CPU per event delivered (reader, queue, stream)",
-                      med.agent_ns_per_event));
+      absl::StrFormat("the agent: %.0f ns of CPU per event delivered (reader, queue, stream); "
+                      "the client: %.0f ns per event received",
+                      med.agent_ns_per_event, med.client_ns_per_event));
+  Row("  ratio bound by the workload's CPU per call alone",
+      absl::StrFormat("%.0f%%", 100.0 * med.wl_ns_per_call_ceiling / med.wl_ns_per_call_capture),
+      "counting / capture ns per call: the ratio if the workload kept its CPU and the agent "
+      "and client cost it nothing");
   Row("  events produced / received / dropped, all rounds",
       absl::StrCat(produced, " / ", got, " / ", lost),
       absl::StrCat("kernel ring-buffer drops ", rb));

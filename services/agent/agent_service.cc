@@ -1,7 +1,5 @@
 #include "services/agent/agent_service.h"
 
-#include <google/protobuf/arena.h>
-
 #include <algorithm>
 #include <fstream>
 #include <optional>
@@ -271,13 +269,14 @@ grpc::Status AgentServiceImpl::WatchHits(grpc::ServerContext* ctx, const v1::Wat
   absl::Time next_kernel_read = absl::InfinitePast();
   std::vector<RoutedHit> hits;
   hits.reserve(max_batch);
-  // Each batch is built on an arena reset after it is written: one HitEvent and its
-  // registers used to be three heap allocations and frees per event, most of this
-  // thread's time at a million events a second. Probe ids are formatted once per probe.
-  google::protobuf::ArenaOptions arena_options;
-  arena_options.start_block_size = 64 << 10;
-  arena_options.max_block_size = 1 << 20;
-  google::protobuf::Arena arena(arena_options);
+  // One HitBatch, cleared and refilled for every write: a cleared repeated field keeps its
+  // HitEvents, their strings and registers, so a batch like the one before costs no
+  // allocation at all. (An arena reset after every write still allocated each event and
+  // register and ran a destructor for every probe id string; before the arena, every
+  // event was three heap allocations and frees.) Probe ids are formatted once per probe.
+  // A stream that goes quiet gives that memory back (up to max_batch events of it).
+  v1::HitBatch reused;
+  bool reused_holds_events = false;
   absl::flat_hash_map<uint64_t, std::string> probe_ids;
   grpc::Status result = grpc::Status::OK;
   while (!ctx->IsCancelled() && !shutting_down_) {
@@ -290,9 +289,14 @@ grpc::Status AgentServiceImpl::WatchHits(grpc::ServerContext* ctx, const v1::Wat
     }
     uint64_t dropped = w->dropped() + kernel_dropped;
     std::vector<v1::BudgetEvent> budget = manager_->BudgetEventsSince(&budget_seq, *nums);
+    if (hits.empty() && reused_holds_events) {
+      reused = v1::HitBatch();
+      reused_holds_events = false;
+    }
     if (hits.empty() && dropped == last_sent_dropped && budget.empty()) continue;
-    arena.Reset();
-    v1::HitBatch* batch = google::protobuf::Arena::CreateMessage<v1::HitBatch>(&arena);
+    v1::HitBatch* batch = &reused;
+    batch->Clear();
+    reused_holds_events |= !hits.empty();
     for (v1::BudgetEvent& b : budget) *batch->add_budget_events() = std::move(b);
     batch->mutable_events()->Reserve(hits.size());
     for (const RoutedHit& h : hits) {
@@ -311,7 +315,7 @@ grpc::Status AgentServiceImpl::WatchHits(grpc::ServerContext* ctx, const v1::Wat
         if (h.event.capture_mask & (1u << i)) {
           v1::RegisterValue* r = e->add_regs();
           r->set_reg(static_cast<v1::Register>(i + 1));
-          r->set_value(h.event.regs[i]);
+          r->set_value(h.event.regs[xol_reg_slot(i)]);
         }
       }
     }

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <memory>
+#include <set>
 #include <thread>
 #include <vector>
 
@@ -300,11 +301,27 @@ TEST(StatusMapping, CodesAndMessagesSurvive) {
   EXPECT_TRUE(ToGrpcStatus(absl::OkStatus()).ok());
 }
 
+// Issue 12: events carry register slots in a fixed order, the arguments first.
+TEST(HitEvent, SlotsPutTheArgumentsFirstAndCoverEveryRegister) {
+  std::set<uint32_t> slots;
+  for (uint32_t r = 0; r < XOL_NUM_REGS; ++r) slots.insert(xol_reg_slot(r));
+  EXPECT_EQ(slots.size(), static_cast<size_t>(XOL_NUM_REGS));
+  EXPECT_EQ(*slots.rbegin(), XOL_NUM_REGS - 1u);
+  EXPECT_EQ(xol_event_slots(0), 0u);
+  EXPECT_EQ(xol_event_slots(1u << XOL_REG_RDI), 1u);
+  EXPECT_EQ(xol_event_slots(1u << XOL_REG_RSI), 2u);
+  EXPECT_EQ(xol_event_slots((1u << XOL_REG_RDI) | (1u << XOL_REG_R9)), 6u);
+  EXPECT_EQ(xol_event_slots(1u << XOL_REG_RAX), 7u);
+  EXPECT_EQ(xol_event_slots(1u << XOL_REG_EFLAGS), static_cast<uint32_t>(XOL_NUM_REGS));
+  EXPECT_EQ(XOL_EVENT_BYTES(1), 40u);
+  EXPECT_EQ(XOL_EVENT_BYTES(XOL_NUM_REGS), sizeof(xol_hit_event));
+}
+
 xol_hit_event Event(uint32_t gen, uint32_t slot, uint64_t rdi) {
   xol_hit_event e = {};
   e.cookie = XOL_COOKIE(gen, slot);
   e.capture_mask = 1u << XOL_REG_RDI;
-  e.regs[XOL_REG_RDI] = rdi;
+  e.regs[xol_reg_slot(XOL_REG_RDI)] = rdi;
   return e;
 }
 
@@ -320,8 +337,8 @@ TEST(HitHub, RoutesByCookieAndDropsStaleGenerations) {
   w->Take(&got, 100, absl::ZeroDuration());
   ASSERT_EQ(got.size(), 2u);
   EXPECT_EQ(got[0].probe_num, 42u);
-  EXPECT_EQ(got[0].event.regs[XOL_REG_RDI], 1u);
-  EXPECT_EQ(got[1].event.regs[XOL_REG_RDI], 2u);
+  EXPECT_EQ(got[0].event.regs[xol_reg_slot(XOL_REG_RDI)], 1u);
+  EXPECT_EQ(got[1].event.regs[xol_reg_slot(XOL_REG_RDI)], 2u);
   EXPECT_EQ(hub.unrouted(), 2u);
   EXPECT_EQ(hub.published(), 4u);
   hub.UnrouteSlot(3);

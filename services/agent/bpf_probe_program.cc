@@ -93,7 +93,9 @@ int BpfProbeProgram::events_fd() const { return bpf_map__fd(skel_->maps.xol_even
 int BpfProbeProgram::config_fd() const { return bpf_map__fd(skel_->maps.xol_config); }
 
 absl::Status BpfProbeProgram::SetConfig(uint32_t slot, const xol_probe_config& config) {
-  if (bpf_map_update_elem(config_fd(), &slot, &config, BPF_ANY) != 0) {
+  xol_probe_config c = config;
+  c.event_slots = xol_event_slots(c.capture_mask);  // what the program reserves per event
+  if (bpf_map_update_elem(config_fd(), &slot, &c, BPF_ANY) != 0) {
     return absl::ResourceExhaustedError(
         absl::StrCat("writing probe config slot ", slot, ": ", strerror(errno)));
   }
@@ -189,9 +191,11 @@ absl::Status BpfProbeProgram::SetConfigs(absl::Span<const uint32_t> slots,
     }
     return absl::OkStatus();
   }
+  std::vector<xol_probe_config> with_slots(configs.begin(), configs.end());
+  for (xol_probe_config& c : with_slots) c.event_slots = xol_event_slots(c.capture_mask);
   LIBBPF_OPTS(bpf_map_batch_opts, opts, .elem_flags = BPF_ANY);
   uint32_t count = static_cast<uint32_t>(slots.size());
-  if (bpf_map_update_batch(config_fd(), slots.data(), configs.data(), &count, &opts) != 0) {
+  if (bpf_map_update_batch(config_fd(), slots.data(), with_slots.data(), &count, &opts) != 0) {
     return absl::ResourceExhaustedError(absl::StrCat("writing ", slots.size(), " probe configs (",
                                                      count, " written): ", strerror(errno)));
   }

@@ -29,17 +29,18 @@ size_t Watcher::queued_now() const {
   return queued_;
 }
 
-void Watcher::Offer(absl::Span<const RoutedHit> hits) {
-  // The events this watcher wants, copied before the lock is taken.
-  std::vector<RoutedHit> wanted;
-  if (probe_nums_.empty()) {
-    wanted.assign(hits.begin(), hits.end());
-  } else {
-    for (const RoutedHit& h : hits) {
-      if (Wants(h.probe_num)) wanted.push_back(h);
+void Watcher::Offer(const std::shared_ptr<const HitChunk>& hits) {
+  std::shared_ptr<const HitChunk> mine = hits;
+  if (!probe_nums_.empty()) {
+    // The events this watcher wants, copied before the lock is taken.
+    auto wanted = std::make_shared<HitChunk>();
+    for (const RoutedHit& h : *hits) {
+      if (Wants(h.probe_num)) wanted->push_back(h);
     }
+    mine = std::move(wanted);
   }
-  if (wanted.empty()) return;
+  const size_t n = mine->size();
+  if (n == 0) return;
   uint64_t lost = 0;
   {
     absl::MutexLock l(&mu_);
@@ -47,7 +48,7 @@ void Watcher::Offer(absl::Span<const RoutedHit> hits) {
     // What fits in this queue, then in the budget shared with the other watchers,
     // reserved with one atomic add for the whole batch (one per event cost more than
     // the copy at a million events a second).
-    size_t fit = std::min(wanted.size(), capacity_ - std::min(capacity_, queued_));
+    size_t fit = std::min(n, capacity_ - std::min(capacity_, queued_));
     if (total_queued_ != nullptr && fit > 0) {
       const uint64_t before = total_queued_->fetch_add(fit);
       const uint64_t room = before >= total_limit_ ? 0 : total_limit_ - before;
@@ -56,14 +57,10 @@ void Watcher::Offer(absl::Span<const RoutedHit> hits) {
         fit = room;
       }
     }
-    lost = wanted.size() - fit;
+    lost = n - fit;
     if (fit > 0) {
-      if (fit < wanted.size()) {
-        wanted.resize(fit);
-        wanted.shrink_to_fit();  // a queue holds only what it counts
-      }
       queued_ += fit;
-      queue_.push_back(Chunk{std::move(wanted), 0});
+      queue_.push_back(Chunk{std::move(mine), 0, fit});
     }
   }
   if (lost) dropped_.fetch_add(lost, std::memory_order_relaxed);
@@ -76,11 +73,11 @@ bool Watcher::Take(std::vector<RoutedHit>* out, size_t max, absl::Duration timeo
   size_t n = 0;
   while (n < max && !queue_.empty()) {
     Chunk& c = queue_.front();
-    const size_t k = std::min(max - n, c.hits.size() - c.next);
-    out->insert(out->end(), c.hits.begin() + c.next, c.hits.begin() + c.next + k);
+    const size_t k = std::min(max - n, c.end - c.next);
+    out->insert(out->end(), c.hits->begin() + c.next, c.hits->begin() + c.next + k);
     c.next += k;
     n += k;
-    if (c.next == c.hits.size()) queue_.pop_front();
+    if (c.next == c.end) queue_.pop_front();
   }
   queued_ -= n;
   if (n > 0 && total_queued_ != nullptr) total_queued_->fetch_sub(n);
@@ -147,24 +144,64 @@ uint64_t HitHub::watcher_dropped_total() const {
   return t;
 }
 
+namespace {
+// Chunks kept for reuse: 8 x 1024 events of 200 bytes, 1.6 MB at most.
+constexpr size_t kPooledChunks = 8;
+}  // namespace
+
+std::shared_ptr<HitChunk> HitHub::NewChunk() {
+  std::unique_ptr<HitChunk> c;
+  {
+    absl::MutexLock l(&pool_->mu);
+    if (!pool_->free.empty()) {
+      c = std::move(pool_->free.back());
+      pool_->free.pop_back();
+    }
+  }
+  if (c == nullptr) {
+    c = std::make_unique<HitChunk>();
+    c->reserve(RingBufferReader::kPublishEvery);
+  }
+  // Back to the pool when the last holder lets go (a few are kept: the reader fills one
+  // while the watchers' queues hold the others).
+  return std::shared_ptr<HitChunk>(c.release(), [pool = pool_](HitChunk* p) {
+    std::unique_ptr<HitChunk> owned(p);
+    if (owned->capacity() > 4 * RingBufferReader::kPublishEvery) return;
+    owned->clear();
+    absl::MutexLock l(&pool->mu);
+    if (pool->free.size() < kPooledChunks) pool->free.push_back(std::move(owned));
+  });
+}
+
 void HitHub::Publish(absl::Span<const xol_hit_event> events) {
-  absl::MutexLock pl(&publish_mu_);
-  std::vector<RoutedHit>& routed = publish_scratch_;  // reused: up to 768 KiB a call
-  routed.clear();
-  uint64_t unrouted = 0;
+  std::shared_ptr<HitChunk> hits = NewChunk();
+  hits->reserve(events.size());
+  for (const xol_hit_event& e : events) hits->push_back(RoutedHit{0, e});
+  Publish(&hits);
+}
+
+void HitHub::Publish(std::shared_ptr<HitChunk>* hits) {
+  HitChunk& h = **hits;
+  const size_t published = h.size();
+  size_t kept = 0;
   absl::ReaderMutexLock l(&mu_);
-  for (const xol_hit_event& e : events) {
-    uint32_t slot = static_cast<uint32_t>(e.cookie);
-    uint32_t gen = static_cast<uint32_t>(e.cookie >> 32);
+  for (size_t i = 0; i < published; ++i) {
+    const uint64_t cookie = h[i].event.cookie;
+    const uint32_t slot = static_cast<uint32_t>(cookie);
+    const uint32_t gen = static_cast<uint32_t>(cookie >> 32);
     if (slot >= routes_.size() || !routes_[slot].active || gen < routes_[slot].first_generation) {
-      ++unrouted;
       continue;
     }
-    routed.push_back(RoutedHit{routes_[slot].probe_num, e});
+    if (kept != i) h[kept] = h[i];
+    h[kept++].probe_num = routes_[slot].probe_num;
   }
-  published_.fetch_add(events.size(), std::memory_order_relaxed);
-  if (unrouted) unrouted_.fetch_add(unrouted, std::memory_order_relaxed);
-  for (const auto& w : watchers_) w->Offer(routed);
+  h.resize(kept);
+  published_.fetch_add(published, std::memory_order_relaxed);
+  if (published > kept) unrouted_.fetch_add(published - kept, std::memory_order_relaxed);
+  std::shared_ptr<const HitChunk> shared = std::move(*hits);
+  *hits = NewChunk();
+  if (kept == 0) return;
+  for (const auto& w : watchers_) w->Offer(shared);
 }
 
 absl::StatusOr<std::unique_ptr<RingBufferReader>> RingBufferReader::Start(int ringbuf_fd,
@@ -175,7 +212,7 @@ absl::StatusOr<std::unique_ptr<RingBufferReader>> RingBufferReader::Start(int ri
     return absl::InternalError(
         absl::StrCat("opening the hit-event ring buffer: ", strerror(errno)));
   }
-  r->pending_.reserve(4096);
+  r->pending_ = hub->NewChunk();
   r->thread_ = std::thread([p = r.get()] { p->Run(); });
   return r;
 }
@@ -188,15 +225,11 @@ RingBufferReader::~RingBufferReader() {
 
 int RingBufferReader::OnEvent(void* ctx, void* data, size_t size) {
   auto* self = static_cast<RingBufferReader*>(ctx);
-  if (size < sizeof(xol_hit_event)) return 0;
-  xol_hit_event e;
-  memcpy(&e, data, sizeof(e));
-  self->pending_.push_back(e);
-  // Publish in chunks so watchers see events while a long burst is consumed.
-  if (self->pending_.size() >= 4096) {
-    self->hub_->Publish(self->pending_);
-    self->pending_.clear();
-  }
+  // XOL_EVENT_BYTES(slots): the header and the register slots its probe captures.
+  if (size < XOL_EVENT_BYTES(0) || size > sizeof(xol_hit_event)) return 0;
+  RoutedHit& h = self->pending_->emplace_back();
+  memcpy(&h.event, data, size);
+  if (self->pending_->size() >= kPublishEvery) self->hub_->Publish(&self->pending_);
   return 0;
 }
 
@@ -210,10 +243,7 @@ void RingBufferReader::Run() {
       Log("ring buffer poll failed: ", strerror(-n));
       break;
     }
-    if (!pending_.empty()) {
-      hub_->Publish(pending_);
-      pending_.clear();
-    }
+    if (!pending_->empty()) hub_->Publish(&pending_);
   }
 }
 

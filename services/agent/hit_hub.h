@@ -39,6 +39,10 @@ struct RoutedHit {
   xol_hit_event event;
 };
 
+// A batch of routed events as the reader publishes it, shared (never copied) by every
+// watcher that wants all of it.
+using HitChunk = std::vector<RoutedHit>;
+
 class Watcher {
  public:
   // `probe_nums` empty: every probe. `capacity`: events queued at most.
@@ -51,8 +55,8 @@ class Watcher {
     return probe_nums_.empty() || probe_nums_.contains(probe_num);
   }
   // Producer side: queues the events this watcher wants, counting the ones that
-  // do not fit.
-  void Offer(absl::Span<const RoutedHit> hits);
+  // do not fit. A watcher of every probe queues `hits` itself, without a copy.
+  void Offer(const std::shared_ptr<const HitChunk>& hits);
   // Consumer side: waits up to `timeout` for events, then moves at most `max`
   // into `out`. Returns false once the watcher is closed and drained.
   bool Take(std::vector<RoutedHit>* out, size_t max, absl::Duration timeout);
@@ -66,12 +70,14 @@ class Watcher {
   std::atomic<uint64_t>* const total_queued_;
   const uint64_t total_limit_;
   mutable absl::Mutex mu_;
-  // The offered batches, oldest first; `next` is the first event of a chunk not taken
+  // The offered batches, oldest first; events [next, end) of a chunk are not taken
   // yet. Grows and shrinks with use. (A deque of events allocated a block for every
-  // two 192-byte events, and freed it again, a million times a second.)
+  // two 192-byte events, and freed it again, a million times a second; then each
+  // watcher's copy of every batch was most of the reader's time.)
   struct Chunk {
-    std::vector<RoutedHit> hits;
+    std::shared_ptr<const HitChunk> hits;
     size_t next = 0;
+    size_t end = 0;
   };
   std::deque<Chunk> queue_ ABSL_GUARDED_BY(mu_);
   size_t queued_ ABSL_GUARDED_BY(mu_) = 0;  // events in queue_ not taken yet
@@ -102,6 +108,12 @@ class HitHub {
 
   // Reader side.
   void Publish(absl::Span<const xol_hit_event> events);
+  // The same for events the reader copied straight into `hits` (probe_num not set yet):
+  // routes them in place, drops those of detached probes, offers the rest to every
+  // watcher. `hits` is empty afterwards, ready for the next batch.
+  void Publish(std::shared_ptr<HitChunk>* hits);
+  // An empty chunk to fill for Publish, from a pool of returned ones when it can.
+  std::shared_ptr<HitChunk> NewChunk();
 
   uint64_t published() const { return published_.load(std::memory_order_relaxed); }
   // Events whose probe was already detached (stale in the ring buffer).
@@ -124,8 +136,14 @@ class HitHub {
   std::vector<Route> routes_ ABSL_GUARDED_BY(mu_);
   std::vector<std::shared_ptr<Watcher>> watchers_ ABSL_GUARDED_BY(mu_);
   uint64_t removed_watchers_dropped_ ABSL_GUARDED_BY(mu_) = 0;
-  absl::Mutex publish_mu_ ABSL_ACQUIRED_BEFORE(mu_);
-  std::vector<RoutedHit> publish_scratch_ ABSL_GUARDED_BY(publish_mu_);
+  // Chunks come back here when the last watcher has taken their events, so the reader
+  // fills the same few buffers again (a new 800 KB vector per batch page-faulted on
+  // every first touch). Shared: a chunk may outlive the hub in a watcher's queue.
+  struct ChunkPool {
+    absl::Mutex mu;
+    std::vector<std::unique_ptr<HitChunk>> free ABSL_GUARDED_BY(mu);
+  };
+  const std::shared_ptr<ChunkPool> pool_ = std::make_shared<ChunkPool>();
   std::atomic<uint64_t> published_{0};
   std::atomic<uint64_t> unrouted_{0};
 };
@@ -134,6 +152,9 @@ class HitHub {
 // HitHub.
 class RingBufferReader {
  public:
+  // Events published to the hub at most at once (a long burst reaches the watchers
+  // while it is being consumed).
+  static constexpr size_t kPublishEvery = 1024;
   static absl::StatusOr<std::unique_ptr<RingBufferReader>> Start(int ringbuf_fd, HitHub* hub);
   ~RingBufferReader();  // stops the thread
 
@@ -143,7 +164,7 @@ class RingBufferReader {
   void Run();
   HitHub* hub_;
   ring_buffer* rb_ = nullptr;
-  std::vector<xol_hit_event> pending_;
+  std::shared_ptr<HitChunk> pending_;  // events copied out of the ring, not published yet
   std::atomic<bool> stop_{false};
   std::thread thread_;
 };

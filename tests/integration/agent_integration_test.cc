@@ -280,6 +280,58 @@ TEST_P(AgentTest, CapturesRegistersIntoWatchedEvents) {
   EXPECT_EQ(p.events_dropped(), 0u);
 }
 
+// Issue 12: an event carries only the register slots up to its probe's last captured
+// one (arguments first). Three probes on one site: rsi alone (2 slots), rdi with eflags
+// (every slot, the largest event), rdi alone (1 slot); each reads back its own values.
+TEST_P(AgentTest, EventsOfEverySizeCarryTheirRegisters) {
+  std::vector<v1::ProbeSpec> specs(3, Spec("xol_target_add"));
+  for (v1::ProbeSpec& s : specs) s.set_pid(workload_->pid());
+  specs[0].add_capture(v1::RSI);
+  specs[1].add_capture(v1::EFLAGS);
+  specs[1].add_capture(v1::RDI);
+  specs[2].add_capture(v1::RDI);
+  v1::AttachResponse resp;
+  ASSERT_TRUE(Attach(specs, &resp).ok());
+  grpc::ClientContext ctx;
+  v1::WatchHitsRequest wreq;
+  auto reader = agent_->stub().WatchHits(&ctx, wreq);
+  absl::SleepFor(absl::Milliseconds(300));  // the stream is registered
+  ASSERT_TRUE(workload_->Run(20, 1000).ok());
+  std::map<std::string, std::set<uint64_t>> rdi;
+  std::map<std::string, int> events;
+  v1::HitBatch batch;
+  int seen = 0;
+  while (seen < 60 && reader->Read(&batch)) {
+    EXPECT_EQ(batch.dropped_total(), 0u);
+    for (const v1::HitEvent& e : batch.events()) {
+      ++seen;
+      ++events[e.probe_id()];
+      if (e.probe_id() == resp.probes(0).id()) {
+        ASSERT_EQ(e.regs_size(), 1);
+        EXPECT_EQ(e.regs(0).reg(), v1::RSI);
+        EXPECT_EQ(e.regs(0).value(), 7u);
+      } else {
+        const bool with_flags = e.probe_id() == resp.probes(1).id();
+        ASSERT_EQ(e.regs_size(), with_flags ? 2 : 1);
+        for (const v1::RegisterValue& r : e.regs()) {
+          if (r.reg() == v1::RDI) rdi[e.probe_id()].insert(r.value());
+          // Bit 1 of RFLAGS is always set; IF (bit 9) is set in user mode.
+          if (r.reg() == v1::EFLAGS) EXPECT_EQ(r.value() & 0x202, 0x202u);
+        }
+      }
+    }
+  }
+  ctx.TryCancel();
+  reader->Finish();
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(events[resp.probes(i).id()], 20) << i;
+  for (int i = 1; i < 3; ++i) {
+    const std::set<uint64_t>& got = rdi[resp.probes(i).id()];
+    ASSERT_EQ(got.size(), 20u) << i;
+    EXPECT_EQ(*got.begin(), 1000u);
+    EXPECT_EQ(*got.rbegin(), 1019u);
+  }
+}
+
 TEST_P(AgentTest, RateLimitBoundsEventsNotCounts) {
   v1::ProbeSpec add = Spec("xol_target_add");
   add.add_capture(v1::RDI);
