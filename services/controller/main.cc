@@ -40,6 +40,13 @@ ABSL_FLAG(std::string, state_db, "/var/lib/xolfleet/controller.db", "SQLite desi
 ABSL_FLAG(std::string, store, "",
           "where desired state lives: empty for SQLite at --state_db (one controller), or "
           "etcd://host:port[,host:port...][/prefix] (shared by controller replicas)");
+ABSL_FLAG(std::string, etcd_tls_ca, "",
+          "PEM CA certificate that signed the etcd members' certificates (with "
+          "--etcd_tls_cert/--etcd_tls_key: client TLS to etcd; without them plaintext, "
+          "allowed only to etcd members on loopback addresses)");
+ABSL_FLAG(std::string, etcd_tls_cert, "",
+          "PEM client certificate presented to etcd (its --client-cert-auth)");
+ABSL_FLAG(std::string, etcd_tls_key, "", "PEM private key of --etcd_tls_cert");
 ABSL_FLAG(std::string, replica_name, "",
           "this replica's name when replicas share an etcd store (default: host name and "
           "pid); must be unique among running replicas");
@@ -130,10 +137,17 @@ int Run() {
     plain_creds = *c;
   }
 
+  if (absl::GetFlag(FLAGS_store).empty() &&
+      !(absl::GetFlag(FLAGS_etcd_tls_ca).empty() && absl::GetFlag(FLAGS_etcd_tls_cert).empty() &&
+        absl::GetFlag(FLAGS_etcd_tls_key).empty())) {
+    return Fail(absl::InvalidArgumentError("--etcd_tls_* need --store=etcd://..."));
+  }
   absl::StatusOr<std::unique_ptr<Store>> store;
   std::shared_ptr<Coordinator> coordinator;
   if (const std::string url = absl::GetFlag(FLAGS_store); !url.empty()) {
-    auto etcd = EtcdStore::Open(url);
+    auto etcd =
+        EtcdStore::Open(url, {absl::GetFlag(FLAGS_etcd_tls_ca), absl::GetFlag(FLAGS_etcd_tls_cert),
+                              absl::GetFlag(FLAGS_etcd_tls_key), false});
     if (!etcd.ok()) return Fail(etcd.status());
     EtcdCoordinator::Options co;
     co.replica = absl::GetFlag(FLAGS_replica_name);
