@@ -536,8 +536,8 @@ void FleetController::CheckCountsLocked() {
     const uint32_t a = s.attached, f = s.failed, p = s.pending;
     RecountLocked(s);
     if (a != s.attached || f != s.failed || p != s.pending) {
-      Log("controller: BUG: set ", id, ": rollout counts drifted (attached/failed/pending ", a,
-          "/", f, "/", p, ", recounted ", s.attached, "/", s.failed, "/", s.pending, ")");
+      Log("controller: BUG: set ", id, ": rollout counts drifted (attached/failed/pending ", a, "/",
+          f, "/", p, ", recounted ", s.attached, "/", s.failed, "/", s.pending, ")");
       due_.insert(id);
     }
   }
@@ -634,9 +634,9 @@ void FleetController::EvaluateLocked(bool all) {
       if (s.pending == 0 && s.attached + s.failed > 0) {
         bool done;
         if (s.failed > 0) {
-          done = FinishLocked(s, v1::ROLLOUT_DEGRADED,
-                              absl::StrCat(s.failed, " node(s) failed after the canary"),
-                              "degraded");
+          done =
+              FinishLocked(s, v1::ROLLOUT_DEGRADED,
+                           absl::StrCat(s.failed, " node(s) failed after the canary"), "degraded");
         } else {
           done = FinishLocked(s, v1::ROLLOUT_COMPLETE,
                               absl::StrCat("attached on ", s.attached, " node(s)"), "complete");
@@ -690,7 +690,7 @@ absl::Status FleetController::Register(std::shared_ptr<AgentSession> session,
 }
 
 absl::Status FleetController::Heartbeat(const AgentSession* session, const std::string& node,
-                                        const v1::AgentHeartbeat& hb) {
+                                        v1::AgentHeartbeat hb) {
   if (hb.probes_size() > 100000 || hb.sets_size() > 20000) {
     return absl::InvalidArgumentError("heartbeat too large");
   }
@@ -704,25 +704,62 @@ absl::Status FleetController::Heartbeat(const AgentSession* session, const std::
   n.up = true;
   n.last_seen = clock_();
   n.have_heartbeat = true;
-  n.set_status.clear();
-  for (const auto& s : hb.sets()) n.set_status[s.set_id()] = s;
-  n.probes.clear();
+  // The node's views are rebuilt from each heartbeat, which mostly names the same sets and
+  // probes as the one before: their map entries (and strings) are reused, not reallocated.
+  {
+    auto old = std::move(n.set_status);
+    n.set_status.clear();
+    for (const auto& s : hb.sets()) {
+      auto nh = old.extract(s.set_id());
+      if (nh) {
+        nh.mapped() = s;
+        n.set_status.insert(std::move(nh));
+      } else {
+        n.set_status[s.set_id()] = s;
+      }
+    }
+  }
+  {
+    auto old = std::move(n.probes);
+    n.probes.clear();
+    for (const auto& p : hb.probes()) {
+      auto pit = n.probes.find(p.fleet_probe_id());
+      if (pit != n.probes.end()) {
+        pit->second.push_back(p);  // a duplicate (the agent cleans those up)
+        continue;
+      }
+      auto nh = old.extract(p.fleet_probe_id());
+      if (nh) {
+        nh.mapped().resize(1);
+        nh.mapped()[0] = p;
+        n.probes.insert(std::move(nh));
+      } else {
+        n.probes[p.fleet_probe_id()].push_back(p);
+      }
+    }
+  }
   std::vector<v1::FleetHitUpdate> updates;
+  const bool watched = hub_.watchers() > 0;  // updates are built only for someone
   int64_t now_ns = NowNs();
-  std::map<std::string, std::pair<std::string, uint64_t>> marks;
+  // Hits per placement, added to the counters once per heartbeat (not once per probe).
+  std::map<v1::Placement, uint64_t> placement_hits;
+  // The new marks, computed from the old ones (a duplicate probe too compares with the
+  // previous heartbeat's mark), then stored reusing the old entries.
+  std::vector<std::pair<const v1::AgentProbeStatus*, uint64_t>> marked;
   for (const auto& p : hb.probes()) {
-    n.probes[p.fleet_probe_id()].push_back(p);
     if (p.state() != v1::ATTACHED && p.state() != v1::EXPIRED) continue;
-    auto& mark = n.hit_marks[p.fleet_probe_id()];
+    auto mit = n.hit_marks.find(p.fleet_probe_id());
     uint64_t delta = 0;
-    if (mark.first == p.local_probe_id() && p.hits() >= mark.second) {
-      delta = p.hits() - mark.second;
+    if (mit != n.hit_marks.end() && mit->second.first == p.local_probe_id() &&
+        p.hits() >= mit->second.second) {
+      delta = p.hits() - mit->second.second;
     } else {
       delta = p.hits();  // a new local probe (agent restart or reattach)
     }
-    marks[p.fleet_probe_id()] = {p.local_probe_id(), p.hits()};
+    marked.emplace_back(&p, delta);
     if (delta > 0) {
-      if (metrics_) metrics_->AddHits(node, PlacementLabel(p.placement()), delta);
+      placement_hits[p.placement()] += delta;
+      if (!watched) continue;
       v1::FleetHitUpdate u;
       u.set_node_name(node);
       u.set_set_id(p.set_id());
@@ -734,7 +771,30 @@ absl::Status FleetController::Heartbeat(const AgentSession* session, const std::
       updates.push_back(std::move(u));
     }
   }
-  n.hit_marks = std::move(marks);
+  if (metrics_) {
+    for (const auto& [placement, hits] : placement_hits) {
+      metrics_->AddHits(node, PlacementLabel(placement), hits);
+    }
+  }
+  {
+    auto old = std::move(n.hit_marks);
+    n.hit_marks.clear();
+    for (const auto& [p, delta] : marked) {
+      std::pair<std::string, uint64_t> mark{p->local_probe_id(), p->hits()};
+      auto nit = n.hit_marks.find(p->fleet_probe_id());
+      if (nit != n.hit_marks.end()) {
+        nit->second = std::move(mark);  // a duplicate: the last one counts
+        continue;
+      }
+      auto nh = old.extract(p->fleet_probe_id());
+      if (nh) {
+        nh.mapped() = std::move(mark);
+        n.hit_marks.insert(std::move(nh));
+      } else {
+        n.hit_marks.emplace(p->fleet_probe_id(), std::move(mark));
+      }
+    }
+  }
   if (hb.has_slot_stats() && hb.slot_stats().available()) {
     const auto& s = hb.slot_stats();
     // Deltas since the previous heartbeat; the first report of a node (or one after its
@@ -765,7 +825,7 @@ absl::Status FleetController::Heartbeat(const AgentSession* session, const std::
     n.reg.set_kernel_profile(hb.kernel_profile());
     n.reg.set_kernel_boosts(hb.kernel_boosts());
   }
-  n.last_hb = hb;
+  n.last_hb = std::move(hb);
   RepartLocked(node, &n, before);
   PublishLocked(n);
   if (metrics_) metrics_->Heartbeat();

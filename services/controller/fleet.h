@@ -89,8 +89,9 @@ class FleetController {
   absl::Status Register(std::shared_ptr<AgentSession> session, const v1::AgentRegister& reg,
                         const std::string& identity, const std::string& peer);
   // FAILED_PRECONDITION if `session` is not the node's current session.
+  // Takes the heartbeat (kept as the node's last one).
   absl::Status Heartbeat(const AgentSession* session, const std::string& node,
-                         const v1::AgentHeartbeat& hb);
+                         v1::AgentHeartbeat hb);
   void Disconnect(const AgentSession* session, const std::string& node);
 
   // --- fleet API (requests already authorized; validated here) ---
