@@ -106,6 +106,7 @@ stop_all() {
 start_sim() {  # N
   "$BIN/simagents" --controller=$CTL --agents="$1" --tls_ca="$CA/ca.crt" \
     --tls_cert="$CA/node-1.crt" --tls_key="$CA/node-1.key" --connect_rate=200 \
+    --max_pending_dials=200 --keepalive_timeout=60s \
     --stats_file="$TMP/sim.json" --stats_interval=1s >>"$TMP/sim.out" 2>>"$TMP/sim.log" &
   SIM_PID=$!
 }

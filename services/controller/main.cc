@@ -213,6 +213,16 @@ int Run() {
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  // Memory per connection (thousands of agents, each a TLS connection holding one stream;
+  // bench/fleet/scale.sh): TLS frames of 4 KiB instead of 16 KiB (gRPC's frame protector
+  // keeps a buffer of that size per connection), reads of 4-16 KiB, and no BDP probing
+  // (its pings and window growth are for bulk transfers; heartbeats and desired states
+  // are small). At most 100 concurrent streams per connection (an agent uses one).
+  builder.AddChannelArgument(GRPC_ARG_TSI_MAX_FRAME_SIZE, 4096);
+  builder.AddChannelArgument(GRPC_ARG_TCP_READ_CHUNK_SIZE, 4096);
+  builder.AddChannelArgument(GRPC_ARG_TCP_MAX_READ_CHUNK_SIZE, 16384);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, 100);
   builder.RegisterService(&link);
   builder.RegisterService(&api);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
