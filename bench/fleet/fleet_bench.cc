@@ -104,6 +104,9 @@ int main(int argc, char** argv) {
     req.mutable_policy()->set_canary_fraction(absl::GetFlag(FLAGS_canary));
     req.set_wait(true);
     grpc::ClientContext ctx;
+    // A connection that fails (a TLS handshake lost to a loaded controller) is retried
+    // within the deadline rather than failing the round.
+    ctx.set_wait_for_ready(true);
     ctx.set_deadline(std::chrono::system_clock::now() +
                      std::chrono::milliseconds(
                          static_cast<int64_t>(absl::GetFlag(FLAGS_attach_deadline) * 1000)));
@@ -121,6 +124,7 @@ int main(int argc, char** argv) {
     ms.push_back(dt);
     if (absl::GetFlag(FLAGS_detach_after)) {
       grpc::ClientContext dctx;
+      dctx.set_wait_for_ready(true);
       v1::FleetDetachRequest d;
       d.add_set_ids(resp.rollout().set_id());
       v1::FleetDetachResponse dresp;

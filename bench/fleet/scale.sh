@@ -5,6 +5,10 @@
 #
 #   bench/fleet/scale.sh [SMALL] [LARGE] [ROUNDS]     (defaults 1000 10000 30; STANDING=20)
 #
+# LARGE=0 runs phase 1 only. BINARIES=DIR takes simagents, fleet_bench and
+# xolfleet-controller from DIR instead of building them (to compare two commits). PERF=FILE records the controller's CPU profile (perf record -g,
+# user space) during phase 1's attach rounds into FILE (`perf report -i FILE`).
+#
 # Phase 1, SMALL agents: registration time; attach fan-out latency (AttachFleet with
 #   wait=true to every agent, STANDING other sets standing, p50/p99 over ROUNDS rounds, each
 #   set detached after, untimed); controller CPU per heartbeat (CPU over a 20 s window
@@ -42,29 +46,34 @@ log() { printf '[scale %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 # Every agent is a socket in the simulator and one in the controller (each process needs
 # one descriptor per agent, plus gRPC's and the store's own).
-want_fds=$((LARGE + 2048))
+MOST=$((LARGE > SMALL ? LARGE : SMALL))
+want_fds=$((MOST + 2048))
 if (($(ulimit -n) < want_fds)); then
   ulimit -Hn "$want_fds" 2>/dev/null || true
   ulimit -n "$(( $(ulimit -Hn) < want_fds ? $(ulimit -Hn) : want_fds ))"
 fi
 if (($(ulimit -n) < want_fds)); then
-  echo "scale.sh: open files limit $(ulimit -n) (hard $(ulimit -Hn)) < $want_fds for $LARGE agents" >&2
+  echo "scale.sh: open files limit $(ulimit -n) (hard $(ulimit -Hn)) < $want_fds for $MOST agents" >&2
   exit 1
 fi
 read -r port_lo port_hi </proc/sys/net/ipv4/ip_local_port_range
 ports=$((port_hi - port_lo + 1))
 log "open files limit $(ulimit -n); ephemeral ports $port_lo-$port_hi ($ports)"
-if ((ports < LARGE + 1000)); then
-  echo "scale.sh: only $ports ephemeral ports for $LARGE agents" >&2
+if ((ports < MOST + 1000)); then
+  echo "scale.sh: only $ports ephemeral ports for $MOST agents" >&2
   exit 1
 fi
 
-log "building"
-nice -n 5 bazel build --jobs=2 //bench/fleet:simagents //bench/fleet:fleet_bench \
-  //services/controller:xolfleet-controller >/dev/null 2>&1
 mkdir -p "$TMP/bin"
-cp bazel-bin/bench/fleet/simagents bazel-bin/bench/fleet/fleet_bench \
-  bazel-bin/services/controller/xolfleet-controller "$TMP/bin/"
+if [[ -n ${BINARIES:-} ]]; then  # a directory with the three binaries (e.g. of another commit)
+  cp "$BINARIES"/{simagents,fleet_bench,xolfleet-controller} "$TMP/bin/"
+else
+  log "building"
+  nice -n 5 bazel build --jobs=2 //bench/fleet:simagents //bench/fleet:fleet_bench \
+    //services/controller:xolfleet-controller >/dev/null 2>&1
+  cp bazel-bin/bench/fleet/simagents bazel-bin/bench/fleet/fleet_bench \
+    bazel-bin/services/controller/xolfleet-controller "$TMP/bin/"
+fi
 BIN=$TMP/bin
 CA=$TMP/ca
 scripts/make-test-ca.sh "$CA" --agents 1 --clients admin >/dev/null
@@ -97,6 +106,7 @@ stop_all() {
 start_sim() {  # N
   "$BIN/simagents" --controller=$CTL --agents="$1" --tls_ca="$CA/ca.crt" \
     --tls_cert="$CA/node-1.crt" --tls_key="$CA/node-1.key" --connect_rate=200 \
+    --max_pending_dials=200 --keepalive_timeout=60s \
     --stats_file="$TMP/sim.json" --stats_interval=1s >>"$TMP/sim.out" 2>>"$TMP/sim.log" &
   SIM_PID=$!
 }
@@ -149,9 +159,15 @@ read -r hb_rate1s hb_cpu1s us_hb1s sim_pct1s <<<"$(hb_window 20)"
 rss1s=$(rss_kib $CTL_PID)
 log "with $STANDING sets: $hb_rate1s heartbeats/s, CPU $hb_cpu1s%, $us_hb1s us per heartbeat; RSS $rss1s KiB"
 log "attach rounds: $ROUNDS to all $SMALL agents, no canary"
+PERF_PID=
+if [[ -n ${PERF:-} ]]; then
+  perf record -q -g -e cpu-clock:u -F 499 -p "$CTL_PID" -o "$PERF" >/dev/null 2>&1 &
+  PERF_PID=$!
+fi
 c0=$(cpu_ticks $CTL_PID)
 attach1=$(bench "$SMALL" --mode=attach --rounds="$ROUNDS" --timeout=1200 || echo failed)
 c1=$(cpu_ticks $CTL_PID)
+if [[ -n $PERF_PID ]]; then kill -INT "$PERF_PID"; wait "$PERF_PID" || true; fi
 cpu_round1=$(python3 -c "print(f'{($c1 - $c0) / $HZ / $ROUNDS * 1000:.1f}')")
 log "$attach1 (controller CPU $cpu_round1 ms per round: attach + detach)"
 rss1a=$(rss_kib $CTL_PID)
@@ -160,41 +176,44 @@ sim_cpu1=$(python3 -c "print(f'{$(cpu_ticks $SIM_PID) / $HZ:.1f}')")
 stop_all
 sim1=$(tail -1 "$TMP/sim.out")
 
-# --- phase 2: LARGE agents ---
-: >"$TMP/sim.out"
-start_controller 1s
-sleep 1
-rss0l=$(rss_kib $CTL_PID)
-log "phase 2: $LARGE simulated agents"
-t0=$(date +%s.%N)
-start_sim "$LARGE"
-bench "$LARGE" --mode=wait_agents --timeout=900 >/dev/null
-reg2=$(python3 -c "import time; print(f'{time.time() - $t0:.1f}')")
-log "all $LARGE up in ${reg2}s"
-sleep 5
-read -r hb_rate2 hb_cpu2 us_hb2 sim_pct2 <<<"$(hb_window 20)"
-rss2=$(rss_kib $CTL_PID)
-thr2=$(threads $CTL_PID)
-sim_rss2=$(rss_kib $SIM_PID)
-sim_cpu2=$(python3 -c "print(f'{$(cpu_ticks $SIM_PID) / $HZ:.1f}')")
-log "1 s interval: $hb_rate2 heartbeats/s, CPU $hb_cpu2%, $us_hb2 us per heartbeat; RSS $rss2 KiB, $thr2 threads"
-log "one attach to all $LARGE agents"
-attach2=$(bench "$LARGE" --mode=attach --rounds=3 --timeout=600 || echo failed)
-log "$attach2"
-stop_all
-sim2=$(tail -1 "$TMP/sim.out")
-# The same with heartbeats every 250 ms: the rate the controller sustains when offered
-# four times as many.
-: >"$TMP/sim.out"
-start_controller 250ms
-start_sim "$LARGE"
-bench "$LARGE" --mode=wait_agents --timeout=900 >/dev/null
-sleep 5
-read -r hb_rate3 hb_cpu3 us_hb3 sim_pct3 <<<"$(hb_window 20)"
-rss3=$(rss_kib $CTL_PID)
-log "250 ms interval: $hb_rate3 heartbeats/s, CPU $hb_cpu3%, $us_hb3 us per heartbeat; RSS $rss3 KiB"
-stop_all
-sim3=$(tail -1 "$TMP/sim.out")
+if ((LARGE > 0)); then
+  # --- phase 2: LARGE agents ---
+  : >"$TMP/sim.out"
+  start_controller 1s
+  sleep 1
+  rss0l=$(rss_kib $CTL_PID)
+  log "phase 2: $LARGE simulated agents"
+  t0=$(date +%s.%N)
+  start_sim "$LARGE"
+  bench "$LARGE" --mode=wait_agents --timeout=900 >/dev/null
+  reg2=$(python3 -c "import time; print(f'{time.time() - $t0:.1f}')")
+  log "all $LARGE up in ${reg2}s"
+  sleep 5
+  read -r hb_rate2 hb_cpu2 us_hb2 sim_pct2 <<<"$(hb_window 20)"
+  rss2=$(rss_kib $CTL_PID)
+  thr2=$(threads $CTL_PID)
+  sim_rss2=$(rss_kib $SIM_PID)
+  sim_cpu2=$(python3 -c "print(f'{$(cpu_ticks $SIM_PID) / $HZ:.1f}')")
+  log "1 s interval: $hb_rate2 heartbeats/s, CPU $hb_cpu2%, $us_hb2 us per heartbeat; RSS $rss2 KiB, $thr2 threads"
+  log "one attach to all $LARGE agents"
+  attach2=$(bench "$LARGE" --mode=attach --rounds=3 --timeout=600 || echo failed)
+  log "$attach2"
+  stop_all
+  sim2=$(tail -1 "$TMP/sim.out")
+  # The same with heartbeats every 250 ms: the rate the controller sustains when offered
+  # four times as many.
+  : >"$TMP/sim.out"
+  start_controller 250ms
+  start_sim "$LARGE"
+  bench "$LARGE" --mode=wait_agents --timeout=900 >/dev/null
+  sleep 5
+  read -r hb_rate3 hb_cpu3 us_hb3 sim_pct3 <<<"$(hb_window 20)"
+  rss3=$(rss_kib $CTL_PID)
+  log "250 ms interval: $hb_rate3 heartbeats/s, CPU $hb_cpu3%, $us_hb3 us per heartbeat; RSS $rss3 KiB"
+  stop_all
+  sim3=$(tail -1 "$TMP/sim.out")
+
+fi
 
 {
   echo
@@ -212,14 +231,18 @@ sim3=$(tail -1 "$TMP/sim.out")
   echo "scale_${SMALL}_controller_rss_kib       before=$rss0 agents_up=$rss1 with_${STANDING}_sets=$rss1s after_attaches=$rss1a threads=$thr1"
   echo "scale_${SMALL}_controller_kib_per_agent $mem_per_agent1   ((agents_up - before) / agents)"
   echo "scale_${SMALL}_simagents                $sim_rss1 KiB RSS, ${sim_cpu1} s CPU in all"
-  echo "scale_${LARGE}_registration_all_up_s   $reg2   (dialling at 200 agents/s)"
-  echo "scale_${LARGE}_controller_rss_kib      before=$rss0l agents_up=$rss2 ($(python3 -c "print(f'{$rss2 / 1048576:.2f}')") GiB) threads=$thr2"
-  echo "scale_${LARGE}_controller_kib_per_agent $(python3 -c "print(f'{($rss2 - $rss0l) / $LARGE:.1f}')")"
-  echo "scale_${LARGE}_heartbeats_1s           rate=${hb_rate2}/s cpu=${hb_cpu2}% us_per_heartbeat=$us_hb2 simagents_cpu=${sim_pct2}%   (one core at that cost: $(python3 -c "print(f'{1e6 / max($us_hb2, 1):.0f}')")/s)"
-  echo "scale_${LARGE}_heartbeats_250ms        rate=${hb_rate3}/s cpu=${hb_cpu3}% us_per_heartbeat=$us_hb3 simagents_cpu=${sim_pct3}%   (asked for $((LARGE * 4))/s: the simulator shares the 2 CPUs) rss_kib=$rss3"
-  echo "scale_${LARGE}_attach_no_canary        $attach2"
-  echo "scale_${LARGE}_simagents               $sim_rss2 KiB RSS, ${sim_cpu2} s CPU until the 1 s window ended"
+  if ((LARGE > 0)); then
+    echo "scale_${LARGE}_registration_all_up_s   $reg2   (dialling at 200 agents/s)"
+    echo "scale_${LARGE}_controller_rss_kib      before=$rss0l agents_up=$rss2 ($(python3 -c "print(f'{$rss2 / 1048576:.2f}')") GiB) threads=$thr2"
+    echo "scale_${LARGE}_controller_kib_per_agent $(python3 -c "print(f'{($rss2 - $rss0l) / $LARGE:.1f}')")"
+    echo "scale_${LARGE}_heartbeats_1s           rate=${hb_rate2}/s cpu=${hb_cpu2}% us_per_heartbeat=$us_hb2 simagents_cpu=${sim_pct2}%   (one core at that cost: $(python3 -c "print(f'{1e6 / max($us_hb2, 1):.0f}')")/s)"
+    echo "scale_${LARGE}_heartbeats_250ms        rate=${hb_rate3}/s cpu=${hb_cpu3}% us_per_heartbeat=$us_hb3 simagents_cpu=${sim_pct3}%   (asked for $((LARGE * 4))/s: the simulator shares the 2 CPUs) rss_kib=$rss3"
+    echo "scale_${LARGE}_attach_no_canary        $attach2"
+    echo "scale_${LARGE}_simagents               $sim_rss2 KiB RSS, ${sim_cpu2} s CPU until the 1 s window ended"
+  fi
   echo "# simulator at the end of each run: $sim1"
-  echo "#   $sim2"
-  echo "#   $sim3"
+  if ((LARGE > 0)); then
+    echo "#   $sim2"
+    echo "#   $sim3"
+  fi
 } | tee -a "$OUT"

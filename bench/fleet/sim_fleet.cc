@@ -91,6 +91,14 @@ class SimAgent {
       // Its own connection, as a separate node would have (channels with equal
       // arguments would otherwise share one subchannel, i.e. one TCP connection).
       args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+      if (opts_.keepalive_time > absl::ZeroDuration()) {
+        args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS,
+                    static_cast<int>(absl::ToInt64Milliseconds(opts_.keepalive_time)));
+      }
+      if (opts_.keepalive_timeout > absl::ZeroDuration()) {
+        args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+                    static_cast<int>(absl::ToInt64Milliseconds(opts_.keepalive_timeout)));
+      }
       channel_ = grpc::CreateCustomChannel(opts_.target, creds_, args);
       stub_ = v1::AgentLink::NewStub(channel_);
     }
@@ -287,7 +295,12 @@ void SimFleet::Ticker() {
                       std::max(1.0, opts_.connect_rate));
     for (auto& a : agents_) {
       if (stopping_.load()) break;
-      if (a->Tick(now, budget >= 1)) budget -= 1;
+      bool may_dial = budget >= 1;
+      if (may_dial && opts_.max_pending_dials > 0) {
+        may_dial =
+            counters_.live_streams.load() - counters_.registered.load() < opts_.max_pending_dials;
+      }
+      if (a->Tick(now, may_dial)) budget -= 1;
     }
     absl::SleepFor(tick - std::min(tick, absl::Now() - now));
   }

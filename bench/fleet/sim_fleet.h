@@ -50,6 +50,13 @@ class SimFleet {
     std::string name_prefix = "node-";
     std::function<std::map<std::string, std::string>(int)> labels;  // optional
     double connect_rate = 500;  // new streams per second while starting (TLS handshakes)
+    // At most this many streams dialled and not yet acknowledged (0: no limit): a loaded
+    // controller sets the pace of the ramp-up instead of a backlog of handshakes.
+    int max_pending_dials = 0;
+    // Keepalive: the agent link's (20 s, 10 s to answer) unless set. Thousands of agents
+    // on the controller's machine can keep it from answering a ping within 10 s.
+    absl::Duration keepalive_time = absl::ZeroDuration();
+    absl::Duration keepalive_timeout = absl::ZeroDuration();
     absl::Duration reconnect_delay = absl::Seconds(1);
     uint64_t hits_per_heartbeat = 1;
     // Send delta heartbeats to a controller that accepts them (as the agent does).

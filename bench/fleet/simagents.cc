@@ -43,6 +43,12 @@ ABSL_FLAG(std::string, tls_key, "", "its key");
 ABSL_FLAG(std::string, cert_dir, "", "per-agent certificates: DIR/NAME.crt, DIR/NAME.key");
 ABSL_FLAG(bool, insecure_plaintext, false, "plaintext (loopback or unix socket only)");
 ABSL_FLAG(double, connect_rate, 500, "new streams per second while starting");
+ABSL_FLAG(int, max_pending_dials, 0,
+          "at most this many streams dialled and not yet acknowledged (0: no limit)");
+ABSL_FLAG(absl::Duration, keepalive_time, absl::ZeroDuration(),
+          "keepalive ping interval (0: the agent link's, 20 s)");
+ABSL_FLAG(absl::Duration, keepalive_timeout, absl::ZeroDuration(),
+          "time a keepalive ping may take to be answered (0: the agent link's, 10 s)");
 ABSL_FLAG(uint64_t, hits_per_heartbeat, 1, "hits added to every probe per heartbeat");
 ABSL_FLAG(bool, delta_heartbeats, true, "send delta heartbeats if the controller accepts them");
 ABSL_FLAG(std::string, stats_file, "", "JSON stats, rewritten every --stats_interval");
@@ -111,6 +117,9 @@ int main(int argc, char** argv) {
   o.first_index = absl::GetFlag(FLAGS_first_index);
   o.name_prefix = absl::GetFlag(FLAGS_name_prefix);
   o.connect_rate = absl::GetFlag(FLAGS_connect_rate);
+  o.max_pending_dials = absl::GetFlag(FLAGS_max_pending_dials);
+  o.keepalive_time = absl::GetFlag(FLAGS_keepalive_time);
+  o.keepalive_timeout = absl::GetFlag(FLAGS_keepalive_timeout);
   o.hits_per_heartbeat = absl::GetFlag(FLAGS_hits_per_heartbeat);
   o.delta_heartbeats = absl::GetFlag(FLAGS_delta_heartbeats);
   if (int zones = absl::GetFlag(FLAGS_zones); zones > 0) {

@@ -128,13 +128,47 @@ absl::Status EtcdClient::ParseUrl(const std::string& url, Options* opts, std::st
   return absl::OkStatus();
 }
 
+absl::Status EtcdClient::Credentials(const tls::TlsFiles& files, Options* opts) {
+  const int given = !files.ca_cert.empty() + !files.cert.empty() + !files.key.empty();
+  if (given == 0) {
+    // Security by default: what goes to etcd (every probe set, every agent) and the
+    // leader's fencing travel unauthenticated and in clear only on this machine.
+    for (const std::string& ep : opts->endpoints) {
+      if (!tls::IsLocalAddress(ep)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "refusing plaintext to etcd member ", ep,
+            ": plaintext only to loopback addresses; give --etcd_tls_ca, --etcd_tls_cert and "
+            "--etcd_tls_key for client TLS"));
+      }
+    }
+    opts->credentials = grpc::InsecureChannelCredentials();
+    opts->tls = false;
+    return absl::OkStatus();
+  }
+  if (given != 3) {
+    return absl::InvalidArgumentError(
+        "etcd client TLS needs all of --etcd_tls_ca, --etcd_tls_cert and --etcd_tls_key");
+  }
+  tls::TlsFiles f = files;
+  f.insecure_plaintext = false;
+  auto creds = tls::ChannelCredentials(f, "");
+  if (!creds.ok()) {
+    return absl::Status(creds.status().code(),
+                        absl::StrCat("etcd client TLS: ", creds.status().message()));
+  }
+  opts->credentials = *std::move(creds);
+  opts->tls = true;
+  return absl::OkStatus();
+}
+
 EtcdClient::EtcdClient(Options opts) : opts_(std::move(opts)) {
   for (const std::string& ep : opts_.endpoints) {
     grpc::ChannelArguments args;
     // Reconnect quickly after a member restarts (the default backoff grows to 2 min).
     args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
     args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-    auto ch = grpc::CreateCustomChannel(ep, grpc::InsecureChannelCredentials(), args);
+    auto ch = grpc::CreateCustomChannel(
+        ep, opts_.credentials ? opts_.credentials : grpc::InsecureChannelCredentials(), args);
     stubs_.push_back({etcdserverpb::KV::NewStub(ch), etcdserverpb::Lease::NewStub(ch)});
   }
 }
@@ -250,10 +284,12 @@ bool EtcdStore::DecodeAgent(const std::string& b, StoredAgent* a) {
   return ret && ok;
 }
 
-absl::StatusOr<std::unique_ptr<EtcdStore>> EtcdStore::Open(const std::string& url) {
+absl::StatusOr<std::unique_ptr<EtcdStore>> EtcdStore::Open(const std::string& url,
+                                                           const tls::TlsFiles& files) {
   EtcdClient::Options opts;
   std::string prefix;
   if (absl::Status st = EtcdClient::ParseUrl(url, &opts, &prefix); !st.ok()) return st;
+  if (absl::Status st = EtcdClient::Credentials(files, &opts); !st.ok()) return st;
   auto store = std::make_unique<EtcdStore>(std::make_shared<EtcdClient>(std::move(opts)), prefix);
   if (auto r = store->client_->GetPrefix(prefix + "sets/"); !r.ok()) {
     return absl::Status(r.status().code(), absl::StrCat(url, ": ", r.status().message()));
@@ -262,7 +298,8 @@ absl::StatusOr<std::unique_ptr<EtcdStore>> EtcdStore::Open(const std::string& ur
 }
 
 std::string EtcdStore::Describe() const {
-  return absl::StrCat("etcd://", absl::StrJoin(client_->options().endpoints, ","), prefix_);
+  return absl::StrCat("etcd://", absl::StrJoin(client_->options().endpoints, ","), prefix_,
+                      client_->options().tls ? " (client TLS)" : " (plaintext, loopback)");
 }
 
 absl::Status EtcdStore::PutSet(const StoredSet& set) {

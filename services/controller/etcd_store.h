@@ -14,8 +14,10 @@
 // serve, calls fail UNAVAILABLE with a message saying the store has no quorum: the
 // controller refuses writes with that error and keeps answering reads from memory.
 //
-// Connections are plaintext: run etcd on loopback or a private network (etcd client TLS
-// is not wired yet).
+// Transport: client TLS (the member's certificate verified against a CA, a client
+// certificate presented, as etcd's --client-cert-auth requires) when given a CA,
+// certificate and key (the controller's --etcd_tls_ca/--etcd_tls_cert/--etcd_tls_key);
+// without them plaintext, and then only to members on loopback addresses.
 #ifndef XOLFLEET_SERVICES_CONTROLLER_ETCD_STORE_H_
 #define XOLFLEET_SERVICES_CONTROLLER_ETCD_STORE_H_
 
@@ -32,6 +34,8 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "etcd/etcdserver/etcdserverpb/rpc.grpc.pb.h"
+#include "grpcpp/security/credentials.h"
+#include "services/common/tls.h"
 #include "services/controller/store.h"
 
 namespace xolfleet::controller {
@@ -42,7 +46,14 @@ class EtcdClient {
   struct Options {
     std::vector<std::string> endpoints;  // host:port
     absl::Duration call_timeout = absl::Seconds(3);
+    // Null: plaintext (Credentials() allows that only to loopback members).
+    std::shared_ptr<grpc::ChannelCredentials> credentials;
+    bool tls = false;  // credentials are TLS (for Describe)
   };
+  // The credentials for `endpoints`: TLS from `files` (CA, certificate and key, all three)
+  // or, with none of them, plaintext if every endpoint is a loopback address;
+  // INVALID_ARGUMENT otherwise. Sets opts->credentials and opts->tls.
+  static absl::Status Credentials(const tls::TlsFiles& files, Options* opts);
   // Parses "etcd://h1:p1,h2:p2[/prefix]" into endpoints and a key prefix ("/xolfleet/"
   // unless given; always ends with '/').
   static absl::Status ParseUrl(const std::string& url, Options* opts, std::string* prefix);
@@ -74,9 +85,10 @@ class EtcdClient {
 
 class EtcdStore final : public Store {
  public:
-  // Connects (lazily: the first call dials) to the cluster at `url` (see ParseUrl), and
-  // checks it answers a read.
-  static absl::StatusOr<std::unique_ptr<EtcdStore>> Open(const std::string& url);
+  // Connects (lazily: the first call dials) to the cluster at `url` (see ParseUrl), over
+  // TLS with `files` (EtcdClient::Credentials), and checks it answers a read.
+  static absl::StatusOr<std::unique_ptr<EtcdStore>> Open(const std::string& url,
+                                                         const tls::TlsFiles& files = {});
   EtcdStore(std::shared_ptr<EtcdClient> client, std::string prefix)
       : client_(std::move(client)), prefix_(std::move(prefix)) {}
 

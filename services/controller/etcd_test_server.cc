@@ -37,9 +37,11 @@ int FreePort() {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<EtcdTestServer>> EtcdTestServer::Create(const std::string& dir) {
+absl::StatusOr<std::unique_ptr<EtcdTestServer>> EtcdTestServer::Create(const std::string& dir,
+                                                                       const Tls* tls) {
   std::unique_ptr<EtcdTestServer> s(new EtcdTestServer());
   s->dir_ = dir;
+  if (tls) s->tls_ = std::make_unique<Tls>(*tls);
   if (mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
     return absl::InternalError(absl::StrCat("mkdir ", dir, ": ", strerror(errno)));
   }
@@ -66,7 +68,7 @@ void EtcdTestServer::Stop() {
 }
 
 absl::Status EtcdTestServer::Start() {
-  const std::string client = absl::StrCat("http://127.0.0.1:", client_port_);
+  const std::string client = absl::StrCat(tls_ ? "https" : "http", "://127.0.0.1:", client_port_);
   const std::string peer = absl::StrCat("http://127.0.0.1:", peer_port_);
   std::vector<std::string> args = {"/usr/bin/etcd",
                                    "--name=t",
@@ -78,6 +80,14 @@ absl::Status EtcdTestServer::Start() {
                                    "--initial-cluster=t=" + peer,
                                    "--log-outputs=" + dir_ + "/etcd.log",
                                    "--logger=zap"};
+  EtcdClient::Options probe_opts{{endpoint()}, absl::Seconds(1)};
+  if (tls_) {
+    args.push_back("--cert-file=" + tls_->cert);
+    args.push_back("--key-file=" + tls_->key);
+    args.push_back("--trusted-ca-file=" + tls_->ca);
+    args.push_back("--client-cert-auth");
+    if (absl::Status st = EtcdClient::Credentials(tls_->client, &probe_opts); !st.ok()) return st;
+  }
   pid_ = fork();
   if (pid_ < 0) return absl::InternalError("fork");
   if (pid_ == 0) {
@@ -92,7 +102,7 @@ absl::Status EtcdTestServer::Start() {
     execv(argv[0], argv.data());
     _exit(127);
   }
-  EtcdClient client_probe({{endpoint()}, absl::Seconds(1)});
+  EtcdClient client_probe(probe_opts);
   const absl::Time deadline = absl::Now() + absl::Seconds(60);
   absl::Status last;
   while (absl::Now() < deadline) {

@@ -11,13 +11,22 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "services/common/tls.h"
 
 namespace xolfleet::controller {
 
 class EtcdTestServer {
  public:
+  // Client TLS: the member serves https with `cert`/`key` and requires client
+  // certificates signed by `ca` (--client-cert-auth); `client` is what the readiness
+  // check presents.
+  struct Tls {
+    std::string ca, cert, key;
+    tls::TlsFiles client;
+  };
   // Starts etcd with its data under `dir` and waits (up to 60 s) until it serves.
-  static absl::StatusOr<std::unique_ptr<EtcdTestServer>> Create(const std::string& dir);
+  static absl::StatusOr<std::unique_ptr<EtcdTestServer>> Create(const std::string& dir,
+                                                                const Tls* tls = nullptr);
   ~EtcdTestServer();
 
   // "etcd://127.0.0.1:PORT/<prefix>/".
@@ -29,6 +38,7 @@ class EtcdTestServer {
  private:
   EtcdTestServer() = default;
   std::string dir_;
+  std::unique_ptr<Tls> tls_;
   int client_port_ = 0, peer_port_ = 0;
   pid_t pid_ = -1;
 };

@@ -192,6 +192,9 @@ void FleetController::Sync() {
       }
     }
   }
+  // Sets and nodes may all have changed: every rollout is counted and evaluated afresh.
+  SetsChangedLocked();
+  InvalidateCountsLocked();
   PushAllLocked();
 }
 
@@ -387,6 +390,8 @@ bool FleetController::FinishLocked(Set& s, v1::RolloutState state, const std::st
   r.set_state(state);
   r.set_message(message);
   r.set_finished_at_unix_ns(NowNs());
+  SetsChangedLocked();
+  s.counted = false;
   if (!PersistLocked(s)) {
     r = before;
     return false;
@@ -421,11 +426,148 @@ v1::Rollout FleetController::RolloutLocked(const Set& s) const {
   return r;
 }
 
-void FleetController::EvaluateLocked() {
-  if (!ActingLocked()) return;  // another replica leads
-  bool changed = false;
-  absl::Time now = clock_();
+FleetController::Part FleetController::PartLocked(const Set& s, const std::string& name,
+                                                  const Node& n) const {
+  const std::string& id = s.stored.rollout.set_id();
+  switch (s.stored.rollout.state()) {
+    case v1::ROLLOUT_CANARY: {
+      if (!s.canary.count(name)) return Part::kNone;
+      auto it = n.set_status.find(id);
+      if (n.up && it != n.set_status.end() &&
+          (it->second.state() == v1::SET_FAILED || it->second.over_budget())) {
+        return Part::kCanaryFailed;
+      }
+      if (!n.up || it == n.set_status.end() || it->second.state() != v1::SET_ATTACHED) {
+        return Part::kCanaryWaiting;
+      }
+      return Part::kCanaryAttached;
+    }
+    case v1::ROLLOUT_ROLLING: {
+      if (!Desired(s, n)) return Part::kNone;
+      if (!n.up) return count_grace_ && !n.seen_this_run ? Part::kPending : Part::kNone;
+      auto it = n.set_status.find(id);
+      v1::SetState st = it == n.set_status.end() ? v1::SET_PENDING : it->second.state();
+      if (st == v1::SET_ATTACHED || st == v1::SET_EXPIRED) return Part::kAttached;
+      if (st == v1::SET_FAILED) return Part::kFailed;
+      return Part::kPending;
+    }
+    default:
+      return Part::kNone;
+  }
+}
+
+const std::vector<FleetController::Set*>& FleetController::LiveLocked() {
+  if (!live_valid_) {
+    live_.clear();
+    for (auto& [id, s] : sets_) {
+      v1::RolloutState st = s.stored.rollout.state();
+      if (st == v1::ROLLOUT_CANARY || st == v1::ROLLOUT_ROLLING) live_.push_back(&s);
+    }
+    live_valid_ = true;
+    ++live_gen_;
+  }
+  return live_;
+}
+
+FleetController::Parts FleetController::PartsLocked(const std::string& name, const Node* n) {
+  GraceLocked();
+  const std::vector<Set*>& live = LiveLocked();
+  Parts out{live_gen_, {}};
+  out.parts.reserve(live.size());
+  for (const Set* s : live) out.parts.push_back(n ? PartLocked(*s, name, *n) : Part::kNone);
+  return out;
+}
+
+void FleetController::RepartLocked(const std::string& name, const Node* n, const Parts& before) {
+  const std::vector<Set*>& live = LiveLocked();
+  if (live_gen_ != before.live_gen) {  // sets changed in between (not expected): recount
+    InvalidateCountsLocked();
+    return;
+  }
+  for (size_t i = 0; i < live.size(); ++i) {
+    Set& s = *live[i];
+    Part after = n ? PartLocked(s, name, *n) : Part::kNone;
+    if (after == before.parts[i]) continue;
+    CountLocked(s, before.parts[i], -1);
+    CountLocked(s, after, +1);
+    due_.insert(s.stored.rollout.set_id());
+  }
+}
+
+void FleetController::CountLocked(Set& s, Part p, int d) const {
+  if (!s.counted || s.stored.rollout.state() != v1::ROLLOUT_ROLLING) return;
+  switch (p) {
+    case Part::kAttached:
+      s.attached += d;
+      break;
+    case Part::kFailed:
+      s.failed += d;
+      break;
+    case Part::kPending:
+      s.pending += d;
+      break;
+    default:
+      break;
+  }
+}
+
+void FleetController::RecountLocked(Set& s) {
+  s.attached = s.failed = s.pending = 0;
+  s.counted = true;
+  for (const auto& [name, n] : nodes_) CountLocked(s, PartLocked(s, name, n), +1);
+}
+
+void FleetController::InvalidateCountsLocked() {
+  for (auto& [id, s] : sets_) s.counted = false;
+  all_due_ = true;
+}
+
+void FleetController::GraceLocked() {
+  bool grace = clock_() < started_ + opts_.heartbeat_timeout;
+  if (grace == count_grace_) return;
+  count_grace_ = grace;  // down nodes not seen since the restart stop counting as pending
+  InvalidateCountsLocked();
+}
+
+void FleetController::CheckCountsLocked() {
+  GraceLocked();
   for (auto& [id, s] : sets_) {
+    if (!s.counted || s.stored.rollout.state() != v1::ROLLOUT_ROLLING) continue;
+    const uint32_t a = s.attached, f = s.failed, p = s.pending;
+    RecountLocked(s);
+    if (a != s.attached || f != s.failed || p != s.pending) {
+      Log("controller: BUG: set ", id, ": rollout counts drifted (attached/failed/pending ", a, "/",
+          f, "/", p, ", recounted ", s.attached, "/", s.failed, "/", s.pending, ")");
+      due_.insert(id);
+    }
+  }
+}
+
+void FleetController::EvaluateLocked(bool all) {
+  if (!ActingLocked()) {  // another replica leads
+    was_acting_ = false;
+    return;
+  }
+  GraceLocked();
+  absl::Time now = clock_();
+  if (!was_acting_ || all_due_ || now >= next_wake_) all = true;
+  was_acting_ = true;
+  std::vector<std::string> ids;
+  if (all) {
+    for (const Set* s : LiveLocked()) ids.push_back(s->stored.rollout.set_id());
+    next_wake_ = absl::InfiniteFuture();
+    all_due_ = false;
+  } else {
+    ids.assign(due_.begin(), due_.end());
+  }
+  due_.clear();
+  // The restart grace ends: down nodes not seen since stop counting as pending.
+  if (count_grace_) next_wake_ = std::min(next_wake_, started_ + opts_.heartbeat_timeout);
+  bool changed = false;
+  for (const std::string& id : ids) {
+    auto sit = sets_.find(id);
+    if (sit == sets_.end()) continue;  // detached
+    Set& s = sit->second;
     auto& r = s.stored.rollout;
     if (r.state() == v1::ROLLOUT_CANARY) {
       std::vector<std::string> waiting;
@@ -451,43 +593,56 @@ void FleetController::EvaluateLocked() {
       // throttle) for this long before it rolls out.
       const absl::Duration soak = absl::Seconds(s.stored.request.policy().canary_soak_seconds());
       timeout = std::max(timeout, soak + absl::Seconds(30));
-      if (failure.empty() && waiting.empty() &&
-          now < absl::FromUnixNanos(r.created_at_unix_ns()) + soak) {
+      const absl::Time created = absl::FromUnixNanos(r.created_at_unix_ns());
+      // Time-based steps: the soak ends, the timeout passes.
+      if (created + soak > now) next_wake_ = std::min(next_wake_, created + soak);
+      if (created + timeout >= now) {
+        next_wake_ = std::min(next_wake_, created + timeout + absl::Nanoseconds(1));
+      }
+      if (failure.empty() && waiting.empty() && now < created + soak) {
         continue;  // healthy so far; still soaking
       }
-      if (failure.empty() && !waiting.empty() &&
-          now > absl::FromUnixNanos(r.created_at_unix_ns()) + timeout) {
+      if (failure.empty() && !waiting.empty() && now > created + timeout) {
         failure = absl::StrCat("canary timed out after ", absl::FormatDuration(timeout),
                                "; not attached on: ", absl::StrJoin(waiting, ","));
       }
       if (!failure.empty()) {
-        changed |= FinishLocked(s, v1::ROLLOUT_ROLLED_BACK, absl::StrCat(failure, "; rolled back"),
-                                "rolled_back");
+        if (FinishLocked(s, v1::ROLLOUT_ROLLED_BACK, absl::StrCat(failure, "; rolled back"),
+                         "rolled_back")) {
+          changed = true;
+        } else {
+          due_.insert(id);  // not written (replicas): tried again on the next evaluation
+        }
       } else if (waiting.empty()) {
         const v1::Rollout before = r;
         r.set_state(v1::ROLLOUT_ROLLING);
         r.set_message("canary healthy; rolling out to every selected node");
+        SetsChangedLocked();
+        s.counted = false;
         if (PersistLocked(s)) {
           changed = true;
         } else {
           r = before;
+          due_.insert(id);
         }
       }
     }
     if (r.state() == v1::ROLLOUT_ROLLING) {
-      v1::Rollout counts = RolloutLocked(s);
+      if (!s.counted) RecountLocked(s);
       // Done when no selected node that is up (or still expected back) is pending,
       // and at least one node answered.
-      if (counts.nodes_pending() == 0 && counts.nodes_attached() + counts.nodes_failed() > 0) {
-        if (counts.nodes_failed() > 0) {
-          changed |= FinishLocked(
-              s, v1::ROLLOUT_DEGRADED,
-              absl::StrCat(counts.nodes_failed(), " node(s) failed after the canary"), "degraded");
+      if (s.pending == 0 && s.attached + s.failed > 0) {
+        bool done;
+        if (s.failed > 0) {
+          done =
+              FinishLocked(s, v1::ROLLOUT_DEGRADED,
+                           absl::StrCat(s.failed, " node(s) failed after the canary"), "degraded");
         } else {
-          changed |= FinishLocked(s, v1::ROLLOUT_COMPLETE,
-                                  absl::StrCat("attached on ", counts.nodes_attached(), " node(s)"),
-                                  "complete");
+          done = FinishLocked(s, v1::ROLLOUT_COMPLETE,
+                              absl::StrCat("attached on ", s.attached, " node(s)"), "complete");
         }
+        changed |= done;
+        if (!done) due_.insert(id);
       }
     }
   }
@@ -507,7 +662,10 @@ absl::Status FleetController::Register(std::shared_ptr<AgentSession> session,
   StoredAgent rec{reg, NowNs(), identity};
   ++local_writes_;
   if (auto s = store_->PutAgent(rec); !s.ok()) return s;
-  Node& n = nodes_[reg.node_name()];
+  const std::string& name = reg.node_name();
+  const bool known = it != nodes_.end();
+  const Parts before = PartsLocked(name, known ? &it->second : nullptr);
+  Node& n = nodes_[name];
   if (n.session && n.session != session) n.session->Close();
   n.reg = reg;
   n.identity = identity;
@@ -520,6 +678,7 @@ absl::Status FleetController::Register(std::shared_ptr<AgentSession> session,
   n.have_heartbeat = false;
   n.set_status.clear();
   n.probes.clear();
+  RepartLocked(name, &n, before);
   if (metrics_) metrics_->AgentConnected();
   v1::ControllerMessage ack;
   ack.mutable_registered()->set_heartbeat_interval_ms(
@@ -531,7 +690,7 @@ absl::Status FleetController::Register(std::shared_ptr<AgentSession> session,
 }
 
 absl::Status FleetController::Heartbeat(const AgentSession* session, const std::string& node,
-                                        const v1::AgentHeartbeat& hb) {
+                                        v1::AgentHeartbeat hb) {
   if (hb.probes_size() > 100000 || hb.sets_size() > 20000) {
     return absl::InvalidArgumentError("heartbeat too large");
   }
@@ -541,28 +700,66 @@ absl::Status FleetController::Heartbeat(const AgentSession* session, const std::
     return absl::FailedPreconditionError("stream replaced by a newer one for this node");
   }
   Node& n = it->second;
+  const Parts before = PartsLocked(node, &n);
   n.up = true;
   n.last_seen = clock_();
   n.have_heartbeat = true;
-  n.set_status.clear();
-  for (const auto& s : hb.sets()) n.set_status[s.set_id()] = s;
-  n.probes.clear();
+  // The node's views are rebuilt from each heartbeat, which mostly names the same sets and
+  // probes as the one before: their map entries (and strings) are reused, not reallocated.
+  {
+    auto old = std::move(n.set_status);
+    n.set_status.clear();
+    for (const auto& s : hb.sets()) {
+      auto nh = old.extract(s.set_id());
+      if (nh) {
+        nh.mapped() = s;
+        n.set_status.insert(std::move(nh));
+      } else {
+        n.set_status[s.set_id()] = s;
+      }
+    }
+  }
+  {
+    auto old = std::move(n.probes);
+    n.probes.clear();
+    for (const auto& p : hb.probes()) {
+      auto pit = n.probes.find(p.fleet_probe_id());
+      if (pit != n.probes.end()) {
+        pit->second.push_back(p);  // a duplicate (the agent cleans those up)
+        continue;
+      }
+      auto nh = old.extract(p.fleet_probe_id());
+      if (nh) {
+        nh.mapped().resize(1);
+        nh.mapped()[0] = p;
+        n.probes.insert(std::move(nh));
+      } else {
+        n.probes[p.fleet_probe_id()].push_back(p);
+      }
+    }
+  }
   std::vector<v1::FleetHitUpdate> updates;
+  const bool watched = hub_.watchers() > 0;  // updates are built only for someone
   int64_t now_ns = NowNs();
-  std::map<std::string, std::pair<std::string, uint64_t>> marks;
+  // Hits per placement, added to the counters once per heartbeat (not once per probe).
+  std::map<v1::Placement, uint64_t> placement_hits;
+  // The new marks, computed from the old ones (a duplicate probe too compares with the
+  // previous heartbeat's mark), then stored reusing the old entries.
+  std::vector<std::pair<const v1::AgentProbeStatus*, uint64_t>> marked;
   for (const auto& p : hb.probes()) {
-    n.probes[p.fleet_probe_id()].push_back(p);
     if (p.state() != v1::ATTACHED && p.state() != v1::EXPIRED) continue;
-    auto& mark = n.hit_marks[p.fleet_probe_id()];
+    auto mit = n.hit_marks.find(p.fleet_probe_id());
     uint64_t delta = 0;
-    if (mark.first == p.local_probe_id() && p.hits() >= mark.second) {
-      delta = p.hits() - mark.second;
+    if (mit != n.hit_marks.end() && mit->second.first == p.local_probe_id() &&
+        p.hits() >= mit->second.second) {
+      delta = p.hits() - mit->second.second;
     } else {
       delta = p.hits();  // a new local probe (agent restart or reattach)
     }
-    marks[p.fleet_probe_id()] = {p.local_probe_id(), p.hits()};
+    marked.emplace_back(&p, delta);
     if (delta > 0) {
-      if (metrics_) metrics_->AddHits(node, PlacementLabel(p.placement()), delta);
+      placement_hits[p.placement()] += delta;
+      if (!watched) continue;
       v1::FleetHitUpdate u;
       u.set_node_name(node);
       u.set_set_id(p.set_id());
@@ -574,7 +771,30 @@ absl::Status FleetController::Heartbeat(const AgentSession* session, const std::
       updates.push_back(std::move(u));
     }
   }
-  n.hit_marks = std::move(marks);
+  if (metrics_) {
+    for (const auto& [placement, hits] : placement_hits) {
+      metrics_->AddHits(node, PlacementLabel(placement), hits);
+    }
+  }
+  {
+    auto old = std::move(n.hit_marks);
+    n.hit_marks.clear();
+    for (const auto& [p, delta] : marked) {
+      std::pair<std::string, uint64_t> mark{p->local_probe_id(), p->hits()};
+      auto nit = n.hit_marks.find(p->fleet_probe_id());
+      if (nit != n.hit_marks.end()) {
+        nit->second = std::move(mark);  // a duplicate: the last one counts
+        continue;
+      }
+      auto nh = old.extract(p->fleet_probe_id());
+      if (nh) {
+        nh.mapped() = std::move(mark);
+        n.hit_marks.insert(std::move(nh));
+      } else {
+        n.hit_marks.emplace(p->fleet_probe_id(), std::move(mark));
+      }
+    }
+  }
   if (hb.has_slot_stats() && hb.slot_stats().available()) {
     const auto& s = hb.slot_stats();
     // Deltas since the previous heartbeat; the first report of a node (or one after its
@@ -605,7 +825,8 @@ absl::Status FleetController::Heartbeat(const AgentSession* session, const std::
     n.reg.set_kernel_profile(hb.kernel_profile());
     n.reg.set_kernel_boosts(hb.kernel_boosts());
   }
-  n.last_hb = hb;
+  n.last_hb = std::move(hb);
+  RepartLocked(node, &n, before);
   PublishLocked(n);
   if (metrics_) metrics_->Heartbeat();
   hub_.Publish(updates);
@@ -614,11 +835,14 @@ absl::Status FleetController::Heartbeat(const AgentSession* session, const std::
 }
 
 void FleetController::MarkDownLocked(Node& n) {
-  if (n.session && opts_.coordinator) opts_.coordinator->RetractStatus(n.reg.node_name());
+  const std::string name = n.reg.node_name();
+  const Parts before = PartsLocked(name, &n);
+  if (n.session && opts_.coordinator) opts_.coordinator->RetractStatus(name);
   n.up = false;
   if (n.session) n.session->Close();
   n.session.reset();
   n.pushed.clear();
+  RepartLocked(name, &n, before);
 }
 
 void FleetController::Disconnect(const AgentSession* session, const std::string& node) {
@@ -647,7 +871,8 @@ void FleetController::Tick() {
     }
   }
   if (changed) PushAllLocked();
-  EvaluateLocked();
+  CheckCountsLocked();
+  EvaluateLocked(/*all=*/true);
 }
 
 absl::StatusOr<v1::Rollout> FleetController::Attach(const v1::FleetAttachRequest& req,
@@ -717,6 +942,8 @@ absl::StatusOr<v1::Rollout> FleetController::Attach(const v1::FleetAttachRequest
     ++local_writes_;
     if (auto st = store_->PutSet(s.stored); !st.ok()) return st;  // nothing applied
     sets_.emplace(id, std::move(s));
+    SetsChangedLocked();
+    due_.insert(id);
     PushAllLocked();
     EvaluateLocked();
     if (!req.wait()) return RolloutLocked(sets_.at(id));
@@ -751,6 +978,7 @@ absl::StatusOr<v1::FleetDetachResponse> FleetController::Detach(const v1::FleetD
     sets_.erase(id);
     resp.add_detached_set_ids(id);
   }
+  SetsChangedLocked();
   PushAllLocked();
   return resp;
 }
@@ -839,7 +1067,9 @@ absl::Status FleetController::ForgetAgent(const std::string& node) {
   }
   ++local_writes_;
   if (auto s = store_->DeleteAgent(node); !s.ok()) return s;
+  const Parts before = PartsLocked(node, &it->second);
   nodes_.erase(it);
+  RepartLocked(node, nullptr, before);
   EvaluateLocked();
   return absl::OkStatus();
 }

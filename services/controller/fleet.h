@@ -89,8 +89,9 @@ class FleetController {
   absl::Status Register(std::shared_ptr<AgentSession> session, const v1::AgentRegister& reg,
                         const std::string& identity, const std::string& peer);
   // FAILED_PRECONDITION if `session` is not the node's current session.
+  // Takes the heartbeat (kept as the node's last one).
   absl::Status Heartbeat(const AgentSession* session, const std::string& node,
-                         const v1::AgentHeartbeat& hb);
+                         v1::AgentHeartbeat hb);
   void Disconnect(const AgentSession* session, const std::string& node);
 
   // --- fleet API (requests already authorized; validated here) ---
@@ -141,6 +142,23 @@ class FleetController {
   struct Set {
     StoredSet stored;
     std::set<std::string> canary;
+    // ROLLING: how many selected nodes are attached, failed or pending (as RolloutLocked
+    // counts them), kept current as nodes change so that a heartbeat costs O(live
+    // rollouts), not O(rollouts x nodes). Recounted from scratch while !counted.
+    bool counted = false;
+    uint32_t attached = 0, failed = 0, pending = 0;
+  };
+  // The part a node plays in one live (CANARY or ROLLING) rollout: all EvaluateLocked
+  // reads of it. A change of a node that changes one of its parts makes that rollout due
+  // for evaluation; no other rollout is evaluated for it.
+  enum class Part : uint8_t {
+    kNone,
+    kAttached,
+    kFailed,
+    kPending,
+    kCanaryAttached,
+    kCanaryWaiting,
+    kCanaryFailed
   };
 
   FleetController(Options opts, std::unique_ptr<Store> store, std::shared_ptr<FleetMetrics> metrics,
@@ -155,8 +173,33 @@ class FleetController {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PushLocked(Node& n, bool force) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PushAllLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Advances rollouts; pushes desired state if it changed.
-  void EvaluateLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Advances the rollouts due (or all with `all`): those whose nodes' parts changed since
+  // the last evaluation, and every live one when a time-based step (canary soak or
+  // timeout, the restart grace) is due or this replica just became the leader. Pushes
+  // desired state if it changed.
+  void EvaluateLocked(bool all = false) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Part PartLocked(const Set& s, const std::string& name, const Node& n) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The sets in CANARY or ROLLING (rebuilt after a set was added, removed or changed state).
+  const std::vector<Set*>& LiveLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SetsChangedLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { live_valid_ = false; }
+  // Around every change of a node (up/down, registration, set statuses) or its removal:
+  // PartsLocked before, RepartLocked after (`n` null: the node is gone). Moves the counts
+  // and marks the rollouts whose inputs changed.
+  struct Parts {
+    uint64_t live_gen;
+    std::vector<Part> parts;  // one per LiveLocked() entry
+  };
+  Parts PartsLocked(const std::string& name, const Node* n) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RepartLocked(const std::string& name, const Node* n, const Parts& before)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CountLocked(Set& s, Part p, int d) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RecountLocked(Set& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Every count is redone (after a Sync, or when the restart grace ends).
+  void InvalidateCountsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void GraceLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Recounts every counted rollout and repairs (and logs) a count that drifted.
+  void CheckCountsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool FinishLocked(Set& s, v1::RolloutState state, const std::string& message, const char* outcome)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Writes a rollout change; false if it was not written. With replicas nothing is kept
@@ -186,6 +229,15 @@ class FleetController {
   // a local write does not apply what it read (it would undo that write until next time).
   uint64_t local_writes_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  // Incremental evaluation (EvaluateLocked).
+  std::set<std::string> due_ ABSL_GUARDED_BY(mu_);  // set ids whose inputs changed
+  bool all_due_ ABSL_GUARDED_BY(mu_) = true;
+  absl::Time next_wake_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();  // a time-based step
+  bool was_acting_ ABSL_GUARDED_BY(mu_) = false;
+  bool count_grace_ ABSL_GUARDED_BY(mu_) = true;  // the counts' view of the restart grace
+  std::vector<Set*> live_ ABSL_GUARDED_BY(mu_);
+  bool live_valid_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t live_gen_ ABSL_GUARDED_BY(mu_) = 0;  // bumped when live_ is rebuilt
   std::thread ticker_;
 };
 

@@ -12,6 +12,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -40,6 +41,13 @@ ABSL_FLAG(std::string, state_db, "/var/lib/xolfleet/controller.db", "SQLite desi
 ABSL_FLAG(std::string, store, "",
           "where desired state lives: empty for SQLite at --state_db (one controller), or "
           "etcd://host:port[,host:port...][/prefix] (shared by controller replicas)");
+ABSL_FLAG(std::string, etcd_tls_ca, "",
+          "PEM CA certificate that signed the etcd members' certificates (with "
+          "--etcd_tls_cert/--etcd_tls_key: client TLS to etcd; without them plaintext, "
+          "allowed only to etcd members on loopback addresses)");
+ABSL_FLAG(std::string, etcd_tls_cert, "",
+          "PEM client certificate presented to etcd (its --client-cert-auth)");
+ABSL_FLAG(std::string, etcd_tls_key, "", "PEM private key of --etcd_tls_cert");
 ABSL_FLAG(std::string, replica_name, "",
           "this replica's name when replicas share an etcd store (default: host name and "
           "pid); must be unique among running replicas");
@@ -130,10 +138,17 @@ int Run() {
     plain_creds = *c;
   }
 
+  if (absl::GetFlag(FLAGS_store).empty() &&
+      !(absl::GetFlag(FLAGS_etcd_tls_ca).empty() && absl::GetFlag(FLAGS_etcd_tls_cert).empty() &&
+        absl::GetFlag(FLAGS_etcd_tls_key).empty())) {
+    return Fail(absl::InvalidArgumentError("--etcd_tls_* need --store=etcd://..."));
+  }
   absl::StatusOr<std::unique_ptr<Store>> store;
   std::shared_ptr<Coordinator> coordinator;
   if (const std::string url = absl::GetFlag(FLAGS_store); !url.empty()) {
-    auto etcd = EtcdStore::Open(url);
+    auto etcd =
+        EtcdStore::Open(url, {absl::GetFlag(FLAGS_etcd_tls_ca), absl::GetFlag(FLAGS_etcd_tls_cert),
+                              absl::GetFlag(FLAGS_etcd_tls_key), false});
     if (!etcd.ok()) return Fail(etcd.status());
     EtcdCoordinator::Options co;
     co.replica = absl::GetFlag(FLAGS_replica_name);
@@ -198,6 +213,16 @@ int Run() {
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  // Memory per connection (thousands of agents, each a TLS connection holding one stream;
+  // bench/fleet/scale.sh): TLS frames of 4 KiB instead of 16 KiB (gRPC's frame protector
+  // keeps a buffer of that size per connection), reads of 4-16 KiB, and no BDP probing
+  // (its pings and window growth are for bulk transfers; heartbeats and desired states
+  // are small). At most 100 concurrent streams per connection (an agent uses one).
+  builder.AddChannelArgument(GRPC_ARG_TSI_MAX_FRAME_SIZE, 4096);
+  builder.AddChannelArgument(GRPC_ARG_TCP_READ_CHUNK_SIZE, 4096);
+  builder.AddChannelArgument(GRPC_ARG_TCP_MAX_READ_CHUNK_SIZE, 16384);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, 100);
   builder.RegisterService(&link);
   builder.RegisterService(&api);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
@@ -219,6 +244,9 @@ int Run() {
 }  // namespace xolfleet::controller
 
 int main(int argc, char** argv) {
+  // Lock-order checking (absl's deadlock detection, on in this build of absl) costs every
+  // lock of every heartbeat a graph lookup; the tests keep it, the server does not.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   // Block the shutdown signals before any thread starts, so sigwait gets them.
   xolfleet::BlockShutdownSignals();
   signal(SIGPIPE, SIG_IGN);

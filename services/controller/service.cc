@@ -110,7 +110,7 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::C
       } else if (!hb.ok()) {
         End(ToGrpcStatus(hb.status()));
         return;
-      } else if (auto s = svc_->fleet_->Heartbeat(this, node_, *hb); !s.ok()) {
+      } else if (auto s = svc_->fleet_->Heartbeat(this, node_, *std::move(hb)); !s.ok()) {
         End(ToGrpcStatus(s));
         return;
       }

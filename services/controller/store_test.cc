@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
@@ -173,6 +174,57 @@ TEST(EtcdStoreTest, UnavailableWhileDownThenRecovers) {
   ASSERT_TRUE(sets.ok()) << sets.status();
   ASSERT_EQ(sets->size(), 1u);
   EXPECT_TRUE((*st)->PutSet(MakeSet("ps-b")).ok());
+}
+
+// Client TLS to a real etcd that serves https and requires client certificates
+// (--client-cert-auth), with certificates the test makes (scripts/make-test-ca.sh).
+TEST(EtcdStoreTest, ClientTlsToAMemberRequiringClientCertificates) {
+  const std::string dir = absl::StrCat(::testing::TempDir(), "/etcd-tls-", getpid());
+  const std::string cmd = absl::StrCat("scripts/make-test-ca.sh ", dir,
+                                       "/ca --agents 1 --clients etcd-client >/dev/null 2>&1");
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  const std::string ca = dir + "/ca/";
+  const tls::TlsFiles client{ca + "ca.crt", ca + "etcd-client.crt", ca + "etcd-client.key"};
+  const EtcdTestServer::Tls server{ca + "ca.crt", ca + "controller.crt", ca + "controller.key",
+                                   client};
+  auto e = EtcdTestServer::Create(dir + "/etcd", &server);
+  ASSERT_TRUE(e.ok()) << e.status();
+  auto st = EtcdStore::Open((*e)->Url(), client);
+  ASSERT_TRUE(st.ok()) << st.status();
+  EXPECT_NE((*st)->Describe().find("client TLS"), std::string::npos) << (*st)->Describe();
+  ASSERT_TRUE((*st)->PutSet(MakeSet("ps-tls")).ok());
+  auto sets = (*st)->LoadSets();
+  ASSERT_TRUE(sets.ok()) << sets.status();
+  ASSERT_EQ(sets->size(), 1u);
+  EXPECT_EQ((*sets)[0].rollout.set_id(), "ps-tls");
+  // The member refuses a client without a certificate of its CA: plaintext, and a
+  // certificate signed by another CA (make-test-ca.sh's rogue-admin).
+  auto plain = EtcdStore::Open((*e)->Url());
+  EXPECT_EQ(plain.status().code(), absl::StatusCode::kUnavailable) << plain.status();
+  auto rogue =
+      EtcdStore::Open((*e)->Url(), {ca + "ca.crt", ca + "rogue-admin.crt", ca + "rogue-admin.key"});
+  EXPECT_EQ(rogue.status().code(), absl::StatusCode::kUnavailable) << rogue.status();
+  // A server certificate of another CA is refused by the client.
+  auto wrong_ca = EtcdStore::Open((*e)->Url(), {ca + "rogue-ca.crt", client.cert, client.key});
+  EXPECT_EQ(wrong_ca.status().code(), absl::StatusCode::kUnavailable) << wrong_ca.status();
+}
+
+// Plaintext only to loopback members; the TLS files go together. Refused before dialling.
+TEST(EtcdStoreTest, PlaintextOnlyToLoopback) {
+  auto off = EtcdStore::Open("etcd://127.0.0.1:1,192.0.2.1:2379");
+  EXPECT_EQ(off.status().code(), absl::StatusCode::kInvalidArgument) << off.status();
+  EXPECT_NE(off.status().message().find("refusing plaintext to etcd member 192.0.2.1:2379"),
+            std::string::npos)
+      << off.status();
+  EXPECT_NE(off.status().message().find("--etcd_tls_ca"), std::string::npos) << off.status();
+  EtcdClient::Options o{{"localhost:2379", "[::1]:2379"}};
+  EXPECT_TRUE(EtcdClient::Credentials({}, &o).ok());
+  EXPECT_FALSE(o.tls);
+  tls::TlsFiles partial;
+  partial.ca_cert = "/nonexistent/ca.crt";
+  auto half = EtcdStore::Open("etcd://127.0.0.1:1", partial);
+  EXPECT_EQ(half.status().code(), absl::StatusCode::kInvalidArgument) << half.status();
+  EXPECT_NE(half.status().message().find("needs all of"), std::string::npos) << half.status();
 }
 
 TEST(EtcdStoreTest, UnreadableRecordIsDataLoss) {
