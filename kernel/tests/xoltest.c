@@ -860,7 +860,8 @@ static void rs_handler(int sig)
 	_exit(rs_handler_bad ? 2 : 0);
 }
 
-static int rs_setup(void)
+/* @old: where to save the sigaltstack it replaces (bf_run()'s), or NULL */
+static int rs_setup(stack_t *old)
 {
 	struct sigaction sa = { .sa_sigaction = rs_segv, .sa_flags = SA_SIGINFO | SA_ONSTACK };
 	static char segv_stack[64 * 1024];
@@ -879,7 +880,7 @@ static int rs_setup(void)
 		}
 	}
 	/* SIGSEGV is taken on its own stack: the tight ones have no room */
-	if (sigaltstack(&ss, NULL))
+	if (sigaltstack(&ss, old))
 		return -1;
 	return sigaction(SIGSEGV, &sa, NULL);
 }
@@ -896,9 +897,10 @@ static void rs_canary(int i, long *r, unsigned char *after)
 
 static void rstack_base(void)
 {
+	stack_t old;
 	long r;
 
-	if (rs_setup())
+	if (rs_setup(&old))
 		return;
 	for (int i = 0; i < NRS; i++) {
 		rs_canary(i, &rs_base[i], rs_base_page[i]);
@@ -907,7 +909,8 @@ static void rstack_base(void)
 			rs_base[i] = 0x7fbad;
 	}
 	signal(SIGSEGV, SIG_DFL);
-	sigaltstack(&(stack_t){ .ss_flags = SS_DISABLE }, NULL);
+	/* bf_run() installed its sigaltstack once and relies on it */
+	sigaltstack(&old, NULL);
 }
 
 /* The child of test_riprel_stack(): tight stack, canaries, then the sigaltstack. */
@@ -920,7 +923,7 @@ static void rs_child(void)
 	long r;
 
 	alarm(60);	/* a kernel that corrupts %rsp must not hang the run */
-	if (rs_setup())
+	if (rs_setup(NULL))
 		_exit(3);
 	for (int i = 0; i < NRS; i++) {
 		if (rs_base[i] == 0x7fbad) {
