@@ -16,6 +16,8 @@ g_ro:	.quad 0x1234
 g_sum:	.quad 0
 g_tmp:	.quad 0
 g_spsave: .quad 0
+g_spld:	.quad 0
+g_spdbl: .quad 0
 	.globl g_jtarget, g_ctarget, g_jtab
 g_jtarget: .quad t_jr
 g_ctarget: .quad t_callee
@@ -107,6 +109,37 @@ FN(f_rrsi)				/* g_ro + x, %rsi named: scratch is %rdi */
 SITE(s_rrsi)	mov g_ro(%rip), %rsi
 	add %rsi, %rax
 	ret
+/* %rsp as an operand: the slot program writes no stack, so these are boosted */
+FN(f_rpush)				/* g_ro, push rip-relative */
+SITE(s_rpush)	push g_ro(%rip)
+	pop %rax
+	ret
+FN(f_rsp)				/* stores %rsp rip-relative, returns 7 */
+SITE(s_rsp)	mov %rsp, g_spsave(%rip)
+	mov $7, %eax
+	ret
+FN(f_rspld)				/* x + 4, %rsp reloaded from g_spld */
+	mov %rsp, g_spld(%rip)
+SITE(s_rspld)	mov g_spld(%rip), %rsp
+	lea 4(%rdi), %rax
+	ret
+FN(f_cvtrsp)				/* x + 5, %rsp converted back from g_spdbl */
+	cvtsi2sdq %rsp, %xmm0
+	movsd %xmm0, g_spdbl(%rip)
+SITE(s_cvtrsp)	cvttsd2si g_spdbl(%rip), %rsp
+	lea 5(%rdi), %rax
+	ret
+/* long call_on_stack(long (*fn)(long), long arg, void *top): fn(arg), %rsp = top */
+FN(call_on_stack)
+	push %rbp
+	mov %rsp, %rbp
+	mov %rdi, %rax
+	mov %rsi, %rdi
+	mov %rdx, %rsp
+	call *%rax
+	mov %rbp, %rsp
+	pop %rbp
+	ret
 
 /* ---- SINGLE_STEP -------------------------------------------------------- */
 FN(f_popf)				/* x */
@@ -117,14 +150,6 @@ SITE(s_popf)	popf
 FN(f_rep)				/* memcpy(d, s, n) */
 	mov %rdx, %rcx
 SITE(s_rep)	rep movsb
-	ret
-FN(f_rpush)				/* g_ro, push rip-relative */
-SITE(s_rpush)	push g_ro(%rip)
-	pop %rax
-	ret
-FN(f_rsp)				/* stores %rsp rip-relative, returns 7 */
-SITE(s_rsp)	mov %rsp, g_spsave(%rip)
-	mov $7, %eax
 	ret
 FN(f_x87)				/* x, after an x87 instruction */
 SITE(s_x87)	fld1
@@ -321,7 +346,7 @@ SITE(s_cli)	cli
 SITE(s_fwait)	fwait
 SITE(s_repstos)	rep stosb
 SITE(s_stos)	stosb
-SITE(s_ripr_bx)	vpaddd g_vec(%rip), %xmm6, %xmm7
+SITE(s_ripr_bx)	{vex3} vpaddd g_vec(%rip), %xmm6, %xmm7
 SITE(s_vex6)	vaddps g_vec(%rip), %xmm1, %xmm6
 SITE(s_andrip)	andq $0xf, g_tmp(%rip)
 SITE(s_r12rip)	mov %r12, g_tmp(%rip)

@@ -60,6 +60,8 @@ extern unsigned long f_div(unsigned long, unsigned long);
 extern long f_rload(void), f_rstore(long), f_rlea(void), f_rcmp(long), f_rrsi(long);
 extern void f_rrmw(long), f_rsse(int *);
 extern long f_popf(long), f_rpush(void), f_rsp(void), f_x87(long);
+extern long f_rspld(long), f_cvtrsp(long);
+extern long call_on_stack(long (*fn)(long), long arg, void *top);
 extern void f_rep(void *, const void *, long);
 extern long f_nop(long), f_pushbp(long), f_jmp(long), f_jcc(long), f_call(long);
 extern long g_ro, g_sum, g_tmp;
@@ -85,7 +87,8 @@ extern char t_jm[], t_callee[];
 	X(s_rsse, "BOOSTED_RIPREL") X(s_rcmp, "BOOSTED_RIPREL")		\
 	X(s_rrsi, "BOOSTED_RIPREL")					\
 	X(s_popf, "SINGLE_STEP") X(s_rep, "BOOSTED")			\
-	X(s_rpush, "SINGLE_STEP") X(s_rsp, "SINGLE_STEP")		\
+	X(s_rpush, "BOOSTED_RIPREL") X(s_rsp, "BOOSTED_RIPREL")		\
+	X(s_rspld, "BOOSTED_RIPREL") X(s_cvtrsp, "BOOSTED_RIPREL")	\
 	X(s_x87, "SINGLE_STEP")						\
 	X(s_nop, "EMULATED") X(s_pushbp, "EMULATED") X(s_jmp, "EMULATED") \
 	X(s_jcc, "EMULATED") X(s_call, "EMULATED")			\
@@ -94,10 +97,10 @@ extern char t_jm[], t_callee[];
 	X(s_int3, "REFUSED") X(s_ud2, "SINGLE_STEP")			\
 	X(s_cli, "REFUSED") X(s_fwait, "SINGLE_STEP")		\
 	X(s_repstos, "BOOSTED") X(s_stos, "BOOSTED")			\
-	X(s_ripr_bx, "SINGLE_STEP") X(s_vex6, "BOOSTED_RIPREL")	\
+	X(s_ripr_bx, "BOOSTED_RIPREL") X(s_vex6, "BOOSTED_RIPREL")	\
 	X(s_andrip, "BOOSTED_RIPREL") X(s_r12rip, "BOOSTED_RIPREL")	\
 	X(s_lock, "REFUSED") X(s_xmm4, "BOOSTED_RIPREL")		\
-	X(s_movsx, "BOOSTED_RIPREL") X(s_popmrip, "SINGLE_STEP")	\
+	X(s_movsx, "BOOSTED_RIPREL") X(s_popmrip, "BOOSTED_RIPREL")	\
 	X(s_ret, "EMULATED*") X(s_retimm, "EMULATED*")			\
 	X(s_repret, "EMULATED*") X(s_jmpreg, "EMULATED*")		\
 	X(s_jmpmem, "EMULATED*") X(s_jmprip, "EMULATED*")		\
@@ -480,6 +483,7 @@ static long c_rsse(long i)
 }
 static long c_rcmp(long i) { return f_rcmp(i * 17); }
 static long c_rrsi(long i) { return f_rrsi(i); }
+static long c_rrsi_same(long i) { return f_rrsi(7) + i; }
 static long c_popf(long i) { return f_popf(i); }
 static long c_rep(long i)
 {
@@ -777,6 +781,227 @@ static void test_fault(void)
 	}
 	if (bad)
 		fail(name, "%s", why);
+	else
+		pass(name);
+}
+
+/* ---- test: rip-relative programs write no memory the instruction does not -- */
+/*
+ * Each rip-relative function runs through call_on_stack() three ways: with
+ * %rsp 8 bytes above a PROT_NONE guard page (a slot program that pushed
+ * anything below %rsp faults where the unprobed call does not), on a page of
+ * canaries (after the call every byte must equal the unprobed run's), and
+ * from a SIGUSR1 handler on a sigaltstack, again 8 bytes above the guard page
+ * below it.  The reference results and canary pages are taken at startup,
+ * before any probe is registered (rstack_base()).
+ */
+static const char *const rs_names[] = {
+	"rload", "rstore", "rlea", "rcmp", "rrsi", "rpush", "rsp", "rspld", "cvtrsp",
+};
+#define NRS ((int)(sizeof(rs_names) / sizeof(rs_names[0])))
+#define RS_ARG 0x2a
+#define RS_PAGE 4096
+
+static long rs_base[NRS];
+static unsigned char rs_base_page[NRS][RS_PAGE];
+static unsigned char *rs_mem;	/* guard, stack page, guard, two altstack pages */
+static sigjmp_buf rs_jmp;
+static volatile unsigned long rs_fault_ip;
+static volatile int rs_handler_bad;
+#define RS_WHY 512
+static char *rs_why;	/* shared with the child */
+
+/*
+ * Called directly (asm, no C frame): only what the functions themselves push
+ * lands on the stack page.
+ */
+static long (*const rs_direct[NRS])(long) = {
+	(long (*)(long))f_rload, f_rstore, (long (*)(long))f_rlea, f_rcmp, f_rrsi,
+	(long (*)(long))f_rpush, (long (*)(long))f_rsp, f_rspld, f_cvtrsp,
+};
+
+static void rs_segv(int sig, siginfo_t *si, void *uc_)
+{
+	ucontext_t *uc = uc_;
+
+	(void)sig;
+	(void)si;
+	rs_fault_ip = uc->uc_mcontext.gregs[REG_RIP];
+	siglongjmp(rs_jmp, 1);
+}
+
+/* fn on the page at @page, %rsp 8 bytes above its start; -1 and ip if it faulted */
+static int rs_tight(int i, unsigned char *page, long *r)
+{
+	if (sigsetjmp(rs_jmp, 1))
+		return -1;
+	*r = call_on_stack(rs_direct[i], RS_ARG, page + 16);
+	return 0;
+}
+
+/*
+ * In a child: the handler's frame is at the top of the sigaltstack, the
+ * functions run at its bottom; a fault there cannot be delivered (%rsp is on
+ * the alternate stack, 8 bytes above the guard page) and kills the child.
+ */
+static void rs_handler(int sig)
+{
+	long r;
+
+	(void)sig;
+	for (int i = 0; i < NRS; i++) {
+		r = call_on_stack(rs_direct[i], RS_ARG, rs_mem + 3 * RS_PAGE + 16);
+		if (r != rs_base[i]) {
+			rs_handler_bad |= 1 << i;
+			snprintf(rs_why + strlen(rs_why), RS_WHY - strlen(rs_why),
+				 "sigaltstack %s: %ld want %ld ", rs_names[i], r, rs_base[i]);
+		}
+	}
+	_exit(rs_handler_bad ? 2 : 0);
+}
+
+/* @old: where to save the sigaltstack it replaces (bf_run()'s), or NULL */
+static int rs_setup(stack_t *old)
+{
+	struct sigaction sa = { .sa_sigaction = rs_segv, .sa_flags = SA_SIGINFO | SA_ONSTACK };
+	static char segv_stack[64 * 1024];
+	stack_t ss = { .ss_sp = segv_stack, .ss_size = sizeof(segv_stack) };
+
+	if (!rs_mem) {
+		rs_why = mmap(NULL, RS_WHY, PROT_READ | PROT_WRITE,
+			      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+		rs_mem = mmap(NULL, 5 * RS_PAGE, PROT_READ | PROT_WRITE,
+			      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (rs_why == MAP_FAILED || rs_mem == MAP_FAILED ||
+		    mprotect(rs_mem, RS_PAGE, PROT_NONE) ||
+		    mprotect(rs_mem + 2 * RS_PAGE, RS_PAGE, PROT_NONE)) {
+			rs_mem = NULL;
+			return -1;
+		}
+	}
+	/* SIGSEGV is taken on its own stack: the tight ones have no room */
+	if (sigaltstack(&ss, old))
+		return -1;
+	return sigaction(SIGSEGV, &sa, NULL);
+}
+
+/* Canary run: the stack page filled with 0xa5, %rsp in its middle. */
+static void rs_canary(int i, long *r, unsigned char *after)
+{
+	unsigned char *page = rs_mem + RS_PAGE;
+
+	memset(page, 0xa5, RS_PAGE);
+	*r = call_on_stack(rs_direct[i], RS_ARG, page + RS_PAGE / 2);
+	memcpy(after, page, RS_PAGE);
+}
+
+static void rstack_base(void)
+{
+	stack_t old;
+	long r;
+
+	if (rs_setup(&old))
+		return;
+	for (int i = 0; i < NRS; i++) {
+		rs_canary(i, &rs_base[i], rs_base_page[i]);
+		/* the unprobed function does not fault on the tight stack */
+		if (rs_tight(i, rs_mem + RS_PAGE, &r) || r != rs_base[i])
+			rs_base[i] = 0x7fbad;
+	}
+	signal(SIGSEGV, SIG_DFL);
+	/* bf_run() installed its sigaltstack once and relies on it */
+	sigaltstack(&old, NULL);
+}
+
+/* The child of test_riprel_stack(): tight stack, canaries, then the sigaltstack. */
+static void rs_child(void)
+{
+	struct sigaction su = { .sa_handler = rs_handler, .sa_flags = SA_ONSTACK };
+	unsigned char after[RS_PAGE];
+	stack_t ss;
+	int bad = 0;
+	long r;
+
+	alarm(60);	/* a kernel that corrupts %rsp must not hang the run */
+	if (rs_setup(NULL))
+		_exit(3);
+	for (int i = 0; i < NRS; i++) {
+		if (rs_base[i] == 0x7fbad) {
+			bad++;
+			snprintf(rs_why + strlen(rs_why), RS_WHY - strlen(rs_why),
+				 "%s faulted unprobed ", rs_names[i]);
+			continue;
+		}
+		if (rs_tight(i, rs_mem + RS_PAGE, &r)) {
+			bad++;
+			snprintf(rs_why + strlen(rs_why), RS_WHY - strlen(rs_why),
+				 "%s: SIGSEGV at %#lx on the tight stack ", rs_names[i],
+				 rs_fault_ip);
+		} else if (r != rs_base[i]) {
+			bad++;
+			snprintf(rs_why + strlen(rs_why), RS_WHY - strlen(rs_why),
+				 "%s: %ld want %ld ", rs_names[i], r, rs_base[i]);
+		}
+		rs_canary(i, &r, after);
+		if (r != rs_base[i] || memcmp(after, rs_base_page[i], RS_PAGE)) {
+			int off = 0;
+
+			while (off < RS_PAGE && after[off] == rs_base_page[i][off])
+				off++;
+			bad++;
+			snprintf(rs_why + strlen(rs_why), RS_WHY - strlen(rs_why),
+				 "%s: canary page differs at %%rsp%+d (result %ld) ",
+				 rs_names[i], off - (RS_PAGE / 2 - 8), r);
+		}
+	}
+	/* a SIGUSR1 handler on a two-page sigaltstack with a guard page below */
+	ss.ss_sp = rs_mem + 3 * RS_PAGE;
+	ss.ss_size = 2 * RS_PAGE;
+	ss.ss_flags = 0;
+	signal(SIGSEGV, SIG_DFL);
+	if (bad || sigaltstack(&ss, NULL) || sigaction(SIGUSR1, &su, NULL))
+		_exit(bad ? 1 : 3);
+	raise(SIGUSR1);
+	_exit(4);	/* the handler exits */
+}
+
+/*
+ * In a child (with a time limit), so that a kernel that corrupts %rsp gives
+ * a failure, not a hung run; the hit counters are system-wide.
+ */
+static void test_riprel_stack(void)
+{
+	unsigned long b[ST_NR], a[ST_NR];
+	int bad = 0, cls = boost ? ST_RIPREL : ST_SSTEP, st = 0;
+	char name[64];
+	pid_t pid;
+
+	snprintf(name, sizeof(name), "riprel_stack_boost_%s", boost ? "on" : "off");
+	if (!rs_mem) {
+		fail(name, "no unprobed reference (mmap failed at startup)");
+		return;
+	}
+	rs_why[0] = 0;
+	stats_read(b);
+	pid = fork();
+	if (!pid)
+		rs_child();
+	if (pid < 0 || waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st)) {
+		bad++;
+		snprintf(rs_why + strlen(rs_why), RS_WHY - strlen(rs_why),
+			 "child %s %d (1: tight stack or canaries, 2: sigaltstack; 14: timed out) ",
+			 pid < 0 ? "fork" : WIFSIGNALED(st) ? "killed by signal" : "exit",
+			 WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+	}
+	stats_read(a);
+	if (a[cls] - b[cls] != (unsigned long)(3 * NRS)) {
+		bad++;
+		snprintf(rs_why + strlen(rs_why), RS_WHY - strlen(rs_why),
+			 "%s +%lu want %d ", stat_names[cls], a[cls] - b[cls], 3 * NRS);
+	}
+	note("%s: %d rip-relative functions x (guard page, canaries, sigaltstack)", name, NRS);
+	if (bad)
+		fail(name, "%s", rs_why);
 	else
 		pass(name);
 }
@@ -2323,6 +2548,9 @@ static void bench(int n)
 		{ "boosted (endbr64)", "s_endbr", c_endbr },
 		{ "boosted_riprel (mov rip)", "s_rload", c_rload },
 		{ "single_step (popf)", "s_popf", c_popf },
+		/* scratch %rdi = the argument: the same value every call, or a new one */
+		{ "boosted_riprel (rdi same)", "s_rrsi", c_rrsi_same },
+		{ "boosted_riprel (rdi varies)", "s_rrsi", c_rrsi },
 	};
 	int nb = sizeof(b) / sizeof(b[0]);
 	double cost[2][8], base_t[8], tput[2];
@@ -2779,6 +3007,7 @@ int main(int argc, char **argv)
 	compute_base();		/* unprobed reference results */
 	for (int i = 0; i < NBF; i++)
 		bf_run(i, &bf_base[i]);	/* unprobed faults */
+	rstack_base();		/* unprobed rip-relative runs on tight stacks */
 
 	if (argc > 4 && !strcmp(argv[1], "soak")) {
 		if (argc > 5)
@@ -2824,6 +3053,7 @@ int main(int argc, char **argv)
 		test_fault();
 		test_branch_faults();
 		test_trapno();
+		test_riprel_stack();
 		if (on) {
 			test_rep_interrupt();
 			test_xol_area();

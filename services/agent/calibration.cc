@@ -33,7 +33,7 @@ extern "C" {
 void xol_cal_push(uint64_t);
 void xol_cal_reg(uint64_t);
 void xol_cal_riprel(uint64_t);
-void xol_cal_stack(uint64_t);
+void xol_cal_x87(uint64_t);
 }
 __asm__(
     ".pushsection .data\n"
@@ -64,13 +64,12 @@ __asm__(
     "  ret\n"
     ".size xol_cal_riprel, .-xol_cal_riprel\n"
     ".p2align 4\n"
-    ".globl xol_cal_stack\n"
-    ".type xol_cal_stack, @function\n"
-    "xol_cal_stack:\n"
-    "  pushq xol_cal_word(%rip)\n"
-    "  pop %rax\n"
+    ".globl xol_cal_x87\n"
+    ".type xol_cal_x87, @function\n"
+    "xol_cal_x87:\n"
+    "  fwait\n"
     "  ret\n"
-    ".size xol_cal_stack, .-xol_cal_stack\n");
+    ".size xol_cal_x87, .-xol_cal_x87\n");
 
 namespace xolfleet {
 namespace {
@@ -78,7 +77,7 @@ namespace {
 using CalFn = void (*)(uint64_t);
 constexpr uint32_t kPilotCalls = 100;
 constexpr uint32_t kMinCalls = 200;
-constexpr CalFn kFunctions[] = {xol_cal_push, xol_cal_reg, xol_cal_riprel, xol_cal_stack};
+constexpr CalFn kFunctions[] = {xol_cal_push, xol_cal_reg, xol_cal_riprel, xol_cal_x87};
 constexpr uint32_t kNumFunctions = sizeof(kFunctions) / sizeof(kFunctions[0]);
 
 struct Command {

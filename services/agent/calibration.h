@@ -7,7 +7,7 @@
 //   xol_cal_push      push %rbp            EMULATED on every kernel
 //   xol_cal_reg       mov %rdi,%rax        SINGLE_STEP on stock kernels, BOOSTED patched
 //   xol_cal_riprel    mov x(%rip),%rax     SINGLE_STEP stock, BOOSTED_RIPREL patched
-//   xol_cal_stack     pushq x(%rip)        SINGLE_STEP everywhere (uses %rsp: not boosted)
+//   xol_cal_x87       fwait                SINGLE_STEP everywhere (x87: never boosted)
 //
 // The classifier says which class each function is in under the running kernel's profile;
 // the first function of each class is measured. For each: the helper's CPU time

@@ -370,16 +370,15 @@ KernelView ViewOf(const Decoded& d, absl::Span<const uint8_t> code) {
       v.avx = true;
       v.opc1 = in.opcode;
       v.nbytes = 1;
-      // vvvv lives in byte 1 of VEX2 (c5), byte 2 of VEX3 (c4) and EVEX (62);
-      // inverted.
+      // vvvv as riprel_analyze() reads it (inverted, low 3 bits): from byte 2 of
+      // the prefix. That is where VEX3 (c4) and EVEX (62) keep it; for VEX2 (c5)
+      // it is the opcode byte (vvvv is in byte 1), which only moves the choice of
+      // scratch register: VEX2 encodes map 0f only, whose vvvv is never a
+      // general-purpose register.
       size_t off = 0;  // the VEX/EVEX prefix follows the legacy prefixes (no
                        // REX before it)
       while (off < code.size() && IsLegacyPrefix(code[off])) ++off;
-      if (off < code.size()) {
-        const uint8_t lead = code[off];
-        size_t pos = lead == 0xc5 ? off + 1 : off + 2;
-        if (pos < code.size()) v.vvvv = ((~code[pos]) >> 3) & 0x7;
-      }
+      if (off + 2 < code.size()) v.vvvv = ((~code[off + 2]) >> 3) & 0x7;
       break;
     }
     case ZYDIS_INSTRUCTION_ENCODING_XOP:
@@ -572,36 +571,6 @@ Decision ClassifyStock(const KernelView& v, absl::Span<const uint8_t> bytes, boo
   return {Placement::kSingleStep, reason, hazard};
 }
 
-bool UsesRsp(const Decoded& d, const KernelView& v) {
-  for (int i = 0; i < d.insn.operand_count; ++i) {
-    const ZydisDecodedOperand& op = d.ops[i];
-    if (op.type == ZYDIS_OPERAND_TYPE_REGISTER) {
-      switch (op.reg.value) {
-        case ZYDIS_REGISTER_RSP:
-        case ZYDIS_REGISTER_ESP:
-        case ZYDIS_REGISTER_SP:
-        case ZYDIS_REGISTER_SPL:
-          return true;
-        default:
-          break;
-      }
-    } else if (op.type == ZYDIS_OPERAND_TYPE_MEMORY) {
-      if (op.mem.base == ZYDIS_REGISTER_RSP || op.mem.index == ZYDIS_REGISTER_RSP) return true;
-    }
-  }
-  if (v.avx || v.nbytes != 1) return false;
-  // Implicit stack users, listed by docs/placement.md (Zydis reports them as
-  // hidden operands too; the list keeps us honest if it does not).
-  const uint8_t op = v.opc1;
-  if ((op >= 0x50 && op <= 0x5f) || op == 0x68 || op == 0x6a || op == 0x8f || op == 0x9c ||
-      op == 0x9d || op == 0xc2 || op == 0xc3 || op == 0xc8 || op == 0xc9 || op == 0xca ||
-      op == 0xcb || op == 0xe8) {
-    return true;
-  }
-  if (op == 0xff && (v.reg == 2 || v.reg == 3 || v.reg == 6)) return true;
-  return false;
-}
-
 const Exclusion* BoostExclusion(const KernelView& v) {
   if (v.avx || v.xop) return nullptr;
   if (v.nbytes > 2) return nullptr;
@@ -615,7 +584,7 @@ const Exclusion* BoostExclusion(const KernelView& v) {
   return nullptr;
 }
 
-Decision BoostOrKeep(const Decoded& d, const KernelView& v) {
+Decision BoostOrKeep(const KernelView& v) {
   const std::string keep = "single-stepped (not boostable): ";
   // arch_uprobe_analyze_insn() picks the post-step fix-ups by OPCODE1 whatever
   // the encoding: a VEX/EVEX instruction whose opcode byte is that of a ret,
@@ -638,16 +607,18 @@ Decision BoostOrKeep(const Decoded& d, const KernelView& v) {
             "count"};
   }
   if (!v.riprel) return {Placement::kBoosted, "boosted: insn; jmp back from the per-CPU slot"};
-  if (UsesRsp(d, v)) {
-    return {Placement::kSingleStep, keep + "rip-relative and uses %rsp"};
-  }
+  // riprel_analyze()'s scratch register: %rsi unless ModRM.reg or VEX.vvvv
+  // names 6, then %rdi unless one names 7, else %rbx. The slot program sets it
+  // and restores it with movabs immediates: no stack, so %rsp users qualify.
   const bool names_rsi = v.reg == 6 || v.vvvv == 6;
   const bool names_rdi = v.reg == 7 || v.vvvv == 7;
-  if (names_rsi && names_rdi) {
-    return {Placement::kSingleStep, keep + "rip-relative, names both %rsi and %rdi"};
+  const char* scratch = "%rbx";
+  if (!names_rsi) {
+    scratch = "%rsi";
+  } else if (!names_rdi) {
+    scratch = "%rdi";
   }
-  return {Placement::kBoostedRipRel,
-          absl::StrCat("boosted rip-relative via scratch ", names_rsi ? "%rdi" : "%rsi")};
+  return {Placement::kBoostedRipRel, absl::StrCat("boosted rip-relative via scratch ", scratch)};
 }
 
 // Returns and indirect branches the series emulates (docs/placement.md):
@@ -662,7 +633,7 @@ bool SeriesEmulates(const KernelView& v) {
 
 // xolfleet-6.1: the linux-6.1 answer, with SINGLE_STEP sites emulated or
 // boosted where the rules allow.
-Decision ClassifyXolfleet(const Decoded& d, const KernelView& v, absl::Span<const uint8_t> bytes) {
+Decision ClassifyXolfleet(const KernelView& v, absl::Span<const uint8_t> bytes) {
   Decision stock = ClassifyStock(v, bytes, /*linux_6_16=*/false);
   if (stock.placement != Placement::kSingleStep) return stock;
   if (SeriesEmulates(v)) {
@@ -671,7 +642,7 @@ Decision ClassifyXolfleet(const Decoded& d, const KernelView& v, absl::Span<cons
                                                  : "emulated return: target popped in the trap "
                                                    "handler"};
   }
-  Decision boosted = BoostOrKeep(d, v);
+  Decision boosted = BoostOrKeep(v);
   if (boosted.placement == Placement::kSingleStep) boosted.hazard = stock.hazard;
   return boosted;
 }
@@ -727,7 +698,7 @@ InsnPlacement ClassifyInstruction(absl::Span<const uint8_t> code, KernelProfile 
       dec = ClassifyStock(v, bytes, /*linux_6_16=*/true);
       break;
     case KernelProfile::kXolfleet61:
-      dec = ClassifyXolfleet(d, v, bytes);
+      dec = ClassifyXolfleet(v, bytes);
       break;
   }
   out.placement = dec.placement;

@@ -234,19 +234,45 @@ TEST(Classifier, RipRelScratchRegister) {
   const std::vector<uint8_t> mov_rax = {0x48, 0x8b, 0x05, 0x10, 0, 0, 0};
   // mov rsi,[rip+0x10]: ModRM.reg names %rsi, so %rdi.
   const std::vector<uint8_t> mov_rsi = {0x48, 0x8b, 0x35, 0x10, 0, 0, 0};
-  // vaddps xmm0,xmm6,[rip+0x10]: VEX.vvvv names register 6, so %rdi.
-  const std::vector<uint8_t> vaddps = {0xc5, 0xc8, 0x58, 0x05, 0x10, 0, 0, 0};
-  // vaddps xmm6,xmm7,[rip+0x10] names both 6 (ModRM.reg) and 7 (VEX.vvvv): no
-  // scratch register is free, it stays single-stepped.
-  const std::vector<uint8_t> both = {0xc5, 0xc0, 0x58, 0x35, 0x10, 0, 0, 0};
+  // vaddps xmm0,xmm6,[rip+0x10] (3-byte VEX): VEX.vvvv names register 6, so %rdi.
+  const std::vector<uint8_t> vaddps = {0xc4, 0xe1, 0x48, 0x58, 0x05, 0x10, 0, 0, 0};
+  // The same with a 2-byte VEX: riprel_analyze() reads vvvv from byte 2, here the
+  // opcode byte 58 (vvvv "4"), so %rsi.
+  const std::vector<uint8_t> vaddps2 = {0xc5, 0xc8, 0x58, 0x05, 0x10, 0, 0, 0};
+  // vaddps xmm6,xmm7,[rip+0x10] (3-byte VEX) names both 6 (ModRM.reg) and 7
+  // (VEX.vvvv): riprel_analyze() takes %rbx, restored like the others.
+  const std::vector<uint8_t> both = {0xc4, 0xe1, 0x40, 0x58, 0x35, 0x10, 0, 0, 0};
+  // The slot program writes no stack: %rsp as a destination, a source or an
+  // implicit operand does not keep a rip-relative instruction single-stepped.
+  const std::vector<std::vector<uint8_t>> rsp_users = {
+      {0x48, 0x8b, 0x25, 0x10, 0, 0, 0},                    // mov rsp,[rip+0x10]
+      {0xf2, 0x48, 0x0f, 0x2c, 0x25, 0x10, 0, 0, 0},        // cvttsd2si rsp,[rip+0x10]
+      {0xc4, 0xe1, 0xfb, 0x2c, 0x25, 0x10, 0, 0, 0},        // vcvttsd2si rsp (VEX)
+      {0x62, 0xf1, 0xff, 0x08, 0x2c, 0x25, 0x10, 0, 0, 0},  // vcvttsd2si rsp (EVEX)
+      {0x66, 0x48, 0x0f, 0x38, 0xf6, 0x25, 0x10, 0, 0, 0},  // adcx rsp,[rip+0x10]
+      {0x48, 0x0f, 0x38, 0xf9, 0x25, 0x10, 0, 0, 0},        // movdiri [rip+0x10],rsp
+      {0x66, 0x0f, 0x38, 0xf8, 0x25, 0x10, 0, 0, 0},        // movdir64b rsp,[rip+0x10]
+      {0xff, 0x35, 0x10, 0, 0, 0},                          // push [rip+0x10]
+      {0x8f, 0x05, 0x10, 0, 0, 0},                          // pop [rip+0x10]
+  };
   const KernelProfile x = KernelProfile::kXolfleet61;
   EXPECT_THAT(ClassifyInstruction(mov_rax, x).reason, HasSubstr("%rsi"));
   EXPECT_THAT(ClassifyInstruction(mov_rsi, x).reason, HasSubstr("%rdi"));
   InsnPlacement v = ClassifyInstruction(vaddps, x);
   EXPECT_EQ(v.placement, Placement::kBoostedRipRel) << v.disassembly;
   EXPECT_THAT(v.reason, HasSubstr("%rdi")) << v.disassembly;
+  InsnPlacement v2 = ClassifyInstruction(vaddps2, x);
+  EXPECT_EQ(v2.placement, Placement::kBoostedRipRel) << v2.disassembly;
+  EXPECT_THAT(v2.reason, HasSubstr("%rsi")) << v2.disassembly;
   InsnPlacement b = ClassifyInstruction(both, x);
-  EXPECT_EQ(b.placement, Placement::kSingleStep) << b.disassembly << " " << b.reason;
+  EXPECT_EQ(b.placement, Placement::kBoostedRipRel) << b.disassembly << " " << b.reason;
+  EXPECT_THAT(b.reason, HasSubstr("%rbx")) << b.disassembly;
+  for (const std::vector<uint8_t>& insn : rsp_users) {
+    InsnPlacement p = ClassifyInstruction(insn, x);
+    EXPECT_EQ(p.placement, Placement::kBoostedRipRel) << p.disassembly << " " << p.reason;
+    EXPECT_EQ(ClassifyInstruction(insn, KernelProfile::kLinux61).placement, Placement::kSingleStep)
+        << p.disassembly;
+  }
 }
 
 TEST(Boundaries, LinearDecodeFromStart) {
