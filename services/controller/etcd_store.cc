@@ -292,7 +292,16 @@ absl::StatusOr<std::unique_ptr<EtcdStore>> EtcdStore::Open(const std::string& ur
   if (absl::Status st = EtcdClient::Credentials(files, &opts); !st.ok()) return st;
   auto store = std::make_unique<EtcdStore>(std::make_shared<EtcdClient>(std::move(opts)), prefix);
   if (auto r = store->client_->GetPrefix(prefix + "sets/"); !r.ok()) {
-    return absl::Status(r.status().code(), absl::StrCat(url, ": ", r.status().message()));
+    // A member that serves TLS closes a plaintext connection: the client sees only an
+    // unreachable member, so say what this controller tried.
+    const bool plaintext = !store->client_->options().tls;
+    return absl::Status(
+        r.status().code(),
+        absl::StrCat(url, ": ", r.status().message(),
+                     plaintext && absl::IsUnavailable(r.status())
+                         ? "; this controller speaks plaintext to etcd (no --etcd_tls_ca, "
+                           "--etcd_tls_cert, --etcd_tls_key): if the members serve TLS, give them"
+                         : ""));
   }
   return store;
 }

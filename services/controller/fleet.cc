@@ -539,8 +539,51 @@ void FleetController::CheckCountsLocked() {
       Log("controller: BUG: set ", id, ": rollout counts drifted (attached/failed/pending ", a, "/",
           f, "/", p, ", recounted ", s.attached, "/", s.failed, "/", s.pending, ")");
       due_.insert(id);
+      ++drift_repairs_;
     }
   }
+}
+
+FleetController::CountCheck FleetController::CheckCountsForTest() {
+  absl::MutexLock l(&mu_);
+  CountCheck out;
+  out.repaired = drift_repairs_;
+  // Once the restart grace has ended but no call has taken that in yet (GraceLocked), the
+  // counts are still those of the grace and are recounted at the next call: the Rollout
+  // view (which reads the clock) is compared only when both agree on the grace.
+  const bool grace = clock_() < started_ + opts_.heartbeat_timeout;
+  for (const auto& [id, s] : sets_) {
+    if (!s.counted || s.stored.rollout.state() != v1::ROLLOUT_ROLLING) continue;
+    ++out.checked;
+    uint32_t a = 0, f = 0, p = 0;
+    for (const auto& [name, n] : nodes_) {
+      switch (PartLocked(s, name, n)) {
+        case Part::kAttached:
+          ++a;
+          break;
+        case Part::kFailed:
+          ++f;
+          break;
+        case Part::kPending:
+          ++p;
+          break;
+        default:
+          break;
+      }
+    }
+    const v1::Rollout r = RolloutLocked(s);
+    const bool view = grace == count_grace_;
+    if (a != s.attached || f != s.failed || p != s.pending ||
+        (view && (r.nodes_attached() != s.attached || r.nodes_failed() != s.failed ||
+                  r.nodes_pending() != s.pending))) {
+      out.drifted.push_back(absl::StrCat(
+          id, ": kept attached/failed/pending ", s.attached, "/", s.failed, "/", s.pending,
+          ", recounted ", a, "/", f, "/", p, view ? ", rollout view " : "",
+          view ? absl::StrCat(r.nodes_attached(), "/", r.nodes_failed(), "/", r.nodes_pending())
+               : ""));
+    }
+  }
+  return out;
 }
 
 void FleetController::EvaluateLocked(bool all) {

@@ -121,6 +121,15 @@ class FleetController {
   // Scrape-time gauges (agents by state/profile, probes per node, sets by state).
   std::vector<GaugeFamily> CollectGauges();
 
+  // Tests: compares every ROLLING rollout's incrementally kept counts with a full recount
+  // (the one Tick's check does, and the Rollout view's own count) and changes nothing.
+  struct CountCheck {
+    size_t checked = 0;                // rollouts whose counts were compared
+    std::vector<std::string> drifted;  // one line per rollout whose counts differ
+    uint64_t repaired = 0;             // drifted counts Tick found and repaired so far
+  };
+  CountCheck CheckCountsForTest();
+
  private:
   struct Node {
     v1::AgentRegister reg;
@@ -234,7 +243,8 @@ class FleetController {
   bool all_due_ ABSL_GUARDED_BY(mu_) = true;
   absl::Time next_wake_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();  // a time-based step
   bool was_acting_ ABSL_GUARDED_BY(mu_) = false;
-  bool count_grace_ ABSL_GUARDED_BY(mu_) = true;  // the counts' view of the restart grace
+  bool count_grace_ ABSL_GUARDED_BY(mu_) = true;     // the counts' view of the restart grace
+  uint64_t drift_repairs_ ABSL_GUARDED_BY(mu_) = 0;  // CheckCountsLocked found a drift
   std::vector<Set*> live_ ABSL_GUARDED_BY(mu_);
   bool live_valid_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t live_gen_ ABSL_GUARDED_BY(mu_) = 0;  // bumped when live_ is rebuilt

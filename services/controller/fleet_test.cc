@@ -1,10 +1,14 @@
 // The controller core with fake agent sessions and a manual clock: rollout state machine,
-// heartbeat timeouts, TTLs, validation, restart from the store, hit accounting, gauges.
+// heartbeat timeouts, TTLs, validation, restart from the store, hit accounting, gauges, the
+// incremental rollout counts against a full recount over random event sequences.
 #include "services/controller/fleet.h"
 
 #include <unistd.h>
 
+#include <random>
+
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "gtest/gtest.h"
 
 namespace xolfleet::controller {
@@ -462,6 +466,117 @@ TEST_F(FleetTest, ForgetOnlyDownAgents) {
   EXPECT_TRUE(fleet_->ForgetAgent("a").ok());
   EXPECT_EQ(fleet_->ListAgents({})->agents_size(), 0);
   EXPECT_EQ(fleet_->ForgetAgent("a").code(), absl::StatusCode::kNotFound);
+}
+
+// The incremental rollout counts (kept current as nodes change, so a heartbeat does not
+// recount every rollout) never drift from a full recount: long seeded random sequences of
+// registrations, heartbeats in every set state (over budget too, stale and missing sets),
+// disconnects, heartbeat timeouts, forgotten nodes, new and detached rollouts (canary,
+// soak, TTL, label selectors), time passing and controller restarts (the restart grace),
+// compared after every step. Tick's own check must never have had to repair a count.
+TEST_F(FleetTest, IncrementalRolloutCountsNeverDrift) {
+  constexpr int kSteps = 2500;
+  const std::vector<std::string> names = {"n0", "n1", "n2", "n3", "n4", "n5", "n6", "n7"};
+  size_t checked = 0, rolling_finished = 0;
+  for (uint32_t seed : {1u, 7u, 42u, 1234u}) {
+    SCOPED_TRACE(absl::StrCat("seed ", seed));
+    Open();
+    sessions_.clear();
+    uint64_t repaired_before = fleet_->CheckCountsForTest().repaired;
+    std::mt19937 rng(seed);
+    auto pick = [&](size_t n) { return static_cast<size_t>(rng() % n); };
+    auto label = [&] { return std::string(pick(2) ? "blue" : "green"); };
+    std::vector<std::string> set_ids;
+    std::string last;
+    for (int step = 0; step < kSteps; ++step) {
+      const std::string& name = names[pick(names.size())];
+      const int what = static_cast<int>(pick(100));
+      if (what < 14) {  // (re)register, replacing any earlier session
+        last = "register " + name;
+        auto s = std::make_shared<FakeSession>();
+        v1::AgentRegister r;
+        r.set_node_name(name);
+        r.set_kernel_profile("linux-6.18");
+        (*r.mutable_labels())["color"] = label();
+        if (fleet_->Register(s, r, "CN=" + name, "test").ok()) sessions_[name] = s;
+      } else if (what < 58) {  // heartbeat: a random state per desired set
+        auto it = sessions_.find(name);
+        if (it == sessions_.end()) continue;
+        last = "heartbeat " + name;
+        v1::AgentHeartbeat hb;
+        std::vector<std::string> ids = it->second->DesiredIds();
+        if (pick(5) == 0 && !set_ids.empty()) ids.push_back(set_ids[pick(set_ids.size())]);
+        for (const std::string& id : ids) {
+          if (pick(6) == 0) continue;  // not reported (yet)
+          auto* st = hb.add_sets();
+          st->set_set_id(id);
+          static constexpr v1::SetState kStates[] = {
+              v1::SET_PENDING, v1::SET_ATTACHED, v1::SET_ATTACHED, v1::SET_FAILED, v1::SET_EXPIRED};
+          st->set_state(kStates[pick(5)]);
+          if (st->state() == v1::SET_FAILED) st->set_status_message("NOT_FOUND: /missing");
+          if (st->state() == v1::SET_ATTACHED && pick(4) == 0) {
+            st->set_over_budget(true);
+            st->set_status_message("over budget");
+          }
+          absl::StrAppend(&last, " ", id, "=", st->state(), st->over_budget() ? "!" : "");
+        }
+        // A session replaced by a later registration is refused (FAILED_PRECONDITION).
+        fleet_->Heartbeat(it->second.get(), name, hb).IgnoreError();
+      } else if (what < 64) {  // the stream ends
+        auto it = sessions_.find(name);
+        if (it == sessions_.end()) continue;
+        last = "disconnect " + name;
+        fleet_->Disconnect(it->second.get(), name);
+        sessions_.erase(it);
+      } else if (what < 67) {
+        last = "forget " + name;
+        if (fleet_->ForgetAgent(name).ok()) sessions_.erase(name);
+      } else if (what < 77) {  // a new rollout
+        v1::FleetAttachRequest r = Req(pick(3) * 0.3, pick(4) == 0 ? 1 + pick(20) : 0);
+        if (pick(3) == 0) {
+          r.mutable_selector()->set_all(false);
+          (*r.mutable_selector()->mutable_match_labels())["color"] = label();
+        }
+        if (pick(4) == 0) r.mutable_policy()->set_canary_soak_seconds(1 + pick(5));
+        if (pick(4) == 0) r.mutable_policy()->set_canary_timeout_seconds(2 + pick(10));
+        auto got = fleet_->Attach(r, "test", absl::InfinitePast());
+        last = absl::StrCat("attach ", got.ok() ? got->set_id() : got.status().ToString());
+        if (got.ok()) set_ids.push_back(got->set_id());
+      } else if (what < 80) {
+        if (set_ids.empty()) continue;
+        const size_t i = pick(set_ids.size());
+        last = "detach " + set_ids[i];
+        v1::FleetDetachRequest d;
+        d.add_set_ids(set_ids[i]);
+        if (fleet_->Detach(d).ok()) set_ids.erase(set_ids.begin() + i);
+      } else if (what < 99) {  // time passes (heartbeat timeouts, TTLs, canary timeouts)
+        now_ += absl::Milliseconds(pick(4000));
+        last = "tick";
+        fleet_->Tick();
+      } else {  // a restart: nodes come back during the grace, or not
+        last = "restart";
+        Open();
+        sessions_.clear();
+        repaired_before = fleet_->CheckCountsForTest().repaired;
+      }
+      FleetController::CountCheck c = fleet_->CheckCountsForTest();
+      checked += c.checked;
+      ASSERT_TRUE(c.drifted.empty())
+          << "step " << step << " (" << last << "): " << absl::StrJoin(c.drifted, "; ");
+      ASSERT_EQ(c.repaired, repaired_before) << "step " << step << " (" << last << ")";
+    }
+    for (const std::string& id : set_ids) {
+      auto r = fleet_->GetRollout(id);
+      if (r.ok() && (r->state() == v1::ROLLOUT_COMPLETE || r->state() == v1::ROLLOUT_DEGRADED)) {
+        ++rolling_finished;
+      }
+    }
+  }
+  // The sequences exercised the counts: many comparisons, rollouts finished by them.
+  RecordProperty("counts_compared", static_cast<int>(checked));
+  RecordProperty("rollouts_finished_rolling", static_cast<int>(rolling_finished));
+  EXPECT_GT(checked, 1000u);
+  EXPECT_GT(rolling_finished, 10u);
 }
 
 }  // namespace

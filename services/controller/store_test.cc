@@ -201,6 +201,10 @@ TEST(EtcdStoreTest, ClientTlsToAMemberRequiringClientCertificates) {
   // certificate signed by another CA (make-test-ca.sh's rogue-admin).
   auto plain = EtcdStore::Open((*e)->Url());
   EXPECT_EQ(plain.status().code(), absl::StatusCode::kUnavailable) << plain.status();
+  // The member only closes the connection: the error says the controller spoke plaintext.
+  EXPECT_NE(plain.status().message().find("speaks plaintext to etcd (no --etcd_tls_ca"),
+            std::string::npos)
+      << plain.status();
   auto rogue =
       EtcdStore::Open((*e)->Url(), {ca + "ca.crt", ca + "rogue-admin.crt", ca + "rogue-admin.key"});
   EXPECT_EQ(rogue.status().code(), absl::StatusCode::kUnavailable) << rogue.status();

@@ -1,17 +1,21 @@
 #!/usr/bin/env python3
 """Tier "replicas": controller replicas on etcd (issue 13). A three-member etcd cluster on
-loopback and three controller replicas (--store=etcd://..., --leader_lease=3s) in one
-network namespace; three real agents, each in its own network and mount namespace as in
-the fleet tier (tests/harness/fleet.py), over mTLS, each given every replica's address
-(starting with a different one, so the agents spread over the replicas).
+loopback that serves its clients over TLS and requires client certificates (https client
+URLs, --client-cert-auth; peer traffic stays plaintext on loopback) and three controller
+replicas (--store=etcd://..., --etcd_tls_*, --leader_lease=3s) in one network namespace,
+all certificates from the test CA (scripts/make-test-ca.sh); three real agents, each in its
+own network and mount namespace as in the fleet tier (tests/harness/fleet.py), over mTLS,
+each given every replica's address (starting with a different one, so the agents spread
+over the replicas).
 
-Checks: one leader; every agent seen UP from every replica; kill -9 of the leader in the
-middle of a canary rollout: another replica takes over, the rollout completes exactly once,
-every agent reconnected, each node runs each fleet probe exactly once and counts exact
-hits; kill -9 of one etcd member: rollouts and reads go on; kill -9 of a second (the
-majority gone): every replica refuses writes with UNAVAILABLE and a message naming the
-store, and keeps serving reads; members restarted: writes and a leader come back by
-themselves.
+Checks: a replica without --etcd_tls_* is refused by the cluster and exits with an error
+that names the store and the TLS flags; one leader; every agent seen UP from every
+replica; kill -9 of the leader in the middle of a canary rollout: another replica takes
+over, the rollout completes exactly once, every agent reconnected, each node runs each
+fleet probe exactly once and counts exact hits; kill -9 of one etcd member: rollouts and
+reads go on; kill -9 of a second (the majority gone): every replica refuses writes with
+UNAVAILABLE and a message naming the store, and keeps serving reads; members restarted:
+writes and a leader come back by themselves.
 
 Every assertion reads `xolctl ... --json` or /metrics, never table columns; nothing is
 timed: every wait polls with a generous timeout. Needs root. Prints RESULT lines
@@ -25,6 +29,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from harness import Fatal, Tier, run, wait_for  # noqa: E402
+from harness.certs import new_leaf  # noqa: E402
 from harness.fleet import FleetLab  # noqa: E402
 from harness.metrics import metric_sum  # noqa: E402
 from harness.netns import BridgeNet, netns_exec  # noqa: E402
@@ -51,14 +56,32 @@ class ReplicaLab(FleetLab):
         self.ctls = {}   # replica k -> Proc, live ones only
         self.etcds = {}  # member m -> Proc, live ones only
 
+    def setup(self):
+        super().setup()
+        # The controllers' client certificate for etcd (etcd serves controller.crt, whose
+        # SANs include 127.0.0.1, and trusts the test CA).
+        try:
+            new_leaf(self.ca, self.ca, "etcd-client", "etcd-client", "clientAuth")
+        except Exception as e:
+            raise Fatal("setup", f"cannot make the etcd client certificate: {e}")
+        return self
+
+    def etcd_client_tls(self):
+        """The controller flags of client TLS to etcd."""
+        return [f"--etcd_tls_ca={self.ca}/ca.crt", f"--etcd_tls_cert={self.ca}/etcd-client.crt",
+                f"--etcd_tls_key={self.ca}/etcd-client.key"]
+
     # --- etcd ---
     def start_etcd(self, m):
-        """Member m (a restarted member keeps its data directory)."""
+        """Member m (a restarted member keeps its data directory): clients over TLS with
+        certificates of the test CA only; peers in plaintext on loopback."""
         cluster = ",".join(f"e{x}=http://127.0.0.1:{x}2380" for x in MEMBERS)
         self.etcds[m] = self.t.procs.start(f"etcd{m}", netns_exec(self.nsc, [
             "etcd", "--name", f"e{m}", "--data-dir", self.t.path(f"etcd{m}"),
-            "--listen-client-urls", f"http://127.0.0.1:{m}2379",
-            "--advertise-client-urls", f"http://127.0.0.1:{m}2379",
+            "--listen-client-urls", f"https://127.0.0.1:{m}2379",
+            "--advertise-client-urls", f"https://127.0.0.1:{m}2379",
+            "--cert-file", f"{self.ca}/controller.crt", "--key-file", f"{self.ca}/controller.key",
+            "--trusted-ca-file", f"{self.ca}/ca.crt", "--client-cert-auth",
             "--listen-peer-urls", f"http://127.0.0.1:{m}2380",
             "--initial-advertise-peer-urls", f"http://127.0.0.1:{m}2380",
             "--initial-cluster", cluster, "--initial-cluster-state", "new",
@@ -72,8 +95,10 @@ class ReplicaLab(FleetLab):
         n = 0
         for m in MEMBERS:
             r = run(netns_exec(self.nsc, [
-                "env", "ETCDCTL_API=3", "etcdctl", f"--endpoints=127.0.0.1:{m}2379",
-                "--command-timeout=3s", "endpoint", "health"]), timeout=30)
+                "env", "ETCDCTL_API=3", "etcdctl", f"--endpoints=https://127.0.0.1:{m}2379",
+                f"--cacert={self.ca}/ca.crt", f"--cert={self.ca}/etcd-client.crt",
+                f"--key={self.ca}/etcd-client.key", "--command-timeout=3s", "endpoint",
+                "health"]), timeout=30)
             n += r.rc == 0
         return n >= want
 
@@ -81,15 +106,26 @@ class ReplicaLab(FleetLab):
     def ctl_addr_of(self, k):
         return f"{self.net.hub_addr}:{7442 + k}"
 
-    def start_controller(self, k):
-        self.ctls[k] = self.t.procs.start(f"controller{k}", netns_exec(self.nsc, [
+    def controller_argv(self, k, etcd_tls=True):
+        return netns_exec(self.nsc, [
             self.b("xolfleet-controller"), f"--listen={self.ctl_addr_of(k)}",
             f"--metrics_listen={self.net.hub_addr}:{9464 + k}", f"--store={ETCD_URL}",
             f"--replica_name=r{k}", "--leader_lease=3s", f"--tls_ca={self.ca}/ca.crt",
             f"--tls_cert={self.ca}/controller.crt", f"--tls_key={self.ca}/controller.key",
             f"--authz_config={self.authz}", "--heartbeat_interval=250ms",
-            "--heartbeat_timeout=5s", "--canary_timeout=120s"]), self.t.path(f"controller{k}.log"))
+            "--heartbeat_timeout=5s", "--canary_timeout=120s"] +
+            (self.etcd_client_tls() if etcd_tls else []))
+
+    def start_controller(self, k):
+        self.ctls[k] = self.t.procs.start(f"controller{k}", self.controller_argv(k),
+                                          self.t.path(f"controller{k}.log"))
         return self.ctls[k]
+
+    def start_plaintext_controller(self, k):
+        """Replica k without --etcd_tls_*: the cluster refuses it (not kept in self.ctls)."""
+        return self.t.procs.start(f"plaintext-controller{k}",
+                                  self.controller_argv(k, etcd_tls=False),
+                                  self.t.path(f"plaintext-controller{k}.log"))
 
     def kill_controller(self, k):
         self.ctls.pop(k).kill9()
@@ -203,12 +239,27 @@ def main():
             lab.start_etcd(m)
         if not wait_for(90, lab.etcd_healthy, 3):
             raise Fatal("setup", f"etcd cluster not healthy: {lab.etcds[1].log_text()[-300:]}")
+        plaintext_replica_refused(t, lab)
         for k in range(1, R + 1):
             lab.start_controller(k)
         for i in range(1, N + 1):
             lab.start_agent(i)
             lab.start_workload(i)
         scenarios(t, lab)
+
+
+def plaintext_replica_refused(t, lab):
+    """A replica started without --etcd_tls_* against the TLS cluster exits non-zero, with
+    an error naming the store and the TLS flags, before it serves anything."""
+    p = lab.start_plaintext_controller(R + 1)
+    rc = p.wait(timeout=90)
+    if rc is None:
+        p.kill9()
+    log = p.log_text()
+    t.check("plaintext-replica-refused",
+            rc not in (None, 0) and "desired-state store unavailable" in log
+            and "--etcd_tls_ca" in log and "xolfleet-controller: replica" not in log,
+            f"exit status {rc}, log: {log[-600:]}")
 
 
 def scenarios(t, lab):
