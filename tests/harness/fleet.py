@@ -32,6 +32,17 @@ agent          cn:node-*
 FLEET_LABEL = "xolfleet.io/fleet-probe"
 
 
+def probe_rows(r):
+    """The probes of a `fleet list --json` result, each a dict with node, id, actual, hits,
+    copies, desired; None if the call failed."""
+    if r.data is None:
+        return None
+    return [{"node": p.get("node_name"), "id": p.get("fleet_probe_id"),
+             "actual": p.get("actual", "UNSPECIFIED"), "hits": int(p.get("hits", 0)),
+             "copies": int(p.get("local_copies", 0)), "desired": bool(p.get("desired"))}
+            for p in r.data.get("probes", [])]
+
+
 class FleetLab:
     def __init__(self, tier, n=3, subnet="10.231.0", controller_args=(), agent_args=()):
         self.t, self.n = tier, n
@@ -153,13 +164,7 @@ class FleetLab:
     def probes(self, *filters):
         """The fleet's probes (fleet list --json, filters like "--set=ID"), each a dict with
         node, id, actual, hits, copies, desired; None on error."""
-        r = self.fleet("admin", "list", *filters)
-        if r.data is None:
-            return None
-        return [{"node": p.get("node_name"), "id": p.get("fleet_probe_id"),
-                 "actual": p.get("actual", "UNSPECIFIED"), "hits": int(p.get("hits", 0)),
-                 "copies": int(p.get("local_copies", 0)), "desired": bool(p.get("desired"))}
-                for p in r.data.get("probes", [])]
+        return probe_rows(self.fleet("admin", "list", *filters))
 
     def sets(self):
         """The number of probe sets (rollouts) the controller lists; None on error."""

@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from harness import Fatal, Tier, run, wait_for  # noqa: E402
 from harness.certs import new_leaf  # noqa: E402
-from harness.fleet import FleetLab  # noqa: E402
+from harness.fleet import FleetLab, probe_rows  # noqa: E402
 from harness.metrics import metric_sum  # noqa: E402
 from harness.netns import BridgeNet, netns_exec  # noqa: E402
 from harness.xolctl import Xolctl  # noqa: E402
@@ -205,13 +205,7 @@ class ReplicaLab(FleetLab):
 
     def probes_at(self, k, *filters):
         """The fleet's probes as replica k lists them (as FleetLab.probes); None on error."""
-        r = self.fleet_at(k, "admin", "list", *filters)
-        if r.data is None:
-            return None
-        return [{"node": p.get("node_name"), "id": p.get("fleet_probe_id"),
-                 "actual": p.get("actual", "UNSPECIFIED"), "hits": int(p.get("hits", 0)),
-                 "copies": int(p.get("local_copies", 0)), "desired": bool(p.get("desired"))}
-                for p in r.data.get("probes", [])]
+        return probe_rows(self.fleet_at(k, "admin", "list", *filters))
 
     def exactly_once_on_every_node(self, set_id, nspecs):
         """Every node runs each of the set's fleet probes exactly once (ATTACHED) and nothing
