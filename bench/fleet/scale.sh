@@ -134,16 +134,25 @@ c = ($c1 - $c0) / $HZ; h = $h1 - $h0
 print(f'{h / $s:.0f} {c / $s * 100:.1f} {c / max(h, 1) * 1e6:.1f} {($s1 - $s0) / $HZ / $s * 100:.0f}')"
 }
 
+# A fresh controller (heartbeats every INTERVAL) and N simulated agents, all of them up.
+# Sets RSS_BEFORE (the controller's RSS before any agent) and UP_S (seconds until all up).
+bring_up() {  # N INTERVAL TIMEOUT
+  local t0
+  : >"$TMP/sim.out"
+  start_controller "$2"
+  sleep 1
+  RSS_BEFORE=$(rss_kib $CTL_PID)
+  t0=$(date +%s.%N)
+  start_sim "$1"
+  bench "$1" --mode=wait_agents --timeout="$3" >/dev/null
+  UP_S=$(python3 -c "import time; print(f'{time.time() - $t0:.1f}')")
+}
+
 # --- phase 1: SMALL agents ---
-start_controller 1s
-sleep 1
-rss0=$(rss_kib $CTL_PID)
-log "phase 1: $SMALL simulated agents (controller RSS before: $rss0 KiB)"
-t0=$(date +%s.%N)
-start_sim "$SMALL"
-bench "$SMALL" --mode=wait_agents --timeout=300 >/dev/null
-reg1=$(python3 -c "import time; print(f'{time.time() - $t0:.1f}')")
-log "all $SMALL up in ${reg1}s"
+log "phase 1: $SMALL simulated agents"
+bring_up "$SMALL" 1s 300
+rss0=$RSS_BEFORE reg1=$UP_S
+log "all $SMALL up in ${reg1}s (controller RSS before: $rss0 KiB)"
 sleep 3
 read -r hb_rate1 hb_cpu1 us_hb1 sim_pct1 <<<"$(hb_window 20)"
 rss1=$(rss_kib $CTL_PID)
@@ -178,15 +187,9 @@ sim1=$(tail -1 "$TMP/sim.out")
 
 if ((LARGE > 0)); then
   # --- phase 2: LARGE agents ---
-  : >"$TMP/sim.out"
-  start_controller 1s
-  sleep 1
-  rss0l=$(rss_kib $CTL_PID)
   log "phase 2: $LARGE simulated agents"
-  t0=$(date +%s.%N)
-  start_sim "$LARGE"
-  bench "$LARGE" --mode=wait_agents --timeout=900 >/dev/null
-  reg2=$(python3 -c "import time; print(f'{time.time() - $t0:.1f}')")
+  bring_up "$LARGE" 1s 900
+  rss0l=$RSS_BEFORE reg2=$UP_S
   log "all $LARGE up in ${reg2}s"
   sleep 5
   read -r hb_rate2 hb_cpu2 us_hb2 sim_pct2 <<<"$(hb_window 20)"
@@ -202,10 +205,7 @@ if ((LARGE > 0)); then
   sim2=$(tail -1 "$TMP/sim.out")
   # The same with heartbeats every 250 ms: the rate the controller sustains when offered
   # four times as many.
-  : >"$TMP/sim.out"
-  start_controller 250ms
-  start_sim "$LARGE"
-  bench "$LARGE" --mode=wait_agents --timeout=900 >/dev/null
+  bring_up "$LARGE" 250ms 900
   sleep 5
   read -r hb_rate3 hb_cpu3 us_hb3 sim_pct3 <<<"$(hb_window 20)"
   rss3=$(rss_kib $CTL_PID)
