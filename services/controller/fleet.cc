@@ -555,22 +555,9 @@ FleetController::CountCheck FleetController::CheckCountsForTest() {
   for (const auto& [id, s] : sets_) {
     if (!s.counted || s.stored.rollout.state() != v1::ROLLOUT_ROLLING) continue;
     ++out.checked;
-    uint32_t a = 0, f = 0, p = 0;
-    for (const auto& [name, n] : nodes_) {
-      switch (PartLocked(s, name, n)) {
-        case Part::kAttached:
-          ++a;
-          break;
-        case Part::kFailed:
-          ++f;
-          break;
-        case Part::kPending:
-          ++p;
-          break;
-        default:
-          break;
-      }
-    }
+    Set fresh = s;  // a copy recounted from scratch, the kept counts left as they are
+    RecountLocked(fresh);
+    const uint32_t a = fresh.attached, f = fresh.failed, p = fresh.pending;
     const v1::Rollout r = RolloutLocked(s);
     const bool view = grace == count_grace_;
     if (a != s.attached || f != s.failed || p != s.pending ||
