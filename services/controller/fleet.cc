@@ -194,11 +194,10 @@ void FleetController::Sync() {
       n.probes.clear();
       for (const auto& p : n.last_hb.probes()) n.probes[p.fleet_probe_id()].push_back(p);
       if (fresh) {
-        const size_t before = updates.size();
-        CountHitsLocked(name, n, n.last_hb, r.last_seen_unix_ns, &updates);
+        const uint64_t counted = CountHitsLocked(name, n, n.last_hb, r.last_seen_unix_ns, &updates);
         n.hits_seen_ns = r.last_seen_unix_ns;
         CountSlotsLocked(name, n, n.last_hb);
-        if (metrics_ && updates.size() > before) {
+        if (metrics_ && counted > 0) {
           metrics_->RemoteHitsDelay(absl::ToDoubleSeconds(now - n.last_seen));
         }
       } else if (n.last_hb.has_slot_stats() && n.last_hb.slot_stats().available() &&
@@ -220,6 +219,7 @@ void FleetController::Sync() {
 void FleetController::NoticeSourcesLocked(const absl::Status& read,
                                           const std::vector<std::string>& live) {
   Coordinator* coord = opts_.coordinator.get();
+  sync_error_ = read;
   if (!read.ok()) {
     if (sources_readable_) {
       sources_readable_ = false;
@@ -871,9 +871,9 @@ absl::Status FleetController::Heartbeat(const AgentSession* session, const std::
   return absl::OkStatus();
 }
 
-void FleetController::CountHitsLocked(const std::string& node, Node& n,
-                                      const v1::AgentHeartbeat& hb, int64_t at_ns,
-                                      std::vector<v1::FleetHitUpdate>* updates) {
+uint64_t FleetController::CountHitsLocked(const std::string& node, Node& n,
+                                          const v1::AgentHeartbeat& hb, int64_t at_ns,
+                                          std::vector<v1::FleetHitUpdate>* updates) {
   const bool watched = hub_.watchers() > 0;  // updates are built only for someone
   const std::string replica = n.remote            ? n.replica
                               : opts_.coordinator ? opts_.coordinator->replica()
@@ -909,10 +909,10 @@ void FleetController::CountHitsLocked(const std::string& node, Node& n,
       updates->push_back(std::move(u));
     }
   }
-  if (metrics_) {
-    for (const auto& [placement, hits] : placement_hits) {
-      metrics_->AddHits(node, PlacementLabel(placement), hits);
-    }
+  uint64_t counted = 0;
+  for (const auto& [placement, hits] : placement_hits) {
+    counted += hits;
+    if (metrics_) metrics_->AddHits(node, PlacementLabel(placement), hits);
   }
   auto old = std::move(n.hit_marks);
   n.hit_marks.clear();
@@ -931,6 +931,7 @@ void FleetController::CountHitsLocked(const std::string& node, Node& n,
       n.hit_marks.emplace(p->fleet_probe_id(), std::move(mark));
     }
   }
+  return counted;
 }
 
 void FleetController::CountSlotsLocked(const std::string& node, Node& n,
@@ -1024,6 +1025,14 @@ absl::StatusOr<v1::Rollout> FleetController::Attach(const v1::FleetAttachRequest
       if (!Matches(sel, n.reg)) continue;
       selected.push_back(name);
       if (n.up) up.push_back(name);
+    }
+    if (up.empty() && !sync_error_.ok()) {
+      // Replicas: the other replicas' agents look down because their statuses cannot be
+      // read (they age past the heartbeat timeout), not because they are.
+      return absl::UnavailableError(absl::StrCat(
+          "the selector matches no agent this replica knows to be up: it cannot read the "
+          "other replicas' agent statuses (",
+          sync_error_.message(), ")"));
     }
     if (up.empty()) {
       return absl::FailedPreconditionError(

@@ -235,9 +235,9 @@ class FleetController {
   v1::Rollout RolloutLocked(const Set& s) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MarkDownLocked(Node& n) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Counts the hits of `hb` since the node's marks (counters, and updates for watchers
-  // stamped `at_ns`) and moves the marks.
-  void CountHitsLocked(const std::string& node, Node& n, const v1::AgentHeartbeat& hb,
-                       int64_t at_ns, std::vector<v1::FleetHitUpdate>* updates)
+  // stamped `at_ns`) and moves the marks. Returns the hits counted.
+  uint64_t CountHitsLocked(const std::string& node, Node& n, const v1::AgentHeartbeat& hb,
+                           int64_t at_ns, std::vector<v1::FleetHitUpdate>* updates)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Adds what the node's patched-kernel counters moved by since its previous report.
   void CountSlotsLocked(const std::string& node, Node& n, const v1::AgentHeartbeat& hb)
@@ -279,6 +279,7 @@ class FleetController {
   std::set<std::string> replicas_ ABSL_GUARDED_BY(mu_);
   bool sources_known_ ABSL_GUARDED_BY(mu_) = false;
   bool sources_readable_ ABSL_GUARDED_BY(mu_) = true;
+  absl::Status sync_error_ ABSL_GUARDED_BY(mu_);  // of the last read of the statuses
   std::thread ticker_;
 };
 
