@@ -12,10 +12,15 @@ Checks: a replica without --etcd_tls_* is refused by the cluster and exits with 
 that names the store and the TLS flags; one leader; every agent seen UP from every
 replica; kill -9 of the leader in the middle of a canary rollout: another replica takes
 over, the rollout completes exactly once, every agent reconnected, each node runs each
-fleet probe exactly once and counts exact hits; kill -9 of one etcd member: rollouts and
+fleet probe exactly once and counts exact hits; a WatchFleetHits stream on one replica
+counts exactly the hits of agents connected to the others, and every replica's hit
+counters agree with the fleet view; a replica holding an agent killed -9: the stream is
+told and keeps counting exactly; kill -9 of one etcd member: rollouts and
 reads go on; kill -9 of a second (the majority gone): every replica refuses writes with
 UNAVAILABLE and a message naming the store, and keeps serving reads; members restarted:
-writes and a leader come back by themselves.
+writes and a leader come back by themselves; the replicas' etcd client certificate
+replaced by one of a new CA and the members restarted trusting only that CA: every replica
+reloads it and keeps writing, without a restart.
 
 Every assertion reads `xolctl ... --json` or /metrics, never table columns; nothing is
 timed: every wait polls with a generous timeout. Needs root. Prints RESULT lines
@@ -29,7 +34,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from harness import Fatal, Tier, run, wait_for  # noqa: E402
-from harness.certs import new_leaf  # noqa: E402
+from harness.certs import make_test_ca, new_leaf, replace  # noqa: E402
 from harness.fleet import FleetLab, probe_rows  # noqa: E402
 from harness.metrics import metric_sum  # noqa: E402
 from harness.netns import BridgeNet, netns_exec  # noqa: E402
@@ -54,6 +59,7 @@ class ReplicaLab(FleetLab):
                              prefix="10.233.0", bridge="xrbr0", veth="xrh")
         self.r = r
         self.ctls = {}   # replica k -> Proc, live ones only
+        self.etcd_trusted_ca = None  # the CA etcd trusts for clients (default: the test CA)
         self.etcds = {}  # member m -> Proc, live ones only
 
     def setup(self):
@@ -81,7 +87,7 @@ class ReplicaLab(FleetLab):
             "--listen-client-urls", f"https://127.0.0.1:{m}2379",
             "--advertise-client-urls", f"https://127.0.0.1:{m}2379",
             "--cert-file", f"{self.ca}/controller.crt", "--key-file", f"{self.ca}/controller.key",
-            "--trusted-ca-file", f"{self.ca}/ca.crt", "--client-cert-auth",
+            "--trusted-ca-file", self.etcd_trusted_ca or f"{self.ca}/ca.crt", "--client-cert-auth",
             "--listen-peer-urls", f"http://127.0.0.1:{m}2380",
             "--initial-advertise-peer-urls", f"http://127.0.0.1:{m}2380",
             "--initial-cluster", cluster, "--initial-cluster-state", "new",
@@ -90,15 +96,16 @@ class ReplicaLab(FleetLab):
     def kill_etcd(self, m):
         self.etcds.pop(m).kill9()
 
-    def etcd_healthy(self, want):
-        """At least `want` members answer as healthy."""
+    def etcd_healthy(self, want, cert=None):
+        """At least `want` members answer as healthy to a client with `cert`.{crt,key}
+        (default: the controllers' etcd client certificate)."""
+        cert = cert or f"{self.ca}/etcd-client"
         n = 0
         for m in MEMBERS:
             r = run(netns_exec(self.nsc, [
                 "env", "ETCDCTL_API=3", "etcdctl", f"--endpoints=https://127.0.0.1:{m}2379",
-                f"--cacert={self.ca}/ca.crt", f"--cert={self.ca}/etcd-client.crt",
-                f"--key={self.ca}/etcd-client.key", "--command-timeout=3s", "endpoint",
-                "health"]), timeout=30)
+                f"--cacert={self.ca}/ca.crt", f"--cert={cert}.crt", f"--key={cert}.key",
+                "--command-timeout=3s", "endpoint", "health"]), timeout=30)
             n += r.rc == 0
         return n >= want
 
@@ -113,6 +120,7 @@ class ReplicaLab(FleetLab):
             f"--replica_name=r{k}", "--leader_lease=3s", f"--tls_ca={self.ca}/ca.crt",
             f"--tls_cert={self.ca}/controller.crt", f"--tls_key={self.ca}/controller.key",
             f"--authz_config={self.authz}", "--heartbeat_interval=250ms",
+            "--config_reload_interval=1s",
             "--heartbeat_timeout=5s", "--canary_timeout=120s"] +
             (self.etcd_client_tls() if etcd_tls else []))
 
@@ -405,6 +413,64 @@ def scenarios(t, lab):
     t.check("recovery-agents", wait_for(60, lab.all_agents_up_everywhere), lab.agents_everywhere)
     t.check("recovery-exactly-once", wait_for(30, lab.exactly_once_on_every_node, set_a, 2),
             lab.local_everywhere)
+
+    # 6. The replicas' etcd client certificate rotated to one of a new CA, then the members
+    #    trust only the new CA: the replicas go on without a restart.
+    etcd_cert_rotation(t, lab)
+
+
+def etcd_cert_rotation(t, lab):
+    """The file --etcd_tls_cert/--etcd_tls_key name is replaced (mv) by a certificate of a
+    new CA; every replica reloads it (xolfleet_config_reloads_total{config="etcd_tls",
+    result="applied"}); the three members are restarted trusting only the new CA; the old
+    certificate is refused and the same replica processes write, lead and see every agent."""
+    wl = lab.wl
+    ca2 = t.path("ca2")
+    try:
+        make_test_ca(t.root, ca2, agents=1, clients=["etcd-client"])
+    except Exception as e:
+        raise Fatal("etcd-cert-rotation", f"cannot make the second CA: {e}")
+    old = t.path("old-etcd-client")
+    shutil.copyfile(f"{lab.ca}/etcd-client.crt", f"{old}.crt")
+    shutil.copyfile(f"{lab.ca}/etcd-client.key", f"{old}.key")
+    procs = dict(lab.ctls)
+
+    def applied(k):
+        n = 0
+        for line in lab.replica_metrics(k).splitlines():
+            if (line.startswith("xolfleet_config_reloads_total{") and 'config="etcd_tls"' in line
+                    and 'result="applied"' in line):
+                n += int(float(line.split()[1]))
+        return n
+    before = {k: applied(k) for k in lab.live()}
+    replace(f"{ca2}/etcd-client.key", f"{lab.ca}/etcd-client.key")
+    replace(f"{ca2}/etcd-client.crt", f"{lab.ca}/etcd-client.crt")
+    t.check("etcd-cert-reloaded", wait_for(60, lambda: all(applied(k) > before[k]
+                                                           for k in lab.live())),
+            lambda: f"applied before {before}, now { {k: applied(k) for k in lab.live()} }")
+    for m in MEMBERS:
+        lab.kill_etcd(m)
+    lab.etcd_trusted_ca = f"{ca2}/ca.crt"
+    for m in MEMBERS:
+        lab.start_etcd(m)
+    t.check("etcd-new-ca-only", wait_for(90, lab.etcd_healthy, 3), "etcd not healthy")
+    t.check("etcd-old-cert-refused", not lab.etcd_healthy(1, cert=old),
+            "a member still takes the old client certificate")
+    for k in lab.live():
+        last = {}
+
+        def writes(k=k):
+            r = lab.fleet_at(k, "counter", "attach", "--all", f"{wl}:xol_target_fast")
+            last["r"] = r
+            return r.rc == 0 and (r.data or {}).get("state") == "ROLLOUT_COMPLETE"
+        t.check(f"etcd-cert-rotated-writes-r{k}", wait_for(90, writes),
+                lambda: repr(last.get("r")))
+    t.check("etcd-cert-rotated-leader", wait_for(60, lab.leader), lambda: f"{lab.leaders()}")
+    t.check("etcd-cert-rotated-agents", wait_for(60, lab.all_agents_up_everywhere),
+            lab.agents_everywhere)
+    t.check("etcd-cert-rotated-no-restart",
+            all(p.alive() and lab.ctls.get(k) is p for k, p in procs.items()),
+            f"replicas restarted or gone: {sorted(procs)} -> {lab.live()}")
 
 
 def fleet_wide_hits(t, lab, set_a, a):
