@@ -875,9 +875,10 @@ uint64_t FleetController::CountHitsLocked(const std::string& node, Node& n,
                                           const v1::AgentHeartbeat& hb, int64_t at_ns,
                                           std::vector<v1::FleetHitUpdate>* updates) {
   const bool watched = hub_.watchers() > 0;  // updates are built only for someone
-  const std::string replica = n.remote            ? n.replica
-                              : opts_.coordinator ? opts_.coordinator->replica()
-                                                  : std::string();
+  static const std::string* const kAlone = new std::string();
+  const std::string& replica = n.remote            ? n.replica
+                               : opts_.coordinator ? opts_.coordinator->replica()
+                                                   : *kAlone;
   // Hits per placement, added to the counters once per heartbeat (not once per probe).
   std::map<v1::Placement, uint64_t> placement_hits;
   // The new marks, computed from the old ones (a duplicate probe too compares with the
