@@ -500,6 +500,9 @@ def fleet_wide_hits(t, lab, set_a, a):
     t.log(f"watch on r{a}; streams held: {held}")
     t.check("fleet-wide-agent-on-another-replica", bool(others),
             f"every agent is on r{a}: {held}")
+    if not others:
+        watch.stop()
+        return
 
     def watch_state():
         with open(out, errors="replace") as f:
