@@ -413,6 +413,7 @@ int Watch(Context& ctx) {
                   << "  +" << u.hits_delta() << "  " << u.hits_total() << "\n";
       }
       if (batch.dropped_total()) ctx.out() << "(dropped so far: " << batch.dropped_total() << ")\n";
+      for (const auto& n : batch.notices()) ctx.out() << "(" << n << ")\n";
     }
     ctx.out().flush();
     seen += batch.updates_size();

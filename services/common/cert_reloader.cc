@@ -70,7 +70,7 @@ absl::Status Invalid(absl::string_view what) {
 }  // namespace
 
 absl::Status CheckKeyMaterial(absl::string_view ca_pem, absl::string_view cert_pem,
-                              absl::string_view key_pem) {
+                              absl::string_view key_pem, bool verify_chain) {
   std::vector<UniqueX509> cas = ReadCerts(ca_pem);
   if (cas.empty()) return Invalid("the CA file holds no PEM certificate");
   std::vector<UniqueX509> chain = ReadCerts(cert_pem);
@@ -84,6 +84,7 @@ absl::Status CheckKeyMaterial(absl::string_view ca_pem, absl::string_view cert_p
     ERR_clear_error();
     return Invalid("the private key does not match the certificate");
   }
+  if (!verify_chain) return absl::OkStatus();
   std::unique_ptr<X509_STORE, StoreFree> store(X509_STORE_new());
   for (const UniqueX509& ca : cas) X509_STORE_add_cert(store.get(), ca.get());
   std::unique_ptr<STACK_OF(X509), StackFree> intermediates(sk_X509_new_null());
@@ -118,6 +119,7 @@ absl::StatusOr<std::unique_ptr<CertificateReloader>> CertificateReloader::Start(
     initial.push_back(*std::move(c));
   }
   std::unique_ptr<CertificateReloader> r(new CertificateReloader());
+  r->verify_chain_ = options.cert_must_chain_to_ca;
   if (absl::Status st = r->Load(initial[0], initial[1], initial[2]); !st.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat(f.cert, ", ", f.key, ", ", f.ca_cert, ": ", st.message()));
@@ -147,7 +149,7 @@ CertificateReloader::~CertificateReloader() {
 
 absl::Status CertificateReloader::Load(const std::string& ca, const std::string& cert,
                                        const std::string& key) {
-  if (absl::Status st = CheckKeyMaterial(ca, cert, key); !st.ok()) return st;
+  if (absl::Status st = CheckKeyMaterial(ca, cert, key, verify_chain_); !st.ok()) return st;
   // A modification time of its own per version (see the header); seconds, as gRPC reads it.
   const time_t mtime = std::max(time(nullptr), last_mtime_ + 1);
   // The key first: PEM readers skip blocks of other types, and the chain keeps its order.

@@ -40,8 +40,10 @@ namespace xolfleet::tls {
 // parses, the key is the certificate's, and the certificate chains to a CA in the bundle
 // (one CA signs both sides, as in deploy/ and scripts/make-test-ca.sh) and is valid now.
 // INVALID_ARGUMENT saying which check failed otherwise.
+// With verify_chain false the chain is not checked (a client certificate another CA
+// signed than the servers' CA in `ca_pem`: etcd's --trusted-ca-file may differ).
 absl::Status CheckKeyMaterial(absl::string_view ca_pem, absl::string_view cert_pem,
-                              absl::string_view key_pem);
+                              absl::string_view key_pem, bool verify_chain = true);
 
 class CertificateReloader final {
  public:
@@ -50,6 +52,10 @@ class CertificateReloader final {
     std::string name = "tls";                     // logs and metrics ("controller_tls", ...)
     absl::Duration interval = absl::Seconds(10);  // zero: no polling thread (PollNow only)
     ReloadObserver* observer = nullptr;
+    // Require our certificate to chain to a CA in the CA file (true: one CA signs both
+    // sides). False for a client whose servers trust another CA than the one that
+    // signed the servers (the etcd client: etcd's --trusted-ca-file is its own).
+    bool cert_must_chain_to_ca = true;
   };
 
   // Reads and checks the files (an error if they are unusable: nothing starts on them),
@@ -76,6 +82,7 @@ class CertificateReloader final {
   // Replaces what *fd holds (or creates it) with `content`, atomically.
   absl::Status PublishFile(int* fd, absl::string_view content, time_t mtime);
 
+  bool verify_chain_ = true;
   int ca_fd_ = -1;        // the CA bundle, read by gRPC as /proc/self/fd/ca_fd_
   int identity_fd_ = -1;  // key + certificate chain, one file
   time_t last_mtime_ = 0;

@@ -67,6 +67,7 @@ void EtcdCoordinator::Run() {
       if (mu_.AwaitWithTimeout(absl::Condition(&stop), opts_.period)) return;
     }
     KeepLease();
+    Advertise();
     Campaign();
     Flush();
   }
@@ -128,6 +129,18 @@ void EtcdCoordinator::KeepLease() {
   }
   last_keepalive_ = sent;
   lease_valid_until_ = sent + absl::Seconds(resp.ttl());
+}
+
+void EtcdCoordinator::Advertise() {
+  int64_t lease;
+  {
+    absl::MutexLock l(&mu_);
+    if (!LeaseValidLocked() || advertised_lease_ == lease_) return;
+    lease = lease_;
+  }
+  if (!client_->Put(prefix_ + "replicas/" + opts_.replica, opts_.replica, lease).ok()) return;
+  absl::MutexLock l(&mu_);
+  advertised_lease_ = lease;
 }
 
 void EtcdCoordinator::Campaign() {
@@ -293,6 +306,14 @@ void EtcdCoordinator::PublishStatus(const AgentStatusRecord& record) {
 void EtcdCoordinator::RetractStatus(const std::string& node) {
   absl::MutexLock l(&mu_);
   pending_[node] = std::nullopt;
+}
+
+absl::StatusOr<std::vector<std::string>> EtcdCoordinator::LoadReplicas() {
+  auto kvs = client_->GetPrefix(prefix_ + "replicas/");
+  if (!kvs.ok()) return kvs.status();
+  std::vector<std::string> out;
+  for (const auto& [key, value] : *kvs) out.push_back(value);
+  return out;
 }
 
 absl::StatusOr<std::vector<AgentStatusRecord>> EtcdCoordinator::LoadStatuses() {

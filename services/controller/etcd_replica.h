@@ -4,6 +4,7 @@
 //   <prefix>leader          the leader's replica name, attached to its lease
 //   <prefix>status/<node>   AgentStatusRecord, attached to the lease of the replica
 //                           holding the node's stream
+//   <prefix>replicas/<name> the replica's name, attached to its lease: the live replicas
 //
 // A background thread keeps the lease alive (every ttl/3), campaigns (a transaction that
 // creates the leader key if nobody holds it), and flushes queued status writes. The lease
@@ -51,6 +52,7 @@ class EtcdCoordinator final : public Coordinator {
   void PublishStatus(const AgentStatusRecord& record) override;
   void RetractStatus(const std::string& node) override;
   absl::StatusOr<std::vector<AgentStatusRecord>> LoadStatuses() override;
+  absl::StatusOr<std::vector<std::string>> LoadReplicas() override;
 
   static std::string EncodeStatus(const AgentStatusRecord& r);
   static bool DecodeStatus(const std::string& b, AgentStatusRecord* r);
@@ -65,6 +67,7 @@ class EtcdCoordinator final : public Coordinator {
   void Run();
   void KeepLease();
   void Campaign();
+  void Advertise();
   void Flush();
   void SetLeader(bool leader) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool LeaseValidLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -79,6 +82,7 @@ class EtcdCoordinator final : public Coordinator {
   absl::Time lease_valid_until_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   absl::Time last_keepalive_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   bool leader_ ABSL_GUARDED_BY(mu_) = false;
+  int64_t advertised_lease_ ABSL_GUARDED_BY(mu_) = 0;  // replicas/<name> is bound to it
   // node -> encoded record to write, or nullopt to withdraw.
   std::map<std::string, std::optional<std::string>> pending_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;

@@ -149,6 +149,10 @@ absl::Status EtcdClient::Credentials(const tls::TlsFiles& files, Options* opts) 
     return absl::InvalidArgumentError(
         "etcd client TLS needs all of --etcd_tls_ca, --etcd_tls_cert and --etcd_tls_key");
   }
+  if (opts->credentials) {  // they follow the files
+    opts->tls = true;
+    return absl::OkStatus();
+  }
   tls::TlsFiles f = files;
   f.insecure_plaintext = false;
   auto creds = tls::ChannelCredentials(f, "");
@@ -284,11 +288,13 @@ bool EtcdStore::DecodeAgent(const std::string& b, StoredAgent* a) {
   return ret && ok;
 }
 
-absl::StatusOr<std::unique_ptr<EtcdStore>> EtcdStore::Open(const std::string& url,
-                                                           const tls::TlsFiles& files) {
+absl::StatusOr<std::unique_ptr<EtcdStore>> EtcdStore::Open(
+    const std::string& url, const tls::TlsFiles& files,
+    std::shared_ptr<grpc::ChannelCredentials> tls_credentials) {
   EtcdClient::Options opts;
   std::string prefix;
   if (absl::Status st = EtcdClient::ParseUrl(url, &opts, &prefix); !st.ok()) return st;
+  opts.credentials = std::move(tls_credentials);
   if (absl::Status st = EtcdClient::Credentials(files, &opts); !st.ok()) return st;
   auto store = std::make_unique<EtcdStore>(std::make_shared<EtcdClient>(std::move(opts)), prefix);
   if (auto r = store->client_->GetPrefix(prefix + "sets/"); !r.ok()) {

@@ -52,7 +52,9 @@ class EtcdClient {
   };
   // The credentials for `endpoints`: TLS from `files` (CA, certificate and key, all three)
   // or, with none of them, plaintext if every endpoint is a loopback address;
-  // INVALID_ARGUMENT otherwise. Sets opts->credentials and opts->tls.
+  // INVALID_ARGUMENT otherwise. Sets opts->credentials and opts->tls. With all three
+  // files, credentials already in opts->credentials are kept (credentials that follow
+  // the files: services/common/cert_reloader.h); without, the files are read once.
   static absl::Status Credentials(const tls::TlsFiles& files, Options* opts);
   // Parses "etcd://h1:p1,h2:p2[/prefix]" into endpoints and a key prefix ("/xolfleet/"
   // unless given; always ends with '/').
@@ -87,8 +89,12 @@ class EtcdStore final : public Store {
  public:
   // Connects (lazily: the first call dials) to the cluster at `url` (see ParseUrl), over
   // TLS with `files` (EtcdClient::Credentials), and checks it answers a read.
-  static absl::StatusOr<std::unique_ptr<EtcdStore>> Open(const std::string& url,
-                                                         const tls::TlsFiles& files = {});
+  // `tls_credentials`, if given with `files`, are used instead of reading the files once:
+  // the controller passes a CertificateReloader's, so that a rotated client certificate
+  // or CA bundle is used for new connections to etcd without a restart.
+  static absl::StatusOr<std::unique_ptr<EtcdStore>> Open(
+      const std::string& url, const tls::TlsFiles& files = {},
+      std::shared_ptr<grpc::ChannelCredentials> tls_credentials = nullptr);
   EtcdStore(std::shared_ptr<EtcdClient> client, std::string prefix)
       : client_(std::move(client)), prefix_(std::move(prefix)) {}
 

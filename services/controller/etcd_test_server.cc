@@ -67,6 +67,12 @@ void EtcdTestServer::Stop() {
   pid_ = -1;
 }
 
+absl::Status EtcdTestServer::Restart(const Tls& tls) {
+  Stop();
+  tls_ = std::make_unique<Tls>(tls);
+  return Start();
+}
+
 absl::Status EtcdTestServer::Start() {
   const std::string client = absl::StrCat(tls_ ? "https" : "http", "://127.0.0.1:", client_port_);
   const std::string peer = absl::StrCat("http://127.0.0.1:", peer_port_);

@@ -34,6 +34,8 @@ class EtcdTestServer {
   std::string endpoint() const;
   void Stop();
   absl::Status Start();
+  // Stop(), then Start() with other TLS files (a CA bundle rotated on the member).
+  absl::Status Restart(const Tls& tls);
 
  private:
   EtcdTestServer() = default;

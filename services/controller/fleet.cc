@@ -130,6 +130,8 @@ void FleetController::Sync() {
   auto sets = store_->LoadSets();
   auto agents = store_->LoadAgents();
   auto statuses = coord->LoadStatuses();
+  auto replicas = coord->LoadReplicas();
+  std::vector<v1::FleetHitUpdate> updates;
   absl::MutexLock l(&mu_);
   if (sets.ok() && agents.ok() && writes == local_writes_) {
     std::map<std::string, Set> next;
@@ -175,6 +177,11 @@ void FleetController::Sync() {
       }
       AgentStatusRecord& r = *it->second;
       n.remote = true;
+      // Hits (fleet.h, "Hits across replicas"): counted from a record newer than the
+      // last one counted for the node. An older one is a stale write of a replica the
+      // agent has left; an equal one was counted at the previous sync.
+      const bool fresh = r.have_heartbeat && r.last_seen_unix_ns > n.hits_seen_ns;
+      n.replica = r.replica;
       n.reg = std::move(r.registration);
       n.identity = r.identity;
       n.peer = r.peer;
@@ -186,16 +193,88 @@ void FleetController::Sync() {
       for (const auto& st : n.last_hb.sets()) n.set_status[st.set_id()] = st;
       n.probes.clear();
       for (const auto& p : n.last_hb.probes()) n.probes[p.fleet_probe_id()].push_back(p);
-      if (n.last_hb.has_slot_stats() && n.last_hb.slot_stats().available()) {
+      if (fresh) {
+        const uint64_t counted = CountHitsLocked(name, n, n.last_hb, r.last_seen_unix_ns, &updates);
+        n.hits_seen_ns = r.last_seen_unix_ns;
+        CountSlotsLocked(name, n, n.last_hb);
+        if (metrics_ && counted > 0) {
+          metrics_->RemoteHitsDelay(absl::ToDoubleSeconds(now - n.last_seen));
+        }
+      } else if (n.last_hb.has_slot_stats() && n.last_hb.slot_stats().available() &&
+                 !n.have_slots) {
         n.slots = n.last_hb.slot_stats();
         n.have_slots = true;
       }
     }
   }
+  NoticeSourcesLocked(statuses.ok() ? replicas.status() : statuses.status(),
+                      replicas.ok() ? *replicas : std::vector<std::string>{});
+  hub_.Publish(updates);
   // Sets and nodes may all have changed: every rollout is counted and evaluated afresh.
   SetsChangedLocked();
   InvalidateCountsLocked();
   PushAllLocked();
+}
+
+void FleetController::NoticeSourcesLocked(const absl::Status& read,
+                                          const std::vector<std::string>& live) {
+  Coordinator* coord = opts_.coordinator.get();
+  sync_error_ = read;
+  if (!read.ok()) {
+    if (sources_readable_) {
+      sources_readable_ = false;
+      hub_.Notice(
+          absl::StrCat("cannot read the other replicas' agent statuses from etcd (", read.message(),
+                       "): hits of agents connected to other replicas are delayed until it can"));
+    }
+    return;
+  }
+  if (!sources_readable_) {
+    sources_readable_ = true;
+    hub_.Notice(
+        "the other replicas' agent statuses are readable again: their agents' hits "
+        "resume, none lost (totals are cumulative)");
+  }
+  std::set<std::string> now(live.begin(), live.end());
+  if (!sources_known_) {
+    sources_known_ = true;
+    replicas_ = std::move(now);
+    return;
+  }
+  for (const std::string& r : now) {
+    if (!replicas_.count(r) && r != coord->replica()) {
+      hub_.Notice(absl::StrCat("replica ", r, " joined: hits of the agents it holds are merged"));
+    }
+  }
+  for (const std::string& r : replicas_) {
+    if (now.count(r) || r == coord->replica()) continue;
+    std::vector<std::string> held;
+    for (const auto& [name, n] : nodes_) {
+      if (!n.session && !n.remote && n.replica == r) held.push_back(name);
+    }
+    hub_.Notice(absl::StrCat(
+        "replica ", r,
+        " is gone (stopped, or killed and its etcd lease expired): hits of the agents it "
+        "held (",
+        held.empty() ? "none" : absl::StrJoin(held, ", "),
+        ") are not seen until they reconnect to a live replica; none are lost"));
+  }
+  replicas_ = std::move(now);
+}
+
+std::string FleetController::HitSourcesNotice() {
+  Coordinator* coord = opts_.coordinator.get();
+  if (!coord) return "";
+  absl::MutexLock l(&mu_);
+  std::set<std::string> all = replicas_;
+  all.insert(coord->replica());
+  std::vector<std::string> names;
+  for (const std::string& r : all) {
+    names.push_back(r == coord->replica() ? absl::StrCat(r, " (this one)") : r);
+  }
+  return absl::StrCat(
+      "merging the hits of the agents of every replica: ", absl::StrJoin(names, ", "),
+      sources_readable_ ? "" : " (the store is unreadable now: others delayed)");
 }
 
 uint32_t FleetController::BudgetBreachesLocked(const Node& n) {
@@ -703,6 +782,7 @@ absl::Status FleetController::Register(std::shared_ptr<AgentSession> session,
   n.session = std::move(session);
   n.up = true;
   n.remote = false;
+  n.replica = opts_.coordinator ? opts_.coordinator->replica() : "";
   n.seen_this_run = true;
   n.last_seen = clock_();
   n.have_heartbeat = false;
@@ -769,8 +849,36 @@ absl::Status FleetController::Heartbeat(const AgentSession* session, const std::
     }
   }
   std::vector<v1::FleetHitUpdate> updates;
+  const int64_t now_ns = NowNs();
+  CountHitsLocked(node, n, hb, now_ns, &updates);
+  n.hits_seen_ns = now_ns;
+  n.replica = opts_.coordinator ? opts_.coordinator->replica() : "";
+  CountSlotsLocked(node, n, hb);
+  // The patched kernel's boost switch can change at run time: the node's profile follows.
+  if (!hb.kernel_profile().empty() && (hb.kernel_profile() != n.reg.kernel_profile() ||
+                                       hb.kernel_boosts() != n.reg.kernel_boosts())) {
+    Log("controller: node ", node, ": kernel profile ", n.reg.kernel_profile(), " -> ",
+        hb.kernel_profile());
+    n.reg.set_kernel_profile(hb.kernel_profile());
+    n.reg.set_kernel_boosts(hb.kernel_boosts());
+  }
+  n.last_hb = std::move(hb);
+  RepartLocked(node, &n, before);
+  PublishLocked(n);
+  if (metrics_) metrics_->Heartbeat();
+  hub_.Publish(updates);
+  EvaluateLocked();
+  return absl::OkStatus();
+}
+
+uint64_t FleetController::CountHitsLocked(const std::string& node, Node& n,
+                                          const v1::AgentHeartbeat& hb, int64_t at_ns,
+                                          std::vector<v1::FleetHitUpdate>* updates) {
   const bool watched = hub_.watchers() > 0;  // updates are built only for someone
-  int64_t now_ns = NowNs();
+  static const std::string* const kAlone = new std::string();
+  const std::string& replica = n.remote            ? n.replica
+                               : opts_.coordinator ? opts_.coordinator->replica()
+                                                   : *kAlone;
   // Hits per placement, added to the counters once per heartbeat (not once per probe).
   std::map<v1::Placement, uint64_t> placement_hits;
   // The new marks, computed from the old ones (a duplicate probe too compares with the
@@ -797,71 +905,58 @@ absl::Status FleetController::Heartbeat(const AgentSession* session, const std::
       u.set_placement(p.placement());
       u.set_hits_total(p.hits());
       u.set_hits_delta(delta);
-      u.set_at_unix_ns(now_ns);
-      updates.push_back(std::move(u));
+      u.set_at_unix_ns(at_ns);
+      u.set_replica(replica);
+      updates->push_back(std::move(u));
     }
   }
-  if (metrics_) {
-    for (const auto& [placement, hits] : placement_hits) {
-      metrics_->AddHits(node, PlacementLabel(placement), hits);
+  uint64_t counted = 0;
+  for (const auto& [placement, hits] : placement_hits) {
+    counted += hits;
+    if (metrics_) metrics_->AddHits(node, PlacementLabel(placement), hits);
+  }
+  auto old = std::move(n.hit_marks);
+  n.hit_marks.clear();
+  for (const auto& [p, delta] : marked) {
+    std::pair<std::string, uint64_t> mark{p->local_probe_id(), p->hits()};
+    auto nit = n.hit_marks.find(p->fleet_probe_id());
+    if (nit != n.hit_marks.end()) {
+      nit->second = std::move(mark);  // a duplicate: the last one counts
+      continue;
+    }
+    auto nh = old.extract(p->fleet_probe_id());
+    if (nh) {
+      nh.mapped() = std::move(mark);
+      n.hit_marks.insert(std::move(nh));
+    } else {
+      n.hit_marks.emplace(p->fleet_probe_id(), std::move(mark));
     }
   }
-  {
-    auto old = std::move(n.hit_marks);
-    n.hit_marks.clear();
-    for (const auto& [p, delta] : marked) {
-      std::pair<std::string, uint64_t> mark{p->local_probe_id(), p->hits()};
-      auto nit = n.hit_marks.find(p->fleet_probe_id());
-      if (nit != n.hit_marks.end()) {
-        nit->second = std::move(mark);  // a duplicate: the last one counts
-        continue;
-      }
-      auto nh = old.extract(p->fleet_probe_id());
-      if (nh) {
-        nh.mapped() = std::move(mark);
-        n.hit_marks.insert(std::move(nh));
-      } else {
-        n.hit_marks.emplace(p->fleet_probe_id(), std::move(mark));
-      }
-    }
+  return counted;
+}
+
+void FleetController::CountSlotsLocked(const std::string& node, Node& n,
+                                       const v1::AgentHeartbeat& hb) {
+  if (!hb.has_slot_stats() || !hb.slot_stats().available()) return;
+  const auto& s = hb.slot_stats();
+  // Deltas since the previous heartbeat; the first report of a node (or one after its
+  // kernel counters went backwards: a reboot) counts from zero.
+  v1::KernelSlotStats d = s;
+  const v1::KernelSlotStats& o = n.slots;
+  if (n.have_slots && s.slot_migrations() >= o.slot_migrations() &&
+      s.slot_reinstalls() >= o.slot_reinstalls() && s.hits_emulated() >= o.hits_emulated() &&
+      s.hits_boosted() >= o.hits_boosted() && s.hits_boosted_riprel() >= o.hits_boosted_riprel() &&
+      s.hits_single_step() >= o.hits_single_step()) {
+    d.set_slot_migrations(s.slot_migrations() - o.slot_migrations());
+    d.set_slot_reinstalls(s.slot_reinstalls() - o.slot_reinstalls());
+    d.set_hits_emulated(s.hits_emulated() - o.hits_emulated());
+    d.set_hits_boosted(s.hits_boosted() - o.hits_boosted());
+    d.set_hits_boosted_riprel(s.hits_boosted_riprel() - o.hits_boosted_riprel());
+    d.set_hits_single_step(s.hits_single_step() - o.hits_single_step());
   }
-  if (hb.has_slot_stats() && hb.slot_stats().available()) {
-    const auto& s = hb.slot_stats();
-    // Deltas since the previous heartbeat; the first report of a node (or one after its
-    // kernel counters went backwards: a reboot) counts from zero.
-    v1::KernelSlotStats d = s;
-    const v1::KernelSlotStats& o = n.slots;
-    if (n.have_slots && s.slot_migrations() >= o.slot_migrations() &&
-        s.slot_reinstalls() >= o.slot_reinstalls() && s.hits_emulated() >= o.hits_emulated() &&
-        s.hits_boosted() >= o.hits_boosted() &&
-        s.hits_boosted_riprel() >= o.hits_boosted_riprel() &&
-        s.hits_single_step() >= o.hits_single_step()) {
-      d.set_slot_migrations(s.slot_migrations() - o.slot_migrations());
-      d.set_slot_reinstalls(s.slot_reinstalls() - o.slot_reinstalls());
-      d.set_hits_emulated(s.hits_emulated() - o.hits_emulated());
-      d.set_hits_boosted(s.hits_boosted() - o.hits_boosted());
-      d.set_hits_boosted_riprel(s.hits_boosted_riprel() - o.hits_boosted_riprel());
-      d.set_hits_single_step(s.hits_single_step() - o.hits_single_step());
-    }
-    if (metrics_) metrics_->AddKernelCounters(node, d);
-    n.slots = s;
-    n.have_slots = true;
-  }
-  // The patched kernel's boost switch can change at run time: the node's profile follows.
-  if (!hb.kernel_profile().empty() && (hb.kernel_profile() != n.reg.kernel_profile() ||
-                                       hb.kernel_boosts() != n.reg.kernel_boosts())) {
-    Log("controller: node ", node, ": kernel profile ", n.reg.kernel_profile(), " -> ",
-        hb.kernel_profile());
-    n.reg.set_kernel_profile(hb.kernel_profile());
-    n.reg.set_kernel_boosts(hb.kernel_boosts());
-  }
-  n.last_hb = std::move(hb);
-  RepartLocked(node, &n, before);
-  PublishLocked(n);
-  if (metrics_) metrics_->Heartbeat();
-  hub_.Publish(updates);
-  EvaluateLocked();
-  return absl::OkStatus();
+  if (metrics_) metrics_->AddKernelCounters(node, d);
+  n.slots = s;
+  n.have_slots = true;
 }
 
 void FleetController::MarkDownLocked(Node& n) {
@@ -931,6 +1026,14 @@ absl::StatusOr<v1::Rollout> FleetController::Attach(const v1::FleetAttachRequest
       if (!Matches(sel, n.reg)) continue;
       selected.push_back(name);
       if (n.up) up.push_back(name);
+    }
+    if (up.empty() && !sync_error_.ok()) {
+      // Replicas: the other replicas' agents look down because their statuses cannot be
+      // read (they age past the heartbeat timeout), not because they are.
+      return absl::UnavailableError(absl::StrCat(
+          "the selector matches no agent this replica knows to be up: it cannot read the "
+          "other replicas' agent statuses (",
+          sync_error_.message(), ")"));
     }
     if (up.empty()) {
       return absl::FailedPreconditionError(
@@ -1082,6 +1185,7 @@ absl::StatusOr<v1::ListAgentsResponse> FleetController::ListAgents(
     a->set_budget_breaches(BudgetBreachesLocked(n));
     a->set_peer(n.peer);
     a->set_identity(n.identity);
+    if (n.session || n.remote) a->set_replica(n.replica);
   }
   return resp;
 }

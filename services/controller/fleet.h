@@ -25,6 +25,17 @@
 // statuses from it every tick, serves reads and its own agents, and only the leader
 // advances rollouts and expires TTLs (its rollout writes are fenced by its lease).
 //
+// Hits across replicas. Agents report cumulative hit totals per probe; each replica keeps
+// per node and fleet probe the last total it counted (with the local probe id), from the
+// agent's own heartbeats when it holds the stream and from the statuses the others
+// publish otherwise. Every replica thus counts every hit of the fleet exactly once into
+// its counters and its WatchFleetHits streams, whichever replica the agent is connected
+// to, and across an agent moving between replicas (the marks follow the node, not the
+// stream). Nothing is forwarded replica to replica: no loops, no peer connections; a
+// hit reaches another replica's watchers after the holder's status flush and the next
+// sync (a few hundred ms). Watchers are told (notices) when a replica joins or goes
+// and when the store cannot be read.
+//
 // Locking: one mutex (mu_) guards all state. AgentSession::Send only queues, so it may
 // be called with mu_ held; nothing called under mu_ calls back into this class.
 #ifndef XOLFLEET_SERVICES_CONTROLLER_FLEET_H_
@@ -107,6 +118,9 @@ class FleetController {
   absl::StatusOr<v1::ListAgentsResponse> ListAgents(const v1::ListAgentsRequest& req);
   absl::Status ForgetAgent(const std::string& node);
   HitHub& hits() { return hub_; }
+  // The first notice of a WatchFleetHits stream: the replicas whose hits it merges (""
+  // without replicas).
+  std::string HitSourcesNotice();
 
   // Heartbeat timeouts, TTL expiry, canary timeouts. Start() runs it every opts.tick
   // (after Sync() when replicas share the store).
@@ -147,6 +161,8 @@ class FleetController {
     bool have_slots = false;
     bool seen_this_run = false;  // registered since this controller process started
     bool remote = false;         // status from another replica's record (no session here)
+    std::string replica;         // the replica holding (or that last held) its stream
+    int64_t hits_seen_ns = 0;    // when the heartbeat whose hits were counted last came
   };
   struct Set {
     StoredSet stored;
@@ -218,6 +234,17 @@ class FleetController {
   void PublishLocked(const Node& n) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   v1::Rollout RolloutLocked(const Set& s) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MarkDownLocked(Node& n) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Counts the hits of `hb` since the node's marks (counters, and updates for watchers
+  // stamped `at_ns`) and moves the marks. Returns the hits counted.
+  uint64_t CountHitsLocked(const std::string& node, Node& n, const v1::AgentHeartbeat& hb,
+                           int64_t at_ns, std::vector<v1::FleetHitUpdate>* updates)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Adds what the node's patched-kernel counters moved by since its previous report.
+  void CountSlotsLocked(const std::string& node, Node& n, const v1::AgentHeartbeat& hb)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Tells watchers about replicas joining or gone and the store unreadable or back.
+  void NoticeSourcesLocked(const absl::Status& read, const std::vector<std::string>& live)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int64_t NowNs() const { return absl::ToUnixNanos(clock_()); }
 
   const Options opts_;
@@ -248,6 +275,11 @@ class FleetController {
   std::vector<Set*> live_ ABSL_GUARDED_BY(mu_);
   bool live_valid_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t live_gen_ ABSL_GUARDED_BY(mu_) = 0;  // bumped when live_ is rebuilt
+  // Replicas: the live ones at the last sync, whether the store could be read.
+  std::set<std::string> replicas_ ABSL_GUARDED_BY(mu_);
+  bool sources_known_ ABSL_GUARDED_BY(mu_) = false;
+  bool sources_readable_ ABSL_GUARDED_BY(mu_) = true;
+  absl::Status sync_error_ ABSL_GUARDED_BY(mu_);  // of the last read of the statuses
   std::thread ticker_;
 };
 

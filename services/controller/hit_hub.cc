@@ -20,18 +20,29 @@ bool HitWatcher::Offer(const v1::FleetHitUpdate& u) {
   return true;
 }
 
+void HitWatcher::Notice(const std::string& text) {
+  absl::MutexLock l(&mu_);
+  if (closed_) return;
+  if (notices_.size() >= HitHub::kMaxNotices) notices_.pop_front();
+  notices_.push_back(text);
+}
+
 bool HitWatcher::Next(size_t max, absl::Duration timeout, v1::FleetHitBatch* out) {
   out->Clear();
   absl::MutexLock l(&mu_);
-  auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !queue_.empty() || closed_; };
+  auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return !queue_.empty() || !notices_.empty() || closed_;
+  };
   mu_.AwaitWithTimeout(absl::Condition(&ready), timeout);
+  for (auto& text : notices_) out->add_notices(std::move(text));
+  notices_.clear();
   size_t n = std::min(max, queue_.size());
   for (size_t i = 0; i < n; ++i) {
     *out->add_updates() = std::move(queue_.front());
     queue_.pop_front();
   }
   out->set_dropped_total(dropped_);
-  return !(closed_ && queue_.empty() && n == 0);
+  return !(closed_ && queue_.empty() && n == 0 && out->notices_size() == 0);
 }
 
 void HitWatcher::Close() {
@@ -68,6 +79,15 @@ void HitHub::Publish(const std::vector<v1::FleetHitUpdate>& updates) {
     }
   }
   if (drops && on_drop_) on_drop_(drops);
+}
+
+void HitHub::Notice(const std::string& text) {
+  std::vector<std::shared_ptr<HitWatcher>> ws;
+  {
+    absl::MutexLock l(&mu_);
+    ws = watchers_;
+  }
+  for (const auto& w : ws) w->Notice(text);
 }
 
 size_t HitHub::watchers() const {

@@ -4,6 +4,9 @@
 // updates and publishes them here. Each watcher has a bounded queue: when it is full the
 // update is dropped and counted for that watcher (reported in every batch it receives)
 // and in the controller's metrics. Publishing never blocks on a slow watcher.
+//
+// Notices (replicas: a replica gone, the store unreadable) go to every watcher whatever
+// its filters, at most kMaxNotices queued per watcher (older ones give way).
 #ifndef XOLFLEET_SERVICES_CONTROLLER_HIT_HUB_H_
 #define XOLFLEET_SERVICES_CONTROLLER_HIT_HUB_H_
 
@@ -31,6 +34,8 @@ class HitWatcher {
   // watcher's drop count. False once the watcher is closed and drained.
   bool Next(size_t max, absl::Duration timeout, v1::FleetHitBatch* out);
   void Close();
+  // Queues a notice for this watcher alone (at most HitHub::kMaxNotices are kept).
+  void Notice(const std::string& text);
 
  private:
   friend class HitHub;
@@ -42,18 +47,23 @@ class HitWatcher {
   const size_t capacity_;
   absl::Mutex mu_;
   std::deque<v1::FleetHitUpdate> queue_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::string> notices_ ABSL_GUARDED_BY(mu_);
   uint64_t dropped_ ABSL_GUARDED_BY(mu_) = 0;
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 class HitHub {
  public:
+  static constexpr size_t kMaxNotices = 16;
+
   explicit HitHub(std::function<void(uint64_t)> on_drop = nullptr) : on_drop_(std::move(on_drop)) {}
 
   std::shared_ptr<HitWatcher> Subscribe(std::set<std::string> sets, std::set<std::string> nodes,
                                         size_t capacity);
   void Unsubscribe(const std::shared_ptr<HitWatcher>& w);
   void Publish(const std::vector<v1::FleetHitUpdate>& updates);
+  // To every watcher.
+  void Notice(const std::string& text);
   size_t watchers() const;
 
  private:

@@ -67,7 +67,8 @@ ABSL_FLAG(bool, insecure_plaintext, false,
           "serve --listen without TLS (only allowed on loopback or a unix socket)");
 ABSL_FLAG(std::string, authz_config, "", "authorization config (capability identity lines)");
 ABSL_FLAG(absl::Duration, config_reload_interval, absl::Seconds(10),
-          "how often --authz_config and the --tls_* files are re-read; a changed version is "
+          "how often --authz_config, the --tls_* and --etcd_tls_* files are re-read; a changed "
+          "version is "
           "used once it validates, a broken one is refused and the one in force stays; 0: "
           "read at start only");
 ABSL_FLAG(absl::Duration, heartbeat_interval, absl::Seconds(1), "agent heartbeat interval");
@@ -143,12 +144,30 @@ int Run() {
         absl::GetFlag(FLAGS_etcd_tls_key).empty())) {
     return Fail(absl::InvalidArgumentError("--etcd_tls_* need --store=etcd://..."));
   }
+  // Outlives the store and the coordinator (their channels use its credentials).
+  std::unique_ptr<tls::CertificateReloader> etcd_certs;
   absl::StatusOr<std::unique_ptr<Store>> store;
   std::shared_ptr<Coordinator> coordinator;
   if (const std::string url = absl::GetFlag(FLAGS_store); !url.empty()) {
-    auto etcd =
-        EtcdStore::Open(url, {absl::GetFlag(FLAGS_etcd_tls_ca), absl::GetFlag(FLAGS_etcd_tls_cert),
-                              absl::GetFlag(FLAGS_etcd_tls_key), false});
+    const tls::TlsFiles etcd_files{absl::GetFlag(FLAGS_etcd_tls_ca),
+                                   absl::GetFlag(FLAGS_etcd_tls_cert),
+                                   absl::GetFlag(FLAGS_etcd_tls_key), false};
+    std::shared_ptr<grpc::ChannelCredentials> etcd_creds;
+    if (!etcd_files.ca_cert.empty() && !etcd_files.cert.empty() && !etcd_files.key.empty()) {
+      // Client TLS to etcd follows its files like the server's (a rotated certificate or
+      // CA bundle is used for new connections). etcd's --trusted-ca-file is its own, so
+      // the client certificate need not chain to --etcd_tls_ca.
+      metrics->process()->WatchConfig("etcd_tls");
+      auto r = tls::CertificateReloader::Start(
+          {etcd_files, "etcd_tls", reload, metrics->process(), /*cert_must_chain_to_ca=*/false});
+      if (!r.ok()) {
+        return Fail(absl::Status(r.status().code(),
+                                 absl::StrCat("etcd client TLS: ", r.status().message())));
+      }
+      etcd_certs = *std::move(r);
+      etcd_creds = etcd_certs->ChannelCredentials();
+    }
+    auto etcd = EtcdStore::Open(url, etcd_files, etcd_creds);
     if (!etcd.ok()) return Fail(etcd.status());
     EtcdCoordinator::Options co;
     co.replica = absl::GetFlag(FLAGS_replica_name);

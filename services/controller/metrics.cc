@@ -76,6 +76,14 @@ FleetMetrics::FleetMetrics()
                    .Name("xolfleet_controller_authz_denials_total")
                    .Help("Requests denied for a missing capability")
                    .Register(*registry_)),
+      remote_delay_(
+          prometheus::BuildHistogram()
+              .Name("xolfleet_controller_remote_hits_delay_seconds")
+              .Help("Replicas: from another replica receiving a heartbeat with new hits to "
+                    "this replica counting them (its status flush and this replica's sync)")
+              .Register(*registry_)
+              .Add({}, prometheus::Histogram::BucketBoundaries{0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 2,
+                                                               5, 10})),
       dropped_(prometheus::BuildCounter()
                    .Name("xolfleet_controller_hit_updates_dropped_total")
                    .Help("Hit updates dropped because a watcher's queue was full")
@@ -136,6 +144,8 @@ void FleetMetrics::Request(const std::string& method, const std::string& code, d
 void FleetMetrics::Denied(const std::string& method, const std::string& capability) {
   denials_.Add({{"method", method}, {"capability", capability}}).Increment();
 }
+
+void FleetMetrics::RemoteHitsDelay(double seconds) { remote_delay_.Observe(seconds); }
 
 void FleetMetrics::HitUpdatesDropped(uint64_t n) { dropped_.Increment(static_cast<double>(n)); }
 void FleetMetrics::AgentConnected() { connections_.Increment(); }

@@ -53,6 +53,8 @@ class FleetMetrics {
   void Request(const std::string& method, const std::string& code, double seconds);
   void Denied(const std::string& method, const std::string& capability);
   void HitUpdatesDropped(uint64_t n);
+  // Replicas: from another replica receiving a heartbeat with new hits to their counting here.
+  void RemoteHitsDelay(double seconds);
   void AgentConnected();
   void Heartbeat();
 
@@ -68,6 +70,7 @@ class FleetMetrics {
   prometheus::Family<prometheus::Histogram>& latency_;
   prometheus::Family<prometheus::Counter>& requests_;
   prometheus::Family<prometheus::Counter>& denials_;
+  prometheus::Histogram& remote_delay_;
   prometheus::Counter& dropped_;
   prometheus::Counter& connections_;
   prometheus::Counter& heartbeats_;

@@ -10,7 +10,9 @@
 //   - every replica serves agents, reads and fleet-wide views: each publishes the status
 //     of the agents connected to it (registration and last heartbeat: probe states, set
 //     states, slot statistics) under its own lease, so the status disappears with a
-//     replica that dies, and reads the others' (FleetController syncs every tick).
+//     replica that dies, and reads the others' (FleetController syncs every tick);
+//   - the hits in those statuses are how every replica counts and streams the whole
+//     fleet's hits (fleet.h, "Hits across replicas").
 #ifndef XOLFLEET_SERVICES_CONTROLLER_REPLICA_H_
 #define XOLFLEET_SERVICES_CONTROLLER_REPLICA_H_
 
@@ -51,6 +53,10 @@ class Coordinator {
   virtual void RetractStatus(const std::string& node) = 0;
   // Every replica's published statuses.
   virtual absl::StatusOr<std::vector<AgentStatusRecord>> LoadStatuses() = 0;
+  // The names of the replicas alive now (this one included once it holds a lease): each
+  // advertises itself under its lease, so a replica that stops or is killed drops out
+  // when its lease ends.
+  virtual absl::StatusOr<std::vector<std::string>> LoadReplicas() = 0;
 };
 
 }  // namespace xolfleet::controller

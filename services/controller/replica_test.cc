@@ -5,8 +5,10 @@
 #include <unistd.h>
 
 #include <functional>
+#include <set>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "services/controller/etcd_replica.h"
@@ -227,6 +229,103 @@ TEST_F(ReplicaTest, StoreGoneWritesRefusedReadsServedThenBack) {
   ASSERT_TRUE(PumpUntil([&] { return a->fleet->Acting(); }));
   auto again = a->fleet->Attach(Req(0), "test", absl::InfinitePast());
   ASSERT_TRUE(again.ok()) << again.status();
+}
+
+// Hits of an agent connected to replica b reach a WatchFleetHits watcher on replica a,
+// exactly, and every replica counts them; an agent moving from b to a loses and doubles
+// nothing; b going away is told to a's watcher.
+TEST_F(ReplicaTest, HitsOfEveryReplicaMergedIntoEveryWatcher) {
+  Replica* a = Add("a");
+  Replica* b = Add("b");
+  ASSERT_TRUE(a && b);
+  ASSERT_TRUE(PumpUntil([&] { return Leaders() == 1; }));
+  auto s2 = Connect(b, "n2");
+  ASSERT_TRUE(PumpUntil([&] { return Up(a->fleet.get(), "n2"); }));
+  auto w = a->fleet->hits().Subscribe({}, {}, 4096);
+  // Heartbeats of n2 (to b) with cumulative totals of one probe.
+  auto beat = [&](Replica* r, AgentSession* s, uint64_t total) {
+    v1::AgentHeartbeat hb;
+    auto* p = hb.add_probes();
+    p->set_fleet_probe_id("ps-1/0");
+    p->set_set_id("ps-1");
+    p->set_local_probe_id("p1");
+    p->set_state(v1::ATTACHED);
+    p->set_placement(v1::EMULATED);
+    p->set_hits(total);
+    EXPECT_TRUE(r->fleet->Heartbeat(s, "n2", hb).ok());
+  };
+  uint64_t seen = 0;
+  std::set<std::string> via;
+  std::vector<std::string> notices;
+  auto drain = [&] {
+    v1::FleetHitBatch batch;
+    while (w->Next(1024, absl::ZeroDuration(), &batch) &&
+           (batch.updates_size() > 0 || batch.notices_size() > 0)) {
+      for (const auto& u : batch.updates()) {
+        EXPECT_EQ(u.node_name(), "n2");
+        seen += u.hits_delta();
+        via.insert(u.replica());
+      }
+      for (const auto& n : batch.notices()) notices.push_back(n);
+      EXPECT_EQ(batch.dropped_total(), 0u);
+    }
+  };
+  beat(b, s2.get(), 100);
+  beat(b, s2.get(), 250);
+  ASSERT_TRUE(PumpUntil([&] {
+    drain();
+    return seen >= 250;
+  }));
+  EXPECT_EQ(seen, 250u);
+  EXPECT_EQ(via, std::set<std::string>{"b"});
+  // More hits, a stale-looking repeat of the same record: counted once.
+  beat(b, s2.get(), 400);
+  ASSERT_TRUE(PumpUntil([&] {
+    drain();
+    return seen >= 400;
+  }));
+  // From here b counts only what reaches it through a's records.
+  auto wb = b->fleet->hits().Subscribe({}, {}, 4096);
+  // The agent moves to a with 50 more hits: a counts them first-hand, from b's marks.
+  b->fleet->Disconnect(s2.get(), "n2");
+  auto s2a = std::make_shared<FakeSession>();
+  v1::AgentRegister reg;
+  reg.set_node_name("n2");
+  reg.set_kernel_profile("linux-6.18");
+  ASSERT_TRUE(a->fleet->Register(s2a, reg, "CN=n2", "test").ok());
+  beat(a, s2a.get(), 450);
+  drain();
+  EXPECT_EQ(seen, 450u);
+  EXPECT_EQ(via, (std::set<std::string>{"a", "b"}));
+  // b sees the same totals through a's records, without counting anything twice.
+  beat(a, s2a.get(), 470);
+  uint64_t seen_b = 0;
+  ASSERT_TRUE(PumpUntil([&] {
+    v1::FleetHitBatch batch;
+    while (wb->Next(1024, absl::ZeroDuration(), &batch) && batch.updates_size() > 0) {
+      for (const auto& u : batch.updates()) seen_b += u.hits_delta();
+    }
+    return seen_b >= 70;
+  }));
+  EXPECT_EQ(seen_b, 70u);
+  b->fleet->hits().Unsubscribe(wb);
+  // b goes: a's watcher is told.
+  for (auto it = replicas_.begin(); it != replicas_.end(); ++it) {
+    if (it->get() == b) {
+      replicas_.erase(it);
+      break;
+    }
+  }
+  ASSERT_TRUE(PumpUntil([&] {
+    drain();
+    for (const auto& n : notices) {
+      if (n.find("replica b is gone") != std::string::npos) return true;
+    }
+    return false;
+  })) << absl::StrJoin(notices, " | ");
+  drain();
+  EXPECT_EQ(seen, 470u);
+  a->fleet->hits().Unsubscribe(w);
 }
 
 }  // namespace

@@ -7,7 +7,9 @@
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "gtest/gtest.h"
+#include "services/common/cert_reloader.h"
 #include "services/controller/etcd_store.h"
 #include "services/controller/etcd_test_server.h"
 
@@ -211,6 +213,65 @@ TEST(EtcdStoreTest, ClientTlsToAMemberRequiringClientCertificates) {
   // A server certificate of another CA is refused by the client.
   auto wrong_ca = EtcdStore::Open((*e)->Url(), {ca + "rogue-ca.crt", client.cert, client.key});
   EXPECT_EQ(wrong_ca.status().code(), absl::StatusCode::kUnavailable) << wrong_ca.status();
+}
+
+// The controller's etcd client credentials follow their files (--etcd_tls_*, through a
+// CertificateReloader): the client certificate is rotated to one of a new CA, the member
+// then trusts only the new CA (restarted with the new bundle), and the same store keeps
+// working without being reopened; the old certificate is refused.
+TEST(EtcdStoreTest, ClientCertificateRotatedWithoutReopening) {
+  const std::string dir = absl::StrCat(::testing::TempDir(), "/etcd-rot-", getpid());
+  const std::string cmd = absl::StrCat("scripts/make-test-ca.sh ", dir,
+                                       "/ca --agents 1 --clients etcd-client >/dev/null 2>&1");
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  const std::string ca = dir + "/ca/";
+  auto copy = [](const std::string& from, const std::string& to) {
+    std::string c = absl::StrCat("cp ", from, " ", to, ".new && mv ", to, ".new ", to);
+    return std::system(c.c_str()) == 0;
+  };
+  // What the controller's flags name: the servers' CA (with the new one added in
+  // advance), and its client certificate and key.
+  const std::string live = dir + "/live-";
+  ASSERT_EQ(std::system(
+                absl::StrCat("cat ", ca, "ca.crt ", ca, "rogue-ca.crt > ", live, "ca.crt").c_str()),
+            0);
+  ASSERT_TRUE(copy(ca + "etcd-client.crt", live + "client.crt"));
+  ASSERT_TRUE(copy(ca + "etcd-client.key", live + "client.key"));
+  const tls::TlsFiles files{live + "ca.crt", live + "client.crt", live + "client.key"};
+  auto reloader = tls::CertificateReloader::Start(
+      {files, "etcd_tls", absl::ZeroDuration(), nullptr, /*cert_must_chain_to_ca=*/false});
+  ASSERT_TRUE(reloader.ok()) << reloader.status();
+  const tls::TlsFiles old_client{ca + "ca.crt", ca + "etcd-client.crt", ca + "etcd-client.key"};
+  const EtcdTestServer::Tls server{ca + "ca.crt", ca + "controller.crt", ca + "controller.key",
+                                   old_client};
+  auto e = EtcdTestServer::Create(dir + "/etcd", &server);
+  ASSERT_TRUE(e.ok()) << e.status();
+  auto st = EtcdStore::Open((*e)->Url(), files, (*reloader)->ChannelCredentials());
+  ASSERT_TRUE(st.ok()) << st.status();
+  ASSERT_TRUE((*st)->PutSet(MakeSet("ps-before")).ok());
+  // Rotation: a certificate of the new CA (make-test-ca.sh's rogue CA plays it) in place
+  // of the old one, picked up by the reloader; then the member trusts the new CA only.
+  ASSERT_TRUE(copy(ca + "rogue-admin.crt", live + "client.crt"));
+  ASSERT_TRUE(copy(ca + "rogue-admin.key", live + "client.key"));
+  ASSERT_TRUE((*reloader)->PollNow().ok());
+  const tls::TlsFiles new_client{ca + "ca.crt", ca + "rogue-admin.crt", ca + "rogue-admin.key"};
+  ASSERT_TRUE(
+      (*e)->Restart({ca + "rogue-ca.crt", ca + "controller.crt", ca + "controller.key", new_client})
+          .ok());
+  // The old certificate no longer gets in.
+  auto old = EtcdStore::Open((*e)->Url(), old_client);
+  EXPECT_EQ(old.status().code(), absl::StatusCode::kUnavailable) << old.status();
+  // The same store reconnects with the new one (no timing asserted: up to 60 s).
+  absl::Status put;
+  for (int i = 0; i < 120; ++i) {
+    put = (*st)->PutSet(MakeSet("ps-after"));
+    if (put.ok()) break;
+    absl::SleepFor(absl::Milliseconds(500));
+  }
+  ASSERT_TRUE(put.ok()) << put;
+  auto sets = (*st)->LoadSets();
+  ASSERT_TRUE(sets.ok()) << sets.status();
+  EXPECT_EQ(sets->size(), 2u);
 }
 
 // Plaintext only to loopback members; the TLS files go together. Refused before dialling.

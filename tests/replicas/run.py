@@ -12,10 +12,15 @@ Checks: a replica without --etcd_tls_* is refused by the cluster and exits with 
 that names the store and the TLS flags; one leader; every agent seen UP from every
 replica; kill -9 of the leader in the middle of a canary rollout: another replica takes
 over, the rollout completes exactly once, every agent reconnected, each node runs each
-fleet probe exactly once and counts exact hits; kill -9 of one etcd member: rollouts and
+fleet probe exactly once and counts exact hits; a WatchFleetHits stream on one replica
+counts exactly the hits of agents connected to the others, and every replica's hit
+counters agree with the fleet view; a replica holding an agent killed -9: the stream is
+told and keeps counting exactly; kill -9 of one etcd member: rollouts and
 reads go on; kill -9 of a second (the majority gone): every replica refuses writes with
 UNAVAILABLE and a message naming the store, and keeps serving reads; members restarted:
-writes and a leader come back by themselves.
+writes and a leader come back by themselves; the replicas' etcd client certificate
+replaced by one of a new CA and the members restarted trusting only that CA: every replica
+reloads it and keeps writing, without a restart.
 
 Every assertion reads `xolctl ... --json` or /metrics, never table columns; nothing is
 timed: every wait polls with a generous timeout. Needs root. Prints RESULT lines
@@ -29,11 +34,11 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from harness import Fatal, Tier, run, wait_for  # noqa: E402
-from harness.certs import new_leaf  # noqa: E402
+from harness.certs import make_test_ca, new_leaf, replace  # noqa: E402
 from harness.fleet import FleetLab, probe_rows  # noqa: E402
 from harness.metrics import metric_sum  # noqa: E402
 from harness.netns import BridgeNet, netns_exec  # noqa: E402
-from harness.xolctl import Xolctl  # noqa: E402
+from harness.xolctl import Xolctl, parse_json_stream  # noqa: E402
 
 N = 3  # agents
 R = 3  # controller replicas
@@ -54,6 +59,7 @@ class ReplicaLab(FleetLab):
                              prefix="10.233.0", bridge="xrbr0", veth="xrh")
         self.r = r
         self.ctls = {}   # replica k -> Proc, live ones only
+        self.etcd_trusted_ca = None  # the CA etcd trusts for clients (default: the test CA)
         self.etcds = {}  # member m -> Proc, live ones only
 
     def setup(self):
@@ -81,7 +87,7 @@ class ReplicaLab(FleetLab):
             "--listen-client-urls", f"https://127.0.0.1:{m}2379",
             "--advertise-client-urls", f"https://127.0.0.1:{m}2379",
             "--cert-file", f"{self.ca}/controller.crt", "--key-file", f"{self.ca}/controller.key",
-            "--trusted-ca-file", f"{self.ca}/ca.crt", "--client-cert-auth",
+            "--trusted-ca-file", self.etcd_trusted_ca or f"{self.ca}/ca.crt", "--client-cert-auth",
             "--listen-peer-urls", f"http://127.0.0.1:{m}2380",
             "--initial-advertise-peer-urls", f"http://127.0.0.1:{m}2380",
             "--initial-cluster", cluster, "--initial-cluster-state", "new",
@@ -90,15 +96,16 @@ class ReplicaLab(FleetLab):
     def kill_etcd(self, m):
         self.etcds.pop(m).kill9()
 
-    def etcd_healthy(self, want):
-        """At least `want` members answer as healthy."""
+    def etcd_healthy(self, want, cert=None):
+        """At least `want` members answer as healthy to a client with `cert`.{crt,key}
+        (default: the controllers' etcd client certificate)."""
+        cert = cert or f"{self.ca}/etcd-client"
         n = 0
         for m in MEMBERS:
             r = run(netns_exec(self.nsc, [
                 "env", "ETCDCTL_API=3", "etcdctl", f"--endpoints=https://127.0.0.1:{m}2379",
-                f"--cacert={self.ca}/ca.crt", f"--cert={self.ca}/etcd-client.crt",
-                f"--key={self.ca}/etcd-client.key", "--command-timeout=3s", "endpoint",
-                "health"]), timeout=30)
+                f"--cacert={self.ca}/ca.crt", f"--cert={cert}.crt", f"--key={cert}.key",
+                "--command-timeout=3s", "endpoint", "health"]), timeout=30)
             n += r.rc == 0
         return n >= want
 
@@ -113,6 +120,7 @@ class ReplicaLab(FleetLab):
             f"--replica_name=r{k}", "--leader_lease=3s", f"--tls_ca={self.ca}/ca.crt",
             f"--tls_cert={self.ca}/controller.crt", f"--tls_key={self.ca}/controller.key",
             f"--authz_config={self.authz}", "--heartbeat_interval=250ms",
+            "--config_reload_interval=1s",
             "--heartbeat_timeout=5s", "--canary_timeout=120s"] +
             (self.etcd_client_tls() if etcd_tls else []))
 
@@ -170,6 +178,22 @@ class ReplicaLab(FleetLab):
             f"--controller_tls_key={self.ca}/node-{i}.key"]), self.t.path(f"agent{i}.log"))
         self.agents[i] = p
         return p
+
+    def holders(self, k):
+        """{node: replica holding its stream} as replica k lists them; {} on error."""
+        r = self.fleet_at(k, "admin", "agents")
+        return {a["registration"]["node_name"]: a.get("replica", "")
+                for a in (r.data or {}).get("agents", [])}
+
+    def node_hits_counted(self, k):
+        """{node: xolfleet_controller_node_hits_total summed over placements} of replica k."""
+        out = {}
+        for line in self.replica_metrics(k).splitlines():
+            m = re.match(r'xolfleet_controller_node_hits_total\{(.*)\} (\S+)$', line)
+            if m:
+                node = re.search(r'node="([^"]*)"', m.group(1)).group(1)
+                out[node] = out.get(node, 0) + int(float(m.group(2)))
+        return out
 
     # --- clients, per replica ---
     def client(self, who, k=1, timeout=30):
@@ -331,6 +355,11 @@ def scenarios(t, lab):
             lambda: f"r{old} does not see the fleet: {lab.agents_everywhere()}")
     t.check("still-one-leader", wait_for(30, lab.leader), lambda: f"leaders: {lab.leaders()}")
 
+    # 2b. Hits across replicas: a stream on the replica set_a was attached through sees the
+    #     hits of the agents connected to the others, exactly; counters agree everywhere;
+    #     a peer killed -9 is reported and the stream goes on.
+    fleet_wide_hits(t, lab, set_a, via)
+
     # 3. kill -9 one etcd member: rollouts and reads go on.
     lab.kill_etcd(1)
     r = lab.fleet_at(2, "counter", "attach", "--all", f"{wl}:xol_target_spin")
@@ -384,6 +413,184 @@ def scenarios(t, lab):
     t.check("recovery-agents", wait_for(60, lab.all_agents_up_everywhere), lab.agents_everywhere)
     t.check("recovery-exactly-once", wait_for(30, lab.exactly_once_on_every_node, set_a, 2),
             lab.local_everywhere)
+
+    # 6. The replicas' etcd client certificate rotated to one of a new CA, then the members
+    #    trust only the new CA: the replicas go on without a restart.
+    etcd_cert_rotation(t, lab)
+
+
+def etcd_cert_rotation(t, lab):
+    """The file --etcd_tls_cert/--etcd_tls_key name is replaced (mv) by a certificate of a
+    new CA; every replica reloads it (xolfleet_config_reloads_total{config="etcd_tls",
+    result="applied"}); the three members are restarted trusting only the new CA; the old
+    certificate is refused and the same replica processes write, lead and see every agent."""
+    wl = lab.wl
+    ca2 = t.path("ca2")
+    try:
+        make_test_ca(t.root, ca2, agents=1, clients=["etcd-client"])
+    except Exception as e:
+        raise Fatal("etcd-cert-rotation", f"cannot make the second CA: {e}")
+    old = t.path("old-etcd-client")
+    shutil.copyfile(f"{lab.ca}/etcd-client.crt", f"{old}.crt")
+    shutil.copyfile(f"{lab.ca}/etcd-client.key", f"{old}.key")
+    procs = dict(lab.ctls)
+
+    def applied(k):
+        n = 0
+        for line in lab.replica_metrics(k).splitlines():
+            if (line.startswith("xolfleet_config_reloads_total{") and 'config="etcd_tls"' in line
+                    and 'result="applied"' in line):
+                n += int(float(line.split()[1]))
+        return n
+    before = {k: applied(k) for k in lab.live()}
+    replace(f"{ca2}/etcd-client.key", f"{lab.ca}/etcd-client.key")
+    replace(f"{ca2}/etcd-client.crt", f"{lab.ca}/etcd-client.crt")
+    t.check("etcd-cert-reloaded", wait_for(60, lambda: all(applied(k) > before[k]
+                                                           for k in lab.live())),
+            lambda: f"applied before {before}, now { {k: applied(k) for k in lab.live()} }")
+    for m in MEMBERS:
+        lab.kill_etcd(m)
+    lab.etcd_trusted_ca = f"{ca2}/ca.crt"
+    for m in MEMBERS:
+        lab.start_etcd(m)
+    t.check("etcd-new-ca-only", wait_for(90, lab.etcd_healthy, 3), "etcd not healthy")
+    t.check("etcd-old-cert-refused", not lab.etcd_healthy(1, cert=old),
+            "a member still takes the old client certificate")
+    for k in lab.live():
+        last = {}
+
+        def writes(k=k):
+            r = lab.fleet_at(k, "counter", "attach", "--all", f"{wl}:xol_target_fast")
+            last["r"] = r
+            return r.rc == 0 and (r.data or {}).get("state") == "ROLLOUT_COMPLETE"
+        t.check(f"etcd-cert-rotated-writes-r{k}", wait_for(90, writes),
+                lambda: repr(last.get("r")))
+    t.check("etcd-cert-rotated-leader", wait_for(60, lab.leader), lambda: f"{lab.leaders()}")
+    t.check("etcd-cert-rotated-agents", wait_for(60, lab.all_agents_up_everywhere),
+            lab.agents_everywhere)
+    t.check("etcd-cert-rotated-no-restart",
+            all(p.alive() and lab.ctls.get(k) is p for k, p in procs.items()),
+            f"replicas restarted or gone: {sorted(procs)} -> {lab.live()}")
+
+
+def fleet_wide_hits(t, lab, set_a, a):
+    """Replica `a` (set_a was attached through it) serves a WatchFleetHits stream; real
+    workloads hit set_a's probes on every node, among them nodes whose agents are connected
+    to other replicas: the stream counts each node's hits exactly (dropped 0) and names the
+    replica each came through; every replica's node_hits_total equals the node's totals in
+    the fleet view. Then a replica holding an agent is killed -9: the stream says it is
+    gone and keeps serving, exactly, the hits of every node (the orphaned agent's too,
+    once it reconnects elsewhere). The killed replica is restarted at the end."""
+    out = t.path("watch-fleet-wide.json")
+    watch = t.procs.start("watch-fleet-wide", lab.client("viewer", a).argv(
+        ["fleet", "watch", f"--set={set_a}"]), out, append=False)
+
+    def watching():
+        return metric_sum(lab.replica_metrics(a), "xolfleet_controller_hit_watchers") == 1
+    if not wait_for(30, watching):
+        t.log(f"the watch stream is not open on r{a} yet (check fleet-wide-watch-exact)")
+    held = {}
+
+    def everyone_held():
+        held.clear()
+        held.update(lab.holders(a))
+        return len(held) == lab.n and all(held.values())
+    wait_for(60, everyone_held)
+    others = sorted(n for n, r in held.items() if r != f"r{a}")
+    t.log(f"watch on r{a}; streams held: {held}")
+    t.check("fleet-wide-agent-on-another-replica", bool(others),
+            f"every agent is on r{a}: {held}")
+    if not others:
+        watch.stop()
+        return
+
+    def watch_state():
+        with open(out, errors="replace") as f:
+            objs = parse_json_stream(f.read())
+        sums, via, notices, dropped = {}, {}, [], 0
+        for o in objs:
+            dropped = max(dropped, int(o.get("dropped_total", 0)))
+            notices += o.get("notices", [])
+            for u in o.get("updates", []):
+                n = u["node_name"]
+                sums[n] = sums.get(n, 0) + int(u.get("hits_delta", 0))
+                via.setdefault(n, set()).add(u.get("replica", ""))
+        return sums, via, notices, dropped
+
+    want = {f"node-{i}": 2 * 500 * i for i in range(1, lab.n + 1)}
+    for i in range(1, lab.n + 1):
+        lab.workloads[i].write(f"run {500 * i} 0")
+    wait_for(60, lambda: watch_state()[0] == want)
+    time.sleep(1.5)  # a few more syncs into the stream: nothing counted twice
+    sums, via, notices, dropped = watch_state()
+    t.check("fleet-wide-watch-exact", (sums, dropped) == (want, 0),
+            f"watch on r{a} saw {sorted(sums.items())} dropped={dropped}, "
+            f"want {sorted(want.items())} dropped=0")
+    t.check("fleet-wide-watch-via-other-replicas",
+            all(via.get(n) == {held[n]} for n in others),
+            f"updates of {others} came through {via}, their agents are on "
+            f"{ {n: held[n] for n in others} }")
+    names = [f"r{k}" for k in lab.live()]
+    t.check("fleet-wide-watch-names-replicas",
+            any(n.startswith("merging the hits") and all(r in n for r in names)
+                for n in notices), f"notices: {notices}")
+
+    # Counters: every replica counts every node's hits, which the fleet view totals.
+    def totals():
+        ps = lab.probes_at(a)
+        if ps is None:
+            return None
+        out = {}
+        for p in ps:
+            out[p["node"]] = out.get(p["node"], 0) + p["hits"]
+        return out
+    seen = {}
+
+    def counters_agree():
+        want_c = totals()
+        seen["want"] = want_c
+        for k in lab.live():
+            seen[k] = lab.node_hits_counted(k)
+            if want_c is None or seen[k] != want_c:
+                return False
+        return True
+    t.check("fleet-wide-counters-agree", wait_for(30, counters_agree), lambda: f"{seen}")
+    text = lab.replica_metrics(a)
+    cnt = metric_sum(text, "xolfleet_controller_remote_hits_delay_seconds_count")
+    tot = metric_sum(text, "xolfleet_controller_remote_hits_delay_seconds_sum")
+    if cnt:
+        t.log(f"r{a}: {int(cnt)} heartbeats of other replicas' agents counted, "
+              f"{1000 * tot / cnt:.0f} ms after their replica received them (mean)")
+
+    # kill -9 a replica holding one of the agents (not r{a}).
+    victim = int(held[others[0]][1:])
+    t.log(f"kill -9 r{victim} (it holds {[n for n in others if held[n] == f'r{victim}']})")
+    lab.kill_controller(victim)
+
+    def told():
+        return any(f"replica r{victim} is gone" in n for n in watch_state()[2])
+    t.check("fleet-wide-peer-kill9-reported", wait_for(60, told),
+            lambda: f"notices: {watch_state()[2]}")
+    t.check("fleet-wide-stream-survives-peer", watch.alive(),
+            f"the watch ended: {watch.log_text()[-300:]}")
+    t.check("fleet-wide-agents-move", wait_for(60, lab.all_agents_up_everywhere),
+            lab.agents_everywhere)
+    for i in range(1, lab.n + 1):
+        want[f"node-{i}"] += 2 * 300 * i
+        lab.workloads[i].write(f"run {300 * i} 0")
+    wait_for(60, lambda: watch_state()[0] == want)
+    time.sleep(1.5)
+    sums, via, notices, dropped = watch_state()
+    t.check("fleet-wide-exact-after-peer-kill9", (sums, dropped) == (want, 0) and watch.alive(),
+            f"watch on r{a} saw {sorted(sums.items())} dropped={dropped} "
+            f"alive={watch.alive()}, want {sorted(want.items())} dropped=0")
+    t.check("fleet-wide-counters-agree-after-peer-kill9", wait_for(30, counters_agree),
+            lambda: f"{seen}")
+    watch.stop()
+    lab.start_controller(victim)
+    t.check("fleet-wide-peer-rejoins", wait_for(60, lab.all_agents_up_everywhere),
+            lab.agents_everywhere)
+    t.check("fleet-wide-one-leader", wait_for(30, lab.leader), lambda: f"leaders: {lab.leaders()}")
 
 
 if __name__ == "__main__":
