@@ -8,7 +8,8 @@
 #   /lib, /usr/lib, /lib64: the controller's libraries, copied from this Debian 12 host
 #   /var/lib/xolfleet (the controller's state; a volume in Kubernetes), /run/xolfleet
 # The tag is the image the manifests name (deploy/kubernetes/agent-daemonset.yaml), so the
-# image built is the image deployed; tests/tiers/container.sh runs it as the manifest says.
+# image built is the image deployed; the container tier (tests/container/tier.py) runs it
+# as the manifest says.
 #
 #   deploy/image/build.sh [--tag IMAGE] [--oci-archive FILE]
 # Needs root, buildah, and the Bazel build of the three programs (run here). Storage

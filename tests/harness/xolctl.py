@@ -33,18 +33,21 @@ class Out:
 
 
 class Xolctl:
-    """xolctl as one client: its binary, the network namespace it runs in (None: this one)
-    and its connection options, e.g. ["--controller=H:P", "--tls-ca=..", ...]."""
+    """xolctl as one client: its binary (a path, or an argv that runs it, e.g.
+    ["podman", "exec", NAME, "/usr/local/bin/xolctl"]), the network namespace it runs in
+    (None: this one) and its connection options, e.g. ["--controller=H:P", "--tls-ca=..", ...]."""
 
     def __init__(self, binary, netns=None, conn=(), timeout=30):
-        self.binary, self.netns, self.conn, self.timeout = str(binary), netns, list(conn), timeout
+        argv = binary if isinstance(binary, (list, tuple)) else [binary]
+        self.prefix = [str(b) for b in argv]
+        self.binary, self.netns, self.conn, self.timeout = self.prefix[0], netns, list(conn), timeout
 
     def argv(self, args, json_out=True, command_first=True):
         """xolctl COMMAND CONN... ARGS... [--json]; command_first=False puts CONN first
         (agent commands: `xolctl --agent=... list`)."""
         args = [str(a) for a in args]
         a = ([args[0]] + self.conn + args[1:]) if command_first else (self.conn + args)
-        return netns_exec(self.netns, [self.binary] + a + (["--json"] if json_out else []))
+        return netns_exec(self.netns, self.prefix + a + (["--json"] if json_out else []))
 
     def __call__(self, *args, json_out=True, timeout=None, command_first=True):
         t = self.timeout if timeout is None else timeout
