@@ -2603,6 +2603,137 @@ static void bench(int n)
 	fflush(stdout);
 }
 
+/* ---- benchmark: boosted hits of one mm on every CPU at once --------------- */
+/*
+ * xoltest genbench SECS ROUNDS (bench/kernel/slotgen.sh): one boosted probe
+ * (s_mov); each round measures, for SECS seconds each and in this order,
+ * "one": one thread of this process pinned to CPU 0; "threads": one thread
+ * of this process pinned to each online CPU; "procs": one single-threaded
+ * process pinned to each online CPU.  Every hit installs the program in the
+ * slot of its CPU and bumps that slot's generation, so "threads" is the case
+ * where the generations of different CPUs of one mm are written
+ * concurrently.  Prints hits/s per round and the medians.
+ */
+#define GB_MAX 64
+struct gb_shared {
+	atomic_int ready, go, stop;
+	atomic_long hits[GB_MAX];
+};
+static struct gb_shared *gb;
+
+static void gb_run(int id)
+{
+	long n = 0;
+
+	pin(0, id);
+	atomic_fetch_add(&gb->ready, 1);
+	while (!atomic_load(&gb->go))
+		;
+	while (!atomic_load_explicit(&gb->stop, memory_order_relaxed)) {
+		c_mov(n);
+		n++;
+	}
+	atomic_store(&gb->hits[id], n);
+}
+
+static void *gb_thread(void *arg)
+{
+	gb_run((long)arg);
+	return NULL;
+}
+
+/* mode 0: one thread on CPU 0, 1: a thread per CPU, 2: a process per CPU */
+static double gb_measure(int mode, int ncpu, double secs)
+{
+	int n = mode ? ncpu : 1;
+	pthread_t th[GB_MAX];
+	pid_t pid[GB_MAX];
+	double t, total = 0;
+
+	memset(gb, 0, sizeof(*gb));
+	for (long i = 0; i < n; i++) {
+		if (mode == 2) {
+			pid[i] = fork();
+			if (!pid[i]) {
+				gb_run(i);
+				_exit(0);
+			}
+		} else {
+			pthread_create(&th[i], NULL, gb_thread, (void *)i);
+		}
+	}
+	while (atomic_load(&gb->ready) < n)
+		usleep(1000);
+	/* marks for the host, which reads qemu's vCPU thread CPU times at each */
+	printf("GENBENCH mark start\n");
+	t = now();
+	atomic_store(&gb->go, 1);
+	usleep(secs * 1e6);
+	atomic_store(&gb->stop, 1);
+	t = now() - t;
+	printf("GENBENCH mark stop\n");
+	for (int i = 0; i < n; i++) {
+		if (mode == 2)
+			waitpid(pid[i], NULL, 0);
+		else
+			pthread_join(th[i], NULL);
+		total += atomic_load(&gb->hits[i]);
+	}
+	printf("GENBENCH phase %d hits %.0f secs %.3f\n", mode, total, t);
+	return total / t;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static int genbench(double secs, int rounds)
+{
+	static const char *const names[3] = { "one", "threads", "procs" };
+	int ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	double r[3][64], med[3];
+	unsigned long b[ST_NR], a[ST_NR];
+
+	if (rounds > 64)
+		rounds = 64;
+	if (ncpu > GB_MAX)
+		ncpu = GB_MAX;
+	gb = mmap(NULL, sizeof(*gb), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (gb == MAP_FAILED)
+		return 1;
+	set_boost(1);
+	probes_clear();
+	if (probe_add("s_mov", s_mov, 0) || probe_enable("s_mov", 1)) {
+		printf("GENBENCH cannot place a probe on s_mov\n");
+		return 1;
+	}
+	c_mov(0);
+	stats_read(b);
+	for (int k = 0; k < rounds; k++) {
+		for (int m = 0; m < 3; m++)
+			r[m][k] = gb_measure(m, ncpu, secs);
+		printf("GENBENCH round %d hits/s one %.0f threads %.0f procs %.0f\n", k + 1,
+		       r[0][k], r[1][k], r[2][k]);
+	}
+	stats_read(a);
+	probes_clear();
+	for (int m = 0; m < 3; m++) {
+		qsort(r[m], rounds, sizeof(double), cmp_double);
+		med[m] = r[m][rounds / 2];
+	}
+	printf("GENBENCH cpus %d, %d rounds of %.1f s per mode, boosted hits %lu, single-stepped %lu\n",
+	       ncpu, rounds, secs, a[ST_BOOST] - b[ST_BOOST], a[ST_SSTEP] - b[ST_SSTEP]);
+	for (int m = 0; m < 3; m++)
+		printf("GENBENCH median %-7s %.0f hits/s (min %.0f max %.0f)\n", names[m], med[m],
+		       r[m][0], r[m][rounds - 1]);
+	printf("GENBENCH threads/one %.3f procs/one %.3f threads/procs %.3f\n", med[1] / med[0],
+	       med[2] / med[0], med[1] / med[2]);
+	return 0;
+}
+
 /* ---- measurements: single-steps per site, placement of library entries ---- */
 /*
  * xoltest dbcount on|off: every executable site of calls[] once, boosting on
@@ -3028,6 +3159,8 @@ int main(int argc, char **argv)
 		return dbcount(!strcmp(argv[2], "on"));
 	if (argc > 2 && !strcmp(argv[1], "libplace"))
 		return libplace(argc - 2, argv + 2);
+	if (argc > 3 && !strcmp(argv[1], "genbench"))
+		return genbench(atof(argv[2]), atoi(argv[3]));
 	if (argc > 1 && !strcmp(argv[1], "bench")) {
 		bench(argc > 2 ? atoi(argv[2]) : 2000);
 		return 0;
