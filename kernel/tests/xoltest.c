@@ -3038,7 +3038,7 @@ static int soak(long hits_target, long migr_target, long secs)
 	unsigned long b[ST_NR], a[ST_NR];
 	pthread_t th[SOAK_W], mig;
 	double t0, t, last = 0;
-	long wrong, hits;
+	long wrong, hits, fwd, back;
 	int ok;
 
 	set_boost(1);
@@ -3105,13 +3105,24 @@ static int soak(long hits_target, long migr_target, long secs)
 	printf("SOAK wrong results          %ld (calls %ld, long reps %ld)%s%s\n", wrong,
 	       (long)mismatches, (long)soak_rep_bad, mismatches ? ", first " : "",
 	       mismatches ? mismatch_why : "");
+	/*
+	 * A signal found the task in a slot program: forward past the displaced
+	 * instruction (signals_translated), or back to the probe address
+	 * (rep_rollbacks, fault_rollbacks); a deferred one was stepped to the
+	 * end of the instruction first, then went forward.
+	 */
+	fwd = a[ST_SIGTR] - b[ST_SIGTR];
+	back = (a[ST_REPRB] - b[ST_REPRB]) + (a[ST_ROLLB] - b[ST_ROLLB]);
+	printf("SOAK translations forward %ld (signals_translated), back %ld (rep_rollbacks %lu, fault_rollbacks %lu), deferred then forward %lu\n",
+	       fwd, back, a[ST_REPRB] - b[ST_REPRB], a[ST_ROLLB] - b[ST_ROLLB],
+	       a[ST_SIGDEF] - b[ST_SIGDEF]);
 	ok = hits >= hits_target && (long)(a[ST_MIGR] - b[ST_MIGR]) >= migr_target && !wrong &&
-	     !sig_bad;
-	printf("SOAK %s: boosted+riprel hits %ld (>= %ld %s), slot_migrations %lu (>= %ld %s), wrong results %ld (%s), frames in slot %ld\n",
+	     !sig_bad && fwd > 0;
+	printf("SOAK %s: boosted+riprel hits %ld (>= %ld %s), slot_migrations %lu (>= %ld %s), forward translations %ld (> 0 %s), back %ld, wrong results %ld (%s), frames in slot %ld\n",
 	       ok ? "PASS" : "FAIL", hits, hits_target, hits >= hits_target ? "ok" : "MISSED",
 	       a[ST_MIGR] - b[ST_MIGR], migr_target,
-	       (long)(a[ST_MIGR] - b[ST_MIGR]) >= migr_target ? "ok" : "MISSED", wrong,
-	       wrong ? "FAIL" : "ok", (long)sig_bad);
+	       (long)(a[ST_MIGR] - b[ST_MIGR]) >= migr_target ? "ok" : "MISSED", fwd,
+	       fwd > 0 ? "ok" : "MISSED", back, wrong, wrong ? "FAIL" : "ok", (long)sig_bad);
 	return ok ? 0 : 1;
 }
 
