@@ -24,6 +24,12 @@
 # --mode soak runs "xoltest soak" (kernel/soak.sh); --cmdline appends kernel
 # arguments (e.g. xolsoak=hits,migrations,seconds,signal_us, read by init);
 # --workdir puts the initramfs there instead of the kernel cache (also XOL_WORK).
+# --mode genbench runs "xoltest genbench" (bench/kernel/slotgen.sh; --cmdline
+# xolgenbench=seconds,rounds).
+# --one-insn-per-tb runs qemu with -singlestep (7.2's name for one guest
+# instruction per translation block): TCG takes interrupts only between blocks,
+# so without it an interrupt never lands between two instructions of one block,
+# e.g. inside a slot program.  Several times slower.
 # --qemu-log FILE adds "-d int -D FILE": every exception the guest takes
 # (v=01 is #DB, v=03 #BP), to count single-steps exactly.
 #
@@ -34,7 +40,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 CACHE=${XOL_CACHE:-/var/cache/xolfleet/kernel}
 mode=test kernel= log= timeout=${XOL_TIMEOUT:-900} smp= distro=0
-tcg_thread=${XOL_TCG_THREAD:-multi} qlog= adds=() cmdline= work=${XOL_WORK:-}
+tcg_thread=${XOL_TCG_THREAD:-multi} qlog= adds=() cmdline= work=${XOL_WORK:-} one_insn=0
 while (($#)); do
   case $1 in
   --mode) mode=$2; shift 2 ;;
@@ -48,6 +54,7 @@ while (($#)); do
   --add) adds+=("$2"); shift 2 ;;
   --cmdline) cmdline=$2; shift 2 ;;
   --workdir) work=$2; shift 2 ;;
+  --one-insn-per-tb) one_insn=1; shift ;;
   *) echo "run-vm.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -97,7 +104,8 @@ fi
 mkdir -p "$(dirname "$log")"
 qopt=()
 [[ -n $qlog ]] && qopt=(-d int -D "$qlog")
-log "booting $(basename "$kernel") mode=$mode smp=$smp tcg=$tcg_thread timeout=${timeout}s, console -> $log"
+((one_insn)) && qopt+=(-singlestep)
+log "booting $(basename "$kernel") mode=$mode smp=$smp tcg=$tcg_thread${qopt[*]:+ ${qopt[*]}} timeout=${timeout}s, console -> $log"
 set +e
 timeout --foreground -k 10 "$timeout" qemu-system-x86_64 "${qopt[@]}" \
   -accel tcg,thread="$tcg_thread" -smp "$smp" -m 2048 -cpu max \

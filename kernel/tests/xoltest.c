@@ -1390,12 +1390,36 @@ static void test_trapno(void)
  * instruction after the store.  (6.1's single-step loses a watchpoint hit
  * inside a stepped instruction: the uprobes #DB notifier stops the chain, so
  * this is checked with boosting on only.)
+ *
+ * The same with a read watchpoint on g_ro, loaded by the rip-relative
+ * "mov g_ro(%rip),%rsi" (s_rrsi, scratch register %rdi): the trap comes
+ * after the load, before the slot program restored %rdi and jumped back,
+ * which is the window of a forward translation no asynchronous signal
+ * reaches under TCG (interrupts land between translation blocks only).
+ * Both stops are exactly one forward translation (signals_translated) and
+ * nothing else; the registers must be those of the unprobed run, %rdi
+ * (the scratch register, the caller's argument) included.
  */
 static long watched;
+extern long g_ro;
 
-static int watch_run(unsigned long *addr, unsigned long *rip)
+static void watch_store(void)
 {
-	struct user_regs_struct r;
+	f_store(&watched, 42);
+}
+
+static void watch_rrsi(void)
+{
+	f_rrsi(0x5eed);
+}
+
+/* DR7: L0, RW0 01 (write) or 11 (read/write), LEN0 10 (8 bytes) */
+#define DR7_W8 0x90001UL
+#define DR7_RW8 0xb0001UL
+
+static int watch_run(void (*fn)(void), void *var, unsigned long dr7, unsigned long *addr,
+		     struct user_regs_struct *r)
+{
 	siginfo_t si;
 	int st, ret = 0;
 	pid_t pid = fork();
@@ -1403,51 +1427,93 @@ static int watch_run(unsigned long *addr, unsigned long *rip)
 	if (!pid) {
 		ptrace(PTRACE_TRACEME, 0, 0, 0);
 		raise(SIGSTOP);
-		f_store(&watched, 42);
+		fn();
 		_exit(0);
 	}
 	if (waitpid(pid, &st, 0) != pid || !WIFSTOPPED(st))
 		return -1;
-	/* DR7: L0, RW0 = 01 (write), LEN0 = 10 (8 bytes) */
-	if (ptrace(PTRACE_POKEUSER, pid, offsetof(struct user, u_debugreg[0]), &watched) ||
-	    ptrace(PTRACE_POKEUSER, pid, offsetof(struct user, u_debugreg[7]), 0x90001UL))
+	if (ptrace(PTRACE_POKEUSER, pid, offsetof(struct user, u_debugreg[0]), var) ||
+	    ptrace(PTRACE_POKEUSER, pid, offsetof(struct user, u_debugreg[7]), dr7))
 		ret = -2;
 	else if (ptrace(PTRACE_CONT, pid, 0, 0) || waitpid(pid, &st, 0) != pid ||
 		 !WIFSTOPPED(st) || WSTOPSIG(st) != SIGTRAP)
 		ret = -3;
-	else if (ptrace(PTRACE_GETSIGINFO, pid, 0, &si) || ptrace(PTRACE_GETREGS, pid, 0, &r))
+	else if (ptrace(PTRACE_GETSIGINFO, pid, 0, &si) || ptrace(PTRACE_GETREGS, pid, 0, r))
 		ret = -4;
-	else {
+	else
 		*addr = (unsigned long)si.si_addr;
-		*rip = r.rip;
-	}
 	kill(pid, SIGKILL);
 	waitpid(pid, &st, 0);
 	return ret;
 }
 
+/*
+ * The stats of one probed watch run: one hit of class @cls, one forward
+ * translation, nothing else (a slot move, should the child be preempted in
+ * the slot, is allowed).
+ */
+static int watch_stats_ok(const unsigned long *b, const unsigned long *a, int cls,
+			  char *why, size_t len)
+{
+	for (int k = 0; k < ST_NR; k++) {
+		unsigned long want = k == cls || k == ST_SIGTR;
+
+		if (k == ST_REINST || k == ST_MIGR)
+			continue;
+		if (a[k] - b[k] != want) {
+			snprintf(why, len, "%s moved by %lu, want %lu", stat_names[k], a[k] - b[k],
+				 want);
+			return 0;
+		}
+	}
+	return 1;
+}
+
 static void test_watchpoint(void)
 {
-	unsigned long a0 = 0, r0 = 0, a1 = 0, r1 = 0, b[ST_NR], a[ST_NR];
+	struct user_regs_struct r0 = { 0 }, r1 = { 0 };
+	unsigned long a0 = 0, a1 = 0, b[ST_NR], a[ST_NR];
+	char why[128];
 	int e0, e1;
 
 	probe_enable("s_store", 0);
-	e0 = watch_run(&a0, &r0);
+	e0 = watch_run(watch_store, &watched, DR7_W8, &a0, &r0);
 	probe_enable("s_store", 1);
 	stats_read(b);
-	e1 = watch_run(&a1, &r1);
+	e1 = watch_run(watch_store, &watched, DR7_W8, &a1, &r1);
 	stats_read(a);
 	if (e0 || e1)
 		fail("watchpoint_boost_on", "watch runs failed: unprobed %d probed %d", e0, e1);
-	else if (a[ST_BOOST] - b[ST_BOOST] != 1)
-		fail("watchpoint_boost_on", "the probed run made %lu boosted hits, want 1",
-		     a[ST_BOOST] - b[ST_BOOST]);
-	else if (a1 != a0 || r1 != r0)
-		fail("watchpoint_boost_on", "probed: si_addr %#lx rip %#lx, unprobed: si_addr %#lx rip %#lx",
-		     a1, r1, a0, r0);
+	else if (!watch_stats_ok(b, a, ST_BOOST, why, sizeof(why)))
+		fail("watchpoint_boost_on", "the probed run: %s", why);
+	else if (a1 != a0 || r1.rip != r0.rip)
+		fail("watchpoint_boost_on", "probed: si_addr %#lx rip %#llx, unprobed: si_addr %#lx rip %#llx",
+		     a1, r1.rip, a0, r0.rip);
 	else
 		pass("watchpoint_boost_on");
-	note("watchpoint: si_addr %#lx rip %#lx (site %p)", a1, r1, s_store);
+	note("watchpoint: si_addr %#lx rip %#llx (site %p)", a1, r1.rip, s_store);
+
+	probe_enable("s_rrsi", 0);
+	e0 = watch_run(watch_rrsi, &g_ro, DR7_RW8, &a0, &r0);
+	probe_enable("s_rrsi", 1);
+	stats_read(b);
+	e1 = watch_run(watch_rrsi, &g_ro, DR7_RW8, &a1, &r1);
+	stats_read(a);
+	if (e0 || e1)
+		fail("watchpoint_riprel_boost_on", "watch runs failed: unprobed %d probed %d", e0,
+		     e1);
+	else if (!watch_stats_ok(b, a, ST_RIPREL, why, sizeof(why)))
+		fail("watchpoint_riprel_boost_on", "the probed run: %s", why);
+	else if (a1 != a0 || r1.rip != r0.rip || r1.rdi != r0.rdi || r1.rsi != r0.rsi ||
+		 r1.rax != r0.rax || r1.rsp != r0.rsp || r1.eflags != r0.eflags)
+		fail("watchpoint_riprel_boost_on",
+		     "probed: si_addr %#lx rip %#llx rdi %#llx rsi %#llx rax %#llx rsp %#llx flags %#llx, unprobed: si_addr %#lx rip %#llx rdi %#llx rsi %#llx rax %#llx rsp %#llx flags %#llx",
+		     a1, r1.rip, r1.rdi, r1.rsi, r1.rax, r1.rsp, r1.eflags, a0, r0.rip, r0.rdi,
+		     r0.rsi, r0.rax, r0.rsp, r0.eflags);
+	else
+		pass("watchpoint_riprel_boost_on");
+	note("watchpoint riprel: si_addr %#lx rip %#llx rdi %#llx rsi %#llx (site %p)", a1,
+	     r1.rip, r1.rdi, r1.rsi, s_rrsi);
 }
 
 /* ---- test: rseq critical section with a boosted probe inside -------------- */
@@ -2603,6 +2669,137 @@ static void bench(int n)
 	fflush(stdout);
 }
 
+/* ---- benchmark: boosted hits of one mm on every CPU at once --------------- */
+/*
+ * xoltest genbench SECS ROUNDS (bench/kernel/slotgen.sh): one boosted probe
+ * (s_mov); each round measures, for SECS seconds each and in this order,
+ * "one": one thread of this process pinned to CPU 0; "threads": one thread
+ * of this process pinned to each online CPU; "procs": one single-threaded
+ * process pinned to each online CPU.  Every hit installs the program in the
+ * slot of its CPU and bumps that slot's generation, so "threads" is the case
+ * where the generations of different CPUs of one mm are written
+ * concurrently.  Prints hits/s per round and the medians.
+ */
+#define GB_MAX 64
+struct gb_shared {
+	atomic_int ready, go, stop;
+	atomic_long hits[GB_MAX];
+};
+static struct gb_shared *gb;
+
+static void gb_run(int id)
+{
+	long n = 0;
+
+	pin(0, id);
+	atomic_fetch_add(&gb->ready, 1);
+	while (!atomic_load(&gb->go))
+		;
+	while (!atomic_load_explicit(&gb->stop, memory_order_relaxed)) {
+		c_mov(n);
+		n++;
+	}
+	atomic_store(&gb->hits[id], n);
+}
+
+static void *gb_thread(void *arg)
+{
+	gb_run((long)arg);
+	return NULL;
+}
+
+/* mode 0: one thread on CPU 0, 1: a thread per CPU, 2: a process per CPU */
+static double gb_measure(int mode, int ncpu, double secs)
+{
+	int n = mode ? ncpu : 1;
+	pthread_t th[GB_MAX];
+	pid_t pid[GB_MAX];
+	double t, total = 0;
+
+	memset(gb, 0, sizeof(*gb));
+	for (long i = 0; i < n; i++) {
+		if (mode == 2) {
+			pid[i] = fork();
+			if (!pid[i]) {
+				gb_run(i);
+				_exit(0);
+			}
+		} else {
+			pthread_create(&th[i], NULL, gb_thread, (void *)i);
+		}
+	}
+	while (atomic_load(&gb->ready) < n)
+		usleep(1000);
+	/* marks for the host, which reads qemu's vCPU thread CPU times at each */
+	printf("GENBENCH mark start\n");
+	t = now();
+	atomic_store(&gb->go, 1);
+	usleep(secs * 1e6);
+	atomic_store(&gb->stop, 1);
+	t = now() - t;
+	printf("GENBENCH mark stop\n");
+	for (int i = 0; i < n; i++) {
+		if (mode == 2)
+			waitpid(pid[i], NULL, 0);
+		else
+			pthread_join(th[i], NULL);
+		total += atomic_load(&gb->hits[i]);
+	}
+	printf("GENBENCH phase %d hits %.0f secs %.3f\n", mode, total, t);
+	return total / t;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static int genbench(double secs, int rounds)
+{
+	static const char *const names[3] = { "one", "threads", "procs" };
+	int ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	double r[3][64], med[3];
+	unsigned long b[ST_NR], a[ST_NR];
+
+	if (rounds > 64)
+		rounds = 64;
+	if (ncpu > GB_MAX)
+		ncpu = GB_MAX;
+	gb = mmap(NULL, sizeof(*gb), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (gb == MAP_FAILED)
+		return 1;
+	set_boost(1);
+	probes_clear();
+	if (probe_add("s_mov", s_mov, 0) || probe_enable("s_mov", 1)) {
+		printf("GENBENCH cannot place a probe on s_mov\n");
+		return 1;
+	}
+	c_mov(0);
+	stats_read(b);
+	for (int k = 0; k < rounds; k++) {
+		for (int m = 0; m < 3; m++)
+			r[m][k] = gb_measure(m, ncpu, secs);
+		printf("GENBENCH round %d hits/s one %.0f threads %.0f procs %.0f\n", k + 1,
+		       r[0][k], r[1][k], r[2][k]);
+	}
+	stats_read(a);
+	probes_clear();
+	for (int m = 0; m < 3; m++) {
+		qsort(r[m], rounds, sizeof(double), cmp_double);
+		med[m] = r[m][rounds / 2];
+	}
+	printf("GENBENCH cpus %d, %d rounds of %.1f s per mode, boosted hits %lu, single-stepped %lu\n",
+	       ncpu, rounds, secs, a[ST_BOOST] - b[ST_BOOST], a[ST_SSTEP] - b[ST_SSTEP]);
+	for (int m = 0; m < 3; m++)
+		printf("GENBENCH median %-7s %.0f hits/s (min %.0f max %.0f)\n", names[m], med[m],
+		       r[m][0], r[m][rounds - 1]);
+	printf("GENBENCH threads/one %.3f procs/one %.3f threads/procs %.3f\n", med[1] / med[0],
+	       med[2] / med[0], med[1] / med[2]);
+	return 0;
+}
+
 /* ---- measurements: single-steps per site, placement of library entries ---- */
 /*
  * xoltest dbcount on|off: every executable site of calls[] once, boosting on
@@ -2907,7 +3104,7 @@ static int soak(long hits_target, long migr_target, long secs)
 	unsigned long b[ST_NR], a[ST_NR];
 	pthread_t th[SOAK_W], mig;
 	double t0, t, last = 0;
-	long wrong, hits;
+	long wrong, hits, fwd, back;
 	int ok;
 
 	set_boost(1);
@@ -2974,13 +3171,24 @@ static int soak(long hits_target, long migr_target, long secs)
 	printf("SOAK wrong results          %ld (calls %ld, long reps %ld)%s%s\n", wrong,
 	       (long)mismatches, (long)soak_rep_bad, mismatches ? ", first " : "",
 	       mismatches ? mismatch_why : "");
+	/*
+	 * A signal found the task in a slot program: forward past the displaced
+	 * instruction (signals_translated), or back to the probe address
+	 * (rep_rollbacks, fault_rollbacks); a deferred one was stepped to the
+	 * end of the instruction first, then went forward.
+	 */
+	fwd = a[ST_SIGTR] - b[ST_SIGTR];
+	back = (a[ST_REPRB] - b[ST_REPRB]) + (a[ST_ROLLB] - b[ST_ROLLB]);
+	printf("SOAK translations forward %ld (signals_translated), back %ld (rep_rollbacks %lu, fault_rollbacks %lu), deferred then forward %lu\n",
+	       fwd, back, a[ST_REPRB] - b[ST_REPRB], a[ST_ROLLB] - b[ST_ROLLB],
+	       a[ST_SIGDEF] - b[ST_SIGDEF]);
 	ok = hits >= hits_target && (long)(a[ST_MIGR] - b[ST_MIGR]) >= migr_target && !wrong &&
-	     !sig_bad;
-	printf("SOAK %s: boosted+riprel hits %ld (>= %ld %s), slot_migrations %lu (>= %ld %s), wrong results %ld (%s), frames in slot %ld\n",
+	     !sig_bad && fwd > 0;
+	printf("SOAK %s: boosted+riprel hits %ld (>= %ld %s), slot_migrations %lu (>= %ld %s), forward translations %ld (> 0 %s), back %ld, wrong results %ld (%s), frames in slot %ld\n",
 	       ok ? "PASS" : "FAIL", hits, hits_target, hits >= hits_target ? "ok" : "MISSED",
 	       a[ST_MIGR] - b[ST_MIGR], migr_target,
-	       (long)(a[ST_MIGR] - b[ST_MIGR]) >= migr_target ? "ok" : "MISSED", wrong,
-	       wrong ? "FAIL" : "ok", (long)sig_bad);
+	       (long)(a[ST_MIGR] - b[ST_MIGR]) >= migr_target ? "ok" : "MISSED", fwd,
+	       fwd > 0 ? "ok" : "MISSED", back, wrong, wrong ? "FAIL" : "ok", (long)sig_bad);
 	return ok ? 0 : 1;
 }
 
@@ -3028,6 +3236,8 @@ int main(int argc, char **argv)
 		return dbcount(!strcmp(argv[2], "on"));
 	if (argc > 2 && !strcmp(argv[1], "libplace"))
 		return libplace(argc - 2, argv + 2);
+	if (argc > 3 && !strcmp(argv[1], "genbench"))
+		return genbench(atof(argv[2]), atoi(argv[3]));
 	if (argc > 1 && !strcmp(argv[1], "bench")) {
 		bench(argc > 2 ? atoi(argv[2]) : 2000);
 		return 0;
