@@ -151,51 +151,44 @@ void RaiseFileLimit() {
   _exit(rc);
 }
 
-int Run() {
-  RaiseFileLimit();
-  absl::StatusOr<KernelInfo> kernel = DetectKernel();
-  if (!kernel.ok()) {
-    Log("cannot identify the kernel: ", kernel.status().message());
-    return 1;
-  }
-  Log("kernel ", kernel->release, ": profile ", ProfileName(kernel->profile.profile), " (",
-      kernel->profile.why, ")");
+// Start-up failures carry their exit status in the code: a flag or a configuration
+// file the operator must fix exits 2, anything else 1.
+int ExitStatus(const absl::Status& s) {
+  return s.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+}
 
+[[noreturn]] void FailAtStartUp(const absl::Status& s) {
+  Log(s.message());
+  ExitAtStartUp(ExitStatus(s));
+}
+
+// --link-mode against what the kernel offers.
+absl::StatusOr<LinkMode> ChooseLinkMode() {
   std::string why;
-  bool multi_ok = KernelSupportsUprobeMulti(&why);
-  std::string mode_flag = absl::GetFlag(FLAGS_link_mode);
+  const bool multi_ok = KernelSupportsUprobeMulti(&why);
+  const std::string mode_flag = absl::GetFlag(FLAGS_link_mode);
   LinkMode mode;
   if (mode_flag == "auto") {
     mode = multi_ok ? LinkMode::kMulti : LinkMode::kPerf;
     if (!multi_ok) Log("uprobe_multi links unavailable (", why, "): using perf-event links");
   } else if (mode_flag == "multi") {
     if (!multi_ok) {
-      Log("--link-mode=multi but the kernel lacks uprobe_multi links: ", why);
-      return 1;
+      return absl::FailedPreconditionError(
+          absl::StrCat("--link-mode=multi but the kernel lacks uprobe_multi links: ", why));
     }
     mode = LinkMode::kMulti;
   } else if (mode_flag == "perf") {
     mode = LinkMode::kPerf;
   } else {
-    Log("--link-mode must be auto, multi or perf, not '", mode_flag, "'");
-    return 2;
+    return absl::InvalidArgumentError(
+        absl::StrCat("--link-mode must be auto, multi or perf, not '", mode_flag, "'"));
   }
   Log("link mode: ", mode == LinkMode::kMulti ? "uprobe_multi" : "perf_event");
+  return mode;
+}
 
-  BpfProbeProgram::Options popts;
-  popts.link_mode = mode;
-  popts.max_probes = absl::GetFlag(FLAGS_max_probes);
-  popts.ringbuf_bytes = absl::GetFlag(FLAGS_ringbuf_mib) << 20;
-  absl::StatusOr<std::unique_ptr<BpfProbeProgram>> program = BpfProbeProgram::Load(popts);
-  if (!program.ok()) {
-    Log(program.status().message());
-    return 1;
-  }
-
-  HitHub::Limits hub_limits;
-  hub_limits.max_watchers = absl::GetFlag(FLAGS_max_watch_streams);
-  hub_limits.max_queued_events = absl::GetFlag(FLAGS_max_watch_queued_events);
-  HitHub hub(popts.max_probes, hub_limits);
+// The probe manager's options: node identity, placement sources, budgets.
+absl::StatusOr<ProbeManager::Options> ManagerOptions() {
   ProbeManager::Options mopts;
   mopts.max_specs_per_request = absl::GetFlag(FLAGS_max_specs_per_request);
   mopts.max_probes_per_site = absl::GetFlag(FLAGS_max_probes_per_site);
@@ -216,142 +209,204 @@ int Run() {
   mopts.budget.probe_budget = absl::GetFlag(FLAGS_probe_budget);
   mopts.budget.window = absl::GetFlag(FLAGS_budget_window);
   mopts.throttle_events_per_sec = absl::GetFlag(FLAGS_budget_throttle_rate);
-  {
-    absl::StatusOr<BudgetAction> a = ParseBudgetAction(absl::GetFlag(FLAGS_budget_action));
-    if (!a.ok()) {
-      Log("--budget-action: ", a.status().message());
-      return 2;
-    }
-    mopts.budget.action = *a;
-    if (mopts.budget.node_budget < 0 || mopts.budget.probe_budget < 0 ||
-        mopts.budget.window < absl::Seconds(1)) {
-      Log("--node-budget and --probe-budget must be >= 0, --budget-window at least 1s");
-      return 2;
-    }
+  absl::StatusOr<BudgetAction> a = ParseBudgetAction(absl::GetFlag(FLAGS_budget_action));
+  if (!a.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--budget-action: ", a.status().message()));
   }
-  absl::StatusOr<std::unique_ptr<ProbeManager>> manager =
-      ProbeManager::Create(mopts, std::move(*program), *kernel, &hub);
-  if (!manager.ok()) {
-    Log(manager.status().message());
-    return 1;
+  mopts.budget.action = *a;
+  if (mopts.budget.node_budget < 0 || mopts.budget.probe_budget < 0 ||
+      mopts.budget.window < absl::Seconds(1)) {
+    return absl::InvalidArgumentError(
+        "--node-budget and --probe-budget must be >= 0, --budget-window at least 1s");
   }
-  absl::StatusOr<std::unique_ptr<RingBufferReader>> reader =
-      RingBufferReader::Start((*manager)->program_events_fd(), &hub);
-  if (!reader.ok()) {
-    Log(reader.status().message());
-    return 1;
-  }
-  // Calibrate before serving: about a second, after which every answer carries figures
-  // (a failure is logged and reported in NodeInfo; the agent serves without figures).
-  if (mopts.calibrate) (void)(*manager)->Calibrate();
-  absl::StatusOr<std::unique_ptr<AgentMetrics>> metrics =
-      AgentMetrics::Start(absl::GetFlag(FLAGS_metrics_address), manager->get(), &hub,
-                          absl::GetFlag(FLAGS_metrics_max_probe_series));
-  if (!metrics.ok()) {
-    Log(metrics.status().message());
-    return 1;
-  }
-  (*manager)->set_observer(metrics->get());
-  if (!absl::GetFlag(FLAGS_metrics_address).empty()) {
-    Log("metrics on http://", absl::GetFlag(FLAGS_metrics_address), "/metrics");
-  }
+  return mopts;
+}
 
-  // Who may do what (services/common/authz.h), following --authz-config.
-  const absl::Duration reload = absl::GetFlag(FLAGS_config_reload_interval);
-  ProcessMetrics* process = (*metrics)->process();
+// Who may do what (services/common/authz.h), following --authz-config.
+absl::StatusOr<FollowedPolicy> AuthzPolicyFromFlags(absl::Duration reload,
+                                                    ProcessMetrics* process) {
   FollowedPolicy authz;
   if (absl::GetFlag(FLAGS_authz_config).empty()) {
     absl::StatusOr<Authorizer> a = Authorizer::FromString(
         geteuid() == 0 ? std::string("admin uid:0\n")
                        : absl::StrCat("admin uid:0\nadmin uid:", geteuid(), "\n"));
     if (!a.ok()) {
-      Log("authorization config: ", a.status().message());
-      ExitAtStartUp(2);
+      return absl::InvalidArgumentError(
+          absl::StrCat("authorization config: ", a.status().message()));
     }
     authz.policy = std::make_unique<AuthzPolicy>(*std::move(a));
-  } else {
-    process->WatchConfig("authz");
-    absl::StatusOr<FollowedPolicy> f =
-        LoadAndFollowPolicy(absl::GetFlag(FLAGS_authz_config), reload, process);
-    if (!f.ok()) {
-      Log("authorization config: ", f.status().message());
-      ExitAtStartUp(2);
-    }
-    authz = *std::move(f);
+    return authz;
   }
+  process->WatchConfig("authz");
+  absl::StatusOr<FollowedPolicy> f =
+      LoadAndFollowPolicy(absl::GetFlag(FLAGS_authz_config), reload, process);
+  if (!f.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("authorization config: ", f.status().message()));
+  }
+  return f;
+}
 
-  std::string tcp = absl::GetFlag(FLAGS_listen);
-  std::string unix_path = absl::GetFlag(FLAGS_unix_socket);
-  if (tcp.empty() && unix_path.empty()) {
-    Log("nothing to listen on: set --unix-socket and/or --listen");
-    ExitAtStartUp(2);
-  }
-  std::shared_ptr<grpc::ServerCredentials> tcp_creds;
-  std::unique_ptr<tls::CertificateReloader> tcp_certs;  // follows --tls-* (cert_reloader.h)
-  if (!tcp.empty()) {
-    tls::TlsFiles files{absl::GetFlag(FLAGS_tls_ca), absl::GetFlag(FLAGS_tls_cert),
-                        absl::GetFlag(FLAGS_tls_key), absl::GetFlag(FLAGS_insecure_plaintext_tcp)};
-    if (files.insecure_plaintext) {
-      absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> c =
-          tls::ServerCredentials(files, tcp);
-      if (!c.ok()) {
-        Log("--listen=", tcp, ": ", c.status().message());
-        ExitAtStartUp(2);
-      }
-      tcp_creds = *std::move(c);
-    } else {
-      process->WatchConfig("tls");
-      absl::StatusOr<std::unique_ptr<tls::CertificateReloader>> r =
-          tls::CertificateReloader::Start({files, "tls", reload, process});
-      if (!r.ok()) {
-        Log("--listen=", tcp, ": ", r.status().message());
-        ExitAtStartUp(2);
-      }
-      tcp_certs = *std::move(r);
-      tcp_creds = tcp_certs->ServerCredentials();
-    }
-    if (absl::GetFlag(FLAGS_insecure_plaintext_tcp)) {
-      Log("WARNING: serving ", tcp,
-          " in plaintext (--insecure-plaintext-tcp): every local "
-          "user is insecure:local; for development only");
-    }
-  }
-  std::unique_ptr<LocalListener> local;
-  if (!unix_path.empty()) {
-    LocalListener::Options lo;
-    lo.path = unix_path;
-    lo.max_connections = absl::GetFlag(FLAGS_max_connections);
-    lo.max_connections_per_uid = absl::GetFlag(FLAGS_max_connections_per_uid);
-    absl::StatusOr<mode_t> mode = ParseSocketMode(absl::GetFlag(FLAGS_unix_socket_mode));
-    if (!mode.ok()) {
-      Log("--unix-socket-mode: ", mode.status().message());
-      ExitAtStartUp(2);
-    }
-    lo.mode = *mode;
-    if (!absl::GetFlag(FLAGS_unix_socket_group).empty()) {
-      absl::StatusOr<gid_t> g = ParseGroup(absl::GetFlag(FLAGS_unix_socket_group));
-      if (!g.ok()) {
-        Log("--unix-socket-group: ", g.status().message());
-        ExitAtStartUp(2);
-      }
-      lo.group = *g;
-    }
-    // The default directory (/run/xolfleet) may not exist yet.
-    if (size_t slash = unix_path.rfind('/'); slash != std::string::npos && slash > 0) {
-      mkdir(unix_path.substr(0, slash).c_str(), 0755);
-    }
-    absl::StatusOr<std::unique_ptr<LocalListener>> l = LocalListener::Create(lo);
-    if (!l.ok()) {
-      Log("cannot listen on unix:", unix_path, ": ", l.status().message());
-      ExitAtStartUp(1);
-    }
-    local = *std::move(l);
-  }
+// The TCP API's credentials: mTLS following --tls-* (cert_reloader.h), or plaintext on
+// loopback when asked for.
+struct TcpApi {
+  std::shared_ptr<grpc::ServerCredentials> creds;
+  std::unique_ptr<tls::CertificateReloader> certs;
+};
 
-  AgentServiceImpl::Options sopts;
-  sopts.watch_queue_events = absl::GetFlag(FLAGS_watch_queue_events);
-  sopts.max_watch_streams_per_identity = absl::GetFlag(FLAGS_max_watch_streams_per_identity);
-  AgentServiceImpl service(manager->get(), &hub, sopts, authz.policy.get(), local.get());
+absl::StatusOr<TcpApi> TcpApiFromFlags(const std::string& tcp, absl::Duration reload,
+                                       ProcessMetrics* process) {
+  TcpApi api;
+  tls::TlsFiles files{absl::GetFlag(FLAGS_tls_ca), absl::GetFlag(FLAGS_tls_cert),
+                      absl::GetFlag(FLAGS_tls_key), absl::GetFlag(FLAGS_insecure_plaintext_tcp)};
+  if (files.insecure_plaintext) {
+    absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> c = tls::ServerCredentials(files, tcp);
+    if (!c.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("--listen=", tcp, ": ", c.status().message()));
+    }
+    api.creds = *std::move(c);
+    Log("WARNING: serving ", tcp,
+        " in plaintext (--insecure-plaintext-tcp): every local "
+        "user is insecure:local; for development only");
+    return api;
+  }
+  process->WatchConfig("tls");
+  absl::StatusOr<std::unique_ptr<tls::CertificateReloader>> r =
+      tls::CertificateReloader::Start({files, "tls", reload, process});
+  if (!r.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--listen=", tcp, ": ", r.status().message()));
+  }
+  api.certs = *std::move(r);
+  api.creds = api.certs->ServerCredentials();
+  return api;
+}
+
+// The unix socket, its mode and group, callers identified by the kernel.
+absl::StatusOr<std::unique_ptr<LocalListener>> LocalListenerFromFlags(
+    const std::string& unix_path) {
+  LocalListener::Options lo;
+  lo.path = unix_path;
+  lo.max_connections = absl::GetFlag(FLAGS_max_connections);
+  lo.max_connections_per_uid = absl::GetFlag(FLAGS_max_connections_per_uid);
+  absl::StatusOr<mode_t> mode = ParseSocketMode(absl::GetFlag(FLAGS_unix_socket_mode));
+  if (!mode.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--unix-socket-mode: ", mode.status().message()));
+  }
+  lo.mode = *mode;
+  if (!absl::GetFlag(FLAGS_unix_socket_group).empty()) {
+    absl::StatusOr<gid_t> g = ParseGroup(absl::GetFlag(FLAGS_unix_socket_group));
+    if (!g.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--unix-socket-group: ", g.status().message()));
+    }
+    lo.group = *g;
+  }
+  // The default directory (/run/xolfleet) may not exist yet.
+  if (size_t slash = unix_path.rfind('/'); slash != std::string::npos && slash > 0) {
+    mkdir(unix_path.substr(0, slash).c_str(), 0755);
+  }
+  absl::StatusOr<std::unique_ptr<LocalListener>> l = LocalListener::Create(lo);
+  if (!l.ok()) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on unix:", unix_path, ": ", l.status().message()));
+  }
+  return l;
+}
+
+// The optional link to the controller, with the certificates it follows.
+struct Link {
+  // Declared first: outlives the link, whose connections read the files it publishes.
+  std::unique_ptr<tls::CertificateReloader> certs;  // follows --controller-tls-*
+  std::unique_ptr<ControllerLink> link;
+};
+
+absl::StatusOr<Link> StartControllerLink(ProbeManager* manager, absl::Duration reload,
+                                         ProcessMetrics* process) {
+  Link link;
+  ControllerLink::Options lo;
+  lo.target = absl::GetFlag(FLAGS_controller);
+  lo.tls = {absl::GetFlag(FLAGS_controller_tls_ca), absl::GetFlag(FLAGS_controller_tls_cert),
+            absl::GetFlag(FLAGS_controller_tls_key),
+            absl::GetFlag(FLAGS_controller_insecure_plaintext)};
+  if (!lo.tls.insecure_plaintext) {
+    process->WatchConfig("controller_tls");
+    absl::StatusOr<std::unique_ptr<tls::CertificateReloader>> r =
+        tls::CertificateReloader::Start({lo.tls, "controller_tls", reload, process});
+    if (!r.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("controller link: ", r.status().message()));
+    }
+    link.certs = *std::move(r);
+    lo.credentials = link.certs->ChannelCredentials();
+  }
+  absl::StatusOr<std::unique_ptr<ControllerLink>> l = ControllerLink::Start(lo, manager);
+  if (!l.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("controller link: ", l.status().message()));
+  }
+  link.link = std::move(*l);
+  Log("controller link to ", lo.target);
+  return link;
+}
+
+// What places probes and carries their hits: the BPF program, the hub, the probe manager,
+// the ring-buffer reader, and the metrics that observe them. Destroyed in reverse order.
+struct Node {
+  std::unique_ptr<HitHub> hub;
+  std::unique_ptr<ProbeManager> manager;
+  std::unique_ptr<RingBufferReader> reader;
+  std::unique_ptr<AgentMetrics> metrics;
+};
+
+// A failure that is not the operator's flag or file: exits 1 whatever its code.
+absl::Status NotUsage(const absl::Status& s) {
+  return s.code() == absl::StatusCode::kInvalidArgument ? absl::FailedPreconditionError(s.message())
+                                                        : s;
+}
+
+absl::StatusOr<std::unique_ptr<Node>> StartNode(const KernelInfo& kernel) {
+  absl::StatusOr<LinkMode> mode = ChooseLinkMode();
+  if (!mode.ok()) return mode.status();
+  BpfProbeProgram::Options popts;
+  popts.link_mode = *mode;
+  popts.max_probes = absl::GetFlag(FLAGS_max_probes);
+  popts.ringbuf_bytes = absl::GetFlag(FLAGS_ringbuf_mib) << 20;
+  absl::StatusOr<std::unique_ptr<BpfProbeProgram>> program = BpfProbeProgram::Load(popts);
+  if (!program.ok()) return NotUsage(program.status());
+
+  auto node = std::make_unique<Node>();
+  HitHub::Limits hub_limits;
+  hub_limits.max_watchers = absl::GetFlag(FLAGS_max_watch_streams);
+  hub_limits.max_queued_events = absl::GetFlag(FLAGS_max_watch_queued_events);
+  node->hub = std::make_unique<HitHub>(popts.max_probes, hub_limits);
+  absl::StatusOr<ProbeManager::Options> mopts = ManagerOptions();
+  if (!mopts.ok()) return mopts.status();
+  absl::StatusOr<std::unique_ptr<ProbeManager>> manager =
+      ProbeManager::Create(*mopts, std::move(*program), kernel, node->hub.get());
+  if (!manager.ok()) return NotUsage(manager.status());
+  node->manager = *std::move(manager);
+  absl::StatusOr<std::unique_ptr<RingBufferReader>> reader =
+      RingBufferReader::Start(node->manager->program_events_fd(), node->hub.get());
+  if (!reader.ok()) return NotUsage(reader.status());
+  node->reader = *std::move(reader);
+  // Calibrate before serving: about a second, after which every answer carries figures
+  // (a failure is logged and reported in NodeInfo; the agent serves without figures).
+  if (mopts->calibrate) (void)node->manager->Calibrate();
+  absl::StatusOr<std::unique_ptr<AgentMetrics>> metrics =
+      AgentMetrics::Start(absl::GetFlag(FLAGS_metrics_address), node->manager.get(),
+                          node->hub.get(), absl::GetFlag(FLAGS_metrics_max_probe_series));
+  if (!metrics.ok()) return NotUsage(metrics.status());
+  node->metrics = *std::move(metrics);
+  node->manager->set_observer(node->metrics.get());
+  if (!absl::GetFlag(FLAGS_metrics_address).empty()) {
+    Log("metrics on http://", absl::GetFlag(FLAGS_metrics_address), "/metrics");
+  }
+  return node;
+}
+
+// The gRPC server on the TCP address (if any); the unix socket's listener hands it its
+// connections.
+absl::StatusOr<std::unique_ptr<grpc::Server>> StartServer(
+    AgentServiceImpl* service, const std::string& tcp,
+    const std::shared_ptr<grpc::ServerCredentials>& tcp_creds) {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -360,44 +415,73 @@ int Run() {
   // share the port with the first (clients alternated between them).
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   if (!tcp.empty()) builder.AddListeningPort(tcp, tcp_creds, &tcp_port);
-  builder.RegisterService(&service);
+  builder.RegisterService(service);
   builder.experimental().SetInterceptorCreators(RequestErrorInterceptors());
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || (!tcp.empty() && tcp_port == 0)) {
-    Log("cannot start the gRPC server on ", tcp,
-        ": address in use (another agent on this port?) or not available");
-    ExitAtStartUp(1);
+    return absl::UnavailableError(
+        absl::StrCat("cannot start the gRPC server on ", tcp,
+                     ": address in use (another agent on this port?) or not available"));
   }
-  if (local) local->Start(server.get());
-  server->GetHealthCheckService()->SetServingStatus(true);
+  return server;
+}
 
-  // Declared first: outlives the link, whose connections read the files it publishes.
-  std::unique_ptr<tls::CertificateReloader> link_certs;  // follows --controller-tls-*
-  std::unique_ptr<ControllerLink> link;
+int Run() {
+  RaiseFileLimit();
+  absl::StatusOr<KernelInfo> kernel = DetectKernel();
+  if (!kernel.ok()) {
+    Log("cannot identify the kernel: ", kernel.status().message());
+    return 1;
+  }
+  Log("kernel ", kernel->release, ": profile ", ProfileName(kernel->profile.profile), " (",
+      kernel->profile.why, ")");
+  absl::StatusOr<std::unique_ptr<Node>> node = StartNode(*kernel);
+  if (!node.ok()) {
+    Log(node.status().message());
+    return ExitStatus(node.status());
+  }
+  ProbeManager* manager = (*node)->manager.get();
+
+  // From here on a failure exits at once (FailAtStartUp): the kernel reclaims it all.
+  const absl::Duration reload = absl::GetFlag(FLAGS_config_reload_interval);
+  ProcessMetrics* process = (*node)->metrics->process();
+  absl::StatusOr<FollowedPolicy> authz = AuthzPolicyFromFlags(reload, process);
+  if (!authz.ok()) FailAtStartUp(authz.status());
+  const std::string tcp = absl::GetFlag(FLAGS_listen);
+  const std::string unix_path = absl::GetFlag(FLAGS_unix_socket);
+  if (tcp.empty() && unix_path.empty()) {
+    FailAtStartUp(
+        absl::InvalidArgumentError("nothing to listen on: set --unix-socket and/or --listen"));
+  }
+  TcpApi tcp_api;
+  if (!tcp.empty()) {
+    absl::StatusOr<TcpApi> api = TcpApiFromFlags(tcp, reload, process);
+    if (!api.ok()) FailAtStartUp(api.status());
+    tcp_api = *std::move(api);
+  }
+  std::unique_ptr<LocalListener> local;
+  if (!unix_path.empty()) {
+    absl::StatusOr<std::unique_ptr<LocalListener>> l = LocalListenerFromFlags(unix_path);
+    if (!l.ok()) FailAtStartUp(l.status());
+    local = *std::move(l);
+  }
+  AgentServiceImpl::Options sopts;
+  sopts.watch_queue_events = absl::GetFlag(FLAGS_watch_queue_events);
+  sopts.max_watch_streams_per_identity = absl::GetFlag(FLAGS_max_watch_streams_per_identity);
+  AgentServiceImpl service(manager, (*node)->hub.get(), sopts, authz->policy.get(), local.get());
+  absl::StatusOr<std::unique_ptr<grpc::Server>> server = StartServer(&service, tcp, tcp_api.creds);
+  if (!server.ok()) FailAtStartUp(server.status());
+  if (local) local->Start(server->get());
+  (*server)->GetHealthCheckService()->SetServingStatus(true);
+
+  Link link;
   if (!absl::GetFlag(FLAGS_controller).empty()) {
-    ControllerLink::Options lo;
-    lo.target = absl::GetFlag(FLAGS_controller);
-    lo.tls = {absl::GetFlag(FLAGS_controller_tls_ca), absl::GetFlag(FLAGS_controller_tls_cert),
-              absl::GetFlag(FLAGS_controller_tls_key),
-              absl::GetFlag(FLAGS_controller_insecure_plaintext)};
-    if (!lo.tls.insecure_plaintext) {
-      process->WatchConfig("controller_tls");
-      absl::StatusOr<std::unique_ptr<tls::CertificateReloader>> r =
-          tls::CertificateReloader::Start({lo.tls, "controller_tls", reload, process});
-      if (!r.ok()) {
-        Log("controller link: ", r.status().message());
-        return 2;
-      }
-      link_certs = *std::move(r);
-      lo.credentials = link_certs->ChannelCredentials();
-    }
-    absl::StatusOr<std::unique_ptr<ControllerLink>> l = ControllerLink::Start(lo, manager->get());
+    absl::StatusOr<Link> l = StartControllerLink(manager, reload, process);
     if (!l.ok()) {
-      Log("controller link: ", l.status().message());
+      Log(l.status().message());
       return 2;
     }
-    link = std::move(*l);
-    Log("controller link to ", lo.target);
+    link = *std::move(l);
   }
   Log("serving xolfleet.v1.AgentService on ",
       tcp.empty() ? ""
@@ -411,14 +495,14 @@ int Run() {
   // destructor).
   const int sig = WaitForShutdownSignal();
   Log("signal ", sig, ": shutting down");
-  link.reset();  // before the manager it reconciles through
+  link.link.reset();  // before the manager it reconciles through
   if (local) local->Stop();
   service.Shutdown();
-  server->GetHealthCheckService()->SetServingStatus(false);
-  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
-  server.reset();
-  reader->reset();
-  manager->reset();
+  (*server)->GetHealthCheckService()->SetServingStatus(false);
+  (*server)->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  server->reset();
+  (*node)->reader.reset();
+  (*node)->manager.reset();
   local.reset();  // removes the socket file only if it is still the one we bound
   Log("stopped: every probe detached");
   // Nothing is left that the kernel would not reclaim; skip the slow teardown

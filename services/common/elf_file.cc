@@ -80,6 +80,28 @@ struct ElfFile::Impl {
   }
 
   absl::Status Index();
+
+ private:
+  // One symbol table section and its header.
+  struct Table {
+    Elf_Scn* scn;
+    GElf_Shdr sh;
+  };
+  // The tables and version data found by ReadSections(), read by ReadSymbols().
+  struct SymbolTables {
+    std::vector<Table> symtabs, dynsyms;
+    // .gnu.version: per .dynsym entry; bit 15 marks a hidden (non-default)
+    // version such as memcpy@GLIBC_2.2.5 next to the default memcpy@@GLIBC_2.14.
+    // New links bind to the default, so that is the one a name resolves to.
+    Elf_Data* versym = nullptr;
+  };
+
+  absl::Status CheckHeader(Elf* elf) const;
+  void ReadSegments(Elf* elf);
+  SymbolTables ReadSections(Elf* elf);
+  void ReadBuildId(Elf_Data* note);
+  void ReadSymbols(Elf* elf, const SymbolTables& tables);
+  void IndexFunctions();
 };
 
 absl::Status ElfFile::Impl::Index() {
@@ -97,6 +119,15 @@ absl::Status ElfFile::Impl::Index() {
     ~Closer() { elf_end(e); }
   } closer{elf};
 
+  if (absl::Status s = CheckHeader(elf); !s.ok()) return s;
+  ReadSegments(elf);
+  const SymbolTables tables = ReadSections(elf);
+  ReadSymbols(elf, tables);
+  IndexFunctions();
+  return absl::OkStatus();
+}
+
+absl::Status ElfFile::Impl::CheckHeader(Elf* elf) const {
   GElf_Ehdr ehdr;
   if (elf_kind(elf) != ELF_K_ELF || !gelf_getehdr(elf, &ehdr)) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": not a valid ELF file (truncated?)"));
@@ -106,30 +137,29 @@ absl::Status ElfFile::Impl::Index() {
                                                    ehdr.e_ident[EI_CLASS], ", machine ",
                                                    ehdr.e_machine, ")"));
   }
+  return absl::OkStatus();
+}
 
+void ElfFile::Impl::ReadSegments(Elf* elf) {
   size_t phnum = 0;
-  if (elf_getphdrnum(elf, &phnum) == 0) {
-    for (size_t i = 0; i < phnum; ++i) {
-      GElf_Phdr ph;
-      if (!gelf_getphdr(elf, static_cast<int>(i), &ph)) continue;
-      if (ph.p_type == PT_LOAD && ph.p_offset <= size) {
-        loads.push_back({ph.p_vaddr, ph.p_offset,
-                         std::min<uint64_t>(ph.p_filesz, size - ph.p_offset),
-                         (ph.p_flags & PF_X) != 0});
-      }
+  if (elf_getphdrnum(elf, &phnum) != 0) return;
+  for (size_t i = 0; i < phnum; ++i) {
+    GElf_Phdr ph;
+    if (!gelf_getphdr(elf, static_cast<int>(i), &ph)) continue;
+    if (ph.p_type == PT_LOAD && ph.p_offset <= size) {
+      loads.push_back({ph.p_vaddr, ph.p_offset, std::min<uint64_t>(ph.p_filesz, size - ph.p_offset),
+                       (ph.p_flags & PF_X) != 0});
     }
   }
+}
 
+// Allocated sections with file bytes, the build id note, and where the symbol
+// tables are.
+ElfFile::Impl::SymbolTables ElfFile::Impl::ReadSections(Elf* elf) {
+  SymbolTables t;
   size_t shstrndx = 0;
   elf_getshdrstrndx(elf, &shstrndx);
   Elf_Scn* scn = nullptr;
-  // .symtab first, so its names win over .dynsym's; notes on the way.
-  std::vector<std::pair<Elf_Scn*, GElf_Shdr>> symtabs, dynsyms;
-  // .gnu.version: per .dynsym entry; bit 15 marks a hidden (non-default)
-  // version such as memcpy@GLIBC_2.2.5 next to the default memcpy@@GLIBC_2.14.
-  // New links bind to the default, so that is the one a name resolves to.
-  Elf_Data* versym = nullptr;
-  std::vector<bool> hidden;  // parallel to `symbols`
   while ((scn = elf_nextscn(elf, scn)) != nullptr) {
     GElf_Shdr sh;
     if (!gelf_getshdr(scn, &sh)) continue;
@@ -140,29 +170,37 @@ absl::Status ElfFile::Impl::Index() {
                           std::min<uint64_t>(sh.sh_size, size - sh.sh_offset),
                           (sh.sh_flags & SHF_EXECINSTR) != 0});
     }
-    if (sh.sh_type == SHT_SYMTAB) symtabs.push_back({scn, sh});
-    if (sh.sh_type == SHT_DYNSYM) dynsyms.push_back({scn, sh});
-    if (sh.sh_type == SHT_GNU_versym && !versym) versym = elf_getdata(scn, nullptr);
-    if (sh.sh_type == SHT_NOTE && build_id.empty()) {
-      Elf_Data* d = elf_getdata(scn, nullptr);
-      if (!d || !d->d_buf) continue;
-      size_t off = 0, name_off = 0, desc_off = 0;
-      GElf_Nhdr nh;
-      while (off < d->d_size && (off = gelf_getnote(d, off, &nh, &name_off, &desc_off)) > 0) {
-        if (nh.n_type == NT_GNU_BUILD_ID && nh.n_namesz == 4 && name_off + 4 <= d->d_size &&
-            memcmp(static_cast<char*>(d->d_buf) + name_off, "GNU", 4) == 0 &&
-            desc_off + nh.n_descsz <= d->d_size) {
-          const auto* p = static_cast<const uint8_t*>(d->d_buf) + desc_off;
-          for (size_t i = 0; i < nh.n_descsz; ++i) absl::StrAppendFormat(&build_id, "%02x", p[i]);
-          break;
-        }
-      }
+    if (sh.sh_type == SHT_SYMTAB) t.symtabs.push_back({scn, sh});
+    if (sh.sh_type == SHT_DYNSYM) t.dynsyms.push_back({scn, sh});
+    if (sh.sh_type == SHT_GNU_versym && !t.versym) t.versym = elf_getdata(scn, nullptr);
+    if (sh.sh_type == SHT_NOTE && build_id.empty()) ReadBuildId(elf_getdata(scn, nullptr));
+  }
+  has_symtab = !t.symtabs.empty();
+  return t;
+}
+
+void ElfFile::Impl::ReadBuildId(Elf_Data* d) {
+  if (!d || !d->d_buf) return;
+  size_t off = 0, name_off = 0, desc_off = 0;
+  GElf_Nhdr nh;
+  while (off < d->d_size && (off = gelf_getnote(d, off, &nh, &name_off, &desc_off)) > 0) {
+    if (nh.n_type == NT_GNU_BUILD_ID && nh.n_namesz == 4 && name_off + 4 <= d->d_size &&
+        memcmp(static_cast<char*>(d->d_buf) + name_off, "GNU", 4) == 0 &&
+        desc_off + nh.n_descsz <= d->d_size) {
+      const auto* p = static_cast<const uint8_t*>(d->d_buf) + desc_off;
+      for (size_t i = 0; i < nh.n_descsz; ++i) absl::StrAppendFormat(&build_id, "%02x", p[i]);
+      return;
     }
   }
-  has_symtab = !symtabs.empty();
+}
 
-  auto read_table = [&](Elf_Scn* s, const GElf_Shdr& sh, bool dyn) {
-    Elf_Data* d = elf_getdata(s, nullptr);
+// Defined symbols, .symtab first so its names win over .dynsym's, and the
+// names the file imports.
+void ElfFile::Impl::ReadSymbols(Elf* elf, const SymbolTables& t) {
+  std::vector<bool> hidden;  // parallel to `symbols`
+  auto read_table = [&](const Table& table, bool dyn) {
+    const GElf_Shdr& sh = table.sh;
+    Elf_Data* d = elf_getdata(table.scn, nullptr);
     if (!d || !d->d_buf || sh.sh_entsize == 0) return;
     const size_t n = d->d_size / sh.sh_entsize;
     if (dyn) dynsym_count += n > 0 ? n - 1 : 0;
@@ -185,9 +223,9 @@ absl::Status ElfFile::Impl::Index() {
       es.from_dynsym = dyn;
       if (auto off = VaddrToOff(sym.st_value); off.ok()) es.file_offset = *off;
       bool is_hidden = false;
-      if (dyn && dynsyms.size() == 1 && versym && versym->d_buf &&
-          (i + 1) * sizeof(uint16_t) <= versym->d_size) {
-        is_hidden = static_cast<const uint16_t*>(versym->d_buf)[i] & 0x8000;
+      if (dyn && t.dynsyms.size() == 1 && t.versym && t.versym->d_buf &&
+          (i + 1) * sizeof(uint16_t) <= t.versym->d_size) {
+        is_hidden = static_cast<const uint16_t*>(t.versym->d_buf)[i] & 0x8000;
       }
       auto [it, inserted] = by_name.emplace(es.name, symbols.size());
       if (inserted) {
@@ -199,12 +237,14 @@ absl::Status ElfFile::Impl::Index() {
       }
     }
   };
-  for (auto& [s, sh] : symtabs) read_table(s, sh, false);
-  for (auto& [s, sh] : dynsyms) read_table(s, sh, true);
+  for (const Table& table : t.symtabs) read_table(table, false);
+  for (const Table& table : t.dynsyms) read_table(table, true);
   for (const ElfSymbol& s : symbols) undefined.erase(s.name);
+}
 
-  // Functions: one per address, preferring a .symtab name, then the shortest
-  // name (aliases such as __libc_malloc/malloc), sorted by address.
+// Functions: one per address, preferring a .symtab name, then the shortest
+// name (aliases such as __libc_malloc/malloc), sorted by address.
+void ElfFile::Impl::IndexFunctions() {
   std::unordered_map<uint64_t, size_t> at;
   for (const ElfSymbol& s : symbols) {
     if (!s.is_function || s.size == 0 || s.file_offset == 0) continue;
@@ -223,7 +263,6 @@ absl::Status ElfFile::Impl::Index() {
   std::sort(by_offset.begin(), by_offset.end(), [this](size_t a, size_t b) {
     return functions[a].file_offset < functions[b].file_offset;
   });
-  return absl::OkStatus();
 }
 
 ElfFile::ElfFile(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}

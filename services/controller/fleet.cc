@@ -189,10 +189,7 @@ void FleetController::Sync() {
       n.up = now - n.last_seen <= opts_.heartbeat_timeout;
       n.have_heartbeat = r.have_heartbeat;
       n.last_hb = std::move(r.heartbeat);
-      n.set_status.clear();
-      for (const auto& st : n.last_hb.sets()) n.set_status[st.set_id()] = st;
-      n.probes.clear();
-      for (const auto& p : n.last_hb.probes()) n.probes[p.fleet_probe_id()].push_back(p);
+      n.reports.Build(n.last_hb);
       if (fresh) {
         const uint64_t counted = CountHitsLocked(name, n, n.last_hb, r.last_seen_unix_ns, &updates);
         n.hits_seen_ns = r.last_seen_unix_ns;
@@ -489,8 +486,8 @@ v1::Rollout FleetController::RolloutLocked(const Set& s) const {
       if (grace && !n.seen_this_run) ++pending;  // may still be reconnecting
       continue;
     }
-    auto it = n.set_status.find(r.set_id());
-    v1::SetState st = it == n.set_status.end() ? v1::SET_PENDING : it->second.state();
+    const v1::AgentSetStatus* set = n.reports.Set(r.set_id());
+    v1::SetState st = set == nullptr ? v1::SET_PENDING : set->state();
     if (st == v1::SET_ATTACHED || st == v1::SET_EXPIRED) {
       ++attached;
     } else if (st == v1::SET_FAILED) {
@@ -511,12 +508,11 @@ FleetController::Part FleetController::PartLocked(const Set& s, const std::strin
   switch (s.stored.rollout.state()) {
     case v1::ROLLOUT_CANARY: {
       if (!s.canary.count(name)) return Part::kNone;
-      auto it = n.set_status.find(id);
-      if (n.up && it != n.set_status.end() &&
-          (it->second.state() == v1::SET_FAILED || it->second.over_budget())) {
+      const v1::AgentSetStatus* set = n.reports.Set(id);
+      if (n.up && set != nullptr && (set->state() == v1::SET_FAILED || set->over_budget())) {
         return Part::kCanaryFailed;
       }
-      if (!n.up || it == n.set_status.end() || it->second.state() != v1::SET_ATTACHED) {
+      if (!n.up || set == nullptr || set->state() != v1::SET_ATTACHED) {
         return Part::kCanaryWaiting;
       }
       return Part::kCanaryAttached;
@@ -524,8 +520,8 @@ FleetController::Part FleetController::PartLocked(const Set& s, const std::strin
     case v1::ROLLOUT_ROLLING: {
       if (!Desired(s, n)) return Part::kNone;
       if (!n.up) return count_grace_ && !n.seen_this_run ? Part::kPending : Part::kNone;
-      auto it = n.set_status.find(id);
-      v1::SetState st = it == n.set_status.end() ? v1::SET_PENDING : it->second.state();
+      const v1::AgentSetStatus* set = n.reports.Set(id);
+      v1::SetState st = set == nullptr ? v1::SET_PENDING : set->state();
       if (st == v1::SET_ATTACHED || st == v1::SET_EXPIRED) return Part::kAttached;
       if (st == v1::SET_FAILED) return Part::kFailed;
       return Part::kPending;
@@ -685,13 +681,12 @@ void FleetController::EvaluateLocked(bool all) {
         auto nit = nodes_.find(c);
         if (nit == nodes_.end()) continue;  // forgotten node: nothing to wait for
         const Node& n = nit->second;
-        auto it = n.set_status.find(id);
-        if (n.up && it != n.set_status.end() &&
-            (it->second.state() == v1::SET_FAILED || it->second.over_budget())) {
-          failure = absl::StrCat("canary node ", c, " failed: ", it->second.status_message());
+        const v1::AgentSetStatus* set = n.reports.Set(id);
+        if (n.up && set != nullptr && (set->state() == v1::SET_FAILED || set->over_budget())) {
+          failure = absl::StrCat("canary node ", c, " failed: ", set->status_message());
           break;
         }
-        if (!n.up || it == n.set_status.end() || it->second.state() != v1::SET_ATTACHED) {
+        if (!n.up || set == nullptr || set->state() != v1::SET_ATTACHED) {
           waiting.push_back(c);
         }
       }
@@ -786,8 +781,7 @@ absl::Status FleetController::Register(std::shared_ptr<AgentSession> session,
   n.seen_this_run = true;
   n.last_seen = clock_();
   n.have_heartbeat = false;
-  n.set_status.clear();
-  n.probes.clear();
+  n.reports.Clear();
   RepartLocked(name, &n, before);
   if (metrics_) metrics_->AgentConnected();
   v1::ControllerMessage ack;
@@ -814,55 +808,24 @@ absl::Status FleetController::Heartbeat(const AgentSession* session, const std::
   n.up = true;
   n.last_seen = clock_();
   n.have_heartbeat = true;
-  // The node's views are rebuilt from each heartbeat, which mostly names the same sets and
-  // probes as the one before: their map entries (and strings) are reused, not reallocated.
-  {
-    auto old = std::move(n.set_status);
-    n.set_status.clear();
-    for (const auto& s : hb.sets()) {
-      auto nh = old.extract(s.set_id());
-      if (nh) {
-        nh.mapped() = s;
-        n.set_status.insert(std::move(nh));
-      } else {
-        n.set_status[s.set_id()] = s;
-      }
-    }
-  }
-  {
-    auto old = std::move(n.probes);
-    n.probes.clear();
-    for (const auto& p : hb.probes()) {
-      auto pit = n.probes.find(p.fleet_probe_id());
-      if (pit != n.probes.end()) {
-        pit->second.push_back(p);  // a duplicate (the agent cleans those up)
-        continue;
-      }
-      auto nh = old.extract(p.fleet_probe_id());
-      if (nh) {
-        nh.mapped().resize(1);
-        nh.mapped()[0] = p;
-        n.probes.insert(std::move(nh));
-      } else {
-        n.probes[p.fleet_probe_id()].push_back(p);
-      }
-    }
-  }
+  // The node's views point into its last heartbeat: replaced, not copied.
+  n.last_hb = std::move(hb);
+  n.reports.Build(n.last_hb);
+  const v1::AgentHeartbeat& cur = n.last_hb;
   std::vector<v1::FleetHitUpdate> updates;
   const int64_t now_ns = NowNs();
-  CountHitsLocked(node, n, hb, now_ns, &updates);
+  CountHitsLocked(node, n, cur, now_ns, &updates);
   n.hits_seen_ns = now_ns;
   n.replica = opts_.coordinator ? opts_.coordinator->replica() : "";
-  CountSlotsLocked(node, n, hb);
+  CountSlotsLocked(node, n, cur);
   // The patched kernel's boost switch can change at run time: the node's profile follows.
-  if (!hb.kernel_profile().empty() && (hb.kernel_profile() != n.reg.kernel_profile() ||
-                                       hb.kernel_boosts() != n.reg.kernel_boosts())) {
+  if (!cur.kernel_profile().empty() && (cur.kernel_profile() != n.reg.kernel_profile() ||
+                                        cur.kernel_boosts() != n.reg.kernel_boosts())) {
     Log("controller: node ", node, ": kernel profile ", n.reg.kernel_profile(), " -> ",
-        hb.kernel_profile());
-    n.reg.set_kernel_profile(hb.kernel_profile());
-    n.reg.set_kernel_boosts(hb.kernel_boosts());
+        cur.kernel_profile());
+    n.reg.set_kernel_profile(cur.kernel_profile());
+    n.reg.set_kernel_boosts(cur.kernel_boosts());
   }
-  n.last_hb = std::move(hb);
   RepartLocked(node, &n, before);
   PublishLocked(n);
   if (metrics_) metrics_->Heartbeat();
@@ -1124,7 +1087,7 @@ absl::StatusOr<v1::Rollout> FleetController::GetRollout(const std::string& set_i
 }
 
 NodeReports FleetController::ReportsOf(const std::string& name, const Node& n) {
-  return NodeReports{name, n.up, n.reg.kernel_profile(), n.set_status, n.probes};
+  return NodeReports{name, n.up, n.reg.kernel_profile(), n.reports};
 }
 
 absl::StatusOr<v1::ListFleetProbesResponse> FleetController::ListProbes(
@@ -1174,8 +1137,8 @@ absl::StatusOr<v1::ListAgentsResponse> FleetController::ListAgents(
     a->set_sets_desired(desired.size());
     uint32_t converged = 0;
     for (const auto& id : desired) {
-      auto it = n.set_status.find(id);
-      if (it != n.set_status.end() && it->second.state() == v1::SET_ATTACHED) ++converged;
+      const v1::AgentSetStatus* set = n.reports.Set(id);
+      if (set != nullptr && set->state() == v1::SET_ATTACHED) ++converged;
     }
     a->set_sets_converged(converged);
     *a->mutable_slot_stats() = n.slots;

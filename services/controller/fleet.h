@@ -51,6 +51,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
@@ -153,10 +154,10 @@ class FleetController {
     absl::Time last_seen = absl::InfinitePast();
     bool have_heartbeat = false;
     v1::AgentHeartbeat last_hb;
-    std::map<std::string, v1::AgentSetStatus> set_status;
-    std::map<std::string, std::vector<v1::AgentProbeStatus>> probes;  // by fleet probe id
+    HeartbeatIndex reports;           // into last_hb; rebuilt whenever it is replaced
     std::vector<std::string> pushed;  // set ids in the last desired state sent
-    std::map<std::string, std::pair<std::string, uint64_t>> hit_marks;  // fleet id -> local
+    absl::flat_hash_map<std::string, std::pair<std::string, uint64_t>>
+        hit_marks;  // fleet id -> local
     v1::KernelSlotStats slots;
     bool have_slots = false;
     bool seen_this_run = false;  // registered since this controller process started

@@ -25,6 +25,7 @@
 #include "services/common/log.h"
 #include "services/common/shutdown_signals.h"
 #include "services/common/tls.h"
+#include "services/common/tls_idle_buffers.h"
 #include "services/controller/etcd_replica.h"
 #include "services/controller/etcd_store.h"
 #include "services/controller/fleet.h"
@@ -233,8 +234,9 @@ int Run() {
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   // Memory per connection (thousands of agents, each a TLS connection holding one stream;
-  // bench/fleet/scale.sh): TLS frames of 4 KiB instead of 16 KiB (gRPC's frame protector
-  // keeps a buffer of that size per connection), reads of 4-16 KiB, and no BDP probing
+  // bench/fleet/scale.sh): OpenSSL frees a connection's record buffers between records
+  // (services/common/tls_idle_buffers.h), TLS frames of 4 KiB instead of 16 KiB (gRPC's frame
+  // protector keeps a buffer of that size per connection), reads of 4-16 KiB, and no BDP probing
   // (its pings and window growth are for bulk transfers; heartbeats and desired states
   // are small). At most 100 concurrent streams per connection (an agent uses one).
   builder.AddChannelArgument(GRPC_ARG_TSI_MAX_FRAME_SIZE, 4096);
@@ -248,6 +250,11 @@ int Run() {
   if (!server || port == 0) {
     return Fail(
         absl::UnavailableError(absl::StrCat("cannot listen on ", absl::GetFlag(FLAGS_listen))));
+  }
+  if (absl::Status idle = tls::CheckIdleBuffersReleased(); !idle.ok()) {
+    Log("xolfleet-controller: warning: TLS connections keep their idle buffers (about 34 KiB "
+        "each): ",
+        idle.message());
   }
   Log("xolfleet-controller: serving on ", absl::GetFlag(FLAGS_listen), " (",
       files.insecure_plaintext ? "PLAINTEXT" : "mTLS", "), metrics on ",

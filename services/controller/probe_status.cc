@@ -4,14 +4,37 @@
 
 namespace xolfleet::controller {
 
+void HeartbeatIndex::Build(const v1::AgentHeartbeat& hb) {
+  Clear();
+  sets_.reserve(hb.sets_size());
+  for (const auto& st : hb.sets()) sets_[st.set_id()] = &st;  // the last one counts
+  probes_.reserve(hb.probes_size());
+  for (const auto& p : hb.probes()) probes_[p.fleet_probe_id()].push_back(&p);
+}
+
+void HeartbeatIndex::Clear() {
+  sets_.clear();
+  probes_.clear();
+}
+
+const v1::AgentSetStatus* HeartbeatIndex::Set(absl::string_view set_id) const {
+  auto it = sets_.find(set_id);
+  return it == sets_.end() ? nullptr : it->second;
+}
+
+const HeartbeatIndex::ProbeReports* HeartbeatIndex::Probe(absl::string_view fleet_probe_id) const {
+  auto it = probes_.find(fleet_probe_id);
+  return it == probes_.end() ? nullptr : &it->second;
+}
+
 void AppendProbeStatus(const NodeReports& node, const std::string& set_id,
                        const google::protobuf::RepeatedPtrField<v1::ProbeSpec>& specs, bool desired,
                        google::protobuf::RepeatedPtrField<v1::FleetProbeStatus>* rows) {
-  auto sit = node.set_status.find(set_id);
+  const v1::AgentSetStatus* set = node.reports.Set(set_id);
   for (int i = 0; i < specs.size(); ++i) {
     std::string fid = FleetProbeId(set_id, i);
-    auto pit = node.probes.find(fid);
-    bool present = pit != node.probes.end() && !pit->second.empty();
+    const HeartbeatIndex::ProbeReports* reports = node.reports.Probe(fid);
+    bool present = reports != nullptr && !reports->empty();
     if (!desired && !present) continue;
     v1::FleetProbeStatus st;
     st.set_node_name(node.name);
@@ -21,8 +44,8 @@ void AppendProbeStatus(const NodeReports& node, const std::string& set_id,
     st.set_desired(desired);
     st.set_kernel_profile(node.kernel_profile);
     if (present) {
-      const auto& p = pit->second.front();
-      st.set_local_copies(pit->second.size());
+      const v1::AgentProbeStatus& p = *reports->front();
+      st.set_local_copies(reports->size());
       st.set_local_probe_id(p.local_probe_id());
       st.set_placement(p.placement());
       st.set_predicted_placement(p.predicted_placement());
@@ -31,9 +54,9 @@ void AppendProbeStatus(const NodeReports& node, const std::string& set_id,
       st.set_actual(p.state());
       st.set_status_message(p.status_message());
       *st.mutable_cost() = p.cost();
-    } else if (sit != node.set_status.end() && sit->second.state() == v1::SET_FAILED) {
+    } else if (set != nullptr && set->state() == v1::SET_FAILED) {
       st.set_actual(v1::FAILED);
-      st.set_status_message(sit->second.status_message());
+      st.set_status_message(set->status_message());
     } else {
       st.set_actual(v1::PENDING);
     }

@@ -16,18 +16,38 @@
 #include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/inlined_vector.h"
+#include "absl/strings/string_view.h"
 #include "google/protobuf/repeated_ptr_field.h"
 #include "xolfleet/v1/controller.pb.h"
 
 namespace xolfleet::controller {
+
+// A node's last heartbeat looked up by set id and by fleet probe id, without copies: the
+// keys and values point into the heartbeat, which must not change while it is indexed
+// (Build again after replacing it). A fleet probe id the agent reports more than once
+// (local copies, which it cleans up) has all its reports, in heartbeat order.
+class HeartbeatIndex {
+ public:
+  using ProbeReports = absl::InlinedVector<const v1::AgentProbeStatus*, 1>;
+
+  void Build(const v1::AgentHeartbeat& hb);
+  void Clear();
+  const v1::AgentSetStatus* Set(absl::string_view set_id) const;
+  const ProbeReports* Probe(absl::string_view fleet_probe_id) const;
+
+ private:
+  absl::flat_hash_map<absl::string_view, const v1::AgentSetStatus*> sets_;
+  absl::flat_hash_map<absl::string_view, ProbeReports> probes_;
+};
 
 // What one node last told the controller, as the status view needs it. Not owning.
 struct NodeReports {
   const std::string& name;
   bool up;
   const std::string& kernel_profile;
-  const std::map<std::string, v1::AgentSetStatus>& set_status;             // by set id
-  const std::map<std::string, std::vector<v1::AgentProbeStatus>>& probes;  // by fleet probe id
+  const HeartbeatIndex& reports;
 };
 
 // Appends a row for every probe of set `set_id` (its `specs`) that is desired on the node

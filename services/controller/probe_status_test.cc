@@ -1,8 +1,6 @@
 #include "services/controller/probe_status.h"
 
-#include <map>
 #include <string>
-#include <vector>
 
 #include "gtest/gtest.h"
 
@@ -15,26 +13,34 @@ class ProbeStatusTest : public ::testing::Test {
     specs_.Add()->set_symbol("f0");
     specs_.Add()->set_symbol("f1");
   }
-  NodeReports Reports() const { return NodeReports{name_, up_, profile_, set_status_, probes_}; }
-  google::protobuf::RepeatedPtrField<v1::FleetProbeStatus> Rows(bool desired) const {
+  // The rows for the node's heartbeat as the controller indexes it.
+  google::protobuf::RepeatedPtrField<v1::FleetProbeStatus> Rows(bool desired) {
+    index_.Build(hb_);
     google::protobuf::RepeatedPtrField<v1::FleetProbeStatus> rows;
-    AppendProbeStatus(Reports(), "ps-1", specs_, desired, &rows);
+    AppendProbeStatus(NodeReports{name_, up_, profile_, index_}, "ps-1", specs_, desired, &rows);
     return rows;
   }
+  // A report of fleet probe ps-1/i (another local copy if there is one already).
   v1::AgentProbeStatus& Report(int i) {
-    auto& v = probes_["ps-1/" + std::to_string(i)];
-    v.emplace_back();
-    auto& p = v.back();
-    p.set_fleet_probe_id("ps-1/" + std::to_string(i));
+    const std::string fid = "ps-1/" + std::to_string(i);
+    int copies = 1;
+    for (const auto& p : hb_.probes()) copies += p.fleet_probe_id() == fid;
+    v1::AgentProbeStatus& p = *hb_.add_probes();
+    p.set_fleet_probe_id(fid);
     p.set_set_id("ps-1");
-    p.set_local_probe_id("local-" + std::to_string(i) + "-" + std::to_string(v.size()));
+    p.set_local_probe_id("local-" + std::to_string(i) + "-" + std::to_string(copies));
     return p;
+  }
+  v1::AgentSetStatus& SetReport(const std::string& set_id) {
+    v1::AgentSetStatus& st = *hb_.add_sets();
+    st.set_set_id(set_id);
+    return st;
   }
 
   std::string name_ = "n1", profile_ = "patched";
   bool up_ = true;
-  std::map<std::string, v1::AgentSetStatus> set_status_;
-  std::map<std::string, std::vector<v1::AgentProbeStatus>> probes_;
+  v1::AgentHeartbeat hb_;
+  HeartbeatIndex index_;
   google::protobuf::RepeatedPtrField<v1::ProbeSpec> specs_;
 };
 
@@ -58,7 +64,7 @@ TEST_F(ProbeStatusTest, DesiredButNotReportedIsPending) {
 
 TEST_F(ProbeStatusTest, NeitherDesiredNorReportedHasNoRow) {
   EXPECT_EQ(Rows(/*desired=*/false).size(), 0);
-  probes_["ps-1/0"];  // an empty report list is not a report
+  SetReport("ps-1").set_state(v1::SET_ATTACHED);  // a set report is not a probe report
   EXPECT_EQ(Rows(/*desired=*/false).size(), 0);
 }
 
@@ -72,8 +78,9 @@ TEST_F(ProbeStatusTest, ReportedButNoLongerDesiredStillShows) {
 }
 
 TEST_F(ProbeStatusTest, FailedSetMarksUnreportedProbesFailed) {
-  set_status_["ps-1"].set_state(v1::SET_FAILED);
-  set_status_["ps-1"].set_status_message("no such symbol");
+  v1::AgentSetStatus& set = SetReport("ps-1");
+  set.set_state(v1::SET_FAILED);
+  set.set_status_message("no such symbol");
   Report(0).set_state(v1::ATTACHED);  // a reported probe keeps its own state
   auto rows = Rows(/*desired=*/true);
   ASSERT_EQ(rows.size(), 2);
@@ -117,7 +124,7 @@ TEST_F(ProbeStatusTest, DownNodeIsUnknownButKeepsItsLastReport) {
   p.set_state(v1::ATTACHED);
   p.set_placement(v1::EMULATED);
   p.set_hits(7);
-  set_status_["ps-1"].set_state(v1::SET_FAILED);
+  SetReport("ps-1").set_state(v1::SET_FAILED);
   auto rows = Rows(/*desired=*/true);
   ASSERT_EQ(rows.size(), 2);
   for (const auto& r : rows) {

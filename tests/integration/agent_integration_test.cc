@@ -414,6 +414,9 @@ TEST_P(AgentTest, SlowWatcherLosesEventsButCountsThem) {
   v1::AttachResponse resp;
   ASSERT_TRUE(Attach({spin}, &resp).ok());
   grpc::ClientContext ctx;
+  // Read() blocks while nothing comes: the stream's deadline bounds the test if events
+  // went unaccounted (the loop below stops at its own deadline otherwise).
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
   v1::WatchHitsRequest wreq;
   wreq.set_max_batch(8);
   auto reader = agent_->stub().WatchHits(&ctx, wreq);
