@@ -209,15 +209,15 @@ class SimAgent {
       st.hits += opts_.hits_per_heartbeat;
       v1::AgentSetStatus* ss = hb->add_sets();
       ss->set_set_id(id);
-      ss->set_state(v1::SET_ATTACHED);
+      ss->set_state(v1::SET_STATE_ATTACHED);
       for (int i = 0; i < st.specs; ++i) {
         v1::AgentProbeStatus* p = hb->add_probes();
         p->set_fleet_probe_id(absl::StrCat(id, "/", i));
         p->set_set_id(id);
         p->set_local_probe_id(absl::StrCat("sim-", st.attach, "-", i));
-        p->set_state(v1::ATTACHED);
-        p->set_placement(v1::EMULATED);
-        p->set_predicted_placement(v1::EMULATED);
+        p->set_state(v1::PROBE_STATE_ATTACHED);
+        p->set_placement(v1::PLACEMENT_EMULATED);
+        p->set_predicted_placement(v1::PLACEMENT_EMULATED);
         p->set_hits(st.hits);
         ++probes;
       }

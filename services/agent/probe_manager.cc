@@ -24,6 +24,7 @@
 #include "services/agent/kernel_stats.h"
 #include "services/agent/probe_convert.h"
 #include "services/common/elf_file.h"
+#include "services/common/enum_names.h"
 #include "services/common/log.h"
 #include "services/common/open_file.h"
 #include "services/common/site_resolver.h"
@@ -118,7 +119,7 @@ ProbeManager::~ProbeManager() {
   for (const auto &[id, r] : active_) ids.push_back(id);
   if (!ids.empty()) {
     Log("agent stopping: detaching ", ids.size(), " probes");
-    DetachLocked(ids, v1::DETACHED, "agent stopped");
+    DetachLocked(ids, v1::PROBE_STATE_DETACHED, "agent stopped");
   }
 }
 
@@ -140,7 +141,7 @@ absl::StatusOr<v1::AttachResponse> ProbeManager::AttachWithProgress(
   absl::StatusOr<std::vector<ResolvedSpec>> resolved = Resolve(req, progress);
   if (!resolved.ok()) return observed(resolved.status());
   if (progress) {
-    progress(v1::AttachProgress::ATTACH_PHASE_LINKING, req.specs_size(), req.specs_size());
+    progress(v1::ATTACH_PHASE_LINKING, req.specs_size(), req.specs_size());
   }
   const absl::Time resolved_at = absl::Now();
   absl::MutexLock l(&mu_);
@@ -164,7 +165,7 @@ absl::StatusOr<std::vector<ResolvedSpec>> ProbeManager::Resolve(
   ResolveProgressFn resolving;
   if (progress) {
     resolving = [&progress](uint32_t done, uint32_t total) {
-      progress(v1::AttachProgress::ATTACH_PHASE_RESOLVING, done, total);
+      progress(v1::ATTACH_PHASE_RESOLVING, done, total);
     };
   }
   return ResolveSpecs(*locator_, Profile().profile, req, resolving);
@@ -273,7 +274,7 @@ std::vector<ProbeManager::ProbeRecord> ProbeManager::NewRecordsLocked(
     r.probe.set_id(absl::StrCat("p", r.num));
     *r.probe.mutable_spec() = spec;
     *r.probe.mutable_site() = ToSitePlacement(resolved[i].site);
-    r.probe.set_state(v1::ATTACHED);
+    r.probe.set_state(v1::PROBE_STATE_ATTACHED);
     r.probe.set_attached_at_unix_ns(UnixNanos(now));
     if (spec.ttl_seconds() > 0) {
       r.expires = now + absl::Seconds(spec.ttl_seconds());
@@ -477,7 +478,7 @@ absl::StatusOr<v1::DetachResponse> ProbeManager::Detach(const v1::DetachRequest 
     }
     std::sort(ids.begin(), ids.end());
     ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
-    closing_links = DetachLocked(ids, v1::DETACHED, "detached on request");
+    closing_links = DetachLocked(ids, v1::PROBE_STATE_DETACHED, "detached on request");
     if (ids.size() >= 1000) TrimSoonLocked();
   }
   for (const std::string &id : ids) resp.add_detached_ids(id);
@@ -498,7 +499,7 @@ void ProbeManager::ExpireDue(absl::Time now) {
       if (r.expires <= now) ids.push_back(id);
     }
     if (ids.empty()) return;
-    DetachLocked(ids, v1::EXPIRED, "TTL expired");
+    DetachLocked(ids, v1::PROBE_STATE_EXPIRED, "TTL expired");
   }
   Log("TTL expired: detached ", ids.size(), " probes");
   if (observer_ != nullptr) observer_->OnDetach(absl::Now() - start, ids.size());
@@ -737,7 +738,7 @@ std::map<std::pair<std::string, std::string>, size_t> ProbeManager::ProbeCountsB
     ++out[{std::string(PlacementName(r.placement)), "ATTACHED"}];
   }
   for (const v1::Probe &p : inactive_) {
-    ++out[{v1::Placement_Name(p.site().placement()), v1::ProbeState_Name(p.state())}];
+    ++out[{ShortName(p.site().placement()), ShortName(p.state())}];
   }
   return out;
 }
@@ -810,8 +811,8 @@ absl::Status ProbeManager::Calibrate() {
   cost_model_ = CostModel(calibration_);
   std::vector<std::string> parts;
   for (const v1::CalibrationFigure &f : calibration_.figures()) {
-    parts.push_back(absl::StrCat(v1::Placement_Name(f.placement()), f.capture() ? "+capture" : "",
-                                 " ", absl::SixDigits(f.ns_per_hit() / 1000), " us"));
+    parts.push_back(absl::StrCat(ShortName(f.placement()), f.capture() ? "+capture" : "", " ",
+                                 absl::SixDigits(f.ns_per_hit() / 1000), " us"));
   }
   Log("calibration (", calibration_.profile(), ", ",
       absl::SixDigits(calibration_.duration_seconds()), " s): per hit ", absl::StrJoin(parts, ", "),
@@ -844,7 +845,8 @@ void ProbeManager::UpdateCosts(absl::Time now) {
     v1::ProbeCost *cost = r.probe.mutable_cost();
     EstimateCost(cost_model_, CostPlacementLocked(r), r.window.HitsPerSec(),
                  r.window.EventsPerSec(), cost);
-    if (cost->budget_state() == v1::BUDGET_STATE_UNSPECIFIED) cost->set_budget_state(v1::BUDGET_OK);
+    if (cost->budget_state() == v1::BUDGET_STATE_UNSPECIFIED)
+      cost->set_budget_state(v1::BUDGET_STATE_OK);
     total += cost->cpu_seconds_per_sec();
     inputs.push_back(
         {id, cost->cpu_seconds_per_sec(), r.window.Covers(window), cost->budget_state()});
@@ -906,7 +908,7 @@ void ProbeManager::ApplyBudgetLocked(const BudgetDecision &d) {
   Log("budget: probe ", d.id, " ", r.probe.spec().binary_path(), " at 0x",
       absl::Hex(r.probe.site().file_offset()), ": ", cost->budget_message());
   if (d.action == BudgetAction::kDetach) {
-    DetachLocked({d.id}, v1::DETACHED, absl::StrCat("over budget: ", d.message));
+    DetachLocked({d.id}, v1::PROBE_STATE_DETACHED, absl::StrCat("over budget: ", d.message));
   }
 }
 
@@ -957,8 +959,8 @@ std::map<std::string, size_t> ProbeManager::ProbeCountsByBudgetState() const {
   std::map<std::string, size_t> out;
   for (const auto &[id, r] : active_) {
     v1::BudgetState st = r.probe.cost().budget_state();
-    if (st == v1::BUDGET_STATE_UNSPECIFIED) st = v1::BUDGET_OK;
-    ++out[v1::BudgetState_Name(st)];
+    if (st == v1::BUDGET_STATE_UNSPECIFIED) st = v1::BUDGET_STATE_OK;
+    ++out[ShortName(st)];
   }
   return out;
 }

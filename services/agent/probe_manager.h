@@ -116,7 +116,7 @@ class ProbeManager final : public AgentApi {
   // ATTACH_PHASE_LINKING before phase 2. It is called on this thread with no lock held,
   // never after a link of the request is live, so it may block (a stream write).
   using AttachProgressFn =
-      std::function<void(v1::AttachProgress::Phase phase, uint32_t done, uint32_t total)>;
+      std::function<void(v1::AttachPhase phase, uint32_t done, uint32_t total)>;
   absl::StatusOr<v1::AttachResponse> AttachWithProgress(const v1::AttachRequest& req,
                                                         const AttachProgressFn& progress);
   absl::StatusOr<v1::DetachResponse> Detach(const v1::DetachRequest& req) override;

@@ -391,7 +391,7 @@ TEST_P(ProbeManagerTest, SlotReusedWithNewGenerationAndZeroCounts) {
   ASSERT_TRUE(listed.ok());
   ASSERT_EQ(listed->probes_size(), 1);
   EXPECT_EQ(listed->probes(0).hits(), 5u);
-  EXPECT_EQ(listed->probes(0).state(), v1::DETACHED);
+  EXPECT_EQ(listed->probes(0).state(), v1::PROBE_STATE_DETACHED);
 
   v1::AttachRequest again;
   *again.add_specs() = Spec(files_[1], "fx_plain");

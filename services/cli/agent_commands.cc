@@ -15,6 +15,7 @@
 #include "absl/time/time.h"
 #include "services/agent/probe_convert.h"
 #include "services/cli/cli.h"
+#include "services/common/enum_names.h"
 #include "services/common/placement.h"
 #include "services/common/probe_spec.h"
 
@@ -28,7 +29,7 @@ std::string SiteName(const v1::SitePlacement& p) {
 }
 
 std::string PlacementStr(v1::Placement p) {
-  return p == v1::PLACEMENT_UNSPECIFIED ? "-" : v1::Placement_Name(p);
+  return p == v1::PLACEMENT_UNSPECIFIED ? "-" : ShortName(p);
 }
 
 std::string Hex(uint64_t v) { return absl::StrCat("0x", absl::Hex(v)); }
@@ -45,11 +46,11 @@ std::string Micros(double ns) { return absl::StrFormat("%.2f us", ns / 1000); }
 // stderr; smaller ones are one Attach call.
 constexpr int kProgressFromSpecs = 100;
 
-const char* PhaseName(v1::AttachProgress::Phase p) {
+const char* PhaseName(v1::AttachPhase p) {
   switch (p) {
-    case v1::AttachProgress::ATTACH_PHASE_RESOLVING:
+    case v1::ATTACH_PHASE_RESOLVING:
       return "resolving";
-    case v1::AttachProgress::ATTACH_PHASE_LINKING:
+    case v1::ATTACH_PHASE_LINKING:
       return "linking";
     default:
       return "done";
@@ -216,13 +217,13 @@ int RunList(Context& c) {
   int64_t now = absl::ToUnixNanos(absl::Now());
   for (const v1::Probe& p : resp.probes()) {
     std::string ttl = "-";
-    if (p.expires_at_unix_ns() && p.state() == v1::ATTACHED) {
+    if (p.expires_at_unix_ns() && p.state() == v1::PROBE_STATE_ATTACHED) {
       ttl = absl::StrCat(std::max<int64_t>(0, (p.expires_at_unix_ns() - now) / 1000000000), "s");
     }
     std::vector<std::string> labels;
     for (const auto& [k, v] : p.spec().labels()) labels.push_back(absl::StrCat(k, "=", v));
     std::sort(labels.begin(), labels.end());
-    t.Add({p.id(), v1::ProbeState_Name(p.state()), p.spec().binary_path(), SiteName(p.site()),
+    t.Add({p.id(), ShortName(p.state()), p.spec().binary_path(), SiteName(p.site()),
            PlacementStr(p.site().placement()),
            PlacementStr(p.kernel_placement()) + (p.placement_mismatch() ? "!" : ""),
            absl::StrCat(p.hits()), absl::StrCat(p.events_emitted()),
@@ -290,10 +291,11 @@ int RunClassify(Context& c) {
   c.out() << "\nprofile " << resp.profile() << ", " << resp.sites_size() << " sites\n";
   Table totals({"PLACEMENT", "SITES", "SHARE"});
   for (v1::Placement p :
-       {v1::EMULATED, v1::BOOSTED, v1::BOOSTED_RIPREL, v1::SINGLE_STEP, v1::REFUSED}) {
+       {v1::PLACEMENT_EMULATED, v1::PLACEMENT_BOOSTED, v1::PLACEMENT_BOOSTED_RIPREL,
+        v1::PLACEMENT_SINGLE_STEP, v1::PLACEMENT_REFUSED}) {
     auto it = resp.totals().find(v1::Placement_Name(p));
     uint64_t n = it == resp.totals().end() ? 0 : it->second;
-    totals.Add({v1::Placement_Name(p), absl::StrCat(n),
+    totals.Add({ShortName(p), absl::StrCat(n),
                 resp.sites_size() ? absl::StrFormat("%.1f%%", 100.0 * n / resp.sites_size())
                                   : std::string("-")});
   }
@@ -423,7 +425,7 @@ int RunInfo(Context& c) {
   if (cal.figures_size() > 0) {
     Table ct({"PLACEMENT", "PROGRAM", "PER_HIT", "SITE", "CALLS"});
     for (const v1::CalibrationFigure& f : cal.figures()) {
-      ct.Add({v1::Placement_Name(f.placement()), f.capture() ? "capture all" : "count",
+      ct.Add({ShortName(f.placement()), f.capture() ? "capture all" : "count",
               Micros(f.ns_per_hit()), f.site(), absl::StrCat(f.calls())});
     }
     ct.Print(c.out());

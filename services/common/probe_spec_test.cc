@@ -39,7 +39,7 @@ TEST(ProbeSpec, RegistersInAnySpelling) {
   for (const char* n : {"rdi", "RDI", "%rdi", " rdi "}) {
     absl::StatusOr<v1::Register> r = ParseRegister(n);
     ASSERT_TRUE(r.ok()) << n;
-    EXPECT_EQ(*r, v1::RDI);
+    EXPECT_EQ(*r, v1::REGISTER_RDI);
   }
   EXPECT_FALSE(ParseRegister("xmm0").ok());
   EXPECT_FALSE(ParseRegister("register_unspecified").ok());

@@ -10,6 +10,7 @@
 #include "absl/strings/str_join.h"
 #include "services/agent/cost.h"
 #include "services/agent/probe_convert.h"
+#include "services/common/enum_names.h"
 #include "services/common/log.h"
 #include "services/common/open_file.h"
 #include "services/common/placement.h"
@@ -21,8 +22,8 @@ namespace xolfleet::controller {
 namespace {
 
 bool Active(v1::RolloutState s) {
-  return s == v1::ROLLOUT_CANARY || s == v1::ROLLOUT_ROLLING || s == v1::ROLLOUT_COMPLETE ||
-         s == v1::ROLLOUT_DEGRADED;
+  return s == v1::ROLLOUT_STATE_CANARY || s == v1::ROLLOUT_STATE_ROLLING ||
+         s == v1::ROLLOUT_STATE_COMPLETE || s == v1::ROLLOUT_STATE_DEGRADED;
 }
 
 std::string NewSetId() {
@@ -35,8 +36,9 @@ std::string NewSetId() {
 }  // namespace
 
 bool IsTerminal(v1::RolloutState s) {
-  return s == v1::ROLLOUT_COMPLETE || s == v1::ROLLOUT_ROLLED_BACK || s == v1::ROLLOUT_DEGRADED ||
-         s == v1::ROLLOUT_DETACHED || s == v1::ROLLOUT_EXPIRED;
+  return s == v1::ROLLOUT_STATE_COMPLETE || s == v1::ROLLOUT_STATE_ROLLED_BACK ||
+         s == v1::ROLLOUT_STATE_DEGRADED || s == v1::ROLLOUT_STATE_DETACHED ||
+         s == v1::ROLLOUT_STATE_EXPIRED;
 }
 
 FleetController::FleetController(Options opts, std::unique_ptr<Store> store,
@@ -202,7 +204,9 @@ uint32_t FleetController::BudgetBreachesLocked(const Node& n) {
   uint32_t k = 0;
   for (const auto& p : n.last_hb.probes()) {
     const v1::BudgetState st = p.cost().budget_state();
-    if (st == v1::BUDGET_ALERTED || st == v1::BUDGET_THROTTLED || st == v1::BUDGET_DETACHED) ++k;
+    if (st == v1::BUDGET_STATE_ALERTED || st == v1::BUDGET_STATE_THROTTLED ||
+        st == v1::BUDGET_STATE_DETACHED)
+      ++k;
   }
   return k;
 }
@@ -313,11 +317,11 @@ absl::StatusOr<v1::FleetAttachResponse> FleetController::DryRun(const v1::FleetA
 
 bool FleetController::Desired(const Set& s, const Node& n) const {
   switch (s.stored.rollout.state()) {
-    case v1::ROLLOUT_CANARY:
+    case v1::ROLLOUT_STATE_CANARY:
       return s.canary.count(n.reg.node_name()) > 0;
-    case v1::ROLLOUT_ROLLING:
-    case v1::ROLLOUT_COMPLETE:
-    case v1::ROLLOUT_DEGRADED:
+    case v1::ROLLOUT_STATE_ROLLING:
+    case v1::ROLLOUT_STATE_COMPLETE:
+    case v1::ROLLOUT_STATE_DEGRADED:
       return Matches(s.stored.request.selector(), n.reg);
     default:
       return false;
@@ -411,10 +415,10 @@ v1::Rollout FleetController::RolloutLocked(const Set& s) const {
       continue;
     }
     auto it = n.set_status.find(r.set_id());
-    v1::SetState st = it == n.set_status.end() ? v1::SET_PENDING : it->second.state();
-    if (st == v1::SET_ATTACHED || st == v1::SET_EXPIRED) {
+    v1::SetState st = it == n.set_status.end() ? v1::SET_STATE_PENDING : it->second.state();
+    if (st == v1::SET_STATE_ATTACHED || st == v1::SET_STATE_EXPIRED) {
       ++attached;
-    } else if (st == v1::SET_FAILED) {
+    } else if (st == v1::SET_STATE_FAILED) {
       ++failed;
     } else {
       ++pending;
@@ -430,25 +434,25 @@ FleetController::Part FleetController::PartLocked(const Set& s, const std::strin
                                                   const Node& n) const {
   const std::string& id = s.stored.rollout.set_id();
   switch (s.stored.rollout.state()) {
-    case v1::ROLLOUT_CANARY: {
+    case v1::ROLLOUT_STATE_CANARY: {
       if (!s.canary.count(name)) return Part::kNone;
       auto it = n.set_status.find(id);
       if (n.up && it != n.set_status.end() &&
-          (it->second.state() == v1::SET_FAILED || it->second.over_budget())) {
+          (it->second.state() == v1::SET_STATE_FAILED || it->second.over_budget())) {
         return Part::kCanaryFailed;
       }
-      if (!n.up || it == n.set_status.end() || it->second.state() != v1::SET_ATTACHED) {
+      if (!n.up || it == n.set_status.end() || it->second.state() != v1::SET_STATE_ATTACHED) {
         return Part::kCanaryWaiting;
       }
       return Part::kCanaryAttached;
     }
-    case v1::ROLLOUT_ROLLING: {
+    case v1::ROLLOUT_STATE_ROLLING: {
       if (!Desired(s, n)) return Part::kNone;
       if (!n.up) return count_grace_ && !n.seen_this_run ? Part::kPending : Part::kNone;
       auto it = n.set_status.find(id);
-      v1::SetState st = it == n.set_status.end() ? v1::SET_PENDING : it->second.state();
-      if (st == v1::SET_ATTACHED || st == v1::SET_EXPIRED) return Part::kAttached;
-      if (st == v1::SET_FAILED) return Part::kFailed;
+      v1::SetState st = it == n.set_status.end() ? v1::SET_STATE_PENDING : it->second.state();
+      if (st == v1::SET_STATE_ATTACHED || st == v1::SET_STATE_EXPIRED) return Part::kAttached;
+      if (st == v1::SET_STATE_FAILED) return Part::kFailed;
       return Part::kPending;
     }
     default:
@@ -461,7 +465,7 @@ const std::vector<FleetController::Set*>& FleetController::LiveLocked() {
     live_.clear();
     for (auto& [id, s] : sets_) {
       v1::RolloutState st = s.stored.rollout.state();
-      if (st == v1::ROLLOUT_CANARY || st == v1::ROLLOUT_ROLLING) live_.push_back(&s);
+      if (st == v1::ROLLOUT_STATE_CANARY || st == v1::ROLLOUT_STATE_ROLLING) live_.push_back(&s);
     }
     live_valid_ = true;
     ++live_gen_;
@@ -495,7 +499,7 @@ void FleetController::RepartLocked(const std::string& name, const Node* n, const
 }
 
 void FleetController::CountLocked(Set& s, Part p, int d) const {
-  if (!s.counted || s.stored.rollout.state() != v1::ROLLOUT_ROLLING) return;
+  if (!s.counted || s.stored.rollout.state() != v1::ROLLOUT_STATE_ROLLING) return;
   switch (p) {
     case Part::kAttached:
       s.attached += d;
@@ -532,7 +536,7 @@ void FleetController::GraceLocked() {
 void FleetController::CheckCountsLocked() {
   GraceLocked();
   for (auto& [id, s] : sets_) {
-    if (!s.counted || s.stored.rollout.state() != v1::ROLLOUT_ROLLING) continue;
+    if (!s.counted || s.stored.rollout.state() != v1::ROLLOUT_STATE_ROLLING) continue;
     const uint32_t a = s.attached, f = s.failed, p = s.pending;
     RecountLocked(s);
     if (a != s.attached || f != s.failed || p != s.pending) {
@@ -553,7 +557,7 @@ FleetController::CountCheck FleetController::CheckCountsForTest() {
   // view (which reads the clock) is compared only when both agree on the grace.
   const bool grace = clock_() < started_ + opts_.heartbeat_timeout;
   for (const auto& [id, s] : sets_) {
-    if (!s.counted || s.stored.rollout.state() != v1::ROLLOUT_ROLLING) continue;
+    if (!s.counted || s.stored.rollout.state() != v1::ROLLOUT_STATE_ROLLING) continue;
     ++out.checked;
     Set fresh = s;  // a copy recounted from scratch, the kept counts left as they are
     RecountLocked(fresh);
@@ -599,7 +603,7 @@ void FleetController::EvaluateLocked(bool all) {
     if (sit == sets_.end()) continue;  // detached
     Set& s = sit->second;
     auto& r = s.stored.rollout;
-    if (r.state() == v1::ROLLOUT_CANARY) {
+    if (r.state() == v1::ROLLOUT_STATE_CANARY) {
       std::vector<std::string> waiting;
       std::string failure;
       for (const auto& c : s.canary) {
@@ -608,11 +612,11 @@ void FleetController::EvaluateLocked(bool all) {
         const Node& n = nit->second;
         auto it = n.set_status.find(id);
         if (n.up && it != n.set_status.end() &&
-            (it->second.state() == v1::SET_FAILED || it->second.over_budget())) {
+            (it->second.state() == v1::SET_STATE_FAILED || it->second.over_budget())) {
           failure = absl::StrCat("canary node ", c, " failed: ", it->second.status_message());
           break;
         }
-        if (!n.up || it == n.set_status.end() || it->second.state() != v1::SET_ATTACHED) {
+        if (!n.up || it == n.set_status.end() || it->second.state() != v1::SET_STATE_ATTACHED) {
           waiting.push_back(c);
         }
       }
@@ -637,7 +641,7 @@ void FleetController::EvaluateLocked(bool all) {
                                "; not attached on: ", absl::StrJoin(waiting, ","));
       }
       if (!failure.empty()) {
-        if (FinishLocked(s, v1::ROLLOUT_ROLLED_BACK, absl::StrCat(failure, "; rolled back"),
+        if (FinishLocked(s, v1::ROLLOUT_STATE_ROLLED_BACK, absl::StrCat(failure, "; rolled back"),
                          "rolled_back")) {
           changed = true;
         } else {
@@ -645,7 +649,7 @@ void FleetController::EvaluateLocked(bool all) {
         }
       } else if (waiting.empty()) {
         const v1::Rollout before = r;
-        r.set_state(v1::ROLLOUT_ROLLING);
+        r.set_state(v1::ROLLOUT_STATE_ROLLING);
         r.set_message("canary healthy; rolling out to every selected node");
         SetsChangedLocked();
         s.counted = false;
@@ -657,7 +661,7 @@ void FleetController::EvaluateLocked(bool all) {
         }
       }
     }
-    if (r.state() == v1::ROLLOUT_ROLLING) {
+    if (r.state() == v1::ROLLOUT_STATE_ROLLING) {
       if (!s.counted) RecountLocked(s);
       // Done when no selected node that is up (or still expected back) is pending,
       // and at least one node answered.
@@ -665,10 +669,10 @@ void FleetController::EvaluateLocked(bool all) {
         bool done;
         if (s.failed > 0) {
           done =
-              FinishLocked(s, v1::ROLLOUT_DEGRADED,
+              FinishLocked(s, v1::ROLLOUT_STATE_DEGRADED,
                            absl::StrCat(s.failed, " node(s) failed after the canary"), "degraded");
         } else {
-          done = FinishLocked(s, v1::ROLLOUT_COMPLETE,
+          done = FinishLocked(s, v1::ROLLOUT_STATE_COMPLETE,
                               absl::StrCat("attached on ", s.attached, " node(s)"), "complete");
         }
         changed |= done;
@@ -777,7 +781,7 @@ absl::Status FleetController::Heartbeat(const AgentSession* session, const std::
   // previous heartbeat's mark), then stored reusing the old entries.
   std::vector<std::pair<const v1::AgentProbeStatus*, uint64_t>> marked;
   for (const auto& p : hb.probes()) {
-    if (p.state() != v1::ATTACHED && p.state() != v1::EXPIRED) continue;
+    if (p.state() != v1::PROBE_STATE_ATTACHED && p.state() != v1::PROBE_STATE_EXPIRED) continue;
     auto mit = n.hit_marks.find(p.fleet_probe_id());
     uint64_t delta = 0;
     if (mit != n.hit_marks.end() && mit->second.first == p.local_probe_id() &&
@@ -894,8 +898,8 @@ void FleetController::Tick() {
     if (!ActingLocked()) break;  // the leader expires TTLs
     int64_t exp = s.stored.rollout.expires_at_unix_ns();
     if (exp > 0 && Active(s.stored.rollout.state()) && absl::FromUnixNanos(exp) <= now) {
-      bool was_canary = s.stored.rollout.state() == v1::ROLLOUT_CANARY;
-      if (!FinishLocked(s, v1::ROLLOUT_EXPIRED, "TTL expired fleet-wide", nullptr)) continue;
+      bool was_canary = s.stored.rollout.state() == v1::ROLLOUT_STATE_CANARY;
+      if (!FinishLocked(s, v1::ROLLOUT_STATE_EXPIRED, "TTL expired fleet-wide", nullptr)) continue;
       if (was_canary && metrics_) metrics_->RolloutFinished("rolled_back");
       changed = true;
     }
@@ -963,10 +967,10 @@ absl::StatusOr<v1::Rollout> FleetController::Attach(const v1::FleetAttachRequest
       s.canary.insert(up[i]);
     }
     if (ncanary > 0) {
-      r.set_state(v1::ROLLOUT_CANARY);
+      r.set_state(v1::ROLLOUT_STATE_CANARY);
       r.set_message(absl::StrCat("canary on ", ncanary, " of ", up.size(), " node(s)"));
     } else {
-      r.set_state(v1::ROLLOUT_ROLLING);
+      r.set_state(v1::ROLLOUT_STATE_ROLLING);
       r.set_message(absl::StrCat("rolling out to ", up.size(), " node(s)"));
     }
     ++local_writes_;
@@ -1064,7 +1068,7 @@ absl::StatusOr<v1::ListAgentsResponse> FleetController::ListAgents(
     if (filter && !Matches(req.selector(), n.reg)) continue;
     auto* a = resp.add_agents();
     *a->mutable_registration() = n.reg;
-    a->set_health(n.up ? v1::AGENT_UP : v1::AGENT_DOWN);
+    a->set_health(n.up ? v1::AGENT_HEALTH_UP : v1::AGENT_HEALTH_DOWN);
     a->set_last_seen_unix_ns(absl::ToUnixNanos(n.last_seen));
     a->set_probes_attached(n.last_hb.probes_attached());
     auto desired = DesiredSetsLocked(n);
@@ -1072,7 +1076,7 @@ absl::StatusOr<v1::ListAgentsResponse> FleetController::ListAgents(
     uint32_t converged = 0;
     for (const auto& id : desired) {
       auto it = n.set_status.find(id);
-      if (it != n.set_status.end() && it->second.state() == v1::SET_ATTACHED) ++converged;
+      if (it != n.set_status.end() && it->second.state() == v1::SET_STATE_ATTACHED) ++converged;
     }
     a->set_sets_converged(converged);
     *a->mutable_slot_stats() = n.slots;
@@ -1177,10 +1181,10 @@ std::vector<GaugeFamily> FleetController::CollectGauges() {
     if (!any) agents.samples.push_back({{{"state", st}, {"kernel_profile", "any"}}, 0});
   }
   std::map<std::string, int> set_counts;
-  for (int s = v1::ROLLOUT_CANARY; s <= v1::ROLLOUT_DEGRADED; ++s) {
-    set_counts[v1::RolloutState_Name(static_cast<v1::RolloutState>(s))] = 0;
+  for (int s = v1::ROLLOUT_STATE_CANARY; s <= v1::ROLLOUT_STATE_DEGRADED; ++s) {
+    set_counts[ShortName(static_cast<v1::RolloutState>(s))] = 0;
   }
-  for (const auto& [id, s] : sets_) set_counts[v1::RolloutState_Name(s.stored.rollout.state())]++;
+  for (const auto& [id, s] : sets_) set_counts[ShortName(s.stored.rollout.state())]++;
   for (const auto& [k, v] : set_counts) {
     sets.samples.push_back({{{"state", k}}, static_cast<double>(v)});
   }

@@ -116,7 +116,7 @@ TEST(Validate, SetIds) {
 TEST(Validate, CaptureNeedsCapability) {
   v1::FleetAttachRequest r = Good();
   EXPECT_FALSE(CapturesRegisters(r));
-  r.mutable_specs(0)->add_capture(v1::RDI);
+  r.mutable_specs(0)->add_capture(v1::REGISTER_RDI);
   EXPECT_TRUE(CapturesRegisters(r));
 }
 

@@ -16,7 +16,8 @@ def main() -> int:
     d = json.loads(text) if text else {}
     if kind == "probes":
         for p in d.get("probes", []):
-            print(p.get("node_name"), p.get("fleet_probe_id"), p.get("actual", "UNSPECIFIED"),
+            print(p.get("node_name"), p.get("fleet_probe_id"),
+                  p.get("actual", "PROBE_STATE_UNSPECIFIED"),
                   int(p.get("hits", 0)), int(p.get("local_copies", 0)),
                   "yes" if p.get("desired") else "no")
     elif kind == "agents":

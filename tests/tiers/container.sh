@@ -155,10 +155,10 @@ fleet() {
     --tls-cert="$TMP/ca/xolfleet-admin.crt" --tls-key="$TMP/ca/xolfleet-admin.key" --timeout=10 "$@"
 }
 registered() {
-  fleet agents --json 2>/dev/null | tests/fleet/fleetq.py agents | grep -q "^$NODE AGENT_UP "
+  fleet agents --json 2>/dev/null | tests/fleet/fleetq.py agents | grep -q "^$NODE AGENT_HEALTH_UP "
 }
 if wait_for 30 registered; then pass agent-registers-with-controller; else
-  fail agent-registers-with-controller "no $NODE AGENT_UP: $(fleet agents --json 2>&1 | tr '\n' ' ' | cut -c1-300)"
+  fail agent-registers-with-controller "no $NODE AGENT_HEALTH_UP: $(fleet agents --json 2>&1 | tr '\n' ' ' | cut -c1-300)"
 fi
 
 # --- probes from inside the agent container ---
