@@ -79,7 +79,7 @@ std::vector<Site> Sites(AgentProcess& agent, const std::string& binary) {
 struct AttachTiming {
   double attach_s = 0, detach_s = 0;
   int attached = 0;
-  std::string link_kind;
+  v1::LinkMode link_mode = v1::LINK_MODE_UNSPECIFIED;
 };
 
 std::string RssBreakdown(pid_t pid);
@@ -106,7 +106,7 @@ AttachTiming AttachDetach(AgentProcess& agent, const std::vector<Site>& sites,
   }
   t.attach_s = absl::ToDoubleSeconds(absl::Now() - start);
   t.attached = resp.probes_size();
-  t.link_kind = resp.link_kind();
+  t.link_mode = resp.link_mode();
   if (rss_kib != nullptr) {
     std::ifstream f(absl::StrCat("/proc/", agent.pid(), "/status"));
     std::string line;

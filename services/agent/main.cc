@@ -164,23 +164,23 @@ int Run() {
   std::string why;
   bool multi_ok = KernelSupportsUprobeMulti(&why);
   std::string mode_flag = absl::GetFlag(FLAGS_link_mode);
-  LinkMode mode;
+  v1::LinkMode mode;
   if (mode_flag == "auto") {
-    mode = multi_ok ? LinkMode::kMulti : LinkMode::kPerf;
+    mode = multi_ok ? v1::LINK_MODE_UPROBE_MULTI : v1::LINK_MODE_PERF_EVENT;
     if (!multi_ok) Log("uprobe_multi links unavailable (", why, "): using perf-event links");
   } else if (mode_flag == "multi") {
     if (!multi_ok) {
       Log("--link-mode=multi but the kernel lacks uprobe_multi links: ", why);
       return 1;
     }
-    mode = LinkMode::kMulti;
+    mode = v1::LINK_MODE_UPROBE_MULTI;
   } else if (mode_flag == "perf") {
-    mode = LinkMode::kPerf;
+    mode = v1::LINK_MODE_PERF_EVENT;
   } else {
     Log("--link-mode must be auto, multi or perf, not '", mode_flag, "'");
     return 2;
   }
-  Log("link mode: ", mode == LinkMode::kMulti ? "uprobe_multi" : "perf_event");
+  Log("link mode: ", mode == v1::LINK_MODE_UPROBE_MULTI ? "uprobe_multi" : "perf_event");
 
   BpfProbeProgram::Options popts;
   popts.link_mode = mode;

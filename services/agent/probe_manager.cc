@@ -186,7 +186,7 @@ absl::StatusOr<v1::AttachResponse> ProbeManager::AttachLocked(
                   r.probe.site().file_offset(), XOL_COOKIE(r.generation, r.slot));
   }
   v1::AttachResponse resp;
-  resp.set_link_kind(program_->link_mode() == LinkMode::kMulti ? "uprobe_multi" : "perf_event");
+  resp.set_link_mode(program_->link_mode());
   for (const ProbeRecord &r : records) {
     *resp.add_probes() = req.compact() ? CompactProbe(r.probe) : r.probe;
     hub_->RouteSlot(r.slot, r.generation, r.num);
@@ -651,7 +651,7 @@ absl::StatusOr<v1::NodeInfo> ProbeManager::GetNodeInfo() {
   info.add_features("bpf_cookie");
   info.add_features("ringbuf");
   if (kernel_.profile.patched) info.add_features("xolfleet_patched");
-  info.set_link_mode(program_->link_mode() == LinkMode::kMulti ? "uprobe_multi" : "perf_event");
+  info.set_link_mode(program_->link_mode());
   absl::StatusOr<v1::KernelSlotStats> stats = ReadSlotStats(options_.slot_stats_path);
   if (stats.ok()) *info.mutable_slot_stats() = *stats;
   for (const auto &[k, v] : options_.labels) (*info.mutable_labels())[k] = v;
@@ -1008,7 +1008,7 @@ absl::StatusOr<v1::AttachResponse> ProbeManager::DryRun(const v1::AttachRequest 
   }
   v1::AttachResponse resp;
   resp.set_dry_run(true);
-  resp.set_link_kind(program_->link_mode() == LinkMode::kMulti ? "uprobe_multi" : "perf_event");
+  resp.set_link_mode(program_->link_mode());
   absl::MutexLock l(&mu_);
   double total = 0;
   for (size_t i = 0; i < resolved.size(); ++i) {

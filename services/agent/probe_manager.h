@@ -146,7 +146,7 @@ class ProbeManager final : public AgentApi {
   size_t link_count() const;
   size_t free_slots() const;  // of the program's max_probes()
   size_t config_entries() const { return program_->CountConfigEntries(); }
-  LinkMode link_mode() const { return program_->link_mode(); }
+  v1::LinkMode link_mode() const { return program_->link_mode(); }
   int program_events_fd() const { return program_->events_fd(); }
   // The kernel profile now: kernel.uprobes_boost can be switched while the agent runs.
   KernelProfileChoice Profile() const ABSL_LOCKS_EXCLUDED(profile_mu_);

@@ -119,11 +119,12 @@ class FakeAttachment final : public Attachment {
 
 class FakeProbeProgram final : public ProbeProgram {
  public:
-  FakeProbeProgram(std::shared_ptr<FakeKernel> k, LinkMode mode) : k_(std::move(k)), mode_(mode) {}
+  FakeProbeProgram(std::shared_ptr<FakeKernel> k, v1::LinkMode mode)
+      : k_(std::move(k)), mode_(mode) {}
   using ProbeProgram::ReadCounters;
   using ProbeProgram::ResetCounters;
 
-  LinkMode link_mode() const override { return mode_; }
+  v1::LinkMode link_mode() const override { return mode_; }
   uint32_t max_probes() const override { return kMaxProbes; }
   int events_fd() const override { return -1; }
 
@@ -178,7 +179,7 @@ class FakeProbeProgram final : public ProbeProgram {
                                          pid,
                                          {offsets.begin(), offsets.end()},
                                          {cookies.begin(), cookies.end()}};
-    const size_t kernel_links = mode_ == LinkMode::kMulti ? 1 : offsets.size();
+    const size_t kernel_links = mode_ == v1::LINK_MODE_UPROBE_MULTI ? 1 : offsets.size();
     auto att = std::unique_ptr<Attachment>(new FakeAttachment(k_, id, kernel_links));
     if (k_->on_link) {
       l.Release();
@@ -189,10 +190,10 @@ class FakeProbeProgram final : public ProbeProgram {
 
  private:
   std::shared_ptr<FakeKernel> k_;
-  LinkMode mode_;
+  v1::LinkMode mode_;
 };
 
-class ProbeManagerTest : public ::testing::TestWithParam<LinkMode> {
+class ProbeManagerTest : public ::testing::TestWithParam<v1::LinkMode> {
  protected:
   void SetUp() override {
     // Four copies of the fixture: four files, so four multi link groups.
@@ -270,8 +271,8 @@ TEST_P(ProbeManagerTest, AttachTakesOneSlotPerProbeAndLinksPerGroup) {
   EXPECT_EQ(kernel_->config_entries(), 6u);
   // Multi: one link per file; perf: one per probe. Either way six kernel links' worth of
   // probes, each with its own slot and generation 1.
-  EXPECT_EQ(kernel_->live_links(), GetParam() == LinkMode::kMulti ? 3u : 6u);
-  EXPECT_EQ(manager_->link_count(), GetParam() == LinkMode::kMulti ? 3u : 6u);
+  EXPECT_EQ(kernel_->live_links(), GetParam() == v1::LINK_MODE_UPROBE_MULTI ? 3u : 6u);
+  EXPECT_EQ(manager_->link_count(), GetParam() == v1::LINK_MODE_UPROBE_MULTI ? 3u : 6u);
   std::set<uint32_t> slots;
   {
     absl::MutexLock l(&kernel_->mu);
@@ -297,7 +298,7 @@ TEST_P(ProbeManagerTest, LinkFailureOnThirdGroupRollsBackEverything) {
   {
     absl::MutexLock l(&kernel_->mu);
     kernel_->fail_links_on = "/bin2";  // the third file: the third group (multi)
-    if (GetParam() == LinkMode::kPerf) {
+    if (GetParam() == v1::LINK_MODE_PERF_EVENT) {
       kernel_->fail_links_on.clear();
       kernel_->fail_link_call = 3;  // perf: one group per probe
     }
@@ -315,7 +316,7 @@ TEST_P(ProbeManagerTest, LinkFailureOnThirdGroupRollsBackEverything) {
     // the other: two made, the third refused, the rest never asked for.
     EXPECT_GE(kernel_->link_calls, 1u);
     EXPECT_EQ(kernel_->links_closed, kernel_->link_calls - 1);
-    if (GetParam() == LinkMode::kPerf) {
+    if (GetParam() == v1::LINK_MODE_PERF_EVENT) {
       EXPECT_EQ(kernel_->link_calls, 3u);
     }
   }
@@ -436,7 +437,7 @@ TEST_P(ProbeManagerTest, PartialDetachRelinksSurvivorsKeepingCounts) {
   EXPECT_EQ(manager_->free_slots(), kMaxProbes - 3);
   {
     absl::MutexLock l(&kernel_->mu);
-    if (GetParam() == LinkMode::kMulti) {
+    if (GetParam() == v1::LINK_MODE_UPROBE_MULTI) {
       // One new link with the three survivors, at generation 2.
       EXPECT_EQ(kernel_->link_calls, calls_before + 1);
       ASSERT_EQ(kernel_->links.size(), 1u);
@@ -477,9 +478,9 @@ TEST_P(ProbeManagerTest, FailedRelinkKeepsTheOldLink) {
   {
     absl::MutexLock l(&kernel_->mu);
     // Multi: one re-link tried (and refused); perf: none.
-    EXPECT_EQ(kernel_->link_calls, calls + (GetParam() == LinkMode::kMulti ? 1 : 0));
+    EXPECT_EQ(kernel_->link_calls, calls + (GetParam() == v1::LINK_MODE_UPROBE_MULTI ? 1 : 0));
   }
-  EXPECT_EQ(kernel_->live_links(), GetParam() == LinkMode::kMulti ? 1u : 2u);
+  EXPECT_EQ(kernel_->live_links(), GetParam() == v1::LINK_MODE_UPROBE_MULTI ? 1u : 2u);
   EXPECT_EQ(kernel_->config_entries(), 2u);
   const auto f0 = Open(0);
   kernel_->Hit(*f0, resp->probes(1).site().file_offset());
@@ -563,9 +564,9 @@ TEST_P(ProbeManagerTest, StoppingTheManagerDetachesEverything) {
 }
 
 INSTANTIATE_TEST_SUITE_P(LinkModes, ProbeManagerTest,
-                         ::testing::Values(LinkMode::kMulti, LinkMode::kPerf),
-                         [](const ::testing::TestParamInfo<LinkMode>& i) {
-                           return i.param == LinkMode::kMulti ? "Multi" : "Perf";
+                         ::testing::Values(v1::LINK_MODE_UPROBE_MULTI, v1::LINK_MODE_PERF_EVENT),
+                         [](const ::testing::TestParamInfo<v1::LinkMode>& i) {
+                           return i.param == v1::LINK_MODE_UPROBE_MULTI ? "Multi" : "Perf";
                          });
 
 TEST(SlotTable, TakesLowestFirstThenReusesFreedWithNextGeneration) {

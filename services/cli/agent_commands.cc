@@ -34,6 +34,9 @@ std::string PlacementStr(v1::Placement p) {
 
 std::string Hex(uint64_t v) { return absl::StrCat("0x", absl::Hex(v)); }
 
+// "uprobe_multi" / "perf_event": the kernel's names for the link kinds.
+std::string LinkModeName(v1::LinkMode m) { return absl::AsciiStrToLower(ShortName(m)); }
+
 // A cost in CPU seconds per second as a share of one CPU ("0.42%"), "-" when unknown.
 std::string CpuShare(const v1::ProbeCost& c) {
   if (!c.calibrated()) return "-";
@@ -177,7 +180,7 @@ int RunAttach(Context& c) {
            p.site().relocated() ? p.site().relocation_note() : ""});
   }
   t.Print(c.out());
-  c.out() << resp.probes_size() << " probes attached (" << resp.link_kind() << ")\n";
+  c.out() << resp.probes_size() << " probes attached (" << LinkModeName(resp.link_mode()) << ")\n";
   return 0;
 }
 
@@ -382,7 +385,7 @@ int RunInfo(Context& c) {
   t.Add({"kernel", info.kernel_release()});
   t.Add({"profile", absl::StrCat(info.kernel_profile(), " (", info.profile_reason(), ")")});
   t.Add({"boosting", info.kernel_boosts() ? "on" : "off"});
-  t.Add({"link mode", info.link_mode()});
+  t.Add({"link mode", LinkModeName(info.link_mode())});
   t.Add({"features", absl::StrJoin(info.features(), ",")});
   t.Add({"probes attached", absl::StrCat(info.probes_attached())});
   t.Add({"placement mismatches", absl::StrCat(info.placement_mismatches())});

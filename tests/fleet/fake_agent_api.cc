@@ -49,7 +49,7 @@ absl::StatusOr<v1::AttachResponse> FakeAgentApi::Attach(const v1::AttachRequest&
     probes_[p.id()] = p;
     *resp.add_probes() = p;
   }
-  resp.set_link_kind("fake");
+  resp.set_link_mode(v1::LINK_MODE_UPROBE_MULTI);  // nothing is linked: any mode
   return resp;
 }
 

@@ -168,7 +168,8 @@ TEST_P(AgentTest, NodeInfoNamesKernelProfileAndLinkMode) {
   ASSERT_TRUE(agent_->stub().GetNodeInfo(&ctx, v1::GetNodeInfoRequest(), &info).ok());
   EXPECT_FALSE(info.kernel_release().empty());
   EXPECT_FALSE(info.kernel_profile().empty());
-  EXPECT_EQ(info.link_mode(), GetParam() == "multi" ? "uprobe_multi" : "perf_event");
+  EXPECT_EQ(info.link_mode(),
+            GetParam() == "multi" ? v1::LINK_MODE_UPROBE_MULTI : v1::LINK_MODE_PERF_EVENT);
   EXPECT_EQ(info.probes_attached(), 0u);
 }
 
@@ -179,7 +180,8 @@ TEST_P(AgentTest, CountsEveryHitExactly) {
   grpc::Status st = Attach({add, other}, &resp);
   ASSERT_TRUE(st.ok()) << st.error_message();
   ASSERT_EQ(resp.probes_size(), 2);
-  EXPECT_EQ(resp.link_kind(), GetParam() == "multi" ? "uprobe_multi" : "perf_event");
+  EXPECT_EQ(resp.link_mode(),
+            GetParam() == "multi" ? v1::LINK_MODE_UPROBE_MULTI : v1::LINK_MODE_PERF_EVENT);
   for (const v1::Probe& p : resp.probes()) {
     EXPECT_EQ(p.state(), v1::PROBE_STATE_ATTACHED);
     EXPECT_NE(p.site().placement(), v1::PLACEMENT_REFUSED);
