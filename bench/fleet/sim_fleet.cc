@@ -9,6 +9,7 @@
 #include "grpcpp/grpcpp.h"
 #include "services/common/heartbeat_delta.h"
 #include "services/common/link_channel.h"
+#include "services/common/proto_time.h"
 #include "xolfleet/v1/controller.grpc.pb.h"
 
 namespace xolfleet::sim {
@@ -129,9 +130,9 @@ class SimAgent {
       registered_ = true;
       counters_->registrations++;
       counters_->registered++;
-      if (m.registered().heartbeat_interval_ms() > 0) {
-        interval_ =
-            absl::Milliseconds(std::max<uint32_t>(50, m.registered().heartbeat_interval_ms()));
+      if (m.registered().has_heartbeat_interval()) {
+        interval_ = std::max(absl::Milliseconds(50),
+                             FromDurationProto(m.registered().heartbeat_interval()));
       }
       next_hb_ = absl::Now() + interval_;
       deltas_ = opts_.delta_heartbeats && m.registered().accepts_delta_heartbeats();

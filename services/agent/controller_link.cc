@@ -15,6 +15,7 @@
 #include "services/common/link_channel.h"
 #include "services/common/log.h"
 #include "services/common/probe_spec.h"
+#include "services/common/proto_time.h"
 #include "xolfleet/v1/controller.grpc.pb.h"
 
 namespace xolfleet {
@@ -268,9 +269,9 @@ absl::Status ControllerLink::RunStream() {
         status_.connected = true;
         status_.connects++;
         Log("controller link to ", target, ": registered (connect #", status_.connects, ")");
-        if (msg.registered().heartbeat_interval_ms() > 0) {
-          interval_ =
-              absl::Milliseconds(std::max<uint32_t>(50, msg.registered().heartbeat_interval_ms()));
+        if (msg.registered().has_heartbeat_interval()) {
+          interval_ = std::max(absl::Milliseconds(50),
+                               FromDurationProto(msg.registered().heartbeat_interval()));
         }
         deltas_ok_ = msg.registered().accepts_delta_heartbeats();
       } else if (msg.has_full_heartbeat()) {
@@ -280,8 +281,8 @@ absl::Status ControllerLink::RunStream() {
         expires_.clear();
         absl::Time now = absl::Now();
         for (const auto& ds : desired_.sets()) {
-          if (ds.specs_size() > 0 && ds.specs(0).ttl_seconds() > 0) {
-            expires_[ds.set_id()] = now + absl::Seconds(ds.specs(0).ttl_seconds());
+          if (ds.specs_size() > 0 && FromDurationProto(ds.specs(0).ttl()) > absl::ZeroDuration()) {
+            expires_[ds.set_id()] = now + FromDurationProto(ds.specs(0).ttl());
           }
         }
         dirty_ = true;

@@ -14,6 +14,7 @@
 #include "gtest/gtest.h"
 #include "services/common/authz.h"
 #include "services/common/enum_names.h"
+#include "services/common/proto_time.h"
 #include "services/controller/fleet.h"
 #include "services/controller/service.h"
 #include "services/controller/store.h"
@@ -200,8 +201,9 @@ void ExpectBudgetBreachRollsBack(LinkTest* t, std::vector<FakeAgentApi*> fakes,
   v1::FleetAttachRequest req;
   req.mutable_selector()->set_all(true);
   *req.add_specs() = Spec("/bin/sh", "main");
-  req.mutable_policy()->set_canary_fraction(0.3);     // one of three
-  req.mutable_policy()->set_canary_soak_seconds(30);  // the breach comes within it
+  req.mutable_policy()->set_canary_fraction(0.3);  // one of three
+  *req.mutable_policy()->mutable_canary_soak() =
+      ToDurationProto(absl::Seconds(30));  // the breach comes within it
   v1::Rollout r = attach(req);
   ASSERT_EQ(r.state(), v1::ROLLOUT_STATE_CANARY) << r.message();
   ASSERT_EQ(r.canary_nodes_size(), 1);

@@ -27,6 +27,7 @@
 #include "services/common/enum_names.h"
 #include "services/common/log.h"
 #include "services/common/open_file.h"
+#include "services/common/proto_time.h"
 #include "services/common/site_resolver.h"
 #include "services/common/x86_classifier.h"
 
@@ -35,8 +36,6 @@ namespace {
 
 // Link groups made or closed at once (attachment.h, RunInParallel).
 constexpr size_t kLinkThreads = 4;
-
-int64_t UnixNanos(absl::Time t) { return absl::ToUnixNanos(t); }
 
 // The compact form of an attached probe (AttachRequest.compact): what a client of a large
 // batch needs to address and check its probes; List has the rest.
@@ -47,7 +46,7 @@ v1::Probe CompactProbe(const v1::Probe &p) {
   c.set_status_message(p.status_message());
   c.mutable_site()->set_placement(p.site().placement());
   c.mutable_site()->set_file_offset(p.site().file_offset());
-  c.set_expires_at_unix_ns(p.expires_at_unix_ns());
+  if (p.has_expires_at()) *c.mutable_expires_at() = p.expires_at();
   return c;
 }
 
@@ -275,10 +274,10 @@ std::vector<ProbeManager::ProbeRecord> ProbeManager::NewRecordsLocked(
     *r.probe.mutable_spec() = spec;
     *r.probe.mutable_site() = ToSitePlacement(resolved[i].site);
     r.probe.set_state(v1::PROBE_STATE_ATTACHED);
-    r.probe.set_attached_at_unix_ns(UnixNanos(now));
-    if (spec.ttl_seconds() > 0) {
-      r.expires = now + absl::Seconds(spec.ttl_seconds());
-      r.probe.set_expires_at_unix_ns(UnixNanos(r.expires));
+    *r.probe.mutable_attached_at() = ToTimestamp(now);
+    if (const absl::Duration ttl = FromDurationProto(spec.ttl()); ttl > absl::ZeroDuration()) {
+      r.expires = now + ttl;
+      *r.probe.mutable_expires_at() = ToTimestamp(r.expires);
     }
   }
   return records;
@@ -815,8 +814,9 @@ absl::Status ProbeManager::Calibrate() {
                                  absl::SixDigits(f.ns_per_hit() / 1000), " us"));
   }
   Log("calibration (", calibration_.profile(), ", ",
-      absl::SixDigits(calibration_.duration_seconds()), " s): per hit ", absl::StrJoin(parts, ", "),
-      "; a captured event ", absl::SixDigits(calibration_.capture_ns_per_event() / 1000), " us");
+      absl::FormatDuration(FromDurationProto(calibration_.duration())), "): per hit ",
+      absl::StrJoin(parts, ", "), "; a captured event ",
+      absl::SixDigits(calibration_.capture_ns_per_event() / 1000), " us");
   return absl::OkStatus();
 }
 
@@ -892,7 +892,7 @@ void ProbeManager::ApplyBudgetLocked(const BudgetDecision &d) {
   }
   cost->set_budget_state(StateAfter(d.action));
   cost->set_budget_message(absl::StrCat(d.message, ": ", what));
-  cost->set_budget_changed_at_unix_ns(UnixNanos(absl::Now()));
+  *cost->mutable_budget_changed_at() = ToTimestamp(absl::Now());
   ++budget_actions_[{std::string(BudgetActionName(d.action)), d.node_scope ? "node" : "probe"}];
   {
     v1::BudgetEvent ev;
@@ -901,7 +901,7 @@ void ProbeManager::ApplyBudgetLocked(const BudgetDecision &d) {
     ev.set_message(cost->budget_message());
     ev.set_cpu_seconds_per_sec(cost->cpu_seconds_per_sec());
     ev.set_node_scope(d.node_scope);
-    ev.set_at_unix_ns(cost->budget_changed_at_unix_ns());
+    *ev.mutable_at() = cost->budget_changed_at();
     budget_events_.push_back({++budget_seq_, r.num, std::move(ev)});
     while (budget_events_.size() > 1000) budget_events_.pop_front();
   }
@@ -925,7 +925,7 @@ v1::NodeCost ProbeManager::NodeCostLocked() const {
   cost.set_node_budget(options_.budget.node_budget);
   cost.set_probe_budget(options_.budget.probe_budget);
   cost.set_budget_action(std::string(BudgetActionName(options_.budget.action)));
-  cost.set_budget_window_seconds(absl::ToDoubleSeconds(options_.budget.window));
+  *cost.mutable_budget_window() = ToDurationProto(options_.budget.window);
   uint64_t actions = 0;
   for (const auto &[k, n] : budget_actions_) actions += n;
   cost.set_budget_actions(actions);
@@ -970,17 +970,27 @@ absl::StatusOr<v1::AttachResponse> ProbeManager::DryRun(const v1::AttachRequest 
   if (!resolved_or.ok()) return resolved_or.status();
   const std::vector<ResolvedSpec> &resolved = *resolved_or;
   std::vector<double> rates(resolved.size(), req.expected_calls_per_sec());
-  if (req.sample_seconds() > 0) {
+  if (req.has_sample_duration()) {
+    if (absl::Status st =
+            CheckDuration(req.sample_duration(), "sample_duration", absl::Seconds(10));
+        !st.ok()) {
+      return st;
+    }
+    if (FromDurationProto(req.sample_duration()) < absl::Seconds(1)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "sample_duration ", absl::FormatDuration(FromDurationProto(req.sample_duration())),
+          " is under the 1s minimum"));
+    }
     // A short counting-only sample of the real call rate: the same sites without capture
-    // or TTL, attached for sample_seconds and detached again.
-    const uint32_t secs = std::min<uint32_t>(req.sample_seconds(), 10);
+    // or TTL, attached for sample_duration and detached again.
+    const absl::Duration sample_for = FromDurationProto(req.sample_duration());
     v1::AttachRequest sample;
     for (const v1::ProbeSpec &s : req.specs()) {
       v1::ProbeSpec *c = sample.add_specs();
       *c = s;
       c->clear_capture();
       c->set_rate_limit_per_sec(0);
-      c->set_ttl_seconds(secs + 30);  // a safety net should this thread die
+      *c->mutable_ttl() = ToDurationProto(sample_for + absl::Seconds(30));  // should this die
       (*c->mutable_labels())["xolfleet.io/purpose"] = "rate-sample";
     }
     absl::StatusOr<v1::AttachResponse> att = Attach(sample);
@@ -989,7 +999,7 @@ absl::StatusOr<v1::AttachResponse> ProbeManager::DryRun(const v1::AttachRequest 
                           absl::StrCat("rate sample: ", att.status().message()));
     }
     const absl::Time start = absl::Now();
-    absl::SleepFor(absl::Seconds(secs));
+    absl::SleepFor(sample_for);
     v1::ListRequest lr;
     v1::DetachRequest dr;
     for (const v1::Probe &p : att->probes()) {

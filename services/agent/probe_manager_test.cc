@@ -31,6 +31,7 @@
 #include "services/agent/kernel_features.h"
 #include "services/agent/probe_program.h"
 #include "services/agent/slot_table.h"
+#include "services/common/proto_time.h"
 #include "xolfleet/v1/agent.pb.h"
 
 namespace xolfleet {
@@ -505,6 +506,31 @@ TEST_P(ProbeManagerTest, ResolutionFailureTouchesNothing) {
   ExpectNothingLeft();
   absl::MutexLock l(&kernel_->mu);
   EXPECT_EQ(kernel_->link_calls, 0u);
+}
+
+// A dry run's rate sample lasts 1-10 s: anything else is refused before a probe is attached,
+// and a TTL is a Duration like any other (sub-second included).
+TEST_P(ProbeManagerTest, SampleDurationOutsideOneToTenSecondsIsRefused) {
+  for (absl::Duration d : {absl::Milliseconds(500), absl::Seconds(11), -absl::Seconds(1)}) {
+    v1::AttachRequest req = Request(1, 1);
+    req.set_dry_run(true);
+    *req.mutable_sample_duration() = ToDurationProto(d);
+    absl::StatusOr<v1::AttachResponse> resp = manager_->Attach(req);
+    ASSERT_FALSE(resp.ok()) << absl::FormatDuration(d);
+    EXPECT_EQ(resp.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_TRUE(absl::StrContains(resp.status().message(), "sample_duration")) << resp.status();
+    ExpectNothingLeft();
+  }
+  v1::AttachRequest req = Request(1, 1);
+  *req.mutable_specs(0)->mutable_ttl() = ToDurationProto(absl::Milliseconds(1500));
+  const absl::Time before = absl::Now();
+  absl::StatusOr<v1::AttachResponse> resp = manager_->Attach(req);
+  ASSERT_TRUE(resp.ok()) << resp.status();
+  const v1::Probe& p = resp->probes(0);
+  ASSERT_TRUE(p.has_attached_at() && p.has_expires_at());
+  EXPECT_GE(FromTimestamp(p.attached_at()), before);
+  EXPECT_EQ(FromTimestamp(p.expires_at()) - FromTimestamp(p.attached_at()),
+            absl::Milliseconds(1500));
 }
 
 // A process that exits while its probes are being linked (its pid may be another's by the

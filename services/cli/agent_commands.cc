@@ -18,6 +18,7 @@
 #include "services/common/enum_names.h"
 #include "services/common/placement.h"
 #include "services/common/probe_spec.h"
+#include "services/common/proto_time.h"
 
 namespace xolfleet::cli {
 namespace {
@@ -108,7 +109,7 @@ int RunAttach(Context& c) {
     }
     if (auto v = a.Get("ttl")) {
       if (!absl::SimpleAtoi(*v, &n) || n < 0) return c.Usage("--ttl takes seconds");
-      spec->set_ttl_seconds(static_cast<uint32_t>(n));
+      *spec->mutable_ttl() = ToDurationProto(absl::Seconds(n));
     }
     if (auto v = a.Get("build-id")) spec->set_build_id(*v);
     spec->set_allow_relocate(a.Has("allow-relocate"));
@@ -138,9 +139,9 @@ int RunAttach(Context& c) {
     if (!absl::SimpleAtoi(*v, &n) || n < 1 || n > 10) {
       return c.Usage("--sample takes 1-10 seconds");
     }
-    req.set_sample_seconds(static_cast<uint32_t>(n));
+    *req.mutable_sample_duration() = ToDurationProto(absl::Seconds(n));
   }
-  if (!req.dry_run() && (req.expected_calls_per_sec() > 0 || req.sample_seconds() > 0)) {
+  if (!req.dry_run() && (req.expected_calls_per_sec() > 0 || req.has_sample_duration())) {
     return c.Usage("--calls-per-sec and --sample predict a cost: use them with --dry-run");
   }
   v1::AttachResponse resp;
@@ -164,8 +165,10 @@ int RunAttach(Context& c) {
     c.out() << "dry run: nothing attached; predicted "
             << absl::StrFormat("%.3g%%", resp.predicted_cpu_seconds_per_sec() * 100)
             << " of one CPU"
-            << (req.sample_seconds()
-                    ? absl::StrCat(" (call rates sampled over ", req.sample_seconds(), " s)")
+            << (req.has_sample_duration()
+                    ? absl::StrCat(" (call rates sampled over ",
+                                   absl::FormatDuration(FromDurationProto(req.sample_duration())),
+                                   ")")
                     : std::string(req.expected_calls_per_sec() > 0
                                       ? " at the given call rate"
                                       : " (no call rate: give --calls-per-sec "
@@ -217,11 +220,12 @@ int RunList(Context& c) {
   }
   Table t({"ID", "STATE", "BINARY", "SITE", "PLACEMENT", "KERNEL", "HITS", "EVENTS", "DROPPED",
            "LIMITED", "PID", "TTL", "HITS/S", "CPU", "BUDGET", "LABELS"});
-  int64_t now = absl::ToUnixNanos(absl::Now());
+  const absl::Time now = absl::Now();
   for (const v1::Probe& p : resp.probes()) {
     std::string ttl = "-";
-    if (p.expires_at_unix_ns() && p.state() == v1::PROBE_STATE_ATTACHED) {
-      ttl = absl::StrCat(std::max<int64_t>(0, (p.expires_at_unix_ns() - now) / 1000000000), "s");
+    if (p.has_expires_at() && p.state() == v1::PROBE_STATE_ATTACHED) {
+      ttl = absl::StrCat(
+          std::max<int64_t>(0, absl::ToInt64Seconds(FromTimestamp(p.expires_at()) - now)), "s");
     }
     std::vector<std::string> labels;
     for (const auto& [k, v] : p.spec().labels()) labels.push_back(absl::StrCat(k, "=", v));
@@ -413,16 +417,18 @@ int RunInfo(Context& c) {
   t.Add({"probe cost",
          absl::StrFormat(
              "%.3g%% of one CPU (budget %.3g%%, per probe %s, "
-             "action %s, window %gs, %d actions taken)",
+             "action %s, window %s, %d actions taken)",
              nc.cpu_seconds_per_sec() * 100, nc.node_budget() * 100,
              nc.probe_budget() > 0 ? absl::StrFormat("%.3g%%", nc.probe_budget() * 100) : "none",
-             nc.budget_action(), nc.budget_window_seconds(), nc.budget_actions())});
+             nc.budget_action(), absl::FormatDuration(FromDurationProto(nc.budget_window())),
+             nc.budget_actions())});
   t.Print(c.out());
   const v1::Calibration& cal = info.calibration();
   c.out() << "\ncalibration: " << cal.status();
   if (!cal.profile().empty()) {
     c.out() << " (profile " << cal.profile() << ", measured in "
-            << absl::StrFormat("%.2f", cal.duration_seconds()) << " s)";
+            << absl::StrFormat("%.2f", absl::ToDoubleSeconds(FromDurationProto(cal.duration())))
+            << " s)";
   }
   c.out() << "\n";
   if (cal.figures_size() > 0) {

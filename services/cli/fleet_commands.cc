@@ -34,6 +34,7 @@
 #include "services/cli/cli.h"
 #include "services/common/enum_names.h"
 #include "services/common/probe_spec.h"
+#include "services/common/proto_time.h"
 #include "services/common/tls.h"
 #include "xolfleet/v1/controller.grpc.pb.h"
 
@@ -69,9 +70,9 @@ int FailRpc(Context& ctx, const std::string& what, const grpc::Status& s) {
   return ctx.Fail(what, s);
 }
 
-std::string Ago(int64_t unix_ns) {
-  if (unix_ns <= 0) return "never";
-  absl::Duration d = absl::Now() - absl::FromUnixNanos(unix_ns);
+std::string Ago(const v1::AgentInfo& a) {
+  if (!a.has_last_seen()) return "never";
+  absl::Duration d = absl::Now() - FromTimestamp(a.last_seen());
   if (d < absl::Seconds(1)) return "now";
   return absl::StrCat(absl::ToInt64Seconds(d), "s ago");
 }
@@ -104,8 +105,8 @@ void PrintRollouts(Context& ctx, const std::vector<v1::Rollout>& rs) {
   Table t({"SET", "STATE", "ATTACHED", "FAILED", "PENDING", "CANARY", "EXPIRES", "MESSAGE"});
   for (const auto& r : rs) {
     std::string exp = "-";
-    if (r.expires_at_unix_ns()) {
-      absl::Duration left = absl::FromUnixNanos(r.expires_at_unix_ns()) - absl::Now();
+    if (r.has_expires_at()) {
+      absl::Duration left = FromTimestamp(r.expires_at()) - absl::Now();
       exp = left > absl::ZeroDuration() ? absl::StrCat("in ", absl::ToInt64Seconds(left), "s")
                                         : "expired";
     }
@@ -150,7 +151,7 @@ int Agents(Context& ctx) {
            a.slot_stats().available() ? absl::StrCat(a.slot_stats().slot_migrations()) : "-",
            absl::StrCat(a.placement_mismatches()), CpuPercent(a.cost().cpu_seconds_per_sec()),
            a.cost().node_budget() > 0 ? CpuPercent(a.cost().node_budget()) : "-",
-           absl::StrCat(a.budget_breaches()), Ago(a.last_seen_unix_ns()),
+           absl::StrCat(a.budget_breaches()), Ago(a),
            labels.empty() ? "-" : absl::StrJoin(labels, ","), a.identity()});
   }
   t.Print(ctx.out());
@@ -174,11 +175,11 @@ int Attach(Context& ctx) {
   if (args.Has("canary-timeout")) {
     if (!absl::SimpleAtoi(*args.Get("canary-timeout"), &u))
       return ctx.Usage("bad --canary-timeout");
-    req.mutable_policy()->set_canary_timeout_seconds(u);
+    *req.mutable_policy()->mutable_canary_timeout() = ToDurationProto(absl::Seconds(u));
   }
   if (args.Has("canary-soak")) {
     if (!absl::SimpleAtoi(*args.Get("canary-soak"), &u)) return ctx.Usage("bad --canary-soak");
-    req.mutable_policy()->set_canary_soak_seconds(u);
+    *req.mutable_policy()->mutable_canary_soak() = ToDurationProto(absl::Seconds(u));
   }
   req.set_dry_run(args.Has("dry-run"));
   if (args.Has("calls-per-sec")) {
@@ -206,7 +207,7 @@ int Attach(Context& ctx) {
   for (size_t i = 1; i < pos.size(); ++i) {
     auto spec = ParseSite(pos[i]);
     if (!spec.ok()) return ctx.Usage(std::string(spec.status().message()));
-    spec->set_ttl_seconds(ttl);
+    if (ttl) *spec->mutable_ttl() = ToDurationProto(absl::Seconds(ttl));
     spec->set_rate_limit_per_sec(rate);
     spec->set_pid(pid);
     spec->set_build_id(args.GetOr("build-id", ""));

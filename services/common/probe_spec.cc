@@ -11,6 +11,7 @@
 #include "absl/strings/strip.h"
 #include "services/common/enum_names.h"
 #include "services/common/open_file.h"
+#include "services/common/proto_time.h"
 
 namespace xolfleet {
 namespace {
@@ -120,9 +121,8 @@ absl::Status ValidateSpec(const v1::ProbeSpec& s, ReservedLabels reserved) {
       }
     }
   }
-  if (s.ttl_seconds() > kMaxTtlSeconds) {
-    return Invalid(absl::StrCat("ttl_seconds ", s.ttl_seconds(), " exceeds the limit ",
-                                kMaxTtlSeconds, " (30 days)"));
+  if (absl::Status st = CheckDuration(s.ttl(), "ttl", kMaxTtl); !st.ok()) {
+    return st;
   }
   return ValidateLabels(s.labels(), reserved);
 }

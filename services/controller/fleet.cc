@@ -15,6 +15,7 @@
 #include "services/common/open_file.h"
 #include "services/common/placement.h"
 #include "services/common/probe_spec.h"
+#include "services/common/proto_time.h"
 #include "services/controller/probe_status.h"
 #include "services/controller/selector.h"
 
@@ -348,16 +349,21 @@ void FleetController::PushLocked(Node& n, bool force) {
     const Set& s = sets_.at(id);
     auto* ds = d->add_sets();
     ds->set_set_id(id);
-    int64_t exp = s.stored.rollout.expires_at_unix_ns();
-    uint32_t left = 0;
-    if (exp > 0) {
-      double secs = absl::ToDoubleSeconds(absl::FromUnixNanos(exp) - now);
-      left = static_cast<uint32_t>(std::max(1.0, std::ceil(secs)));
+    // The TTL left fleet-wide, whole seconds rounded up (at least one).
+    absl::Duration left = absl::ZeroDuration();
+    if (s.stored.rollout.has_expires_at()) {
+      left = std::max(
+          absl::Seconds(1),
+          absl::Ceil(FromTimestamp(s.stored.rollout.expires_at()) - now, absl::Seconds(1)));
     }
     for (const auto& spec : s.stored.request.specs()) {
       auto* out = ds->add_specs();
       *out = spec;
-      out->set_ttl_seconds(left);
+      if (left > absl::ZeroDuration()) {
+        *out->mutable_ttl() = ToDurationProto(left);
+      } else {
+        out->clear_ttl();
+      }
     }
   }
   n.pushed = std::move(want);
@@ -393,7 +399,7 @@ bool FleetController::FinishLocked(Set& s, v1::RolloutState state, const std::st
   const v1::Rollout before = r;
   r.set_state(state);
   r.set_message(message);
-  r.set_finished_at_unix_ns(NowNs());
+  *r.mutable_finished_at() = ToTimestamp(absl::FromUnixNanos(NowNs()));
   SetsChangedLocked();
   s.counted = false;
   if (!PersistLocked(s)) {
@@ -620,14 +626,17 @@ void FleetController::EvaluateLocked(bool all) {
           waiting.push_back(c);
         }
       }
-      uint32_t timeout_s = s.stored.request.policy().canary_timeout_seconds();
-      absl::Duration timeout = timeout_s ? absl::Seconds(timeout_s) : opts_.default_canary_timeout;
+      const v1::RolloutPolicy& pol = s.stored.request.policy();
+      absl::Duration timeout =
+          pol.has_canary_timeout() && FromDurationProto(pol.canary_timeout()) > absl::ZeroDuration()
+              ? FromDurationProto(pol.canary_timeout())
+              : opts_.default_canary_timeout;
       // A soak: every canary must keep the set without failing (a budget breach is a
       // failure: SET_FAILED after a budget detach, over_budget after an alert or a
       // throttle) for this long before it rolls out.
-      const absl::Duration soak = absl::Seconds(s.stored.request.policy().canary_soak_seconds());
+      const absl::Duration soak = FromDurationProto(pol.canary_soak());
       timeout = std::max(timeout, soak + absl::Seconds(30));
-      const absl::Time created = absl::FromUnixNanos(r.created_at_unix_ns());
+      const absl::Time created = FromTimestamp(r.created_at());
       // Time-based steps: the soak ends, the timeout passes.
       if (created + soak > now) next_wake_ = std::min(next_wake_, created + soak);
       if (created + timeout >= now) {
@@ -715,8 +724,8 @@ absl::Status FleetController::Register(std::shared_ptr<AgentSession> session,
   RepartLocked(name, &n, before);
   if (metrics_) metrics_->AgentConnected();
   v1::ControllerMessage ack;
-  ack.mutable_registered()->set_heartbeat_interval_ms(
-      static_cast<uint32_t>(absl::ToInt64Milliseconds(opts_.heartbeat_interval)));
+  *ack.mutable_registered()->mutable_heartbeat_interval() =
+      ToDurationProto(opts_.heartbeat_interval);
   n.session->Send(ack);
   PushLocked(n, /*force=*/true);
   PublishLocked(n);
@@ -775,6 +784,7 @@ absl::Status FleetController::Heartbeat(const AgentSession* session, const std::
   std::vector<v1::FleetHitUpdate> updates;
   const bool watched = hub_.watchers() > 0;  // updates are built only for someone
   int64_t now_ns = NowNs();
+  const google::protobuf::Timestamp at = ToTimestamp(absl::FromUnixNanos(now_ns));
   // Hits per placement, added to the counters once per heartbeat (not once per probe).
   std::map<v1::Placement, uint64_t> placement_hits;
   // The new marks, computed from the old ones (a duplicate probe too compares with the
@@ -801,7 +811,7 @@ absl::Status FleetController::Heartbeat(const AgentSession* session, const std::
       u.set_placement(p.placement());
       u.set_hits_total(p.hits());
       u.set_hits_delta(delta);
-      u.set_at_unix_ns(now_ns);
+      *u.mutable_at() = at;
       updates.push_back(std::move(u));
     }
   }
@@ -896,8 +906,8 @@ void FleetController::Tick() {
   bool changed = false;
   for (auto& [id, s] : sets_) {
     if (!ActingLocked()) break;  // the leader expires TTLs
-    int64_t exp = s.stored.rollout.expires_at_unix_ns();
-    if (exp > 0 && Active(s.stored.rollout.state()) && absl::FromUnixNanos(exp) <= now) {
+    if (s.stored.rollout.has_expires_at() && Active(s.stored.rollout.state()) &&
+        FromTimestamp(s.stored.rollout.expires_at()) <= now) {
       bool was_canary = s.stored.rollout.state() == v1::ROLLOUT_STATE_CANARY;
       if (!FinishLocked(s, v1::ROLLOUT_STATE_EXPIRED, "TTL expired fleet-wide", nullptr)) continue;
       if (was_canary && metrics_) metrics_->RolloutFinished("rolled_back");
@@ -956,10 +966,11 @@ absl::StatusOr<v1::Rollout> FleetController::Attach(const v1::FleetAttachRequest
       id = NewSetId();
     } while (sets_.count(id));
     r.set_set_id(id);
-    int64_t now = NowNs();
-    r.set_created_at_unix_ns(now);
-    if (uint32_t ttl = req.specs(0).ttl_seconds()) {
-      r.set_expires_at_unix_ns(now + static_cast<int64_t>(ttl) * 1000000000LL);
+    const absl::Time now = absl::FromUnixNanos(NowNs());
+    *r.mutable_created_at() = ToTimestamp(now);
+    if (const absl::Duration ttl = FromDurationProto(req.specs(0).ttl());
+        ttl > absl::ZeroDuration()) {
+      *r.mutable_expires_at() = ToTimestamp(now + ttl);
     }
     for (const auto& n : selected) r.add_selected_nodes(n);
     for (size_t i = 0; i < ncanary; ++i) {
@@ -1069,7 +1080,7 @@ absl::StatusOr<v1::ListAgentsResponse> FleetController::ListAgents(
     auto* a = resp.add_agents();
     *a->mutable_registration() = n.reg;
     a->set_health(n.up ? v1::AGENT_HEALTH_UP : v1::AGENT_HEALTH_DOWN);
-    a->set_last_seen_unix_ns(absl::ToUnixNanos(n.last_seen));
+    if (n.last_seen > absl::UnixEpoch()) *a->mutable_last_seen() = ToTimestamp(n.last_seen);
     a->set_probes_attached(n.last_hb.probes_attached());
     auto desired = DesiredSetsLocked(n);
     a->set_sets_desired(desired.size());

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "gtest/gtest.h"
+#include "services/common/proto_time.h"
 
 namespace xolfleet::controller {
 namespace {
@@ -96,7 +97,7 @@ class FleetTest : public ::testing::Test {
     auto* s = r.add_specs();
     s->set_binary_path("/bin/sh");
     s->set_symbol("main");
-    s->set_ttl_seconds(ttl);
+    if (ttl) *s->mutable_ttl() = ToDurationProto(absl::Seconds(ttl));
     r.mutable_policy()->set_canary_fraction(canary);
     return r;
   }
@@ -159,7 +160,8 @@ TEST_F(FleetTest, PostCanaryFailureIsDegradedNotRolledBack) {
 TEST_F(FleetTest, CanarySoaksBeforeRollingOutAndABreachWithinItRollsBack) {
   for (const char* n : {"a", "b", "c"}) Connect(n);
   v1::FleetAttachRequest req = Req(0.3);
-  req.mutable_policy()->set_canary_soak_seconds(60);  // longer than the 30 s timeout
+  *req.mutable_policy()->mutable_canary_soak() =
+      ToDurationProto(absl::Seconds(60));  // longer than the 30 s timeout
   v1::Rollout r = Attach(req);
   ASSERT_EQ(r.state(), v1::ROLLOUT_STATE_CANARY);
   Report("a", v1::SET_STATE_ATTACHED);
@@ -229,7 +231,7 @@ TEST_F(FleetTest, CanarySoaksBeforeRollingOutAndABreachWithinItRollsBack) {
 TEST_F(FleetTest, SoakNeedsACanaryStage) {
   Connect("a");
   v1::FleetAttachRequest req = Req(0);
-  req.mutable_policy()->set_canary_soak_seconds(10);
+  *req.mutable_policy()->mutable_canary_soak() = ToDurationProto(absl::Seconds(10));
   EXPECT_EQ(fleet_->Attach(req, "t", absl::InfinitePast()).status().code(),
             absl::StatusCode::kInvalidArgument);
 }
@@ -309,10 +311,12 @@ TEST_F(FleetTest, TtlExpiresFleetWide) {
   Connect("a");
   Connect("b");
   v1::Rollout r = Attach(Req(0, 60));
-  EXPECT_EQ(sessions_["a"]->last_desired.sets(0).specs(0).ttl_seconds(), 60u);
+  EXPECT_EQ(FromDurationProto(sessions_["a"]->last_desired.sets(0).specs(0).ttl()),
+            absl::Seconds(60));
   now_ += absl::Seconds(20);
   Connect("c");  // late joiner gets the time left, not the full TTL
-  EXPECT_EQ(sessions_["c"]->last_desired.sets(0).specs(0).ttl_seconds(), 40u);
+  EXPECT_EQ(FromDurationProto(sessions_["c"]->last_desired.sets(0).specs(0).ttl()),
+            absl::Seconds(40));
   now_ += absl::Seconds(41);
   for (const char* n : {"a", "b", "c"}) Report(n, v1::SET_STATE_ATTACHED);  // still heartbeating
   fleet_->Tick();
@@ -538,8 +542,11 @@ TEST_F(FleetTest, IncrementalRolloutCountsNeverDrift) {
           r.mutable_selector()->set_all(false);
           (*r.mutable_selector()->mutable_match_labels())["color"] = label();
         }
-        if (pick(4) == 0) r.mutable_policy()->set_canary_soak_seconds(1 + pick(5));
-        if (pick(4) == 0) r.mutable_policy()->set_canary_timeout_seconds(2 + pick(10));
+        if (pick(4) == 0)
+          *r.mutable_policy()->mutable_canary_soak() = ToDurationProto(absl::Seconds(1 + pick(5)));
+        if (pick(4) == 0)
+          *r.mutable_policy()->mutable_canary_timeout() =
+              ToDurationProto(absl::Seconds(2 + pick(10)));
         auto got = fleet_->Attach(r, "test", absl::InfinitePast());
         last = absl::StrCat("attach ", got.ok() ? got->set_id() : got.status().ToString());
         if (got.ok()) set_ids.push_back(got->set_id());

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
+#include "services/common/proto_time.h"
 #include "services/controller/etcd_replica.h"
 #include "services/controller/etcd_store.h"
 #include "services/controller/etcd_test_server.h"
@@ -119,7 +120,7 @@ class ReplicaTest : public ::testing::Test {
     spec->set_binary_path("/bin/sh");
     spec->set_symbol("main");
     req.mutable_policy()->set_canary_fraction(canary);
-    req.mutable_policy()->set_canary_timeout_seconds(3600);
+    *req.mutable_policy()->mutable_canary_timeout() = ToDurationProto(absl::Hours(1));
     return req;
   }
   static bool Up(FleetController* f, const std::string& node) {

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "services/common/proto_time.h"
 
 namespace xolfleet::testing {
 namespace {
@@ -16,8 +17,8 @@ constexpr size_t kInactiveRetention = 1000;
 void FakeAgentApi::ExpireLocked() {
   int64_t now = absl::GetCurrentTimeNanos();
   for (auto& [id, p] : probes_) {
-    if (p.state() == v1::PROBE_STATE_ATTACHED && p.expires_at_unix_ns() &&
-        p.expires_at_unix_ns() <= now) {
+    if (p.state() == v1::PROBE_STATE_ATTACHED && p.has_expires_at() &&
+        FromTimestamp(p.expires_at()) <= absl::FromUnixNanos(now)) {
       p.set_state(v1::PROBE_STATE_EXPIRED);
     }
   }
@@ -42,9 +43,10 @@ absl::StatusOr<v1::AttachResponse> FakeAgentApi::Attach(const v1::AttachRequest&
     *p.mutable_spec() = spec;
     p.set_state(v1::PROBE_STATE_ATTACHED);
     p.mutable_site()->set_placement(v1::PLACEMENT_EMULATED);
-    p.set_attached_at_unix_ns(now);
-    if (spec.ttl_seconds()) {
-      p.set_expires_at_unix_ns(now + int64_t{spec.ttl_seconds()} * 1000000000);
+    *p.mutable_attached_at() = ToTimestamp(absl::FromUnixNanos(now));
+    if (FromDurationProto(spec.ttl()) > absl::ZeroDuration()) {
+      *p.mutable_expires_at() =
+          ToTimestamp(absl::FromUnixNanos(now) + FromDurationProto(spec.ttl()));
     }
     probes_[p.id()] = p;
     *resp.add_probes() = p;

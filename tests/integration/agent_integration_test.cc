@@ -28,6 +28,7 @@
 #include "gtest/gtest.h"
 #include "services/common/elf_file.h"
 #include "services/common/enum_names.h"
+#include "services/common/proto_time.h"
 #include "tests/integration/agent_harness.h"
 
 namespace xolfleet::testing {
@@ -354,10 +355,10 @@ TEST_P(AgentTest, RateLimitBoundsEventsNotCounts) {
 
 TEST_P(AgentTest, TtlDetachesByItself) {
   v1::ProbeSpec add = Spec("xol_target_add");
-  add.set_ttl_seconds(1);
+  *add.mutable_ttl() = ToDurationProto(absl::Seconds(1));
   v1::AttachResponse resp;
   ASSERT_TRUE(Attach({add}, &resp).ok());
-  EXPECT_GT(resp.probes(0).expires_at_unix_ns(), 0);
+  EXPECT_TRUE(resp.probes(0).has_expires_at());
   ASSERT_TRUE(workload_->Run(10, 0).ok());
   const absl::Time deadline = absl::Now() + absl::Seconds(10);
   while (List().probes_size() > 0 && absl::Now() < deadline) {
@@ -1240,7 +1241,8 @@ TEST_P(AgentTest, CalibrationFiguresAreOrderedAsTheKernelSays) {
   // On demand: measured again, same order, still nothing left.
   v1::NodeInfo again = NodeInfo(*agent_, /*recalibrate=*/true);
   ExpectOrderedAsTheKernelSays(again);
-  EXPECT_GT(again.calibration().measured_at_unix_ns(), info.calibration().measured_at_unix_ns());
+  EXPECT_GT(FromTimestamp(again.calibration().measured_at()),
+            FromTimestamp(info.calibration().measured_at()));
   ExpectNothingLeft();
   // Classify reports the node's cost of a hit at each site.
   v1::ClassifyRequest creq;
@@ -1278,7 +1280,7 @@ TEST_P(AgentTest, DryRunPredictsCostAndAttachesNothing) {
 
   // A short counting-only sample measures the call rate instead.
   req.set_expected_calls_per_sec(0);
-  req.set_sample_seconds(1);
+  *req.mutable_sample_duration() = ToDurationProto(absl::Seconds(1));
   std::atomic<bool> stop{false};
   std::thread spin([&] {
     while (!stop) (void)workload_->Fast(0.2);
@@ -1559,7 +1561,7 @@ TEST_P(LargeBatchTest, ProgressThenTheSameResultAndACompactReply) {
   auto comparable = [](v1::AttachResponse r) {
     for (v1::Probe& p : *r.mutable_probes()) {
       p.clear_id();
-      p.clear_attached_at_unix_ns();
+      p.clear_attached_at();
       p.mutable_spec()->mutable_labels()->clear();
     }
     return r;
