@@ -30,6 +30,7 @@
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "services/common/enum_names.h"
 #include "tests/integration/agent_harness.h"
 
 namespace xolfleet::testing {
@@ -68,7 +69,7 @@ std::vector<Site> Sites(AgentProcess& agent, const std::string& binary) {
   std::set<std::string> seen;
   std::vector<Site> out;
   for (const v1::SitePlacement& s : resp.sites()) {
-    if (s.placement() == v1::REFUSED || s.symbol_offset() != 0 || s.relocated()) continue;
+    if (s.placement() == v1::PLACEMENT_REFUSED || s.symbol_offset() != 0 || s.relocated()) continue;
     if (!std::regex_match(s.symbol(), plain) || !seen.insert(s.symbol()).second) continue;
     out.push_back({binary, s.symbol()});
   }
@@ -78,7 +79,7 @@ std::vector<Site> Sites(AgentProcess& agent, const std::string& binary) {
 struct AttachTiming {
   double attach_s = 0, detach_s = 0;
   int attached = 0;
-  std::string link_kind;
+  v1::LinkMode link_mode = v1::LINK_MODE_UNSPECIFIED;
 };
 
 std::string RssBreakdown(pid_t pid);
@@ -105,7 +106,7 @@ AttachTiming AttachDetach(AgentProcess& agent, const std::vector<Site>& sites,
   }
   t.attach_s = absl::ToDoubleSeconds(absl::Now() - start);
   t.attached = resp.probes_size();
-  t.link_kind = resp.link_kind();
+  t.link_mode = resp.link_mode();
   if (rss_kib != nullptr) {
     std::ifstream f(absl::StrCat("/proc/", agent.pid(), "/status"));
     std::string line;
@@ -295,7 +296,7 @@ void PidScoped(AgentProcess& agent, const std::string& mode) {
       grpc::ClientContext ctx;
       agent.stub().Detach(&ctx, dreq, &dresp);
     }
-    const std::string placement = v1::Placement_Name(resp.probes(0).site().placement());
+    const std::string placement = ShortName(resp.probes(0).site().placement());
     if (scoped) {
       Row(absl::StrCat(mode, ": pid-scoped libc probe, extra traps in another process"),
           int3_other ? "int3 present!" : "0",
@@ -755,7 +756,7 @@ WatchRound RunWatchRound(AgentProcess& agent, std::vector<std::unique_ptr<Worklo
     out.ceiling = hits / spin_seconds;
     detach_all();
   }
-  s->add_capture(v1::RDI);
+  s->add_capture(v1::REGISTER_RDI);
   {
     v1::AttachResponse resp;
     grpc::ClientContext ctx;

@@ -67,6 +67,11 @@ class Workload:
         self.p.wait(timeout=10)
 
 
+def short(placement):
+    """PLACEMENT_EMULATED (xolctl --json) -> EMULATED, as the tables print it."""
+    return (placement or "").removeprefix("PLACEMENT_")
+
+
 def ctl(sock, *args):
     r = subprocess.run([XOLCTL, f"--agent=unix:{sock}", "--json", *args], capture_output=True,
                        text=True, timeout=120)
@@ -107,7 +112,7 @@ def main():
         else:
             raise RuntimeError("agent did not come up")
         cal = info.get("calibration", {})
-        figures = {(f.get("placement"), bool(f.get("capture"))): f.get("ns_per_hit", 0)
+        figures = {(short(f.get("placement")), bool(f.get("capture"))): f.get("ns_per_hit", 0)
                    for f in cal.get("figures", [])}
         capture_ns = cal.get("capture_ns_per_event", 0)
         w = Workload()
@@ -122,7 +127,7 @@ def main():
                     args.append("--capture=rdi")
                 att = ctl(sock, *args)
                 probe = att["probes"][0]
-                placement = probe["site"]["placement"]
+                placement = short(probe["site"]["placement"])
                 r1, c1 = w.rate(cmd, a.seconds)
                 listed = ctl(sock, "list", probe["id"])["probes"][0]
                 ctl(sock, "detach", probe["id"])

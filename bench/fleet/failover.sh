@@ -131,7 +131,7 @@ for run in $(seq 1 "$RUNS"); do
     sleep 0.2
   done
   t_step=$(now)
-  grep -q ROLLOUT_COMPLETE "$TMP/step.out" || grep -q p50_ms "$TMP/step.out" ||
+  grep -q ROLLOUT_STATE_COMPLETE "$TMP/step.out" || grep -q p50_ms "$TMP/step.out" ||
     { log "run $run: the attach did not complete: $(cat "$TMP/step.out")"; exit 1; }
   wait "$poller" || true
   t_leader=$(cat "$TMP/leader.t" 2>/dev/null || echo "$t0")

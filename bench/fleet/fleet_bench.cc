@@ -74,7 +74,7 @@ int main(int argc, char** argv) {
       if (stub->ListAgents(&ctx, v1::ListAgentsRequest(), &resp).ok()) {
         up = converged = 0;
         for (const auto& a : resp.agents()) {
-          if (a.health() != v1::AGENT_UP) continue;
+          if (a.health() != v1::AGENT_HEALTH_UP) continue;
           ++up;
           if (a.sets_converged() == a.sets_desired()) ++converged;
         }
@@ -114,7 +114,7 @@ int main(int argc, char** argv) {
     absl::Time t0 = absl::Now();
     grpc::Status st = stub->AttachFleet(&ctx, req, &resp);
     double dt = absl::ToDoubleMilliseconds(absl::Now() - t0);
-    if (!st.ok() || resp.rollout().state() != v1::ROLLOUT_COMPLETE ||
+    if (!st.ok() || resp.rollout().state() != v1::ROLLOUT_STATE_COMPLETE ||
         static_cast<int>(resp.rollout().nodes_attached()) != want) {
       fprintf(stderr, "round %d: %s %s attached=%u\n", i, st.error_message().c_str(),
               v1::RolloutState_Name(resp.rollout().state()).c_str(),
@@ -141,7 +141,7 @@ int main(int argc, char** argv) {
         if (!stub->ListAgents(&lctx, v1::ListAgentsRequest(), &agents).ok()) break;
         settled = true;
         for (const auto& a : agents.agents()) {
-          settled &= a.health() != v1::AGENT_UP || a.probes_attached() == a.sets_desired();
+          settled &= a.health() != v1::AGENT_HEALTH_UP || a.probes_attached() == a.sets_desired();
         }
         if (!settled) absl::SleepFor(absl::GetFlag(FLAGS_settle_poll));
       }

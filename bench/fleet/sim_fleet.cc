@@ -9,6 +9,7 @@
 #include "grpcpp/grpcpp.h"
 #include "services/common/heartbeat_delta.h"
 #include "services/common/link_channel.h"
+#include "services/common/proto_time.h"
 #include "xolfleet/v1/controller.grpc.pb.h"
 
 namespace xolfleet::sim {
@@ -129,9 +130,9 @@ class SimAgent {
       registered_ = true;
       counters_->registrations++;
       counters_->registered++;
-      if (m.registered().heartbeat_interval_ms() > 0) {
-        interval_ =
-            absl::Milliseconds(std::max<uint32_t>(50, m.registered().heartbeat_interval_ms()));
+      if (m.registered().has_heartbeat_interval()) {
+        interval_ = std::max(absl::Milliseconds(50),
+                             FromDurationProto(m.registered().heartbeat_interval()));
       }
       next_hb_ = absl::Now() + interval_;
       deltas_ = opts_.delta_heartbeats && m.registered().accepts_delta_heartbeats();
@@ -209,15 +210,15 @@ class SimAgent {
       st.hits += opts_.hits_per_heartbeat;
       v1::AgentSetStatus* ss = hb->add_sets();
       ss->set_set_id(id);
-      ss->set_state(v1::SET_ATTACHED);
+      ss->set_state(v1::SET_STATE_ATTACHED);
       for (int i = 0; i < st.specs; ++i) {
         v1::AgentProbeStatus* p = hb->add_probes();
         p->set_fleet_probe_id(absl::StrCat(id, "/", i));
         p->set_set_id(id);
         p->set_local_probe_id(absl::StrCat("sim-", st.attach, "-", i));
-        p->set_state(v1::ATTACHED);
-        p->set_placement(v1::EMULATED);
-        p->set_predicted_placement(v1::EMULATED);
+        p->set_state(v1::PROBE_STATE_ATTACHED);
+        p->set_placement(v1::PLACEMENT_EMULATED);
+        p->set_predicted_placement(v1::PLACEMENT_EMULATED);
         p->set_hits(st.hits);
         ++probes;
       }

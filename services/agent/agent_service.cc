@@ -140,7 +140,7 @@ grpc::Status AgentServiceImpl::AttachWithProgress(grpc::ServerContext* ctx,
     if (Unprivileged(*who)) as.emplace(who->uid, who->gid, who->groups);
     // A client that went away does not stop the attach (all or nothing): writes just fail.
     result = manager_->AttachWithProgress(
-        owned, [writer](v1::AttachProgress::Phase phase, uint32_t done, uint32_t total) {
+        owned, [writer](v1::AttachPhase phase, uint32_t done, uint32_t total) {
           v1::AttachProgress p;
           p.set_phase(phase);
           p.set_done(done);
@@ -150,7 +150,7 @@ grpc::Status AgentServiceImpl::AttachWithProgress(grpc::ServerContext* ctx,
   }
   if (!result.ok()) return ToGrpcStatus(result.status());
   v1::AttachProgress last;
-  last.set_phase(v1::AttachProgress::ATTACH_PHASE_DONE);
+  last.set_phase(v1::ATTACH_PHASE_DONE);
   last.set_done(owned.specs_size());
   last.set_total(owned.specs_size());
   *last.mutable_result() = *std::move(result);

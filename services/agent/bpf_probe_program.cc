@@ -68,7 +68,7 @@ absl::StatusOr<std::unique_ptr<BpfProbeProgram>> BpfProbeProgram::Load(const Opt
                                                    options.max_probes, ", ringbuf_bytes ",
                                                    options.ringbuf_bytes, "): ", strerror(-err)));
   }
-  if (options.link_mode == LinkMode::kMulti) {
+  if (options.link_mode == v1::LINK_MODE_UPROBE_MULTI) {
     // A program attached by a uprobe_multi link must say so when it is loaded.
     bpf_program__set_expected_attach_type(s->progs.xol_probe,
                                           static_cast<enum bpf_attach_type>(kBpfTraceUprobeMulti));
@@ -76,9 +76,9 @@ absl::StatusOr<std::unique_ptr<BpfProbeProgram>> BpfProbeProgram::Load(const Opt
   err = probe__load(s);
   if (err) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "loading the probe BPF program (", options.link_mode == LinkMode::kMulti ? "multi" : "perf",
-        " mode): ", strerror(-err),
-        " (the agent needs root and a kernel with BPF ring buffers, 5.8+)"));
+        "loading the probe BPF program (",
+        options.link_mode == v1::LINK_MODE_UPROBE_MULTI ? "multi" : "perf", " mode): ",
+        strerror(-err), " (the agent needs root and a kernel with BPF ring buffers, 5.8+)"));
   }
   return p;
 }
@@ -288,8 +288,8 @@ absl::StatusOr<std::unique_ptr<Attachment>> BpfProbeProgram::Link(
   if (offsets.size() != cookies.size()) {
     return absl::InvalidArgumentError("Link: as many cookies as offsets");
   }
-  return options_.link_mode == LinkMode::kMulti ? LinkMulti(file, offsets, cookies, pid)
-                                                : LinkPerf(file, offsets, cookies, pid);
+  return options_.link_mode == v1::LINK_MODE_UPROBE_MULTI ? LinkMulti(file, offsets, cookies, pid)
+                                                          : LinkPerf(file, offsets, cookies, pid);
 }
 
 absl::StatusOr<std::unique_ptr<Attachment>> BpfProbeProgram::LinkMulti(

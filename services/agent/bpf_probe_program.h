@@ -22,7 +22,7 @@ namespace xolfleet {
 class BpfProbeProgram final : public ProbeProgram {
  public:
   struct Options {
-    LinkMode link_mode = LinkMode::kMulti;
+    v1::LinkMode link_mode = v1::LINK_MODE_UPROBE_MULTI;
     uint32_t max_probes = 100000;
     uint32_t ringbuf_bytes = 16u << 20;  // power of two, multiple of the page size
   };
@@ -31,7 +31,7 @@ class BpfProbeProgram final : public ProbeProgram {
   BpfProbeProgram(const BpfProbeProgram&) = delete;
   BpfProbeProgram& operator=(const BpfProbeProgram&) = delete;
 
-  LinkMode link_mode() const override { return options_.link_mode; }
+  v1::LinkMode link_mode() const override { return options_.link_mode; }
   uint32_t max_probes() const override { return options_.max_probes; }
   int events_fd() const override;
   bpf_program* program() const;

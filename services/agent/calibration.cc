@@ -25,6 +25,7 @@
 #include "services/agent/attachment.h"
 #include "services/agent/probe_convert.h"
 #include "services/common/open_file.h"
+#include "services/common/proto_time.h"
 #include "services/common/x86_classifier.h"
 
 // The helper's functions. Hand-written so the first instruction of each is known; they
@@ -315,8 +316,8 @@ absl::StatusOr<CalibrationResult> RunCalibration(ProbeProgram& program, Calibrat
     *cal.add_figures() = fig;
   }
   cal.set_status("ok");
-  cal.set_measured_at_unix_ns(absl::ToUnixNanos(absl::Now()));
-  cal.set_duration_seconds(absl::ToDoubleSeconds(absl::Now() - started));
+  *cal.mutable_measured_at() = ToTimestamp(absl::Now());
+  *cal.mutable_duration() = ToDurationProto(absl::Now() - started);
   return result;
 }
 

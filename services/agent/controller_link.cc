@@ -9,11 +9,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "grpcpp/grpcpp.h"
+#include "services/common/enum_names.h"
 #include "services/common/grpc_status.h"
 #include "services/common/heartbeat_delta.h"
 #include "services/common/link_channel.h"
 #include "services/common/log.h"
 #include "services/common/probe_spec.h"
+#include "services/common/proto_time.h"
 #include "xolfleet/v1/controller.grpc.pb.h"
 
 namespace xolfleet {
@@ -40,7 +42,7 @@ bool FleetLabels(const v1::Probe& p, std::string* set_id, int* index) {
   return true;
 }
 
-bool IsActive(const v1::Probe& p) { return p.state() == v1::ATTACHED; }
+bool IsActive(const v1::Probe& p) { return p.state() == v1::PROBE_STATE_ATTACHED; }
 
 }  // namespace
 
@@ -52,17 +54,18 @@ std::map<std::string, std::string> BudgetBreaches(const v1::ListResponse& local,
     int index;
     if (!FleetLabels(p, &set_id, &index)) return;
     const v1::BudgetState st = p.cost().budget_state();
-    if (st != v1::BUDGET_ALERTED && st != v1::BUDGET_THROTTLED && st != v1::BUDGET_DETACHED) {
+    if (st != v1::BUDGET_STATE_ALERTED && st != v1::BUDGET_STATE_THROTTLED &&
+        st != v1::BUDGET_STATE_DETACHED) {
       return;
     }
-    out.emplace(set_id, absl::StrCat("over budget: probe ", p.id(), " ", v1::BudgetState_Name(st),
-                                     ": ", p.cost().budget_message()));
+    out.emplace(set_id, absl::StrCat("over budget: probe ", p.id(), " ", ShortName(st), ": ",
+                                     p.cost().budget_message()));
   };
   for (const auto& p : local.probes()) {
     if (IsActive(p)) note(p);
   }
   for (const auto& p : gone.probes()) {
-    if (p.cost().budget_state() == v1::BUDGET_DETACHED) note(p);
+    if (p.cost().budget_state() == v1::BUDGET_STATE_DETACHED) note(p);
   }
   return out;
 }
@@ -89,7 +92,7 @@ ReconcilePlan PlanReconcile(const v1::DesiredState& desired, const v1::ListRespo
       } else {
         active[set_id][index].push_back(p.id());
       }
-    } else if (p.state() == v1::EXPIRED) {
+    } else if (p.state() == v1::PROBE_STATE_EXPIRED) {
       expired.insert(set_id);
     }
   }
@@ -108,7 +111,7 @@ ReconcilePlan PlanReconcile(const v1::DesiredState& desired, const v1::ListRespo
       for (auto& [i, ids] : by_index) {
         for (size_t k = 1; k < ids.size(); ++k) plan.detach.push_back(ids[k]);
       }
-      st.set_state(v1::SET_ATTACHED);
+      st.set_state(v1::SET_STATE_ATTACHED);
       if (auto b = breached.find(set_id); b != breached.end()) {
         // Still attached (alerted or throttled): the controller decides what a breach
         // means (a failed canary during a rollout, a flag afterwards).
@@ -124,16 +127,16 @@ ReconcilePlan PlanReconcile(const v1::DesiredState& desired, const v1::ListRespo
       auto exp = expires.find(set_id);
       bool ttl_over = exp != expires.end() && exp->second <= now;
       if ((expired.count(set_id) && by_index.empty()) || ttl_over) {
-        st.set_state(v1::SET_EXPIRED);
+        st.set_state(v1::SET_STATE_EXPIRED);
         st.set_status_message("TTL expired on this node");
       } else if (auto b = breached.find(set_id); b != breached.end()) {
-        st.set_state(v1::SET_FAILED);
+        st.set_state(v1::SET_STATE_FAILED);
         st.set_status_message(b->second);
       } else if (auto f = failed.find(set_id); f != failed.end()) {
-        st.set_state(v1::SET_FAILED);
+        st.set_state(v1::SET_STATE_FAILED);
         st.set_status_message(f->second);
       } else {
-        st.set_state(v1::SET_PENDING);
+        st.set_state(v1::SET_STATE_PENDING);
         ReconcilePlan::Batch b;
         b.set_id = set_id;
         for (int i = 0; i < ds->specs_size(); ++i) {
@@ -266,9 +269,9 @@ absl::Status ControllerLink::RunStream() {
         status_.connected = true;
         status_.connects++;
         Log("controller link to ", target, ": registered (connect #", status_.connects, ")");
-        if (msg.registered().heartbeat_interval_ms() > 0) {
-          interval_ =
-              absl::Milliseconds(std::max<uint32_t>(50, msg.registered().heartbeat_interval_ms()));
+        if (msg.registered().has_heartbeat_interval()) {
+          interval_ = std::max(absl::Milliseconds(50),
+                               FromDurationProto(msg.registered().heartbeat_interval()));
         }
         deltas_ok_ = msg.registered().accepts_delta_heartbeats();
       } else if (msg.has_full_heartbeat()) {
@@ -278,8 +281,8 @@ absl::Status ControllerLink::RunStream() {
         expires_.clear();
         absl::Time now = absl::Now();
         for (const auto& ds : desired_.sets()) {
-          if (ds.specs_size() > 0 && ds.specs(0).ttl_seconds() > 0) {
-            expires_[ds.set_id()] = now + absl::Seconds(ds.specs(0).ttl_seconds());
+          if (ds.specs_size() > 0 && FromDurationProto(ds.specs(0).ttl()) > absl::ZeroDuration()) {
+            expires_[ds.set_id()] = now + FromDurationProto(ds.specs(0).ttl());
           }
         }
         dirty_ = true;
@@ -407,12 +410,12 @@ void ControllerLink::Reconcile(const v1::DesiredState& desired,
       auto r = api_->Attach(b.request);
       auto& st = plan.status[b.set_id];
       if (r.ok()) {
-        st.set_state(v1::SET_ATTACHED);
+        st.set_state(v1::SET_STATE_ATTACHED);
       } else {
         std::string msg =
             absl::StrCat(absl::StatusCodeToString(r.status().code()), ": ", r.status().message());
         failed_[b.set_id] = {msg, absl::Now()};
-        st.set_state(v1::SET_FAILED);
+        st.set_state(v1::SET_STATE_FAILED);
         st.set_status_message(msg);
       }
     }
@@ -433,7 +436,7 @@ void ControllerLink::Reconcile(const v1::DesiredState& desired,
       std::string set_id;
       int index;
       if (!FleetLabels(p, &set_id, &index)) continue;
-      if (!IsActive(p) && !(p.state() == v1::EXPIRED && want.count(set_id))) continue;
+      if (!IsActive(p) && !(p.state() == v1::PROBE_STATE_EXPIRED && want.count(set_id))) continue;
       auto* s = hb->add_probes();
       s->set_fleet_probe_id(p.spec().labels().at(kFleetProbeLabel));
       s->set_set_id(set_id);

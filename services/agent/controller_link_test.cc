@@ -13,6 +13,8 @@
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "services/common/authz.h"
+#include "services/common/enum_names.h"
+#include "services/common/proto_time.h"
 #include "services/controller/fleet.h"
 #include "services/controller/service.h"
 #include "services/controller/store.h"
@@ -107,7 +109,7 @@ class LinkTest : public ::testing::Test {
     return WaitFor([&] {
       auto a = fleet_->ListAgents({});
       size_t up = 0;
-      for (const auto& ag : a->agents()) up += ag.health() == v1::AGENT_UP;
+      for (const auto& ag : a->agents()) up += ag.health() == v1::AGENT_HEALTH_UP;
       return up == n;
     });
   }
@@ -153,7 +155,7 @@ TEST_F(LinkTest, CanaryRolloutReachesEveryNode) {
   *req.add_specs() = Spec("/bin/sh", "other");
   req.mutable_policy()->set_canary_fraction(0.5);
   v1::Rollout r = AttachWait(req);
-  EXPECT_EQ(r.state(), v1::ROLLOUT_COMPLETE) << r.message();
+  EXPECT_EQ(r.state(), v1::ROLLOUT_STATE_COMPLETE) << r.message();
   EXPECT_EQ(r.canary_nodes_size(), 1);
   EXPECT_EQ(r.nodes_attached(), 2u);
   EXPECT_EQ(CountFleetProbes(a, r.set_id()), 2u);
@@ -165,7 +167,7 @@ TEST_F(LinkTest, CanaryRolloutReachesEveryNode) {
   ASSERT_TRUE(WaitFor([&] {
     auto l = fleet_->ListProbes({});
     int attached = 0;
-    for (const auto& p : l->probes()) attached += p.actual() == v1::ATTACHED;
+    for (const auto& p : l->probes()) attached += p.actual() == v1::PROBE_STATE_ATTACHED;
     return attached == 4;
   }));
 }
@@ -180,7 +182,7 @@ TEST_F(LinkTest, CanaryFailureRollsBack) {
   *req.add_specs() = Spec("/nonexistent/xolfleet/binary", "main");
   req.mutable_policy()->set_canary_fraction(0.34);
   v1::Rollout r = AttachWait(req);
-  EXPECT_EQ(r.state(), v1::ROLLOUT_ROLLED_BACK);
+  EXPECT_EQ(r.state(), v1::ROLLOUT_STATE_ROLLED_BACK);
   EXPECT_NE(r.message().find("no such file"), std::string::npos) << r.message();
   // Only the canary ever tried, and nothing is left anywhere.
   // Only canaries ever tried (the rollback may beat the second canary to it).
@@ -199,10 +201,11 @@ void ExpectBudgetBreachRollsBack(LinkTest* t, std::vector<FakeAgentApi*> fakes,
   v1::FleetAttachRequest req;
   req.mutable_selector()->set_all(true);
   *req.add_specs() = Spec("/bin/sh", "main");
-  req.mutable_policy()->set_canary_fraction(0.3);     // one of three
-  req.mutable_policy()->set_canary_soak_seconds(30);  // the breach comes within it
+  req.mutable_policy()->set_canary_fraction(0.3);  // one of three
+  *req.mutable_policy()->mutable_canary_soak() =
+      ToDurationProto(absl::Seconds(30));  // the breach comes within it
   v1::Rollout r = attach(req);
-  ASSERT_EQ(r.state(), v1::ROLLOUT_CANARY) << r.message();
+  ASSERT_EQ(r.state(), v1::ROLLOUT_STATE_CANARY) << r.message();
   ASSERT_EQ(r.canary_nodes_size(), 1);
   FakeAgentApi* canary = nullptr;
   for (FakeAgentApi* f : fakes) {
@@ -213,14 +216,14 @@ void ExpectBudgetBreachRollsBack(LinkTest* t, std::vector<FakeAgentApi*> fakes,
   ASSERT_TRUE(WaitFor([&] { return canary->active() == 1; }));
   // Attached and healthy, but soaking: not rolled out yet.
   absl::SleepFor(absl::Milliseconds(300));
-  EXPECT_EQ(fleet->GetRollout(r.set_id())->state(), v1::ROLLOUT_CANARY);
+  EXPECT_EQ(fleet->GetRollout(r.set_id())->state(), v1::ROLLOUT_STATE_CANARY);
   canary->ApplyBudgetToAll(breach, "probe over its budget: 3% of a CPU over 10s");
   ASSERT_TRUE(WaitFor([&] {
-    return fleet->GetRollout(r.set_id())->state() == v1::ROLLOUT_ROLLED_BACK;
+    return fleet->GetRollout(r.set_id())->state() == v1::ROLLOUT_STATE_ROLLED_BACK;
   })) << fleet->GetRollout(r.set_id())->message();
   const std::string msg = fleet->GetRollout(r.set_id())->message();
   EXPECT_NE(msg.find("over budget"), std::string::npos) << msg;
-  EXPECT_NE(msg.find(v1::BudgetState_Name(breach)), std::string::npos) << msg;
+  EXPECT_NE(msg.find(ShortName(breach)), std::string::npos) << msg;
   // Nothing anywhere; only the canary ever attached, once (never re-attached after the
   // breach).
   ASSERT_TRUE(WaitFor([&] {
@@ -243,7 +246,7 @@ TEST_F(LinkTest, CanaryDetachedOverBudgetRollsBack) {
       [&](v1::FleetAttachRequest req) {
         return *fleet_->Attach(req, "test", absl::InfinitePast());
       },
-      fleet_.get(), v1::BUDGET_DETACHED);
+      fleet_.get(), v1::BUDGET_STATE_DETACHED);
 }
 
 TEST_F(LinkTest, CanaryThrottledOverBudgetRollsBack) {
@@ -255,7 +258,7 @@ TEST_F(LinkTest, CanaryThrottledOverBudgetRollsBack) {
       [&](v1::FleetAttachRequest req) {
         return *fleet_->Attach(req, "test", absl::InfinitePast());
       },
-      fleet_.get(), v1::BUDGET_THROTTLED);
+      fleet_.get(), v1::BUDGET_STATE_THROTTLED);
 }
 
 TEST_F(LinkTest, ReconnectAndRestartConvergeWithoutDuplicatesOrLeftovers) {
@@ -268,19 +271,20 @@ TEST_F(LinkTest, ReconnectAndRestartConvergeWithoutDuplicatesOrLeftovers) {
   *req.add_specs() = Spec("/bin/sh", "main");
   v1::Rollout keep = AttachWait(req);
   v1::Rollout gone = AttachWait(req);
-  ASSERT_EQ(keep.state(), v1::ROLLOUT_COMPLETE);
-  ASSERT_EQ(gone.state(), v1::ROLLOUT_COMPLETE);
+  ASSERT_EQ(keep.state(), v1::ROLLOUT_STATE_COMPLETE);
+  ASSERT_EQ(gone.state(), v1::ROLLOUT_STATE_COMPLETE);
 
   // n1's link goes away (agent keeps its probes); meanwhile one set is detached and a
   // duplicate of the other appears locally.
   links_[0].reset();
   ASSERT_TRUE(WaitFor([&] {
     auto ag = fleet_->ListAgents({});
-    return ag->agents(0).health() == v1::AGENT_DOWN;
+    return ag->agents(0).health() == v1::AGENT_HEALTH_DOWN;
   }));
   auto l = fleet_->ListProbes({});
   bool unknown = false;
-  for (const auto& p : l->probes()) unknown |= p.node_name() == "n1" && p.actual() == v1::UNKNOWN;
+  for (const auto& p : l->probes())
+    unknown |= p.node_name() == "n1" && p.actual() == v1::PROBE_STATE_UNKNOWN;
   EXPECT_TRUE(unknown);
   v1::FleetDetachRequest d;
   d.add_set_ids(gone.set_id());
@@ -315,13 +319,13 @@ TEST_F(LinkTest, ControllerRestartKeepsDesiredState) {
   req.mutable_selector()->add_node_names("n2");
   *req.add_specs() = Spec("/bin/sh", "main");
   v1::Rollout r = AttachWait(req);
-  ASSERT_EQ(r.state(), v1::ROLLOUT_COMPLETE);
+  ASSERT_EQ(r.state(), v1::ROLLOUT_STATE_COMPLETE);
   StopController();
   StartController();
   ASSERT_TRUE(AllUp(2));
   auto got = fleet_->GetRollout(r.set_id());
   ASSERT_TRUE(got.ok());
-  EXPECT_EQ(got->state(), v1::ROLLOUT_COMPLETE);
+  EXPECT_EQ(got->state(), v1::ROLLOUT_STATE_COMPLETE);
   absl::SleepFor(absl::Milliseconds(500));
   EXPECT_EQ(CountFleetProbes(b, r.set_id()), 1u);
   EXPECT_EQ(a.active(), 0u);
@@ -382,11 +386,11 @@ TEST(PlanReconcile, EmptyDesiredDetachesOnlyFleetProbes) {
   v1::ListResponse local;
   auto* p = local.add_probes();
   p->set_id("p1");
-  p->set_state(v1::ATTACHED);
+  p->set_state(v1::PROBE_STATE_ATTACHED);
   (*p->mutable_spec()->mutable_labels())[kFleetProbeLabel] = "ps-1/0";
   auto* q = local.add_probes();
   q->set_id("p2");
-  q->set_state(v1::ATTACHED);
+  q->set_state(v1::PROBE_STATE_ATTACHED);
   ReconcilePlan plan = PlanReconcile(v1::DesiredState(), local, {});
   ASSERT_EQ(plan.detach.size(), 1u);
   EXPECT_EQ(plan.detach[0], "p1");
@@ -402,7 +406,7 @@ TEST(PlanReconcile, PartialSetIsReplacedWhole) {
   v1::ListResponse local;
   auto* p = local.add_probes();
   p->set_id("p1");
-  p->set_state(v1::ATTACHED);
+  p->set_state(v1::PROBE_STATE_ATTACHED);
   (*p->mutable_spec()->mutable_labels())[kFleetProbeLabel] = "ps-1/1";
   ReconcilePlan plan = PlanReconcile(d, local, {});
   EXPECT_EQ(plan.detach, std::vector<std::string>{"p1"});
@@ -421,12 +425,12 @@ TEST(PlanReconcile, ExpiredAndFailedSetsAreNotRetried) {
   v1::ListResponse local;
   auto* p = local.add_probes();
   p->set_id("p1");
-  p->set_state(v1::EXPIRED);
+  p->set_state(v1::PROBE_STATE_EXPIRED);
   (*p->mutable_spec()->mutable_labels())[kFleetProbeLabel] = "ps-exp/0";
   ReconcilePlan plan = PlanReconcile(d, local, {{"ps-bad", "NOT_FOUND: no file"}});
   EXPECT_TRUE(plan.attach.empty());
-  EXPECT_EQ(plan.status["ps-exp"].state(), v1::SET_EXPIRED);
-  EXPECT_EQ(plan.status["ps-bad"].state(), v1::SET_FAILED);
+  EXPECT_EQ(plan.status["ps-exp"].state(), v1::SET_STATE_EXPIRED);
+  EXPECT_EQ(plan.status["ps-bad"].state(), v1::SET_STATE_FAILED);
 }
 
 TEST(PlanReconcile, SetPastItsTtlIsNotReattached) {
@@ -440,7 +444,7 @@ TEST(PlanReconcile, SetPastItsTtlIsNotReattached) {
   EXPECT_EQ(later.attach.size(), 1u);
   ReconcilePlan over = PlanReconcile(d, v1::ListResponse(), {}, {{"ps-ttl", now}}, now);
   EXPECT_TRUE(over.attach.empty());
-  EXPECT_EQ(over.status["ps-ttl"].state(), v1::SET_EXPIRED);
+  EXPECT_EQ(over.status["ps-ttl"].state(), v1::SET_STATE_EXPIRED);
 }
 
 TEST(PlanReconcile, BudgetBreachedSetsAreFlaggedOrFailedAndNotReattached) {
@@ -453,30 +457,32 @@ TEST(PlanReconcile, BudgetBreachedSetsAreFlaggedOrFailedAndNotReattached) {
   v1::ListResponse local;
   auto* p = local.add_probes();
   p->set_id("p1");
-  p->set_state(v1::ATTACHED);
+  p->set_state(v1::PROBE_STATE_ATTACHED);
   (*p->mutable_spec()->mutable_labels())[kFleetProbeLabel] = "ps-kept/0";
-  p->mutable_cost()->set_budget_state(v1::BUDGET_THROTTLED);
+  p->mutable_cost()->set_budget_state(v1::BUDGET_STATE_THROTTLED);
   v1::ListResponse gone;
   auto* q = gone.add_probes();
   q->set_id("p2");
-  q->set_state(v1::DETACHED);
+  q->set_state(v1::PROBE_STATE_DETACHED);
   (*q->mutable_spec()->mutable_labels())[kFleetProbeLabel] = "ps-gone/0";
-  q->mutable_cost()->set_budget_state(v1::BUDGET_DETACHED);
+  q->mutable_cost()->set_budget_state(v1::BUDGET_STATE_DETACHED);
   auto* r = gone.add_probes();  // detached by the link itself: not a breach
   r->set_id("p3");
-  r->set_state(v1::DETACHED);
+  r->set_state(v1::PROBE_STATE_DETACHED);
   (*r->mutable_spec()->mutable_labels())[kFleetProbeLabel] = "ps-other/0";
   std::map<std::string, std::string> breached = BudgetBreaches(local, gone);
   ASSERT_EQ(breached.size(), 2u);
-  EXPECT_NE(breached["ps-kept"].find("BUDGET_THROTTLED"), std::string::npos);
-  EXPECT_NE(breached["ps-gone"].find("BUDGET_DETACHED"), std::string::npos);
+  EXPECT_EQ(breached["ps-kept"].rfind("over budget: probe p1 THROTTLED: ", 0), 0u)
+      << breached["ps-kept"];
+  EXPECT_EQ(breached["ps-gone"].rfind("over budget: probe p2 DETACHED: ", 0), 0u)
+      << breached["ps-gone"];
   ReconcilePlan plan = PlanReconcile(d, local, {}, {}, absl::InfinitePast(), breached);
   EXPECT_TRUE(plan.attach.empty());  // the detached one does not come back
   EXPECT_TRUE(plan.detach.empty());  // the throttled one stays until the controller decides
-  EXPECT_EQ(plan.status["ps-kept"].state(), v1::SET_ATTACHED);  // still there: flagged
+  EXPECT_EQ(plan.status["ps-kept"].state(), v1::SET_STATE_ATTACHED);  // still there: flagged
   EXPECT_TRUE(plan.status["ps-kept"].over_budget());
   EXPECT_NE(plan.status["ps-kept"].status_message().find("over budget"), std::string::npos);
-  EXPECT_EQ(plan.status["ps-gone"].state(), v1::SET_FAILED);
+  EXPECT_EQ(plan.status["ps-gone"].state(), v1::SET_STATE_FAILED);
   EXPECT_FALSE(plan.status["ps-gone"].over_budget());
   EXPECT_NE(plan.status["ps-gone"].status_message().find("over budget"), std::string::npos);
 }

@@ -94,13 +94,13 @@ absl::string_view BudgetActionName(BudgetAction a) {
 v1::BudgetState StateAfter(BudgetAction a) {
   switch (a) {
     case BudgetAction::kAlert:
-      return v1::BUDGET_ALERTED;
+      return v1::BUDGET_STATE_ALERTED;
     case BudgetAction::kThrottle:
-      return v1::BUDGET_THROTTLED;
+      return v1::BUDGET_STATE_THROTTLED;
     case BudgetAction::kDetach:
-      return v1::BUDGET_DETACHED;
+      return v1::BUDGET_STATE_DETACHED;
   }
-  return v1::BUDGET_ALERTED;
+  return v1::BUDGET_STATE_ALERTED;
 }
 
 std::vector<BudgetDecision> DecideBudgets(const std::vector<ProbeBudgetInput>& probes,
@@ -111,7 +111,7 @@ std::vector<BudgetDecision> DecideBudgets(const std::vector<ProbeBudgetInput>& p
   for (const ProbeBudgetInput& p : probes) {
     if (!p.window_full) continue;
     total += p.cpu_seconds_per_sec;
-    const bool free = p.state == v1::BUDGET_OK || p.state == v1::BUDGET_STATE_UNSPECIFIED;
+    const bool free = p.state == v1::BUDGET_STATE_OK || p.state == v1::BUDGET_STATE_UNSPECIFIED;
     if (!free) continue;
     if (config.probe_budget > 0 && p.cpu_seconds_per_sec > config.probe_budget) {
       out.push_back(

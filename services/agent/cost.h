@@ -84,7 +84,7 @@ struct ProbeBudgetInput {
   std::string id;
   double cpu_seconds_per_sec = 0;
   bool window_full = false;  // rates span the whole window
-  v1::BudgetState state = v1::BUDGET_OK;
+  v1::BudgetState state = v1::BUDGET_STATE_OK;
 };
 
 struct BudgetDecision {

@@ -14,18 +14,18 @@ v1::Calibration Figures() {
     f->set_ns_per_hit(ns);
     f->set_capture(capture);
   };
-  add(v1::EMULATED, 500, false);
-  add(v1::SINGLE_STEP, 20000, false);
-  add(v1::EMULATED, 700, true);  // capture figures are not a placement's cost
+  add(v1::PLACEMENT_EMULATED, 500, false);
+  add(v1::PLACEMENT_SINGLE_STEP, 20000, false);
+  add(v1::PLACEMENT_EMULATED, 700, true);  // capture figures are not a placement's cost
   c.set_capture_ns_per_event(200);
   return c;
 }
 
 TEST(CostModel, LooksUpCountingFiguresOnly) {
   CostModel m(Figures());
-  EXPECT_EQ(m.NsPerHit(v1::EMULATED), 500);
-  EXPECT_EQ(m.NsPerHit(v1::SINGLE_STEP), 20000);
-  EXPECT_FALSE(m.NsPerHit(v1::BOOSTED).has_value());
+  EXPECT_EQ(m.NsPerHit(v1::PLACEMENT_EMULATED), 500);
+  EXPECT_EQ(m.NsPerHit(v1::PLACEMENT_SINGLE_STEP), 20000);
+  EXPECT_FALSE(m.NsPerHit(v1::PLACEMENT_BOOSTED).has_value());
   EXPECT_EQ(m.capture_ns_per_event(), 200);
   EXPECT_TRUE(CostModel().empty());
 }
@@ -33,26 +33,26 @@ TEST(CostModel, LooksUpCountingFiguresOnly) {
 TEST(CostModel, NegativeFiguresCountAsFree) {
   v1::Calibration c;
   v1::CalibrationFigure* f = c.add_figures();
-  f->set_placement(v1::EMULATED);
+  f->set_placement(v1::PLACEMENT_EMULATED);
   f->set_ns_per_hit(-3);  // noise: the probed run was faster
   c.set_capture_ns_per_event(-1);
   CostModel m(c);
-  EXPECT_EQ(m.NsPerHit(v1::EMULATED), 0);
+  EXPECT_EQ(m.NsPerHit(v1::PLACEMENT_EMULATED), 0);
   EXPECT_EQ(m.capture_ns_per_event(), 0);
 }
 
 TEST(EstimateCost, HitsTimesCostPlusEvents) {
   CostModel m(Figures());
   v1::ProbeCost c;
-  EstimateCost(m, v1::SINGLE_STEP, 1000, 0, &c);
+  EstimateCost(m, v1::PLACEMENT_SINGLE_STEP, 1000, 0, &c);
   EXPECT_TRUE(c.calibrated());
   EXPECT_DOUBLE_EQ(c.cpu_seconds_per_sec(), 0.02);  // 1000/s x 20 us
-  EstimateCost(m, v1::EMULATED, 1000, 500, &c);
+  EstimateCost(m, v1::PLACEMENT_EMULATED, 1000, 500, &c);
   EXPECT_DOUBLE_EQ(c.cpu_seconds_per_sec(), (1000 * 500 + 500 * 200) * 1e-9);
-  EstimateCost(m, v1::BOOSTED, 1000, 0, &c);
+  EstimateCost(m, v1::PLACEMENT_BOOSTED, 1000, 0, &c);
   EXPECT_FALSE(c.calibrated());
   EXPECT_EQ(c.cpu_seconds_per_sec(), 0);
-  EXPECT_EQ(c.cost_placement(), v1::BOOSTED);
+  EXPECT_EQ(c.cost_placement(), v1::PLACEMENT_BOOSTED);
 }
 
 TEST(CostWindow, RatesSpanTheWindow) {
@@ -85,8 +85,8 @@ TEST(BudgetAction, ParsesNames) {
   EXPECT_EQ(*ParseBudgetAction("throttle"), BudgetAction::kThrottle);
   EXPECT_EQ(*ParseBudgetAction("detach"), BudgetAction::kDetach);
   EXPECT_FALSE(ParseBudgetAction("kill").ok());
-  EXPECT_EQ(StateAfter(BudgetAction::kThrottle), v1::BUDGET_THROTTLED);
-  EXPECT_EQ(StateAfter(BudgetAction::kDetach), v1::BUDGET_DETACHED);
+  EXPECT_EQ(StateAfter(BudgetAction::kThrottle), v1::BUDGET_STATE_THROTTLED);
+  EXPECT_EQ(StateAfter(BudgetAction::kDetach), v1::BUDGET_STATE_DETACHED);
 }
 
 TEST(DecideBudgets, ProbeBudgetActsOnceAndOnlyWithAFullWindow) {
@@ -95,10 +95,10 @@ TEST(DecideBudgets, ProbeBudgetActsOnceAndOnlyWithAFullWindow) {
   cfg.probe_budget = 0.01;
   cfg.action = BudgetAction::kDetach;
   std::vector<ProbeBudgetInput> in = {
-      {"p1", 0.02, true, v1::BUDGET_OK},          // over, full window: act
-      {"p2", 0.02, false, v1::BUDGET_OK},         // over, window not full yet: wait
-      {"p3", 0.005, true, v1::BUDGET_OK},         // under
-      {"p4", 0.05, true, v1::BUDGET_THROTTLED}};  // already acted on
+      {"p1", 0.02, true, v1::BUDGET_STATE_OK},          // over, full window: act
+      {"p2", 0.02, false, v1::BUDGET_STATE_OK},         // over, window not full yet: wait
+      {"p3", 0.005, true, v1::BUDGET_STATE_OK},         // under
+      {"p4", 0.05, true, v1::BUDGET_STATE_THROTTLED}};  // already acted on
   std::vector<BudgetDecision> d = DecideBudgets(in, cfg);
   ASSERT_EQ(d.size(), 1u);
   EXPECT_EQ(d[0].id, "p1");
@@ -111,10 +111,10 @@ TEST(DecideBudgets, NodeBudgetPicksTheMostExpensiveUntilTheExcessIsCovered) {
   BudgetConfig cfg;
   cfg.node_budget = 0.01;
   cfg.action = BudgetAction::kThrottle;
-  std::vector<ProbeBudgetInput> in = {{"p1", 0.004, true, v1::BUDGET_OK},
-                                      {"p2", 0.006, true, v1::BUDGET_OK},
-                                      {"p3", 0.003, true, v1::BUDGET_OK},
-                                      {"p4", 0.0005, true, v1::BUDGET_OK}};
+  std::vector<ProbeBudgetInput> in = {{"p1", 0.004, true, v1::BUDGET_STATE_OK},
+                                      {"p2", 0.006, true, v1::BUDGET_STATE_OK},
+                                      {"p3", 0.003, true, v1::BUDGET_STATE_OK},
+                                      {"p4", 0.0005, true, v1::BUDGET_STATE_OK}};
   // Total 0.0135, excess 0.0035: p2 (0.006) alone covers it.
   std::vector<BudgetDecision> d = DecideBudgets(in, cfg);
   ASSERT_EQ(d.size(), 1u);
@@ -122,7 +122,7 @@ TEST(DecideBudgets, NodeBudgetPicksTheMostExpensiveUntilTheExcessIsCovered) {
   EXPECT_TRUE(d[0].node_scope);
   // Once p2 is throttled it is not picked again; its cost still counts, so the next one
   // goes.
-  in[1].state = v1::BUDGET_THROTTLED;
+  in[1].state = v1::BUDGET_STATE_THROTTLED;
   d = DecideBudgets(in, cfg);
   ASSERT_EQ(d.size(), 1u);
   EXPECT_EQ(d[0].id, "p1");
@@ -132,8 +132,8 @@ TEST(DecideBudgets, UnderBudgetDoesNothing) {
   BudgetConfig cfg;
   cfg.node_budget = 0.01;
   cfg.probe_budget = 0.01;
-  std::vector<ProbeBudgetInput> in = {{"p1", 0.004, true, v1::BUDGET_OK},
-                                      {"p2", 0.005, true, v1::BUDGET_OK}};
+  std::vector<ProbeBudgetInput> in = {{"p1", 0.004, true, v1::BUDGET_STATE_OK},
+                                      {"p2", 0.005, true, v1::BUDGET_STATE_OK}};
   EXPECT_TRUE(DecideBudgets(in, cfg).empty());
   cfg.node_budget = 0;  // none
   in[0].cpu_seconds_per_sec = 0.009;
@@ -146,8 +146,8 @@ TEST(DecideBudgets, ADetachedProbeNoLongerCountsAgainstTheNode) {
   cfg.probe_budget = 0.01;
   cfg.action = BudgetAction::kDetach;
   // p1 is over its own budget and is detached; without it the node is within budget.
-  std::vector<ProbeBudgetInput> in = {{"p1", 0.015, true, v1::BUDGET_OK},
-                                      {"p2", 0.008, true, v1::BUDGET_OK}};
+  std::vector<ProbeBudgetInput> in = {{"p1", 0.015, true, v1::BUDGET_STATE_OK},
+                                      {"p2", 0.008, true, v1::BUDGET_STATE_OK}};
   std::vector<BudgetDecision> d = DecideBudgets(in, cfg);
   ASSERT_EQ(d.size(), 1u);
   EXPECT_EQ(d[0].id, "p1");

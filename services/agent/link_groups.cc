@@ -10,7 +10,7 @@ std::shared_ptr<LinkGroup> LinkBatch::Add(const std::string& id, const std::stri
                                           uint64_t offset, uint64_t cookie) {
   const size_t n = added_++;
   // Multi: one link per (file, pid). Perf: one link per probe.
-  const auto key = std::make_tuple(file.get(), pid, mode_ == LinkMode::kMulti ? 0 : n);
+  const auto key = std::make_tuple(file.get(), pid, mode_ == v1::LINK_MODE_UPROBE_MULTI ? 0 : n);
   auto [it, inserted] = index_.emplace(key, groups_.size());
   if (inserted) {
     auto g = std::make_shared<LinkGroup>();
@@ -31,18 +31,19 @@ std::shared_ptr<LinkGroup> LinkBatch::Add(const std::string& id, const std::stri
 absl::Status LinkBatch::Link(const ProbeProgram& program, size_t max_threads) {
   std::vector<absl::Status> statuses(groups_.size());
   std::atomic<bool> failed{false};
-  RunInParallel(groups_.size(), mode_ == LinkMode::kMulti ? max_threads : 1, [&](size_t k) {
-    if (failed.load()) return;  // a failed link ends the request
-    LinkGroup* g = groups_[k].get();
-    absl::StatusOr<std::unique_ptr<Attachment>> att =
-        program.Link(*g->file, offsets_[k], cookies_[k], g->pid);
-    if (!att.ok()) {
-      statuses[k] = att.status();
-      failed = true;
-      return;
-    }
-    g->attachment = std::move(*att);
-  });
+  RunInParallel(groups_.size(), mode_ == v1::LINK_MODE_UPROBE_MULTI ? max_threads : 1,
+                [&](size_t k) {
+                  if (failed.load()) return;  // a failed link ends the request
+                  LinkGroup* g = groups_[k].get();
+                  absl::StatusOr<std::unique_ptr<Attachment>> att =
+                      program.Link(*g->file, offsets_[k], cookies_[k], g->pid);
+                  if (!att.ok()) {
+                    statuses[k] = att.status();
+                    failed = true;
+                    return;
+                  }
+                  g->attachment = std::move(*att);
+                });
   for (const absl::Status& st : statuses) {
     if (!st.ok()) return st;
   }

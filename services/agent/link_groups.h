@@ -34,7 +34,7 @@ struct LinkGroup {
 // makes the agent's own calls into them trap as well).
 class LinkBatch {
  public:
-  explicit LinkBatch(LinkMode mode) : mode_(mode) {}
+  explicit LinkBatch(v1::LinkMode mode) : mode_(mode) {}
 
   // Adds probe `id` at `offset` of `file` for `pid` (0: every process), with its BPF
   // cookie; returns the probe's group. Groups are keyed by the open file (one per path
@@ -55,7 +55,7 @@ class LinkBatch {
   void Close(size_t max_threads);
 
  private:
-  const LinkMode mode_;
+  const v1::LinkMode mode_;
   std::map<std::tuple<const OpenFile*, int, size_t>, size_t> index_;  // key -> group
   std::vector<std::shared_ptr<LinkGroup>> groups_;
   std::vector<std::vector<uint64_t>> offsets_, cookies_;  // per group

@@ -163,27 +163,27 @@ int ExitStatus(const absl::Status& s) {
 }
 
 // --link-mode against what the kernel offers.
-absl::StatusOr<LinkMode> ChooseLinkMode() {
+absl::StatusOr<v1::LinkMode> ChooseLinkMode() {
   std::string why;
   const bool multi_ok = KernelSupportsUprobeMulti(&why);
   const std::string mode_flag = absl::GetFlag(FLAGS_link_mode);
-  LinkMode mode;
+  v1::LinkMode mode;
   if (mode_flag == "auto") {
-    mode = multi_ok ? LinkMode::kMulti : LinkMode::kPerf;
+    mode = multi_ok ? v1::LINK_MODE_UPROBE_MULTI : v1::LINK_MODE_PERF_EVENT;
     if (!multi_ok) Log("uprobe_multi links unavailable (", why, "): using perf-event links");
   } else if (mode_flag == "multi") {
     if (!multi_ok) {
       return absl::FailedPreconditionError(
           absl::StrCat("--link-mode=multi but the kernel lacks uprobe_multi links: ", why));
     }
-    mode = LinkMode::kMulti;
+    mode = v1::LINK_MODE_UPROBE_MULTI;
   } else if (mode_flag == "perf") {
-    mode = LinkMode::kPerf;
+    mode = v1::LINK_MODE_PERF_EVENT;
   } else {
     return absl::InvalidArgumentError(
         absl::StrCat("--link-mode must be auto, multi or perf, not '", mode_flag, "'"));
   }
-  Log("link mode: ", mode == LinkMode::kMulti ? "uprobe_multi" : "perf_event");
+  Log("link mode: ", mode == v1::LINK_MODE_UPROBE_MULTI ? "uprobe_multi" : "perf_event");
   return mode;
 }
 
@@ -363,7 +363,7 @@ absl::Status NotUsage(const absl::Status& s) {
 }
 
 absl::StatusOr<std::unique_ptr<Node>> StartNode(const KernelInfo& kernel) {
-  absl::StatusOr<LinkMode> mode = ChooseLinkMode();
+  absl::StatusOr<v1::LinkMode> mode = ChooseLinkMode();
   if (!mode.ok()) return mode.status();
   BpfProbeProgram::Options popts;
   popts.link_mode = *mode;

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "services/agent/kernel_stats.h"
+#include "services/common/enum_names.h"
 
 namespace xolfleet {
 
@@ -109,9 +110,9 @@ class AgentMetrics::Collector final : public pm::Collectable {
                                  "(capture: the probe captured every register).",
                                  pm::MetricType::Gauge);
     for (const v1::CalibrationFigure& f : cal.figures()) {
-      cf.metric.push_back(
-          gauge(f.ns_per_hit() * 1e-9, {{"placement", v1::Placement_Name(f.placement())},
-                                        {"capture", f.capture() ? "true" : "false"}}));
+      cf.metric.push_back(gauge(
+          f.ns_per_hit() * 1e-9,
+          {{"placement", ShortName(f.placement())}, {"capture", f.capture() ? "true" : "false"}}));
     }
     out.push_back(std::move(cf));
     pm::MetricFamily pc = family("xolfleet_agent_probe_cpu_seconds_per_second",

@@ -13,15 +13,15 @@ namespace xolfleet {
 v1::Placement ToProtoPlacement(Placement p) {
   switch (p) {
     case Placement::kEmulated:
-      return v1::EMULATED;
+      return v1::PLACEMENT_EMULATED;
     case Placement::kBoosted:
-      return v1::BOOSTED;
+      return v1::PLACEMENT_BOOSTED;
     case Placement::kBoostedRipRel:
-      return v1::BOOSTED_RIPREL;
+      return v1::PLACEMENT_BOOSTED_RIPREL;
     case Placement::kSingleStep:
-      return v1::SINGLE_STEP;
+      return v1::PLACEMENT_SINGLE_STEP;
     case Placement::kRefused:
-      return v1::REFUSED;
+      return v1::PLACEMENT_REFUSED;
   }
   return v1::PLACEMENT_UNSPECIFIED;
 }

@@ -24,8 +24,10 @@
 #include "services/agent/kernel_stats.h"
 #include "services/agent/probe_convert.h"
 #include "services/common/elf_file.h"
+#include "services/common/enum_names.h"
 #include "services/common/log.h"
 #include "services/common/open_file.h"
+#include "services/common/proto_time.h"
 #include "services/common/site_resolver.h"
 #include "services/common/x86_classifier.h"
 
@@ -34,8 +36,6 @@ namespace {
 
 // Link groups made or closed at once (attachment.h, RunInParallel).
 constexpr size_t kLinkThreads = 4;
-
-int64_t UnixNanos(absl::Time t) { return absl::ToUnixNanos(t); }
 
 // The compact form of an attached probe (AttachRequest.compact): what a client of a large
 // batch needs to address and check its probes; List has the rest.
@@ -46,7 +46,7 @@ v1::Probe CompactProbe(const v1::Probe &p) {
   c.set_status_message(p.status_message());
   c.mutable_site()->set_placement(p.site().placement());
   c.mutable_site()->set_file_offset(p.site().file_offset());
-  c.set_expires_at_unix_ns(p.expires_at_unix_ns());
+  if (p.has_expires_at()) *c.mutable_expires_at() = p.expires_at();
   return c;
 }
 
@@ -118,7 +118,7 @@ ProbeManager::~ProbeManager() {
   for (const auto &[id, r] : active_) ids.push_back(id);
   if (!ids.empty()) {
     Log("agent stopping: detaching ", ids.size(), " probes");
-    DetachLocked(ids, v1::DETACHED, "agent stopped");
+    DetachLocked(ids, v1::PROBE_STATE_DETACHED, "agent stopped");
   }
 }
 
@@ -140,7 +140,7 @@ absl::StatusOr<v1::AttachResponse> ProbeManager::AttachWithProgress(
   absl::StatusOr<std::vector<ResolvedSpec>> resolved = Resolve(req, progress);
   if (!resolved.ok()) return observed(resolved.status());
   if (progress) {
-    progress(v1::AttachProgress::ATTACH_PHASE_LINKING, req.specs_size(), req.specs_size());
+    progress(v1::ATTACH_PHASE_LINKING, req.specs_size(), req.specs_size());
   }
   const absl::Time resolved_at = absl::Now();
   absl::MutexLock l(&mu_);
@@ -164,7 +164,7 @@ absl::StatusOr<std::vector<ResolvedSpec>> ProbeManager::Resolve(
   ResolveProgressFn resolving;
   if (progress) {
     resolving = [&progress](uint32_t done, uint32_t total) {
-      progress(v1::AttachProgress::ATTACH_PHASE_RESOLVING, done, total);
+      progress(v1::ATTACH_PHASE_RESOLVING, done, total);
     };
   }
   return ResolveSpecs(*locator_, Profile().profile, req, resolving);
@@ -185,7 +185,7 @@ absl::StatusOr<v1::AttachResponse> ProbeManager::AttachLocked(
                   r.probe.site().file_offset(), XOL_COOKIE(r.generation, r.slot));
   }
   v1::AttachResponse resp;
-  resp.set_link_kind(program_->link_mode() == LinkMode::kMulti ? "uprobe_multi" : "perf_event");
+  resp.set_link_mode(program_->link_mode());
   for (const ProbeRecord &r : records) {
     *resp.add_probes() = req.compact() ? CompactProbe(r.probe) : r.probe;
     hub_->RouteSlot(r.slot, r.generation, r.num);
@@ -273,11 +273,11 @@ std::vector<ProbeManager::ProbeRecord> ProbeManager::NewRecordsLocked(
     r.probe.set_id(absl::StrCat("p", r.num));
     *r.probe.mutable_spec() = spec;
     *r.probe.mutable_site() = ToSitePlacement(resolved[i].site);
-    r.probe.set_state(v1::ATTACHED);
-    r.probe.set_attached_at_unix_ns(UnixNanos(now));
-    if (spec.ttl_seconds() > 0) {
-      r.expires = now + absl::Seconds(spec.ttl_seconds());
-      r.probe.set_expires_at_unix_ns(UnixNanos(r.expires));
+    r.probe.set_state(v1::PROBE_STATE_ATTACHED);
+    *r.probe.mutable_attached_at() = ToTimestamp(now);
+    if (const absl::Duration ttl = FromDurationProto(spec.ttl()); ttl > absl::ZeroDuration()) {
+      r.expires = now + ttl;
+      *r.probe.mutable_expires_at() = ToTimestamp(r.expires);
     }
   }
   return records;
@@ -477,7 +477,7 @@ absl::StatusOr<v1::DetachResponse> ProbeManager::Detach(const v1::DetachRequest 
     }
     std::sort(ids.begin(), ids.end());
     ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
-    closing_links = DetachLocked(ids, v1::DETACHED, "detached on request");
+    closing_links = DetachLocked(ids, v1::PROBE_STATE_DETACHED, "detached on request");
     if (ids.size() >= 1000) TrimSoonLocked();
   }
   for (const std::string &id : ids) resp.add_detached_ids(id);
@@ -498,7 +498,7 @@ void ProbeManager::ExpireDue(absl::Time now) {
       if (r.expires <= now) ids.push_back(id);
     }
     if (ids.empty()) return;
-    DetachLocked(ids, v1::EXPIRED, "TTL expired");
+    DetachLocked(ids, v1::PROBE_STATE_EXPIRED, "TTL expired");
   }
   Log("TTL expired: detached ", ids.size(), " probes");
   if (observer_ != nullptr) observer_->OnDetach(absl::Now() - start, ids.size());
@@ -650,7 +650,7 @@ absl::StatusOr<v1::NodeInfo> ProbeManager::GetNodeInfo() {
   info.add_features("bpf_cookie");
   info.add_features("ringbuf");
   if (kernel_.profile.patched) info.add_features("xolfleet_patched");
-  info.set_link_mode(program_->link_mode() == LinkMode::kMulti ? "uprobe_multi" : "perf_event");
+  info.set_link_mode(program_->link_mode());
   absl::StatusOr<v1::KernelSlotStats> stats = ReadSlotStats(options_.slot_stats_path);
   if (stats.ok()) *info.mutable_slot_stats() = *stats;
   for (const auto &[k, v] : options_.labels) (*info.mutable_labels())[k] = v;
@@ -737,7 +737,7 @@ std::map<std::pair<std::string, std::string>, size_t> ProbeManager::ProbeCountsB
     ++out[{std::string(PlacementName(r.placement)), "ATTACHED"}];
   }
   for (const v1::Probe &p : inactive_) {
-    ++out[{v1::Placement_Name(p.site().placement()), v1::ProbeState_Name(p.state())}];
+    ++out[{ShortName(p.site().placement()), ShortName(p.state())}];
   }
   return out;
 }
@@ -810,12 +810,13 @@ absl::Status ProbeManager::Calibrate() {
   cost_model_ = CostModel(calibration_);
   std::vector<std::string> parts;
   for (const v1::CalibrationFigure &f : calibration_.figures()) {
-    parts.push_back(absl::StrCat(v1::Placement_Name(f.placement()), f.capture() ? "+capture" : "",
-                                 " ", absl::SixDigits(f.ns_per_hit() / 1000), " us"));
+    parts.push_back(absl::StrCat(ShortName(f.placement()), f.capture() ? "+capture" : "", " ",
+                                 absl::SixDigits(f.ns_per_hit() / 1000), " us"));
   }
   Log("calibration (", calibration_.profile(), ", ",
-      absl::SixDigits(calibration_.duration_seconds()), " s): per hit ", absl::StrJoin(parts, ", "),
-      "; a captured event ", absl::SixDigits(calibration_.capture_ns_per_event() / 1000), " us");
+      absl::FormatDuration(FromDurationProto(calibration_.duration())), "): per hit ",
+      absl::StrJoin(parts, ", "), "; a captured event ",
+      absl::SixDigits(calibration_.capture_ns_per_event() / 1000), " us");
   return absl::OkStatus();
 }
 
@@ -844,7 +845,8 @@ void ProbeManager::UpdateCosts(absl::Time now) {
     v1::ProbeCost *cost = r.probe.mutable_cost();
     EstimateCost(cost_model_, CostPlacementLocked(r), r.window.HitsPerSec(),
                  r.window.EventsPerSec(), cost);
-    if (cost->budget_state() == v1::BUDGET_STATE_UNSPECIFIED) cost->set_budget_state(v1::BUDGET_OK);
+    if (cost->budget_state() == v1::BUDGET_STATE_UNSPECIFIED)
+      cost->set_budget_state(v1::BUDGET_STATE_OK);
     total += cost->cpu_seconds_per_sec();
     inputs.push_back(
         {id, cost->cpu_seconds_per_sec(), r.window.Covers(window), cost->budget_state()});
@@ -890,7 +892,7 @@ void ProbeManager::ApplyBudgetLocked(const BudgetDecision &d) {
   }
   cost->set_budget_state(StateAfter(d.action));
   cost->set_budget_message(absl::StrCat(d.message, ": ", what));
-  cost->set_budget_changed_at_unix_ns(UnixNanos(absl::Now()));
+  *cost->mutable_budget_changed_at() = ToTimestamp(absl::Now());
   ++budget_actions_[{std::string(BudgetActionName(d.action)), d.node_scope ? "node" : "probe"}];
   {
     v1::BudgetEvent ev;
@@ -899,14 +901,14 @@ void ProbeManager::ApplyBudgetLocked(const BudgetDecision &d) {
     ev.set_message(cost->budget_message());
     ev.set_cpu_seconds_per_sec(cost->cpu_seconds_per_sec());
     ev.set_node_scope(d.node_scope);
-    ev.set_at_unix_ns(cost->budget_changed_at_unix_ns());
+    *ev.mutable_at() = cost->budget_changed_at();
     budget_events_.push_back({++budget_seq_, r.num, std::move(ev)});
     while (budget_events_.size() > 1000) budget_events_.pop_front();
   }
   Log("budget: probe ", d.id, " ", r.probe.spec().binary_path(), " at 0x",
       absl::Hex(r.probe.site().file_offset()), ": ", cost->budget_message());
   if (d.action == BudgetAction::kDetach) {
-    DetachLocked({d.id}, v1::DETACHED, absl::StrCat("over budget: ", d.message));
+    DetachLocked({d.id}, v1::PROBE_STATE_DETACHED, absl::StrCat("over budget: ", d.message));
   }
 }
 
@@ -923,7 +925,7 @@ v1::NodeCost ProbeManager::NodeCostLocked() const {
   cost.set_node_budget(options_.budget.node_budget);
   cost.set_probe_budget(options_.budget.probe_budget);
   cost.set_budget_action(std::string(BudgetActionName(options_.budget.action)));
-  cost.set_budget_window_seconds(absl::ToDoubleSeconds(options_.budget.window));
+  *cost.mutable_budget_window() = ToDurationProto(options_.budget.window);
   uint64_t actions = 0;
   for (const auto &[k, n] : budget_actions_) actions += n;
   cost.set_budget_actions(actions);
@@ -957,8 +959,8 @@ std::map<std::string, size_t> ProbeManager::ProbeCountsByBudgetState() const {
   std::map<std::string, size_t> out;
   for (const auto &[id, r] : active_) {
     v1::BudgetState st = r.probe.cost().budget_state();
-    if (st == v1::BUDGET_STATE_UNSPECIFIED) st = v1::BUDGET_OK;
-    ++out[v1::BudgetState_Name(st)];
+    if (st == v1::BUDGET_STATE_UNSPECIFIED) st = v1::BUDGET_STATE_OK;
+    ++out[ShortName(st)];
   }
   return out;
 }
@@ -968,17 +970,27 @@ absl::StatusOr<v1::AttachResponse> ProbeManager::DryRun(const v1::AttachRequest 
   if (!resolved_or.ok()) return resolved_or.status();
   const std::vector<ResolvedSpec> &resolved = *resolved_or;
   std::vector<double> rates(resolved.size(), req.expected_calls_per_sec());
-  if (req.sample_seconds() > 0) {
+  if (req.has_sample_duration()) {
+    if (absl::Status st =
+            CheckDuration(req.sample_duration(), "sample_duration", absl::Seconds(10));
+        !st.ok()) {
+      return st;
+    }
+    if (FromDurationProto(req.sample_duration()) < absl::Seconds(1)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "sample_duration ", absl::FormatDuration(FromDurationProto(req.sample_duration())),
+          " is under the 1s minimum"));
+    }
     // A short counting-only sample of the real call rate: the same sites without capture
-    // or TTL, attached for sample_seconds and detached again.
-    const uint32_t secs = std::min<uint32_t>(req.sample_seconds(), 10);
+    // or TTL, attached for sample_duration and detached again.
+    const absl::Duration sample_for = FromDurationProto(req.sample_duration());
     v1::AttachRequest sample;
     for (const v1::ProbeSpec &s : req.specs()) {
       v1::ProbeSpec *c = sample.add_specs();
       *c = s;
       c->clear_capture();
       c->set_rate_limit_per_sec(0);
-      c->set_ttl_seconds(secs + 30);  // a safety net should this thread die
+      *c->mutable_ttl() = ToDurationProto(sample_for + absl::Seconds(30));  // should this die
       (*c->mutable_labels())["xolfleet.io/purpose"] = "rate-sample";
     }
     absl::StatusOr<v1::AttachResponse> att = Attach(sample);
@@ -987,7 +999,7 @@ absl::StatusOr<v1::AttachResponse> ProbeManager::DryRun(const v1::AttachRequest 
                           absl::StrCat("rate sample: ", att.status().message()));
     }
     const absl::Time start = absl::Now();
-    absl::SleepFor(absl::Seconds(secs));
+    absl::SleepFor(sample_for);
     v1::ListRequest lr;
     v1::DetachRequest dr;
     for (const v1::Probe &p : att->probes()) {
@@ -1006,7 +1018,7 @@ absl::StatusOr<v1::AttachResponse> ProbeManager::DryRun(const v1::AttachRequest 
   }
   v1::AttachResponse resp;
   resp.set_dry_run(true);
-  resp.set_link_kind(program_->link_mode() == LinkMode::kMulti ? "uprobe_multi" : "perf_event");
+  resp.set_link_mode(program_->link_mode());
   absl::MutexLock l(&mu_);
   double total = 0;
   for (size_t i = 0; i < resolved.size(); ++i) {

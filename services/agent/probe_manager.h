@@ -116,7 +116,7 @@ class ProbeManager final : public AgentApi {
   // ATTACH_PHASE_LINKING before phase 2. It is called on this thread with no lock held,
   // never after a link of the request is live, so it may block (a stream write).
   using AttachProgressFn =
-      std::function<void(v1::AttachProgress::Phase phase, uint32_t done, uint32_t total)>;
+      std::function<void(v1::AttachPhase phase, uint32_t done, uint32_t total)>;
   absl::StatusOr<v1::AttachResponse> AttachWithProgress(const v1::AttachRequest& req,
                                                         const AttachProgressFn& progress);
   absl::StatusOr<v1::DetachResponse> Detach(const v1::DetachRequest& req) override;
@@ -146,7 +146,7 @@ class ProbeManager final : public AgentApi {
   size_t link_count() const;
   size_t free_slots() const;  // of the program's max_probes()
   size_t config_entries() const { return program_->CountConfigEntries(); }
-  LinkMode link_mode() const { return program_->link_mode(); }
+  v1::LinkMode link_mode() const { return program_->link_mode(); }
   int program_events_fd() const { return program_->events_fd(); }
   // The kernel profile now: kernel.uprobes_boost can be switched while the agent runs.
   KernelProfileChoice Profile() const ABSL_LOCKS_EXCLUDED(profile_mu_);

@@ -31,6 +31,7 @@
 #include "services/agent/kernel_features.h"
 #include "services/agent/probe_program.h"
 #include "services/agent/slot_table.h"
+#include "services/common/proto_time.h"
 #include "xolfleet/v1/agent.pb.h"
 
 namespace xolfleet {
@@ -119,11 +120,12 @@ class FakeAttachment final : public Attachment {
 
 class FakeProbeProgram final : public ProbeProgram {
  public:
-  FakeProbeProgram(std::shared_ptr<FakeKernel> k, LinkMode mode) : k_(std::move(k)), mode_(mode) {}
+  FakeProbeProgram(std::shared_ptr<FakeKernel> k, v1::LinkMode mode)
+      : k_(std::move(k)), mode_(mode) {}
   using ProbeProgram::ReadCounters;
   using ProbeProgram::ResetCounters;
 
-  LinkMode link_mode() const override { return mode_; }
+  v1::LinkMode link_mode() const override { return mode_; }
   uint32_t max_probes() const override { return kMaxProbes; }
   int events_fd() const override { return -1; }
 
@@ -178,7 +180,7 @@ class FakeProbeProgram final : public ProbeProgram {
                                          pid,
                                          {offsets.begin(), offsets.end()},
                                          {cookies.begin(), cookies.end()}};
-    const size_t kernel_links = mode_ == LinkMode::kMulti ? 1 : offsets.size();
+    const size_t kernel_links = mode_ == v1::LINK_MODE_UPROBE_MULTI ? 1 : offsets.size();
     auto att = std::unique_ptr<Attachment>(new FakeAttachment(k_, id, kernel_links));
     if (k_->on_link) {
       l.Release();
@@ -189,10 +191,10 @@ class FakeProbeProgram final : public ProbeProgram {
 
  private:
   std::shared_ptr<FakeKernel> k_;
-  LinkMode mode_;
+  v1::LinkMode mode_;
 };
 
-class ProbeManagerTest : public ::testing::TestWithParam<LinkMode> {
+class ProbeManagerTest : public ::testing::TestWithParam<v1::LinkMode> {
  protected:
   void SetUp() override {
     // Four copies of the fixture: four files, so four multi link groups.
@@ -270,8 +272,8 @@ TEST_P(ProbeManagerTest, AttachTakesOneSlotPerProbeAndLinksPerGroup) {
   EXPECT_EQ(kernel_->config_entries(), 6u);
   // Multi: one link per file; perf: one per probe. Either way six kernel links' worth of
   // probes, each with its own slot and generation 1.
-  EXPECT_EQ(kernel_->live_links(), GetParam() == LinkMode::kMulti ? 3u : 6u);
-  EXPECT_EQ(manager_->link_count(), GetParam() == LinkMode::kMulti ? 3u : 6u);
+  EXPECT_EQ(kernel_->live_links(), GetParam() == v1::LINK_MODE_UPROBE_MULTI ? 3u : 6u);
+  EXPECT_EQ(manager_->link_count(), GetParam() == v1::LINK_MODE_UPROBE_MULTI ? 3u : 6u);
   std::set<uint32_t> slots;
   {
     absl::MutexLock l(&kernel_->mu);
@@ -297,7 +299,7 @@ TEST_P(ProbeManagerTest, LinkFailureOnThirdGroupRollsBackEverything) {
   {
     absl::MutexLock l(&kernel_->mu);
     kernel_->fail_links_on = "/bin2";  // the third file: the third group (multi)
-    if (GetParam() == LinkMode::kPerf) {
+    if (GetParam() == v1::LINK_MODE_PERF_EVENT) {
       kernel_->fail_links_on.clear();
       kernel_->fail_link_call = 3;  // perf: one group per probe
     }
@@ -315,7 +317,7 @@ TEST_P(ProbeManagerTest, LinkFailureOnThirdGroupRollsBackEverything) {
     // the other: two made, the third refused, the rest never asked for.
     EXPECT_GE(kernel_->link_calls, 1u);
     EXPECT_EQ(kernel_->links_closed, kernel_->link_calls - 1);
-    if (GetParam() == LinkMode::kPerf) {
+    if (GetParam() == v1::LINK_MODE_PERF_EVENT) {
       EXPECT_EQ(kernel_->link_calls, 3u);
     }
   }
@@ -391,7 +393,7 @@ TEST_P(ProbeManagerTest, SlotReusedWithNewGenerationAndZeroCounts) {
   ASSERT_TRUE(listed.ok());
   ASSERT_EQ(listed->probes_size(), 1);
   EXPECT_EQ(listed->probes(0).hits(), 5u);
-  EXPECT_EQ(listed->probes(0).state(), v1::DETACHED);
+  EXPECT_EQ(listed->probes(0).state(), v1::PROBE_STATE_DETACHED);
 
   v1::AttachRequest again;
   *again.add_specs() = Spec(files_[1], "fx_plain");
@@ -436,7 +438,7 @@ TEST_P(ProbeManagerTest, PartialDetachRelinksSurvivorsKeepingCounts) {
   EXPECT_EQ(manager_->free_slots(), kMaxProbes - 3);
   {
     absl::MutexLock l(&kernel_->mu);
-    if (GetParam() == LinkMode::kMulti) {
+    if (GetParam() == v1::LINK_MODE_UPROBE_MULTI) {
       // One new link with the three survivors, at generation 2.
       EXPECT_EQ(kernel_->link_calls, calls_before + 1);
       ASSERT_EQ(kernel_->links.size(), 1u);
@@ -477,9 +479,9 @@ TEST_P(ProbeManagerTest, FailedRelinkKeepsTheOldLink) {
   {
     absl::MutexLock l(&kernel_->mu);
     // Multi: one re-link tried (and refused); perf: none.
-    EXPECT_EQ(kernel_->link_calls, calls + (GetParam() == LinkMode::kMulti ? 1 : 0));
+    EXPECT_EQ(kernel_->link_calls, calls + (GetParam() == v1::LINK_MODE_UPROBE_MULTI ? 1 : 0));
   }
-  EXPECT_EQ(kernel_->live_links(), GetParam() == LinkMode::kMulti ? 1u : 2u);
+  EXPECT_EQ(kernel_->live_links(), GetParam() == v1::LINK_MODE_UPROBE_MULTI ? 1u : 2u);
   EXPECT_EQ(kernel_->config_entries(), 2u);
   const auto f0 = Open(0);
   kernel_->Hit(*f0, resp->probes(1).site().file_offset());
@@ -504,6 +506,31 @@ TEST_P(ProbeManagerTest, ResolutionFailureTouchesNothing) {
   ExpectNothingLeft();
   absl::MutexLock l(&kernel_->mu);
   EXPECT_EQ(kernel_->link_calls, 0u);
+}
+
+// A dry run's rate sample lasts 1-10 s: anything else is refused before a probe is attached,
+// and a TTL is a Duration like any other (sub-second included).
+TEST_P(ProbeManagerTest, SampleDurationOutsideOneToTenSecondsIsRefused) {
+  for (absl::Duration d : {absl::Milliseconds(500), absl::Seconds(11), -absl::Seconds(1)}) {
+    v1::AttachRequest req = Request(1, 1);
+    req.set_dry_run(true);
+    *req.mutable_sample_duration() = ToDurationProto(d);
+    absl::StatusOr<v1::AttachResponse> resp = manager_->Attach(req);
+    ASSERT_FALSE(resp.ok()) << absl::FormatDuration(d);
+    EXPECT_EQ(resp.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_TRUE(absl::StrContains(resp.status().message(), "sample_duration")) << resp.status();
+    ExpectNothingLeft();
+  }
+  v1::AttachRequest req = Request(1, 1);
+  *req.mutable_specs(0)->mutable_ttl() = ToDurationProto(absl::Milliseconds(1500));
+  const absl::Time before = absl::Now();
+  absl::StatusOr<v1::AttachResponse> resp = manager_->Attach(req);
+  ASSERT_TRUE(resp.ok()) << resp.status();
+  const v1::Probe& p = resp->probes(0);
+  ASSERT_TRUE(p.has_attached_at() && p.has_expires_at());
+  EXPECT_GE(FromTimestamp(p.attached_at()), before);
+  EXPECT_EQ(FromTimestamp(p.expires_at()) - FromTimestamp(p.attached_at()),
+            absl::Milliseconds(1500));
 }
 
 // A process that exits while its probes are being linked (its pid may be another's by the
@@ -563,9 +590,9 @@ TEST_P(ProbeManagerTest, StoppingTheManagerDetachesEverything) {
 }
 
 INSTANTIATE_TEST_SUITE_P(LinkModes, ProbeManagerTest,
-                         ::testing::Values(LinkMode::kMulti, LinkMode::kPerf),
-                         [](const ::testing::TestParamInfo<LinkMode>& i) {
-                           return i.param == LinkMode::kMulti ? "Multi" : "Perf";
+                         ::testing::Values(v1::LINK_MODE_UPROBE_MULTI, v1::LINK_MODE_PERF_EVENT),
+                         [](const ::testing::TestParamInfo<v1::LinkMode>& i) {
+                           return i.param == v1::LINK_MODE_UPROBE_MULTI ? "Multi" : "Perf";
                          });
 
 TEST(SlotTable, TakesLowestFirstThenReusesFreedWithNextGeneration) {

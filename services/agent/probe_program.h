@@ -23,16 +23,15 @@
 #include "services/agent/attachment.h"
 #include "services/agent/bpf/probe.h"
 #include "services/common/open_file.h"
+#include "xolfleet/v1/agent.pb.h"
 
 namespace xolfleet {
-
-enum class LinkMode { kMulti, kPerf };
 
 class ProbeProgram {
  public:
   virtual ~ProbeProgram() = default;
 
-  virtual LinkMode link_mode() const = 0;
+  virtual v1::LinkMode link_mode() const = 0;
   // Slots 0 .. max_probes() - 1; the counters of slot max_probes() are the totals.
   virtual uint32_t max_probes() const = 0;
   // The ring buffer of hit events (-1: none).

@@ -15,8 +15,10 @@
 #include "absl/time/time.h"
 #include "services/agent/probe_convert.h"
 #include "services/cli/cli.h"
+#include "services/common/enum_names.h"
 #include "services/common/placement.h"
 #include "services/common/probe_spec.h"
+#include "services/common/proto_time.h"
 
 namespace xolfleet::cli {
 namespace {
@@ -28,10 +30,13 @@ std::string SiteName(const v1::SitePlacement& p) {
 }
 
 std::string PlacementStr(v1::Placement p) {
-  return p == v1::PLACEMENT_UNSPECIFIED ? "-" : v1::Placement_Name(p);
+  return p == v1::PLACEMENT_UNSPECIFIED ? "-" : ShortName(p);
 }
 
 std::string Hex(uint64_t v) { return absl::StrCat("0x", absl::Hex(v)); }
+
+// "uprobe_multi" / "perf_event": the kernel's names for the link kinds.
+std::string LinkModeName(v1::LinkMode m) { return absl::AsciiStrToLower(ShortName(m)); }
 
 // A cost in CPU seconds per second as a share of one CPU ("0.42%"), "-" when unknown.
 std::string CpuShare(const v1::ProbeCost& c) {
@@ -45,11 +50,11 @@ std::string Micros(double ns) { return absl::StrFormat("%.2f us", ns / 1000); }
 // stderr; smaller ones are one Attach call.
 constexpr int kProgressFromSpecs = 100;
 
-const char* PhaseName(v1::AttachProgress::Phase p) {
+const char* PhaseName(v1::AttachPhase p) {
   switch (p) {
-    case v1::AttachProgress::ATTACH_PHASE_RESOLVING:
+    case v1::ATTACH_PHASE_RESOLVING:
       return "resolving";
-    case v1::AttachProgress::ATTACH_PHASE_LINKING:
+    case v1::ATTACH_PHASE_LINKING:
       return "linking";
     default:
       return "done";
@@ -104,7 +109,7 @@ int RunAttach(Context& c) {
     }
     if (auto v = a.Get("ttl")) {
       if (!absl::SimpleAtoi(*v, &n) || n < 0) return c.Usage("--ttl takes seconds");
-      spec->set_ttl_seconds(static_cast<uint32_t>(n));
+      *spec->mutable_ttl() = ToDurationProto(absl::Seconds(n));
     }
     if (auto v = a.Get("build-id")) spec->set_build_id(*v);
     spec->set_allow_relocate(a.Has("allow-relocate"));
@@ -134,9 +139,9 @@ int RunAttach(Context& c) {
     if (!absl::SimpleAtoi(*v, &n) || n < 1 || n > 10) {
       return c.Usage("--sample takes 1-10 seconds");
     }
-    req.set_sample_seconds(static_cast<uint32_t>(n));
+    *req.mutable_sample_duration() = ToDurationProto(absl::Seconds(n));
   }
-  if (!req.dry_run() && (req.expected_calls_per_sec() > 0 || req.sample_seconds() > 0)) {
+  if (!req.dry_run() && (req.expected_calls_per_sec() > 0 || req.has_sample_duration())) {
     return c.Usage("--calls-per-sec and --sample predict a cost: use them with --dry-run");
   }
   v1::AttachResponse resp;
@@ -160,8 +165,10 @@ int RunAttach(Context& c) {
     c.out() << "dry run: nothing attached; predicted "
             << absl::StrFormat("%.3g%%", resp.predicted_cpu_seconds_per_sec() * 100)
             << " of one CPU"
-            << (req.sample_seconds()
-                    ? absl::StrCat(" (call rates sampled over ", req.sample_seconds(), " s)")
+            << (req.has_sample_duration()
+                    ? absl::StrCat(" (call rates sampled over ",
+                                   absl::FormatDuration(FromDurationProto(req.sample_duration())),
+                                   ")")
                     : std::string(req.expected_calls_per_sec() > 0
                                       ? " at the given call rate"
                                       : " (no call rate: give --calls-per-sec "
@@ -176,7 +183,7 @@ int RunAttach(Context& c) {
            p.site().relocated() ? p.site().relocation_note() : ""});
   }
   t.Print(c.out());
-  c.out() << resp.probes_size() << " probes attached (" << resp.link_kind() << ")\n";
+  c.out() << resp.probes_size() << " probes attached (" << LinkModeName(resp.link_mode()) << ")\n";
   return 0;
 }
 
@@ -213,16 +220,17 @@ int RunList(Context& c) {
   }
   Table t({"ID", "STATE", "BINARY", "SITE", "PLACEMENT", "KERNEL", "HITS", "EVENTS", "DROPPED",
            "LIMITED", "PID", "TTL", "HITS/S", "CPU", "BUDGET", "LABELS"});
-  int64_t now = absl::ToUnixNanos(absl::Now());
+  const absl::Time now = absl::Now();
   for (const v1::Probe& p : resp.probes()) {
     std::string ttl = "-";
-    if (p.expires_at_unix_ns() && p.state() == v1::ATTACHED) {
-      ttl = absl::StrCat(std::max<int64_t>(0, (p.expires_at_unix_ns() - now) / 1000000000), "s");
+    if (p.has_expires_at() && p.state() == v1::PROBE_STATE_ATTACHED) {
+      ttl = absl::StrCat(
+          std::max<int64_t>(0, absl::ToInt64Seconds(FromTimestamp(p.expires_at()) - now)), "s");
     }
     std::vector<std::string> labels;
     for (const auto& [k, v] : p.spec().labels()) labels.push_back(absl::StrCat(k, "=", v));
     std::sort(labels.begin(), labels.end());
-    t.Add({p.id(), v1::ProbeState_Name(p.state()), p.spec().binary_path(), SiteName(p.site()),
+    t.Add({p.id(), ShortName(p.state()), p.spec().binary_path(), SiteName(p.site()),
            PlacementStr(p.site().placement()),
            PlacementStr(p.kernel_placement()) + (p.placement_mismatch() ? "!" : ""),
            absl::StrCat(p.hits()), absl::StrCat(p.events_emitted()),
@@ -290,10 +298,11 @@ int RunClassify(Context& c) {
   c.out() << "\nprofile " << resp.profile() << ", " << resp.sites_size() << " sites\n";
   Table totals({"PLACEMENT", "SITES", "SHARE"});
   for (v1::Placement p :
-       {v1::EMULATED, v1::BOOSTED, v1::BOOSTED_RIPREL, v1::SINGLE_STEP, v1::REFUSED}) {
+       {v1::PLACEMENT_EMULATED, v1::PLACEMENT_BOOSTED, v1::PLACEMENT_BOOSTED_RIPREL,
+        v1::PLACEMENT_SINGLE_STEP, v1::PLACEMENT_REFUSED}) {
     auto it = resp.totals().find(v1::Placement_Name(p));
     uint64_t n = it == resp.totals().end() ? 0 : it->second;
-    totals.Add({v1::Placement_Name(p), absl::StrCat(n),
+    totals.Add({ShortName(p), absl::StrCat(n),
                 resp.sites_size() ? absl::StrFormat("%.1f%%", 100.0 * n / resp.sites_size())
                                   : std::string("-")});
   }
@@ -380,7 +389,7 @@ int RunInfo(Context& c) {
   t.Add({"kernel", info.kernel_release()});
   t.Add({"profile", absl::StrCat(info.kernel_profile(), " (", info.profile_reason(), ")")});
   t.Add({"boosting", info.kernel_boosts() ? "on" : "off"});
-  t.Add({"link mode", info.link_mode()});
+  t.Add({"link mode", LinkModeName(info.link_mode())});
   t.Add({"features", absl::StrJoin(info.features(), ",")});
   t.Add({"probes attached", absl::StrCat(info.probes_attached())});
   t.Add({"placement mismatches", absl::StrCat(info.placement_mismatches())});
@@ -408,22 +417,24 @@ int RunInfo(Context& c) {
   t.Add({"probe cost",
          absl::StrFormat(
              "%.3g%% of one CPU (budget %.3g%%, per probe %s, "
-             "action %s, window %gs, %d actions taken)",
+             "action %s, window %s, %d actions taken)",
              nc.cpu_seconds_per_sec() * 100, nc.node_budget() * 100,
              nc.probe_budget() > 0 ? absl::StrFormat("%.3g%%", nc.probe_budget() * 100) : "none",
-             nc.budget_action(), nc.budget_window_seconds(), nc.budget_actions())});
+             nc.budget_action(), absl::FormatDuration(FromDurationProto(nc.budget_window())),
+             nc.budget_actions())});
   t.Print(c.out());
   const v1::Calibration& cal = info.calibration();
   c.out() << "\ncalibration: " << cal.status();
   if (!cal.profile().empty()) {
     c.out() << " (profile " << cal.profile() << ", measured in "
-            << absl::StrFormat("%.2f", cal.duration_seconds()) << " s)";
+            << absl::StrFormat("%.2f", absl::ToDoubleSeconds(FromDurationProto(cal.duration())))
+            << " s)";
   }
   c.out() << "\n";
   if (cal.figures_size() > 0) {
     Table ct({"PLACEMENT", "PROGRAM", "PER_HIT", "SITE", "CALLS"});
     for (const v1::CalibrationFigure& f : cal.figures()) {
-      ct.Add({v1::Placement_Name(f.placement()), f.capture() ? "capture all" : "count",
+      ct.Add({ShortName(f.placement()), f.capture() ? "capture all" : "count",
               Micros(f.ns_per_hit()), f.site(), absl::StrCat(f.calls())});
     }
     ct.Print(c.out());

@@ -173,11 +173,11 @@ std::string CpuPercent(double cpu_seconds_per_sec) {
 
 std::string BudgetStateName(v1::BudgetState s) {
   switch (s) {
-    case v1::BUDGET_ALERTED:
+    case v1::BUDGET_STATE_ALERTED:
       return "ALERTED";
-    case v1::BUDGET_THROTTLED:
+    case v1::BUDGET_STATE_THROTTLED:
       return "THROTTLED";
-    case v1::BUDGET_DETACHED:
+    case v1::BUDGET_STATE_DETACHED:
       return "DETACHED";
     default:
       return "ok";

@@ -32,7 +32,9 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "services/cli/cli.h"
+#include "services/common/enum_names.h"
 #include "services/common/probe_spec.h"
+#include "services/common/proto_time.h"
 #include "services/common/tls.h"
 #include "xolfleet/v1/controller.grpc.pb.h"
 
@@ -68,21 +70,17 @@ int FailRpc(Context& ctx, const std::string& what, const grpc::Status& s) {
   return ctx.Fail(what, s);
 }
 
-std::string Ago(int64_t unix_ns) {
-  if (unix_ns <= 0) return "never";
-  absl::Duration d = absl::Now() - absl::FromUnixNanos(unix_ns);
+std::string Ago(const v1::AgentInfo& a) {
+  if (!a.has_last_seen()) return "never";
+  absl::Duration d = absl::Now() - FromTimestamp(a.last_seen());
   if (d < absl::Seconds(1)) return "now";
   return absl::StrCat(absl::ToInt64Seconds(d), "s ago");
 }
 
-std::string StateName(v1::RolloutState s) {
-  absl::string_view n = v1::RolloutState_Name(s);
-  absl::ConsumePrefix(&n, "ROLLOUT_");
-  return std::string(n);
-}
+std::string StateName(v1::RolloutState s) { return ShortName(s); }
 
 std::string Placement(v1::Placement p) {
-  return p == v1::PLACEMENT_UNSPECIFIED ? "-" : v1::Placement_Name(p);
+  return p == v1::PLACEMENT_UNSPECIFIED ? "-" : ShortName(p);
 }
 
 absl::Status ParseSelector(const Args& args, v1::NodeSelector* sel) {
@@ -107,8 +105,8 @@ void PrintRollouts(Context& ctx, const std::vector<v1::Rollout>& rs) {
   Table t({"SET", "STATE", "ATTACHED", "FAILED", "PENDING", "CANARY", "EXPIRES", "MESSAGE"});
   for (const auto& r : rs) {
     std::string exp = "-";
-    if (r.expires_at_unix_ns()) {
-      absl::Duration left = absl::FromUnixNanos(r.expires_at_unix_ns()) - absl::Now();
+    if (r.has_expires_at()) {
+      absl::Duration left = FromTimestamp(r.expires_at()) - absl::Now();
       exp = left > absl::ZeroDuration() ? absl::StrCat("in ", absl::ToInt64Seconds(left), "s")
                                         : "expired";
     }
@@ -146,14 +144,14 @@ int Agents(Context& ctx) {
     std::vector<std::string> labels;
     for (const auto& [k, v] : a.registration().labels()) labels.push_back(absl::StrCat(k, "=", v));
     std::sort(labels.begin(), labels.end());
-    t.Add({a.registration().node_name(), a.health() == v1::AGENT_UP ? "UP" : "DOWN",
+    t.Add({a.registration().node_name(), a.health() == v1::AGENT_HEALTH_UP ? "UP" : "DOWN",
            a.registration().kernel_profile(), a.registration().kernel_release(),
            absl::StrCat(a.probes_attached()),
            absl::StrCat(a.sets_converged(), "/", a.sets_desired()),
            a.slot_stats().available() ? absl::StrCat(a.slot_stats().slot_migrations()) : "-",
            absl::StrCat(a.placement_mismatches()), CpuPercent(a.cost().cpu_seconds_per_sec()),
            a.cost().node_budget() > 0 ? CpuPercent(a.cost().node_budget()) : "-",
-           absl::StrCat(a.budget_breaches()), Ago(a.last_seen_unix_ns()),
+           absl::StrCat(a.budget_breaches()), Ago(a),
            labels.empty() ? "-" : absl::StrJoin(labels, ","), a.identity()});
   }
   t.Print(ctx.out());
@@ -177,11 +175,11 @@ int Attach(Context& ctx) {
   if (args.Has("canary-timeout")) {
     if (!absl::SimpleAtoi(*args.Get("canary-timeout"), &u))
       return ctx.Usage("bad --canary-timeout");
-    req.mutable_policy()->set_canary_timeout_seconds(u);
+    *req.mutable_policy()->mutable_canary_timeout() = ToDurationProto(absl::Seconds(u));
   }
   if (args.Has("canary-soak")) {
     if (!absl::SimpleAtoi(*args.Get("canary-soak"), &u)) return ctx.Usage("bad --canary-soak");
-    req.mutable_policy()->set_canary_soak_seconds(u);
+    *req.mutable_policy()->mutable_canary_soak() = ToDurationProto(absl::Seconds(u));
   }
   req.set_dry_run(args.Has("dry-run"));
   if (args.Has("calls-per-sec")) {
@@ -209,7 +207,7 @@ int Attach(Context& ctx) {
   for (size_t i = 1; i < pos.size(); ++i) {
     auto spec = ParseSite(pos[i]);
     if (!spec.ok()) return ctx.Usage(std::string(spec.status().message()));
-    spec->set_ttl_seconds(ttl);
+    if (ttl) *spec->mutable_ttl() = ToDurationProto(absl::Seconds(ttl));
     spec->set_rate_limit_per_sec(rate);
     spec->set_pid(pid);
     spec->set_build_id(args.GetOr("build-id", ""));
@@ -236,7 +234,7 @@ int Attach(Context& ctx) {
       std::vector<std::string> sites;
       std::vector<std::string> per_hit;
       for (const auto& s : n.sites()) {
-        sites.push_back(v1::Placement_Name(s.placement()));
+        sites.push_back(ShortName(s.placement()));
         per_hit.push_back(s.expected_ns_per_hit() > 0
                               ? absl::StrFormat("%.2fus", s.expected_ns_per_hit() / 1000)
                               : "-");
@@ -254,7 +252,9 @@ int Attach(Context& ctx) {
     for (const auto& pp : resp.profiles()) {
       std::vector<std::string> pl;
       for (const auto& [k, v] : pp.placements()) {
-        if (v > 0) pl.push_back(absl::StrCat(k, "=", v));
+        v1::Placement placement = v1::PLACEMENT_UNSPECIFIED;
+        std::string name = v1::Placement_Parse(k, &placement) ? ShortName(placement) : k;
+        if (v > 0) pl.push_back(absl::StrCat(name, "=", v));
       }
       std::sort(pl.begin(), pl.end());
       p.Add({pp.kernel_profile(), absl::StrCat(pp.nodes()), absl::StrJoin(pl, ","),
@@ -284,7 +284,7 @@ int Attach(Context& ctx) {
                                       r.nodes_failed(), "  pending ", r.nodes_pending());
       if (line != last) ctx.err() << line << "\n";
       last = line;
-      if (r.state() != v1::ROLLOUT_CANARY && r.state() != v1::ROLLOUT_ROLLING) break;
+      if (r.state() != v1::ROLLOUT_STATE_CANARY && r.state() != v1::ROLLOUT_STATE_ROLLING) break;
       if (absl::Now() > end) {
         ctx.err() << "xolctl: fleet attach: still " << StateName(r.state()) << " after " << secs
                   << "s (the rollout goes on; see xolctl fleet rollout " << r.set_id() << ")\n";
@@ -305,7 +305,7 @@ int Attach(Context& ctx) {
     PrintRollouts(ctx, {r});
   }
   if (args.Has("no-wait")) return 0;
-  return r.state() == v1::ROLLOUT_COMPLETE ? 0 : 1;
+  return r.state() == v1::ROLLOUT_STATE_COMPLETE ? 0 : 1;
 }
 
 int Detach(Context& ctx) {
@@ -356,7 +356,7 @@ int List(Context& ctx) {
       kernel += "!";
     }
     t.Add({p.node_name(), p.kernel_profile().empty() ? "-" : p.kernel_profile(), p.fleet_probe_id(),
-           FormatSite(p.spec()), p.desired() ? "yes" : "no", v1::ProbeState_Name(p.actual()),
+           FormatSite(p.spec()), p.desired() ? "yes" : "no", ShortName(p.actual()),
            Placement(p.predicted_placement() != v1::PLACEMENT_UNSPECIFIED ? p.predicted_placement()
                                                                           : p.placement()),
            kernel, absl::StrCat(p.hits()), absl::StrCat(p.local_copies()),

@@ -20,7 +20,7 @@ class FakeFleet final : public v1::FleetService::Service {
                            v1::FleetAttachResponse* resp) override {
     v1::Rollout* r = resp->mutable_rollout();
     r->set_set_id("ps-test");
-    r->set_state(v1::ROLLOUT_CANARY);
+    r->set_state(v1::ROLLOUT_STATE_CANARY);
     r->add_canary_nodes("node-1");
     r->set_nodes_pending(1);
     return grpc::Status::OK;
@@ -28,7 +28,7 @@ class FakeFleet final : public v1::FleetService::Service {
   grpc::Status GetRollout(grpc::ServerContext*, const v1::GetRolloutRequest* req,
                           v1::Rollout* r) override {
     r->set_set_id(req->set_id());
-    r->set_state(v1::ROLLOUT_COMPLETE);
+    r->set_state(v1::ROLLOUT_STATE_COMPLETE);
     r->add_canary_nodes("node-1");
     r->set_nodes_attached(2);
     return grpc::Status::OK;
@@ -71,7 +71,8 @@ TEST_F(FleetAttach, JsonKeepsProgressOnStderr) {
   EXPECT_NE(err.str().find("rollout ps-test: COMPLETE"), std::string::npos) << err.str();
   // stdout: the final rollout as JSON, nothing else.
   EXPECT_EQ(out.str().rfind("{", 0), 0u) << out.str();
-  EXPECT_NE(out.str().find("\"state\": \"ROLLOUT_COMPLETE\""), std::string::npos) << out.str();
+  EXPECT_NE(out.str().find("\"state\": \"ROLLOUT_STATE_COMPLETE\""), std::string::npos)
+      << out.str();
   EXPECT_EQ(out.str().find("CANARY "), std::string::npos) << out.str();
 }
 

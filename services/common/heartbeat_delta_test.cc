@@ -15,8 +15,8 @@ v1::AgentProbeStatus Probe(const std::string& local, uint64_t hits) {
   p.set_local_probe_id(local);
   p.set_fleet_probe_id(absl::StrCat("ps-1/", local));
   p.set_set_id("ps-1");
-  p.set_state(v1::ATTACHED);
-  p.set_placement(v1::EMULATED);
+  p.set_state(v1::PROBE_STATE_ATTACHED);
+  p.set_placement(v1::PLACEMENT_EMULATED);
   p.set_hits(hits);
   return p;
 }
@@ -28,7 +28,7 @@ v1::AgentHeartbeat Full(std::vector<std::pair<std::string, uint64_t>> probes,
   for (const auto& s : sets) {
     auto* st = hb.add_sets();
     st->set_set_id(s);
-    st->set_state(v1::SET_ATTACHED);
+    st->set_state(v1::SET_STATE_ATTACHED);
   }
   hb.set_probes_attached(static_cast<uint32_t>(probes.size()));
   hb.set_desired_generation(7);

@@ -9,7 +9,9 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "services/common/enum_names.h"
 #include "services/common/open_file.h"
+#include "services/common/proto_time.h"
 
 namespace xolfleet {
 namespace {
@@ -102,7 +104,7 @@ absl::Status ValidateSpec(const v1::ProbeSpec& s, ReservedLabels reserved) {
     return Invalid("capture names more registers than exist");
   }
   for (int r : s.capture()) {
-    if (r < v1::RAX || r > v1::EFLAGS) {
+    if (r < v1::REGISTER_RAX || r > v1::REGISTER_EFLAGS) {
       return Invalid(
           absl::StrCat("capture names register ", r, ", not one of RAX..EFLAGS (1..18)"));
     }
@@ -119,9 +121,8 @@ absl::Status ValidateSpec(const v1::ProbeSpec& s, ReservedLabels reserved) {
       }
     }
   }
-  if (s.ttl_seconds() > kMaxTtlSeconds) {
-    return Invalid(absl::StrCat("ttl_seconds ", s.ttl_seconds(), " exceeds the limit ",
-                                kMaxTtlSeconds, " (30 days)"));
+  if (absl::Status st = CheckDuration(s.ttl(), "ttl", kMaxTtl); !st.ok()) {
+    return st;
   }
   return ValidateLabels(s.labels(), reserved);
 }
@@ -186,8 +187,8 @@ std::string FormatSite(const v1::ProbeSpec& s) {
 absl::StatusOr<v1::Register> ParseRegister(absl::string_view name) {
   std::string n = absl::AsciiStrToUpper(absl::StripAsciiWhitespace(name));
   if (absl::StartsWith(n, "%")) n = n.substr(1);
-  v1::Register r;
-  if (!v1::Register_Parse(n, &r) || r == v1::REGISTER_UNSPECIFIED) {
+  v1::Register r = v1::REGISTER_UNSPECIFIED;
+  if (!ParseShortName(n, &r) || r == v1::REGISTER_UNSPECIFIED) {
     return Invalid(
         absl::StrCat("unknown register '", Truncated(name), "' (rax..r15, rip, eflags)"));
   }

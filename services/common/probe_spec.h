@@ -17,6 +17,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 #include "google/protobuf/map.h"
 #include "xolfleet/v1/common.pb.h"
 
@@ -30,7 +31,7 @@ inline constexpr size_t kMaxReservedLabels = 4;   // set by the agent and the co
 inline constexpr size_t kMaxLabelKeyBytes = 63 + 253 + 1;  // "prefix/name", as Kubernetes
 inline constexpr size_t kMaxLabelValueBytes = 256;
 inline constexpr uint32_t kMaxRateLimit = 1000000000;  // events/s, exclusive
-inline constexpr uint32_t kMaxTtlSeconds = 30 * 24 * 3600;
+inline constexpr absl::Duration kMaxTtl = absl::Hours(30 * 24);
 inline constexpr size_t kMaxBuildIdHexDigits = 128;
 // A container id as runtimes print it: 64 hex digits, or a unique prefix of 12 or more.
 inline constexpr size_t kMinContainerIdHexDigits = 12;

@@ -1,6 +1,7 @@
 #include "services/common/probe_spec.h"
 
 #include "gtest/gtest.h"
+#include "services/common/proto_time.h"
 
 namespace xolfleet {
 namespace {
@@ -39,7 +40,7 @@ TEST(ProbeSpec, RegistersInAnySpelling) {
   for (const char* n : {"rdi", "RDI", "%rdi", " rdi "}) {
     absl::StatusOr<v1::Register> r = ParseRegister(n);
     ASSERT_TRUE(r.ok()) << n;
-    EXPECT_EQ(*r, v1::RDI);
+    EXPECT_EQ(*r, v1::REGISTER_RDI);
   }
   EXPECT_FALSE(ParseRegister("xmm0").ok());
   EXPECT_FALSE(ParseRegister("register_unspecified").ok());
@@ -69,7 +70,9 @@ TEST(ProbeSpec, OneValidatorAndItsLimits) {
       {[](auto* s) { s->set_build_id("abc"); }, "even"},
       {[](auto* s) { s->set_build_id("zz"); }, "hex"},
       {[](auto* s) { s->add_capture(static_cast<v1::Register>(99)); }, "register"},
-      {[](auto* s) { s->set_ttl_seconds(kMaxTtlSeconds + 1); }, "ttl"},
+      {[](auto* s) { *s->mutable_ttl() = ToDurationProto(kMaxTtl + absl::Seconds(1)); },
+       "ttl 720h1s exceeds the limit 720h"},
+      {[](auto* s) { *s->mutable_ttl() = ToDurationProto(-absl::Seconds(5)); }, "ttl is negative"},
       {[](auto* s) { s->set_pid(-1); }, "negative"},
       {[](auto* s) { s->set_container_id("abc123"); }, "12..64 lowercase hex"},
       {[](auto* s) { s->set_container_id(std::string(65, 'a')); }, "12..64 lowercase hex"},

@@ -10,10 +10,12 @@
 #include "absl/strings/str_join.h"
 #include "services/agent/cost.h"
 #include "services/agent/probe_convert.h"
+#include "services/common/enum_names.h"
 #include "services/common/log.h"
 #include "services/common/open_file.h"
 #include "services/common/placement.h"
 #include "services/common/probe_spec.h"
+#include "services/common/proto_time.h"
 #include "services/controller/probe_status.h"
 #include "services/controller/selector.h"
 
@@ -21,8 +23,8 @@ namespace xolfleet::controller {
 namespace {
 
 bool Active(v1::RolloutState s) {
-  return s == v1::ROLLOUT_CANARY || s == v1::ROLLOUT_ROLLING || s == v1::ROLLOUT_COMPLETE ||
-         s == v1::ROLLOUT_DEGRADED;
+  return s == v1::ROLLOUT_STATE_CANARY || s == v1::ROLLOUT_STATE_ROLLING ||
+         s == v1::ROLLOUT_STATE_COMPLETE || s == v1::ROLLOUT_STATE_DEGRADED;
 }
 
 std::string NewSetId() {
@@ -35,8 +37,9 @@ std::string NewSetId() {
 }  // namespace
 
 bool IsTerminal(v1::RolloutState s) {
-  return s == v1::ROLLOUT_COMPLETE || s == v1::ROLLOUT_ROLLED_BACK || s == v1::ROLLOUT_DEGRADED ||
-         s == v1::ROLLOUT_DETACHED || s == v1::ROLLOUT_EXPIRED;
+  return s == v1::ROLLOUT_STATE_COMPLETE || s == v1::ROLLOUT_STATE_ROLLED_BACK ||
+         s == v1::ROLLOUT_STATE_DEGRADED || s == v1::ROLLOUT_STATE_DETACHED ||
+         s == v1::ROLLOUT_STATE_EXPIRED;
 }
 
 FleetController::FleetController(Options opts, std::unique_ptr<Store> store,
@@ -278,7 +281,9 @@ uint32_t FleetController::BudgetBreachesLocked(const Node& n) {
   uint32_t k = 0;
   for (const auto& p : n.last_hb.probes()) {
     const v1::BudgetState st = p.cost().budget_state();
-    if (st == v1::BUDGET_ALERTED || st == v1::BUDGET_THROTTLED || st == v1::BUDGET_DETACHED) ++k;
+    if (st == v1::BUDGET_STATE_ALERTED || st == v1::BUDGET_STATE_THROTTLED ||
+        st == v1::BUDGET_STATE_DETACHED)
+      ++k;
   }
   return k;
 }
@@ -389,11 +394,11 @@ absl::StatusOr<v1::FleetAttachResponse> FleetController::DryRun(const v1::FleetA
 
 bool FleetController::Desired(const Set& s, const Node& n) const {
   switch (s.stored.rollout.state()) {
-    case v1::ROLLOUT_CANARY:
+    case v1::ROLLOUT_STATE_CANARY:
       return s.canary.count(n.reg.node_name()) > 0;
-    case v1::ROLLOUT_ROLLING:
-    case v1::ROLLOUT_COMPLETE:
-    case v1::ROLLOUT_DEGRADED:
+    case v1::ROLLOUT_STATE_ROLLING:
+    case v1::ROLLOUT_STATE_COMPLETE:
+    case v1::ROLLOUT_STATE_DEGRADED:
       return Matches(s.stored.request.selector(), n.reg);
     default:
       return false;
@@ -420,16 +425,21 @@ void FleetController::PushLocked(Node& n, bool force) {
     const Set& s = sets_.at(id);
     auto* ds = d->add_sets();
     ds->set_set_id(id);
-    int64_t exp = s.stored.rollout.expires_at_unix_ns();
-    uint32_t left = 0;
-    if (exp > 0) {
-      double secs = absl::ToDoubleSeconds(absl::FromUnixNanos(exp) - now);
-      left = static_cast<uint32_t>(std::max(1.0, std::ceil(secs)));
+    // The TTL left fleet-wide, whole seconds rounded up (at least one).
+    absl::Duration left = absl::ZeroDuration();
+    if (s.stored.rollout.has_expires_at()) {
+      left = std::max(
+          absl::Seconds(1),
+          absl::Ceil(FromTimestamp(s.stored.rollout.expires_at()) - now, absl::Seconds(1)));
     }
     for (const auto& spec : s.stored.request.specs()) {
       auto* out = ds->add_specs();
       *out = spec;
-      out->set_ttl_seconds(left);
+      if (left > absl::ZeroDuration()) {
+        *out->mutable_ttl() = ToDurationProto(left);
+      } else {
+        out->clear_ttl();
+      }
     }
   }
   n.pushed = std::move(want);
@@ -465,7 +475,7 @@ bool FleetController::FinishLocked(Set& s, v1::RolloutState state, const std::st
   const v1::Rollout before = r;
   r.set_state(state);
   r.set_message(message);
-  r.set_finished_at_unix_ns(NowNs());
+  *r.mutable_finished_at() = ToTimestamp(absl::FromUnixNanos(NowNs()));
   SetsChangedLocked();
   s.counted = false;
   if (!PersistLocked(s)) {
@@ -487,10 +497,10 @@ v1::Rollout FleetController::RolloutLocked(const Set& s) const {
       continue;
     }
     const v1::AgentSetStatus* set = n.reports.Set(r.set_id());
-    v1::SetState st = set == nullptr ? v1::SET_PENDING : set->state();
-    if (st == v1::SET_ATTACHED || st == v1::SET_EXPIRED) {
+    v1::SetState st = set == nullptr ? v1::SET_STATE_PENDING : set->state();
+    if (st == v1::SET_STATE_ATTACHED || st == v1::SET_STATE_EXPIRED) {
       ++attached;
-    } else if (st == v1::SET_FAILED) {
+    } else if (st == v1::SET_STATE_FAILED) {
       ++failed;
     } else {
       ++pending;
@@ -506,24 +516,24 @@ FleetController::Part FleetController::PartLocked(const Set& s, const std::strin
                                                   const Node& n) const {
   const std::string& id = s.stored.rollout.set_id();
   switch (s.stored.rollout.state()) {
-    case v1::ROLLOUT_CANARY: {
+    case v1::ROLLOUT_STATE_CANARY: {
       if (!s.canary.count(name)) return Part::kNone;
       const v1::AgentSetStatus* set = n.reports.Set(id);
-      if (n.up && set != nullptr && (set->state() == v1::SET_FAILED || set->over_budget())) {
+      if (n.up && set != nullptr && (set->state() == v1::SET_STATE_FAILED || set->over_budget())) {
         return Part::kCanaryFailed;
       }
-      if (!n.up || set == nullptr || set->state() != v1::SET_ATTACHED) {
+      if (!n.up || set == nullptr || set->state() != v1::SET_STATE_ATTACHED) {
         return Part::kCanaryWaiting;
       }
       return Part::kCanaryAttached;
     }
-    case v1::ROLLOUT_ROLLING: {
+    case v1::ROLLOUT_STATE_ROLLING: {
       if (!Desired(s, n)) return Part::kNone;
       if (!n.up) return count_grace_ && !n.seen_this_run ? Part::kPending : Part::kNone;
       const v1::AgentSetStatus* set = n.reports.Set(id);
-      v1::SetState st = set == nullptr ? v1::SET_PENDING : set->state();
-      if (st == v1::SET_ATTACHED || st == v1::SET_EXPIRED) return Part::kAttached;
-      if (st == v1::SET_FAILED) return Part::kFailed;
+      v1::SetState st = set == nullptr ? v1::SET_STATE_PENDING : set->state();
+      if (st == v1::SET_STATE_ATTACHED || st == v1::SET_STATE_EXPIRED) return Part::kAttached;
+      if (st == v1::SET_STATE_FAILED) return Part::kFailed;
       return Part::kPending;
     }
     default:
@@ -536,7 +546,7 @@ const std::vector<FleetController::Set*>& FleetController::LiveLocked() {
     live_.clear();
     for (auto& [id, s] : sets_) {
       v1::RolloutState st = s.stored.rollout.state();
-      if (st == v1::ROLLOUT_CANARY || st == v1::ROLLOUT_ROLLING) live_.push_back(&s);
+      if (st == v1::ROLLOUT_STATE_CANARY || st == v1::ROLLOUT_STATE_ROLLING) live_.push_back(&s);
     }
     live_valid_ = true;
     ++live_gen_;
@@ -570,7 +580,7 @@ void FleetController::RepartLocked(const std::string& name, const Node* n, const
 }
 
 void FleetController::CountLocked(Set& s, Part p, int d) const {
-  if (!s.counted || s.stored.rollout.state() != v1::ROLLOUT_ROLLING) return;
+  if (!s.counted || s.stored.rollout.state() != v1::ROLLOUT_STATE_ROLLING) return;
   switch (p) {
     case Part::kAttached:
       s.attached += d;
@@ -607,7 +617,7 @@ void FleetController::GraceLocked() {
 void FleetController::CheckCountsLocked() {
   GraceLocked();
   for (auto& [id, s] : sets_) {
-    if (!s.counted || s.stored.rollout.state() != v1::ROLLOUT_ROLLING) continue;
+    if (!s.counted || s.stored.rollout.state() != v1::ROLLOUT_STATE_ROLLING) continue;
     const uint32_t a = s.attached, f = s.failed, p = s.pending;
     RecountLocked(s);
     if (a != s.attached || f != s.failed || p != s.pending) {
@@ -628,7 +638,7 @@ FleetController::CountCheck FleetController::CheckCountsForTest() {
   // view (which reads the clock) is compared only when both agree on the grace.
   const bool grace = clock_() < started_ + opts_.heartbeat_timeout;
   for (const auto& [id, s] : sets_) {
-    if (!s.counted || s.stored.rollout.state() != v1::ROLLOUT_ROLLING) continue;
+    if (!s.counted || s.stored.rollout.state() != v1::ROLLOUT_STATE_ROLLING) continue;
     ++out.checked;
     Set fresh = s;  // a copy recounted from scratch, the kept counts left as they are
     RecountLocked(fresh);
@@ -674,7 +684,7 @@ void FleetController::EvaluateLocked(bool all) {
     if (sit == sets_.end()) continue;  // detached
     Set& s = sit->second;
     auto& r = s.stored.rollout;
-    if (r.state() == v1::ROLLOUT_CANARY) {
+    if (r.state() == v1::ROLLOUT_STATE_CANARY) {
       std::vector<std::string> waiting;
       std::string failure;
       for (const auto& c : s.canary) {
@@ -682,22 +692,25 @@ void FleetController::EvaluateLocked(bool all) {
         if (nit == nodes_.end()) continue;  // forgotten node: nothing to wait for
         const Node& n = nit->second;
         const v1::AgentSetStatus* set = n.reports.Set(id);
-        if (n.up && set != nullptr && (set->state() == v1::SET_FAILED || set->over_budget())) {
+        if (n.up && set != nullptr && (set->state() == v1::SET_STATE_FAILED || set->over_budget())) {
           failure = absl::StrCat("canary node ", c, " failed: ", set->status_message());
           break;
         }
-        if (!n.up || set == nullptr || set->state() != v1::SET_ATTACHED) {
+        if (!n.up || set == nullptr || set->state() != v1::SET_STATE_ATTACHED) {
           waiting.push_back(c);
         }
       }
-      uint32_t timeout_s = s.stored.request.policy().canary_timeout_seconds();
-      absl::Duration timeout = timeout_s ? absl::Seconds(timeout_s) : opts_.default_canary_timeout;
+      const v1::RolloutPolicy& pol = s.stored.request.policy();
+      absl::Duration timeout =
+          pol.has_canary_timeout() && FromDurationProto(pol.canary_timeout()) > absl::ZeroDuration()
+              ? FromDurationProto(pol.canary_timeout())
+              : opts_.default_canary_timeout;
       // A soak: every canary must keep the set without failing (a budget breach is a
       // failure: SET_FAILED after a budget detach, over_budget after an alert or a
       // throttle) for this long before it rolls out.
-      const absl::Duration soak = absl::Seconds(s.stored.request.policy().canary_soak_seconds());
+      const absl::Duration soak = FromDurationProto(pol.canary_soak());
       timeout = std::max(timeout, soak + absl::Seconds(30));
-      const absl::Time created = absl::FromUnixNanos(r.created_at_unix_ns());
+      const absl::Time created = FromTimestamp(r.created_at());
       // Time-based steps: the soak ends, the timeout passes.
       if (created + soak > now) next_wake_ = std::min(next_wake_, created + soak);
       if (created + timeout >= now) {
@@ -711,7 +724,7 @@ void FleetController::EvaluateLocked(bool all) {
                                "; not attached on: ", absl::StrJoin(waiting, ","));
       }
       if (!failure.empty()) {
-        if (FinishLocked(s, v1::ROLLOUT_ROLLED_BACK, absl::StrCat(failure, "; rolled back"),
+        if (FinishLocked(s, v1::ROLLOUT_STATE_ROLLED_BACK, absl::StrCat(failure, "; rolled back"),
                          "rolled_back")) {
           changed = true;
         } else {
@@ -719,7 +732,7 @@ void FleetController::EvaluateLocked(bool all) {
         }
       } else if (waiting.empty()) {
         const v1::Rollout before = r;
-        r.set_state(v1::ROLLOUT_ROLLING);
+        r.set_state(v1::ROLLOUT_STATE_ROLLING);
         r.set_message("canary healthy; rolling out to every selected node");
         SetsChangedLocked();
         s.counted = false;
@@ -731,7 +744,7 @@ void FleetController::EvaluateLocked(bool all) {
         }
       }
     }
-    if (r.state() == v1::ROLLOUT_ROLLING) {
+    if (r.state() == v1::ROLLOUT_STATE_ROLLING) {
       if (!s.counted) RecountLocked(s);
       // Done when no selected node that is up (or still expected back) is pending,
       // and at least one node answered.
@@ -739,10 +752,10 @@ void FleetController::EvaluateLocked(bool all) {
         bool done;
         if (s.failed > 0) {
           done =
-              FinishLocked(s, v1::ROLLOUT_DEGRADED,
+              FinishLocked(s, v1::ROLLOUT_STATE_DEGRADED,
                            absl::StrCat(s.failed, " node(s) failed after the canary"), "degraded");
         } else {
-          done = FinishLocked(s, v1::ROLLOUT_COMPLETE,
+          done = FinishLocked(s, v1::ROLLOUT_STATE_COMPLETE,
                               absl::StrCat("attached on ", s.attached, " node(s)"), "complete");
         }
         changed |= done;
@@ -785,8 +798,8 @@ absl::Status FleetController::Register(std::shared_ptr<AgentSession> session,
   RepartLocked(name, &n, before);
   if (metrics_) metrics_->AgentConnected();
   v1::ControllerMessage ack;
-  ack.mutable_registered()->set_heartbeat_interval_ms(
-      static_cast<uint32_t>(absl::ToInt64Milliseconds(opts_.heartbeat_interval)));
+  *ack.mutable_registered()->mutable_heartbeat_interval() =
+      ToDurationProto(opts_.heartbeat_interval);
   n.session->Send(ack);
   PushLocked(n, /*force=*/true);
   PublishLocked(n);
@@ -837,6 +850,7 @@ absl::Status FleetController::Heartbeat(const AgentSession* session, const std::
 uint64_t FleetController::CountHitsLocked(const std::string& node, Node& n,
                                           const v1::AgentHeartbeat& hb, int64_t at_ns,
                                           std::vector<v1::FleetHitUpdate>* updates) {
+  const google::protobuf::Timestamp at = ToTimestamp(absl::FromUnixNanos(at_ns));
   const bool watched = hub_.watchers() > 0;  // updates are built only for someone
   static const std::string* const kAlone = new std::string();
   const std::string& replica = n.remote            ? n.replica
@@ -848,7 +862,7 @@ uint64_t FleetController::CountHitsLocked(const std::string& node, Node& n,
   // previous heartbeat's mark), then stored reusing the old entries.
   std::vector<std::pair<const v1::AgentProbeStatus*, uint64_t>> marked;
   for (const auto& p : hb.probes()) {
-    if (p.state() != v1::ATTACHED && p.state() != v1::EXPIRED) continue;
+    if (p.state() != v1::PROBE_STATE_ATTACHED && p.state() != v1::PROBE_STATE_EXPIRED) continue;
     auto mit = n.hit_marks.find(p.fleet_probe_id());
     uint64_t delta = 0;
     if (mit != n.hit_marks.end() && mit->second.first == p.local_probe_id() &&
@@ -868,7 +882,7 @@ uint64_t FleetController::CountHitsLocked(const std::string& node, Node& n,
       u.set_placement(p.placement());
       u.set_hits_total(p.hits());
       u.set_hits_delta(delta);
-      u.set_at_unix_ns(at_ns);
+      *u.mutable_at() = at;
       u.set_replica(replica);
       updates->push_back(std::move(u));
     }
@@ -950,10 +964,10 @@ void FleetController::Tick() {
   bool changed = false;
   for (auto& [id, s] : sets_) {
     if (!ActingLocked()) break;  // the leader expires TTLs
-    int64_t exp = s.stored.rollout.expires_at_unix_ns();
-    if (exp > 0 && Active(s.stored.rollout.state()) && absl::FromUnixNanos(exp) <= now) {
-      bool was_canary = s.stored.rollout.state() == v1::ROLLOUT_CANARY;
-      if (!FinishLocked(s, v1::ROLLOUT_EXPIRED, "TTL expired fleet-wide", nullptr)) continue;
+    if (s.stored.rollout.has_expires_at() && Active(s.stored.rollout.state()) &&
+        FromTimestamp(s.stored.rollout.expires_at()) <= now) {
+      bool was_canary = s.stored.rollout.state() == v1::ROLLOUT_STATE_CANARY;
+      if (!FinishLocked(s, v1::ROLLOUT_STATE_EXPIRED, "TTL expired fleet-wide", nullptr)) continue;
       if (was_canary && metrics_) metrics_->RolloutFinished("rolled_back");
       changed = true;
     }
@@ -1018,10 +1032,11 @@ absl::StatusOr<v1::Rollout> FleetController::Attach(const v1::FleetAttachRequest
       id = NewSetId();
     } while (sets_.count(id));
     r.set_set_id(id);
-    int64_t now = NowNs();
-    r.set_created_at_unix_ns(now);
-    if (uint32_t ttl = req.specs(0).ttl_seconds()) {
-      r.set_expires_at_unix_ns(now + static_cast<int64_t>(ttl) * 1000000000LL);
+    const absl::Time now = absl::FromUnixNanos(NowNs());
+    *r.mutable_created_at() = ToTimestamp(now);
+    if (const absl::Duration ttl = FromDurationProto(req.specs(0).ttl());
+        ttl > absl::ZeroDuration()) {
+      *r.mutable_expires_at() = ToTimestamp(now + ttl);
     }
     for (const auto& n : selected) r.add_selected_nodes(n);
     for (size_t i = 0; i < ncanary; ++i) {
@@ -1029,10 +1044,10 @@ absl::StatusOr<v1::Rollout> FleetController::Attach(const v1::FleetAttachRequest
       s.canary.insert(up[i]);
     }
     if (ncanary > 0) {
-      r.set_state(v1::ROLLOUT_CANARY);
+      r.set_state(v1::ROLLOUT_STATE_CANARY);
       r.set_message(absl::StrCat("canary on ", ncanary, " of ", up.size(), " node(s)"));
     } else {
-      r.set_state(v1::ROLLOUT_ROLLING);
+      r.set_state(v1::ROLLOUT_STATE_ROLLING);
       r.set_message(absl::StrCat("rolling out to ", up.size(), " node(s)"));
     }
     ++local_writes_;
@@ -1130,15 +1145,15 @@ absl::StatusOr<v1::ListAgentsResponse> FleetController::ListAgents(
     if (filter && !Matches(req.selector(), n.reg)) continue;
     auto* a = resp.add_agents();
     *a->mutable_registration() = n.reg;
-    a->set_health(n.up ? v1::AGENT_UP : v1::AGENT_DOWN);
-    a->set_last_seen_unix_ns(absl::ToUnixNanos(n.last_seen));
+    a->set_health(n.up ? v1::AGENT_HEALTH_UP : v1::AGENT_HEALTH_DOWN);
+    if (n.last_seen > absl::UnixEpoch()) *a->mutable_last_seen() = ToTimestamp(n.last_seen);
     a->set_probes_attached(n.last_hb.probes_attached());
     auto desired = DesiredSetsLocked(n);
     a->set_sets_desired(desired.size());
     uint32_t converged = 0;
     for (const auto& id : desired) {
       const v1::AgentSetStatus* set = n.reports.Set(id);
-      if (set != nullptr && set->state() == v1::SET_ATTACHED) ++converged;
+      if (set != nullptr && set->state() == v1::SET_STATE_ATTACHED) ++converged;
     }
     a->set_sets_converged(converged);
     *a->mutable_slot_stats() = n.slots;
@@ -1244,10 +1259,10 @@ std::vector<GaugeFamily> FleetController::CollectGauges() {
     if (!any) agents.samples.push_back({{{"state", st}, {"kernel_profile", "any"}}, 0});
   }
   std::map<std::string, int> set_counts;
-  for (int s = v1::ROLLOUT_CANARY; s <= v1::ROLLOUT_DEGRADED; ++s) {
-    set_counts[v1::RolloutState_Name(static_cast<v1::RolloutState>(s))] = 0;
+  for (int s = v1::ROLLOUT_STATE_CANARY; s <= v1::ROLLOUT_STATE_DEGRADED; ++s) {
+    set_counts[ShortName(static_cast<v1::RolloutState>(s))] = 0;
   }
-  for (const auto& [id, s] : sets_) set_counts[v1::RolloutState_Name(s.stored.rollout.state())]++;
+  for (const auto& [id, s] : sets_) set_counts[ShortName(s.stored.rollout.state())]++;
   for (const auto& [k, v] : set_counts) {
     sets.samples.push_back({{{"state", k}}, static_cast<double>(v)});
   }

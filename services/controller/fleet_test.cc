@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "gtest/gtest.h"
+#include "services/common/proto_time.h"
 
 namespace xolfleet::controller {
 namespace {
@@ -76,15 +77,15 @@ class FleetTest : public ::testing::Test {
       auto* st = hb.add_sets();
       st->set_set_id(ds.set_id());
       st->set_state(state);
-      if (state == v1::SET_FAILED) st->set_status_message("NOT_FOUND: /missing");
-      if (state != v1::SET_ATTACHED) continue;
+      if (state == v1::SET_STATE_FAILED) st->set_status_message("NOT_FOUND: /missing");
+      if (state != v1::SET_STATE_ATTACHED) continue;
       for (int i = 0; i < ds.specs_size(); ++i) {
         auto* p = hb.add_probes();
         p->set_fleet_probe_id(absl::StrCat(ds.set_id(), "/", i));
         p->set_set_id(ds.set_id());
         p->set_local_probe_id(absl::StrCat(local_prefix, i));
-        p->set_state(v1::ATTACHED);
-        p->set_placement(v1::EMULATED);
+        p->set_state(v1::PROBE_STATE_ATTACHED);
+        p->set_placement(v1::PLACEMENT_EMULATED);
         p->set_hits(hits);
       }
     }
@@ -96,7 +97,7 @@ class FleetTest : public ::testing::Test {
     auto* s = r.add_specs();
     s->set_binary_path("/bin/sh");
     s->set_symbol("main");
-    s->set_ttl_seconds(ttl);
+    if (ttl) *s->mutable_ttl() = ToDurationProto(absl::Seconds(ttl));
     r.mutable_policy()->set_canary_fraction(canary);
     return r;
   }
@@ -117,19 +118,19 @@ class FleetTest : public ::testing::Test {
 TEST_F(FleetTest, CanaryThenRestThenComplete) {
   for (const char* n : {"a", "b", "c", "d"}) Connect(n);
   v1::Rollout r = Attach(Req(0.25));
-  ASSERT_EQ(r.state(), v1::ROLLOUT_CANARY);
+  ASSERT_EQ(r.state(), v1::ROLLOUT_STATE_CANARY);
   ASSERT_EQ(r.canary_nodes_size(), 1);
   EXPECT_EQ(r.canary_nodes(0), "a");
   EXPECT_EQ(sessions_["a"]->DesiredIds().size(), 1u);
   EXPECT_TRUE(sessions_["b"]->DesiredIds().empty());
-  Report("a", v1::SET_ATTACHED);
-  EXPECT_EQ(State(r.set_id()), v1::ROLLOUT_ROLLING);
+  Report("a", v1::SET_STATE_ATTACHED);
+  EXPECT_EQ(State(r.set_id()), v1::ROLLOUT_STATE_ROLLING);
   for (const char* n : {"b", "c", "d"}) EXPECT_EQ(sessions_[n]->DesiredIds().size(), 1u);
-  Report("b", v1::SET_ATTACHED);
-  Report("c", v1::SET_ATTACHED);
-  EXPECT_EQ(State(r.set_id()), v1::ROLLOUT_ROLLING);
-  Report("d", v1::SET_ATTACHED);
-  EXPECT_EQ(State(r.set_id()), v1::ROLLOUT_COMPLETE);
+  Report("b", v1::SET_STATE_ATTACHED);
+  Report("c", v1::SET_STATE_ATTACHED);
+  EXPECT_EQ(State(r.set_id()), v1::ROLLOUT_STATE_ROLLING);
+  Report("d", v1::SET_STATE_ATTACHED);
+  EXPECT_EQ(State(r.set_id()), v1::ROLLOUT_STATE_COMPLETE);
   // A node that registers later gets the set too.
   Connect("e");
   EXPECT_EQ(sessions_["e"]->DesiredIds().size(), 1u);
@@ -139,10 +140,10 @@ TEST_F(FleetTest, CanaryFailureRollsBackEverywhere) {
   for (const char* n : {"a", "b", "c"}) Connect(n);
   v1::Rollout r = Attach(Req(0.5));
   ASSERT_EQ(r.canary_nodes_size(), 2);
-  Report("a", v1::SET_ATTACHED);
-  Report("b", v1::SET_FAILED);
+  Report("a", v1::SET_STATE_ATTACHED);
+  Report("b", v1::SET_STATE_FAILED);
   v1::Rollout got = *fleet_->GetRollout(r.set_id());
-  EXPECT_EQ(got.state(), v1::ROLLOUT_ROLLED_BACK);
+  EXPECT_EQ(got.state(), v1::ROLLOUT_STATE_ROLLED_BACK);
   EXPECT_NE(got.message().find("canary node b failed"), std::string::npos) << got.message();
   for (const char* n : {"a", "b", "c"}) EXPECT_TRUE(sessions_[n]->DesiredIds().empty()) << n;
 }
@@ -150,59 +151,60 @@ TEST_F(FleetTest, CanaryFailureRollsBackEverywhere) {
 TEST_F(FleetTest, PostCanaryFailureIsDegradedNotRolledBack) {
   for (const char* n : {"a", "b"}) Connect(n);
   v1::Rollout r = Attach(Req(0.5));
-  Report("a", v1::SET_ATTACHED);
-  Report("b", v1::SET_FAILED);
-  EXPECT_EQ(State(r.set_id()), v1::ROLLOUT_DEGRADED);
+  Report("a", v1::SET_STATE_ATTACHED);
+  Report("b", v1::SET_STATE_FAILED);
+  EXPECT_EQ(State(r.set_id()), v1::ROLLOUT_STATE_DEGRADED);
   EXPECT_EQ(sessions_["a"]->DesiredIds().size(), 1u);
 }
 
 TEST_F(FleetTest, CanarySoaksBeforeRollingOutAndABreachWithinItRollsBack) {
   for (const char* n : {"a", "b", "c"}) Connect(n);
   v1::FleetAttachRequest req = Req(0.3);
-  req.mutable_policy()->set_canary_soak_seconds(60);  // longer than the 30 s timeout
+  *req.mutable_policy()->mutable_canary_soak() =
+      ToDurationProto(absl::Seconds(60));  // longer than the 30 s timeout
   v1::Rollout r = Attach(req);
-  ASSERT_EQ(r.state(), v1::ROLLOUT_CANARY);
-  Report("a", v1::SET_ATTACHED);
-  EXPECT_EQ(State(r.set_id()), v1::ROLLOUT_CANARY);  // attached, soaking
+  ASSERT_EQ(r.state(), v1::ROLLOUT_STATE_CANARY);
+  Report("a", v1::SET_STATE_ATTACHED);
+  EXPECT_EQ(State(r.set_id()), v1::ROLLOUT_STATE_CANARY);  // attached, soaking
   // Past the 30 s timeout, which the soak extends; every node keeps heartbeating.
   auto advance = [&](int seconds) {
     for (int i = 0; i < seconds; i += 5) {
       now_ += absl::Seconds(5);
-      for (const char* n : {"a", "b", "c"}) Report(n, v1::SET_ATTACHED);
+      for (const char* n : {"a", "b", "c"}) Report(n, v1::SET_STATE_ATTACHED);
       fleet_->Tick();
     }
   };
   advance(45);
-  EXPECT_EQ(State(r.set_id()), v1::ROLLOUT_CANARY);
+  EXPECT_EQ(State(r.set_id()), v1::ROLLOUT_STATE_CANARY);
   advance(20);  // soaked: rolled out (and, every node reporting it, complete)
-  EXPECT_EQ(State(r.set_id()), v1::ROLLOUT_COMPLETE);
+  EXPECT_EQ(State(r.set_id()), v1::ROLLOUT_STATE_COMPLETE);
 
   // A second set: its canary's agent reports a budget breach while soaking.
   v1::Rollout r2 = Attach(req);
   const std::string canary = r2.canary_nodes(0);
-  Report(canary, v1::SET_ATTACHED);
-  EXPECT_EQ(State(r2.set_id()), v1::ROLLOUT_CANARY);
+  Report(canary, v1::SET_STATE_ATTACHED);
+  EXPECT_EQ(State(r2.set_id()), v1::ROLLOUT_STATE_CANARY);
   v1::AgentHeartbeat hb;
   for (const auto& ds : sessions_[canary]->last_desired.sets()) {
     auto* st = hb.add_sets();
     st->set_set_id(ds.set_id());
     // Throttled, so still attached: the agent flags the set over budget.
-    st->set_state(v1::SET_ATTACHED);
+    st->set_state(v1::SET_STATE_ATTACHED);
     st->set_over_budget(true);
-    st->set_status_message("over budget: probe p7 BUDGET_THROTTLED: probe over its budget");
+    st->set_status_message("over budget: probe p7 THROTTLED: probe over its budget");
     auto* p = hb.add_probes();
     p->set_fleet_probe_id(absl::StrCat(ds.set_id(), "/0"));
     p->set_set_id(ds.set_id());
     p->set_local_probe_id("p7");
-    p->set_state(v1::ATTACHED);
-    p->mutable_cost()->set_budget_state(v1::BUDGET_THROTTLED);
+    p->set_state(v1::PROBE_STATE_ATTACHED);
+    p->mutable_cost()->set_budget_state(v1::BUDGET_STATE_THROTTLED);
     p->mutable_cost()->set_cpu_seconds_per_sec(0.03);
   }
   hb.mutable_cost()->set_cpu_seconds_per_sec(0.03);
   hb.mutable_cost()->set_node_budget(0.01);
   ASSERT_TRUE(fleet_->Heartbeat(sessions_[canary].get(), canary, hb).ok());
   v1::Rollout got = *fleet_->GetRollout(r2.set_id());
-  EXPECT_EQ(got.state(), v1::ROLLOUT_ROLLED_BACK);
+  EXPECT_EQ(got.state(), v1::ROLLOUT_STATE_ROLLED_BACK);
   EXPECT_NE(got.message().find("over budget"), std::string::npos) << got.message();
   auto agents = fleet_->ListAgents({});
   for (const auto& ag : agents->agents()) {
@@ -221,7 +223,7 @@ TEST_F(FleetTest, CanarySoaksBeforeRollingOutAndABreachWithinItRollsBack) {
   // The first set finished its rollout before the breach: the breach is a flag there, not
   // a failure, and the set still counts as attached on every node.
   v1::Rollout first = *fleet_->GetRollout(r.set_id());
-  EXPECT_EQ(first.state(), v1::ROLLOUT_COMPLETE);
+  EXPECT_EQ(first.state(), v1::ROLLOUT_STATE_COMPLETE);
   EXPECT_EQ(first.nodes_attached(), 3u);
   EXPECT_EQ(first.nodes_failed(), 0u);
 }
@@ -229,7 +231,7 @@ TEST_F(FleetTest, CanarySoaksBeforeRollingOutAndABreachWithinItRollsBack) {
 TEST_F(FleetTest, SoakNeedsACanaryStage) {
   Connect("a");
   v1::FleetAttachRequest req = Req(0);
-  req.mutable_policy()->set_canary_soak_seconds(10);
+  *req.mutable_policy()->mutable_canary_soak() = ToDurationProto(absl::Seconds(10));
   EXPECT_EQ(fleet_->Attach(req, "t", absl::InfinitePast()).status().code(),
             absl::StatusCode::kInvalidArgument);
 }
@@ -240,10 +242,10 @@ TEST_F(FleetTest, DryRunPredictsPerNodeAndProfileAndAttachesNothing) {
   // Node a reports calibration figures; b none.
   v1::AgentHeartbeat hb;
   auto* f = hb.mutable_calibration()->add_figures();
-  f->set_placement(v1::EMULATED);
+  f->set_placement(v1::PLACEMENT_EMULATED);
   f->set_ns_per_hit(500);
   f = hb.mutable_calibration()->add_figures();
-  f->set_placement(v1::SINGLE_STEP);
+  f->set_placement(v1::PLACEMENT_SINGLE_STEP);
   f->set_ns_per_hit(20000);
   hb.mutable_cost()->set_node_budget(0.01);
   hb.mutable_cost()->set_cpu_seconds_per_sec(0.009);
@@ -260,7 +262,7 @@ TEST_F(FleetTest, DryRunPredictsPerNodeAndProfileAndAttachesNothing) {
   EXPECT_EQ(a.node_name(), "a");
   EXPECT_TRUE(a.calibrated());
   ASSERT_EQ(a.sites_size(), 1);
-  const double ns = a.sites(0).placement() == v1::EMULATED ? 500 : 20000;
+  const double ns = a.sites(0).placement() == v1::PLACEMENT_EMULATED ? 500 : 20000;
   EXPECT_EQ(a.sites(0).expected_ns_per_hit(), ns);
   EXPECT_DOUBLE_EQ(a.predicted_cpu_seconds_per_sec(), 1000 * ns * 1e-9);
   EXPECT_TRUE(a.over_budget());  // 0.009 now + at least 0.0005
@@ -280,23 +282,23 @@ TEST_F(FleetTest, CanaryTimeoutRollsBack) {
   v1::Rollout r = Attach(Req(0.5));
   now_ += absl::Seconds(31);
   fleet_->Tick();
-  EXPECT_EQ(State(r.set_id()), v1::ROLLOUT_ROLLED_BACK);
+  EXPECT_EQ(State(r.set_id()), v1::ROLLOUT_STATE_ROLLED_BACK);
   EXPECT_NE(fleet_->GetRollout(r.set_id())->message().find("timed out"), std::string::npos);
 }
 
 TEST_F(FleetTest, HeartbeatTimeoutMarksDownProbesUnknownNotDeleted) {
   Connect("a");
   v1::Rollout r = Attach(Req(0));
-  Report("a", v1::SET_ATTACHED);
-  ASSERT_EQ(State(r.set_id()), v1::ROLLOUT_COMPLETE);
+  Report("a", v1::SET_STATE_ATTACHED);
+  ASSERT_EQ(State(r.set_id()), v1::ROLLOUT_STATE_COMPLETE);
   now_ += absl::Seconds(11);
   fleet_->Tick();
   auto agents = fleet_->ListAgents({});
-  EXPECT_EQ(agents->agents(0).health(), v1::AGENT_DOWN);
+  EXPECT_EQ(agents->agents(0).health(), v1::AGENT_HEALTH_DOWN);
   EXPECT_TRUE(sessions_["a"]->closed);
   auto probes = fleet_->ListProbes({});
   ASSERT_EQ(probes->probes_size(), 1);
-  EXPECT_EQ(probes->probes(0).actual(), v1::UNKNOWN);
+  EXPECT_EQ(probes->probes(0).actual(), v1::PROBE_STATE_UNKNOWN);
   EXPECT_TRUE(probes->probes(0).desired());
   // Stale session's heartbeats are refused; a new registration brings it back.
   v1::AgentHeartbeat hb;
@@ -309,14 +311,16 @@ TEST_F(FleetTest, TtlExpiresFleetWide) {
   Connect("a");
   Connect("b");
   v1::Rollout r = Attach(Req(0, 60));
-  EXPECT_EQ(sessions_["a"]->last_desired.sets(0).specs(0).ttl_seconds(), 60u);
+  EXPECT_EQ(FromDurationProto(sessions_["a"]->last_desired.sets(0).specs(0).ttl()),
+            absl::Seconds(60));
   now_ += absl::Seconds(20);
   Connect("c");  // late joiner gets the time left, not the full TTL
-  EXPECT_EQ(sessions_["c"]->last_desired.sets(0).specs(0).ttl_seconds(), 40u);
+  EXPECT_EQ(FromDurationProto(sessions_["c"]->last_desired.sets(0).specs(0).ttl()),
+            absl::Seconds(40));
   now_ += absl::Seconds(41);
-  for (const char* n : {"a", "b", "c"}) Report(n, v1::SET_ATTACHED);  // still heartbeating
+  for (const char* n : {"a", "b", "c"}) Report(n, v1::SET_STATE_ATTACHED);  // still heartbeating
   fleet_->Tick();
-  EXPECT_EQ(State(r.set_id()), v1::ROLLOUT_EXPIRED);
+  EXPECT_EQ(State(r.set_id()), v1::ROLLOUT_STATE_EXPIRED);
   for (const char* n : {"a", "b", "c"}) EXPECT_TRUE(sessions_[n]->DesiredIds().empty());
 }
 
@@ -356,16 +360,16 @@ TEST_F(FleetTest, RestartRestoresSetsAndAgents) {
   Connect("a", {{"zone", "x"}});
   Connect("b");
   v1::Rollout r = Attach(Req(0.5));
-  Report("a", v1::SET_ATTACHED);
-  Report("b", v1::SET_ATTACHED);
-  ASSERT_EQ(State(r.set_id()), v1::ROLLOUT_COMPLETE);
+  Report("a", v1::SET_STATE_ATTACHED);
+  Report("b", v1::SET_STATE_ATTACHED);
+  ASSERT_EQ(State(r.set_id()), v1::ROLLOUT_STATE_COMPLETE);
   sessions_.clear();
   Open();  // a new controller process over the same database
   auto agents = fleet_->ListAgents({});
   ASSERT_EQ(agents->agents_size(), 2);
-  EXPECT_EQ(agents->agents(0).health(), v1::AGENT_DOWN);
+  EXPECT_EQ(agents->agents(0).health(), v1::AGENT_HEALTH_DOWN);
   EXPECT_EQ(agents->agents(0).registration().labels().at("zone"), "x");
-  EXPECT_EQ(State(r.set_id()), v1::ROLLOUT_COMPLETE);
+  EXPECT_EQ(State(r.set_id()), v1::ROLLOUT_STATE_COMPLETE);
   Connect("a");
   EXPECT_EQ(sessions_["a"]->DesiredIds(), std::vector<std::string>{r.set_id()});
 }
@@ -374,18 +378,18 @@ TEST_F(FleetTest, RestartDoesNotEndRollingSetsBeforeNodesReturn) {
   Connect("a");
   Connect("b");
   v1::Rollout r = Attach(Req(0));
-  Report("a", v1::SET_ATTACHED);
-  ASSERT_EQ(State(r.set_id()), v1::ROLLOUT_ROLLING);  // b has not answered
+  Report("a", v1::SET_STATE_ATTACHED);
+  ASSERT_EQ(State(r.set_id()), v1::ROLLOUT_STATE_ROLLING);  // b has not answered
   sessions_.clear();
   Open();  // controller restart: a and b are known but not reconnected
   fleet_->Tick();
-  EXPECT_EQ(State(r.set_id()), v1::ROLLOUT_ROLLING);
+  EXPECT_EQ(State(r.set_id()), v1::ROLLOUT_STATE_ROLLING);
   Connect("a");
-  Report("a", v1::SET_ATTACHED);
-  EXPECT_EQ(State(r.set_id()), v1::ROLLOUT_ROLLING);  // b may still come back
+  Report("a", v1::SET_STATE_ATTACHED);
+  EXPECT_EQ(State(r.set_id()), v1::ROLLOUT_STATE_ROLLING);  // b may still come back
   Connect("b");
-  Report("b", v1::SET_ATTACHED);
-  EXPECT_EQ(State(r.set_id()), v1::ROLLOUT_COMPLETE);
+  Report("b", v1::SET_STATE_ATTACHED);
+  EXPECT_EQ(State(r.set_id()), v1::ROLLOUT_STATE_COMPLETE);
 }
 
 TEST_F(FleetTest, AfterGraceDownNodesDoNotHoldARollout) {
@@ -393,9 +397,9 @@ TEST_F(FleetTest, AfterGraceDownNodesDoNotHoldARollout) {
   Connect("b");
   v1::Rollout r = Attach(Req(0));
   now_ += absl::Seconds(11);  // past the restart grace
-  Report("a", v1::SET_ATTACHED);
+  Report("a", v1::SET_STATE_ATTACHED);
   fleet_->Tick();  // b misses heartbeats: down
-  EXPECT_EQ(State(r.set_id()), v1::ROLLOUT_COMPLETE);
+  EXPECT_EQ(State(r.set_id()), v1::ROLLOUT_STATE_COMPLETE);
 }
 
 TEST_F(FleetTest, NoAnswerNoCompletion) {
@@ -403,16 +407,16 @@ TEST_F(FleetTest, NoAnswerNoCompletion) {
   v1::Rollout r = Attach(Req(0));
   now_ += absl::Seconds(11);
   fleet_->Tick();  // a is down before it ever answered
-  EXPECT_EQ(State(r.set_id()), v1::ROLLOUT_ROLLING);
+  EXPECT_EQ(State(r.set_id()), v1::ROLLOUT_STATE_ROLLING);
 }
 
 TEST_F(FleetTest, HitDeltasSurviveAgentRestart) {
   Connect("a");
   auto w = fleet_->hits().Subscribe({}, {}, 100);
   Attach(Req(0));
-  Report("a", v1::SET_ATTACHED, 10);
-  Report("a", v1::SET_ATTACHED, 15);
-  Report("a", v1::SET_ATTACHED, 4, "q");  // restarted agent: new local probe id
+  Report("a", v1::SET_STATE_ATTACHED, 10);
+  Report("a", v1::SET_STATE_ATTACHED, 15);
+  Report("a", v1::SET_STATE_ATTACHED, 4, "q");  // restarted agent: new local probe id
   v1::FleetHitBatch b;
   ASSERT_TRUE(w->Next(100, absl::ZeroDuration(), &b));
   ASSERT_EQ(b.updates_size(), 3);
@@ -426,7 +430,7 @@ TEST_F(FleetTest, SlowWatcherDropsAreCounted) {
   Connect("a");
   auto w = fleet_->hits().Subscribe({}, {}, 2);
   Attach(Req(0));
-  for (int i = 1; i <= 5; ++i) Report("a", v1::SET_ATTACHED, i);
+  for (int i = 1; i <= 5; ++i) Report("a", v1::SET_STATE_ATTACHED, i);
   v1::FleetHitBatch b;
   ASSERT_TRUE(w->Next(100, absl::ZeroDuration(), &b));
   EXPECT_EQ(b.updates_size(), 2);
@@ -437,7 +441,7 @@ TEST_F(FleetTest, GaugesDescribeTheFleet) {
   Connect("a");
   Connect("b");
   Attach(Req(0));
-  Report("a", v1::SET_ATTACHED);
+  Report("a", v1::SET_STATE_ATTACHED);
   auto fams = fleet_->CollectGauges();
   std::map<std::string, const GaugeFamily*> by;
   for (const auto& f : fams) by[f.name] = &f;
@@ -510,11 +514,12 @@ TEST_F(FleetTest, IncrementalRolloutCountsNeverDrift) {
           if (pick(6) == 0) continue;  // not reported (yet)
           auto* st = hb.add_sets();
           st->set_set_id(id);
-          static constexpr v1::SetState kStates[] = {
-              v1::SET_PENDING, v1::SET_ATTACHED, v1::SET_ATTACHED, v1::SET_FAILED, v1::SET_EXPIRED};
+          static constexpr v1::SetState kStates[] = {v1::SET_STATE_PENDING, v1::SET_STATE_ATTACHED,
+                                                     v1::SET_STATE_ATTACHED, v1::SET_STATE_FAILED,
+                                                     v1::SET_STATE_EXPIRED};
           st->set_state(kStates[pick(5)]);
-          if (st->state() == v1::SET_FAILED) st->set_status_message("NOT_FOUND: /missing");
-          if (st->state() == v1::SET_ATTACHED && pick(4) == 0) {
+          if (st->state() == v1::SET_STATE_FAILED) st->set_status_message("NOT_FOUND: /missing");
+          if (st->state() == v1::SET_STATE_ATTACHED && pick(4) == 0) {
             st->set_over_budget(true);
             st->set_status_message("over budget");
           }
@@ -537,8 +542,11 @@ TEST_F(FleetTest, IncrementalRolloutCountsNeverDrift) {
           r.mutable_selector()->set_all(false);
           (*r.mutable_selector()->mutable_match_labels())["color"] = label();
         }
-        if (pick(4) == 0) r.mutable_policy()->set_canary_soak_seconds(1 + pick(5));
-        if (pick(4) == 0) r.mutable_policy()->set_canary_timeout_seconds(2 + pick(10));
+        if (pick(4) == 0)
+          *r.mutable_policy()->mutable_canary_soak() = ToDurationProto(absl::Seconds(1 + pick(5)));
+        if (pick(4) == 0)
+          *r.mutable_policy()->mutable_canary_timeout() =
+              ToDurationProto(absl::Seconds(2 + pick(10)));
         auto got = fleet_->Attach(r, "test", absl::InfinitePast());
         last = absl::StrCat("attach ", got.ok() ? got->set_id() : got.status().ToString());
         if (got.ok()) set_ids.push_back(got->set_id());
@@ -567,7 +575,8 @@ TEST_F(FleetTest, IncrementalRolloutCountsNeverDrift) {
     }
     for (const std::string& id : set_ids) {
       auto r = fleet_->GetRollout(id);
-      if (r.ok() && (r->state() == v1::ROLLOUT_COMPLETE || r->state() == v1::ROLLOUT_DEGRADED)) {
+      if (r.ok() &&
+          (r->state() == v1::ROLLOUT_STATE_COMPLETE || r->state() == v1::ROLLOUT_STATE_DEGRADED)) {
         ++rolling_finished;
       }
     }

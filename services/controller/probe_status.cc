@@ -1,5 +1,6 @@
 #include "services/controller/probe_status.h"
 
+#include "services/common/enum_names.h"
 #include "services/common/probe_spec.h"
 
 namespace xolfleet::controller {
@@ -54,26 +55,26 @@ void AppendProbeStatus(const NodeReports& node, const std::string& set_id,
       st.set_actual(p.state());
       st.set_status_message(p.status_message());
       *st.mutable_cost() = p.cost();
-    } else if (set != nullptr && set->state() == v1::SET_FAILED) {
-      st.set_actual(v1::FAILED);
+    } else if (set != nullptr && set->state() == v1::SET_STATE_FAILED) {
+      st.set_actual(v1::PROBE_STATE_FAILED);
       st.set_status_message(set->status_message());
     } else {
-      st.set_actual(v1::PENDING);
+      st.set_actual(v1::PROBE_STATE_PENDING);
     }
-    if (!node.up) st.set_actual(v1::UNKNOWN);
+    if (!node.up) st.set_actual(v1::PROBE_STATE_UNKNOWN);
     *rows->Add() = std::move(st);
   }
 }
 
 std::string PlacementLabel(v1::Placement p) {
-  return p == v1::PLACEMENT_UNSPECIFIED ? "UNKNOWN" : v1::Placement_Name(p);
+  return p == v1::PLACEMENT_UNSPECIFIED ? "UNKNOWN" : ShortName(p);
 }
 
 std::pair<std::string, std::string> ProbeGaugeLabels(const v1::FleetProbeStatus& row,
                                                      bool node_up) {
   // A row not reported by the agent has no placement: PlacementLabel gives UNKNOWN.
   if (!node_up) return {"UNKNOWN", "UNKNOWN"};
-  return {PlacementLabel(row.placement()), v1::ProbeState_Name(row.actual())};
+  return {PlacementLabel(row.placement()), ShortName(row.actual())};
 }
 
 }  // namespace xolfleet::controller

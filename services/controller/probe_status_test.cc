@@ -55,7 +55,7 @@ TEST_F(ProbeStatusTest, DesiredButNotReportedIsPending) {
     EXPECT_EQ(r.spec().symbol(), "f" + std::to_string(i));
     EXPECT_TRUE(r.desired());
     EXPECT_EQ(r.kernel_profile(), "patched");
-    EXPECT_EQ(r.actual(), v1::PENDING);
+    EXPECT_EQ(r.actual(), v1::PROBE_STATE_PENDING);
     EXPECT_EQ(r.local_copies(), 0u);
     EXPECT_EQ(ProbeGaugeLabels(r, true),
               std::make_pair(std::string("UNKNOWN"), std::string("PENDING")));
@@ -64,29 +64,29 @@ TEST_F(ProbeStatusTest, DesiredButNotReportedIsPending) {
 
 TEST_F(ProbeStatusTest, NeitherDesiredNorReportedHasNoRow) {
   EXPECT_EQ(Rows(/*desired=*/false).size(), 0);
-  SetReport("ps-1").set_state(v1::SET_ATTACHED);  // a set report is not a probe report
+  SetReport("ps-1").set_state(v1::SET_STATE_ATTACHED);  // a set report is not a probe report
   EXPECT_EQ(Rows(/*desired=*/false).size(), 0);
 }
 
 TEST_F(ProbeStatusTest, ReportedButNoLongerDesiredStillShows) {
-  Report(1).set_state(v1::ATTACHED);
+  Report(1).set_state(v1::PROBE_STATE_ATTACHED);
   auto rows = Rows(/*desired=*/false);
   ASSERT_EQ(rows.size(), 1);
   EXPECT_EQ(rows.Get(0).fleet_probe_id(), "ps-1/1");
   EXPECT_FALSE(rows.Get(0).desired());
-  EXPECT_EQ(rows.Get(0).actual(), v1::ATTACHED);
+  EXPECT_EQ(rows.Get(0).actual(), v1::PROBE_STATE_ATTACHED);
 }
 
 TEST_F(ProbeStatusTest, FailedSetMarksUnreportedProbesFailed) {
   v1::AgentSetStatus& set = SetReport("ps-1");
-  set.set_state(v1::SET_FAILED);
+  set.set_state(v1::SET_STATE_FAILED);
   set.set_status_message("no such symbol");
-  Report(0).set_state(v1::ATTACHED);  // a reported probe keeps its own state
+  Report(0).set_state(v1::PROBE_STATE_ATTACHED);  // a reported probe keeps its own state
   auto rows = Rows(/*desired=*/true);
   ASSERT_EQ(rows.size(), 2);
-  EXPECT_EQ(rows.Get(0).actual(), v1::ATTACHED);
+  EXPECT_EQ(rows.Get(0).actual(), v1::PROBE_STATE_ATTACHED);
   EXPECT_EQ(rows.Get(0).status_message(), "");
-  EXPECT_EQ(rows.Get(1).actual(), v1::FAILED);
+  EXPECT_EQ(rows.Get(1).actual(), v1::PROBE_STATE_FAILED);
   EXPECT_EQ(rows.Get(1).status_message(), "no such symbol");
   EXPECT_EQ(ProbeGaugeLabels(rows.Get(1), true),
             std::make_pair(std::string("UNKNOWN"), std::string("FAILED")));
@@ -94,23 +94,23 @@ TEST_F(ProbeStatusTest, FailedSetMarksUnreportedProbesFailed) {
 
 TEST_F(ProbeStatusTest, ReportCarriesPlacementsHitsAndCostOfTheFirstCopy) {
   auto& p = Report(0);
-  p.set_state(v1::ATTACHED);
-  p.set_placement(v1::SINGLE_STEP);        // the kernel's word ...
-  p.set_predicted_placement(v1::BOOSTED);  // ... differs from the prediction
-  p.set_kernel_placement(v1::SINGLE_STEP);
+  p.set_state(v1::PROBE_STATE_ATTACHED);
+  p.set_placement(v1::PLACEMENT_SINGLE_STEP);        // the kernel's word ...
+  p.set_predicted_placement(v1::PLACEMENT_BOOSTED);  // ... differs from the prediction
+  p.set_kernel_placement(v1::PLACEMENT_SINGLE_STEP);
   p.set_hits(42);
   p.set_status_message("ok");
   p.mutable_cost()->set_cpu_seconds_per_sec(0.25);
-  Report(0).set_state(v1::FAILED);  // a second local copy
+  Report(0).set_state(v1::PROBE_STATE_FAILED);  // a second local copy
   auto rows = Rows(/*desired=*/true);
   ASSERT_EQ(rows.size(), 2);
   const auto& r = rows.Get(0);
   EXPECT_EQ(r.local_copies(), 2u);
   EXPECT_EQ(r.local_probe_id(), "local-0-1");
-  EXPECT_EQ(r.actual(), v1::ATTACHED);
-  EXPECT_EQ(r.placement(), v1::SINGLE_STEP);
-  EXPECT_EQ(r.predicted_placement(), v1::BOOSTED);
-  EXPECT_EQ(r.kernel_placement(), v1::SINGLE_STEP);
+  EXPECT_EQ(r.actual(), v1::PROBE_STATE_ATTACHED);
+  EXPECT_EQ(r.placement(), v1::PLACEMENT_SINGLE_STEP);
+  EXPECT_EQ(r.predicted_placement(), v1::PLACEMENT_BOOSTED);
+  EXPECT_EQ(r.kernel_placement(), v1::PLACEMENT_SINGLE_STEP);
   EXPECT_EQ(r.hits(), 42u);
   EXPECT_EQ(r.status_message(), "ok");
   EXPECT_DOUBLE_EQ(r.cost().cpu_seconds_per_sec(), 0.25);
@@ -121,24 +121,24 @@ TEST_F(ProbeStatusTest, ReportCarriesPlacementsHitsAndCostOfTheFirstCopy) {
 TEST_F(ProbeStatusTest, DownNodeIsUnknownButKeepsItsLastReport) {
   up_ = false;
   auto& p = Report(0);
-  p.set_state(v1::ATTACHED);
-  p.set_placement(v1::EMULATED);
+  p.set_state(v1::PROBE_STATE_ATTACHED);
+  p.set_placement(v1::PLACEMENT_EMULATED);
   p.set_hits(7);
-  SetReport("ps-1").set_state(v1::SET_FAILED);
+  SetReport("ps-1").set_state(v1::SET_STATE_FAILED);
   auto rows = Rows(/*desired=*/true);
   ASSERT_EQ(rows.size(), 2);
   for (const auto& r : rows) {
-    EXPECT_EQ(r.actual(), v1::UNKNOWN);
+    EXPECT_EQ(r.actual(), v1::PROBE_STATE_UNKNOWN);
     EXPECT_EQ(ProbeGaugeLabels(r, false),
               std::make_pair(std::string("UNKNOWN"), std::string("UNKNOWN")));
   }
-  EXPECT_EQ(rows.Get(0).placement(), v1::EMULATED);
+  EXPECT_EQ(rows.Get(0).placement(), v1::PLACEMENT_EMULATED);
   EXPECT_EQ(rows.Get(0).hits(), 7u);
 }
 
 TEST(PlacementLabel, UnspecifiedIsUnknown) {
   EXPECT_EQ(PlacementLabel(v1::PLACEMENT_UNSPECIFIED), "UNKNOWN");
-  EXPECT_EQ(PlacementLabel(v1::BOOSTED_RIPREL), "BOOSTED_RIPREL");
+  EXPECT_EQ(PlacementLabel(v1::PLACEMENT_BOOSTED_RIPREL), "BOOSTED_RIPREL");
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
+#include "services/common/proto_time.h"
 #include "services/controller/etcd_replica.h"
 #include "services/controller/etcd_store.h"
 #include "services/controller/etcd_test_server.h"
@@ -102,14 +103,14 @@ class ReplicaTest : public ::testing::Test {
     for (const auto& ds : desired.sets()) {
       auto* st = hb.add_sets();
       st->set_set_id(ds.set_id());
-      st->set_state(v1::SET_ATTACHED);
+      st->set_state(v1::SET_STATE_ATTACHED);
       for (int i = 0; i < ds.specs_size(); ++i) {
         auto* p = hb.add_probes();
         p->set_fleet_probe_id(absl::StrCat(ds.set_id(), "/", i));
         p->set_set_id(ds.set_id());
         p->set_local_probe_id(absl::StrCat("p", i));
-        p->set_state(v1::ATTACHED);
-        p->set_placement(v1::EMULATED);
+        p->set_state(v1::PROBE_STATE_ATTACHED);
+        p->set_placement(v1::PLACEMENT_EMULATED);
       }
     }
     EXPECT_TRUE(r->fleet->Heartbeat(s, name, hb).ok());
@@ -121,14 +122,14 @@ class ReplicaTest : public ::testing::Test {
     spec->set_binary_path("/bin/sh");
     spec->set_symbol("main");
     req.mutable_policy()->set_canary_fraction(canary);
-    req.mutable_policy()->set_canary_timeout_seconds(3600);
+    *req.mutable_policy()->mutable_canary_timeout() = ToDurationProto(absl::Hours(1));
     return req;
   }
   static bool Up(FleetController* f, const std::string& node) {
     auto a = f->ListAgents({});
     if (!a.ok()) return false;
     for (const auto& ag : a->agents()) {
-      if (ag.registration().node_name() == node) return ag.health() == v1::AGENT_UP;
+      if (ag.registration().node_name() == node) return ag.health() == v1::AGENT_HEALTH_UP;
     }
     return false;
   }
@@ -166,16 +167,16 @@ TEST_F(ReplicaTest, OneLeaderEveryAgentSeenEverywhereRolloutDrivenByLeader) {
   auto r = follower->fleet->Attach(Req(0.5), "test", absl::InfinitePast());
   ASSERT_TRUE(r.ok()) << r.status();
   const std::string id = r->set_id();
-  EXPECT_EQ(r->state(), v1::ROLLOUT_CANARY);
+  EXPECT_EQ(r->state(), v1::ROLLOUT_STATE_CANARY);
   ASSERT_TRUE(PumpUntil([&] { return s1->Desired().sets_size() == 1; }));
   EXPECT_EQ(s2->Desired().sets_size(), 0);
   ReportAttached(leader, "n1", s1.get());
   ASSERT_TRUE(PumpUntil([&] { return s2->Desired().sets_size() == 1; }));
-  EXPECT_EQ(State(leader->fleet.get(), id), v1::ROLLOUT_ROLLING);
+  EXPECT_EQ(State(leader->fleet.get(), id), v1::ROLLOUT_STATE_ROLLING);
   ReportAttached(follower, "n2", s2.get());
   ASSERT_TRUE(PumpUntil([&] {
-    return State(a->fleet.get(), id) == v1::ROLLOUT_COMPLETE &&
-           State(b->fleet.get(), id) == v1::ROLLOUT_COMPLETE;
+    return State(a->fleet.get(), id) == v1::ROLLOUT_STATE_COMPLETE &&
+           State(b->fleet.get(), id) == v1::ROLLOUT_STATE_COMPLETE;
   }));
   // Probe states of every node from every replica.
   for (Replica* rep : {a, b}) {
@@ -184,7 +185,7 @@ TEST_F(ReplicaTest, OneLeaderEveryAgentSeenEverywhereRolloutDrivenByLeader) {
     ASSERT_TRUE(probes.ok());
     int attached = 0;
     for (const auto& p : probes->probes())
-      attached += p.actual() == v1::ATTACHED && p.local_copies() == 1 ? 1 : 0;
+      attached += p.actual() == v1::PROBE_STATE_ATTACHED && p.local_copies() == 1 ? 1 : 0;
     EXPECT_EQ(attached, 2);
   }
 }
@@ -209,8 +210,8 @@ TEST_F(ReplicaTest, LeaderGoneAnotherTakesOverTheRollout) {
   }
   ASSERT_TRUE(PumpUntil([&] { return follower->fleet->Acting(); }));
   ReportAttached(follower, "n1", s1.get());
-  ASSERT_TRUE(
-      PumpUntil([&] { return State(follower->fleet.get(), r->set_id()) == v1::ROLLOUT_COMPLETE; }));
+  ASSERT_TRUE(PumpUntil(
+      [&] { return State(follower->fleet.get(), r->set_id()) == v1::ROLLOUT_STATE_COMPLETE; }));
 }
 
 TEST_F(ReplicaTest, StoreGoneWritesRefusedReadsServedThenBack) {
@@ -249,8 +250,8 @@ TEST_F(ReplicaTest, HitsOfEveryReplicaMergedIntoEveryWatcher) {
     p->set_fleet_probe_id("ps-1/0");
     p->set_set_id("ps-1");
     p->set_local_probe_id("p1");
-    p->set_state(v1::ATTACHED);
-    p->set_placement(v1::EMULATED);
+    p->set_state(v1::PROBE_STATE_ATTACHED);
+    p->set_placement(v1::PLACEMENT_EMULATED);
     p->set_hits(total);
     EXPECT_TRUE(r->fleet->Heartbeat(s, "n2", hb).ok());
   };

@@ -5,6 +5,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "services/common/proto_time.h"
 
 namespace xolfleet::controller {
 namespace {
@@ -95,12 +96,12 @@ absl::Status ValidateAttach(const v1::FleetAttachRequest& req) {
     return Invalid(
         absl::StrCat(req.specs_size(), " specs in one set; the limit is ", kMaxSpecsPerSet));
   }
-  uint32_t ttl = req.specs(0).ttl_seconds();
+  const absl::Duration ttl = FromDurationProto(req.specs(0).ttl());
   for (int i = 0; i < req.specs_size(); ++i) {
     if (auto s = ValidateSpec(req.specs(i), i); !s.ok()) return s;
-    if (req.specs(i).ttl_seconds() != ttl) {
+    if (FromDurationProto(req.specs(i).ttl()) != ttl) {
       return Invalid(absl::StrCat("spec ", i,
-                                  ": every spec of a set must have the same ttl_seconds (the "
+                                  ": every spec of a set must have the same ttl (the "
                                   "set expires as a whole)"));
     }
   }
@@ -109,16 +110,17 @@ absl::Status ValidateAttach(const v1::FleetAttachRequest& req) {
       pol.canary_fraction() > 1) {
     return Invalid("policy.canary_fraction must be between 0 and 1");
   }
-  if (pol.canary_timeout_seconds() > kMaxCanaryTimeoutSeconds) {
-    return Invalid(
-        absl::StrCat("policy.canary_timeout_seconds exceeds the limit ", kMaxCanaryTimeoutSeconds));
+  if (absl::Status st =
+          CheckDuration(pol.canary_timeout(), "policy.canary_timeout", kMaxCanaryTimeout);
+      !st.ok()) {
+    return st;
   }
-  if (pol.canary_soak_seconds() > kMaxCanaryTimeoutSeconds) {
-    return Invalid(
-        absl::StrCat("policy.canary_soak_seconds exceeds the limit ", kMaxCanaryTimeoutSeconds));
+  if (absl::Status st = CheckDuration(pol.canary_soak(), "policy.canary_soak", kMaxCanaryTimeout);
+      !st.ok()) {
+    return st;
   }
-  if (pol.canary_soak_seconds() > 0 && pol.canary_fraction() == 0) {
-    return Invalid("policy.canary_soak_seconds needs a canary stage (canary_fraction > 0)");
+  if (FromDurationProto(pol.canary_soak()) > absl::ZeroDuration() && pol.canary_fraction() == 0) {
+    return Invalid("policy.canary_soak needs a canary stage (canary_fraction > 0)");
   }
   if (!std::isfinite(req.expected_calls_per_sec()) || req.expected_calls_per_sec() < 0) {
     return Invalid("expected_calls_per_sec must be >= 0");

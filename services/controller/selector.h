@@ -4,6 +4,7 @@
 #define XOLFLEET_SERVICES_CONTROLLER_SELECTOR_H_
 
 #include "absl/status/status.h"
+#include "absl/time/time.h"
 #include "services/common/probe_spec.h"
 #include "xolfleet/v1/controller.pb.h"
 
@@ -14,7 +15,7 @@ inline constexpr int kMaxSpecsPerSet = 1024;
 inline constexpr int kMaxSelectorNames = 10000;
 inline constexpr size_t kMaxNodeNameBytes = 253;
 inline constexpr int kMaxSetIdsPerRequest = 1000;
-inline constexpr uint32_t kMaxCanaryTimeoutSeconds = 3600;
+inline constexpr absl::Duration kMaxCanaryTimeout = absl::Hours(1);
 // Spec limits (paths, symbols, labels, TTL) are services/common/probe_spec.h's, shared with
 // the agent and xolctl.
 

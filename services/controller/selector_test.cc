@@ -1,6 +1,7 @@
 #include "services/controller/selector.h"
 
 #include "gtest/gtest.h"
+#include "services/common/proto_time.h"
 
 namespace xolfleet::controller {
 namespace {
@@ -77,13 +78,24 @@ TEST(Validate, BadRequestsSayWhat) {
        "reserved"},
       {[](auto* r) { r->mutable_policy()->set_canary_fraction(1.5); }, "canary_fraction"},
       {[](auto* r) { r->mutable_policy()->set_canary_fraction(-0.1); }, "canary_fraction"},
-      {[](auto* r) { r->mutable_specs(0)->set_ttl_seconds(1u << 30); }, "ttl"},
+      {[](auto* r) {
+         *r->mutable_specs(0)->mutable_ttl() = ToDurationProto(absl::Seconds(1u << 30));
+       },
+       "ttl"},
       {[](auto* r) {
          auto* s = r->add_specs();
          *s = r->specs(0);
-         s->set_ttl_seconds(5);
+         *s->mutable_ttl() = ToDurationProto(absl::Seconds(5));
        },
        "same ttl"},
+      {[](auto* r) {
+         *r->mutable_policy()->mutable_canary_timeout() = ToDurationProto(absl::Minutes(61));
+       },
+       "policy.canary_timeout 1h1m exceeds the limit 1h"},
+      {[](auto* r) {
+         *r->mutable_policy()->mutable_canary_soak() = ToDurationProto(-absl::Seconds(1));
+       },
+       "policy.canary_soak is negative"},
       {[](auto* r) { r->clear_selector(); }, "selector"},
       {[](auto* r) {
          for (int i = 0; i < kMaxSpecsPerSet; ++i) *r->add_specs() = r->specs(0);
@@ -116,7 +128,7 @@ TEST(Validate, SetIds) {
 TEST(Validate, CaptureNeedsCapability) {
   v1::FleetAttachRequest r = Good();
   EXPECT_FALSE(CapturesRegisters(r));
-  r.mutable_specs(0)->add_capture(v1::RDI);
+  r.mutable_specs(0)->add_capture(v1::REGISTER_RDI);
   EXPECT_TRUE(CapturesRegisters(r));
 }
 

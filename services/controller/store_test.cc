@@ -27,7 +27,7 @@ class StoreTest : public ::testing::Test {
 StoredSet MakeSet(const std::string& id) {
   StoredSet s;
   s.rollout.set_set_id(id);
-  s.rollout.set_state(v1::ROLLOUT_CANARY);
+  s.rollout.set_state(v1::ROLLOUT_STATE_CANARY);
   s.request.mutable_selector()->set_all(true);
   s.request.add_specs()->set_binary_path("/bin/sh");
   s.created_by = "CN=admin";
@@ -120,11 +120,11 @@ TEST_P(StoreContractTest, ReplaceUpdatesRollout) {
   ASSERT_TRUE(st);
   StoredSet s = MakeSet("ps-a");
   ASSERT_TRUE(st->PutSet(s).ok());
-  s.rollout.set_state(v1::ROLLOUT_COMPLETE);
+  s.rollout.set_state(v1::ROLLOUT_STATE_COMPLETE);
   ASSERT_TRUE(st->PutSet(s).ok());
   auto sets = st->LoadSets();
   ASSERT_EQ(sets->size(), 1u);
-  EXPECT_EQ((*sets)[0].rollout.state(), v1::ROLLOUT_COMPLETE);
+  EXPECT_EQ((*sets)[0].rollout.state(), v1::ROLLOUT_STATE_COMPLETE);
 }
 
 TEST_P(StoreContractTest, DeleteAgent) {

@@ -376,9 +376,9 @@ def main():
             o = lab.fleet("fleet", "agents")
             return o.ok and o.data is not None and any(
                 a.get("registration", {}).get("node_name") == NODE
-                and a.get("health") == "AGENT_UP" for a in o.data.get("agents", []))
+                and a.get("health") == "AGENT_HEALTH_UP" for a in o.data.get("agents", []))
         t.check("agent-registers-with-controller", wait_for(30, registered),
-                lambda: f"no {NODE} AGENT_UP: {one_line(lab.fleet('fleet', 'agents').text, 300)}")
+                lambda: f"no {NODE} AGENT_HEALTH_UP: {one_line(lab.fleet('fleet', 'agents').text, 300)}")
 
         # --- probes from inside the agent container ---
         b = lab.bin

@@ -80,7 +80,7 @@ LIBC=/lib/x86_64-linux-gnu/libc.so.6
 for p in linux-6.1 linux-6.18 xolfleet-6.1; do
   printf '%-13s ' "$p"
   "$XOLCTL" classify --local --all-functions "$LIBC" --profile=$p --json |
-    python3 -c 'import json,sys; t=json.load(sys.stdin).get("totals",{}); print("  ".join(f"{k}={v}" for k,v in sorted(t.items())))'
+    python3 -c 'import json,sys; t=json.load(sys.stdin).get("totals",{}); print("  ".join("%s=%s" % (k.removeprefix("PLACEMENT_"), v) for k,v in sorted(t.items())))'
 done
 
 say "attach through the controller (fleet-wide, selector --all, canary 50%)"
@@ -107,7 +107,7 @@ for i in $(seq 1 "$SECONDS_TO_WATCH"); do
   cur=$("$XOLCTL" --agent=$AGENT list --json | python3 -c '
 import json,sys
 for p in json.load(sys.stdin).get("probes",[]):
-    print(p["id"], p["spec"].get("symbol",""), p.get("site",{}).get("placement",""), p.get("hits","0"))')
+    print(p["id"], p["spec"].get("symbol",""), p.get("site",{}).get("placement","").removeprefix("PLACEMENT_"), p.get("hits","0"))')
   python3 - "$prev" "$cur" "$i" <<'PY'
 import sys
 prev = {l.split()[0]: int(l.split()[3]) for l in sys.argv[1].splitlines() if l.strip()}

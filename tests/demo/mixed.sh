@@ -104,9 +104,10 @@ rows = {}
 for p in json.load(sys.stdin).get("probes", []):
     s = p["spec"]
     site = "%s:%s" % (s["binary_path"].rsplit("/", 1)[-1], s.get("symbol", ""))
-    pred = p.get("predicted_placement", "-")
+    pred = p.get("predicted_placement", "-").removeprefix("PLACEMENT_")
     kern = p.get("kernel_placement", "PLACEMENT_UNSPECIFIED")
-    kern = "(not reported)" if kern == "PLACEMENT_UNSPECIFIED" else ("kernel: " + kern)
+    kern = ("(not reported)" if kern == "PLACEMENT_UNSPECIFIED"
+            else ("kernel: " + kern.removeprefix("PLACEMENT_")))
     rows.setdefault(p["fleet_probe_id"], {"site": site})[p["node_name"]] = (
         p.get("kernel_profile", "-"), pred, kern)
 print("%-22s | %-44s | %-48s" % ("SITE", "node-1 (stock)", "node-2 (patched)"))

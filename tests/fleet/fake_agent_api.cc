@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "services/common/proto_time.h"
 
 namespace xolfleet::testing {
 namespace {
@@ -16,8 +17,9 @@ constexpr size_t kInactiveRetention = 1000;
 void FakeAgentApi::ExpireLocked() {
   int64_t now = absl::GetCurrentTimeNanos();
   for (auto& [id, p] : probes_) {
-    if (p.state() == v1::ATTACHED && p.expires_at_unix_ns() && p.expires_at_unix_ns() <= now) {
-      p.set_state(v1::EXPIRED);
+    if (p.state() == v1::PROBE_STATE_ATTACHED && p.has_expires_at() &&
+        FromTimestamp(p.expires_at()) <= absl::FromUnixNanos(now)) {
+      p.set_state(v1::PROBE_STATE_EXPIRED);
     }
   }
 }
@@ -39,16 +41,17 @@ absl::StatusOr<v1::AttachResponse> FakeAgentApi::Attach(const v1::AttachRequest&
     v1::Probe p;
     p.set_id(absl::StrCat("p", next_++));
     *p.mutable_spec() = spec;
-    p.set_state(v1::ATTACHED);
-    p.mutable_site()->set_placement(v1::EMULATED);
-    p.set_attached_at_unix_ns(now);
-    if (spec.ttl_seconds()) {
-      p.set_expires_at_unix_ns(now + int64_t{spec.ttl_seconds()} * 1000000000);
+    p.set_state(v1::PROBE_STATE_ATTACHED);
+    p.mutable_site()->set_placement(v1::PLACEMENT_EMULATED);
+    *p.mutable_attached_at() = ToTimestamp(absl::FromUnixNanos(now));
+    if (FromDurationProto(spec.ttl()) > absl::ZeroDuration()) {
+      *p.mutable_expires_at() =
+          ToTimestamp(absl::FromUnixNanos(now) + FromDurationProto(spec.ttl()));
     }
     probes_[p.id()] = p;
     *resp.add_probes() = p;
   }
-  resp.set_link_kind("fake");
+  resp.set_link_mode(v1::LINK_MODE_UPROBE_MULTI);  // nothing is linked: any mode
   return resp;
 }
 
@@ -57,24 +60,24 @@ absl::StatusOr<v1::DetachResponse> FakeAgentApi::Detach(const v1::DetachRequest&
   ExpireLocked();
   for (const auto& id : req.probe_ids()) {
     auto it = probes_.find(id);
-    if (it == probes_.end() || it->second.state() != v1::ATTACHED) {
+    if (it == probes_.end() || it->second.state() != v1::PROBE_STATE_ATTACHED) {
       return absl::NotFoundError(absl::StrCat("no attached probe ", id));
     }
   }
   v1::DetachResponse resp;
   for (auto& [id, p] : probes_) {
-    bool pick = req.all() && p.state() == v1::ATTACHED;
+    bool pick = req.all() && p.state() == v1::PROBE_STATE_ATTACHED;
     for (const auto& want : req.probe_ids()) pick |= want == id;
     if (pick) {
-      p.set_state(v1::DETACHED);
+      p.set_state(v1::PROBE_STATE_DETACHED);
       resp.add_detached_ids(id);
     }
   }
   // Like the real agent, keep a bounded history of inactive probes for List.
   size_t inactive = 0;
-  for (const auto& [id, p] : probes_) inactive += p.state() != v1::ATTACHED;
+  for (const auto& [id, p] : probes_) inactive += p.state() != v1::PROBE_STATE_ATTACHED;
   for (auto it = probes_.begin(); inactive > kInactiveRetention && it != probes_.end();) {
-    if (it->second.state() == v1::DETACHED) {
+    if (it->second.state() == v1::PROBE_STATE_DETACHED) {
       it = probes_.erase(it);
       --inactive;
     } else {
@@ -90,7 +93,7 @@ absl::StatusOr<v1::ListResponse> FakeAgentApi::List(const v1::ListRequest& req) 
   v1::ListResponse resp;
   std::set<std::string> want(req.probe_ids().begin(), req.probe_ids().end());
   for (const auto& [id, p] : probes_) {
-    if (p.state() != v1::ATTACHED && !req.include_inactive()) continue;
+    if (p.state() != v1::PROBE_STATE_ATTACHED && !req.include_inactive()) continue;
     if (!want.empty() && !want.count(id)) continue;
     *resp.add_probes() = p;
   }
@@ -110,7 +113,7 @@ absl::StatusOr<v1::NodeInfo> FakeAgentApi::GetNodeInfo() {
   for (const auto& [k, v] : labels_) (*info.mutable_labels())[k] = v;
   absl::MutexLock l(&mu_);
   uint32_t n = 0;
-  for (const auto& [id, p] : probes_) n += p.state() == v1::ATTACHED;
+  for (const auto& [id, p] : probes_) n += p.state() == v1::PROBE_STATE_ATTACHED;
   info.set_probes_attached(n);
   return info;
 }
@@ -118,18 +121,18 @@ absl::StatusOr<v1::NodeInfo> FakeAgentApi::GetNodeInfo() {
 void FakeAgentApi::AddHitsToAll(uint64_t n) {
   absl::MutexLock l(&mu_);
   for (auto& [id, p] : probes_) {
-    if (p.state() == v1::ATTACHED) p.set_hits(p.hits() + n);
+    if (p.state() == v1::PROBE_STATE_ATTACHED) p.set_hits(p.hits() + n);
   }
 }
 
 void FakeAgentApi::ApplyBudgetToAll(v1::BudgetState state, const std::string& message) {
   absl::MutexLock l(&mu_);
   for (auto& [id, p] : probes_) {
-    if (p.state() != v1::ATTACHED) continue;
+    if (p.state() != v1::PROBE_STATE_ATTACHED) continue;
     p.mutable_cost()->set_budget_state(state);
     p.mutable_cost()->set_budget_message(message);
-    if (state == v1::BUDGET_DETACHED) {
-      p.set_state(v1::DETACHED);
+    if (state == v1::BUDGET_STATE_DETACHED) {
+      p.set_state(v1::PROBE_STATE_DETACHED);
       p.set_status_message("over budget: " + message);
     }
   }
@@ -138,7 +141,7 @@ void FakeAgentApi::ApplyBudgetToAll(v1::BudgetState state, const std::string& me
 size_t FakeAgentApi::active() const {
   absl::MutexLock l(&mu_);
   size_t n = 0;
-  for (const auto& [id, p] : probes_) n += p.state() == v1::ATTACHED;
+  for (const auto& [id, p] : probes_) n += p.state() == v1::PROBE_STATE_ATTACHED;
   return n;
 }
 

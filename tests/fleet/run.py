@@ -82,7 +82,7 @@ def scenarios(t, lab):
                   f"{wl}:xol_target_add", f"{wl}:xol_target_other")
     set_a = (r.data or {}).get("set_id", "")
     if (r.rc == 0 and set_a and re.search(rf"rollout {re.escape(set_a)}: CANARY\b", r.err)
-            and r.data.get("state") == "ROLLOUT_COMPLETE"):
+            and r.data.get("state") == "ROLLOUT_STATE_COMPLETE"):
         canaries = lab.rollout(set_a).get("canary_nodes", [])
         t.check("canary-rollout", canaries == ["node-1"], f"canary was {canaries}")
     else:
@@ -109,7 +109,7 @@ def scenarios(t, lab):
             for k in (0, 1):
                 p = one(ps, f"node-{i}", f"{set_a}/{k}")
                 if not p or (p["actual"], p["hits"], p["copies"], p["desired"]) != (
-                        "ATTACHED", 1000 * i, 1, True):
+                        "PROBE_STATE_ATTACHED", 1000 * i, 1, True):
                     return False
         return len(ps) == 2 * N
     t.check("exact-hits", wait_for(30, exact_hits),
@@ -143,7 +143,8 @@ def scenarios(t, lab):
         if not ps:
             return False
         return (sorted((p["node"], p["id"], p["actual"]) for p in ps)
-                == [("node-1", f"{set_b}/0", "ATTACHED"), ("node-2", f"{set_b}/0", "ATTACHED")])
+                == [("node-1", f"{set_b}/0", "PROBE_STATE_ATTACHED"),
+                    ("node-2", f"{set_b}/0", "PROBE_STATE_ATTACHED")])
     t.check("label-selector", bool(set_b) and wait_for(20, labels_ok),
             lambda: f"{r!r} {lab.probes(f'--set={set_b}')}")
 
@@ -165,7 +166,7 @@ def scenarios(t, lab):
     lab.start_agent(1)
 
     def converged():
-        if lab.rollout_state(set_c) != "ROLLOUT_COMPLETE":
+        if lab.rollout_state(set_c) != "ROLLOUT_STATE_COMPLETE":
             return False
         for i in range(1, N + 1):
             want = [f"{set_a}/0", f"{set_a}/1"] + ([f"{set_b}/0"] if i <= 2 else []) + [
@@ -174,7 +175,7 @@ def scenarios(t, lab):
             if lp is None:
                 return False
             # exactly these fleet probes attached: none missing, none twice, no leftover
-            if sorted(f for _, s, f in lp if s == "ATTACHED") != sorted(want):
+            if sorted(f for _, s, f in lp if s == "PROBE_STATE_ATTACHED") != sorted(want):
                 return False
         return True
     t.check("agent-kill9-mid-rollout", bool(set_c) and wait_for(60, converged),
@@ -185,10 +186,10 @@ def scenarios(t, lab):
     lab.agents[2].signal(signal.SIGSTOP)
 
     def down_unknown():
-        if ("node-2", "AGENT_DOWN") not in [(n, h) for n, h, _ in lab.agents_list()]:
+        if ("node-2", "AGENT_HEALTH_DOWN") not in [(n, h) for n, h, _ in lab.agents_list()]:
             return False
         p = one(lab.probes("--node=node-2") or [], "node-2", f"{set_a}/0")
-        return bool(p) and p["actual"] == "UNKNOWN" and p["desired"]
+        return bool(p) and p["actual"] == "PROBE_STATE_UNKNOWN" and p["desired"]
     t.check("heartbeat-timeout", wait_for(20, down_unknown),
             lambda: f"{lab.agents_list()} {lab.probes('--node=node-2')}")
     lab.agents[2].signal(signal.SIGCONT)
@@ -201,7 +202,7 @@ def scenarios(t, lab):
         return sorted((p["node"], p["id"], p["actual"], p["copies"], p["desired"]) for p in ps)
     def settled():
         ps = lab.probes()
-        return ps if ps and all(p["actual"] != "UNKNOWN" for p in ps) else None
+        return ps if ps and all(p["actual"] != "PROBE_STATE_UNKNOWN" for p in ps) else None
     before = wait_for(20, settled) or lab.probes() or []
     lab.ctl.kill9()
     lab.start_controller()
@@ -214,7 +215,7 @@ def scenarios(t, lab):
             return False
         p = one(now, "node-2", f"{set_a}/0")
         return bool(p) and (p["actual"], p["hits"], p["copies"], p["desired"]) == (
-            "ATTACHED", 2000, 1, True)
+            "PROBE_STATE_ATTACHED", 2000, 1, True)
     t0 = time.monotonic()
     if wait_for(60, restored):
         t.passed("controller-kill9-restart")
@@ -226,7 +227,7 @@ def scenarios(t, lab):
                f"after={key(now)}")
     for s in (set_a, set_b, set_c):
         st = lab.rollout_state(s)
-        if st != "ROLLOUT_COMPLETE":
+        if st != "ROLLOUT_STATE_COMPLETE":
             t.fail("controller-restart-rollouts", f"{s} is {st}")
 
     # 8. Canary failure: one spec names a missing binary; the canary fails, the rollout stops
@@ -236,10 +237,10 @@ def scenarios(t, lab):
     set_f = (r.data or {}).get("set_id", "")
 
     def rolled_back():
-        if lab.rollout_state(set_f) != "ROLLOUT_ROLLED_BACK":
+        if lab.rollout_state(set_f) != "ROLLOUT_STATE_ROLLED_BACK":
             return False
         ps = lab.probes(f"--set={set_f}")
-        if ps is None or any(p["actual"] == "ATTACHED" for p in ps):
+        if ps is None or any(p["actual"] == "PROBE_STATE_ATTACHED" for p in ps):
             return False
         return all(lab.attached_on(i, set_f) is False for i in range(1, N + 1))
     t.check("canary-failure-rollback", r.rc != 0 and bool(set_f) and wait_for(30, rolled_back),
@@ -367,7 +368,7 @@ def scenarios(t, lab):
     nsets2 = lab.sets()
     state_a = lab.rollout_state(set_a)
     t.check("nothing-half-applied",
-            nsets is not None and nsets == nsets2 and state_a == "ROLLOUT_COMPLETE",
+            nsets is not None and nsets == nsets2 and state_a == "ROLLOUT_STATE_COMPLETE",
             f"sets {nsets} -> {nsets2}, {set_a} {state_a}")
 
     # 12. Detach removes the set from every node.
@@ -382,7 +383,7 @@ def scenarios(t, lab):
     set_t = (r.data or {}).get("set_id", "")
 
     def expired_everywhere():
-        return lab.rollout_state(set_t) == "ROLLOUT_EXPIRED" and all(
+        return lab.rollout_state(set_t) == "ROLLOUT_STATE_EXPIRED" and all(
             lab.attached_on(i, set_t) is False for i in range(1, N + 1))
     t.check("ttl-fleet-wide", bool(set_t) and wait_for(40, expired_everywhere),
             lambda: f"set={set_t} state={lab.rollout_state(set_t)} {r!r}")
@@ -408,8 +409,8 @@ def scenarios(t, lab):
     # node-2 is still the real node-2 (its own certificate), and every agent is up.
     def real_node_2():
         al = lab.agents_list()
-        return any(n == "node-2" and h == "AGENT_UP" and re.search(r"CN=node-2$", ident)
-                   for n, h, ident in al) and sum(h == "AGENT_UP" for _, h, _ in al) == N
+        return any(n == "node-2" and h == "AGENT_HEALTH_UP" and re.search(r"CN=node-2$", ident)
+                   for n, h, ident in al) and sum(h == "AGENT_HEALTH_UP" for _, h, _ in al) == N
     t.check("real-node-2-still-up", wait_for(20, real_node_2),
             lambda: f"agents up: {lab.agents_list()}")
 
@@ -431,7 +432,7 @@ def scenarios(t, lab):
         for p in preds:
             sites = p.get("sites", [])
             if not (p.get("up") and re.fullmatch(r"linux-[0-9.]+", p.get("kernel_profile", ""))
-                    and len(sites) == 1 and sites[0].get("placement") == "EMULATED"
+                    and len(sites) == 1 and sites[0].get("placement") == "PLACEMENT_EMULATED"
                     and 0 < float(sites[0].get("expected_ns_per_hit", 0)) < 1000):
                 return False
         return bool(d.get("profiles")) and sets_before is not None and sets_before == sets_after
@@ -448,7 +449,7 @@ def scenarios(t, lab):
 
         def budget_rolled_back():
             ro = lab.rollout(set_k)
-            return (ro.get("state") == "ROLLOUT_ROLLED_BACK" and "over budget" in ro.get(
+            return (ro.get("state") == "ROLLOUT_STATE_ROLLED_BACK" and "over budget" in ro.get(
                 "message", "") and all(lab.attached_on(i, set_k) is False
                                        for i in range(1, N + 1)))
 

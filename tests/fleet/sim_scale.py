@@ -75,7 +75,7 @@ def scenarios(t, lab):
         r = fleet("agents")
         if not r.data:
             return -1
-        return sum(1 for a in r.data.get("agents", []) if a.get("health") == "AGENT_UP")
+        return sum(1 for a in r.data.get("agents", []) if a.get("health") == "AGENT_HEALTH_UP")
 
     t.check("sim-all-registered",
             wait_for(120, lambda: up_count() == SIM_AGENTS and
@@ -100,7 +100,7 @@ def scenarios(t, lab):
     def attached():
         ro = fleet("rollout", set_id).data or {}
         ro = ro.get("rollout", ro)
-        return (ro.get("state") == "ROLLOUT_COMPLETE" and
+        return (ro.get("state") == "ROLLOUT_STATE_COMPLETE" and
                 int(ro.get("nodes_attached", 0)) == SIM_AGENTS and
                 int(ro.get("nodes_failed", 0)) == 0 and
                 stats().get("sets", {}).get(set_id) == SIM_AGENTS)

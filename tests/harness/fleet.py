@@ -38,7 +38,7 @@ def probe_rows(r):
     if r.data is None:
         return None
     return [{"node": p.get("node_name"), "id": p.get("fleet_probe_id"),
-             "actual": p.get("actual", "UNSPECIFIED"), "hits": int(p.get("hits", 0)),
+             "actual": p.get("actual", "PROBE_STATE_UNSPECIFIED"), "hits": int(p.get("hits", 0)),
              "copies": int(p.get("local_copies", 0)), "desired": bool(p.get("desired"))}
             for p in r.data.get("probes", [])]
 
@@ -159,7 +159,7 @@ class FleetLab:
 
     def agents_up(self, n=None):
         want = self.n if n is None else n
-        return sum(1 for _, h, _ in self.agents_list() if h == "AGENT_UP") == want
+        return sum(1 for _, h, _ in self.agents_list() if h == "AGENT_HEALTH_UP") == want
 
     def probes(self, *filters):
         """The fleet's probes (fleet list --json, filters like "--set=ID"), each a dict with
@@ -198,7 +198,7 @@ class FleetLab:
         lp = self.local_probes(i)
         if lp is None:
             return None
-        return any(s == "ATTACHED" for _, s, f in lp
+        return any(s == "PROBE_STATE_ATTACHED" for _, s, f in lp
                    if f.startswith(set_id + "/"))
 
     def metrics(self):

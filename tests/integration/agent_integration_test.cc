@@ -27,6 +27,8 @@
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "services/common/elf_file.h"
+#include "services/common/enum_names.h"
+#include "services/common/proto_time.h"
 #include "tests/integration/agent_harness.h"
 
 namespace xolfleet::testing {
@@ -167,7 +169,8 @@ TEST_P(AgentTest, NodeInfoNamesKernelProfileAndLinkMode) {
   ASSERT_TRUE(agent_->stub().GetNodeInfo(&ctx, v1::GetNodeInfoRequest(), &info).ok());
   EXPECT_FALSE(info.kernel_release().empty());
   EXPECT_FALSE(info.kernel_profile().empty());
-  EXPECT_EQ(info.link_mode(), GetParam() == "multi" ? "uprobe_multi" : "perf_event");
+  EXPECT_EQ(info.link_mode(),
+            GetParam() == "multi" ? v1::LINK_MODE_UPROBE_MULTI : v1::LINK_MODE_PERF_EVENT);
   EXPECT_EQ(info.probes_attached(), 0u);
 }
 
@@ -178,10 +181,11 @@ TEST_P(AgentTest, CountsEveryHitExactly) {
   grpc::Status st = Attach({add, other}, &resp);
   ASSERT_TRUE(st.ok()) << st.error_message();
   ASSERT_EQ(resp.probes_size(), 2);
-  EXPECT_EQ(resp.link_kind(), GetParam() == "multi" ? "uprobe_multi" : "perf_event");
+  EXPECT_EQ(resp.link_mode(),
+            GetParam() == "multi" ? v1::LINK_MODE_UPROBE_MULTI : v1::LINK_MODE_PERF_EVENT);
   for (const v1::Probe& p : resp.probes()) {
-    EXPECT_EQ(p.state(), v1::ATTACHED);
-    EXPECT_NE(p.site().placement(), v1::REFUSED);
+    EXPECT_EQ(p.state(), v1::PROBE_STATE_ATTACHED);
+    EXPECT_NE(p.site().placement(), v1::PLACEMENT_REFUSED);
     EXPECT_FALSE(p.site().disassembly().empty());
   }
   ASSERT_TRUE(workload_->Run(1234, 0).ok());
@@ -232,7 +236,7 @@ TEST_P(AgentTest, BatchedAttachAndDetachKeepEveryCountExact) {
     ASSERT_TRUE(Detach(ids).ok());
     for (int i = 0; i < 64; ++i) {
       const v1::Probe p = Get(ids[i]);
-      EXPECT_EQ(p.state(), v1::DETACHED);
+      EXPECT_EQ(p.state(), v1::PROBE_STATE_DETACHED);
       // Run() calls xol_target_add and xol_target_other; the others are not called.
       EXPECT_EQ(p.hits(), i < 32 ? calls : 0u) << ids[i] << " in round " << round;
     }
@@ -243,8 +247,8 @@ TEST_P(AgentTest, BatchedAttachAndDetachKeepEveryCountExact) {
 TEST_P(AgentTest, CapturesRegistersIntoWatchedEvents) {
   v1::ProbeSpec add = Spec("xol_target_add");
   add.set_pid(workload_->pid());
-  add.add_capture(v1::RDI);
-  add.add_capture(v1::RSI);
+  add.add_capture(v1::REGISTER_RDI);
+  add.add_capture(v1::REGISTER_RSI);
   v1::AttachResponse resp;
   ASSERT_TRUE(Attach({add}, &resp).ok());
   const std::string id = resp.probes(0).id();
@@ -264,8 +268,8 @@ TEST_P(AgentTest, CapturesRegistersIntoWatchedEvents) {
       EXPECT_EQ(e.pid(), static_cast<uint32_t>(workload_->pid()));
       ASSERT_EQ(e.regs_size(), 2);
       for (const v1::RegisterValue& r : e.regs()) {
-        if (r.reg() == v1::RDI) rdi.insert(r.value());
-        if (r.reg() == v1::RSI) EXPECT_EQ(r.value(), 7u);
+        if (r.reg() == v1::REGISTER_RDI) rdi.insert(r.value());
+        if (r.reg() == v1::REGISTER_RSI) EXPECT_EQ(r.value(), 7u);
       }
     }
   }
@@ -286,10 +290,10 @@ TEST_P(AgentTest, CapturesRegistersIntoWatchedEvents) {
 TEST_P(AgentTest, EventsOfEverySizeCarryTheirRegisters) {
   std::vector<v1::ProbeSpec> specs(3, Spec("xol_target_add"));
   for (v1::ProbeSpec& s : specs) s.set_pid(workload_->pid());
-  specs[0].add_capture(v1::RSI);
-  specs[1].add_capture(v1::EFLAGS);
-  specs[1].add_capture(v1::RDI);
-  specs[2].add_capture(v1::RDI);
+  specs[0].add_capture(v1::REGISTER_RSI);
+  specs[1].add_capture(v1::REGISTER_EFLAGS);
+  specs[1].add_capture(v1::REGISTER_RDI);
+  specs[2].add_capture(v1::REGISTER_RDI);
   v1::AttachResponse resp;
   ASSERT_TRUE(Attach(specs, &resp).ok());
   grpc::ClientContext ctx;
@@ -308,15 +312,15 @@ TEST_P(AgentTest, EventsOfEverySizeCarryTheirRegisters) {
       ++events[e.probe_id()];
       if (e.probe_id() == resp.probes(0).id()) {
         ASSERT_EQ(e.regs_size(), 1);
-        EXPECT_EQ(e.regs(0).reg(), v1::RSI);
+        EXPECT_EQ(e.regs(0).reg(), v1::REGISTER_RSI);
         EXPECT_EQ(e.regs(0).value(), 7u);
       } else {
         const bool with_flags = e.probe_id() == resp.probes(1).id();
         ASSERT_EQ(e.regs_size(), with_flags ? 2 : 1);
         for (const v1::RegisterValue& r : e.regs()) {
-          if (r.reg() == v1::RDI) rdi[e.probe_id()].insert(r.value());
+          if (r.reg() == v1::REGISTER_RDI) rdi[e.probe_id()].insert(r.value());
           // Bit 1 of RFLAGS is always set; IF (bit 9) is set in user mode.
-          if (r.reg() == v1::EFLAGS) EXPECT_EQ(r.value() & 0x202, 0x202u);
+          if (r.reg() == v1::REGISTER_EFLAGS) EXPECT_EQ(r.value() & 0x202, 0x202u);
         }
       }
     }
@@ -334,7 +338,7 @@ TEST_P(AgentTest, EventsOfEverySizeCarryTheirRegisters) {
 
 TEST_P(AgentTest, RateLimitBoundsEventsNotCounts) {
   v1::ProbeSpec add = Spec("xol_target_add");
-  add.add_capture(v1::RDI);
+  add.add_capture(v1::REGISTER_RDI);
   add.set_rate_limit_per_sec(20);
   v1::AttachResponse resp;
   ASSERT_TRUE(Attach({add}, &resp).ok());
@@ -351,17 +355,17 @@ TEST_P(AgentTest, RateLimitBoundsEventsNotCounts) {
 
 TEST_P(AgentTest, TtlDetachesByItself) {
   v1::ProbeSpec add = Spec("xol_target_add");
-  add.set_ttl_seconds(1);
+  *add.mutable_ttl() = ToDurationProto(absl::Seconds(1));
   v1::AttachResponse resp;
   ASSERT_TRUE(Attach({add}, &resp).ok());
-  EXPECT_GT(resp.probes(0).expires_at_unix_ns(), 0);
+  EXPECT_TRUE(resp.probes(0).has_expires_at());
   ASSERT_TRUE(workload_->Run(10, 0).ok());
   const absl::Time deadline = absl::Now() + absl::Seconds(10);
   while (List().probes_size() > 0 && absl::Now() < deadline) {
     absl::SleepFor(absl::Milliseconds(100));
   }
   v1::Probe p = Get(resp.probes(0).id());
-  EXPECT_EQ(p.state(), v1::EXPIRED);
+  EXPECT_EQ(p.state(), v1::PROBE_STATE_EXPIRED);
   EXPECT_EQ(p.hits(), 10u);  // final count kept
   ExpectNothingLeft();
   ASSERT_TRUE(workload_->Run(10, 0).ok());  // still runs, unprobed
@@ -373,7 +377,7 @@ TEST_P(AgentTest, PartialDetachKeepsTheOthersCountingExactly) {
   ASSERT_TRUE(workload_->Run(100, 0).ok());
   ASSERT_TRUE(Detach({resp.probes(0).id()}).ok());
   ASSERT_TRUE(workload_->Run(100, 0).ok());
-  EXPECT_EQ(Get(resp.probes(0).id()).state(), v1::DETACHED);
+  EXPECT_EQ(Get(resp.probes(0).id()).state(), v1::PROBE_STATE_DETACHED);
   EXPECT_EQ(Get(resp.probes(0).id()).hits(), 100u);
   EXPECT_EQ(Get(resp.probes(1).id()).hits(), 200u);
   EXPECT_EQ(List().probes_size(), 1);
@@ -396,7 +400,7 @@ TEST_P(AgentTest, MetricsOverHttp) {
   EXPECT_EQ(m["xolfleet_agent_attach_requests_total{result=\"ok\"}"], 1);
   EXPECT_EQ(m["xolfleet_agent_ringbuf_dropped_events_total"], 0);
   EXPECT_TRUE(m.count("xolfleet_agent_events_rate_limited_total"));
-  std::string placement = v1::Placement_Name(resp.probes(0).site().placement());
+  std::string placement = ShortName(resp.probes(0).site().placement());  // metric label
   EXPECT_EQ(
       m[absl::StrCat("xolfleet_agent_probes{placement=\"", placement, "\",state=\"ATTACHED\"}")],
       1);
@@ -410,7 +414,7 @@ TEST_P(AgentTest, MetricsOverHttp) {
 
 TEST_P(AgentTest, SlowWatcherLosesEventsButCountsThem) {
   v1::ProbeSpec spin = Spec("xol_target_spin");
-  spin.add_capture(v1::RDI);
+  spin.add_capture(v1::REGISTER_RDI);
   v1::AttachResponse resp;
   ASSERT_TRUE(Attach({spin}, &resp).ok());
   grpc::ClientContext ctx;
@@ -560,9 +564,9 @@ TEST_P(AgentTest, ClassifyIsADryRun) {
   grpc::ClientContext ctx;
   ASSERT_TRUE(agent_->stub().Classify(&ctx, req, &resp).ok());
   ASSERT_EQ(resp.sites_size(), 2);
-  EXPECT_EQ(resp.sites(0).placement(), v1::REFUSED);
+  EXPECT_EQ(resp.sites(0).placement(), v1::PLACEMENT_REFUSED);
   EXPECT_FALSE(resp.sites(0).reason().empty());
-  EXPECT_NE(resp.sites(1).placement(), v1::REFUSED);
+  EXPECT_NE(resp.sites(1).placement(), v1::PLACEMENT_REFUSED);
   ExpectNothingLeft();
 
   v1::ClassifyRequest all;
@@ -767,7 +771,7 @@ TEST_P(AgentTest, HostileInputsGetPreciseShortErrors) {
   utf8.set_binary_path("/tmp/\xff\xfe\xfd");
   v1::ProbeSpec huge = Spec(std::string(1 << 20, 'x'));
   v1::ProbeSpec fast = Spec("xol_target_add");
-  fast.add_capture(v1::RDI);
+  fast.add_capture(v1::REGISTER_RDI);
   fast.set_rate_limit_per_sec(1000000000u);
   v1::ProbeSpec init = Spec("xol_target_add");
   init.set_pid(1);
@@ -1066,7 +1070,7 @@ TEST(AgentLimits, IdleWatchStreamsDoNotReserveQueues) {
   v1::ProbeSpec* spec = req.add_specs();
   spec->set_binary_path(Workload::Path());
   spec->set_symbol("xol_target_add");
-  spec->add_capture(v1::RDI);
+  spec->add_capture(v1::REGISTER_RDI);
   v1::AttachResponse resp;
   {
     grpc::ClientContext ctx;
@@ -1209,14 +1213,15 @@ void ExpectOrderedAsTheKernelSays(const v1::NodeInfo& info) {
   EXPECT_EQ(c.profile(), info.kernel_profile());
   ASSERT_TRUE(absl::StartsWith(info.kernel_profile(), "linux-"))
       << "this test knows the stock kernels' classes; profile " << info.kernel_profile();
-  const double emulated = Figure(c, v1::EMULATED), sstep = Figure(c, v1::SINGLE_STEP);
+  const double emulated = Figure(c, v1::PLACEMENT_EMULATED),
+               sstep = Figure(c, v1::PLACEMENT_SINGLE_STEP);
   ASSERT_GE(emulated, 0) << "no EMULATED figure: " << c.DebugString();
   ASSERT_GE(sstep, 0) << "no SINGLE_STEP figure: " << c.DebugString();
   EXPECT_GT(emulated, 0) << c.DebugString();
   EXPECT_GT(sstep, emulated) << c.DebugString();
   // Stock kernels offer no boosted class: nothing was measured for one.
-  EXPECT_LT(Figure(c, v1::BOOSTED), 0);
-  EXPECT_LT(Figure(c, v1::BOOSTED_RIPREL), 0);
+  EXPECT_LT(Figure(c, v1::PLACEMENT_BOOSTED), 0);
+  EXPECT_LT(Figure(c, v1::PLACEMENT_BOOSTED_RIPREL), 0);
   for (const v1::CalibrationFigure& f : c.figures()) {
     EXPECT_GT(f.calls(), 0u);
     EXPECT_FALSE(f.site().empty());
@@ -1235,11 +1240,12 @@ TEST_P(AgentTest, CalibrationFiguresAreOrderedAsTheKernelSays) {
   EXPECT_EQ(m["xolfleet_agent_hits_total"], 0);
   EXPECT_DOUBLE_EQ(
       m["xolfleet_agent_calibration_seconds_per_hit{placement=\"SINGLE_STEP\",capture=\"false\"}"],
-      Figure(info.calibration(), v1::SINGLE_STEP) * 1e-9);
+      Figure(info.calibration(), v1::PLACEMENT_SINGLE_STEP) * 1e-9);
   // On demand: measured again, same order, still nothing left.
   v1::NodeInfo again = NodeInfo(*agent_, /*recalibrate=*/true);
   ExpectOrderedAsTheKernelSays(again);
-  EXPECT_GT(again.calibration().measured_at_unix_ns(), info.calibration().measured_at_unix_ns());
+  EXPECT_GT(FromTimestamp(again.calibration().measured_at()),
+            FromTimestamp(info.calibration().measured_at()));
   ExpectNothingLeft();
   // Classify reports the node's cost of a hit at each site.
   v1::ClassifyRequest creq;
@@ -1248,12 +1254,13 @@ TEST_P(AgentTest, CalibrationFiguresAreOrderedAsTheKernelSays) {
   grpc::ClientContext ctx;
   ASSERT_TRUE(agent_->stub().Classify(&ctx, creq, &cresp).ok());
   ASSERT_EQ(cresp.sites_size(), 1);
-  EXPECT_EQ(cresp.sites(0).placement(), v1::EMULATED);
-  EXPECT_EQ(cresp.sites(0).expected_ns_per_hit(), Figure(again.calibration(), v1::EMULATED));
+  EXPECT_EQ(cresp.sites(0).placement(), v1::PLACEMENT_EMULATED);
+  EXPECT_EQ(cresp.sites(0).expected_ns_per_hit(),
+            Figure(again.calibration(), v1::PLACEMENT_EMULATED));
 }
 
 TEST_P(AgentTest, DryRunPredictsCostAndAttachesNothing) {
-  const double emulated = Figure(NodeInfo(*agent_).calibration(), v1::EMULATED);
+  const double emulated = Figure(NodeInfo(*agent_).calibration(), v1::PLACEMENT_EMULATED);
   v1::AttachRequest req;
   *req.add_specs() = Spec("xol_target_fast");
   req.set_dry_run(true);
@@ -1269,14 +1276,14 @@ TEST_P(AgentTest, DryRunPredictsCostAndAttachesNothing) {
   EXPECT_TRUE(resp.probes(0).id().empty());
   const v1::ProbeCost& c = resp.probes(0).cost();
   EXPECT_TRUE(c.calibrated());
-  EXPECT_EQ(c.cost_placement(), v1::EMULATED);
+  EXPECT_EQ(c.cost_placement(), v1::PLACEMENT_EMULATED);
   EXPECT_DOUBLE_EQ(c.cpu_seconds_per_sec(), 1000 * emulated * 1e-9);
   EXPECT_DOUBLE_EQ(resp.predicted_cpu_seconds_per_sec(), c.cpu_seconds_per_sec());
   ExpectNothingLeft();
 
   // A short counting-only sample measures the call rate instead.
   req.set_expected_calls_per_sec(0);
-  req.set_sample_seconds(1);
+  *req.mutable_sample_duration() = ToDurationProto(absl::Seconds(1));
   std::atomic<bool> stop{false};
   std::thread spin([&] {
     while (!stop) (void)workload_->Fast(0.2);
@@ -1333,14 +1340,15 @@ TEST_P(BudgetTest, ThrottleLowersCaptureAndKeepsCountingExactly) {
            "--budget-throttle-rate=5"});
   v1::ProbeSpec fast = Spec("xol_target_fast");
   fast.set_pid(workload_->pid());
-  fast.add_capture(v1::RDI);
+  fast.add_capture(v1::REGISTER_RDI);
   v1::AttachResponse resp;
   ASSERT_TRUE(Attach({fast}, &resp).ok());
   const std::string id = resp.probes(0).id();
-  uint64_t calls = SpinUntil(id, v1::BUDGET_THROTTLED);
+  uint64_t calls = SpinUntil(id, v1::BUDGET_STATE_THROTTLED);
   v1::Probe p = Get(id);
-  ASSERT_EQ(p.cost().budget_state(), v1::BUDGET_THROTTLED) << p.DebugString() << agent_->log();
-  EXPECT_EQ(p.state(), v1::ATTACHED);
+  ASSERT_EQ(p.cost().budget_state(), v1::BUDGET_STATE_THROTTLED)
+      << p.DebugString() << agent_->log();
+  EXPECT_EQ(p.state(), v1::PROBE_STATE_ATTACHED);
   EXPECT_TRUE(p.cost().calibrated());
   EXPECT_GT(p.cost().cpu_seconds_per_sec(), 0.001);
   EXPECT_NE(p.cost().budget_message().find("--probe-budget"), std::string::npos);
@@ -1358,7 +1366,7 @@ TEST_P(BudgetTest, ThrottleLowersCaptureAndKeepsCountingExactly) {
   EXPECT_EQ(p.events_emitted() + p.rate_limited() + p.events_dropped(), p.hits());
   std::map<std::string, double> m = Metrics();
   EXPECT_EQ(m["xolfleet_agent_budget_actions_total{action=\"throttle\",scope=\"probe\"}"], 1);
-  EXPECT_EQ(m["xolfleet_agent_probes_by_budget_state{state=\"BUDGET_THROTTLED\"}"], 1);
+  EXPECT_EQ(m["xolfleet_agent_probes_by_budget_state{state=\"THROTTLED\"}"], 1);
   EXPECT_EQ(m["xolfleet_agent_hits_total"], p.hits());
   EXPECT_NE(agent_->log().find("budget: probe " + id), std::string::npos);
   ASSERT_TRUE(Detach({id}).ok());
@@ -1389,7 +1397,7 @@ TEST_P(BudgetTest, DetachKeepsTheFinalCountsExact) {
     heard = true;
   });
   absl::SleepFor(absl::Milliseconds(300));  // the stream is registered
-  const uint64_t calls = SpinUntil(id, v1::BUDGET_DETACHED);
+  const uint64_t calls = SpinUntil(id, v1::BUDGET_STATE_DETACHED);
   const absl::Time deadline = absl::Now() + absl::Seconds(5);
   while (!heard && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(50));
   wctx.TryCancel();
@@ -1397,19 +1405,19 @@ TEST_P(BudgetTest, DetachKeepsTheFinalCountsExact) {
   reader->Finish();
   ASSERT_EQ(told.size(), 1u);
   EXPECT_EQ(told[0].probe_id(), id);
-  EXPECT_EQ(told[0].state(), v1::BUDGET_DETACHED);
+  EXPECT_EQ(told[0].state(), v1::BUDGET_STATE_DETACHED);
   EXPECT_FALSE(told[0].node_scope());
   EXPECT_GT(told[0].cpu_seconds_per_sec(), 0.001);
   v1::Probe p = Get(id);
-  ASSERT_EQ(p.state(), v1::DETACHED) << p.DebugString() << agent_->log();
-  EXPECT_EQ(p.cost().budget_state(), v1::BUDGET_DETACHED);
+  ASSERT_EQ(p.state(), v1::PROBE_STATE_DETACHED) << p.DebugString() << agent_->log();
+  EXPECT_EQ(p.cost().budget_state(), v1::BUDGET_STATE_DETACHED);
   EXPECT_NE(p.status_message().find("over budget"), std::string::npos) << p.status_message();
   EXPECT_GT(p.hits(), 0u);
   EXPECT_LE(p.hits(), calls);
   // The cold probe of the same link group keeps counting exactly (multi: re-linked).
   ASSERT_TRUE(workload_->Run(100, 0).ok());
   EXPECT_EQ(Get(resp.probes(1).id()).hits(), 100u);
-  EXPECT_EQ(Get(resp.probes(1).id()).state(), v1::ATTACHED);
+  EXPECT_EQ(Get(resp.probes(1).id()).state(), v1::PROBE_STATE_ATTACHED);
   // Nothing lost: the node's total is the detached probe's final count plus the other's.
   std::map<std::string, double> m = Metrics();
   EXPECT_EQ(m["xolfleet_agent_hits_total"], p.hits() + 100);
@@ -1428,10 +1436,10 @@ TEST_P(BudgetTest, NodeBudgetAlertOnlyFlagsTheProbe) {
   v1::AttachResponse resp;
   ASSERT_TRUE(Attach({fast}, &resp).ok());
   const std::string id = resp.probes(0).id();
-  const uint64_t calls = SpinUntil(id, v1::BUDGET_ALERTED);
+  const uint64_t calls = SpinUntil(id, v1::BUDGET_STATE_ALERTED);
   v1::Probe p = Get(id);
-  ASSERT_EQ(p.cost().budget_state(), v1::BUDGET_ALERTED) << p.DebugString() << agent_->log();
-  EXPECT_EQ(p.state(), v1::ATTACHED);
+  ASSERT_EQ(p.cost().budget_state(), v1::BUDGET_STATE_ALERTED) << p.DebugString() << agent_->log();
+  EXPECT_EQ(p.state(), v1::PROBE_STATE_ATTACHED);
   EXPECT_EQ(p.hits(), calls);
   EXPECT_NE(p.cost().budget_message().find("--node-budget"), std::string::npos);
   v1::NodeInfo info = NodeInfo(*agent_);
@@ -1459,7 +1467,7 @@ TEST_P(BudgetTest, CostFollowsTheKernelConfirmedPlacement) {
   v1::AttachResponse resp;
   ASSERT_TRUE(Attach({fast}, &resp).ok());
   const v1::Probe& attached = resp.probes(0);
-  ASSERT_EQ(attached.site().placement(), v1::EMULATED);
+  ASSERT_EQ(attached.site().placement(), v1::PLACEMENT_EMULATED);
   struct stat st;
   ASSERT_EQ(stat(Workload::Path().c_str(), &st), 0);
   ASSERT_TRUE(WriteFile(
@@ -1468,12 +1476,12 @@ TEST_P(BudgetTest, CostFollowsTheKernelConfirmedPlacement) {
       0644));
   ASSERT_TRUE(workload_->Fast(2.5).ok());
   v1::Probe p = Get(attached.id());
-  EXPECT_EQ(p.kernel_placement(), v1::SINGLE_STEP);
+  EXPECT_EQ(p.kernel_placement(), v1::PLACEMENT_SINGLE_STEP);
   EXPECT_TRUE(p.placement_mismatch());
-  EXPECT_EQ(p.cost().cost_placement(), v1::SINGLE_STEP);
-  EXPECT_EQ(p.cost().ns_per_hit(), Figure(cal, v1::SINGLE_STEP));
+  EXPECT_EQ(p.cost().cost_placement(), v1::PLACEMENT_SINGLE_STEP);
+  EXPECT_EQ(p.cost().ns_per_hit(), Figure(cal, v1::PLACEMENT_SINGLE_STEP));
   EXPECT_NEAR(p.cost().cpu_seconds_per_sec(),
-              p.cost().hits_per_sec() * Figure(cal, v1::SINGLE_STEP) * 1e-9, 1e-12);
+              p.cost().hits_per_sec() * Figure(cal, v1::PLACEMENT_SINGLE_STEP) * 1e-9, 1e-12);
   ASSERT_TRUE(Detach({attached.id()}).ok());
   unlink(placements.c_str());
   ExpectNothingLeft();
@@ -1519,7 +1527,7 @@ TEST_P(LargeBatchTest, ProgressThenTheSameResultAndACompactReply) {
   v1::AttachRequest req;
   for (const v1::SitePlacement& s : cresp.sites()) {
     if (req.specs_size() == n) break;
-    if (s.placement() == v1::REFUSED || s.symbol_offset() != 0 || s.relocated()) continue;
+    if (s.placement() == v1::PLACEMENT_REFUSED || s.symbol_offset() != 0 || s.relocated()) continue;
     if (s.symbol().empty() || absl::StrContains(s.symbol(), "@") ||
         !seen.insert(s.symbol()).second) {
       continue;
@@ -1556,7 +1564,7 @@ TEST_P(LargeBatchTest, ProgressThenTheSameResultAndACompactReply) {
   auto comparable = [](v1::AttachResponse r) {
     for (v1::Probe& p : *r.mutable_probes()) {
       p.clear_id();
-      p.clear_attached_at_unix_ns();
+      p.clear_attached_at();
       p.mutable_spec()->mutable_labels()->clear();
     }
     return r;
@@ -1575,7 +1583,7 @@ TEST_P(LargeBatchTest, ProgressThenTheSameResultAndACompactReply) {
     last_done = msgs[i].done();
   }
   EXPECT_EQ(last_done, static_cast<uint32_t>(n));
-  EXPECT_EQ(msgs.back().phase(), v1::AttachProgress::ATTACH_PHASE_DONE);
+  EXPECT_EQ(msgs.back().phase(), v1::ATTACH_PHASE_DONE);
   const v1::AttachResponse streamed = msgs.back().result();
   ASSERT_EQ(streamed.probes_size(), n);
   EXPECT_EQ(list_size(), n);
@@ -1601,7 +1609,7 @@ TEST_P(LargeBatchTest, ProgressThenTheSameResultAndACompactReply) {
   ASSERT_EQ(compact.probes_size(), n);
   for (int i = 0; i < n; ++i) {
     EXPECT_FALSE(compact.probes(i).id().empty());
-    EXPECT_EQ(compact.probes(i).state(), v1::ATTACHED);
+    EXPECT_EQ(compact.probes(i).state(), v1::PROBE_STATE_ATTACHED);
     EXPECT_EQ(compact.probes(i).site().placement(), plain.probes(i).site().placement());
     EXPECT_EQ(compact.probes(i).site().file_offset(), plain.probes(i).site().file_offset());
     EXPECT_TRUE(compact.probes(i).site().disassembly().empty());

@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """Queries over the JSON of `xolctl ... --json` and Prometheus, for tests/tiers/node.sh.
 
+Enum values are printed as the JSON has them: the API's full names (PROBE_STATE_ATTACHED,
+PLACEMENT_BOOSTED, AGENT_HEALTH_UP); metric labels carry the short names (BOOSTED).
+
   nodeq.py fleet-probes   < fleet-list.json  -> "NODE PROFILE PROBE_ID ACTUAL PREDICTED KERNEL HITS"
   nodeq.py agents         < agents.json      -> "NODE HEALTH PROFILE BOOSTS MIGRATIONS MISMATCHES"
   nodeq.py metric NAME [LABEL=VALUE...] < /metrics text -> the sum of the matching samples
@@ -30,7 +33,7 @@ def main():
     if kind == "fleet-probes":
         for p in load().get("probes", []):
             print(p.get("node_name"), p.get("kernel_profile", "-"), p.get("fleet_probe_id"),
-                  p.get("actual", "UNSPECIFIED"), p.get("predicted_placement", P),
+                  p.get("actual", "PROBE_STATE_UNSPECIFIED"), p.get("predicted_placement", P),
                   p.get("kernel_placement", P), int(p.get("hits", 0)))
     elif kind == "agents":
         for a in load().get("agents", []):
@@ -69,7 +72,7 @@ def main():
                     print("mismatch %s:%s+0x%x %s predicted %s kernel %s" % (
                         lib, p["spec"].get("symbol", ""), int(p["spec"].get("offset", 0)),
                         p.get("site", {}).get("disassembly", ""), pred, kern), file=sys.stderr)
-            if kern == "SINGLE_STEP":
+            if kern == "PLACEMENT_SINGLE_STEP":
                 s[3] += 1
         for lib, (n, mism, unrep, ss) in sorted(stats.items()):
             print(lib, n, mism, unrep, ss, "%.2f%%" % (100.0 * ss / n if n else 0))

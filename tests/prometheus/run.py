@@ -148,7 +148,7 @@ def main():
             return (r.data or {}).get("agents", [])
 
         def agents_up():
-            return sum(a.get("health") == "AGENT_UP" for a in agents()) == N
+            return sum(a.get("health") == "AGENT_HEALTH_UP" for a in agents()) == N
         if not wait_for(60, ready):
             raise Fatal("setup", "prometheus not ready")
         if not wait_for(40, agents_up):
@@ -158,7 +158,7 @@ def main():
         wl = t.path("mnt", "hit_workload")
         r = fleet("fleet", "attach", "--all", "--canary=0.5", f"{wl}:xol_target_add",
                   f"{wl}:xol_target_other")
-        if r.rc != 0 or (r.data or {}).get("state") != "ROLLOUT_COMPLETE":
+        if r.rc != 0 or (r.data or {}).get("state") != "ROLLOUT_STATE_COMPLETE":
             raise Fatal("setup", f"fleet attach: {r!r}")
         for i in range(1, N + 1):
             workloads[i].write(f"run {1000 * i} 0")

@@ -215,7 +215,7 @@ class ReplicaLab(FleetLab):
 
     def agents_up_at(self, k, n):
         a = self.agents_at(k)
-        return a is not None and sum(1 for _, h in a if h == "AGENT_UP") == n
+        return a is not None and sum(1 for _, h in a if h == "AGENT_HEALTH_UP") == n
 
     def all_agents_up_everywhere(self):
         return all(self.agents_up_at(k, self.n) for k in self.live())
@@ -238,7 +238,8 @@ class ReplicaLab(FleetLab):
             lp = self.local_probes(i)
             if lp is None:
                 return False
-            mine = [f for _, s, f in lp if s == "ATTACHED" and f.startswith(set_id + "/")]
+            mine = [f for _, s, f in lp
+                    if s == "PROBE_STATE_ATTACHED" and f.startswith(set_id + "/")]
             if len(mine) != nspecs or len(set(mine)) != len(mine):
                 return False
         return True
@@ -301,7 +302,7 @@ def scenarios(t, lab):
     state_at_kill = lab.rollout_state_at(via, set_a) if set_a else ""
     t.log(f"leader r{old}, set {set_a} ({state_at_kill}) through r{via}; kill -9 r{old}")
     lab.kill_controller(old)
-    t.check("leader-kill9-mid-rollout", set_a and state_at_kill == "ROLLOUT_CANARY",
+    t.check("leader-kill9-mid-rollout", set_a and state_at_kill == "ROLLOUT_STATE_CANARY",
             f"set '{set_a}' was '{state_at_kill}' when the leader was killed: {r!r}")
     if not set_a:
         raise Fatal("rollout-completes-after-failover", "no set to follow")
@@ -314,7 +315,7 @@ def scenarios(t, lab):
         s = lab.rollout_state_at(via, set_a)
         if s:
             seen.append(s)
-        return s == "ROLLOUT_COMPLETE"
+        return s == "ROLLOUT_STATE_COMPLETE"
     t.check("rollout-completes-after-failover", wait_for(120, completed),
             lambda: f"states seen: {seen}")
     t.check("rollout-never-rolled-back", not any("ROLLED_BACK" in s for s in seen),
@@ -325,7 +326,7 @@ def scenarios(t, lab):
             f"rollouts counted by live replicas: {counted} (before: {base_rollouts})")
     for k in lab.live():
         st = lab.rollout_state_at(k, set_a)
-        t.check(f"rollout-state-r{k}", st == "ROLLOUT_COMPLETE", f"r{k} says {st}")
+        t.check(f"rollout-state-r{k}", st == "ROLLOUT_STATE_COMPLETE", f"r{k} says {st}")
     t.check("agents-reconnected", wait_for(60, lab.all_agents_up_everywhere),
             lab.agents_everywhere)
     t.check("no-probe-lost-or-duplicated",
@@ -343,7 +344,7 @@ def scenarios(t, lab):
             for s in (0, 1):
                 m = [p for p in ps if p["node"] == f"node-{i}" and p["id"] == f"{set_a}/{s}"]
                 if len(m) != 1 or (m[0]["actual"], m[0]["hits"], m[0]["copies"],
-                                   m[0]["desired"]) != ("ATTACHED", 1000 * i, 1, True):
+                                   m[0]["desired"]) != ("PROBE_STATE_ATTACHED", 1000 * i, 1, True):
                     return False
         return True
     for k in lab.live():
@@ -365,7 +366,7 @@ def scenarios(t, lab):
     r = lab.fleet_at(2, "counter", "attach", "--all", f"{wl}:xol_target_spin")
     set_b = (r.data or {}).get("set_id", "")
     t.check("one-etcd-member-down-attach",
-            r.rc == 0 and set_b and r.data.get("state") == "ROLLOUT_COMPLETE", repr(r))
+            r.rc == 0 and set_b and r.data.get("state") == "ROLLOUT_STATE_COMPLETE", repr(r))
     t.check("one-etcd-member-down-exactly-once",
             set_b and wait_for(30, lab.exactly_once_on_every_node, set_b, 1),
             lambda: f"set {set_b}: {lab.local_everywhere()}")
@@ -408,7 +409,7 @@ def scenarios(t, lab):
     def attach_works():
         r = lab.fleet_at(3, "counter", "attach", "--all", f"{wl}:xol_target_fast")
         last["r"] = r
-        return r.rc == 0 and (r.data or {}).get("state") == "ROLLOUT_COMPLETE"
+        return r.rc == 0 and (r.data or {}).get("state") == "ROLLOUT_STATE_COMPLETE"
     t.check("recovery-writes", wait_for(90, attach_works), lambda: repr(last.get("r")))
     t.check("recovery-agents", wait_for(60, lab.all_agents_up_everywhere), lab.agents_everywhere)
     t.check("recovery-exactly-once", wait_for(30, lab.exactly_once_on_every_node, set_a, 2),
@@ -462,7 +463,7 @@ def etcd_cert_rotation(t, lab):
         def writes(k=k):
             r = lab.fleet_at(k, "counter", "attach", "--all", f"{wl}:xol_target_fast")
             last["r"] = r
-            return r.rc == 0 and (r.data or {}).get("state") == "ROLLOUT_COMPLETE"
+            return r.rc == 0 and (r.data or {}).get("state") == "ROLLOUT_STATE_COMPLETE"
         t.check(f"etcd-cert-rotated-writes-r{k}", wait_for(90, writes),
                 lambda: repr(last.get("r")))
     t.check("etcd-cert-rotated-leader", wait_for(60, lab.leader), lambda: f"{lab.leaders()}")

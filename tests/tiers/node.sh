@@ -113,7 +113,7 @@ lib = sys.argv[1]
 seen = set()
 for s in json.load(sys.stdin).get("sites", []):
     off = int(s.get("file_offset", 0))
-    if s.get("placement") in (None, "REFUSED") or off in seen or not s.get("symbol"):
+    if s.get("placement") in (None, "PLACEMENT_REFUSED") or off in seen or not s.get("symbol"):
         continue
     # Sites the agent refuses as hazards (the probed program would not run as before).
     dis, why = s.get("disassembly", ""), s.get("reason", "")
@@ -121,7 +121,9 @@ for s in json.load(sys.stdin).get("sites", []):
         continue
     seen.add(off)
     print("%s:%s" % (lib, s["symbol"]))
-    print("%s 0x%x %s" % (lib, off, s["placement"]), file=sys.stderr)' "$lib" 2>>"$TMP/lib-predicted.txt"
+    # The kernel placements file names a placement without the API enum prefix.
+    print("%s 0x%x %s" % (lib, off, s["placement"].removeprefix("PLACEMENT_")), file=sys.stderr)
+' "$lib" 2>>"$TMP/lib-predicted.txt"
 done >"$TMP/lib-specs.txt"
 log "$(wc -l <"$TMP/lib-specs.txt") library function entries to probe in the guest"
 
@@ -219,8 +221,8 @@ promql() {
 # 1. Both agents registered over mTLS, each with its kernel's profile.
 both_up() {
   local a; a=$(agents)
-  echo "$a" | grep -q '^node-1 AGENT_UP linux-6.18 false ' &&
-    echo "$a" | grep -q '^node-2 AGENT_UP xolfleet-6.1 true '
+  echo "$a" | grep -q '^node-1 AGENT_HEALTH_UP linux-6.18 false ' &&
+    echo "$a" | grep -q '^node-2 AGENT_HEALTH_UP xolfleet-6.1 true '
 }
 check register "agents: $(agents | tr '\n' ';')" wait_for 240 both_up
 
@@ -235,7 +237,7 @@ rc=$?
 SET=$(echo "$out" | awk 'NR==2 {print $1}')
 attached() {
   local p; p=$(fprobes --set="$SET")
-  [ "$(echo "$p" | awk '$4 == "ATTACHED"' | grep -c .)" = $((2 * ${#SPECS[@]})) ]
+  [ "$(echo "$p" | awk '$4 == "PROBE_STATE_ATTACHED"' | grep -c .)" = $((2 * ${#SPECS[@]})) ]
 }
 check fleet-attach "rc=$rc set=$SET $(tr '\n' ' ' <"$TMP/attach.err") $(fprobes --set="$SET" | tr '\n' ';')" \
   wait_for 120 attached
@@ -243,12 +245,14 @@ check fleet-attach "rc=$rc set=$SET $(tr '\n' ' ' <"$TMP/attach.err") $(fprobes 
 # 3. Placements per node: predicted by each node's classifier, confirmed by the patched
 #    kernel. Index i of SPECS is fleet probe $SET/i.
 WANT_STOCK=(SINGLE_STEP SINGLE_STEP EMULATED SINGLE_STEP SINGLE_STEP SINGLE_STEP)
+WANT_STOCK=("${WANT_STOCK[@]/#/PLACEMENT_}")  # as xolctl --json names them
 WANT_PATCHED=(BOOSTED BOOSTED_RIPREL EMULATED BOOSTED BOOSTED BOOSTED_RIPREL)
+WANT_PATCHED=("${WANT_PATCHED[@]/#/PLACEMENT_}")
 placements_ok() {
   local p i; p=$(fprobes --set="$SET")
   for i in "${!SPECS[@]}"; do
-    echo "$p" | grep -q "^node-1 linux-6.18 $SET/$i ATTACHED ${WANT_STOCK[$i]} PLACEMENT_UNSPECIFIED " || return 1
-    echo "$p" | grep -q "^node-2 xolfleet-6.1 $SET/$i ATTACHED ${WANT_PATCHED[$i]} ${WANT_PATCHED[$i]} " || return 1
+    echo "$p" | grep -q "^node-1 linux-6.18 $SET/$i PROBE_STATE_ATTACHED ${WANT_STOCK[$i]} PLACEMENT_UNSPECIFIED " || return 1
+    echo "$p" | grep -q "^node-2 xolfleet-6.1 $SET/$i PROBE_STATE_ATTACHED ${WANT_PATCHED[$i]} ${WANT_PATCHED[$i]} " || return 1
   done
 }
 check kernel-confirmed-placement "fleet list: $(fprobes --set="$SET" | tr '\n' ';')" wait_for 30 placements_ok
@@ -271,7 +275,7 @@ exact() {
   local p i; p=$(fprobes --set="$SET")
   for i in "${!SPECS[@]}"; do
     for n in node-1 node-2; do
-      echo "$p" | grep -q "^$n [^ ]* $SET/$i ATTACHED [^ ]* [^ ]* $N_RUN$" || return 1
+      echo "$p" | grep -q "^$n [^ ]* $SET/$i PROBE_STATE_ATTACHED [^ ]* [^ ]* $N_RUN$" || return 1
     done
   done
 }
@@ -341,10 +345,10 @@ check prometheus-agent-migrations "guest agent series in Prometheus: '$(promql '
 # 6. kernel.uprobes_boost switched at run time: profile and placements follow.
 guest "echo 0 >/proc/sys/kernel/uprobes_boost"
 boost_off() {
-  agents | grep -q '^node-2 AGENT_UP linux-6.1 false ' || return 1
+  agents | grep -q '^node-2 AGENT_HEALTH_UP linux-6.1 false ' || return 1
   local p; p=$(fprobes --set="$SET")
-  echo "$p" | grep -q "^node-2 linux-6.1 $SET/0 ATTACHED SINGLE_STEP SINGLE_STEP " &&
-    echo "$p" | grep -q "^node-2 linux-6.1 $SET/2 ATTACHED EMULATED EMULATED "
+  echo "$p" | grep -q "^node-2 linux-6.1 $SET/0 PROBE_STATE_ATTACHED PLACEMENT_SINGLE_STEP PLACEMENT_SINGLE_STEP " &&
+    echo "$p" | grep -q "^node-2 linux-6.1 $SET/2 PROBE_STATE_ATTACHED PLACEMENT_EMULATED PLACEMENT_EMULATED "
 }
 check boost-switch-off "after uprobes_boost=0: $(agents | grep node-2) $(fprobes --set="$SET" | grep node-2 | tr '\n' ';')" \
   wait_for 20 boost_off
@@ -353,7 +357,7 @@ calibrated_as() {  # PROFILE
   gctl info --json 2>/dev/null | python3 -c '
 import json, sys
 c = json.load(sys.stdin).get("calibration", {})
-boosted = {f.get("placement") for f in c.get("figures", [])} & {"BOOSTED", "BOOSTED_RIPREL"}
+boosted = {f.get("placement") for f in c.get("figures", [])} & {"PLACEMENT_BOOSTED", "PLACEMENT_BOOSTED_RIPREL"}
 want = sys.argv[1]
 sys.exit(0 if c.get("status") == "ok" and c.get("profile") == want and
          bool(boosted) == want.startswith("xolfleet") else 1)' "$1"
@@ -362,8 +366,8 @@ cal_summary() { gctl info --json 2>/dev/null | python3 -c 'import json,sys; c=js
 check boost-off-recalibrated "guest calibration: $(cal_summary)" wait_for 120 calibrated_as linux-6.1
 guest "echo 1 >/proc/sys/kernel/uprobes_boost"
 boost_on() {
-  agents | grep -q '^node-2 AGENT_UP xolfleet-6.1 true ' &&
-    fprobes --set="$SET" | grep -q "^node-2 xolfleet-6.1 $SET/1 ATTACHED BOOSTED_RIPREL BOOSTED_RIPREL "
+  agents | grep -q '^node-2 AGENT_HEALTH_UP xolfleet-6.1 true ' &&
+    fprobes --set="$SET" | grep -q "^node-2 xolfleet-6.1 $SET/1 PROBE_STATE_ATTACHED PLACEMENT_BOOSTED_RIPREL PLACEMENT_BOOSTED_RIPREL "
 }
 check boost-switch-on "after uprobes_boost=1: $(agents | grep node-2)" wait_for 20 boost_on
 check boost-on-recalibrated "guest calibration: $(cal_summary)" wait_for 120 calibrated_as xolfleet-6.1
