@@ -692,7 +692,8 @@ void FleetController::EvaluateLocked(bool all) {
         if (nit == nodes_.end()) continue;  // forgotten node: nothing to wait for
         const Node& n = nit->second;
         const v1::AgentSetStatus* set = n.reports.Set(id);
-        if (n.up && set != nullptr && (set->state() == v1::SET_STATE_FAILED || set->over_budget())) {
+        if (n.up && set != nullptr &&
+            (set->state() == v1::SET_STATE_FAILED || set->over_budget())) {
           failure = absl::StrCat("canary node ", c, " failed: ", set->status_message());
           break;
         }
