@@ -261,8 +261,7 @@ TEST(Classifier, VexOpcodeBytesAreNotLegacyOpcodesOnThePatchedKernel) {
       {0xc4, 0xe2, 0x79, 0x9d, 0xc1},  // vfnmadd132ss: 0f38 9d, 9d = popf
   };
   for (const auto& code : fixups) {
-    EXPECT_EQ(ClassifyInstruction(code, KernelProfile::kLinux61).placement,
-              Placement::kSingleStep);
+    EXPECT_EQ(ClassifyInstruction(code, KernelProfile::kLinux61).placement, Placement::kSingleStep);
     InsnPlacement x = ClassifyInstruction(code, KernelProfile::kXolfleet61);
     EXPECT_EQ(x.placement, Placement::kBoosted) << x.disassembly << ": " << x.reason;
   }
