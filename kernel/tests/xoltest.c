@@ -2335,14 +2335,23 @@ static void test_ptrace(void)
 				    calls[c].fn(i % NARG) != base[c][i % NARG])
 					_exit(1);
 	}
-	usleep(50000);
+	/*
+	 * The child's [uprobes] area appears at its first hit (fork does not
+	 * copy it); on a loaded host the child may not have run yet 50 ms after
+	 * fork, so wait for it (at most 30 s; !lo fails below).
+	 */
+	for (int w = 0; w < 3000; w++) {
+		pid_xol_range(pid, &lo, &hi);
+		if (lo)
+			break;
+		usleep(10000);
+	}
 	if (ptrace(PTRACE_SEIZE, pid, 0, 0)) {
 		fail(name, "PTRACE_SEIZE: %s", strerror(errno));
 		kill(pid, SIGKILL);
 		waitpid(pid, &st, 0);
 		return;
 	}
-	pid_xol_range(pid, &lo, &hi);
 	for (int i = 0; i < 300; i++) {
 		struct user_regs_struct r;
 
