@@ -7,7 +7,7 @@
 #                              config.distro: IA32_EMULATION, NR_CPUS=512, CPU hotplug)
 #                              -> $XOL_CACHE/build-patched-distro/... (or build-stock-distro)
 #   kernel/build.sh --upto N   only the patches numbered 1..N of the series (a prefix,
-#                              e.g. --upto 7 for the kernel before patches 8 and 9); same
+#                              e.g. --upto 10 for the kernel before patches 11 and 12); same
 #                              output directory, so use a separate XOL_CACHE to keep both
 #
 # Idempotent and incremental: the tarball is extracted once into a git tree (commit

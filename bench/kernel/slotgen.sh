@@ -8,7 +8,7 @@
 #
 # --after defaults to the cached series kernel (kernel/build.sh, built if needed);
 # --before is the kernel to compare with, e.g. one built with kernel/build.sh
-# --upto 9 in another XOL_CACHE.  Boots are ordered before, after, after, before,
+# --upto 12 in another XOL_CACHE (the series without patch 13).  Boots are ordered before, after, after, before,
 # before, after, ... (N pairs), so a drift of the host load weighs on both kernels
 # alike.  Each boot runs "xoltest genbench S R" (kernel/tests/xoltest.c): R rounds
 # of S seconds each of one thread on CPU 0 ("one"), a thread per vCPU of one

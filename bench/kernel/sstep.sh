@@ -12,7 +12,8 @@
 #
 #   bench/kernel/sstep.sh --series-upto N
 # measures the same on the kernel with only patches 1..N of the series
-# (kernel/build.sh --upto N; e.g. 7: before patches 8 and 9) and writes
+# (kernel/build.sh --upto N; e.g. 10: before patches 11 and 12; sstep-upto7.txt
+# was measured with the 9-patch numbering, its patches 1-7 are today's 2-10) and writes
 # bench/kernel/sstep-upto<N>.txt instead.  That kernel is built in its own
 # cache, XOL_CACHE or else /var/cache/xolfleet/kernel-upto<N>, so the full
 # series' build is left alone; compiles still go through the default cache's

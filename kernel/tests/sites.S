@@ -334,6 +334,39 @@ SITE(s_repcmps)	repe cmpsb
 	mov %rdx, %rax
 	ret
 
+/* ---- VEX: stock 6.1 took their opcode bytes for legacy ones (patch 1) -- */
+FN(f_vpsubsb)				/* bytes of x - bytes of y, saturated */
+	vmovq %rdi, %xmm0
+	vmovq %rsi, %xmm1
+SITE(s_vpsubsb)	vpsubsb %xmm1, %xmm0, %xmm0	/* c5 f9 e8: 6.1 "call" */
+	vmovq %xmm0, %rax
+	ret
+FN(f_vpcmpeqb)				/* 0xff for each byte of x equal to y's */
+	vmovq %rdi, %xmm0
+	vmovq %rsi, %xmm1
+SITE(s_vpcmpeqb) vpcmpeqb %xmm1, %xmm0, %xmm0	/* c5 f9 74: 6.1 "je" */
+	vmovq %xmm0, %rax
+	ret
+FN(f_vmovdqa)				/* 32 bytes from q to p, 32-byte aligned */
+	vmovdqa (%rsi), %ymm0
+SITE(s_vmovdqa)	vmovdqa %ymm0, (%rdi)		/* c5 fd 7f: 6.1 "jg" */
+	vzeroupper
+	ret
+FN(f_vzeroupper)			/* x + upper half of ymm0 after vzeroupper */
+	vmovq %rdi, %xmm0
+	vinsertf128 $1, %xmm0, %ymm0, %ymm0
+SITE(s_vzeroupper) vzeroupper			/* c5 f8 77: 6.1 "ja" */
+	vextractf128 $1, %ymm0, %xmm1
+	vmovq %xmm1, %rax
+	add %rdi, %rax
+	ret
+FN(f_vcmpps)				/* lanes of x == y's (float): mask */
+	vmovq %rdi, %xmm0
+	vmovq %rsi, %xmm1
+SITE(s_vcmpps)	vcmpps $0, %xmm1, %xmm0, %xmm0	/* c5 f8 c2: 6.1 "ret" fix-ups */
+	vmovq %xmm0, %rax
+	ret
+
 /* ---- never executed: placement only ------------------------------------- */
 FN(f_placement_only)
 SITE(s_vex)	vpaddd %xmm1, %xmm2, %xmm3

@@ -36,9 +36,14 @@
 //     taken by branch_setup_xol_ops() for a jcc/nop/call/jmp and "emulated":
 //     the instruction itself never runs. We report EMULATED (that is what the
 //     kernel does), say so in the reason and set InsnPlacement::hazard.
+//     The same byte picks the post-step fix-ups: a VEX/EVEX opcode byte c2 or
+//     ea (vcmpps, vpminsw) gets those of ret/far jmp (no IP fix-up), 0f 38 9a
+//     (vfmsub132ps) those of lcall; the stock profiles say SINGLE_STEP there.
 //
 // The xolfleet-6.1 profile (the patched kernel with boosting on) follows
-// docs/placement.md.
+// docs/placement.md. Its patch 1 fixes both quirks (a VEX/EVEX instruction is
+// compared with the legacy opcodes as 0, legacy_opcode1()): VEX/EVEX
+// instructions are never emulated there and get ordinary fix-ups.
 #include "services/common/x86_classifier.h"
 
 #include <Zydis/Zydis.h>
@@ -444,8 +449,10 @@ constexpr char kVexSkipped[] =
     "emulates that instead: the instruction itself never runs";
 
 // The stock kernels: uprobe_init_insn(), branch_setup_xol_ops(),
-// push_setup_xol_ops().
-Decision ClassifyStock(const KernelView& v, absl::Span<const uint8_t> bytes, bool linux_6_16) {
+// push_setup_xol_ops(). `vex_fixed`: the patched kernel, whose patch 1 makes
+// branch_setup_xol_ops() see opcode 0 for a VEX/EVEX instruction.
+Decision ClassifyStock(const KernelView& v, absl::Span<const uint8_t> bytes, bool linux_6_16,
+                       bool vex_fixed = false) {
   // uprobe_init_insn(): is_prefix_bad().
   for (uint8_t p : v.prefixes) {
     const char* name = nullptr;
@@ -497,7 +504,7 @@ Decision ClassifyStock(const KernelView& v, absl::Span<const uint8_t> bytes, boo
                                     "opcode byte is taken for a branch/nop, so "
                                     "the instruction is skipped, not executed"
                                   : "";
-  uint8_t opc1 = v.opc1;
+  const uint8_t opc1 = vex_fixed && v.avx ? 0 : v.opc1;
   bool branch = false;
   const char* what = "";
   switch (opc1) {
@@ -586,16 +593,8 @@ const Exclusion* BoostExclusion(const KernelView& v) {
 
 Decision BoostOrKeep(const KernelView& v) {
   const std::string keep = "single-stepped (not boostable): ";
-  // arch_uprobe_analyze_insn() picks the post-step fix-ups by OPCODE1 whatever
-  // the encoding: a VEX/EVEX instruction whose opcode byte is that of a ret,
-  // far jump, call or popf gets no FIX_IP (or FIX_CALL, FIX_SETF), and the
-  // kernel boosts only FIX_IP-only instructions.
-  if ((v.avx || v.xop) && (v.opc1 == 0xc2 || v.opc1 == 0xc3 || v.opc1 == 0xca || v.opc1 == 0xcb ||
-                           v.opc1 == 0xea || v.opc1 == 0x9a || v.opc1 == 0x9d ||
-                           (v.opc1 == 0xff && v.has_modrm && v.reg >= 2 && v.reg <= 5))) {
-    return {Placement::kSingleStep, keep + "6.1 takes VEX/EVEX opcode byte " + Hex(v.opc1) +
-                                        " for a ret/call/jmp/popf (fix-ups without FIX_IP)"};
-  }
+  // The series' patch 1 gives a VEX/EVEX instruction the fix-ups of an
+  // ordinary one (FIX_IP only), whatever its opcode byte: all of them qualify.
   if (HasPrefix(v, 0x67)) return {Placement::kSingleStep, keep + "address-size prefix 0x67"};
   if (HasPrefix(v, 0x2e)) return {Placement::kSingleStep, keep + "cs prefix 0x2e"};
   if (const Exclusion* e = BoostExclusion(v)) return {Placement::kSingleStep, keep + e->why};
@@ -634,7 +633,7 @@ bool SeriesEmulates(const KernelView& v) {
 // xolfleet-6.1: the linux-6.1 answer, with SINGLE_STEP sites emulated or
 // boosted where the rules allow.
 Decision ClassifyXolfleet(const KernelView& v, absl::Span<const uint8_t> bytes) {
-  Decision stock = ClassifyStock(v, bytes, /*linux_6_16=*/false);
+  Decision stock = ClassifyStock(v, bytes, /*linux_6_16=*/false, /*vex_fixed=*/true);
   if (stock.placement != Placement::kSingleStep) return stock;
   if (SeriesEmulates(v)) {
     return {Placement::kEmulated, v.opc1 == 0xff ? "emulated indirect branch: target read (and "

@@ -215,7 +215,11 @@ TEST(Classifier, HazardsWhenTheKernelAcceptsButChangesTheProgram) {
   const std::vector<uint8_t> pause = {0xf3, 0x90};
   for (KernelProfile prof : AllProfiles()) {
     EXPECT_THAT(ClassifyInstruction(syscall, prof).hazard, HasSubstr("SIGSEGV"));
-    EXPECT_THAT(ClassifyInstruction(vpcmpeqb, prof).hazard, HasSubstr("never runs"));
+    if (prof == KernelProfile::kXolfleet61) {
+      EXPECT_THAT(ClassifyInstruction(vpcmpeqb, prof).hazard, IsEmpty());  // patch 1: runs
+    } else {
+      EXPECT_THAT(ClassifyInstruction(vpcmpeqb, prof).hazard, HasSubstr("never runs"));
+    }
     EXPECT_THAT(ClassifyInstruction(xchg_r8, prof).hazard, HasSubstr("r8"));
     EXPECT_THAT(ClassifyInstruction(nop, prof).hazard, IsEmpty());
     EXPECT_THAT(ClassifyInstruction(pause, prof).hazard, IsEmpty());
@@ -226,6 +230,40 @@ TEST(Classifier, HazardsWhenTheKernelAcceptsButChangesTheProgram) {
     } else {
       EXPECT_THAT(ClassifyInstruction(pushf, prof).hazard, HasSubstr("SIGTRAP"));
     }
+  }
+}
+
+// Stock kernels take a VEX/EVEX opcode byte for a legacy opcode: branches are
+// "emulated" (the instruction never runs), and c2/0f38 9d get ret's/popf's
+// fix-ups. The patched kernel's patch 1 compares VEX/EVEX instructions with
+// the legacy opcodes as 0: ordinary instructions, boosted.
+TEST(Classifier, VexOpcodeBytesAreNotLegacyOpcodesOnThePatchedKernel) {
+  const std::vector<std::vector<uint8_t>> skipped = {
+      {0xc5, 0xf9, 0xe8, 0xc1},              // vpsubsb: e8 = call rel32
+      {0xc5, 0xf9, 0x74, 0xc1},              // vpcmpeqb: 74 = je
+      {0xc5, 0xfd, 0x7f, 0x07},              // vmovdqa store: 7f = jg
+      {0xc5, 0xf8, 0x77},                    // vzeroupper: 77 = ja
+      {0xc5, 0xf8, 0x90, 0xca},              // kmovw: 90 = nop
+      {0x62, 0xf1, 0x7d, 0x08, 0x74, 0xc1},  // vpcmpeqb (EVEX)
+  };
+  for (const auto& code : skipped) {
+    for (KernelProfile prof : {KernelProfile::kLinux61, KernelProfile::kLinux618}) {
+      InsnPlacement p = ClassifyInstruction(code, prof);
+      EXPECT_EQ(p.placement, Placement::kEmulated) << p.disassembly;
+      EXPECT_THAT(p.hazard, HasSubstr("never runs")) << p.disassembly;
+    }
+    InsnPlacement x = ClassifyInstruction(code, KernelProfile::kXolfleet61);
+    EXPECT_EQ(x.placement, Placement::kBoosted) << x.disassembly << ": " << x.reason;
+    EXPECT_THAT(x.hazard, IsEmpty()) << x.disassembly;
+  }
+  const std::vector<std::vector<uint8_t>> fixups = {
+      {0xc5, 0xf8, 0xc2, 0xc1, 0x00},  // vcmpps: c2 = ret imm16
+      {0xc4, 0xe2, 0x79, 0x9d, 0xc1},  // vfnmadd132ss: 0f38 9d, 9d = popf
+  };
+  for (const auto& code : fixups) {
+    EXPECT_EQ(ClassifyInstruction(code, KernelProfile::kLinux61).placement, Placement::kSingleStep);
+    InsnPlacement x = ClassifyInstruction(code, KernelProfile::kXolfleet61);
+    EXPECT_EQ(x.placement, Placement::kBoosted) << x.disassembly << ": " << x.reason;
   }
 }
 
