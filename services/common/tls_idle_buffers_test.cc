@@ -12,7 +12,7 @@
 #include "grpcpp/server.h"
 #include "grpcpp/server_builder.h"
 #include "gtest/gtest.h"
-#include "services/common/cert_reloader.h"
+#include "services/common/tls.h"
 
 namespace xolfleet::tls {
 namespace {
@@ -38,27 +38,21 @@ TEST(TlsIdleBuffers, GrpcMakesItsContextsThroughTheWrapper) {
       absl::StrCat("scripts/make-test-ca.sh ", ca, " --agents 1 --clients admin >/dev/null 2>&1");
   ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
   const uint64_t before = ContextsWithIdleBuffersReleased();
-  auto server_side =
-      CertificateReloader::Start({{ca + "/ca.crt", ca + "/controller.crt", ca + "/controller.key"},
-                                  "tls",
-                                  absl::ZeroDuration(),
-                                  nullptr});
-  ASSERT_TRUE(server_side.ok()) << server_side.status();
+  auto server_creds = ServerCredentials(
+      {ca + "/ca.crt", ca + "/controller.crt", ca + "/controller.key"}, "127.0.0.1:0");
+  ASSERT_TRUE(server_creds.ok()) << server_creds.status();
   grpc::ServerBuilder b;
   int port = 0;
-  b.AddListeningPort("127.0.0.1:0", (*server_side)->ServerCredentials(), &port);
+  b.AddListeningPort("127.0.0.1:0", *server_creds, &port);
   std::unique_ptr<grpc::Server> server = b.BuildAndStart();
   ASSERT_NE(server, nullptr);
-  auto client =
-      CertificateReloader::Start({{ca + "/ca.crt", ca + "/node-1.crt", ca + "/node-1.key"},
-                                  "controller_tls",
-                                  absl::ZeroDuration(),
-                                  nullptr});
-  ASSERT_TRUE(client.ok()) << client.status();
+  const std::string target = absl::StrCat("127.0.0.1:", port);
+  auto client_creds =
+      ChannelCredentials({ca + "/ca.crt", ca + "/node-1.crt", ca + "/node-1.key"}, target);
+  ASSERT_TRUE(client_creds.ok()) << client_creds.status();
   grpc::ChannelArguments args;
   args.SetSslTargetNameOverride("xolfleet-controller");
-  auto channel = grpc::CreateCustomChannel(absl::StrCat("127.0.0.1:", port),
-                                           (*client)->ChannelCredentials(), args);
+  auto channel = grpc::CreateCustomChannel(target, *client_creds, args);
   ASSERT_TRUE(
       channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(5)));
   // A completed mTLS handshake needs a client and a server context: both were made by
