@@ -51,6 +51,7 @@
 #include <algorithm>
 #include <array>
 #include <cstring>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -448,12 +449,9 @@ constexpr char kVexSkipped[] =
     "branch/nop and "
     "emulates that instead: the instruction itself never runs";
 
-// The stock kernels: uprobe_init_insn(), branch_setup_xol_ops(),
-// push_setup_xol_ops(). `vex_fixed`: the patched kernel, whose patch 1 makes
-// branch_setup_xol_ops() see opcode 0 for a VEX/EVEX instruction.
-Decision ClassifyStock(const KernelView& v, absl::Span<const uint8_t> bytes, bool linux_6_16,
-                       bool vex_fixed = false) {
-  // uprobe_init_insn(): is_prefix_bad().
+// uprobe_init_insn(): a prefix, instruction or opcode the stock kernels refuse.
+std::optional<Decision> RefusedByInitInsn(const KernelView& v) {
+  // is_prefix_bad().
   for (uint8_t p : v.prefixes) {
     const char* name = nullptr;
     switch (p) {
@@ -474,37 +472,45 @@ Decision ClassifyStock(const KernelView& v, absl::Span<const uint8_t> bytes, boo
         break;
     }
     if (name) {
-      return {Placement::kRefused,
-              absl::StrCat("prefix ", Hex(p), " (", name,
-                           ") is refused by uprobe_init_insn() (is_prefix_bad)")};
+      return Decision{Placement::kRefused,
+                      absl::StrCat("prefix ", Hex(p), " (", name,
+                                   ") is refused by uprobe_init_insn() (is_prefix_bad)")};
     }
   }
   // insn_masking_exception(): mov to %ss (pop %ss is invalid in 64-bit mode).
   if (!v.avx && v.nbytes == 1 && v.opc1 == 0x8e && v.reg == 2) {
-    return {Placement::kRefused, "mov to %ss masks exceptions (insn_masking_exception)"};
+    return Decision{Placement::kRefused, "mov to %ss masks exceptions (insn_masking_exception)"};
   }
   // good_insns_64 / good_2byte_insns.
   if (!kGoodInsns64[v.opc1]) {
     bool ok = false;
     if (v.nbytes == 2 && kGood2ByteInsns[v.opc2]) ok = true;  // unreachable for 64-bit tasks
     if (!ok) {
-      return {Placement::kRefused,
-              absl::StrCat(OpcodeText(v), " is not in good_insns_64: ", RefusedOpcodeWhy(v.opc1))};
+      return Decision{
+          Placement::kRefused,
+          absl::StrCat(OpcodeText(v), " is not in good_insns_64: ", RefusedOpcodeWhy(v.opc1))};
     }
   }
-  // 6.16+: exact x86_nops[len] forms are emulated.
+  return std::nullopt;
+}
+
+// 6.16+: exact x86_nops[len] forms are emulated.
+std::optional<Decision> EmulatedNop(absl::Span<const uint8_t> bytes, bool linux_6_16) {
   if (linux_6_16 && bytes.size() <= 8 && X86Nops()[bytes.size()].size() == bytes.size() &&
       std::equal(bytes.begin(), bytes.end(), X86Nops()[bytes.size()].begin())) {
     std::string reason = absl::StrCat("x86_nops[", bytes.size(), "]: nop emulated (6.16+)");
     if (bytes.size() == 5) absl::StrAppend(&reason, "; 6.18 then optimizes nop5 into a call");
-    return {Placement::kEmulated, reason};
+    return Decision{Placement::kEmulated, reason};
   }
-  // branch_setup_xol_ops().
+  return std::nullopt;
+}
+
+// branch_setup_xol_ops(): jumps, calls, conditional jumps and nops, judged by `opc1`.
+std::optional<Decision> EmulatedBranch(const KernelView& v, uint8_t opc1) {
   const char* avx_warning = v.avx ? " -- stock kernel quirk: the VEX/EVEX "
                                     "opcode byte is taken for a branch/nop, so "
                                     "the instruction is skipped, not executed"
                                   : "";
-  const uint8_t opc1 = vex_fixed && v.avx ? 0 : v.opc1;
   bool branch = false;
   const char* what = "";
   switch (opc1) {
@@ -524,7 +530,7 @@ Decision ClassifyStock(const KernelView& v, absl::Span<const uint8_t> bytes, boo
       } else if (v.rex >= 0 && (v.rex & 1)) {
         hazard = "xchg with r8 is emulated as a nop: the exchange never happens";
       }
-      return {Placement::kEmulated, reason, hazard};
+      return Decision{Placement::kEmulated, reason, hazard};
     }
     case 0xe8:
       branch = true, what = "call rel32";
@@ -537,22 +543,30 @@ Decision ClassifyStock(const KernelView& v, absl::Span<const uint8_t> bytes, boo
     default:
       if (IsCondJmpOpcode(opc1)) branch = true, what = "jcc rel8";
   }
-  if (branch) {
-    if (HasPrefix(v, 0x66)) {
-      return {Placement::kRefused,
-              absl::StrCat(what, " with a 0x66 prefix is refused by branch_setup_xol_ops()")};
-    }
-    return {Placement::kEmulated,
-            absl::StrCat(what, " emulated by branch_setup_xol_ops()", avx_warning),
-            v.avx ? kVexSkipped : ""};
+  if (!branch) return std::nullopt;
+  if (HasPrefix(v, 0x66)) {
+    return Decision{Placement::kRefused,
+                    absl::StrCat(what, " with a 0x66 prefix is refused by branch_setup_xol_ops()")};
   }
-  // push_setup_xol_ops().
+  return Decision{Placement::kEmulated,
+                  absl::StrCat(what, " emulated by branch_setup_xol_ops()", avx_warning),
+                  v.avx ? kVexSkipped : ""};
+}
+
+// push_setup_xol_ops(): push of a register, judged by `opc1`.
+std::optional<Decision> EmulatedPush(const KernelView& v, absl::Span<const uint8_t> bytes,
+                                     uint8_t opc1) {
   if (opc1 >= 0x50 && opc1 <= 0x57 && bytes.size() <= 2) {
-    if (bytes.size() == 1) return {Placement::kEmulated, "push reg emulated"};
+    if (bytes.size() == 1) return Decision{Placement::kEmulated, "push reg emulated"};
     if (v.rex == 0x41 && v.prefixes.empty()) {
-      return {Placement::kEmulated, "push r8-r15 (REX 0x41) emulated"};
+      return Decision{Placement::kEmulated, "push r8-r15 (REX 0x41) emulated"};
     }
   }
+  return std::nullopt;
+}
+
+// default_xol_ops: everything else is single-stepped out of line.
+Decision SingleStepped(const KernelView& v) {
   std::string reason = "single-stepped out of line (default_xol_ops)";
   if (v.nbytes >= 2 && v.opc1 == 0x0f && !kGood2ByteInsns[v.opc2] && v.nbytes == 2) {
     absl::StrAppend(&reason, "; 0f ", Hex(v.opc2),
@@ -576,6 +590,20 @@ Decision ClassifyStock(const KernelView& v, absl::Span<const uint8_t> bytes, boo
         "hit, observed on the 6.18 host)";
   }
   return {Placement::kSingleStep, reason, hazard};
+}
+
+// The stock kernels: uprobe_init_insn(), branch_setup_xol_ops(),
+// push_setup_xol_ops(), default_xol_ops, in the kernel's order. `vex_fixed`: the
+// patched kernel, whose patch 1 makes branch_setup_xol_ops() see opcode 0 for a
+// VEX/EVEX instruction.
+Decision ClassifyStock(const KernelView& v, absl::Span<const uint8_t> bytes, bool linux_6_16,
+                       bool vex_fixed = false) {
+  if (std::optional<Decision> d = RefusedByInitInsn(v)) return *std::move(d);
+  if (std::optional<Decision> d = EmulatedNop(bytes, linux_6_16)) return *std::move(d);
+  const uint8_t opc1 = vex_fixed && v.avx ? 0 : v.opc1;
+  if (std::optional<Decision> d = EmulatedBranch(v, opc1)) return *std::move(d);
+  if (std::optional<Decision> d = EmulatedPush(v, bytes, opc1)) return *std::move(d);
+  return SingleStepped(v);
 }
 
 const Exclusion* BoostExclusion(const KernelView& v) {
