@@ -134,6 +134,17 @@ class LinkTest : public ::testing::Test {
     fakes_.push_back(std::make_unique<FakeAgentApi>(name, std::move(labels)));
     return *fakes_.back();
   }
+  // A fake agent per name, each with its own link (links_[i] is names[i]'s), all of them UP.
+  std::vector<FakeAgentApi*> LinkedFakes(const std::vector<std::string>& names) {
+    std::vector<FakeAgentApi*> out;
+    for (const std::string& name : names) {
+      out.push_back(&Fake(name));
+      links_.push_back(Link(out.back()));
+    }
+    EXPECT_TRUE(AllUp(names.size()));
+    return out;
+  }
+  void ExpectBudgetBreachRollsBack(v1::BudgetState breach);
 
  public:
   ~LinkTest() override {
@@ -173,9 +184,9 @@ TEST_F(LinkTest, CanaryRolloutReachesEveryNode) {
 }
 
 TEST_F(LinkTest, CanaryFailureRollsBack) {
-  FakeAgentApi &a = Fake("n1"), &b = Fake("n2"), &c = Fake("n3");
-  for (auto* api : {&a, &b, &c}) links_.push_back(Link(api));
-  ASSERT_TRUE(AllUp(3));
+  const std::vector<FakeAgentApi*> fakes = LinkedFakes({"n1", "n2", "n3"});
+  ASSERT_FALSE(HasFailure());
+  FakeAgentApi &a = *fakes[0], &b = *fakes[1], &c = *fakes[2];
   v1::FleetAttachRequest req;
   req.mutable_selector()->set_all(true);
   *req.add_specs() = Spec("/bin/sh", "main");
@@ -195,16 +206,19 @@ TEST_F(LinkTest, CanaryFailureRollsBack) {
 
 // Issue 14: a canary whose agent reports a budget breach fails the canary stage, so the
 // set is rolled back everywhere; a detached-over-budget set is not attached again.
-void ExpectBudgetBreachRollsBack(LinkTest* t, std::vector<FakeAgentApi*> fakes,
-                                 const std::function<v1::Rollout(v1::FleetAttachRequest)>& attach,
-                                 FleetController* fleet, v1::BudgetState breach) {
+// Three linked fakes; `breach` is the state the canary's agent reports.
+void LinkTest::ExpectBudgetBreachRollsBack(v1::BudgetState breach) {
+  const std::vector<FakeAgentApi*> fakes = LinkedFakes({"n1", "n2", "n3"});
+  ASSERT_FALSE(HasFailure());
+  FleetController* fleet = fleet_.get();
   v1::FleetAttachRequest req;
   req.mutable_selector()->set_all(true);
   *req.add_specs() = Spec("/bin/sh", "main");
   req.mutable_policy()->set_canary_fraction(0.3);  // one of three
   *req.mutable_policy()->mutable_canary_soak() =
       ToDurationProto(absl::Seconds(30));  // the breach comes within it
-  v1::Rollout r = attach(req);
+  // Not waiting: the rollout is seen in its canary stage.
+  v1::Rollout r = *fleet->Attach(req, "test", absl::InfinitePast());
   ASSERT_EQ(r.state(), v1::ROLLOUT_STATE_CANARY) << r.message();
   ASSERT_EQ(r.canary_nodes_size(), 1);
   FakeAgentApi* canary = nullptr;
@@ -238,34 +252,17 @@ void ExpectBudgetBreachRollsBack(LinkTest* t, std::vector<FakeAgentApi*> fakes,
 }
 
 TEST_F(LinkTest, CanaryDetachedOverBudgetRollsBack) {
-  FakeAgentApi &a = Fake("n1"), &b = Fake("n2"), &c = Fake("n3");
-  for (auto* api : {&a, &b, &c}) links_.push_back(Link(api));
-  ASSERT_TRUE(AllUp(3));
-  ExpectBudgetBreachRollsBack(
-      this, {&a, &b, &c},
-      [&](v1::FleetAttachRequest req) {
-        return *fleet_->Attach(req, "test", absl::InfinitePast());
-      },
-      fleet_.get(), v1::BUDGET_STATE_DETACHED);
+  ExpectBudgetBreachRollsBack(v1::BUDGET_STATE_DETACHED);
 }
 
 TEST_F(LinkTest, CanaryThrottledOverBudgetRollsBack) {
-  FakeAgentApi &a = Fake("n1"), &b = Fake("n2"), &c = Fake("n3");
-  for (auto* api : {&a, &b, &c}) links_.push_back(Link(api));
-  ASSERT_TRUE(AllUp(3));
-  ExpectBudgetBreachRollsBack(
-      this, {&a, &b, &c},
-      [&](v1::FleetAttachRequest req) {
-        return *fleet_->Attach(req, "test", absl::InfinitePast());
-      },
-      fleet_.get(), v1::BUDGET_STATE_THROTTLED);
+  ExpectBudgetBreachRollsBack(v1::BUDGET_STATE_THROTTLED);
 }
 
 TEST_F(LinkTest, ReconnectAndRestartConvergeWithoutDuplicatesOrLeftovers) {
-  FakeAgentApi &a = Fake("n1"), &b = Fake("n2");
-  links_.push_back(Link(&a));
-  links_.push_back(Link(&b));
-  ASSERT_TRUE(AllUp(2));
+  const std::vector<FakeAgentApi*> fakes = LinkedFakes({"n1", "n2"});
+  ASSERT_FALSE(HasFailure());
+  FakeAgentApi &a = *fakes[0], &b = *fakes[1];
   v1::FleetAttachRequest req;
   req.mutable_selector()->set_all(true);
   *req.add_specs() = Spec("/bin/sh", "main");
@@ -311,10 +308,9 @@ TEST_F(LinkTest, ReconnectAndRestartConvergeWithoutDuplicatesOrLeftovers) {
 }
 
 TEST_F(LinkTest, ControllerRestartKeepsDesiredState) {
-  FakeAgentApi &a = Fake("n1"), &b = Fake("n2");
-  links_.push_back(Link(&a));
-  links_.push_back(Link(&b));
-  ASSERT_TRUE(AllUp(2));
+  const std::vector<FakeAgentApi*> fakes = LinkedFakes({"n1", "n2"});
+  ASSERT_FALSE(HasFailure());
+  FakeAgentApi &a = *fakes[0], &b = *fakes[1];
   v1::FleetAttachRequest req;
   req.mutable_selector()->add_node_names("n2");
   *req.add_specs() = Spec("/bin/sh", "main");
@@ -382,15 +378,27 @@ TEST_F(LinkTest, LocalProbesAreNeverTouched) {
   EXPECT_EQ(a.active(), 1u);
 }
 
+// A probe as the agent lists it; `fleet_probe` (set/index) is its fleet label, if any.
+v1::Probe* AddProbe(v1::ListResponse* list, const std::string& id, v1::ProbeState state,
+                    const std::string& fleet_probe = "") {
+  v1::Probe* p = list->add_probes();
+  p->set_id(id);
+  p->set_state(state);
+  if (!fleet_probe.empty()) (*p->mutable_spec()->mutable_labels())[kFleetProbeLabel] = fleet_probe;
+  return p;
+}
+
+// A desired set of one /bin/sh spec per symbol.
+void AddSet(v1::DesiredState* d, const std::string& set_id, const std::vector<std::string>& syms) {
+  auto* s = d->add_sets();
+  s->set_set_id(set_id);
+  for (const std::string& sym : syms) *s->add_specs() = Spec("/bin/sh", sym);
+}
+
 TEST(PlanReconcile, EmptyDesiredDetachesOnlyFleetProbes) {
   v1::ListResponse local;
-  auto* p = local.add_probes();
-  p->set_id("p1");
-  p->set_state(v1::PROBE_STATE_ATTACHED);
-  (*p->mutable_spec()->mutable_labels())[kFleetProbeLabel] = "ps-1/0";
-  auto* q = local.add_probes();
-  q->set_id("p2");
-  q->set_state(v1::PROBE_STATE_ATTACHED);
+  AddProbe(&local, "p1", v1::PROBE_STATE_ATTACHED, "ps-1/0");
+  AddProbe(&local, "p2", v1::PROBE_STATE_ATTACHED);
   ReconcilePlan plan = PlanReconcile(v1::DesiredState(), local, {});
   ASSERT_EQ(plan.detach.size(), 1u);
   EXPECT_EQ(plan.detach[0], "p1");
@@ -399,15 +407,9 @@ TEST(PlanReconcile, EmptyDesiredDetachesOnlyFleetProbes) {
 
 TEST(PlanReconcile, PartialSetIsReplacedWhole) {
   v1::DesiredState d;
-  auto* s = d.add_sets();
-  s->set_set_id("ps-1");
-  *s->add_specs() = Spec("/bin/sh", "a");
-  *s->add_specs() = Spec("/bin/sh", "b");
+  AddSet(&d, "ps-1", {"a", "b"});
   v1::ListResponse local;
-  auto* p = local.add_probes();
-  p->set_id("p1");
-  p->set_state(v1::PROBE_STATE_ATTACHED);
-  (*p->mutable_spec()->mutable_labels())[kFleetProbeLabel] = "ps-1/1";
+  AddProbe(&local, "p1", v1::PROBE_STATE_ATTACHED, "ps-1/1");
   ReconcilePlan plan = PlanReconcile(d, local, {});
   EXPECT_EQ(plan.detach, std::vector<std::string>{"p1"});
   ASSERT_EQ(plan.attach.size(), 1u);
@@ -417,16 +419,9 @@ TEST(PlanReconcile, PartialSetIsReplacedWhole) {
 
 TEST(PlanReconcile, ExpiredAndFailedSetsAreNotRetried) {
   v1::DesiredState d;
-  for (const char* id : {"ps-exp", "ps-bad"}) {
-    auto* s = d.add_sets();
-    s->set_set_id(id);
-    *s->add_specs() = Spec("/bin/sh", "a");
-  }
+  for (const char* id : {"ps-exp", "ps-bad"}) AddSet(&d, id, {"a"});
   v1::ListResponse local;
-  auto* p = local.add_probes();
-  p->set_id("p1");
-  p->set_state(v1::PROBE_STATE_EXPIRED);
-  (*p->mutable_spec()->mutable_labels())[kFleetProbeLabel] = "ps-exp/0";
+  AddProbe(&local, "p1", v1::PROBE_STATE_EXPIRED, "ps-exp/0");
   ReconcilePlan plan = PlanReconcile(d, local, {{"ps-bad", "NOT_FOUND: no file"}});
   EXPECT_TRUE(plan.attach.empty());
   EXPECT_EQ(plan.status["ps-exp"].state(), v1::SET_STATE_EXPIRED);
@@ -435,9 +430,7 @@ TEST(PlanReconcile, ExpiredAndFailedSetsAreNotRetried) {
 
 TEST(PlanReconcile, SetPastItsTtlIsNotReattached) {
   v1::DesiredState d;
-  auto* s = d.add_sets();
-  s->set_set_id("ps-ttl");
-  *s->add_specs() = Spec("/bin/sh", "a");
+  AddSet(&d, "ps-ttl", {"a"});
   absl::Time now = absl::Now();
   ReconcilePlan later =
       PlanReconcile(d, v1::ListResponse(), {}, {{"ps-ttl", now + absl::Seconds(5)}}, now);
@@ -449,27 +442,17 @@ TEST(PlanReconcile, SetPastItsTtlIsNotReattached) {
 
 TEST(PlanReconcile, BudgetBreachedSetsAreFlaggedOrFailedAndNotReattached) {
   v1::DesiredState d;
-  for (const char* id : {"ps-kept", "ps-gone"}) {
-    auto* s = d.add_sets();
-    s->set_set_id(id);
-    *s->add_specs() = Spec("/bin/sh", "a");
-  }
+  for (const char* id : {"ps-kept", "ps-gone"}) AddSet(&d, id, {"a"});
   v1::ListResponse local;
-  auto* p = local.add_probes();
-  p->set_id("p1");
-  p->set_state(v1::PROBE_STATE_ATTACHED);
-  (*p->mutable_spec()->mutable_labels())[kFleetProbeLabel] = "ps-kept/0";
-  p->mutable_cost()->set_budget_state(v1::BUDGET_STATE_THROTTLED);
+  AddProbe(&local, "p1", v1::PROBE_STATE_ATTACHED, "ps-kept/0")
+      ->mutable_cost()
+      ->set_budget_state(v1::BUDGET_STATE_THROTTLED);
   v1::ListResponse gone;
-  auto* q = gone.add_probes();
-  q->set_id("p2");
-  q->set_state(v1::PROBE_STATE_DETACHED);
-  (*q->mutable_spec()->mutable_labels())[kFleetProbeLabel] = "ps-gone/0";
-  q->mutable_cost()->set_budget_state(v1::BUDGET_STATE_DETACHED);
-  auto* r = gone.add_probes();  // detached by the link itself: not a breach
-  r->set_id("p3");
-  r->set_state(v1::PROBE_STATE_DETACHED);
-  (*r->mutable_spec()->mutable_labels())[kFleetProbeLabel] = "ps-other/0";
+  AddProbe(&gone, "p2", v1::PROBE_STATE_DETACHED, "ps-gone/0")
+      ->mutable_cost()
+      ->set_budget_state(v1::BUDGET_STATE_DETACHED);
+  // Detached by the link itself: not a breach.
+  AddProbe(&gone, "p3", v1::PROBE_STATE_DETACHED, "ps-other/0");
   std::map<std::string, std::string> breached = BudgetBreaches(local, gone);
   ASSERT_EQ(breached.size(), 2u);
   EXPECT_EQ(breached["ps-kept"].rfind("over budget: probe p1 THROTTLED: ", 0), 0u)

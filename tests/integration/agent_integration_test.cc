@@ -76,6 +76,61 @@ uint64_t WorkloadOffset(const std::string& symbol) {
   return sym.ok() ? sym->file_offset : 0;
 }
 
+// One unary call on `agent`, each in a context of its own.
+grpc::Status CallAttach(AgentProcess& agent, const v1::AttachRequest& req,
+                        v1::AttachResponse* resp) {
+  grpc::ClientContext ctx;
+  return agent.stub().Attach(&ctx, req, resp);
+}
+grpc::Status CallList(AgentProcess& agent, const v1::ListRequest& req, v1::ListResponse* resp) {
+  grpc::ClientContext ctx;
+  return agent.stub().List(&ctx, req, resp);
+}
+grpc::Status CallDetach(AgentProcess& agent, const v1::DetachRequest& req,
+                        v1::DetachResponse* resp) {
+  grpc::ClientContext ctx;
+  return agent.stub().Detach(&ctx, req, resp);
+}
+grpc::Status CallClassify(AgentProcess& agent, const v1::ClassifyRequest& req,
+                          v1::ClassifyResponse* resp) {
+  grpc::ClientContext ctx;
+  return agent.stub().Classify(&ctx, req, resp);
+}
+
+// Detaches every probe of `agent`.
+grpc::Status DetachAll(AgentProcess& agent, v1::DetachResponse* resp) {
+  v1::DetachRequest all;
+  all.set_all(true);
+  return CallDetach(agent, all, resp);
+}
+
+// Nothing of `agent`'s is left in the kernel: no links, no perf events, no config
+// entries, no probe listed.
+void ExpectNothingLeftIn(AgentProcess& agent, const HeldObjects& baseline) {
+  HeldObjects now = CountHeldObjects(agent.pid());
+  EXPECT_EQ(now.bpf_links, baseline.bpf_links);
+  EXPECT_EQ(now.perf_events, baseline.perf_events);
+  EXPECT_EQ(ConfigMapEntries(agent.pid()), 0);
+  v1::ListResponse list;
+  EXPECT_TRUE(CallList(agent, v1::ListRequest(), &list).ok());
+  EXPECT_EQ(list.probes_size(), 0);
+}
+
+// `agent`'s /metrics, parsed into `m` (a fatal failure if it does not answer).
+void ReadMetrics(AgentProcess& agent, std::map<std::string, double>* m) {
+  absl::StatusOr<std::string> body = HttpGet(agent.metrics_port(), "/metrics");
+  ASSERT_TRUE(body.ok()) << body.status();
+  *m = ParseMetrics(*body);
+}
+
+// An Attach the agent must refuse with `code` and a message containing `message_part`.
+struct RefusalCase {
+  std::string what;
+  std::vector<v1::ProbeSpec> specs;
+  grpc::StatusCode code;
+  std::string message_part;
+};
+
 class AgentTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
@@ -112,16 +167,14 @@ class AgentTest : public ::testing::TestWithParam<std::string> {
   grpc::Status Attach(const std::vector<v1::ProbeSpec>& specs, v1::AttachResponse* resp) {
     v1::AttachRequest req;
     for (const auto& s : specs) *req.add_specs() = s;
-    grpc::ClientContext ctx;
-    return agent_->stub().Attach(&ctx, req, resp);
+    return CallAttach(*agent_, req, resp);
   }
 
   v1::ListResponse List(bool include_inactive = false) {
     v1::ListRequest req;
     req.set_include_inactive(include_inactive);
     v1::ListResponse resp;
-    grpc::ClientContext ctx;
-    EXPECT_TRUE(agent_->stub().List(&ctx, req, &resp).ok());
+    EXPECT_TRUE(CallList(*agent_, req, &resp).ok());
     return resp;
   }
 
@@ -138,24 +191,30 @@ class AgentTest : public ::testing::TestWithParam<std::string> {
     v1::DetachRequest req;
     for (const auto& id : ids) req.add_probe_ids(id);
     v1::DetachResponse resp;
-    grpc::ClientContext ctx;
-    return agent_->stub().Detach(&ctx, req, &resp);
+    return CallDetach(*agent_, req, &resp);
   }
 
-  // Nothing of ours is left in the kernel: no links, no perf events, no config
-  // entries.
-  void ExpectNothingLeft() {
-    HeldObjects now = CountHeldObjects(agent_->pid());
-    EXPECT_EQ(now.bpf_links, baseline_.bpf_links);
-    EXPECT_EQ(now.perf_events, baseline_.perf_events);
-    EXPECT_EQ(ConfigMapEntries(agent_->pid()), 0);
-    EXPECT_EQ(List().probes_size(), 0);
-  }
+  void ExpectNothingLeft() { ExpectNothingLeftIn(*agent_, baseline_); }
 
   void ExpectStillServing() {
     grpc::ClientContext ctx;
     v1::NodeInfo info;
     EXPECT_TRUE(agent_->stub().GetNodeInfo(&ctx, v1::GetNodeInfoRequest(), &info).ok());
+  }
+
+  // The case's Attach is refused as it says, with nothing attached and the agent still
+  // serving; the status, for checks of the caller's own.
+  grpc::Status ExpectRefused(const RefusalCase& c) {
+    SCOPED_TRACE(c.what);
+    v1::AttachResponse resp;
+    grpc::Status st = Attach(c.specs, &resp);
+    EXPECT_EQ(st.error_code(), c.code) << st.error_message();
+    EXPECT_NE(st.error_message().find(c.message_part), std::string::npos)
+        << st.error_message().substr(0, 2000);
+    EXPECT_EQ(resp.probes_size(), 0);
+    ExpectNothingLeft();
+    ExpectStillServing();
+    return st;
   }
 
   std::unique_ptr<AgentProcess> agent_;
@@ -390,9 +449,8 @@ TEST_P(AgentTest, MetricsOverHttp) {
   v1::AttachResponse resp;
   ASSERT_TRUE(Attach({Spec("xol_target_add")}, &resp).ok());
   ASSERT_TRUE(workload_->Run(321, 0).ok());
-  absl::StatusOr<std::string> body = HttpGet(agent_->metrics_port(), "/metrics");
-  ASSERT_TRUE(body.ok()) << body.status();
-  std::map<std::string, double> m = ParseMetrics(*body);
+  std::map<std::string, double> m;
+  ASSERT_NO_FATAL_FAILURE(ReadMetrics(*agent_, &m));
   const std::string id = resp.probes(0).id();
   EXPECT_EQ(m[absl::StrCat("xolfleet_agent_probe_hits_total{probe_id=\"", id, "\"}")], 321);
   EXPECT_EQ(m["xolfleet_agent_hits_total"], 321);
@@ -405,9 +463,7 @@ TEST_P(AgentTest, MetricsOverHttp) {
       m[absl::StrCat("xolfleet_agent_probes{placement=\"", placement, "\",state=\"ATTACHED\"}")],
       1);
   ASSERT_TRUE(Detach({id}).ok());
-  body = HttpGet(agent_->metrics_port(), "/metrics");
-  ASSERT_TRUE(body.ok());
-  m = ParseMetrics(*body);
+  ASSERT_NO_FATAL_FAILURE(ReadMetrics(*agent_, &m));
   EXPECT_EQ(m["xolfleet_agent_detach_duration_seconds_count"], 1);
   EXPECT_EQ(m.count(absl::StrCat("xolfleet_agent_probe_hits_total{probe_id=\"", id, "\"}")), 0u);
 }
@@ -447,12 +503,6 @@ TEST_P(AgentTest, SlowWatcherLosesEventsButCountsThem) {
 // Every bad input: the right code, nothing attached, and the agent keeps
 // serving.
 TEST_P(AgentTest, BadInputsAreRefusedCleanly) {
-  struct Case {
-    std::string what;
-    std::vector<v1::ProbeSpec> specs;
-    grpc::StatusCode code;
-    std::string message_part;
-  };
   v1::ProbeSpec missing_file = Spec("xol_target_add");
   missing_file.set_binary_path("/nonexistent/xolfleet/binary");
   v1::ProbeSpec relative = Spec("xol_target_add");
@@ -470,7 +520,7 @@ TEST_P(AgentTest, BadInputsAreRefusedCleanly) {
   other_pid.set_pid(getpid());  // the test process does not map the workload
   v1::ProbeSpec past_end = Spec("xol_target_add", 4096);
   std::vector<v1::ProbeSpec> too_many(kMaxSpecs + 1, Spec("xol_target_add"));
-  const std::vector<Case> cases = {
+  const std::vector<RefusalCase> cases = {
       {"missing binary", {missing_file}, grpc::StatusCode::NOT_FOUND, "no such file"},
       {"missing symbol",
        {Spec("xol_no_such_function")},
@@ -503,16 +553,7 @@ TEST_P(AgentTest, BadInputsAreRefusedCleanly) {
        grpc::StatusCode::INVALID_ARGUMENT,
        "spec[2]"},
   };
-  for (const Case& c : cases) {
-    SCOPED_TRACE(c.what);
-    v1::AttachResponse resp;
-    grpc::Status st = Attach(c.specs, &resp);
-    EXPECT_EQ(st.error_code(), c.code) << st.error_message();
-    EXPECT_NE(st.error_message().find(c.message_part), std::string::npos) << st.error_message();
-    EXPECT_EQ(resp.probes_size(), 0);
-    ExpectNothingLeft();
-    ExpectStillServing();
-  }
+  for (const RefusalCase& c : cases) ExpectRefused(c);
   // Too many probes: fill up to the limit, then one more batch.
   // (Distinct labels: identical specs in one request are refused.)
   auto distinct = [](v1::ProbeSpec s, int n) {
@@ -538,11 +579,8 @@ TEST_P(AgentTest, BadInputsAreRefusedCleanly) {
   st = Detach({first.probes(0).id(), "p999999"});
   EXPECT_EQ(st.error_code(), grpc::StatusCode::NOT_FOUND);
   EXPECT_EQ(List().probes_size(), kMaxSpecs);
-  v1::DetachRequest all;
-  all.set_all(true);
   v1::DetachResponse dresp;
-  grpc::ClientContext ctx;
-  ASSERT_TRUE(agent_->stub().Detach(&ctx, all, &dresp).ok());
+  ASSERT_TRUE(DetachAll(*agent_, &dresp).ok());
   EXPECT_EQ(dresp.detached_ids_size(), kMaxSpecs);
   ExpectNothingLeft();
   // Unknown probe in WatchHits.
@@ -561,8 +599,7 @@ TEST_P(AgentTest, ClassifyIsADryRun) {
   *req.add_sites() = Spec("xol_refused_site", 1);
   *req.add_sites() = Spec("xol_target_add");
   v1::ClassifyResponse resp;
-  grpc::ClientContext ctx;
-  ASSERT_TRUE(agent_->stub().Classify(&ctx, req, &resp).ok());
+  ASSERT_TRUE(CallClassify(*agent_, req, &resp).ok());
   ASSERT_EQ(resp.sites_size(), 2);
   EXPECT_EQ(resp.sites(0).placement(), v1::PLACEMENT_REFUSED);
   EXPECT_FALSE(resp.sites(0).reason().empty());
@@ -573,8 +610,7 @@ TEST_P(AgentTest, ClassifyIsADryRun) {
   all.set_all_functions_of(Workload::Path());
   all.set_profile("linux-6.1");
   v1::ClassifyResponse allresp;
-  grpc::ClientContext ctx2;
-  ASSERT_TRUE(agent_->stub().Classify(&ctx2, all, &allresp).ok());
+  ASSERT_TRUE(CallClassify(*agent_, all, &allresp).ok());
   EXPECT_EQ(allresp.profile(), "linux-6.1");
   uint64_t total = 0;
   for (const auto& [k, v] : allresp.totals()) total += v;
@@ -584,9 +620,7 @@ TEST_P(AgentTest, ClassifyIsADryRun) {
   v1::ClassifyRequest bad;
   bad.set_all_functions_of(Workload::Path());
   bad.set_profile("linux-2.4");
-  grpc::ClientContext ctx3;
-  EXPECT_EQ(agent_->stub().Classify(&ctx3, bad, &allresp).error_code(),
-            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(CallClassify(*agent_, bad, &allresp).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 }
 
 // Issue 9: a probe writes int3 into its page. On data (.rodata, the ELF header)
@@ -627,8 +661,7 @@ TEST_P(AgentTest, OnlyCodeCanCarryAProbe) {
     v1::ClassifyRequest creq;
     *creq.add_sites() = c.spec;
     v1::ClassifyResponse cresp;
-    grpc::ClientContext ctx;
-    grpc::Status cst = agent_->stub().Classify(&ctx, creq, &cresp);
+    grpc::Status cst = CallClassify(*agent_, creq, &cresp);
     EXPECT_EQ(cst.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << cst.error_message();
     ExpectNothingLeft();
   }
@@ -687,8 +720,7 @@ TEST_P(AgentTest, SurvivesAFileTruncatedWhileClassified) {
     s->set_binary_path(path);
     s->set_symbol("main");
     v1::ClassifyResponse resp;
-    grpc::ClientContext ctx;
-    grpc::Status st = agent_->stub().Classify(&ctx, req, &resp);
+    grpc::Status st = CallClassify(*agent_, req, &resp);
     ++codes[st.error_code()];
     if (!st.ok()) {
       EXPECT_FALSE(st.error_message().empty());
@@ -759,12 +791,6 @@ TEST_P(AgentTest, AFlippingSymlinkCannotRedirectAnAttach) {
 // Issue 9, small ones: hostile or mistaken inputs each get a precise code and a
 // short message (inputs echoed truncated), never INTERNAL or an empty message.
 TEST_P(AgentTest, HostileInputsGetPreciseShortErrors) {
-  struct Case {
-    std::string what;
-    std::vector<v1::ProbeSpec> specs;
-    grpc::StatusCode code;
-    std::string message_part;
-  };
   v1::ProbeSpec nul = Spec("xol_target_add");
   nul.set_binary_path(Workload::Path() + std::string("\0/etc/passwd", 12));
   v1::ProbeSpec utf8 = Spec("xol_target_add");
@@ -775,7 +801,7 @@ TEST_P(AgentTest, HostileInputsGetPreciseShortErrors) {
   fast.set_rate_limit_per_sec(1000000000u);
   v1::ProbeSpec init = Spec("xol_target_add");
   init.set_pid(1);
-  const std::vector<Case> cases = {
+  const std::vector<RefusalCase> cases = {
       {"NUL byte in the path", {nul}, grpc::StatusCode::INVALID_ARGUMENT, "NUL"},
       {"invalid UTF-8 path", {utf8}, grpc::StatusCode::INVALID_ARGUMENT, "UTF-8"},
       {"1 MiB symbol", {huge}, grpc::StatusCode::INVALID_ARGUMENT, "longer than"},
@@ -785,16 +811,8 @@ TEST_P(AgentTest, HostileInputsGetPreciseShortErrors) {
        grpc::StatusCode::INVALID_ARGUMENT,
        "identical to spec[0]"},
   };
-  for (const Case& c : cases) {
-    SCOPED_TRACE(c.what);
-    v1::AttachResponse resp;
-    grpc::Status st = Attach(c.specs, &resp);
-    EXPECT_EQ(st.error_code(), c.code) << st.error_message();
-    EXPECT_NE(st.error_message().find(c.message_part), std::string::npos)
-        << st.error_message().substr(0, 2000);
-    EXPECT_LT(st.error_message().size(), 1024u);
-    ExpectNothingLeft();
-    ExpectStillServing();
+  for (const RefusalCase& c : cases) {
+    EXPECT_LT(ExpectRefused(c).error_message().size(), 1024u) << c.what;
   }
   // A symbol that does not exist, long: echoed truncated.
   v1::AttachResponse resp;
@@ -810,8 +828,7 @@ TEST_P(AgentTest, HostileInputsGetPreciseShortErrors) {
   v1::ClassifyRequest creq;
   *creq.add_sites() = nul;
   v1::ClassifyResponse cresp;
-  grpc::ClientContext ctx;
-  st = agent_->stub().Classify(&ctx, creq, &cresp);
+  st = CallClassify(*agent_, creq, &cresp);
   EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_NE(st.error_message().find("NUL"), std::string::npos);
   ExpectNothingLeft();
@@ -881,13 +898,11 @@ TEST(AgentHostRoot, HostPathsResolveUnderTheHostRootOnly) {
     s->set_binary_path(path);
     s->set_symbol("xol_target_add");
     s->set_pid(pid);
-    grpc::ClientContext ctx;
-    return (*agent)->stub().Attach(&ctx, req, resp);
+    return CallAttach(**agent, req, resp);
   };
   auto probes = [&] {
-    grpc::ClientContext ctx;
     v1::ListResponse list;
-    EXPECT_TRUE((*agent)->stub().List(&ctx, v1::ListRequest(), &list).ok());
+    EXPECT_TRUE(CallList(**agent, v1::ListRequest(), &list).ok());
     return list;
   };
   v1::AttachResponse host, by_pid, none;
@@ -1040,9 +1055,8 @@ TEST(AgentLimits, ProbesPerSiteAreLimited) {
       spec->set_symbol("xol_target_add");
       (*spec->mutable_labels())["n"] = absl::StrCat(first_label + i);  // distinct probes
     }
-    grpc::ClientContext ctx;
     v1::AttachResponse resp;
-    return (*agent)->stub().Attach(&ctx, req, &resp);
+    return CallAttach(**agent, req, &resp);
   };
   ASSERT_TRUE(attach(0, 2).ok());
   // Across requests: two attached, two more asked for, one too many; none of them attached.
@@ -1050,9 +1064,8 @@ TEST(AgentLimits, ProbesPerSiteAreLimited) {
   EXPECT_EQ(st.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << st.error_message();
   EXPECT_NE(st.error_message().find("--max-probes-per-site"), std::string::npos)
       << st.error_message();
-  grpc::ClientContext ctx;
   v1::ListResponse list;
-  ASSERT_TRUE((*agent)->stub().List(&ctx, v1::ListRequest(), &list).ok());
+  ASSERT_TRUE(CallList(**agent, v1::ListRequest(), &list).ok());
   EXPECT_EQ(list.probes_size(), 2);
   EXPECT_TRUE(attach(2, 1).ok());
 }
@@ -1072,11 +1085,8 @@ TEST(AgentLimits, IdleWatchStreamsDoNotReserveQueues) {
   spec->set_symbol("xol_target_add");
   spec->add_capture(v1::REGISTER_RDI);
   v1::AttachResponse resp;
-  {
-    grpc::ClientContext ctx;
-    grpc::Status st = (*agent)->stub().Attach(&ctx, req, &resp);
-    ASSERT_TRUE(st.ok()) << st.error_message();
-  }
+  grpc::Status st = CallAttach(**agent, req, &resp);
+  ASSERT_TRUE(st.ok()) << st.error_message();
   const uint64_t before = (*agent)->RssBytes();
   ASSERT_GT(before, 0u);
   constexpr int kStreams = 16;
@@ -1108,11 +1118,8 @@ TEST(AgentLimits, IdleWatchStreamsDoNotReserveQueues) {
     ctxs[i]->TryCancel();
     streams[i]->Finish();
   }
-  v1::DetachRequest all;
-  all.set_all(true);
   v1::DetachResponse dresp;
-  grpc::ClientContext dctx;
-  EXPECT_TRUE((*agent)->stub().Detach(&dctx, all, &dresp).ok());
+  EXPECT_TRUE(DetachAll(**agent, &dresp).ok());
 }
 
 // Issue 12: the agent runs on private copies of its shared libraries (other
@@ -1234,9 +1241,8 @@ TEST_P(AgentTest, CalibrationFiguresAreOrderedAsTheKernelSays) {
   // Calibrated before serving, on the agent's own helper: nothing left in the kernel, no
   // hit in the node's totals.
   ExpectNothingLeft();
-  absl::StatusOr<std::string> body = HttpGet(agent_->metrics_port(), "/metrics");
-  ASSERT_TRUE(body.ok()) << body.status();
-  std::map<std::string, double> m = ParseMetrics(*body);
+  std::map<std::string, double> m;
+  ASSERT_NO_FATAL_FAILURE(ReadMetrics(*agent_, &m));
   EXPECT_EQ(m["xolfleet_agent_hits_total"], 0);
   EXPECT_DOUBLE_EQ(
       m["xolfleet_agent_calibration_seconds_per_hit{placement=\"SINGLE_STEP\",capture=\"false\"}"],
@@ -1251,8 +1257,7 @@ TEST_P(AgentTest, CalibrationFiguresAreOrderedAsTheKernelSays) {
   v1::ClassifyRequest creq;
   *creq.add_sites() = Spec("xol_target_fast");
   v1::ClassifyResponse cresp;
-  grpc::ClientContext ctx;
-  ASSERT_TRUE(agent_->stub().Classify(&ctx, creq, &cresp).ok());
+  ASSERT_TRUE(CallClassify(*agent_, creq, &cresp).ok());
   ASSERT_EQ(cresp.sites_size(), 1);
   EXPECT_EQ(cresp.sites(0).placement(), v1::PLACEMENT_EMULATED);
   EXPECT_EQ(cresp.sites(0).expected_ns_per_hit(),
@@ -1266,11 +1271,8 @@ TEST_P(AgentTest, DryRunPredictsCostAndAttachesNothing) {
   req.set_dry_run(true);
   req.set_expected_calls_per_sec(1000);
   v1::AttachResponse resp;
-  {
-    grpc::ClientContext ctx;
-    grpc::Status st = agent_->stub().Attach(&ctx, req, &resp);
-    ASSERT_TRUE(st.ok()) << st.error_message();
-  }
+  grpc::Status st = CallAttach(*agent_, req, &resp);
+  ASSERT_TRUE(st.ok()) << st.error_message();
   EXPECT_TRUE(resp.dry_run());
   ASSERT_EQ(resp.probes_size(), 1);
   EXPECT_TRUE(resp.probes(0).id().empty());
@@ -1290,11 +1292,8 @@ TEST_P(AgentTest, DryRunPredictsCostAndAttachesNothing) {
   });
   StopAndJoin join{stop, spin};
   absl::SleepFor(absl::Milliseconds(100));
-  {
-    grpc::ClientContext ctx;
-    grpc::Status st = agent_->stub().Attach(&ctx, req, &resp);
-    ASSERT_TRUE(st.ok()) << st.error_message();
-  }
+  st = CallAttach(*agent_, req, &resp);
+  ASSERT_TRUE(st.ok()) << st.error_message();
   ASSERT_EQ(resp.probes_size(), 1);
   EXPECT_GT(resp.probes(0).cost().hits_per_sec(), 0);
   EXPECT_GT(resp.probes(0).cost().cpu_seconds_per_sec(), 0);
@@ -1314,11 +1313,6 @@ class BudgetTest : public AgentTest {
     ASSERT_TRUE(a.ok()) << a.status();
     agent_ = std::move(*a);
     baseline_ = CountHeldObjects(agent_->pid());
-  }
-  std::map<std::string, double> Metrics() {
-    absl::StatusOr<std::string> body = HttpGet(agent_->metrics_port(), "/metrics");
-    EXPECT_TRUE(body.ok()) << body.status();
-    return body.ok() ? ParseMetrics(*body) : std::map<std::string, double>{};
   }
   // Spins the workload until the probe's budget state is `want` (or 15 s); the calls made.
   uint64_t SpinUntil(const std::string& id, v1::BudgetState want) {
@@ -1364,7 +1358,8 @@ TEST_P(BudgetTest, ThrottleLowersCaptureAndKeepsCountingExactly) {
   EXPECT_EQ(p.hits(), calls + *more);
   EXPECT_LE(p.events_emitted() - emitted_before, 5u + static_cast<uint64_t>(5 * elapsed) + 1);
   EXPECT_EQ(p.events_emitted() + p.rate_limited() + p.events_dropped(), p.hits());
-  std::map<std::string, double> m = Metrics();
+  std::map<std::string, double> m;
+  ASSERT_NO_FATAL_FAILURE(ReadMetrics(*agent_, &m));
   EXPECT_EQ(m["xolfleet_agent_budget_actions_total{action=\"throttle\",scope=\"probe\"}"], 1);
   EXPECT_EQ(m["xolfleet_agent_probes_by_budget_state{state=\"THROTTLED\"}"], 1);
   EXPECT_EQ(m["xolfleet_agent_hits_total"], p.hits());
@@ -1419,7 +1414,8 @@ TEST_P(BudgetTest, DetachKeepsTheFinalCountsExact) {
   EXPECT_EQ(Get(resp.probes(1).id()).hits(), 100u);
   EXPECT_EQ(Get(resp.probes(1).id()).state(), v1::PROBE_STATE_ATTACHED);
   // Nothing lost: the node's total is the detached probe's final count plus the other's.
-  std::map<std::string, double> m = Metrics();
+  std::map<std::string, double> m;
+  ASSERT_NO_FATAL_FAILURE(ReadMetrics(*agent_, &m));
   EXPECT_EQ(m["xolfleet_agent_hits_total"], p.hits() + 100);
   EXPECT_EQ(m["xolfleet_agent_budget_actions_total{action=\"detach\",scope=\"probe\"}"], 1);
   // Further calls are not counted anywhere: the probe is gone from the kernel.
@@ -1445,7 +1441,8 @@ TEST_P(BudgetTest, NodeBudgetAlertOnlyFlagsTheProbe) {
   v1::NodeInfo info = NodeInfo(*agent_);
   EXPECT_EQ(info.cost().budget_actions(), 1u);
   EXPECT_EQ(info.cost().budget_action(), "alert");
-  std::map<std::string, double> m = Metrics();
+  std::map<std::string, double> m;
+  ASSERT_NO_FATAL_FAILURE(ReadMetrics(*agent_, &m));
   EXPECT_EQ(m["xolfleet_agent_budget_actions_total{action=\"alert\",scope=\"node\"}"], 1);
   EXPECT_GT(m["xolfleet_agent_cpu_seconds_per_second"], 0);
   EXPECT_GT(m[absl::StrCat("xolfleet_agent_probe_cpu_seconds_per_second{probe_id=\"", id, "\"}")],
@@ -1518,11 +1515,8 @@ TEST_P(LargeBatchTest, ProgressThenTheSameResultAndACompactReply) {
   v1::ClassifyRequest creq;
   creq.set_all_functions_of(libc);
   v1::ClassifyResponse cresp;
-  {
-    grpc::ClientContext ctx;
-    grpc::Status st = agent.stub().Classify(&ctx, creq, &cresp);
-    ASSERT_TRUE(st.ok()) << st.error_message();
-  }
+  grpc::Status st = CallClassify(agent, creq, &cresp);
+  ASSERT_TRUE(st.ok()) << st.error_message();
   std::set<std::string> seen;
   v1::AttachRequest req;
   for (const v1::SitePlacement& s : cresp.sites()) {
@@ -1539,17 +1533,13 @@ TEST_P(LargeBatchTest, ProgressThenTheSameResultAndACompactReply) {
   ASSERT_EQ(req.specs_size(), n);
 
   auto detach_all = [&] {
-    v1::DetachRequest d;
-    d.set_all(true);
     v1::DetachResponse dr;
-    grpc::ClientContext ctx;
-    grpc::Status st = agent.stub().Detach(&ctx, d, &dr);
+    grpc::Status st = DetachAll(agent, &dr);
     EXPECT_TRUE(st.ok()) << st.error_message();
   };
   auto list_size = [&] {
     v1::ListResponse l;
-    grpc::ClientContext ctx;
-    EXPECT_TRUE(agent.stub().List(&ctx, v1::ListRequest(), &l).ok());
+    EXPECT_TRUE(CallList(agent, v1::ListRequest(), &l).ok());
     return l.probes_size();
   };
   // Every message of one AttachWithProgress call, and its status.
@@ -1571,7 +1561,7 @@ TEST_P(LargeBatchTest, ProgressThenTheSameResultAndACompactReply) {
   };
 
   std::vector<v1::AttachProgress> msgs;
-  grpc::Status st = stream(req, &msgs);
+  st = stream(req, &msgs);
   ASSERT_TRUE(st.ok()) << st.error_message();
   ASSERT_GE(msgs.size(), 2u);
   ASSERT_TRUE(msgs.back().has_result());
@@ -1590,22 +1580,16 @@ TEST_P(LargeBatchTest, ProgressThenTheSameResultAndACompactReply) {
   detach_all();
 
   v1::AttachResponse plain;
-  {
-    grpc::ClientContext ctx;
-    st = agent.stub().Attach(&ctx, req, &plain);
-    ASSERT_TRUE(st.ok()) << st.error_message();
-  }
+  st = CallAttach(agent, req, &plain);
+  ASSERT_TRUE(st.ok()) << st.error_message();
   EXPECT_EQ(comparable(plain).SerializeAsString(), comparable(streamed).SerializeAsString());
   detach_all();
 
   v1::AttachRequest compact_req = req;
   compact_req.set_compact(true);
   v1::AttachResponse compact;
-  {
-    grpc::ClientContext ctx;
-    st = agent.stub().Attach(&ctx, compact_req, &compact);
-    ASSERT_TRUE(st.ok()) << st.error_message();
-  }
+  st = CallAttach(agent, compact_req, &compact);
+  ASSERT_TRUE(st.ok()) << st.error_message();
   ASSERT_EQ(compact.probes_size(), n);
   for (int i = 0; i < n; ++i) {
     EXPECT_FALSE(compact.probes(i).id().empty());
@@ -1627,11 +1611,7 @@ TEST_P(LargeBatchTest, ProgressThenTheSameResultAndACompactReply) {
   st = stream(bad, &msgs);
   EXPECT_EQ(st.error_code(), grpc::StatusCode::NOT_FOUND) << st.error_message();
   for (const v1::AttachProgress& p : msgs) EXPECT_FALSE(p.has_result());
-  EXPECT_EQ(list_size(), 0);
-  HeldObjects now = CountHeldObjects(agent.pid());
-  EXPECT_EQ(now.bpf_links, baseline.bpf_links);
-  EXPECT_EQ(now.perf_events, baseline.perf_events);
-  EXPECT_EQ(ConfigMapEntries(agent.pid()), 0);
+  ExpectNothingLeftIn(agent, baseline);
 }
 
 INSTANTIATE_TEST_SUITE_P(LinkModes, LargeBatchTest, ::testing::Values("multi", "perf"),
