@@ -51,7 +51,8 @@ absl::Status FromGrpcStatus(const grpc::Status& status) {
   google::rpc::Status details;
   if (!status.error_details().empty() && details.ParseFromString(status.error_details())) {
     for (const google::protobuf::Any& any : details.details()) {
-      if (any.type_url() == kBadRequestTypeUrl) out.SetPayload(kBadRequestTypeUrl, absl::Cord(any.value()));
+      if (any.type_url() == kBadRequestTypeUrl)
+        out.SetPayload(kBadRequestTypeUrl, absl::Cord(any.value()));
     }
   }
   return out;

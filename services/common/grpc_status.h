@@ -26,8 +26,7 @@ grpc::Status ToGrpcStatus(const absl::Status& status);
 absl::Status FromGrpcStatus(const grpc::Status& status);
 
 // The type URL of the payload (that of google.rpc.BadRequest in an Any).
-inline constexpr absl::string_view kBadRequestTypeUrl =
-    "type.googleapis.com/google.rpc.BadRequest";
+inline constexpr absl::string_view kBadRequestTypeUrl = "type.googleapis.com/google.rpc.BadRequest";
 
 // At most this many violations are kept (the details travel in a trailer, whose size
 // gRPC limits); a description is cut to kMaxViolationDescription bytes.
