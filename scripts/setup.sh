@@ -16,6 +16,8 @@ PKGS=(
   prometheus bpftrace iproute2 openssl curl python3 python3-yaml procps
   # etcd: the replicated store (server, etcdctl, and the v3 API .proto files)
   etcd-server etcd-client golang-etcd-server-dev
+  # google.rpc.Status / BadRequest .proto files (protos/google_rpc)
+  golang-github-grpc-ecosystem-grpc-gateway-dev
   # the image and the container tier (deploy/image/build.sh, tests/container/tier.py)
   podman buildah runc
 )

@@ -92,9 +92,11 @@ absl::Status AgentServiceImpl::CheckSpecs(const Identity& who, const v1::AttachR
     capture |= s.capture_size() > 0;
     for (const auto& [k, v] : s.labels()) {
       if (absl::StartsWith(k, kReservedLabelPrefix)) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("spec[", i, "]: label keys starting with ", kReservedLabelPrefix,
-                         " are reserved (the agent and the controller set them)"));
+        return AddFieldViolation(
+            absl::InvalidArgumentError(
+                absl::StrCat("spec[", i, "]: label keys starting with ", kReservedLabelPrefix,
+                             " are reserved (the agent and the controller set them)")),
+            absl::StrCat("specs[", i, "].labels"), absl::StrCat("label key ", k, " is reserved"));
       }
     }
     if (absl::Status st = CheckWhere(who, s, absl::StrCat("spec[", i, "]")); !st.ok()) return st;

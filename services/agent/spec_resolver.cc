@@ -11,6 +11,7 @@
 #include "absl/strings/str_join.h"
 #include "services/agent/probe_convert.h"
 #include "services/common/elf_file.h"
+#include "services/common/grpc_status.h"
 #include "services/common/probe_spec.h"
 
 namespace xolfleet {
@@ -25,19 +26,28 @@ class RequestResolver {
   RequestResolver(const BinaryLocator& locator, KernelProfile profile)
       : locator_(locator), profile_(profile) {}
 
+  // A failure names the field that caused it (a google.rpc.BadRequest violation for the
+  // client; services/common/grpc_status.h): the whole spec when no one field is at fault.
   absl::StatusOr<ResolvedSpec> Resolve(int i, const v1::ProbeSpec& spec) {
+    auto at = [i](absl::string_view field, absl::Status st) {
+      return AddFieldViolation(st, absl::StrCat("specs[", i, "]", field), st.message());
+    };
     // The shared rules (services/common/probe_spec.h); reserved labels come from the gRPC
     // service (the owner) and the controller link (the fleet probe id), never from a
     // caller.
-    if (absl::Status st = ValidateSpec(spec, ReservedLabels::kAllow); !st.ok()) return st;
-    if (absl::Status st = CheckFirstOccurrence(i, spec); !st.ok()) return st;
+    if (absl::Status st = ValidateSpec(spec, ReservedLabels::kAllow); !st.ok()) return at("", st);
+    if (absl::Status st = CheckFirstOccurrence(i, spec); !st.ok()) return at("", st);
     absl::StatusOr<LocatedBinary> where = locator_.Open(spec, &located_);
-    if (!where.ok()) return where.status();
+    // Without pid or container the path alone chose the file.
+    const bool by_path = spec.pid() == 0 && spec.container_id().empty();
+    if (!where.ok()) return at(by_path ? ".binary_path" : "", where.status());
     absl::StatusOr<const ElfFile*> elf = Elf(where->file);
-    if (!elf.ok()) return elf.status();
+    if (!elf.ok()) return at(".binary_path", elf.status());
     absl::StatusOr<ResolvedSite> site = ResolveSite(**elf, ToSiteRequest(spec), profile_);
-    if (!site.ok()) return site.status();
-    if (absl::Status st = CheckProbeable(*site); !st.ok()) return st;
+    if (!site.ok()) return at(spec.symbol().empty() ? ".offset" : ".symbol", site.status());
+    if (absl::Status st = CheckProbeable(*site); !st.ok()) {
+      return at(spec.offset() != 0 || spec.symbol().empty() ? ".offset" : ".symbol", st);
+    }
     return ResolvedSpec{std::move(*site), (*elf)->file(), where->process};
   }
 
@@ -111,9 +121,16 @@ absl::Status FailureStatus(const v1::AttachRequest& req, const Failures& failure
   if (failures.size() > kMaxFailuresInMessage) {
     parts.push_back(absl::StrCat("and ", failures.size() - kMaxFailuresInMessage, " more"));
   }
-  return absl::Status(failures[0].second.code(),
-                      absl::StrCat("nothing attached: ", failures.size(), " of ", req.specs_size(),
-                                   " specs failed: ", absl::StrJoin(parts, "; ")));
+  absl::Status out(failures[0].second.code(),
+                   absl::StrCat("nothing attached: ", failures.size(), " of ", req.specs_size(),
+                                " specs failed: ", absl::StrJoin(parts, "; ")));
+  // Every failed spec, not only those the message names (up to kMaxFieldViolations).
+  for (const auto& [i, st] : failures) {
+    std::vector<FieldViolation> own = FieldViolations(st);
+    if (own.empty()) own.push_back({absl::StrCat("specs[", i, "]"), std::string(st.message())});
+    for (const FieldViolation& v : own) out = AddFieldViolation(out, v.field, v.description);
+  }
+  return out;
 }
 
 }  // namespace

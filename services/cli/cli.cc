@@ -11,6 +11,7 @@
 #include "absl/strings/strip.h"
 #include "google/protobuf/util/json_util.h"
 #include "services/common/build_info.h"
+#include "services/common/grpc_status.h"
 
 namespace xolfleet::cli {
 
@@ -143,12 +144,20 @@ int Context::Fail(const std::string& what, const grpc::Status& status) {
     err_ << " (is an agent listening on " << agent_address() << "? see --agent)";
   }
   err_ << "\n";
+  PrintViolations(FieldViolations(status));
   return 1;
+}
+
+// One line per field the server named (google.rpc.BadRequest details), under the error.
+void Context::PrintViolations(const std::vector<FieldViolation>& violations) {
+  for (const FieldViolation& v : violations)
+    err_ << "  " << v.field << ": " << v.description << "\n";
 }
 
 int Context::Fail(const std::string& what, const absl::Status& status) {
   err_ << "xolctl: " << what << ": " << CodeName(static_cast<int>(status.code())) << ": "
        << status.message() << "\n";
+  PrintViolations(FieldViolations(status));
   return 1;
 }
 

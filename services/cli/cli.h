@@ -22,6 +22,7 @@
 #include "absl/status/statusor.h"
 #include "google/protobuf/message.h"
 #include "grpcpp/grpcpp.h"
+#include "services/common/grpc_status.h"
 #include "services/common/tls.h"
 #include "xolfleet/v1/agent.grpc.pb.h"
 
@@ -66,10 +67,12 @@ class Context {
   v1::AgentService::Stub& Agent();
   // A context with the --timeout deadline.
   std::unique_ptr<grpc::ClientContext> Rpc() const;
-  // Prints "xolctl: <what>: <code>: <message>" and returns the exit status for it.
+  // Prints "xolctl: <what>: <code>: <message>", then "  <field>: <description>" for each
+  // field the server named (google.rpc.BadRequest), and returns the exit status for it.
   int Fail(const std::string& what, const grpc::Status& status);
   int Fail(const std::string& what, const absl::Status& status);
   int Usage(const std::string& message);
+  void PrintViolations(const std::vector<FieldViolation>& violations);
   void PrintJson(const google::protobuf::Message& m);
 
  private:

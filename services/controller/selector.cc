@@ -5,6 +5,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "services/common/grpc_status.h"
 #include "services/common/proto_time.h"
 
 namespace xolfleet::controller {
@@ -83,7 +84,8 @@ absl::Status ValidateSelector(const v1::NodeSelector& sel) {
 
 absl::Status ValidateSpec(const v1::ProbeSpec& spec, int index) {
   if (absl::Status s = xolfleet::ValidateSpec(spec, ReservedLabels::kRefuse); !s.ok()) {
-    return Invalid(absl::StrCat("spec ", index, ": ", s.message()));
+    return AddFieldViolation(Invalid(absl::StrCat("spec ", index, ": ", s.message())),
+                             absl::StrCat("specs[", index, "]"), s.message());
   }
   return absl::OkStatus();
 }
@@ -100,9 +102,13 @@ absl::Status ValidateAttach(const v1::FleetAttachRequest& req) {
   for (int i = 0; i < req.specs_size(); ++i) {
     if (auto s = ValidateSpec(req.specs(i), i); !s.ok()) return s;
     if (FromDurationProto(req.specs(i).ttl()) != ttl) {
-      return Invalid(absl::StrCat("spec ", i,
-                                  ": every spec of a set must have the same ttl (the "
-                                  "set expires as a whole)"));
+      return AddFieldViolation(
+          Invalid(absl::StrCat("spec ", i,
+                               ": every spec of a set must have the same ttl (the "
+                               "set expires as a whole)")),
+          absl::StrCat("specs[", i, "].ttl"),
+          "every spec of a set must have the same ttl as specs[0] (the set expires as a "
+          "whole)");
     }
   }
   const auto& pol = req.policy();

@@ -1,6 +1,7 @@
 #include "services/controller/selector.h"
 
 #include "gtest/gtest.h"
+#include "services/common/grpc_status.h"
 #include "services/common/proto_time.h"
 
 namespace xolfleet::controller {
@@ -110,6 +111,30 @@ TEST(Validate, BadRequestsSayWhat) {
     EXPECT_NE(s.message().find(cases[i].needle), std::string::npos)
         << "case " << i << ": " << s.message();
   }
+}
+
+// The failing spec is named for programs too (google.rpc.BadRequest at the gRPC edge):
+// the field of the spec at fault, and nothing for a request-wide mistake.
+TEST(Validate, BadSpecIsNamedAsAFieldViolation) {
+  v1::FleetAttachRequest r = Good();
+  *r.add_specs() = r.specs(0);
+  *r.add_specs() = r.specs(0);
+  r.mutable_specs(1)->set_binary_path("relative/path");
+  std::vector<FieldViolation> v = FieldViolations(ValidateAttach(r));
+  ASSERT_EQ(v.size(), 1u);
+  EXPECT_EQ(v[0].field, "specs[1]");
+  EXPECT_NE(v[0].description.find("absolute"), std::string::npos) << v[0].description;
+
+  r = Good();
+  *r.add_specs() = r.specs(0);
+  *r.mutable_specs(1)->mutable_ttl() = ToDurationProto(absl::Seconds(5));
+  v = FieldViolations(ValidateAttach(r));
+  ASSERT_EQ(v.size(), 1u);
+  EXPECT_EQ(v[0].field, "specs[1].ttl");
+
+  r = Good();
+  r.mutable_policy()->set_canary_fraction(2);
+  EXPECT_TRUE(FieldViolations(ValidateAttach(r)).empty());
 }
 
 TEST(Validate, SetIds) {

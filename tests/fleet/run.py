@@ -360,6 +360,14 @@ def scenarios(t, lab):
     r = lab.fleet("counter", "attach", "--all", "relative/path:main")
     t.check("invalid-path", r.rc != 0 and re.search(r"INVALID_ARGUMENT.*must be absolute", r.text),
             repr(r))
+    # The bad spec of three is named in google.rpc.BadRequest details (xolctl prints one
+    # "  <field>: <description>" line per violation under the error), the message unchanged.
+    r = lab.fleet("counter", "attach", "--all", f"{wl}:xol_target_add", "relative/path:main",
+                  f"{wl}:xol_target_other")
+    t.check("invalid-spec-named",
+            r.rc != 0 and re.search(r"INVALID_ARGUMENT: spec 1: .*must be absolute", r.text)
+            and re.search(r"(?m)^  specs\[1\]: .*must be absolute", r.text)
+            and not re.search(r"(?m)^  specs\[[02]\]", r.text), repr(r))
     r = lab.fleet("counter", "attach", "--nodes=node-1,node-9", f"{wl}:xol_target_add")
     t.check("unknown-node", r.rc != 0 and re.search(r"NOT_FOUND.*node-9", r.text), repr(r))
     r = lab.fleet("counter", "detach", set_a, "ps-doesnotexist")

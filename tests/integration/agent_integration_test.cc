@@ -24,7 +24,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "google/rpc/error_details.pb.h"
+#include "google/rpc/status.pb.h"
 #include "grpcpp/grpcpp.h"
+#include "grpcpp/support/error_details.h"
 #include "gtest/gtest.h"
 #include "services/common/elf_file.h"
 #include "services/common/enum_names.h"
@@ -498,6 +501,32 @@ TEST_P(AgentTest, SlowWatcherLosesEventsButCountsThem) {
   reader->Finish();
   EXPECT_EQ(received + dropped, hits);
   EXPECT_GT(dropped, 0u);  // 64-event queue, a slow reader
+}
+
+// A bad spec among good ones: besides the code and message, the error details (a
+// google.rpc.Status, decoded here as any gRPC client would) carry a google.rpc.BadRequest
+// naming the spec and its field, and only that one.
+TEST_P(AgentTest, BadSpecIsNamedInBadRequestDetails) {
+  v1::AttachResponse resp;
+  grpc::Status st = Attach(
+      {Spec("xol_target_add"), Spec("xol_no_such_function"), Spec("xol_target_other")}, &resp);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::NOT_FOUND) << st.error_message();
+  EXPECT_NE(st.error_message().find("1 of 3 specs failed: spec[1]"), std::string::npos)
+      << st.error_message();
+  google::rpc::Status details;
+  ASSERT_TRUE(grpc::ExtractErrorDetails(st, &details).ok());
+  EXPECT_EQ(details.code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(details.message(), st.error_message());
+  ASSERT_EQ(details.details_size(), 1);
+  google::rpc::BadRequest bad;
+  ASSERT_TRUE(details.details(0).UnpackTo(&bad));
+  ASSERT_EQ(bad.field_violations_size(), 1);
+  EXPECT_EQ(bad.field_violations(0).field(), "specs[1].symbol");
+  EXPECT_NE(bad.field_violations(0).description().find("xol_no_such_function"), std::string::npos)
+      << bad.field_violations(0).description();
+  EXPECT_EQ(resp.probes_size(), 0);
+  ExpectNothingLeft();
+  ExpectStillServing();
 }
 
 // Every bad input: the right code, nothing attached, and the agent keeps
