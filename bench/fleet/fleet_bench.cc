@@ -41,6 +41,26 @@ ABSL_FLAG(bool, detach_after, true,
 
 using namespace xolfleet;
 
+// Every agent, following ListAgents' pages (at most 5000 a page). `wait_for_ready`, `timeout`:
+// of each call.
+static grpc::Status ListAllAgents(v1::FleetService::Stub& stub, bool wait_for_ready,
+                                  absl::Duration timeout, v1::ListAgentsResponse* all) {
+  all->Clear();
+  v1::ListAgentsRequest req;
+  req.set_page_size(5000);
+  while (true) {
+    grpc::ClientContext ctx;
+    if (timeout != absl::InfiniteDuration())
+      ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+    ctx.set_wait_for_ready(wait_for_ready);
+    v1::ListAgentsResponse page;
+    if (grpc::Status s = stub.ListAgents(&ctx, req, &page); !s.ok()) return s;
+    for (v1::AgentInfo& a : *page.mutable_agents()) *all->add_agents() = std::move(a);
+    if (page.next_page_token().empty()) return grpc::Status::OK;
+    req.set_page_token(page.next_page_token());
+  }
+}
+
 int main(int argc, char** argv) {
   xolfleet::ParseFlags(argc, argv);
   tls::TlsFiles f{absl::GetFlag(FLAGS_tls_ca), absl::GetFlag(FLAGS_tls_cert),
@@ -67,11 +87,8 @@ int main(int argc, char** argv) {
     int up = 0, converged = 0;
     absl::Time next_report = start + absl::Seconds(1);
     while (absl::Now() < end) {
-      grpc::ClientContext ctx;
-      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
-      ctx.set_wait_for_ready(true);
       v1::ListAgentsResponse resp;
-      if (stub->ListAgents(&ctx, v1::ListAgentsRequest(), &resp).ok()) {
+      if (ListAllAgents(*stub, true, absl::Seconds(2), &resp).ok()) {
         up = converged = 0;
         for (const auto& a : resp.agents()) {
           if (a.health() != v1::AGENT_HEALTH_UP) continue;
@@ -136,9 +153,8 @@ int main(int argc, char** argv) {
       // compete with it.
       absl::Time settle_end = absl::Now() + absl::Seconds(10);
       for (bool settled = false; !settled && absl::Now() < settle_end;) {
-        grpc::ClientContext lctx;
         v1::ListAgentsResponse agents;
-        if (!stub->ListAgents(&lctx, v1::ListAgentsRequest(), &agents).ok()) break;
+        if (!ListAllAgents(*stub, false, absl::InfiniteDuration(), &agents).ok()) break;
         settled = true;
         for (const auto& a : agents.agents()) {
           settled &= a.health() != v1::AGENT_HEALTH_UP || a.probes_attached() == a.sets_desired();

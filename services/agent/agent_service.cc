@@ -166,7 +166,7 @@ grpc::Status AgentServiceImpl::Detach(grpc::ServerContext* ctx, const v1::Detach
   if (!who.ok()) return ToGrpcStatus(who.status());
   if (authz_->Has(*who, Capability::kAdmin)) return Reply(manager_->Detach(*req), resp);
   // Not an admin: only the caller's own probes.
-  absl::StatusOr<v1::ListResponse> active = manager_->List(v1::ListRequest());
+  absl::StatusOr<v1::ListResponse> active = ListAll(*manager_, v1::ListRequest());
   if (!active.ok()) return ToGrpcStatus(active.status());
   const std::string me = who->ToString();
   absl::flat_hash_map<std::string, std::string> owner_of;

@@ -357,7 +357,7 @@ void ControllerLink::Reconcile(const v1::DesiredState& desired,
   std::map<std::string, std::string> failed;
   for (const auto& [k, v] : failed_) failed[k] = v.first;
 
-  auto local = api_->List(lreq);
+  auto local = ListAll(*api_, lreq);
   if (!local.ok()) {
     absl::MutexLock l(&mu_);
     status_.last_error = std::string(local.status().message());
@@ -380,7 +380,7 @@ void ControllerLink::Reconcile(const v1::DesiredState& desired,
       if (!now_ids.count(id)) greq.add_probe_ids(id);
     }
     if (greq.probe_ids_size() > 0) {
-      if (auto g = api_->List(greq); g.ok()) gone = std::move(*g);
+      if (auto g = ListAll(*api_, greq); g.ok()) gone = std::move(*g);
     }
     last_fleet_ids_ = std::move(now_ids);
     for (auto& [set_id, msg] : BudgetBreaches(*local, gone)) {
@@ -420,7 +420,7 @@ void ControllerLink::Reconcile(const v1::DesiredState& desired,
       }
     }
     if (!plan.detach.empty() || !plan.attach.empty()) {
-      local = api_->List(lreq);  // report what is there now
+      local = ListAll(*api_, lreq);  // report what is there now
     }
     absl::MutexLock l(&mu_);
     status_.reconciles++;

@@ -27,6 +27,7 @@
 #include "services/common/enum_names.h"
 #include "services/common/log.h"
 #include "services/common/open_file.h"
+#include "services/common/page_token.h"
 #include "services/common/proto_time.h"
 #include "services/common/site_resolver.h"
 #include "services/common/x86_classifier.h"
@@ -409,6 +410,7 @@ absl::flat_hash_set<std::string> ProbeManager::RetireLocked(
       final_state.set_state(state);
       final_state.set_status_message(why);
       inactive_.push_back(std::move(final_state));
+      ++inactive_pushed_;
       while (inactive_.size() > options_.inactive_retention) inactive_.pop_front();
     }
     kernel_placement_.erase(id);
@@ -588,26 +590,63 @@ void ProbeManager::RefreshKernelLocked() {
 }
 
 absl::StatusOr<v1::ListResponse> ProbeManager::List(const v1::ListRequest &req) {
+  // Page key: {"a", attach number} for active probes, then {"i", inactive number}; numbers
+  // never reused, so a probe attached or detached between two pages moves no other one.
+  const uint64_t digest = FilterDigest(req);
+  absl::StatusOr<PageStart> page = StartPage(req.page_size(), req.page_token(), digest, 2);
+  if (!page.ok()) return page.status();
+  bool after_active = false;
+  uint64_t after_num = 0;
+  if (!page->first) {
+    const std::string &segment = page->after[0];
+    if ((segment != "a" && segment != "i") || !absl::SimpleAtoi(page->after[1], &after_num)) {
+      return absl::InvalidArgumentError(
+          "malformed page_token: pass the next_page_token of the previous response unchanged");
+    }
+    after_active = segment == "i";  // past every active probe
+  }
   absl::MutexLock l(&mu_);
   RefreshKernelLocked();
   absl::flat_hash_set<std::string> want(req.probe_ids().begin(), req.probe_ids().end());
-  std::vector<const ProbeRecord *> recs;
-  for (const auto &[id, r] : active_) {
-    if (want.empty() || want.contains(id)) recs.push_back(&r);
-  }
-  std::sort(recs.begin(), recs.end(),
-            [](const ProbeRecord *a, const ProbeRecord *b) { return a->num < b->num; });
   v1::ListResponse resp;
-  for (const ProbeRecord *r : recs) {
-    v1::Probe *p = resp.add_probes();
-    *p = r->probe;
-    FillCountersLocked(*r, p);
-  }
-  if (req.include_inactive()) {
-    for (const v1::Probe &p : inactive_) {
-      if (want.empty() || want.contains(p.id())) *resp.add_probes() = p;
+  std::vector<std::string> last;
+  bool more = false;
+  if (!after_active) {
+    std::vector<const ProbeRecord *> recs;
+    for (const auto &[id, r] : active_) {
+      if ((want.empty() || want.contains(id)) && (page->first || r.num > after_num)) {
+        recs.push_back(&r);
+      }
+    }
+    std::sort(recs.begin(), recs.end(),
+              [](const ProbeRecord *a, const ProbeRecord *b) { return a->num < b->num; });
+    for (const ProbeRecord *r : recs) {
+      if (static_cast<size_t>(resp.probes_size()) == page->size) {
+        more = true;
+        break;
+      }
+      v1::Probe *p = resp.add_probes();
+      *p = r->probe;
+      FillCountersLocked(*r, p);
+      last = {"a", absl::StrCat(r->num)};
     }
   }
+  if (req.include_inactive() && !more) {
+    const uint64_t first_num = inactive_pushed_ - inactive_.size();
+    for (size_t i = 0; i < inactive_.size(); ++i) {
+      const uint64_t num = first_num + i;
+      const v1::Probe &p = inactive_[i];
+      if (after_active && num <= after_num) continue;
+      if (!want.empty() && !want.contains(p.id())) continue;
+      if (static_cast<size_t>(resp.probes_size()) == page->size) {
+        more = true;
+        break;
+      }
+      *resp.add_probes() = p;
+      last = {"i", absl::StrCat(num)};
+    }
+  }
+  if (more) resp.set_next_page_token(EncodePageToken(digest, last));
   return resp;
 }
 

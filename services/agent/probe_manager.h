@@ -267,6 +267,9 @@ class ProbeManager final : public AgentApi {
   // 60% more slots than entries (1.8 MiB unused at 10,000 probes).
   absl::node_hash_map<std::string, ProbeRecord> active_ ABSL_GUARDED_BY(mu_);
   std::deque<v1::Probe> inactive_ ABSL_GUARDED_BY(mu_);
+  // Probes ever pushed to inactive_: inactive_[i] is the (inactive_pushed_ -
+  // inactive_.size() + i)-th, its List page key (stable while older ones are dropped).
+  uint64_t inactive_pushed_ ABSL_GUARDED_BY(mu_) = 0;
   SlotTable slots_ ABSL_GUARDED_BY(mu_);
   uint64_t next_probe_num_ ABSL_GUARDED_BY(mu_) = 1;
   // Kernel-reported placements (patched kernel), refreshed by RefreshKernel.

@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <filesystem>
@@ -587,6 +588,137 @@ TEST_P(ProbeManagerTest, StoppingTheManagerDetachesEverything) {
   manager_.reset();
   EXPECT_EQ(kernel_->live_links(), 0u);
   EXPECT_EQ(kernel_->config_entries(), 0u);
+}
+
+// Every page of List for `req` with `page_size`, in order: full pages but the last, a
+// token on each but the last.
+std::vector<std::string> ListPages(ProbeManager& m, v1::ListRequest req, int page_size) {
+  std::vector<std::string> ids;
+  req.set_page_size(page_size);
+  for (int pages = 0; pages < 100; ++pages) {
+    absl::StatusOr<v1::ListResponse> page = m.List(req);
+    EXPECT_TRUE(page.ok()) << page.status();
+    if (!page.ok()) break;
+    for (const v1::Probe& p : page->probes()) ids.push_back(p.id());
+    if (page->next_page_token().empty()) return ids;
+    EXPECT_EQ(page->probes_size(), page_size);
+    req.set_page_token(page->next_page_token());
+  }
+  ADD_FAILURE() << "more than 100 pages";
+  return ids;
+}
+
+// Pages of 1, 2, 3 and the default size list every probe once, in the order of one
+// unpaged answer: active probes by attach order, then the inactive ones.
+TEST_P(ProbeManagerTest, ListPagesCoverEveryProbeOnceInOrder) {
+  absl::StatusOr<v1::AttachResponse> a = manager_->Attach(Request(4, 2));
+  ASSERT_TRUE(a.ok()) << a.status();
+  v1::DetachRequest dr;
+  dr.add_probe_ids(a->probes(5).id());
+  dr.add_probe_ids(a->probes(1).id());
+  ASSERT_TRUE(manager_->Detach(dr).ok());
+  v1::ListRequest req;
+  req.set_include_inactive(true);
+  absl::StatusOr<v1::ListResponse> all = manager_->List(req);
+  ASSERT_TRUE(all.ok()) << all.status();
+  EXPECT_TRUE(all->next_page_token().empty());
+  std::vector<std::string> expected;
+  for (int k : {0, 2, 3, 4, 6, 7}) expected.push_back(a->probes(k).id());
+  // Inactive by the time they stopped: 5 and 1 in the request's order.
+  std::vector<std::string> inactive;
+  for (size_t i = 6; i < static_cast<size_t>(all->probes_size()); ++i) {
+    inactive.push_back(all->probes(i).id());
+  }
+  EXPECT_EQ(std::set<std::string>(inactive.begin(), inactive.end()),
+            (std::set<std::string>{a->probes(1).id(), a->probes(5).id()}));
+  expected.insert(expected.end(), inactive.begin(), inactive.end());
+  std::vector<std::string> unpaged;
+  for (const v1::Probe& p : all->probes()) unpaged.push_back(p.id());
+  EXPECT_EQ(unpaged, expected);
+  for (int size : {1, 2, 3, 0}) EXPECT_EQ(ListPages(*manager_, req, size), expected) << size;
+  // A filter pages the same way.
+  v1::ListRequest some;
+  some.add_probe_ids(a->probes(7).id());
+  some.add_probe_ids(a->probes(1).id());
+  some.add_probe_ids(a->probes(2).id());
+  some.set_include_inactive(true);
+  EXPECT_EQ(ListPages(*manager_, some, 1),
+            (std::vector<std::string>{a->probes(2).id(), a->probes(7).id(), a->probes(1).id()}));
+  req.set_include_inactive(false);
+  EXPECT_EQ(ListPages(*manager_, req, 4),
+            std::vector<std::string>(expected.begin(), expected.begin() + 6));
+}
+
+TEST_P(ProbeManagerTest, ListRefusesMalformedAndForeignTokens) {
+  ASSERT_TRUE(manager_->Attach(Request(2, 2)).ok());
+  v1::ListRequest req;
+  req.set_page_size(1);
+  absl::StatusOr<v1::ListResponse> first = manager_->List(req);
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_FALSE(first->next_page_token().empty());
+  v1::ListRequest bad = req;
+  bad.set_page_token("not a token");
+  absl::Status s = manager_->List(bad).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StartsWith(s.message(), "malformed page_token")) << s;
+  // The token of a request with other filters.
+  v1::ListRequest other = req;
+  other.set_include_inactive(true);
+  other.set_page_token(first->next_page_token());
+  s = manager_->List(other).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StartsWith(s.message(), "page_token does not belong to this request")) << s;
+  // Another page size with the same filters is fine.
+  v1::ListRequest bigger = req;
+  bigger.set_page_size(10);
+  bigger.set_page_token(first->next_page_token());
+  absl::StatusOr<v1::ListResponse> rest = manager_->List(bigger);
+  ASSERT_TRUE(rest.ok()) << rest.status();
+  EXPECT_EQ(rest->probes_size(), 3);
+  v1::ListRequest negative;
+  negative.set_page_size(-1);
+  EXPECT_EQ(manager_->List(negative).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// Probes attached and detached between two pages: a probe that stayed (active or inactive
+// on both sides) is on a later page once if it was not listed yet, and not again if it was.
+TEST_P(ProbeManagerTest, ListPagesSurviveChangesBetweenPages) {
+  absl::StatusOr<v1::AttachResponse> a = manager_->Attach(Request(4, 2));
+  ASSERT_TRUE(a.ok()) << a.status();
+  v1::DetachRequest dr;
+  dr.add_probe_ids(a->probes(6).id());
+  ASSERT_TRUE(manager_->Detach(dr).ok());
+  v1::ListRequest req;
+  req.set_include_inactive(true);
+  req.set_page_size(3);
+  absl::StatusOr<v1::ListResponse> page = manager_->List(req);
+  ASSERT_TRUE(page.ok()) << page.status();
+  std::vector<std::string> seen;
+  for (const v1::Probe& p : page->probes()) seen.push_back(p.id());
+  ASSERT_EQ(seen,
+            (std::vector<std::string>{a->probes(0).id(), a->probes(1).id(), a->probes(2).id()}));
+  // A listed probe and an unlisted one detached, more attached.
+  dr.clear_probe_ids();
+  dr.add_probe_ids(a->probes(0).id());
+  dr.add_probe_ids(a->probes(4).id());
+  ASSERT_TRUE(manager_->Detach(dr).ok());
+  absl::StatusOr<v1::AttachResponse> more = manager_->Attach(Request(1, 1));
+  ASSERT_TRUE(more.ok()) << more.status();
+  req.set_page_token(page->next_page_token());
+  req.set_page_size(2);
+  std::vector<std::string> rest = ListPages(*manager_, req, 2);
+  EXPECT_EQ(std::set<std::string>(rest.begin(), rest.end()).size(), rest.size()) << "a repeat";
+  for (int k : {1, 2}) {  // stayed, listed before the change
+    EXPECT_EQ(std::count(rest.begin(), rest.end(), a->probes(k).id()), 0) << k;
+  }
+  for (int k : {3, 5, 7, 6}) {  // stayed, not listed before the change
+    EXPECT_EQ(std::count(rest.begin(), rest.end(), a->probes(k).id()), 1) << k;
+  }
+  // Changed: the new probe once; the detached ones once each, as their inactive records
+  // (probe 0 was listed active before it stopped).
+  for (const std::string& id : {more->probes(0).id(), a->probes(0).id(), a->probes(4).id()}) {
+    EXPECT_EQ(std::count(rest.begin(), rest.end(), id), 1) << id;
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(LinkModes, ProbeManagerTest,

@@ -212,8 +212,15 @@ int RunList(Context& c) {
   req.set_include_inactive(c.args().Has("all"));
   for (const std::string& id : c.args().positional()) req.add_probe_ids(id);
   v1::ListResponse resp;
-  grpc::Status st = c.Agent().List(c.Rpc().get(), req, &resp);
-  if (!st.ok()) return c.Fail("list", st);
+  // Every page (the agent returns at most 5000 probes a call), shown as one list.
+  while (true) {
+    v1::ListResponse page;
+    grpc::Status st = c.Agent().List(c.Rpc().get(), req, &page);
+    if (!st.ok()) return c.Fail("list", st);
+    for (v1::Probe& p : *page.mutable_probes()) *resp.add_probes() = std::move(p);
+    if (page.next_page_token().empty()) break;
+    req.set_page_token(page.next_page_token());
+  }
   if (c.json()) {
     c.PrintJson(resp);
     return 0;

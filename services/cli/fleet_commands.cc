@@ -130,9 +130,16 @@ int Agents(Context& ctx) {
     }
   }
   v1::ListAgentsResponse resp;
-  auto rpc = ctx.Rpc();
-  if (auto s = (*stub)->ListAgents(rpc.get(), req, &resp); !s.ok()) {
-    return FailRpc(ctx, "fleet agents", s);
+  // Every page (at most 5000 agents a call), shown as one list.
+  while (true) {
+    v1::ListAgentsResponse page;
+    auto rpc = ctx.Rpc();
+    if (auto s = (*stub)->ListAgents(rpc.get(), req, &page); !s.ok()) {
+      return FailRpc(ctx, "fleet agents", s);
+    }
+    for (v1::AgentInfo& a : *page.mutable_agents()) *resp.add_agents() = std::move(a);
+    if (page.next_page_token().empty()) break;
+    req.set_page_token(page.next_page_token());
   }
   if (ctx.json()) {
     ctx.PrintJson(resp);
@@ -335,9 +342,17 @@ int List(Context& ctx) {
   auto stub = Fleet(ctx);
   if (!stub.ok()) return ctx.Fail("fleet list", stub.status());
   v1::ListFleetProbesResponse resp;
-  auto rpc = ctx.Rpc();
-  if (auto s = (*stub)->ListFleetProbes(rpc.get(), req, &resp); !s.ok()) {
-    return FailRpc(ctx, "fleet list", s);
+  // Every page (at most 5000 probes a call; the rollouts come with the first), shown as one.
+  while (true) {
+    v1::ListFleetProbesResponse page;
+    auto rpc = ctx.Rpc();
+    if (auto s = (*stub)->ListFleetProbes(rpc.get(), req, &page); !s.ok()) {
+      return FailRpc(ctx, "fleet list", s);
+    }
+    for (v1::FleetProbeStatus& p : *page.mutable_probes()) *resp.add_probes() = std::move(p);
+    for (v1::Rollout& r : *page.mutable_rollouts()) *resp.add_rollouts() = std::move(r);
+    if (page.next_page_token().empty()) break;
+    req.set_page_token(page.next_page_token());
   }
   if (ctx.json()) {
     ctx.PrintJson(resp);

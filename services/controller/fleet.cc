@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <tuple>
 #include <utility>
 
 #include "absl/random/random.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -13,6 +15,7 @@
 #include "services/common/enum_names.h"
 #include "services/common/log.h"
 #include "services/common/open_file.h"
+#include "services/common/page_token.h"
 #include "services/common/placement.h"
 #include "services/common/probe_spec.h"
 #include "services/common/proto_time.h"
@@ -32,6 +35,13 @@ std::string NewSetId() {
   static absl::Mutex* mu = new absl::Mutex();
   absl::MutexLock l(mu);
   return absl::StrFormat("ps-%012x", absl::Uniform<uint64_t>(*gen) & 0xffffffffffffULL);
+}
+
+// The index of a fleet probe in its set, from its id "<set_id>/<index>" (FleetProbeId).
+int ProbeIndexOf(absl::string_view fleet_probe_id) {
+  int index = -1;
+  (void)absl::SimpleAtoi(fleet_probe_id.substr(fleet_probe_id.rfind('/') + 1), &index);
+  return index;
 }
 
 }  // namespace
@@ -1112,6 +1122,19 @@ absl::StatusOr<v1::ListFleetProbesResponse> FleetController::ListProbes(
   for (const auto& n : req.node_names()) {
     if (auto s = ValidateNodeName(n); !s.ok()) return s;
   }
+  // Page key: {node name, set id, index of the probe in its set}.
+  const uint64_t digest = FilterDigest(req);
+  absl::StatusOr<PageStart> page = StartPage(req.page_size(), req.page_token(), digest, 3);
+  if (!page.ok()) return page.status();
+  std::tuple<std::string, std::string, int> after;
+  if (!page->first) {
+    std::get<0>(after) = page->after[0];
+    std::get<1>(after) = page->after[1];
+    if (!absl::SimpleAtoi(page->after[2], &std::get<2>(after))) {
+      return absl::InvalidArgumentError(
+          "malformed page_token: pass the next_page_token of the previous response unchanged");
+    }
+  }
   std::set<std::string> want_nodes(req.node_names().begin(), req.node_names().end());
   std::set<std::string> want_sets(req.set_ids().begin(), req.set_ids().end());
   absl::MutexLock l(&mu_);
@@ -1119,17 +1142,42 @@ absl::StatusOr<v1::ListFleetProbesResponse> FleetController::ListProbes(
     if (!sets_.count(id)) return absl::NotFoundError(absl::StrCat("no probe set ", id));
   }
   v1::ListFleetProbesResponse resp;
-  for (const auto& [name, n] : nodes_) {
+  google::protobuf::RepeatedPtrField<v1::FleetProbeStatus> rows;
+  std::tuple<std::string, std::string, int> last;
+  bool more = false;
+  for (auto nit = page->first ? nodes_.begin() : nodes_.lower_bound(std::get<0>(after));
+       nit != nodes_.end() && !more; ++nit) {
+    const auto& [name, n] = *nit;
     if (!want_nodes.empty() && !want_nodes.count(name)) continue;
     for (const auto& [id, s] : sets_) {
       if (!want_sets.empty() && !want_sets.count(id)) continue;
-      AppendProbeStatus(ReportsOf(name, n), id, s.stored.request.specs(), Desired(s, n),
-                        resp.mutable_probes());
+      if (!page->first && std::tie(name, id) < std::tie(std::get<0>(after), std::get<1>(after))) {
+        continue;
+      }
+      rows.Clear();
+      AppendProbeStatus(ReportsOf(name, n), id, s.stored.request.specs(), Desired(s, n), &rows);
+      for (v1::FleetProbeStatus& row : rows) {
+        int index = ProbeIndexOf(row.fleet_probe_id());
+        if (!page->first && std::tie(name, id, index) <= after) continue;
+        if (static_cast<size_t>(resp.probes_size()) == page->size) {
+          more = true;
+          break;
+        }
+        last = {name, id, index};
+        *resp.add_probes() = std::move(row);
+      }
+      if (more) break;
     }
   }
-  for (const auto& [id, s] : sets_) {
-    if (!want_sets.empty() && !want_sets.count(id)) continue;
-    *resp.add_rollouts() = RolloutLocked(s);
+  if (page->first) {
+    for (const auto& [id, s] : sets_) {
+      if (!want_sets.empty() && !want_sets.count(id)) continue;
+      *resp.add_rollouts() = RolloutLocked(s);
+    }
+  }
+  if (more) {
+    resp.set_next_page_token(EncodePageToken(
+        digest, {std::get<0>(last), std::get<1>(last), absl::StrCat(std::get<2>(last))}));
   }
   return resp;
 }
@@ -1140,10 +1188,22 @@ absl::StatusOr<v1::ListAgentsResponse> FleetController::ListAgents(
   if (filter) {
     if (auto s = ValidateSelector(req.selector()); !s.ok()) return s;
   }
+  // Page key: {node name}.
+  const uint64_t digest = FilterDigest(req);
+  absl::StatusOr<PageStart> page = StartPage(req.page_size(), req.page_token(), digest, 1);
+  if (!page.ok()) return page.status();
   absl::MutexLock l(&mu_);
   v1::ListAgentsResponse resp;
-  for (const auto& [name, n] : nodes_) {
+  std::string last;
+  for (auto it = page->first ? nodes_.begin() : nodes_.upper_bound(page->after[0]);
+       it != nodes_.end(); ++it) {
+    const auto& [name, n] = *it;
     if (filter && !Matches(req.selector(), n.reg)) continue;
+    if (static_cast<size_t>(resp.agents_size()) == page->size) {
+      resp.set_next_page_token(EncodePageToken(digest, {last}));
+      break;
+    }
+    last = name;
     auto* a = resp.add_agents();
     *a->mutable_registration() = n.reg;
     a->set_health(n.up ? v1::AGENT_HEALTH_UP : v1::AGENT_HEALTH_DOWN);

@@ -5,8 +5,11 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <random>
+#include <set>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "gtest/gtest.h"
@@ -470,6 +473,186 @@ TEST_F(FleetTest, ForgetOnlyDownAgents) {
   EXPECT_TRUE(fleet_->ForgetAgent("a").ok());
   EXPECT_EQ(fleet_->ListAgents({})->agents_size(), 0);
   EXPECT_EQ(fleet_->ForgetAgent("a").code(), absl::StatusCode::kNotFound);
+}
+
+// Every page of ListFleetProbes for `req` with `page_size`, as "node|fleet probe id" in order;
+// every page but the last full and with a token; the rollouts on the first page only.
+std::vector<std::string> ProbePages(FleetController& f, v1::ListFleetProbesRequest req,
+                                    int page_size, size_t* rollouts = nullptr) {
+  std::vector<std::string> rows;
+  req.set_page_size(page_size);
+  for (int pages = 0; pages < 100; ++pages) {
+    auto page = f.ListProbes(req);
+    EXPECT_TRUE(page.ok()) << page.status();
+    if (!page.ok()) break;
+    if (req.page_token().empty()) {
+      if (rollouts != nullptr) *rollouts = page->rollouts_size();
+    } else {
+      EXPECT_EQ(page->rollouts_size(), 0);
+    }
+    for (const auto& p : page->probes()) {
+      rows.push_back(absl::StrCat(p.node_name(), "|", p.fleet_probe_id()));
+    }
+    if (page->next_page_token().empty()) return rows;
+    EXPECT_EQ(page->probes_size(), page_size);
+    req.set_page_token(page->next_page_token());
+  }
+  ADD_FAILURE() << "more than 100 pages";
+  return rows;
+}
+
+std::vector<std::string> AgentPages(FleetController& f, v1::ListAgentsRequest req, int page_size) {
+  std::vector<std::string> names;
+  req.set_page_size(page_size);
+  for (int pages = 0; pages < 100; ++pages) {
+    auto page = f.ListAgents(req);
+    EXPECT_TRUE(page.ok()) << page.status();
+    if (!page.ok()) break;
+    for (const auto& a : page->agents()) names.push_back(a.registration().node_name());
+    if (page->next_page_token().empty()) return names;
+    EXPECT_EQ(page->agents_size(), page_size);
+    req.set_page_token(page->next_page_token());
+  }
+  ADD_FAILURE() << "more than 100 pages";
+  return names;
+}
+
+// Pages of 1, 2, 5 and the default size list every probe and agent once, in the order of
+// one unpaged answer (node, set, index in the set; node).
+TEST_F(FleetTest, ListPagesCoverEveryItemOnceInOrder) {
+  for (const char* n : {"c", "a", "b"}) Connect(n, {{"zone", n[0] == 'b' ? "y" : "x"}});
+  // 11 probes in one set: index 10 sorts after 9, not between 1 and 2.
+  v1::FleetAttachRequest big = Req(0);
+  for (int i = 1; i < 11; ++i) *big.add_specs() = big.specs(0);
+  Attach(big);
+  Attach(Req(0));
+  auto all = fleet_->ListProbes({});
+  ASSERT_TRUE(all.ok()) << all.status();
+  EXPECT_TRUE(all->next_page_token().empty());
+  ASSERT_EQ(all->probes_size(), 36);
+  EXPECT_EQ(all->rollouts_size(), 2);
+  std::vector<std::string> expected;
+  for (const auto& p : all->probes()) {
+    expected.push_back(absl::StrCat(p.node_name(), "|", p.fleet_probe_id()));
+  }
+  std::vector<std::string> sorted = expected;
+  std::sort(sorted.begin(), sorted.end(), [](const std::string& x, const std::string& y) {
+    auto key = [](const std::string& r) {
+      size_t slash = r.rfind('/');
+      return std::make_pair(r.substr(0, slash), std::stoi(r.substr(slash + 1)));
+    };
+    return key(x) < key(y);
+  });
+  EXPECT_EQ(expected, sorted);
+  for (int size : {1, 2, 5, 0}) {
+    size_t rollouts = 0;
+    EXPECT_EQ(ProbePages(*fleet_, {}, size, &rollouts), expected) << size;
+    EXPECT_EQ(rollouts, 2u);
+  }
+  v1::ListFleetProbesRequest some;
+  some.add_node_names("c");
+  some.add_node_names("a");
+  std::vector<std::string> ac;
+  for (const auto& r : expected) {
+    if (r[0] != 'b') ac.push_back(r);
+  }
+  EXPECT_EQ(ProbePages(*fleet_, some, 3), ac);
+
+  for (int size : {1, 2, 0}) {
+    EXPECT_EQ(AgentPages(*fleet_, {}, size), (std::vector<std::string>{"a", "b", "c"}));
+  }
+  v1::ListAgentsRequest x;
+  (*x.mutable_selector()->mutable_match_labels())["zone"] = "x";
+  EXPECT_EQ(AgentPages(*fleet_, x, 1), (std::vector<std::string>{"a", "c"}));
+}
+
+TEST_F(FleetTest, ListRefusesMalformedAndForeignTokens) {
+  for (const char* n : {"a", "b", "c"}) Connect(n);
+  Attach(Req(0));
+  v1::ListFleetProbesRequest req;
+  req.set_page_size(1);
+  auto first = fleet_->ListProbes(req);
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_FALSE(first->next_page_token().empty());
+  // Malformed.
+  v1::ListFleetProbesRequest bad = req;
+  bad.set_page_token("%%%");
+  absl::Status s = fleet_->ListProbes(bad).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StartsWith(s.message(), "malformed page_token")) << s;
+  // Other filters.
+  v1::ListFleetProbesRequest other = req;
+  other.add_node_names("b");
+  other.set_page_token(first->next_page_token());
+  s = fleet_->ListProbes(other).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StartsWith(s.message(), "page_token does not belong to this request")) << s;
+  // Another call's token.
+  v1::ListAgentsRequest agents;
+  agents.set_page_size(1);
+  auto a = fleet_->ListAgents(agents);
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_FALSE(a->next_page_token().empty());
+  v1::ListFleetProbesRequest foreign = req;
+  foreign.set_page_token(a->next_page_token());
+  EXPECT_EQ(fleet_->ListProbes(foreign).status().code(), absl::StatusCode::kInvalidArgument);
+  agents.set_page_token(first->next_page_token());
+  EXPECT_EQ(fleet_->ListAgents(agents).status().code(), absl::StatusCode::kInvalidArgument);
+  agents.set_page_token(a->next_page_token());
+  (*agents.mutable_selector()->mutable_match_labels())["zone"] = "x";
+  s = fleet_->ListAgents(agents).status();
+  EXPECT_TRUE(absl::StartsWith(s.message(), "page_token does not belong to this request")) << s;
+  v1::ListAgentsRequest negative;
+  negative.set_page_size(-3);
+  EXPECT_EQ(fleet_->ListAgents(negative).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// Nodes and sets added and removed between two pages: an item that stayed is on a later page
+// once if it was not listed yet, and not again if it was.
+TEST_F(FleetTest, ListPagesSurviveChangesBetweenPages) {
+  for (const char* n : {"b", "d", "f", "h"}) Connect(n);
+  v1::ListAgentsRequest req;
+  req.set_page_size(2);
+  auto page = fleet_->ListAgents(req);
+  ASSERT_TRUE(page.ok()) << page.status();
+  ASSERT_EQ(page->agents_size(), 2);
+  EXPECT_EQ(page->agents(1).registration().node_name(), "d");
+  Connect("a");  // before the page's end
+  Connect("e");  // after it
+  fleet_->Disconnect(sessions_["b"].get(), "b");
+  ASSERT_TRUE(fleet_->ForgetAgent("b").ok());  // listed already
+  fleet_->Disconnect(sessions_["d"].get(), "d");
+  ASSERT_TRUE(fleet_->ForgetAgent("d").ok());  // the page's last item
+  req.set_page_token(page->next_page_token());
+  EXPECT_EQ(AgentPages(*fleet_, req, 1), (std::vector<std::string>{"e", "f", "h"}));
+
+  // Probes: a set detached and another attached between pages.
+  v1::Rollout one = Attach(Req(0));
+  v1::Rollout two = Attach(Req(0));
+  v1::ListFleetProbesRequest preq;
+  preq.set_page_size(3);
+  auto first = fleet_->ListProbes(preq);
+  ASSERT_TRUE(first.ok()) << first.status();
+  std::vector<std::string> before = ProbePages(*fleet_, {}, 0);
+  ASSERT_EQ(before.size(), 8u);  // a, e, f, h, each with two sets of one probe
+  std::vector<std::string> listed;
+  for (const auto& p : first->probes()) {
+    listed.push_back(absl::StrCat(p.node_name(), "|", p.fleet_probe_id()));
+  }
+  ASSERT_EQ(listed, std::vector<std::string>(before.begin(), before.begin() + 3));
+  v1::FleetDetachRequest d;
+  d.add_set_ids(one.set_id());
+  ASSERT_TRUE(fleet_->Detach(d).ok());
+  v1::Rollout three = Attach(Req(0));
+  preq.set_page_token(first->next_page_token());
+  std::vector<std::string> rest = ProbePages(*fleet_, preq, 2);
+  std::vector<std::string> after = ProbePages(*fleet_, {}, 0);
+  for (const auto& r : before) {
+    bool stayed = std::count(after.begin(), after.end(), r) == 1;
+    bool was_listed = std::count(listed.begin(), listed.end(), r) == 1;
+    if (stayed) EXPECT_EQ(std::count(rest.begin(), rest.end(), r), was_listed ? 0 : 1) << r;
+  }
+  EXPECT_EQ(std::set<std::string>(rest.begin(), rest.end()).size(), rest.size()) << "a repeat";
 }
 
 // The incremental rollout counts (kept current as nodes change, so a heartbeat does not

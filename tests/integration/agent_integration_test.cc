@@ -1566,10 +1566,24 @@ TEST_P(LargeBatchTest, ProgressThenTheSameResultAndACompactReply) {
     grpc::Status st = DetachAll(agent, &dr);
     EXPECT_TRUE(st.ok()) << st.error_message();
   };
+  // Every page of List (500 probes a page unless asked), each probe once.
   auto list_size = [&] {
-    v1::ListResponse l;
-    EXPECT_TRUE(CallList(agent, v1::ListRequest(), &l).ok());
-    return l.probes_size();
+    v1::ListRequest req;
+    std::set<std::string> ids;
+    int listed = 0;
+    while (true) {
+      v1::ListResponse l;
+      grpc::Status st = CallList(agent, req, &l);
+      EXPECT_TRUE(st.ok()) << st.error_message();
+      if (!st.ok()) break;
+      for (const v1::Probe& p : l.probes()) ids.insert(p.id());
+      listed += l.probes_size();
+      if (l.next_page_token().empty()) break;
+      EXPECT_EQ(l.probes_size(), 500);
+      req.set_page_token(l.next_page_token());
+    }
+    EXPECT_EQ(ids.size(), static_cast<size_t>(listed)) << "a probe listed twice";
+    return listed;
   };
   // Every message of one AttachWithProgress call, and its status.
   auto stream = [&](const v1::AttachRequest& r, std::vector<v1::AttachProgress>* msgs) {
