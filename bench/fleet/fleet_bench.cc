@@ -18,6 +18,7 @@
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
 #include "services/common/flags.h"
+#include "services/common/page_token.h"
 #include "services/common/tls.h"
 #include "xolfleet/v1/controller.grpc.pb.h"
 
@@ -48,17 +49,18 @@ static grpc::Status ListAllAgents(v1::FleetService::Stub& stub, bool wait_for_re
   all->Clear();
   v1::ListAgentsRequest req;
   req.set_page_size(5000);
-  while (true) {
-    grpc::ClientContext ctx;
-    if (timeout != absl::InfiniteDuration())
-      ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
-    ctx.set_wait_for_ready(wait_for_ready);
-    v1::ListAgentsResponse page;
-    if (grpc::Status s = stub.ListAgents(&ctx, req, &page); !s.ok()) return s;
-    for (v1::AgentInfo& a : *page.mutable_agents()) *all->add_agents() = std::move(a);
-    if (page.next_page_token().empty()) return grpc::Status::OK;
-    req.set_page_token(page.next_page_token());
-  }
+  return ForEachPage<v1::ListAgentsResponse>(
+      req,
+      [&](const v1::ListAgentsRequest& r, v1::ListAgentsResponse* page) {
+        grpc::ClientContext ctx;
+        if (timeout != absl::InfiniteDuration())
+          ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+        ctx.set_wait_for_ready(wait_for_ready);
+        return stub.ListAgents(&ctx, r, page);
+      },
+      [all](v1::ListAgentsResponse& page) {
+        for (v1::AgentInfo& a : *page.mutable_agents()) *all->add_agents() = std::move(a);
+      });
 }
 
 int main(int argc, char** argv) {

@@ -5,6 +5,7 @@
 #define XOLFLEET_SERVICES_AGENT_AGENT_API_H_
 
 #include "absl/status/statusor.h"
+#include "services/common/page_token.h"
 #include "xolfleet/v1/agent.pb.h"
 
 namespace xolfleet {
@@ -25,13 +26,19 @@ inline absl::StatusOr<v1::ListResponse> ListAll(AgentApi& api, v1::ListRequest r
   req.clear_page_token();
   req.set_page_size(0x7fffffff);  // clamped to the maximum
   v1::ListResponse all;
-  while (true) {
-    absl::StatusOr<v1::ListResponse> page = api.List(req);
-    if (!page.ok()) return page.status();
-    for (v1::Probe& p : *page->mutable_probes()) *all.add_probes() = std::move(p);
-    if (page->next_page_token().empty()) return all;
-    req.set_page_token(page->next_page_token());
-  }
+  absl::Status st = ForEachPage<v1::ListResponse>(
+      std::move(req),
+      [&api](const v1::ListRequest& r, v1::ListResponse* page) {
+        absl::StatusOr<v1::ListResponse> got = api.List(r);
+        if (!got.ok()) return got.status();
+        *page = *std::move(got);
+        return absl::OkStatus();
+      },
+      [&all](v1::ListResponse& page) {
+        for (v1::Probe& p : *page.mutable_probes()) *all.add_probes() = std::move(p);
+      });
+  if (!st.ok()) return st;
+  return all;
 }
 
 }  // namespace xolfleet

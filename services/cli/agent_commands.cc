@@ -16,6 +16,7 @@
 #include "services/agent/probe_convert.h"
 #include "services/cli/cli.h"
 #include "services/common/enum_names.h"
+#include "services/common/page_token.h"
 #include "services/common/placement.h"
 #include "services/common/probe_spec.h"
 #include "services/common/proto_time.h"
@@ -213,14 +214,15 @@ int RunList(Context& c) {
   for (const std::string& id : c.args().positional()) req.add_probe_ids(id);
   v1::ListResponse resp;
   // Every page (the agent returns at most 5000 probes a call), shown as one list.
-  while (true) {
-    v1::ListResponse page;
-    grpc::Status st = c.Agent().List(c.Rpc().get(), req, &page);
-    if (!st.ok()) return c.Fail("list", st);
-    for (v1::Probe& p : *page.mutable_probes()) *resp.add_probes() = std::move(p);
-    if (page.next_page_token().empty()) break;
-    req.set_page_token(page.next_page_token());
-  }
+  grpc::Status st = ForEachPage<v1::ListResponse>(
+      req,
+      [&c](const v1::ListRequest& r, v1::ListResponse* page) {
+        return c.Agent().List(c.Rpc().get(), r, page);
+      },
+      [&resp](v1::ListResponse& page) {
+        for (v1::Probe& p : *page.mutable_probes()) *resp.add_probes() = std::move(p);
+      });
+  if (!st.ok()) return c.Fail("list", st);
   if (c.json()) {
     c.PrintJson(resp);
     return 0;

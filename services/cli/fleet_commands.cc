@@ -33,6 +33,7 @@
 #include "absl/time/time.h"
 #include "services/cli/cli.h"
 #include "services/common/enum_names.h"
+#include "services/common/page_token.h"
 #include "services/common/probe_spec.h"
 #include "services/common/proto_time.h"
 #include "services/common/tls.h"
@@ -131,16 +132,15 @@ int Agents(Context& ctx) {
   }
   v1::ListAgentsResponse resp;
   // Every page (at most 5000 agents a call), shown as one list.
-  while (true) {
-    v1::ListAgentsResponse page;
-    auto rpc = ctx.Rpc();
-    if (auto s = (*stub)->ListAgents(rpc.get(), req, &page); !s.ok()) {
-      return FailRpc(ctx, "fleet agents", s);
-    }
-    for (v1::AgentInfo& a : *page.mutable_agents()) *resp.add_agents() = std::move(a);
-    if (page.next_page_token().empty()) break;
-    req.set_page_token(page.next_page_token());
-  }
+  grpc::Status st = ForEachPage<v1::ListAgentsResponse>(
+      req,
+      [&](const v1::ListAgentsRequest& r, v1::ListAgentsResponse* page) {
+        return (*stub)->ListAgents(ctx.Rpc().get(), r, page);
+      },
+      [&resp](v1::ListAgentsResponse& page) {
+        for (v1::AgentInfo& a : *page.mutable_agents()) *resp.add_agents() = std::move(a);
+      });
+  if (!st.ok()) return FailRpc(ctx, "fleet agents", st);
   if (ctx.json()) {
     ctx.PrintJson(resp);
     return 0;
@@ -343,17 +343,16 @@ int List(Context& ctx) {
   if (!stub.ok()) return ctx.Fail("fleet list", stub.status());
   v1::ListFleetProbesResponse resp;
   // Every page (at most 5000 probes a call; the rollouts come with the first), shown as one.
-  while (true) {
-    v1::ListFleetProbesResponse page;
-    auto rpc = ctx.Rpc();
-    if (auto s = (*stub)->ListFleetProbes(rpc.get(), req, &page); !s.ok()) {
-      return FailRpc(ctx, "fleet list", s);
-    }
-    for (v1::FleetProbeStatus& p : *page.mutable_probes()) *resp.add_probes() = std::move(p);
-    for (v1::Rollout& r : *page.mutable_rollouts()) *resp.add_rollouts() = std::move(r);
-    if (page.next_page_token().empty()) break;
-    req.set_page_token(page.next_page_token());
-  }
+  grpc::Status st = ForEachPage<v1::ListFleetProbesResponse>(
+      req,
+      [&](const v1::ListFleetProbesRequest& r, v1::ListFleetProbesResponse* page) {
+        return (*stub)->ListFleetProbes(ctx.Rpc().get(), r, page);
+      },
+      [&resp](v1::ListFleetProbesResponse& page) {
+        for (v1::FleetProbeStatus& p : *page.mutable_probes()) *resp.add_probes() = std::move(p);
+        for (v1::Rollout& r : *page.mutable_rollouts()) *resp.add_rollouts() = std::move(r);
+      });
+  if (!st.ok()) return FailRpc(ctx, "fleet list", st);
   if (ctx.json()) {
     ctx.PrintJson(resp);
     return 0;

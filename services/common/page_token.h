@@ -41,6 +41,22 @@ absl::StatusOr<PageStart> StartPage(int32_t page_size, absl::string_view page_to
 // The token of the page after the one ending with the item of key `last`.
 std::string EncodePageToken(uint64_t filter_digest, const std::vector<std::string>& last);
 
+// Client side: every page of a List call, from `req` on (its page_token as given), each
+// handed to `take(page)` in order. `fetch(req, &page)` makes one call and returns its status
+// (absl::Status or grpc::Status); the first error ends the walk and is returned.
+template <typename Response, typename Request, typename Fetch, typename Take>
+auto ForEachPage(Request req, Fetch&& fetch, Take&& take)
+    -> decltype(fetch(req, static_cast<Response*>(nullptr))) {
+  while (true) {
+    Response page;
+    auto status = fetch(static_cast<const Request&>(req), &page);
+    if (!status.ok()) return status;
+    take(page);
+    if (page.next_page_token().empty()) return status;
+    req.set_page_token(page.next_page_token());
+  }
+}
+
 }  // namespace xolfleet
 
 #endif  // XOLFLEET_SERVICES_COMMON_PAGE_TOKEN_H_
