@@ -1515,49 +1515,63 @@ static int watch_stats_ok(const unsigned long *b, const unsigned long *a, int cl
 	return 1;
 }
 
-static void test_watchpoint(void)
+/*
+ * Runs fn under a watchpoint on var twice, with the probe at `probe` disabled then
+ * enabled, and checks the probed run's counters moved by exactly one hit of class
+ * `cls` (watch_stats_ok).  Returns 1 when both runs worked and the counters agree;
+ * otherwise fails `test` and returns 0.  The caller compares what each stop showed.
+ */
+static int watch_twice(const char *test, const char *probe, void (*fn)(void), void *var,
+		       unsigned long dr7, int cls, unsigned long *a0, struct user_regs_struct *r0,
+		       unsigned long *a1, struct user_regs_struct *r1)
 {
-	struct user_regs_struct r0 = { 0 }, r1 = { 0 };
-	unsigned long a0 = 0, a1 = 0, b[ST_NR], a[ST_NR];
+	unsigned long b[ST_NR], a[ST_NR];
 	char why[128];
 	int e0, e1;
 
-	probe_enable("s_store", 0);
-	e0 = watch_run(watch_store, &watched, DR7_W8, &a0, &r0);
-	probe_enable("s_store", 1);
+	probe_enable(probe, 0);
+	e0 = watch_run(fn, var, dr7, a0, r0);
+	probe_enable(probe, 1);
 	stats_read(b);
-	e1 = watch_run(watch_store, &watched, DR7_W8, &a1, &r1);
+	e1 = watch_run(fn, var, dr7, a1, r1);
 	stats_read(a);
-	if (e0 || e1)
-		fail("watchpoint_boost_on", "watch runs failed: unprobed %d probed %d", e0, e1);
-	else if (!watch_stats_ok(b, a, ST_BOOST, why, sizeof(why)))
-		fail("watchpoint_boost_on", "the probed run: %s", why);
-	else if (a1 != a0 || r1.rip != r0.rip)
-		fail("watchpoint_boost_on", "probed: si_addr %#lx rip %#llx, unprobed: si_addr %#lx rip %#llx",
-		     a1, r1.rip, a0, r0.rip);
-	else
-		pass("watchpoint_boost_on");
+	if (e0 || e1) {
+		fail(test, "watch runs failed: unprobed %d probed %d", e0, e1);
+		return 0;
+	}
+	if (!watch_stats_ok(b, a, cls, why, sizeof(why))) {
+		fail(test, "the probed run: %s", why);
+		return 0;
+	}
+	return 1;
+}
+
+static void test_watchpoint(void)
+{
+	struct user_regs_struct r0 = { 0 }, r1 = { 0 };
+	unsigned long a0 = 0, a1 = 0;
+
+	if (watch_twice("watchpoint_boost_on", "s_store", watch_store, &watched, DR7_W8,
+			ST_BOOST, &a0, &r0, &a1, &r1)) {
+		if (a1 != a0 || r1.rip != r0.rip)
+			fail("watchpoint_boost_on", "probed: si_addr %#lx rip %#llx, unprobed: si_addr %#lx rip %#llx",
+			     a1, r1.rip, a0, r0.rip);
+		else
+			pass("watchpoint_boost_on");
+	}
 	note("watchpoint: si_addr %#lx rip %#llx (site %p)", a1, r1.rip, s_store);
 
-	probe_enable("s_rrsi", 0);
-	e0 = watch_run(watch_rrsi, &g_ro, DR7_RW8, &a0, &r0);
-	probe_enable("s_rrsi", 1);
-	stats_read(b);
-	e1 = watch_run(watch_rrsi, &g_ro, DR7_RW8, &a1, &r1);
-	stats_read(a);
-	if (e0 || e1)
-		fail("watchpoint_riprel_boost_on", "watch runs failed: unprobed %d probed %d", e0,
-		     e1);
-	else if (!watch_stats_ok(b, a, ST_RIPREL, why, sizeof(why)))
-		fail("watchpoint_riprel_boost_on", "the probed run: %s", why);
-	else if (a1 != a0 || r1.rip != r0.rip || r1.rdi != r0.rdi || r1.rsi != r0.rsi ||
-		 r1.rax != r0.rax || r1.rsp != r0.rsp || r1.eflags != r0.eflags)
-		fail("watchpoint_riprel_boost_on",
-		     "probed: si_addr %#lx rip %#llx rdi %#llx rsi %#llx rax %#llx rsp %#llx flags %#llx, unprobed: si_addr %#lx rip %#llx rdi %#llx rsi %#llx rax %#llx rsp %#llx flags %#llx",
-		     a1, r1.rip, r1.rdi, r1.rsi, r1.rax, r1.rsp, r1.eflags, a0, r0.rip, r0.rdi,
-		     r0.rsi, r0.rax, r0.rsp, r0.eflags);
-	else
-		pass("watchpoint_riprel_boost_on");
+	if (watch_twice("watchpoint_riprel_boost_on", "s_rrsi", watch_rrsi, &g_ro, DR7_RW8,
+			ST_RIPREL, &a0, &r0, &a1, &r1)) {
+		if (a1 != a0 || r1.rip != r0.rip || r1.rdi != r0.rdi || r1.rsi != r0.rsi ||
+		    r1.rax != r0.rax || r1.rsp != r0.rsp || r1.eflags != r0.eflags)
+			fail("watchpoint_riprel_boost_on",
+			     "probed: si_addr %#lx rip %#llx rdi %#llx rsi %#llx rax %#llx rsp %#llx flags %#llx, unprobed: si_addr %#lx rip %#llx rdi %#llx rsi %#llx rax %#llx rsp %#llx flags %#llx",
+			     a1, r1.rip, r1.rdi, r1.rsi, r1.rax, r1.rsp, r1.eflags, a0, r0.rip,
+			     r0.rdi, r0.rsi, r0.rax, r0.rsp, r0.eflags);
+		else
+			pass("watchpoint_riprel_boost_on");
+	}
 	note("watchpoint riprel: si_addr %#lx rip %#llx rdi %#llx rsi %#llx (site %p)", a1,
 	     r1.rip, r1.rdi, r1.rsi, s_rrsi);
 }
