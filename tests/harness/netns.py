@@ -4,7 +4,10 @@ BridgeNet: a hub namespace holding a bridge with the subnet's first address, and
 namespace per member joined to it by a veth pair (eth0 inside). The subnet exists only
 inside these namespaces; nothing touches the host's network. Names carry a suffix (the
 tier's pid) so that concurrent tiers never collide, and every namespace is deleted by
-delete() (Tier registers it) even after a failure."""
+delete() (Tier registers it) even after a failure.
+
+TapNet: one namespace holding a bridge with the subnet's first address and a tap device on
+it, for a qemu guest (qemu.Guest) that takes the next address."""
 import subprocess
 
 
@@ -58,6 +61,44 @@ class BridgeNet:
             subprocess.run(["ip", "netns", "del", ns], stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
         self.created = []
+
+
+class TapNet:
+    """Namespace `ns`: lo, bridge `bridge` at PREFIX.1/24 and tap `tap` on the bridge. The
+    processes of the host side run in it (netns_exec(net.ns, ...)), a guest on the tap
+    takes PREFIX.2 (guest_addr). Device names are per namespace, so fixed ones are safe."""
+
+    def __init__(self, ns, prefix="10.232.0", bridge="xfbr0", tap="xftap0"):
+        self.ns, self.prefix, self.bridge, self.tap = ns, prefix, bridge, tap
+        self.created = False
+
+    @property
+    def hub_addr(self):
+        return f"{self.prefix}.1"
+
+    @property
+    def guest_addr(self):
+        return f"{self.prefix}.2"
+
+    def create(self):
+        """Raises subprocess.CalledProcessError (with ip's stderr) on failure; the
+        namespace, once added, is still deleted by delete()."""
+        _ip("netns", "add", self.ns)
+        self.created = True
+        _ip("-n", self.ns, "link", "set", "lo", "up")
+        _ip("-n", self.ns, "link", "add", self.bridge, "type", "bridge")
+        _ip("-n", self.ns, "addr", "add", f"{self.hub_addr}/24", "dev", self.bridge)
+        _ip("-n", self.ns, "link", "set", self.bridge, "up")
+        _ip("-n", self.ns, "tuntap", "add", "dev", self.tap, "mode", "tap")
+        _ip("-n", self.ns, "link", "set", self.tap, "master", self.bridge, "up")
+        return self
+
+    def delete(self):
+        """Deletes the namespace (bridge and tap go with it); after its processes died."""
+        if self.created:
+            subprocess.run(["ip", "netns", "del", self.ns], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+            self.created = False
 
 
 def netns_exec(ns, argv):

@@ -5,9 +5,10 @@ The protocol is the one ./xolfleet test counts: one line per check on stdout,
     RESULT FAIL <tier>-<check> <why>
 and a non-zero exit status when anything failed. Logs (stderr) are "[<tier> HH:MM:SS] ...".
 
-Cleanup (Tier.__exit__, also after an exception, Ctrl-C or SIGTERM): every process started
-through Tier.procs is killed by pid, then the registered cleanups run in reverse order
-(network namespaces deleted, ...). The scratch directory is removed after a clean run and
+Cleanup (Tier.__exit__, also after an exception, Ctrl-C or SIGTERM): the cleanups registered
+with before_kill=True run (a guest powered off), every process started through Tier.procs
+is killed by pid, then the other registered cleanups run in reverse order (network
+namespaces deleted, ...). The scratch directory is removed after a clean run and
 kept, with the tail of each log printed, after a failure."""
 import glob
 import os
@@ -43,6 +44,7 @@ class Tier:
         self.results = []
         self.procs = Procs()
         self._cleanups = []
+        self._before_kill = []
 
     # --- results ---
     def log(self, msg):
@@ -70,9 +72,10 @@ class Tier:
         return bool(ok)
 
     # --- lifetime ---
-    def on_cleanup(self, fn):
-        """fn() runs when the tier ends, after its processes are killed (LIFO)."""
-        self._cleanups.append(fn)
+    def on_cleanup(self, fn, before_kill=False):
+        """fn() runs when the tier ends, after its processes are killed (LIFO); with
+        before_kill=True, before they are (to stop one gracefully: a guest's poweroff)."""
+        (self._before_kill if before_kill else self._cleanups).append(fn)
 
     def path(self, *parts):
         return os.path.join(self.tmp, *parts)
@@ -98,12 +101,15 @@ class Tier:
             if etype is not KeyboardInterrupt:
                 import traceback
                 traceback.print_exception(etype, exc, tb, file=sys.stderr)
-        self.procs.kill_all()
-        for fn in reversed(self._cleanups):
-            try:
-                fn()
-            except Exception as e:  # cleanup goes on
-                self.log(f"cleanup: {e}")
+        for fns in (self._before_kill, None, self._cleanups):
+            if fns is None:
+                self.procs.kill_all()
+                continue
+            for fn in reversed(fns):
+                try:
+                    fn()
+                except Exception as e:  # cleanup goes on
+                    self.log(f"cleanup: {e}")
         if self.failed:
             self.log(f"logs kept in {self.tmp}")
             for f in sorted(glob.glob(os.path.join(self.tmp, "*.log"))):

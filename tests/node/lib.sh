@@ -1,7 +1,9 @@
 # Shell functions for a patched-kernel agent node: a qemu (TCG) guest running the kernel of
 # kernel/, an initramfs holding the agent, xolctl, workloads and the real Debian libraries
 # they run on, and a tap device inside a network namespace the caller creates, so that all
-# traffic stays inside that namespace. Sourced by tests/tiers/node.sh and tests/demo/demo.sh.
+# traffic stays inside that namespace. Sourced by the mixed demo (tests/demo/mixed.sh); the
+# node tier has the same pieces in Python (tests/harness/qemu.py, netns.TapNet,
+# tests/node/run.py) and shares the control channel client (tests/harness/guestctl.py).
 #
 #   node_net_up NS               namespace NS: bridge xfbr0 10.232.0.1/24 + tap xftap0
 #   node_image CPIO FILE...      initramfs: busybox, tests/node/init, each FILE at its own
@@ -100,7 +102,7 @@ node_boot() {  # NS CPIO LOG
 }
 
 guest() {  # CMD...
-  ip netns exec "$NODE_NS" python3 "$NODE_LIB_DIR/guestctl.py" "$NODE_GUEST_IP:2323" \
+  ip netns exec "$NODE_NS" python3 "$NODE_ROOT/tests/harness/guestctl.py" "$NODE_GUEST_IP:2323" \
     --timeout "${NODE_TIMEOUT:-120}" -- "$@"
 }
 
