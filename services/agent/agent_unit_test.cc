@@ -86,7 +86,7 @@ TEST(KernelProfile, PatchedKernelFollowsTheBoostSwitch) {
   EXPECT_TRUE(on.patched);
   EXPECT_TRUE(on.boosts);
   KernelProfileChoice off = ChooseKernelProfile({6, 1}, 0);
-  EXPECT_EQ(off.profile, KernelProfile::kLinux61);
+  EXPECT_EQ(off.profile, KernelProfile::kXolfleet61NoBoost);
   EXPECT_TRUE(off.patched);
   EXPECT_FALSE(off.boosts);
 }

@@ -655,8 +655,8 @@ absl::StatusOr<v1::ClassifyResponse> ProbeManager::Classify(const v1::ClassifyRe
   if (!req.profile().empty()) {
     absl::StatusOr<KernelProfile> p = ParseProfile(req.profile());
     if (!p.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "unknown profile '", req.profile(), "': use linux-6.1, linux-6.18 or xolfleet-6.1"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown profile '", req.profile(), "': use one of ", ProfileNames()));
     }
     profile = *p;
   }

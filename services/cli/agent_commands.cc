@@ -472,8 +472,8 @@ XOLCTL_COMMAND("list", "list probes with hit counts",
                "list [ID...] [--all (include detached/expired)]", {}, {"all"}, RunList);
 XOLCTL_COMMAND("classify", "predict placements (dry run; --local needs no agent)",
                "classify BINARY:SYMBOL[+OFF]... | --all-functions BINARY "
-               "[--profile=linux-6.1|"
-               "linux-6.18|xolfleet-6.1] [--local] [--allow-relocate] "
+               "[--profile=linux-6.1|linux-6.18|xolfleet-6.1|xolfleet-6.1-noboost] [--local] "
+               "[--allow-relocate] "
                "[--confirm-raw-offset]",
                {"all-functions", "profile"}, {"local", "allow-relocate", "confirm-raw-offset"},
                RunClassify);

@@ -331,8 +331,8 @@ std::map<std::string, std::string> CorpusLinux618() {
        absl::StrSplit(ReadFile("tests/corpus/placement_corpus.tsv"), '\n')) {
     if (line.empty() || line[0] == '#') continue;
     std::vector<std::string> f = absl::StrSplit(line, '\t');
-    if (f.size() == 5) out[f[0]] = f[3];
-    if (f.size() == 5 && absl::StrContains(f[1], "[host]")) HostRows().insert(f[0]);
+    if (f.size() == 6) out[f[0]] = f[3];
+    if (f.size() == 6 && absl::StrContains(f[1], "[host]")) HostRows().insert(f[0]);
   }
   return out;
 }

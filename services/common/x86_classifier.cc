@@ -727,6 +727,9 @@ InsnPlacement ClassifyInstruction(absl::Span<const uint8_t> code, KernelProfile 
     case KernelProfile::kXolfleet61:
       dec = ClassifyXolfleet(v, bytes);
       break;
+    case KernelProfile::kXolfleet61NoBoost:
+      dec = ClassifyStock(v, bytes, /*linux_6_16=*/false, /*vex_fixed=*/true);
+      break;
   }
   out.placement = dec.placement;
   out.reason = std::move(dec.reason);

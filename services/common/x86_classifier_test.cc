@@ -34,7 +34,7 @@ struct Row {
   std::vector<uint8_t> bytes;
   std::string text;
   std::string description;
-  Placement expected[3];
+  Placement expected[4];  // the placement columns, in the file's order
 };
 
 std::vector<Row> LoadCorpus() {
@@ -47,14 +47,14 @@ std::vector<Row> LoadCorpus() {
     ++n;
     if (line.empty() || line[0] == '#') continue;
     std::vector<std::string> f = absl::StrSplit(line, '\t');
-    EXPECT_EQ(f.size(), 5u) << "line " << n << ": " << line;
-    if (f.size() != 5) continue;
+    EXPECT_EQ(f.size(), 6u) << "line " << n << ": " << line;
+    if (f.size() != 6) continue;
     Row r;
     r.line = n;
     r.text = f[0];
     r.bytes = Hex(f[0]);
     r.description = f[1];
-    for (int i = 0; i < 3; ++i) {
+    for (int i = 0; i < 4; ++i) {
       absl::StatusOr<Placement> p = ParsePlacement(f[2 + i]);
       EXPECT_TRUE(p.ok()) << "line " << n << ": " << p.status();
       r.expected[i] = p.value_or(Placement::kRefused);
@@ -68,9 +68,9 @@ TEST(PlacementCorpus, EveryRowUnderEveryProfile) {
   const std::vector<Row> rows = LoadCorpus();
   ASSERT_GE(rows.size(), 90u);
   const KernelProfile profiles[] = {KernelProfile::kLinux61, KernelProfile::kLinux618,
-                                    KernelProfile::kXolfleet61};
+                                    KernelProfile::kXolfleet61, KernelProfile::kXolfleet61NoBoost};
   for (const Row& r : rows) {
-    for (int i = 0; i < 3; ++i) {
+    for (int i = 0; i < 4; ++i) {
       InsnPlacement p = ClassifyInstruction(r.bytes, profiles[i]);
       EXPECT_EQ(PlacementName(p.placement), PlacementName(r.expected[i]))
           << "line " << r.line << " [" << r.text << "] " << r.description << " under "
@@ -215,7 +215,7 @@ TEST(Classifier, HazardsWhenTheKernelAcceptsButChangesTheProgram) {
   const std::vector<uint8_t> pause = {0xf3, 0x90};
   for (KernelProfile prof : AllProfiles()) {
     EXPECT_THAT(ClassifyInstruction(syscall, prof).hazard, HasSubstr("SIGSEGV"));
-    if (prof == KernelProfile::kXolfleet61) {
+    if (prof == KernelProfile::kXolfleet61 || prof == KernelProfile::kXolfleet61NoBoost) {
       EXPECT_THAT(ClassifyInstruction(vpcmpeqb, prof).hazard, IsEmpty());  // patch 1: runs
     } else {
       EXPECT_THAT(ClassifyInstruction(vpcmpeqb, prof).hazard, HasSubstr("never runs"));
@@ -255,6 +255,10 @@ TEST(Classifier, VexOpcodeBytesAreNotLegacyOpcodesOnThePatchedKernel) {
     InsnPlacement x = ClassifyInstruction(code, KernelProfile::kXolfleet61);
     EXPECT_EQ(x.placement, Placement::kBoosted) << x.disassembly << ": " << x.reason;
     EXPECT_THAT(x.hazard, IsEmpty()) << x.disassembly;
+    // Boosting off: the same kernel single-steps it, and it runs.
+    InsnPlacement off = ClassifyInstruction(code, KernelProfile::kXolfleet61NoBoost);
+    EXPECT_EQ(off.placement, Placement::kSingleStep) << off.disassembly << ": " << off.reason;
+    EXPECT_THAT(off.hazard, IsEmpty()) << off.disassembly;
   }
   const std::vector<std::vector<uint8_t>> fixups = {
       {0xc5, 0xf8, 0xc2, 0xc1, 0x00},  // vcmpps: c2 = ret imm16
