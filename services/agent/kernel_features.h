@@ -1,7 +1,6 @@
-// What the running kernel can do for the agent: its release, the placement
-// profile the classifier should use for it, and the link types it supports.
-// Each feature is probed once and cached (the result cannot change while the
-// agent runs).
+// What the running kernel can do for the agent: its release, the placement profile the classifier
+// should use for it, and the link types it supports. Each feature is probed once and cached (the
+// result cannot change while the agent runs).
 #ifndef XOLFLEET_SERVICES_AGENT_KERNEL_FEATURES_H_
 #define XOLFLEET_SERVICES_AGENT_KERNEL_FEATURES_H_
 

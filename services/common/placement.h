@@ -40,10 +40,9 @@ struct InsnPlacement {
   std::string disassembly;  // Intel syntax; empty if undecodable
   uint8_t length = 0;       // instruction length in bytes (0 if undecodable)
   std::vector<uint8_t> bytes;
-  // Non-empty when the kernel accepts the probe but the probed program would
-  // not run as before (the instruction is skipped, or the process dies after
-  // the hit). Callers that attach should refuse such sites unless told
-  // otherwise; Classify reports it.
+  // Non-empty when the kernel accepts the probe but the probed program would not run as before (the
+  // instruction is skipped, or the process dies after the hit). Callers that attach should refuse
+  // such sites unless told otherwise; Classify reports it.
   std::string hazard;
 };
 

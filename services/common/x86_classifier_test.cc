@@ -141,8 +141,7 @@ TEST(Classifier, BadPrefixesRefuseAnything) {
     for (KernelProfile prof : AllProfiles()) {
       InsnPlacement p = ClassifyInstruction(code, prof);
       if (prefix == 0xf0) {
-        // lock add with a register destination is undecodable (#UD): refused
-        // either way.
+        // lock add with a register destination is undecodable (#UD): refused either way.
         EXPECT_EQ(p.placement, Placement::kRefused);
         continue;
       }
@@ -158,8 +157,7 @@ TEST(Classifier, BadPrefixesRefuseAnything) {
 }
 
 TEST(Classifier, NopEmulationIsExactBytesOn618Only) {
-  // Every x86_nops form is emulated on 6.18; flipping any byte of the longer
-  // ones is not.
+  // Every x86_nops form is emulated on 6.18; flipping any byte of the longer ones is not.
   const std::vector<std::vector<uint8_t>> nops = {{0x0f, 0x1f, 0x00},
                                                   {0x0f, 0x1f, 0x40, 0x00},
                                                   {0x0f, 0x1f, 0x44, 0x00, 0x00},
@@ -233,10 +231,9 @@ TEST(Classifier, HazardsWhenTheKernelAcceptsButChangesTheProgram) {
   }
 }
 
-// Stock kernels take a VEX/EVEX opcode byte for a legacy opcode: branches are
-// "emulated" (the instruction never runs), and c2/0f38 9d get ret's/popf's
-// fix-ups. The patched kernel's patch 1 compares VEX/EVEX instructions with
-// the legacy opcodes as 0: ordinary instructions, boosted.
+// Stock kernels take a VEX/EVEX opcode byte for a legacy opcode: branches are "emulated" (the
+// instruction never runs), and c2/0f38 9d get ret's/popf's fix-ups. The patched kernel's patch 1
+// compares VEX/EVEX instructions with the legacy opcodes as 0: ordinary instructions, boosted.
 TEST(Classifier, VexOpcodeBytesAreNotLegacyOpcodesOnThePatchedKernel) {
   const std::vector<std::vector<uint8_t>> skipped = {
       {0xc5, 0xf9, 0xe8, 0xc1},              // vpsubsb: e8 = call rel32
@@ -332,9 +329,8 @@ TEST(Boundaries, StopsAtFirstUndecodableByte) {
 }
 
 TEST(Boundaries, BranchTargetsOnlyInside) {
-  // jmp -2 (to itself, offset 0); call +0x100 (outside); jne rel32 back to 0;
-  // loop to the end of the function (offset 15 == size: outside); jmp +1 (to
-  // 18, inside).
+  // jmp -2 (to itself, offset 0); call +0x100 (outside); jne rel32 back to 0; loop to the end of
+  // the function (offset 15 == size: outside); jmp +1 (to 18, inside).
   const std::vector<uint8_t> fn = {0xeb, 0xfe, 0xe8, 0x00, 0x01, 0x00, 0x00, 0x0f, 0x85, 0xf3,
                                    0xff, 0xff, 0xff, 0xe2, 0x00, 0xeb, 0x01, 0x90, 0xc3};
   EXPECT_THAT(BranchTargetsWithin(fn), ElementsAre(0, 15, 18));
