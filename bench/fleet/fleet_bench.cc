@@ -34,11 +34,11 @@ ABSL_FLAG(std::string, binary, "/bin/sh", "binary path the probes name");
 ABSL_FLAG(double, timeout, 60, "seconds");
 ABSL_FLAG(double, attach_deadline, 30, "seconds one timed attach may take");
 ABSL_FLAG(absl::Duration, settle_poll, absl::Milliseconds(10),
-          "how often to list agents while a detach settles (a list of thousands of agents "
-          "is itself work for the controller)");
-ABSL_FLAG(bool, detach_after, true,
-          "detach each set after its (timed) attach, so every round starts from the same "
-          "fleet state");
+          "how often to list agents while a detach settles (a list of thousands of agents is "
+          "itself work for the controller)");
+ABSL_FLAG(
+    bool, detach_after, true,
+    "detach each set after its (timed) attach, so every round starts from the same fleet state");
 
 using namespace xolfleet;
 

@@ -127,7 +127,7 @@ struct site {
 	const char *name;
 	void *addr;
 	const char *on;		/* profile xolfleet-6.1 */
-	const char *off;	/* profile linux-6.1 (boosting off) */
+	const char *off;	/* profile xolfleet-6.1-noboost (boosting off) */
 	const char *desc;
 	int enabled;
 };
@@ -147,7 +147,7 @@ static struct site hand_sites[] = { SITES(X) };
 struct corpus_row {
 	const char *name;
 	void *addr;
-	const char *desc, *linux61, *linux618, *xol61;
+	const char *desc, *linux61, *linux618, *xol61, *xol61off;
 };
 #ifdef HAVE_CORPUS
 #include "corpus.h"
@@ -180,14 +180,7 @@ static void sites_init(void)
 		sites[NSITES].name = corpus[i].name;
 		sites[NSITES].addr = corpus[i].addr;
 		sites[NSITES].on = corpus[i].xol61;
-		sites[NSITES].off = corpus[i].linux61;
-		/*
-		 * Boosting off is 6.1 plus patch 1: what 6.1 emulated for a
-		 * VEX opcode byte taken for a branch single-steps instead.
-		 */
-		if (!strcmp(corpus[i].linux61, "EMULATED") &&
-		    strcmp(corpus[i].xol61, "EMULATED"))
-			sites[NSITES].off = "SINGLE_STEP";
+		sites[NSITES].off = corpus[i].xol61off;
 		sites[NSITES].desc = corpus[i].desc;
 		NSITES++;
 	}

@@ -1,6 +1,5 @@
-// The gRPC edge of the agent: a thin AgentService over AgentApi (ProbeManager)
-// plus the WatchHits stream over the HitHub. absl::Status from the core becomes
-// grpc::Status here.
+// The gRPC edge of the agent: a thin AgentService over AgentApi (ProbeManager) plus the WatchHits
+// stream over the HitHub. absl::Status from the core becomes grpc::Status here.
 //
 // Every call is authenticated and authorized here. The caller is a local process on the
 // unix socket (uid/gid/groups from the kernel, LocalListener), a certificate on mTLS TCP,

@@ -1,6 +1,5 @@
-// Unit tests of the agent's pure parts: kernel profile choice, debugfs parsers,
-// the rate limiter shared with the BPF program, error mapping, and the hit
-// fan-out.
+// Unit tests of the agent's pure parts: kernel profile choice, debugfs parsers, the rate limiter
+// shared with the BPF program, error mapping, and the hit fan-out.
 #include <sys/sysmacros.h>
 
 #include <atomic>
@@ -86,7 +85,7 @@ TEST(KernelProfile, PatchedKernelFollowsTheBoostSwitch) {
   EXPECT_TRUE(on.patched);
   EXPECT_TRUE(on.boosts);
   KernelProfileChoice off = ChooseKernelProfile({6, 1}, 0);
-  EXPECT_EQ(off.profile, KernelProfile::kLinux61);
+  EXPECT_EQ(off.profile, KernelProfile::kXolfleet61NoBoost);
   EXPECT_TRUE(off.patched);
   EXPECT_FALSE(off.boosts);
 }
@@ -207,14 +206,14 @@ TEST(Placements, SkipsProbesNotAnalysedYet) {
 }
 
 TEST(Placements, RejectsMalformedLines) {
-  EXPECT_FALSE(ParsePlacements("8:1 1234 1a2f BOOSTED\n").ok());   // no 0x
-  EXPECT_FALSE(ParsePlacements("8:1 1234 0x1a2f FAST\n").ok());    // unknown placement
-  EXPECT_FALSE(ParsePlacements("8:1 abc 0x1a2f BOOSTED\n").ok());  // bad inode
-  EXPECT_FALSE(ParsePlacements("8:1 1234 0x1a2f\n").ok());         // missing field
-  EXPECT_FALSE(ParsePlacements("8 1234 0x1a2f BOOSTED\n").ok());   // no minor
-  EXPECT_FALSE(ParsePlacements("8:x 1234 0x1a2f BOOSTED\n").ok()); // bad minor
-  EXPECT_FALSE(ParsePlacements("1234 1a2f BOOSTED\n").ok());       // old format, no 0x
-  EXPECT_FALSE(ParsePlacements("abc 0x1a2f BOOSTED\n").ok());      // old format, bad inode
+  EXPECT_FALSE(ParsePlacements("8:1 1234 1a2f BOOSTED\n").ok());    // no 0x
+  EXPECT_FALSE(ParsePlacements("8:1 1234 0x1a2f FAST\n").ok());     // unknown placement
+  EXPECT_FALSE(ParsePlacements("8:1 abc 0x1a2f BOOSTED\n").ok());   // bad inode
+  EXPECT_FALSE(ParsePlacements("8:1 1234 0x1a2f\n").ok());          // missing field
+  EXPECT_FALSE(ParsePlacements("8 1234 0x1a2f BOOSTED\n").ok());    // no minor
+  EXPECT_FALSE(ParsePlacements("8:x 1234 0x1a2f BOOSTED\n").ok());  // bad minor
+  EXPECT_FALSE(ParsePlacements("1234 1a2f BOOSTED\n").ok());        // old format, no 0x
+  EXPECT_FALSE(ParsePlacements("abc 0x1a2f BOOSTED\n").ok());       // old format, bad inode
   absl::StatusOr<KernelPlacements> p = ParsePlacements("8:1 1 0x1 EMULATED\nbad\n");
   ASSERT_FALSE(p.ok());
   EXPECT_NE(p.status().message().find("line 2"), absl::string_view::npos);

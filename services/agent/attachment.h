@@ -15,8 +15,7 @@ namespace xolfleet {
 class Attachment {
  public:
   virtual ~Attachment() = default;
-  // Number of kernel link objects (1 for a multi link, one per probe for perf
-  // links).
+  // Number of kernel link objects (1 for a multi link, one per probe for perf links).
   virtual size_t link_count() const = 0;
 };
 

@@ -28,8 +28,7 @@ namespace {
 
 bool IsLowerHex(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); }
 
-// The 64-hex-digit runs of a cgroup path
-// ("0::/machine.slice/libpod-<id>.scope").
+// The 64-hex-digit runs of a cgroup path ("0::/machine.slice/libpod-<id>.scope").
 std::vector<absl::string_view> ContainerIdsIn(absl::string_view line) {
   std::vector<absl::string_view> ids;
   size_t i = 0;
@@ -133,9 +132,8 @@ absl::Status BinaryLocator::CheckMapped(const std::vector<int>& pids, const std:
   *no_mappings = true;
   for (int pid : pids) {
     const std::string maps_path = absl::StrCat(options_.proc, "/", pid, "/maps");
-    // Opened first to tell "gone" from "not readable": /proc/1/maps of a
-    // process the agent may not inspect fails with EACCES, and that process
-    // exists.
+    // Opened first to tell "gone" from "not readable": /proc/1/maps of a process the agent may not
+    // inspect fails with EACCES, and that process exists.
     const int fd = open(maps_path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
       const int err = errno;
@@ -164,9 +162,8 @@ absl::Status BinaryLocator::CheckMapped(const std::vector<int>& pids, const std:
     }
   }
   return absl::FailedPreconditionError(
-      ": a probe on it would never fire there (check the pid or container, or "
-      "the library "
-      "path it loads)");
+      ": a probe on it would never fire there (check the pid or container, or the library path it "
+      "loads)");
 }
 
 absl::StatusOr<LocatedBinary> BinaryLocator::OpenInProcess(int pid, const std::string& path,
@@ -183,10 +180,10 @@ absl::StatusOr<LocatedBinary> BinaryLocator::OpenInProcess(int pid, const std::s
       if (!root.ok()) {
         if (absl::Status st = (*process)->CheckRunning(); !st.ok()) return st;
         if (root.status().code() == absl::StatusCode::kPermissionDenied) {
-          return absl::PermissionDeniedError(absl::StrCat(
-              root.status().message(),
-              " (opening another process's root needs ptrace read access: the agent needs "
-              "CAP_SYS_PTRACE for processes with capabilities it lacks)"));
+          return absl::PermissionDeniedError(
+              absl::StrCat(root.status().message(),
+                           " (opening another process's root needs ptrace read access: the agent "
+                           "needs CAP_SYS_PTRACE for processes with capabilities it lacks)"));
         }
         return root.status();
       }

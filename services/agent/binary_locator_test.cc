@@ -174,9 +174,8 @@ TEST(BinaryLocator, ContainerIdsResolveThroughCgroups) {
 }
 
 TEST(BinaryLocator, ContainerSpecsOpenThroughAProcessOfTheContainer) {
-  // This test process stands in for a container: a fake procfs whose only
-  // process's cgroup names a container and whose root and maps are this
-  // process's.
+  // This test process stands in for a container: a fake procfs whose only process's cgroup names a
+  // container and whose root and maps are this process's.
   const std::string proc = TempDir();
   const std::string id(64, 'c');
   const std::string me = absl::StrCat(proc, "/", getpid());

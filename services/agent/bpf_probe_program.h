@@ -1,8 +1,7 @@
-// The real ProbeProgram: the loaded BPF object behind every probe (bpf/probe.bpf.c), its
-// one program, the per-probe config and counter maps, and the event ring buffer, with
-// uprobe_multi links (uprobe_multi.h) or libbpf perf-event links. Loaded once at
-// start-up, for one link mode (probe_program.h). Needs root (or CAP_BPF and
-// CAP_PERFMON).
+// The real ProbeProgram: the loaded BPF object behind every probe (bpf/probe.bpf.c), its one
+// program, the per-probe config and counter maps, and the event ring buffer, with uprobe_multi
+// links (uprobe_multi.h) or libbpf perf-event links. Loaded once at start-up, for one link mode
+// (probe_program.h). Needs root (or CAP_BPF and CAP_PERFMON).
 #ifndef XOLFLEET_SERVICES_AGENT_BPF_PROBE_PROGRAM_H_
 #define XOLFLEET_SERVICES_AGENT_BPF_PROBE_PROGRAM_H_
 

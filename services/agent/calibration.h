@@ -36,15 +36,13 @@ namespace xolfleet {
 struct CalibrationOptions {
   uint32_t calls = 2000;  // calls per round at most
   uint32_t rounds = 5;    // the median over rounds is kept
-  // Fewer calls per round (at least 200) where a probed round would take longer than
-  // this: a qemu TCG guest single-steps in hundreds of us, and the agent calibrates
-  // before it serves.
+  // Fewer calls per round (at least 200) where a probed round would take longer than this: a qemu
+  // TCG guest single-steps in hundreds of us, and the agent calibrates before it serves.
   uint32_t max_round_ms = 20;
 };
 
-// A BPF slot (and the generation its cookie must carry) lent by the probe manager for the
-// duration of the calibration; the calibration writes its config and counters and leaves
-// both deleted/reset.
+// A BPF slot (and the generation its cookie must carry) lent by the probe manager for the duration
+// of the calibration; the calibration writes its config and counters and leaves both deleted/reset.
 struct CalibrationSlot {
   uint32_t slot = 0;
   uint32_t generation = 0;

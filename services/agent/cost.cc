@@ -116,8 +116,7 @@ std::vector<BudgetDecision> DecideBudgets(const std::vector<ProbeBudgetInput>& p
     if (config.probe_budget > 0 && p.cpu_seconds_per_sec > config.probe_budget) {
       out.push_back(
           {p.id, config.action, false,
-           absl::StrFormat("probe over its budget: %.3g%% of a CPU over %s "
-                           "(--probe-budget %.3g%%)",
+           absl::StrFormat("probe over its budget: %.3g%% of a CPU over %s (--probe-budget %.3g%%)",
                            p.cpu_seconds_per_sec * 100, absl::FormatDuration(config.window),
                            config.probe_budget * 100)});
       // Its cost is dealt with: it does not count against the node below, except an
@@ -138,8 +137,8 @@ std::vector<BudgetDecision> DecideBudgets(const std::vector<ProbeBudgetInput>& p
       if (picked >= excess || p->cpu_seconds_per_sec <= 0) break;
       picked += p->cpu_seconds_per_sec;
       out.push_back({p->id, config.action, true,
-                     absl::StrFormat("node over its budget: probes cost %.3g%% of a CPU over "
-                                     "%s (--node-budget %.3g%%); this one %.3g%%",
+                     absl::StrFormat("node over its budget: probes cost %.3g%% of a CPU over %s "
+                                     "(--node-budget %.3g%%); this one %.3g%%",
                                      total * 100, absl::FormatDuration(config.window),
                                      config.node_budget * 100, p->cpu_seconds_per_sec * 100)});
     }

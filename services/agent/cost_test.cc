@@ -120,8 +120,7 @@ TEST(DecideBudgets, NodeBudgetPicksTheMostExpensiveUntilTheExcessIsCovered) {
   ASSERT_EQ(d.size(), 1u);
   EXPECT_EQ(d[0].id, "p2");
   EXPECT_TRUE(d[0].node_scope);
-  // Once p2 is throttled it is not picked again; its cost still counts, so the next one
-  // goes.
+  // Once p2 is throttled it is not picked again; its cost still counts, so the next one goes.
   in[1].state = v1::BUDGET_STATE_THROTTLED;
   d = DecideBudgets(in, cfg);
   ASSERT_EQ(d.size(), 1u);

@@ -33,12 +33,10 @@ KernelProfileChoice ChooseKernelProfile(KernelVersion version, std::optional<int
   if (uprobes_boost.has_value()) {
     c.patched = true;
     c.boosts = *uprobes_boost != 0;
-    c.profile = c.boosts ? KernelProfile::kXolfleet61 : KernelProfile::kLinux61;
-    c.why = c.boosts ? "patched kernel (/proc/sys/kernel/uprobes_boost = 1): "
-                       "boosted probes"
-                     : "patched kernel with boosting off "
-                       "(/proc/sys/kernel/uprobes_boost = 0): "
-                       "stock 6.1 behaviour";
+    c.profile = c.boosts ? KernelProfile::kXolfleet61 : KernelProfile::kXolfleet61NoBoost;
+    c.why = c.boosts ? "patched kernel (/proc/sys/kernel/uprobes_boost = 1): boosted probes"
+                     : "patched kernel with boosting off (/proc/sys/kernel/uprobes_boost = 0): "
+                       "stock 6.1 behaviour with the series' VEX/EVEX fix";
     return c;
   }
   bool newer = version.major > 6 || (version.major == 6 && version.minor >= 16);

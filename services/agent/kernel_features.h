@@ -1,7 +1,6 @@
-// What the running kernel can do for the agent: its release, the placement
-// profile the classifier should use for it, and the link types it supports.
-// Each feature is probed once and cached (the result cannot change while the
-// agent runs).
+// What the running kernel can do for the agent: its release, the placement profile the classifier
+// should use for it, and the link types it supports. Each feature is probed once and cached (the
+// result cannot change while the agent runs).
 #ifndef XOLFLEET_SERVICES_AGENT_KERNEL_FEATURES_H_
 #define XOLFLEET_SERVICES_AGENT_KERNEL_FEATURES_H_
 
@@ -32,7 +31,8 @@ struct KernelProfileChoice {
 // The classifier profile for a kernel. `uprobes_boost` is the content of
 // /proc/sys/kernel/uprobes_boost when the file exists (the patched kernel), else nullopt.
 //   patched, boost 1   -> xolfleet-6.1
-//   patched, boost 0   -> linux-6.1 (the patch with boosting off behaves as stock 6.1)
+//   patched, boost 0   -> xolfleet-6.1-noboost (stock 6.1 rules plus the series' patch 1,
+//                         which stops taking VEX/EVEX opcode bytes for branches)
 //   stock >= 6.16      -> linux-6.18 (6.16 added the emulation of more nop forms)
 //   stock older        -> linux-6.1
 KernelProfileChoice ChooseKernelProfile(KernelVersion version, std::optional<int> uprobes_boost);

@@ -110,8 +110,8 @@ absl::StatusOr<KernelPlacements> ParsePlacements(absl::string_view text) {
     if (!p.ok()) {
       return absl::InvalidArgumentError(
           absl::StrCat("uprobes placements line ", lineno,
-                       " is not '<major>:<minor> <inode> 0x<offset> <PLACEMENT>' (or, from "
-                       "older kernels, '<inode> 0x<offset> <PLACEMENT>'): '",
+                       " is not '<major>:<minor> <inode> 0x<offset> <PLACEMENT>' (or, from older "
+                       "kernels, '<inode> 0x<offset> <PLACEMENT>'): '",
                        line, "'"));
     }
     out.Add(key, *p);

@@ -32,9 +32,8 @@ namespace xolfleet {
 inline constexpr char kUprobeStatsPath[] = "/sys/kernel/debug/uprobes/stats";
 inline constexpr char kUprobePlacementsPath[] = "/sys/kernel/debug/uprobes/placements";
 
-// Parses the stats file. Unknown names are ignored (newer kernels may add
-// some); a line that is not "name number" is INVALID_ARGUMENT naming the line.
-// Sets available = true.
+// Parses the stats file. Unknown names are ignored (newer kernels may add some); a line that is not
+// "name number" is INVALID_ARGUMENT naming the line. Sets available = true.
 absl::StatusOr<v1::KernelSlotStats> ParseSlotStats(absl::string_view text);
 
 // A device the placements file did not name (the older inode-only format).
@@ -75,8 +74,7 @@ class KernelPlacements {
 // mapped the file) are left out.
 absl::StatusOr<KernelPlacements> ParsePlacements(absl::string_view text);
 
-// Reads both files. NOT_FOUND when the kernel does not have them (stock
-// kernels).
+// Reads both files. NOT_FOUND when the kernel does not have them (stock kernels).
 absl::StatusOr<v1::KernelSlotStats> ReadSlotStats(const std::string& path = kUprobeStatsPath);
 absl::StatusOr<KernelPlacements> ReadPlacements(const std::string& path = kUprobePlacementsPath);
 

@@ -45,11 +45,10 @@ class LinkBatch {
 
   size_t group_count() const { return groups_.size(); }
 
-  // Makes every group's link: multi links of different groups side by side on up to
-  // `max_threads` threads; perf links one group after the other (libbpf's attach path
-  // keeps unsynchronised caches). A failure stops the groups not started yet; the first
-  // failure (in group order) is returned, and links made so far stay in their groups
-  // until Close.
+  // Makes every group's link: multi links of different groups side by side on up to `max_threads`
+  // threads; perf links one group after the other (libbpf's attach path keeps unsynchronised
+  // caches). A failure stops the groups not started yet; the first failure (in group order) is
+  // returned, and links made so far stay in their groups until Close.
   absl::Status Link(const ProbeProgram& program, size_t max_threads);
   // Closes every link made (a rolled-back request), groups side by side.
   void Close(size_t max_threads);

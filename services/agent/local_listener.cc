@@ -198,8 +198,8 @@ void LocalListener::Admit(int fd, grpc::Server* server) {
   if (conns_.size() >= options_.max_connections) {
     if (absl::Now() - last_full_log_ > absl::Seconds(10)) {
       Log("unix socket: ", conns_.size(),
-          " connections open, the most allowed "
-          "(--max-connections): closing new ones (latest from uid ",
+          " connections open, the most allowed (--max-connections): closing new ones (latest from "
+          "uid ",
           cred.uid, ")");
       last_full_log_ = absl::Now();
     }

@@ -7,12 +7,11 @@
 // maps that back to the recorded identity, checking that descriptor N is still the same
 // socket (device and inode), so a reused descriptor number never inherits an identity.
 //
-// The socket file is created with the configured mode and group, never left to the umask
-// (bound under umask 0177, then chmod/chown before listen()). Connections are limited in
-// total and per uid (services/common/per_key_limiter.h, so a uid at its limit leaves the
-// others served): over the per-uid limit a connection is served just long enough for its
-// calls to fail with RESOURCE_EXHAUSTED naming the limit, then closed; over the total it is
-// closed at once.
+// The socket file is created with the configured mode and group, never left to the umask (bound
+// under umask 0177, then chmod/chown before listen()). Connections are limited in total and per uid
+// (services/common/per_key_limiter.h, so a uid at its limit leaves the others served): over the
+// per-uid limit a connection is served just long enough for its calls to fail with
+// RESOURCE_EXHAUSTED naming the limit, then closed; over the total it is closed at once.
 #ifndef XOLFLEET_SERVICES_AGENT_LOCAL_LISTENER_H_
 #define XOLFLEET_SERVICES_AGENT_LOCAL_LISTENER_H_
 

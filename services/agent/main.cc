@@ -1,6 +1,5 @@
-// xolfleet-agent: places uprobes on this node's processes on request over gRPC.
-// main() parses flags and wires the objects; see README.md for the flags and
-// the API.
+// xolfleet-agent: places uprobes on this node's processes on request over gRPC. main() parses flags
+// and wires the objects; see README.md for the flags and the API.
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
@@ -43,8 +42,8 @@
 ABSL_FLAG(std::string, unix_socket, "/run/xolfleet/agent.sock",
           "unix socket path of the gRPC API (callers identified by the kernel); empty: none");
 ABSL_FLAG(std::string, unix_socket_mode, "0600",
-          "permission mode of the unix socket (0600: root only; 0660 with "
-          "--unix-socket-group for a group)");
+          "permission mode of the unix socket (0600: root only; 0660 with --unix-socket-group for "
+          "a group)");
 ABSL_FLAG(std::string, unix_socket_group, "",
           "group (name or gid) owning the unix socket; empty: the agent's");
 ABSL_FLAG(std::string, listen, "",
@@ -54,15 +53,15 @@ ABSL_FLAG(std::string, tls_ca, "", "PEM CA that signed the TCP API's client cert
 ABSL_FLAG(std::string, tls_cert, "", "PEM certificate of the TCP API");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key of the TCP API");
 ABSL_FLAG(bool, insecure_plaintext_tcp, false,
-          "development only: serve --listen without TLS (refused unless it resolves to "
-          "loopback only); callers are then identified as insecure:local");
+          "development only: serve --listen without TLS (refused unless it resolves to loopback "
+          "only); callers are then identified as insecure:local");
 ABSL_FLAG(std::string, authz_config, "",
-          "authorization config (capability identity per line; see README); empty: "
-          "admin for uid 0 (and the agent's own uid), nothing for anyone else");
+          "authorization config (capability identity per line; see README); empty: admin for uid 0 "
+          "(and the agent's own uid), nothing for anyone else");
 ABSL_FLAG(absl::Duration, config_reload_interval, absl::Seconds(10),
-          "how often --authz-config and the --tls-* and --controller-tls-* files are "
-          "re-read; a changed version is used once it validates, a broken one is refused and "
-          "the one in force stays; 0: read at start only");
+          "how often --authz-config and the --tls-* and --controller-tls-* files are re-read; a "
+          "changed version is used once it validates, a broken one is refused and the one in force "
+          "stays; 0: read at start only");
 ABSL_FLAG(uint32_t, max_connections, 256, "most connections open at once on the unix socket");
 ABSL_FLAG(uint32_t, max_connections_per_uid, 16,
           "most unix socket connections open at once per caller uid");
@@ -71,23 +70,22 @@ ABSL_FLAG(uint32_t, max_watch_streams_per_identity, 8,
 ABSL_FLAG(std::string, metrics_address, "127.0.0.1:9464",
           "host:port serving Prometheus /metrics; empty: none");
 ABSL_FLAG(std::string, link_mode, "auto",
-          "auto (uprobe_multi when the kernel has it, Linux 6.6+), multi, or perf "
-          "(one perf-event link per probe)");
+          "auto (uprobe_multi when the kernel has it, Linux 6.6+), multi, or perf (one perf-event "
+          "link per probe)");
 ABSL_FLAG(uint32_t, max_probes, 100000, "most probes attached at once");
 ABSL_FLAG(uint32_t, max_probes_per_site, 16,
           "most probes on one instruction of one file (each runs on every hit)");
 ABSL_FLAG(uint32_t, max_specs_per_request, 20000, "most specs in one Attach request");
 ABSL_FLAG(uint32_t, ringbuf_mib, 4,
-          "hit-event ring buffer size in MiB (power of two); counts twice in "
-          "RSS (the kernel maps the data area twice for wrap-around)");
+          "hit-event ring buffer size in MiB (power of two); counts twice in RSS (the kernel maps "
+          "the data area twice for wrap-around)");
 ABSL_FLAG(uint32_t, watch_queue_events, 65536,
-          "events queued per WatchHits stream before that stream drops (and "
-          "counts) events");
+          "events queued per WatchHits stream before that stream drops (and counts) events");
 ABSL_FLAG(uint32_t, max_watch_streams, 64,
           "most WatchHits streams open at once; more: RESOURCE_EXHAUSTED");
 ABSL_FLAG(uint32_t, max_watch_queued_events, 262144,
-          "most hit events waiting in all WatchHits queues together (queues "
-          "grow with use; over this, streams drop and count events)");
+          "most hit events waiting in all WatchHits queues together (queues grow with use; over "
+          "this, streams drop and count events)");
 ABSL_FLAG(uint32_t, metrics_max_probe_series, 1000,
           "most per-probe series in xolfleet_agent_probe_hits_total");
 ABSL_FLAG(std::string, node_name, "", "node name reported in NodeInfo (default: hostname)");
@@ -95,31 +93,30 @@ ABSL_FLAG(std::string, labels, "", "node labels k=v,k=v reported in NodeInfo");
 ABSL_FLAG(std::string, host_root, "/",
           "where probe specs' host paths are resolved (the host's / mounted into the agent's "
           "container: /host); no path leads outside it");
-ABSL_FLAG(bool, calibrate, true,
-          "measure the cost of a probe hit per placement class at start-up (on a helper "
-          "process the agent forks; about a second, in the background) and when the kernel "
-          "profile changes");
+ABSL_FLAG(
+    bool, calibrate, true,
+    "measure the cost of a probe hit per placement class at start-up (on a helper process the "
+    "agent forks; about a second, in the background) and when the kernel profile changes");
 ABSL_FLAG(double, node_budget, 0.01,
-          "estimated CPU all probes together may cost the node, as a fraction of one CPU "
-          "(0.01: 1%); 0: none");
+          "estimated CPU all probes together may cost the node, as a fraction of one CPU (0.01: "
+          "1%); 0: none");
 ABSL_FLAG(double, probe_budget, 0,
           "estimated CPU one probe may cost, as a fraction of one CPU; 0: none");
 ABSL_FLAG(std::string, budget_action, "alert",
-          "what to do with a probe over budget over --budget-window: alert (log, metric, "
-          "state), throttle (lower its capture rate to --budget-throttle-rate), detach");
+          "what to do with a probe over budget over --budget-window: alert (log, metric, state), "
+          "throttle (lower its capture rate to --budget-throttle-rate), detach");
 ABSL_FLAG(absl::Duration, budget_window, absl::Seconds(10),
           "window over which a probe's cost is measured before a budget acts");
 ABSL_FLAG(std::string, kernel_placements_path, "/sys/kernel/debug/uprobes/placements",
-          "where the patched kernel reports the placement it chose per probe (tests point "
-          "this at a fixture)");
+          "where the patched kernel reports the placement it chose per probe (tests point this at "
+          "a fixture)");
 ABSL_FLAG(uint32_t, budget_throttle_rate, 10,
           "--budget-action=throttle: captured events per second left to a throttled probe");
-// Controller link (services/agent/controller_link.h): optional; the agent works
-// alone.
+// Controller link (services/agent/controller_link.h): optional; the agent works alone.
 ABSL_FLAG(std::string, controller, "",
-          "controller address (host:port or unix:PATH) to register with, or several "
-          "replicas' addresses separated by commas (the link moves to the next one when a "
-          "connection fails or ends); empty: none");
+          "controller address (host:port or unix:PATH) to register with, or several replicas' "
+          "addresses separated by commas (the link moves to the next one when a connection fails "
+          "or ends); empty: none");
 ABSL_FLAG(std::string, controller_tls_ca, "", "PEM CA that signed the controller's cert");
 ABSL_FLAG(std::string, controller_tls_cert, "", "PEM client certificate of this agent");
 ABSL_FLAG(std::string, controller_tls_key, "", "PEM private key of this agent");
@@ -265,8 +262,8 @@ absl::StatusOr<TcpApi> TcpApiFromFlags(const std::string& tcp, absl::Duration re
     }
     api.creds = *std::move(c);
     Log("WARNING: serving ", tcp,
-        " in plaintext (--insecure-plaintext-tcp): every local "
-        "user is insecure:local; for development only");
+        " in plaintext (--insecure-plaintext-tcp): every local user is insecure:local; for "
+        "development only");
     return api;
   }
   process->WatchConfig("tls");
@@ -402,8 +399,7 @@ absl::StatusOr<std::unique_ptr<Node>> StartNode(const KernelInfo& kernel) {
   return node;
 }
 
-// The gRPC server on the TCP address (if any); the unix socket's listener hands it its
-// connections.
+// The gRPC server on the TCP address (if any); the unix socket's listener hands it its connections.
 absl::StatusOr<std::unique_ptr<grpc::Server>> StartServer(
     AgentServiceImpl* service, const std::string& tcp,
     const std::shared_ptr<grpc::ServerCredentials>& tcp_creds) {
@@ -491,8 +487,7 @@ int Run() {
                         : absl::StrCat("unix:", unix_path, " (mode ",
                                        absl::GetFlag(FLAGS_unix_socket_mode), ")"));
 
-  // SIGINT/SIGTERM: stop serving, then detach everything (the manager's
-  // destructor).
+  // SIGINT/SIGTERM: stop serving, then detach everything (the manager's destructor).
   const int sig = WaitForShutdownSignal();
   Log("signal ", sig, ": shutting down");
   link.link.reset();  // before the manager it reconciles through
@@ -505,9 +500,8 @@ int Run() {
   (*node)->manager.reset();
   local.reset();  // removes the socket file only if it is still the one we bound
   Log("stopped: every probe detached");
-  // Nothing is left that the kernel would not reclaim; skip the slow teardown
-  // of the metrics web server and gRPC's globals (seconds) so restarts are
-  // quick.
+  // Nothing is left that the kernel would not reclaim; skip the slow teardown of the metrics web
+  // server and gRPC's globals (seconds) so restarts are quick.
   fflush(nullptr);
   _exit(0);
 }
@@ -523,11 +517,9 @@ int main(int argc, char** argv) {
   mallopt(M_ARENA_MAX, 2);
   absl::SetProgramUsageMessage(
       "xolfleet-agent [--unix-socket=PATH] [--listen=HOST:PORT --tls-ca=F --tls-cert=F "
-      "--tls-key=F] "
-      "[--metrics-address=HOST:PORT]\n"
+      "--tls-key=F] [--metrics-address=HOST:PORT]\n"
       "  [--link-mode=auto|multi|perf] [--max-probes=N]\n"
-      "Places uprobes on this node's processes on request over gRPC "
-      "(xolfleet.v1.AgentService).");
+      "Places uprobes on this node's processes on request over gRPC (xolfleet.v1.AgentService).");
   xolfleet::ParseFlags(argc, argv);  // --link-mode or --link_mode
   // Block the stop signals in every thread; main() waits for them with sigwait.
   xolfleet::BlockShutdownSignals();

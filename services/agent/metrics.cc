@@ -77,10 +77,10 @@ class AgentMetrics::Collector final : public pm::Collectable {
           "Hit events dropped for WatchHits clients that did not keep up.",
           hub_->watcher_dropped_total());
 
-    pm::MetricFamily mism = family("xolfleet_agent_placement_mismatches",
-                                   "Attached probes whose kernel-reported placement differs "
-                                   "from the classifier's prediction.",
-                                   pm::MetricType::Gauge);
+    pm::MetricFamily mism = family(
+        "xolfleet_agent_placement_mismatches",
+        "Attached probes whose kernel-reported placement differs from the classifier's prediction.",
+        pm::MetricType::Gauge);
     mism.metric.push_back(gauge(manager_->placement_mismatches()));
     out.push_back(std::move(mism));
 
@@ -95,8 +95,8 @@ class AgentMetrics::Collector final : public pm::Collectable {
 
     const KernelProfileChoice prof = manager_->Profile();
     pm::MetricFamily pi = family("xolfleet_agent_kernel_profile_info",
-                                 "The placement profile of the running kernel (value 1); "
-                                 "follows kernel.uprobes_boost on the patched kernel.",
+                                 "The placement profile of the running kernel (value 1); follows "
+                                 "kernel.uprobes_boost on the patched kernel.",
                                  pm::MetricType::Gauge);
     pi.metric.push_back(gauge(1, {{"profile", std::string(ProfileName(prof.profile))},
                                   {"patched", prof.patched ? "true" : "false"},
@@ -116,8 +116,8 @@ class AgentMetrics::Collector final : public pm::Collectable {
     }
     out.push_back(std::move(cf));
     pm::MetricFamily pc = family("xolfleet_agent_probe_cpu_seconds_per_second",
-                                 "Estimated CPU time per second the probed processes spend "
-                                 "on this probe's hits (calibrated cost x hit rate).",
+                                 "Estimated CPU time per second the probed processes spend on this "
+                                 "probe's hits (calibrated cost x hit rate).",
                                  pm::MetricType::Gauge);
     for (size_t i = 0; i < snap.size() && i < max_series_; ++i) {
       pc.metric.push_back(gauge(snap[i].cpu_seconds_per_sec, {{"probe_id", snap[i].id}}));
@@ -134,10 +134,10 @@ class AgentMetrics::Collector final : public pm::Collectable {
                  nc.cpu_seconds_per_sec());
     single_gauge("xolfleet_agent_node_budget_cpu",
                  "The node's probe budget (--node-budget), fraction of one CPU.", nc.node_budget());
-    pm::MetricFamily ba = family("xolfleet_agent_budget_actions_total",
-                                 "Budget actions taken, by action and by which budget "
-                                 "(probe or node) was exceeded.",
-                                 pm::MetricType::Counter);
+    pm::MetricFamily ba =
+        family("xolfleet_agent_budget_actions_total",
+               "Budget actions taken, by action and by which budget (probe or node) was exceeded.",
+               pm::MetricType::Counter);
     for (const auto& [key, n] : manager_->BudgetActions()) {
       ba.metric.push_back(counter(n, {{"action", key.first}, {"scope", key.second}}));
     }
@@ -166,16 +166,16 @@ class AgentMetrics::Collector final : public pm::Collectable {
       total("xolfleet_kernel_signals_deferred_total",
             "Signals deferred while in a slot (patched kernel).", ks->signals_deferred());
       total("xolfleet_kernel_signals_translated_total",
-            "Signals that found a boosted slot past its displaced instruction: translated "
-            "forward to the next instruction (patched kernel).",
+            "Signals that found a boosted slot past its displaced instruction: translated forward "
+            "to the next instruction (patched kernel).",
             ks->signals_translated());
       total("xolfleet_kernel_fault_rollbacks_total",
             "Faults in a boosted slot (and fatal signals) rolled back to the probed address "
             "(patched kernel).",
             ks->fault_rollbacks());
       total("xolfleet_kernel_rep_rollbacks_total",
-            "Boosted rep string instructions caught mid-way by a signal or fault, taken back "
-            "to the probed address with the partial count (patched kernel).",
+            "Boosted rep string instructions caught mid-way by a signal or fault, taken back to "
+            "the probed address with the partial count (patched kernel).",
             ks->rep_rollbacks());
     }
     return out;
@@ -194,8 +194,7 @@ absl::StatusOr<std::unique_ptr<AgentMetrics>> AgentMetrics::Start(const std::str
   std::unique_ptr<AgentMetrics> m(new AgentMetrics());
   m->registry_ = std::make_shared<pm::Registry>();
   m->process_ = std::make_unique<ProcessMetrics>(*m->registry_);
-  // Seconds: uprobe_multi batches take milliseconds; perf-event detaches take
-  // ~80 ms each.
+  // Seconds: uprobe_multi batches take milliseconds; perf-event detaches take ~80 ms each.
   const pm::Histogram::BucketBoundaries buckets = {
       0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120};
   m->attach_seconds_ = &pm::BuildHistogram()

@@ -20,11 +20,10 @@ v1::Placement ToProtoPlacement(Placement p);
 SiteRequest ToSiteRequest(const v1::ProbeSpec& spec);
 v1::SitePlacement ToSitePlacement(const ResolvedSite& site);
 
-// Classify without attaching: every site of `req.sites` (errors name the spec)
-// or every function entry of `req.all_functions_of`, with totals per placement.
-// `req.profile` is ignored: the caller parses it into `profile`.
-// `open` opens a spec's binary (the agent: BinaryLocator, so a classified file is one the
-// agent would probe; xolctl --local: OpenFile::Open of the path).
+// Classify without attaching: every site of `req.sites` (errors name the spec) or every function
+// entry of `req.all_functions_of`, with totals per placement. `req.profile` is ignored: the caller
+// parses it into `profile`. `open` opens a spec's binary (the agent: BinaryLocator, so a classified
+// file is one the agent would probe; xolctl --local: OpenFile::Open of the path).
 using BinaryOpener =
     std::function<absl::StatusOr<std::shared_ptr<const OpenFile>>(const v1::ProbeSpec& spec)>;
 absl::StatusOr<v1::ClassifyResponse> ClassifySites(const v1::ClassifyRequest& req,

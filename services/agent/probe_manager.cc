@@ -96,9 +96,8 @@ absl::StatusOr<std::unique_ptr<ProbeManager>> ProbeManager::Create(
   m->expiry_thread_ = std::thread([p = m.get()] { p->ExpiryLoop(); });
   {
     absl::MutexLock l(&m->mu_);
-    // The first calibration is the caller's (the agent runs it before it serves, so
-    // nothing it does races with the first requests); this thread re-runs it when the
-    // kernel profile changes.
+    // The first calibration is the caller's (the agent runs it before it serves, so nothing it does
+    // races with the first requests); this thread re-runs it when the kernel profile changes.
     m->calibration_.set_status(options.calibrate ? "pending" : "off");
   }
   if (options.calibrate) {
@@ -151,11 +150,10 @@ absl::StatusOr<v1::AttachResponse> ProbeManager::AttachWithProgress(
 absl::Status ProbeManager::CheckRequestSize(const v1::AttachRequest &req) const {
   if (req.specs_size() == 0) return absl::InvalidArgumentError("AttachRequest has no specs");
   if (static_cast<uint32_t>(req.specs_size()) > options_.max_specs_per_request) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("AttachRequest has ", req.specs_size(), " specs, more than the ",
-                     options_.max_specs_per_request,
-                     " one request may carry (--max-specs-per-request): split "
-                     "it into smaller requests"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "AttachRequest has ", req.specs_size(), " specs, more than the ",
+        options_.max_specs_per_request,
+        " one request may carry (--max-specs-per-request): split it into smaller requests"));
   }
   return absl::OkStatus();
 }
@@ -341,10 +339,9 @@ absl::Duration ProbeManager::DetachLocked(const std::vector<std::string> &ids, v
     auto it = active_.find(id);
     if (it != active_.end()) records.push_back(&it->second);
   }
-  // Links that lose every member are closed first, before the per-probe
-  // bookkeeping: while a link on libc or libstdc++ is live the agent's own
-  // calls into those libraries trap too, and a 10,000-probe detach did most of
-  // its work under its own probes.
+  // Links that lose every member are closed first, before the per-probe bookkeeping: while a link
+  // on libc or libstdc++ is live the agent's own calls into those libraries trap too, and a
+  // 10,000-probe detach did most of its work under its own probes.
   std::vector<std::unique_ptr<Attachment>> closing;
   const std::vector<std::shared_ptr<LinkGroup>> partial = SplitGroups(records, &closing);
   // Closing the link(s) makes the kernel remove the uprobes; groups side by side.
@@ -420,11 +417,10 @@ absl::flat_hash_set<std::string> ProbeManager::RetireLocked(
   return gone;
 }
 
-// A multi link cannot drop some of its offsets, so the survivors move to a new
-// link: make it with the next generation in the cookies (its hits are ignored
-// until the config says so), switch each survivor's config to that generation
-// (from then on the old link's hits are ignored), then close the old link.
-// Every hit is counted exactly once.
+// A multi link cannot drop some of its offsets, so the survivors move to a new link: make it with
+// the next generation in the cookies (its hits are ignored until the config says so), switch each
+// survivor's config to that generation (from then on the old link's hits are ignored), then close
+// the old link. Every hit is counted exactly once.
 void ProbeManager::RelinkLocked(LinkGroup *g) {
   std::vector<uint64_t> offsets, cookies;
   std::vector<ProbeRecord *> members;
@@ -655,8 +651,8 @@ absl::StatusOr<v1::ClassifyResponse> ProbeManager::Classify(const v1::ClassifyRe
   if (!req.profile().empty()) {
     absl::StatusOr<KernelProfile> p = ParseProfile(req.profile());
     if (!p.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "unknown profile '", req.profile(), "': use linux-6.1, linux-6.18 or xolfleet-6.1"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown profile '", req.profile(), "': use one of ", ProfileNames()));
     }
     profile = *p;
   }

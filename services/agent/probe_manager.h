@@ -3,15 +3,14 @@
 // without leaving links or map entries behind, and reports counts. Implements
 // AgentApi, so the gRPC service and the controller link share one path.
 //
-// Attach runs in two phases. Phase 1 (no lock held, spec_resolver.h) validates
-// every spec and resolves it to a classified site: a missing binary or symbol, a
-// build-id mismatch, an offset inside an instruction, a REFUSED instruction, or a
-// pid that does not exist fails the request before anything touches the kernel,
-// with one message naming every failed spec. Phase 2 (under the lock) takes
-// slots (slot_table.h), writes the per-probe config, and creates the links
-// (link_groups.h): one uprobe_multi link per (binary, pid) group, or one
-// perf-event link per probe; if any link fails, every link and map entry of the
-// request is removed again before the error is returned.
+// Attach runs in two phases. Phase 1 (no lock held, spec_resolver.h) validates every spec and
+// resolves it to a classified site: a missing binary or symbol, a build-id mismatch, an offset
+// inside an instruction, a REFUSED instruction, or a pid that does not exist fails the request
+// before anything touches the kernel, with one message naming every failed spec. Phase 2 (under the
+// lock) takes slots (slot_table.h), writes the per-probe config, and creates the links
+// (link_groups.h): one uprobe_multi link per (binary, pid) group, or one perf-event link per probe;
+// if any link fails, every link and map entry of the request is removed again before the error is
+// returned.
 //
 // The manager reaches the kernel only through ProbeProgram (probe_program.h): the
 // BPF object in the agent, an in-memory program in probe_manager_test.cc, which
@@ -128,15 +127,13 @@ class ProbeManager final : public AgentApi {
   // names the unknown ones. Empty input: empty set (every probe).
   absl::StatusOr<absl::flat_hash_set<uint64_t>> ProbeNumbers(
       const std::vector<std::string>& ids) const;
-  // Ring-buffer drops (kernel side) of these probes, or of all probes when
-  // empty.
+  // Ring-buffer drops (kernel side) of these probes, or of all probes when empty.
   uint64_t KernelDropped(const absl::flat_hash_set<uint64_t>& probe_nums) const;
 
   // For metrics: counters of every attached probe, and totals since start.
   std::vector<ProbeCounterSnapshot> SnapshotCounters() const;
   xol_probe_counters Totals() const;  // calibration probes' hits excluded
-  // (placement, state) -> number of probes (attached and retained inactive
-  // ones).
+  // (placement, state) -> number of probes (attached and retained inactive ones).
   std::map<std::pair<std::string, std::string>, size_t> ProbeCountsByPlacementAndState() const;
   uint64_t placement_mismatches() const;
   // (predicted placement, kernel placement or "UNREPORTED") -> attached probes.
@@ -150,14 +147,12 @@ class ProbeManager final : public AgentApi {
   int program_events_fd() const { return program_->events_fd(); }
   // The kernel profile now: kernel.uprobes_boost can be switched while the agent runs.
   KernelProfileChoice Profile() const ABSL_LOCKS_EXCLUDED(profile_mu_);
-  // Re-reads kernel.uprobes_boost and the kernel's placements (both cheap when nothing
-  // changed). On a profile change every attached probe's placement is predicted again
-  // under the new profile. Called by List, GetNodeInfo (so every heartbeat) and the
-  // manager's own thread once a second.
+  // Re-reads kernel.uprobes_boost and the kernel's placements (both cheap when nothing changed). On
+  // a profile change every attached probe's placement is predicted again under the new profile.
+  // Called by List, GetNodeInfo (so every heartbeat) and the manager's own thread once a second.
   void RefreshKernel() ABSL_LOCKS_EXCLUDED(mu_);
 
-  // Detaches probes whose TTL ran out by `now` (also runs on the manager's own
-  // thread).
+  // Detaches probes whose TTL ran out by `now` (also runs on the manager's own thread).
   void ExpireDue(absl::Time now);
 
   // Measures the calibration figures now (about a second; one run at a time).
@@ -218,10 +213,9 @@ class ProbeManager final : public AgentApi {
   // Undoes a request whose links failed: its links, routes, map entries and slots.
   void RollbackLocked(const std::vector<ProbeRecord>& records, LinkBatch* batch)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Removes `ids` from the table (final counts kept in the inactive list with
-  // `state`); detaches their links and re-links surviving members of partially
-  // emptied multi links.
-  // Returns the time spent closing kernel links (the rest is bookkeeping).
+  // Removes `ids` from the table (final counts kept in the inactive list with `state`); detaches
+  // their links and re-links surviving members of partially emptied multi links. Returns the time
+  // spent closing kernel links (the rest is bookkeeping).
   absl::Duration DetachLocked(const std::vector<std::string>& ids, v1::ProbeState state,
                               const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The groups of `records` that keep other members (to re-link); the links of those

@@ -4,9 +4,8 @@
 // one, the BPF object of bpf/probe.bpf.c; tests of the manager's bookkeeping (slots,
 // rollback, relink) use an in-memory one and run without root.
 //
-// A program is loaded for one link mode: a program that expects BPF_TRACE_UPROBE_MULTI
-// links cannot be attached through perf events, and the reverse, so the mode is fixed
-// for the life of the agent.
+// A program is loaded for one link mode: a program that expects BPF_TRACE_UPROBE_MULTI links cannot
+// be attached through perf events, and the reverse, so the mode is fixed for the life of the agent.
 //
 // The contract the manager relies on (bpf/probe.bpf.c): a hit through a link whose
 // cookie is XOL_COOKIE(generation, slot) counts in `slot` only while the slot's config
@@ -50,9 +49,8 @@ class ProbeProgram {
   // Sum over every probe ever attached (never reset).
   virtual xol_probe_counters ReadTotals() const = 0;
 
-  // The same for many slots at once (configs and counters in the order of `slots`). These
-  // run the single-slot calls one by one; the BPF program uses the kernel's batch map
-  // operations instead.
+  // The same for many slots at once (configs and counters in the order of `slots`). These run the
+  // single-slot calls one by one; the BPF program uses the kernel's batch map operations instead.
   virtual absl::Status SetConfigs(absl::Span<const uint32_t> slots,
                                   absl::Span<const xol_probe_config> configs);
   virtual absl::Status DeleteConfigs(absl::Span<const uint32_t> slots);  // missing are fine
@@ -61,11 +59,10 @@ class ProbeProgram {
   virtual absl::Status ResetCounters(absl::Span<const uint32_t> slots);
 
   // Attaches the program at the file `offsets` of `file` (through file.proc_path(),
-  // /proc/self/fd/N, never the path a request named: the kernel resolves the magic link
-  // to the very inode the agent opened, read and checked), each with its cookie (same
-  // length); `pid` > 0 filters in the kernel. Multi mode: one uprobe_multi link; perf
-  // mode: one perf-event link per offset. All or nothing: on failure whatever was made
-  // is destroyed before returning.
+  // /proc/self/fd/N, never the path a request named: the kernel resolves the magic link to the very
+  // inode the agent opened, read and checked), each with its cookie (same length); `pid` > 0
+  // filters in the kernel. Multi mode: one uprobe_multi link; perf mode: one perf-event link per
+  // offset. All or nothing: on failure whatever was made is destroyed before returning.
   virtual absl::StatusOr<std::unique_ptr<Attachment>> Link(const OpenFile& file,
                                                            absl::Span<const uint64_t> offsets,
                                                            absl::Span<const uint64_t> cookies,

@@ -1,9 +1,8 @@
 // The unix socket path of the agent's API: claimed at start-up only when it is
 // free or a stale socket, released at exit only if it is still ours.
 //
-// The path was unlinked unconditionally before: a second agent took a live
-// agent's socket (and removed it when it exited), and --unix-socket pointing at
-// a regular file deleted that file.
+// The path was unlinked unconditionally before: a second agent took a live agent's socket (and
+// removed it when it exited), and --unix-socket pointing at a regular file deleted that file.
 #ifndef XOLFLEET_SERVICES_AGENT_SOCKET_PATH_H_
 #define XOLFLEET_SERVICES_AGENT_SOCKET_PATH_H_
 

@@ -32,9 +32,8 @@ class RequestResolver {
     auto at = [i](absl::string_view field, absl::Status st) {
       return AddFieldViolation(st, absl::StrCat("specs[", i, "]", field), st.message());
     };
-    // The shared rules (services/common/probe_spec.h); reserved labels come from the gRPC
-    // service (the owner) and the controller link (the fleet probe id), never from a
-    // caller.
+    // The shared rules (services/common/probe_spec.h); reserved labels come from the gRPC service
+    // (the owner) and the controller link (the fleet probe id), never from a caller.
     if (absl::Status st = ValidateSpec(spec, ReservedLabels::kAllow); !st.ok()) return at("", st);
     if (absl::Status st = CheckFirstOccurrence(i, spec); !st.ok()) return at("", st);
     absl::StatusOr<LocatedBinary> where = locator_.Open(spec, &located_);
@@ -52,9 +51,8 @@ class RequestResolver {
   }
 
  private:
-  // Identical specs would be identical probes: one of them is a mistake (5,000 copies
-  // were 5,000 kernel probes). Specs that differ in anything (labels, capture, rate, pid)
-  // are distinct probes.
+  // Identical specs would be identical probes: one of them is a mistake (5,000 copies were 5,000
+  // kernel probes). Specs that differ in anything (labels, capture, rate, pid) are distinct probes.
   absl::Status CheckFirstOccurrence(int i, const v1::ProbeSpec& spec) {
     std::string key;
     {

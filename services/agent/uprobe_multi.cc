@@ -114,8 +114,7 @@ absl::Status ProbeUprobeMultiLinkSupport() {
   close(prog_fd);
   if (link_fd < 0 && err == EBADF) return absl::OkStatus();
   return absl::UnavailableError(
-      absl::StrCat("bpf(BPF_LINK_CREATE) does not know BPF_TRACE_UPROBE_MULTI "
-                   "(Linux 6.6+): ",
+      absl::StrCat("bpf(BPF_LINK_CREATE) does not know BPF_TRACE_UPROBE_MULTI (Linux 6.6+): ",
                    link_fd >= 0 ? "unexpected success" : strerror(err)));
 }
 

@@ -172,8 +172,7 @@ int RunAttach(Context& c) {
                                    ")")
                     : std::string(req.expected_calls_per_sec() > 0
                                       ? " at the given call rate"
-                                      : " (no call rate: give --calls-per-sec "
-                                        "or --sample)"))
+                                      : " (no call rate: give --calls-per-sec or --sample)"))
             << "\n";
     return 0;
   }
@@ -425,8 +424,8 @@ int RunInfo(Context& c) {
   const v1::NodeCost& nc = info.cost();
   t.Add({"probe cost",
          absl::StrFormat(
-             "%.3g%% of one CPU (budget %.3g%%, per probe %s, "
-             "action %s, window %s, %d actions taken)",
+             "%.3g%% of one CPU (budget %.3g%%, per probe %s, action %s, window %s, %d actions "
+             "taken)",
              nc.cpu_seconds_per_sec() * 100, nc.node_budget() * 100,
              nc.probe_budget() > 0 ? absl::StrFormat("%.3g%%", nc.probe_budget() * 100) : "none",
              nc.budget_action(), absl::FormatDuration(FromDurationProto(nc.budget_window())),
@@ -454,32 +453,28 @@ int RunInfo(Context& c) {
 
 }  // namespace
 
-XOLCTL_COMMAND("attach", "attach probes (one all-or-nothing batch)",
-               "attach BINARY:SYMBOL[+OFF]|BINARY:0xFILEOFF... [--pid=N | --container=ID "
-               "(BINARY is a path in that process's or container's filesystem)] "
-               "[--capture=rdi,rsi] "
-               "[--rate-limit=EVENTS_PER_S] [--ttl=SECONDS] [--build-id=HEX] "
-               "[--label=k=v,...] [--allow-relocate] [--confirm-raw-offset (a "
-               "file offset outside every function, in an executable section)] "
-               "[--dry-run [--calls-per-sec=R | --sample=SECONDS]] (predicted cost, "
-               "nothing attached)",
-               {"pid", "container", "capture", "rate-limit", "ttl", "build-id", "label",
-                "calls-per-sec", "sample"},
-               {"allow-relocate", "confirm-raw-offset", "dry-run"}, RunAttach);
+XOLCTL_COMMAND(
+    "attach", "attach probes (one all-or-nothing batch)",
+    "attach BINARY:SYMBOL[+OFF]|BINARY:0xFILEOFF... [--pid=N | --container=ID (BINARY is a path in "
+    "that process's or container's filesystem)] [--capture=rdi,rsi] [--rate-limit=EVENTS_PER_S] "
+    "[--ttl=SECONDS] [--build-id=HEX] [--label=k=v,...] [--allow-relocate] [--confirm-raw-offset "
+    "(a file offset outside every function, in an executable section)] [--dry-run "
+    "[--calls-per-sec=R | --sample=SECONDS]] (predicted cost, nothing attached)",
+    {"pid", "container", "capture", "rate-limit", "ttl", "build-id", "label", "calls-per-sec",
+     "sample"},
+    {"allow-relocate", "confirm-raw-offset", "dry-run"}, RunAttach);
 XOLCTL_COMMAND("detach", "detach probes by id", "detach ID... | detach --all", {}, {"all"},
                RunDetach);
 XOLCTL_COMMAND("list", "list probes with hit counts",
                "list [ID...] [--all (include detached/expired)]", {}, {"all"}, RunList);
 XOLCTL_COMMAND("classify", "predict placements (dry run; --local needs no agent)",
                "classify BINARY:SYMBOL[+OFF]... | --all-functions BINARY "
-               "[--profile=linux-6.1|"
-               "linux-6.18|xolfleet-6.1] [--local] [--allow-relocate] "
-               "[--confirm-raw-offset]",
+               "[--profile=linux-6.1|linux-6.18|xolfleet-6.1|xolfleet-6.1-noboost] [--local] "
+               "[--allow-relocate] [--confirm-raw-offset]",
                {"all-functions", "profile"}, {"local", "allow-relocate", "confirm-raw-offset"},
                RunClassify);
 XOLCTL_COMMAND("watch", "stream hit events",
-               "watch [ID...] [--count=N] [--duration=SECONDS] "
-               "[--max-batch=N] [--quiet]",
+               "watch [ID...] [--count=N] [--duration=SECONDS] [--max-batch=N] [--quiet]",
                {"count", "duration", "max-batch"}, {"quiet"}, RunWatch);
 XOLCTL_COMMAND("info", "the agent's node, kernel profile, features and calibration",
                "info [--recalibrate (measure the cost of a hit again)]", {}, {"recalibrate"},

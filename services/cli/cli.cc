@@ -241,8 +241,7 @@ void PrintHelp(std::ostream& out) {
 }  // namespace
 
 int Main(const std::vector<std::string>& argv, std::ostream& out, std::ostream& err) {
-  // The command is the first argument that is not a global option (or its
-  // value).
+  // The command is the first argument that is not a global option (or its value).
   const Command* cmd = nullptr;
   for (size_t i = 0; i < argv.size(); ++i) {
     const std::string& s = argv[i];

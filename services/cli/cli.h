@@ -1,6 +1,5 @@
-// xolctl's building blocks: argument parsing, the command registry, the agent
-// connection and output helpers. Commands live in their own files and register
-// themselves:
+// xolctl's building blocks: argument parsing, the command registry, the agent connection and output
+// helpers. Commands live in their own files and register themselves:
 //
 //   XOLCTL_COMMAND(attach, "attach probes to an agent", "attach SPEC... [--pid=N] ...",
 //                  {"pid", "capture"}, {"allow-relocate"}, RunAttach);
@@ -102,8 +101,7 @@ class Registry {
   std::map<std::string, Command> commands_;
 };
 
-// Options every command accepts.
-// agent, timeout, tls-ca, tls-cert, tls-key
+// Options every command accepts. agent, timeout, tls-ca, tls-cert, tls-key
 const std::set<std::string>& GlobalValueOptions();
 // json, help, insecure-plaintext
 const std::set<std::string>& GlobalBoolOptions();

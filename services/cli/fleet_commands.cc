@@ -357,9 +357,8 @@ int List(Context& ctx) {
     ctx.PrintJson(resp);
     return 0;
   }
-  // PREDICTED is the node's classifier under its kernel profile, KERNEL what the node's
-  // kernel reports it did ("-": a stock kernel, which does not report); "!" marks a
-  // disagreement.
+  // PREDICTED is the node's classifier under its kernel profile, KERNEL what the node's kernel
+  // reports it did ("-": a stock kernel, which does not report); "!" marks a disagreement.
   Table t({"NODE", "PROFILE", "PROBE", "SITE", "DESIRED", "ACTUAL", "PREDICTED", "KERNEL", "HITS",
            "COPIES", "CPU", "BUDGET", "MESSAGE"});
   for (const auto& p : resp.probes()) {
@@ -466,37 +465,36 @@ int RunFleet(Context& ctx) {
       {"rollout", Rollout}, {"watch", Watch},   {"forget", Forget}};
   if (pos.empty() || !subs.count(pos[0])) {
     return ctx.Usage(
-        "fleet needs a subcommand: agents, attach, detach, list, rollout, watch, forget "
-        "(xolctl fleet --help)");
+        "fleet needs a subcommand: agents, attach, detach, list, rollout, watch, forget (xolctl "
+        "fleet --help)");
   }
   return subs.at(pos[0])(ctx);
 }
 
 }  // namespace
 
-XOLCTL_COMMAND("fleet",
-               "drive the fleet through the controller (agents, attach, detach, list, "
-               "rollout, watch, forget)",
-               "fleet SUBCOMMAND [--controller=HOST:PORT] [--tls-ca=F --tls-cert=F --tls-key=F "
-               "| --insecure-plaintext]\n"
-               "  agents   [--labels=k=v,...]\n"
-               "  attach   (--all | --nodes=a,b | --labels=k=v,...) [--canary=FRACTION] "
-               "[--canary-timeout=S] [--ttl=S]\n"
-               "           [--capture=rdi,rsi] [--pid=N] [--rate-limit=N] [--build-id=HEX] "
-               "[--allow-relocate] [--no-wait] SPEC...\n"
-               "           [--canary-soak=S] [--dry-run [--calls-per-sec=R]]\n"
-               "           [--confirm-raw-offset (PATH@FILE_OFFSET outside every function)]\n"
-               "           SPEC: PATH:SYMBOL[+OFFSET], PATH:0xFILE_OFFSET or PATH@FILE_OFFSET\n"
-               "  detach   SET_ID...\n"
-               "  list     [--node=N]... [--set=SET_ID]...\n"
-               "  rollout  SET_ID\n"
-               "  watch    [--node=N]... [--set=SET_ID]... [--count=N]\n"
-               "  forget   NODE",
-               {"controller", "tls-ca", "tls-cert", "tls-key", "nodes", "labels", "canary",
-                "canary-timeout", "ttl", "capture", "pid", "rate-limit", "build-id", "node", "set",
-                "count", "canary-soak", "calls-per-sec"},
-               {"all", "insecure-plaintext", "no-wait", "allow-relocate", "confirm-raw-offset",
-                "dry-run"},
-               RunFleet);
+XOLCTL_COMMAND(
+    "fleet",
+    "drive the fleet through the controller (agents, attach, detach, list, rollout, watch, forget)",
+    "fleet SUBCOMMAND [--controller=HOST:PORT] [--tls-ca=F --tls-cert=F --tls-key=F | "
+    "--insecure-plaintext]\n"
+    "  agents   [--labels=k=v,...]\n"
+    "  attach   (--all | --nodes=a,b | --labels=k=v,...) [--canary=FRACTION] [--canary-timeout=S] "
+    "[--ttl=S]\n"
+    "           [--capture=rdi,rsi] [--pid=N] [--rate-limit=N] [--build-id=HEX] [--allow-relocate] "
+    "[--no-wait] SPEC...\n"
+    "           [--canary-soak=S] [--dry-run [--calls-per-sec=R]]\n"
+    "           [--confirm-raw-offset (PATH@FILE_OFFSET outside every function)]\n"
+    "           SPEC: PATH:SYMBOL[+OFFSET], PATH:0xFILE_OFFSET or PATH@FILE_OFFSET\n"
+    "  detach   SET_ID...\n"
+    "  list     [--node=N]... [--set=SET_ID]...\n"
+    "  rollout  SET_ID\n"
+    "  watch    [--node=N]... [--set=SET_ID]... [--count=N]\n"
+    "  forget   NODE",
+    {"controller", "tls-ca", "tls-cert", "tls-key", "nodes", "labels", "canary", "canary-timeout",
+     "ttl", "capture", "pid", "rate-limit", "build-id", "node", "set", "count", "canary-soak",
+     "calls-per-sec"},
+    {"all", "insecure-plaintext", "no-wait", "allow-relocate", "confirm-raw-offset", "dry-run"},
+    RunFleet);
 
 }  // namespace xolfleet::cli

@@ -128,10 +128,10 @@ absl::StatusOr<Authorizer> Authorizer::FromString(absl::string_view text) {
     } else if (absl::ConsumePrefix(&ident, "subject:")) {
       r.kind = "subject";
     } else {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "line ", lineno,
-          ": identity must be cn:NAME, subject:SUBJECT, insecure:local, uid:N, user:NAME, "
-          "gid:N or group:NAME"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("line ", lineno,
+                       ": identity must be cn:NAME, subject:SUBJECT, insecure:local, uid:N, "
+                       "user:NAME, gid:N or group:NAME"));
     }
     if (r.kind == "cn" || r.kind == "subject") {
       if (absl::ConsumeSuffix(&ident, "*")) r.prefix = true;

@@ -13,12 +13,11 @@
 //   attach-counts    group:xolfleet     # primary or supplementary group of the caller
 //   read-only        user:prometheus
 //
-// Identity patterns: `cn:NAME`, `subject:FULL_SUBJECT` (as gRPC reports it), either with a
-// trailing `*` for a prefix match; `insecure:local` for plaintext TCP connections on
-// loopback; `uid:N`, `user:NAME`, `gid:N`, `group:NAME` for callers on a unix socket,
-// identified by the kernel (SO_PEERCRED, SO_PEERGROUPS), names resolved when the file is
-// loaded. Capabilities nest: admin > attach-capture > attach-counts > read-only. `agent` is
-// apart.
+// Identity patterns: `cn:NAME`, `subject:FULL_SUBJECT` (as gRPC reports it), either with a trailing
+// `*` for a prefix match; `insecure:local` for plaintext TCP connections on loopback; `uid:N`,
+// `user:NAME`, `gid:N`, `group:NAME` for callers on a unix socket, identified by the kernel
+// (SO_PEERCRED, SO_PEERGROUPS), names resolved when the file is loaded. Capabilities nest: admin >
+// attach-capture > attach-counts > read-only. `agent` is apart.
 #ifndef XOLFLEET_SERVICES_COMMON_AUTHZ_H_
 #define XOLFLEET_SERVICES_COMMON_AUTHZ_H_
 

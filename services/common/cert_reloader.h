@@ -1,7 +1,6 @@
-// mTLS credentials that follow their PEM files: certificates and keys rotated on disk (a
-// renewed certificate, a new CA) are used for new connections without a restart, on the
-// server side (the controller, the agent's TCP API) and the client side (the agent's
-// controller link).
+// mTLS credentials that follow their PEM files: certificates and keys rotated on disk (a renewed
+// certificate, a new CA) are used for new connections without a restart, on the server side (the
+// controller, the agent's TCP API) and the client side (the agent's controller link).
 //
 // gRPC 1.51's FileWatcherCertificateProvider re-reads files, but installs whatever it reads:
 // a key that does not match its certificate, or a certificate its peers cannot verify,
@@ -10,13 +9,12 @@
 // valid set is published to the files gRPC's provider watches; a broken set is logged,
 // counted and refused while the previous one keeps serving.
 //
-// The published files are memfds (nothing secret written to disk, nothing left behind
-// however the process ends; on a kernel without memfds, 0600 files in $TMPDIR unlinked as
-// soon as they are created) that gRPC reads through /proc/self/fd/N. The key and the
-// certificate chain are one PEM file, swapped atomically with dup3, so gRPC cannot read a
-// key of one version with a certificate of another; each version gets a distinct
-// modification time, which gRPC compares before and after reading to retry a read that
-// straddled a swap.
+// The published files are memfds (nothing secret written to disk, nothing left behind however the
+// process ends; on a kernel without memfds, 0600 files in $TMPDIR unlinked as soon as they are
+// created) that gRPC reads through /proc/self/fd/N. The key and the certificate chain are one PEM
+// file, swapped atomically with dup3, so gRPC cannot read a key of one version with a certificate
+// of another; each version gets a distinct modification time, which gRPC compares before and after
+// reading to retry a read that straddled a swap.
 #ifndef XOLFLEET_SERVICES_COMMON_CERT_RELOADER_H_
 #define XOLFLEET_SERVICES_COMMON_CERT_RELOADER_H_
 
@@ -36,12 +34,11 @@
 
 namespace xolfleet::tls {
 
-// OK if the CA bundle, certificate chain and private key can serve mTLS together: each
-// parses, the key is the certificate's, and the certificate chains to a CA in the bundle
-// (one CA signs both sides, as in deploy/ and scripts/make-test-ca.sh) and is valid now.
-// INVALID_ARGUMENT saying which check failed otherwise.
-// With verify_chain false the chain is not checked (a client certificate another CA
-// signed than the servers' CA in `ca_pem`: etcd's --trusted-ca-file may differ).
+// OK if the CA bundle, certificate chain and private key can serve mTLS together: each parses, the
+// key is the certificate's, and the certificate chains to a CA in the bundle (one CA signs both
+// sides, as in deploy/ and scripts/make-test-ca.sh) and is valid now. INVALID_ARGUMENT saying which
+// check failed otherwise. With verify_chain false the chain is not checked (a client certificate
+// another CA signed than the servers' CA in `ca_pem`: etcd's --trusted-ca-file may differ).
 absl::Status CheckKeyMaterial(absl::string_view ca_pem, absl::string_view cert_pem,
                               absl::string_view key_pem, bool verify_chain = true);
 
@@ -61,8 +58,7 @@ class CertificateReloader final {
   // Reads and checks the files (an error if they are unusable: nothing starts on them),
   // publishes them, and starts following them.
   static absl::StatusOr<std::unique_ptr<CertificateReloader>> Start(Options options);
-  // Closes the published files: destroy it after the servers and channels using its
-  // credentials.
+  // Closes the published files: destroy it after the servers and channels using its credentials.
   ~CertificateReloader();
   CertificateReloader(const CertificateReloader&) = delete;
   CertificateReloader& operator=(const CertificateReloader&) = delete;

@@ -73,10 +73,8 @@ struct ElfFile::Impl {
     for (const Segment& s : loads) {
       if (vaddr >= s.vaddr && vaddr - s.vaddr < s.filesz) return s.offset + (vaddr - s.vaddr);
     }
-    return absl::NotFoundError(
-        absl::StrFormat("%s: virtual address 0x%x is not in the file part of "
-                        "any PT_LOAD segment",
-                        path, vaddr));
+    return absl::NotFoundError(absl::StrFormat(
+        "%s: virtual address 0x%x is not in the file part of any PT_LOAD segment", path, vaddr));
   }
 
   absl::Status Index();
@@ -153,8 +151,7 @@ void ElfFile::Impl::ReadSegments(Elf* elf) {
   }
 }
 
-// Allocated sections with file bytes, the build id note, and where the symbol
-// tables are.
+// Allocated sections with file bytes, the build id note, and where the symbol tables are.
 ElfFile::Impl::SymbolTables ElfFile::Impl::ReadSections(Elf* elf) {
   SymbolTables t;
   size_t shstrndx = 0;
@@ -194,8 +191,7 @@ void ElfFile::Impl::ReadBuildId(Elf_Data* d) {
   }
 }
 
-// Defined symbols, .symtab first so its names win over .dynsym's, and the
-// names the file imports.
+// Defined symbols, .symtab first so its names win over .dynsym's, and the names the file imports.
 void ElfFile::Impl::ReadSymbols(Elf* elf, const SymbolTables& t) {
   std::vector<bool> hidden;  // parallel to `symbols`
   auto read_table = [&](const Table& table, bool dyn) {
@@ -315,17 +311,15 @@ absl::StatusOr<ElfSymbol> ElfFile::FindSymbol(absl::string_view name) const {
   if (impl_->undefined.count(std::string(name))) {
     return absl::FailedPreconditionError(
         absl::StrCat("symbol '", Truncated(name), "' is undefined in ", impl_->path,
-                     " (imported from a shared library); probe it in the "
-                     "library that defines it"));
+                     " (imported from a shared library); probe it in the library that defines it"));
   }
   std::string msg = absl::StrCat("symbol '", Truncated(name), "' not found in ", impl_->path);
   if (!impl_->has_symtab) {
     absl::StrAppend(&msg, "; binary is stripped (no .symtab); only ", impl_->dynsym_count,
                     " .dynsym symbols");
   }
-  // Suggestions: names containing the query, then the closest by edit distance
-  // (not for absurdly long queries: the distance costs their length times each
-  // symbol's).
+  // Suggestions: names containing the query, then the closest by edit distance (not for absurdly
+  // long queries: the distance costs their length times each symbol's).
   if (name.size() > 512) return absl::NotFoundError(msg);
   std::vector<std::pair<size_t, const std::string*>> scored;
   const size_t limit = std::max<size_t>(2, name.size() / 3);
@@ -356,9 +350,8 @@ absl::StatusOr<ElfSymbol> ElfFile::FindSymbol(absl::string_view name) const {
 }
 
 std::optional<ElfSymbol> ElfFile::FunctionAtFileOffset(uint64_t off) const {
-  // The innermost (highest-starting) function containing `off`. Functions
-  // rarely nest or overlap, so looking back a few entries from the last start
-  // <= off is enough.
+  // The innermost (highest-starting) function containing `off`. Functions rarely nest or overlap,
+  // so looking back a few entries from the last start <= off is enough.
   const std::vector<ElfSymbol>& fns = impl_->functions;
   const std::vector<size_t>& idx = impl_->by_offset;
   auto it = std::upper_bound(idx.begin(), idx.end(), off,

@@ -55,9 +55,8 @@ class ElfFile {
   // True if the file has no .symtab (only .dynsym, if any).
   bool stripped() const;
 
-  // Looks a symbol up in .symtab then .dynsym. NOT_FOUND with a message that says whether
-  // the file is stripped and suggests close names; FAILED_PRECONDITION for an undefined
-  // (imported) symbol.
+  // Looks a symbol up in .symtab then .dynsym. NOT_FOUND with a message that says whether the file
+  // is stripped and suggests close names; FAILED_PRECONDITION for an undefined (imported) symbol.
   absl::StatusOr<ElfSymbol> FindSymbol(absl::string_view name) const;
   // The defined function containing file offset `off`, if any.
   std::optional<ElfSymbol> FunctionAtFileOffset(uint64_t off) const;

@@ -128,8 +128,7 @@ TEST(ElfFile, FromBytesRejectsGarbageAndTruncation) {
             absl::StatusCode::kInvalidArgument);
   const std::string full = Slurp(kFixture);
   ASSERT_GT(full.size(), 1000u);
-  // Truncations never crash; the ELF header alone is not enough to find
-  // symbols.
+  // Truncations never crash; the ELF header alone is not enough to find symbols.
   for (size_t n : {4ul, 16ul, 63ul, 64ul, 200ul, full.size() / 2}) {
     auto elf = ElfFile::FromBytes(full.substr(0, n), "truncated");
     if (elf.ok()) {

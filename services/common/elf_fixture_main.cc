@@ -1,5 +1,4 @@
-// Entry point for the ELF test fixture; the interesting functions are in
-// elf_fixture.S.
+// Entry point for the ELF test fixture; the interesting functions are in elf_fixture.S.
 extern "C" int fx_endbr_loop(int);
 #include <cstdio>
 int main(int argc, char**) {

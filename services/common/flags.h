@@ -6,9 +6,8 @@
 
 namespace xolfleet {
 
-// absl::ParseCommandLine after turning dashes in `--flag-name` (before any '=') into
-// underscores; values are untouched. `--version` prints "PROGRAM 0.5.0 (commit C)"
-// (build_info.h) and exits 0.
+// absl::ParseCommandLine after turning dashes in `--flag-name` (before any '=') into underscores;
+// values are untouched. `--version` prints "PROGRAM 0.5.0 (commit C)" (build_info.h) and exits 0.
 void ParseFlags(int argc, char** argv);
 
 }  // namespace xolfleet

@@ -1,30 +1,24 @@
-// Checks the classifier's linux-6.18 answers against what this machine's
-// kernel really does with a uprobe on each site of kernel_sites.S. Needs root
-// and tracefs (tag "integration").
+// Checks the classifier's linux-6.18 answers against what this machine's kernel really does with a
+// uprobe on each site of kernel_sites.S. Needs root and tracefs (tag "integration").
 //
-// Method (deterministic, no timing). The host kernel is built without kprobes
-// (no kprobe_events, no kprobe PMU) and ftrace's function tracer is locked
-// down, so arch_uprobe_post_xol()/arch_uprobe_skip_sstep() cannot be counted
-// directly. Instead:
-//   1. A tracefs uprobe ("p:xolfleet_kpt_<pid>/s<N> <exe>:0x<off>" appended to
-//      uprobe_events) is created on the site and enabled. Enabling registers
-//      the uprobe on the already-mapped test binary, which runs
-//      arch_uprobe_analyze_insn(): a refused instruction fails the write
-//      (-ENOTSUPP/-EINVAL). A refused probe accepted lazily would never fire,
-//      so "0 hits" also counts as REFUSED.
-//   2. A forked child calls the site kRuns times, then reads its own
-//      /proc/self/maps. The kernel maps the per-mm XOL area ("[uprobes]") the
-//      first time it has to single-step an instruction out of line
-//      (pre_ssout() -> xol_get_insn_slot() -> get_xol_area()); an emulated hit
-//      (arch_uprobe_skip_sstep() true) never needs it, and the [uprobes] vma
-//      is VM_DONTCOPY, so a child forked after the probe starts without one.
-//      nop5's 6.18 optimization maps "[uprobes-trampoline]", another name.
-//   3. uprobe_profile gives the hit count of our event, which must be exactly
-//      kRuns.
-// Observed placement: REFUSED (enable failed, or 0 hits), EMULATED (kRuns
-// hits, no XOL area), SINGLE_STEP (kRuns hits, XOL area). Probes are removed
-// in destructors, and events left behind by a crashed earlier run (its pid
-// gone) are removed at start.
+// Method (deterministic, no timing). The host kernel is built without kprobes (no kprobe_events, no
+// kprobe PMU) and ftrace's function tracer is locked down, so
+// arch_uprobe_post_xol()/arch_uprobe_skip_sstep() cannot be counted directly. Instead:
+//   1. A tracefs uprobe ("p:xolfleet_kpt_<pid>/s<N> <exe>:0x<off>" appended to uprobe_events) is
+//      created on the site and enabled. Enabling registers the uprobe on the already-mapped test
+//      binary, which runs arch_uprobe_analyze_insn(): a refused instruction fails the write
+//      (-ENOTSUPP/-EINVAL). A refused probe accepted lazily would never fire, so "0 hits" also
+//      counts as REFUSED.
+//   2. A forked child calls the site kRuns times, then reads its own /proc/self/maps. The kernel
+//      maps the per-mm XOL area ("[uprobes]") the first time it has to single-step an instruction
+//      out of line (pre_ssout() -> xol_get_insn_slot() -> get_xol_area()); an emulated hit
+//      (arch_uprobe_skip_sstep() true) never needs it, and the [uprobes] vma is VM_DONTCOPY, so a
+//      child forked after the probe starts without one. nop5's 6.18 optimization maps
+//      "[uprobes-trampoline]", another name.
+//   3. uprobe_profile gives the hit count of our event, which must be exactly kRuns.
+// Observed placement: REFUSED (enable failed, or 0 hits), EMULATED (kRuns hits, no XOL area),
+// SINGLE_STEP (kRuns hits, XOL area). Probes are removed in destructors, and events left behind by
+// a crashed earlier run (its pid gone) are removed at start.
 #include <fcntl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -264,16 +258,14 @@ class ProbeEvent {
     }
   }
   int create_errno() const { return create_errno_; }
-  // 0 on success, else errno of the enable write (the kernel refused the
-  // instruction).
+  // 0 on success, else errno of the enable write (the kernel refused the instruction).
   int Enable() {
     const int e = WriteTracefs(EventPath("enable"), "1", false);
     enabled_ = e == 0;
     return e;
   }
   // Hits from uprobe_profile ("  <file> <event>   <hits>"; the group is not
-  // shown, so match the file, which is this test binary, and the event name),
-  // -1 if absent.
+  // shown, so match the file, which is this test binary, and the event name), -1 if absent.
   long Hits(const std::string& exe) const {
     for (absl::string_view line : absl::StrSplit(ReadFile(TracefsPath("uprobe_profile")), '\n')) {
       std::vector<absl::string_view> f = absl::StrSplit(line, ' ', absl::SkipEmpty());
@@ -331,8 +323,8 @@ std::map<std::string, std::string> CorpusLinux618() {
        absl::StrSplit(ReadFile("tests/corpus/placement_corpus.tsv"), '\n')) {
     if (line.empty() || line[0] == '#') continue;
     std::vector<std::string> f = absl::StrSplit(line, '\t');
-    if (f.size() == 5) out[f[0]] = f[3];
-    if (f.size() == 5 && absl::StrContains(f[1], "[host]")) HostRows().insert(f[0]);
+    if (f.size() == 6) out[f[0]] = f[3];
+    if (f.size() == 6 && absl::StrContains(f[1], "[host]")) HostRows().insert(f[0]);
   }
   return out;
 }
@@ -420,9 +412,8 @@ TEST_F(KernelPlacementTest, ClassifierLinux618MatchesThisKernel) {
   }
 }
 
-// The stock-kernel quirk the classifier reports for VEX opcode 74: the kernel
-// takes vpcmpeqb for `je` and emulates it as a jump, so the instruction never
-// runs.
+// The stock-kernel quirk the classifier reports for VEX opcode 74: the kernel takes vpcmpeqb for
+// `je` and emulates it as a jump, so the instruction never runs.
 TEST_F(KernelPlacementTest, VexOpcode74IsSkippedNotExecuted) {
   ASSERT_FALSE(
       ClassifyInstruction(absl::MakeConstSpan(xkpt_site_vpcmpeqb, 15), KernelProfile::kLinux618)
@@ -450,11 +441,10 @@ TEST_F(KernelPlacementTest, VexOpcode74IsSkippedNotExecuted) {
 namespace xolfleet {
 namespace {
 
-// `syscall` is accepted by the stock kernel (0x0f passes good_insns_64, so
-// good_2byte_insns, which marks 0f 05 unsupported, is never consulted) and
-// single-stepped out of line, after which the probed process dies with SIGSEGV
-// (observed on the 6.18 host: the return lands in an unmapped page). The
-// classifier says SINGLE_STEP, as the kernel does, and sets a hazard.
+// `syscall` is accepted by the stock kernel (0x0f passes good_insns_64, so good_2byte_insns, which
+// marks 0f 05 unsupported, is never consulted) and single-stepped out of line, after which the
+// probed process dies with SIGSEGV (observed on the 6.18 host: the return lands in an unmapped
+// page). The classifier says SINGLE_STEP, as the kernel does, and sets a hazard.
 TEST_F(KernelPlacementTest, SyscallSiteIsAcceptedAndKillsTheTarget) {
   InsnPlacement predicted =
       ClassifyInstruction(absl::MakeConstSpan(xkpt_site_syscall, 15), KernelProfile::kLinux618);

@@ -189,8 +189,8 @@ absl::StatusOr<std::shared_ptr<const OpenFile>> OpenFile::OpenImpl(const FileRoo
     if (root != nullptr && (e == ELOOP || e == EXDEV)) {
       return absl::PermissionDeniedError(
           absl::StrCat(Truncated(path, 512), where,
-                       ": refused: the path goes through a /proc magic link "
-                       "(or too many symbolic links), which could lead outside ",
+                       ": refused: the path goes through a /proc magic link (or too many symbolic "
+                       "links), which could lead outside ",
                        root->name(), "; name the process with pid or container_id instead"));
     }
     if (open_as != nullptr && (e == EACCES || e == EPERM)) {
@@ -252,8 +252,8 @@ absl::StatusOr<std::string> OpenFile::ReadAll() const {
   const ssize_t more = got == size ? pread(fd_, &extra, 1, static_cast<off_t>(size)) : 0;
   if (got != size || more > 0) {
     return absl::AbortedError(absl::StrFormat(
-        "%s changed size while it was read (%d bytes at the start, %s): truncated or "
-        "rewritten concurrently; try again",
+        "%s changed size while it was read (%d bytes at the start, %s): truncated or rewritten "
+        "concurrently; try again",
         name, size, got != size ? absl::StrCat("only ", got, " readable") : "more now"));
   }
   return data;

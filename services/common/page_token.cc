@@ -29,8 +29,8 @@ uint64_t Fnv1a(absl::string_view bytes) {
 
 absl::Status Malformed() {
   return absl::InvalidArgumentError(
-      "malformed page_token: pass the next_page_token of the previous response unchanged, or "
-      "an empty page_token for the first page");
+      "malformed page_token: pass the next_page_token of the previous response unchanged, or an "
+      "empty page_token for the first page");
 }
 
 }  // namespace
@@ -96,9 +96,8 @@ absl::StatusOr<PageStart> StartPage(int32_t page_size, absl::string_view page_to
   if (start.after.size() != key_parts) return Malformed();
   if (digest != filter_digest) {
     return absl::InvalidArgumentError(
-        "page_token does not belong to this request: its filters differ from those of the "
-        "request that returned it; repeat the first request's filters or start again "
-        "without a page_token");
+        "page_token does not belong to this request: its filters differ from those of the request "
+        "that returned it; repeat the first request's filters or start again without a page_token");
   }
   start.first = false;
   return start;

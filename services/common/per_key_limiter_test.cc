@@ -35,8 +35,8 @@ TEST(PerKeyLimiter, AnotherKeyIsServedWhileOneIsAtItsLimit) {
   EXPECT_EQ(third.status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_EQ(third.status().message(),
             "uid:1000 already has 2 WatchHits streams open, the most one caller may have "
-            "(--max-watch-streams-per-identity=2): close one of them, or ask the operator to "
-            "raise the limit");
+            "(--max-watch-streams-per-identity=2): close one of them, or ask the operator to raise "
+            "the limit");
   EXPECT_EQ(l.count("uid:1000"), 2u);  // nothing taken by the refusal
   absl::StatusOr<PerKeyLimiter::Lease> bob = l.Acquire("uid:1001");
   ASSERT_TRUE(bob.ok()) << bob.status();
@@ -81,9 +81,9 @@ TEST(PerKeyLimiter, TotalBoundsAllKeysTogether) {
   absl::StatusOr<PerKeyLimiter::Lease> c = l.Acquire("c");
   ASSERT_FALSE(c.ok());
   EXPECT_EQ(c.status().code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_TRUE(absl::StrContains(c.status().message(),
-                                "3 WatchHits streams open in all, the most this agent serves "
-                                "(--max-watch-streams=3)"))
+  EXPECT_TRUE(absl::StrContains(
+      c.status().message(),
+      "3 WatchHits streams open in all, the most this agent serves (--max-watch-streams=3)"))
       << c.status();
   // The per-key limit is checked first: "a" is told about its own share.
   absl::StatusOr<PerKeyLimiter::Lease> a = l.Acquire("a");

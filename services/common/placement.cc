@@ -3,6 +3,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 
 namespace xolfleet {
 
@@ -41,12 +42,21 @@ absl::string_view ProfileName(KernelProfile p) {
       return "linux-6.18";
     case KernelProfile::kXolfleet61:
       return "xolfleet-6.1";
+    case KernelProfile::kXolfleet61NoBoost:
+      return "xolfleet-6.1-noboost";
   }
   return "unknown";
 }
 
 std::vector<KernelProfile> AllProfiles() {
-  return {KernelProfile::kLinux61, KernelProfile::kLinux618, KernelProfile::kXolfleet61};
+  return {KernelProfile::kLinux61, KernelProfile::kLinux618, KernelProfile::kXolfleet61,
+          KernelProfile::kXolfleet61NoBoost};
+}
+
+std::string ProfileNames() {
+  std::vector<std::string> names;
+  for (KernelProfile p : AllProfiles()) names.emplace_back(ProfileName(p));
+  return absl::StrJoin(names, ", ");
 }
 
 absl::StatusOr<KernelProfile> ParseProfile(absl::string_view name) {
@@ -54,8 +64,8 @@ absl::StatusOr<KernelProfile> ParseProfile(absl::string_view name) {
   for (KernelProfile p : AllProfiles()) {
     if (ProfileName(p) == lower) return p;
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unknown kernel profile '", name, "'; expected linux-6.1, linux-6.18 or xolfleet-6.1"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown kernel profile '", name, "'; expected one of ", ProfileNames()));
 }
 
 }  // namespace xolfleet

@@ -16,17 +16,20 @@ enum class Placement { kEmulated, kBoosted, kBoostedRipRel, kSingleStep, kRefuse
 
 // Kernel behaviours the classifier knows (docs/placement.md, "Profiles").
 enum class KernelProfile {
-  kLinux61,     // "linux-6.1": stock 6.1, and the patched kernel with boosting off
-  kLinux618,    // "linux-6.18": stock newer kernels (this host)
-  kXolfleet61,  // "xolfleet-6.1": the patched kernel with boosting on
+  kLinux61,            // "linux-6.1": stock 6.1
+  kLinux618,           // "linux-6.18": stock newer kernels (this host)
+  kXolfleet61,         // "xolfleet-6.1": the patched kernel with boosting on
+  kXolfleet61NoBoost,  // "xolfleet-6.1-noboost": the patched kernel with boosting off
 };
 
 // "EMULATED", "BOOSTED", "BOOSTED_RIPREL", "SINGLE_STEP", "REFUSED".
 absl::string_view PlacementName(Placement p);
 absl::StatusOr<Placement> ParsePlacement(absl::string_view name);
 
-// "linux-6.1", "linux-6.18", "xolfleet-6.1".
+// "linux-6.1", "linux-6.18", "xolfleet-6.1", "xolfleet-6.1-noboost".
 absl::string_view ProfileName(KernelProfile p);
+// Every profile name, comma-separated, for messages and usage lines.
+std::string ProfileNames();
 absl::StatusOr<KernelProfile> ParseProfile(absl::string_view name);
 std::vector<KernelProfile> AllProfiles();
 
@@ -37,10 +40,9 @@ struct InsnPlacement {
   std::string disassembly;  // Intel syntax; empty if undecodable
   uint8_t length = 0;       // instruction length in bytes (0 if undecodable)
   std::vector<uint8_t> bytes;
-  // Non-empty when the kernel accepts the probe but the probed program would
-  // not run as before (the instruction is skipped, or the process dies after
-  // the hit). Callers that attach should refuse such sites unless told
-  // otherwise; Classify reports it.
+  // Non-empty when the kernel accepts the probe but the probed program would not run as before (the
+  // instruction is skipped, or the process dies after the hit). Callers that attach should refuse
+  // such sites unless told otherwise; Classify reports it.
   std::string hazard;
 };
 

@@ -132,10 +132,10 @@ absl::Status ValidateContainerId(absl::string_view id) {
   bool hex = true;
   for (char c : id) hex = hex && ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'));
   if (!hex || id.size() < kMinContainerIdHexDigits || id.size() > kMaxContainerIdHexDigits) {
-    return Invalid(absl::StrCat("container_id '", Truncated(id), "' must be ",
-                                kMinContainerIdHexDigits, "..", kMaxContainerIdHexDigits,
-                                " lowercase hex digits (the id or a prefix of it, as "
-                                "crictl/docker/podman print it)"));
+    return Invalid(absl::StrCat(
+        "container_id '", Truncated(id), "' must be ", kMinContainerIdHexDigits, "..",
+        kMaxContainerIdHexDigits,
+        " lowercase hex digits (the id or a prefix of it, as crictl/docker/podman print it)"));
   }
   return absl::OkStatus();
 }
@@ -155,9 +155,9 @@ absl::StatusOr<v1::ProbeSpec> ParseSite(absl::string_view text) {
     return spec;
   }
   if (colon == absl::string_view::npos || colon == 0 || colon + 1 == text.size()) {
-    return Invalid(absl::StrCat("site '", Truncated(text),
-                                "' is not PATH:SYMBOL[+OFFSET], PATH:0xFILEOFFSET or "
-                                "PATH@FILEOFFSET"));
+    return Invalid(
+        absl::StrCat("site '", Truncated(text),
+                     "' is not PATH:SYMBOL[+OFFSET], PATH:0xFILEOFFSET or PATH@FILEOFFSET"));
   }
   spec.set_binary_path(std::string(text.substr(0, colon)));
   absl::string_view where = text.substr(colon + 1);

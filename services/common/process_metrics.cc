@@ -9,13 +9,13 @@ namespace xolfleet {
 ProcessMetrics::ProcessMetrics(prometheus::Registry& registry)
     : reloads_(prometheus::BuildCounter()
                    .Name("xolfleet_config_reloads_total")
-                   .Help("Changed configuration files read, by config and result "
-                         "(applied, or refused: the previous configuration stayed in force)")
+                   .Help("Changed configuration files read, by config and result (applied, or "
+                         "refused: the previous configuration stayed in force)")
                    .Register(registry)),
       in_force_(prometheus::BuildGauge()
                     .Name("xolfleet_config_in_force")
-                    .Help("1 while a config's files on disk are the ones in force, 0 while "
-                          "their last change was refused")
+                    .Help("1 while a config's files on disk are the ones in force, 0 while their "
+                          "last change was refused")
                     .Register(registry)) {
   prometheus::BuildGauge()
       .Name("xolfleet_build_info")

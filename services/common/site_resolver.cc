@@ -1,18 +1,15 @@
 // Site resolution: symbol -> file offset, build-id guard, instruction-boundary
 // check, classification, and the optional function-entry relocation.
 //
-// Relocation (SiteRequest::allow_relocate, function entries only). The probe
-// moves from the entry past a run of leading instructions that have no
-// architectural effect at all (no register, flag, memory or control-flow
-// change), so a handler at the new site sees exactly the registers and memory
-// it would have seen at the entry:
-//   - endbr64 (f3 0f 1e fa): an indirect-branch landing marker. With user-space
-//     IBT off (Linux has no user IBT as of 6.18; only the shadow stack is
-//     offered to user space) it is a nop. It still executes in place; only the
-//     breakpoint moves.
-//   - true nops: 90 (without REX.B, which would make it xchg with %r8, and
-//     without f3, pause), 66 90, and 0f 1f /0 (nopl/nopw with any addressing
-//     form; the memory operand is not accessed).
+// Relocation (SiteRequest::allow_relocate, function entries only). The probe moves from the entry
+// past a run of leading instructions that have no architectural effect at all (no register, flag,
+// memory or control-flow change), so a handler at the new site sees exactly the registers and
+// memory it would have seen at the entry:
+//   - endbr64 (f3 0f 1e fa): an indirect-branch landing marker. With user-space IBT off (Linux has
+//     no user IBT as of 6.18; only the shadow stack is offered to user space) it is a nop. It still
+//     executes in place; only the breakpoint moves.
+//   - true nops: 90 (without REX.B, which would make it xchg with %r8, and without f3, pause), 66
+//     90, and 0f 1f /0 (nopl/nopw with any addressing form; the memory operand is not accessed).
 // Nothing else is skipped: `push %rbp`, `mov %rsp,%rbp` and friends change
 // state the handler may read. The move is made only when
 //   (a) no direct branch inside the function targets any skipped byte after
@@ -132,9 +129,8 @@ void TryRelocate(const ElfFile& elf, const ElfSymbol& fn, const std::vector<uint
   for (uint32_t t : BranchTargetsWithin(body)) {
     if (t >= 1 && t <= off) {
       site->relocation_note = absl::StrFormat(
-          "not moved: a branch inside %s targets +0x%x, so a probe at +0x%x "
-          "would fire on "
-          "paths that never pass the entry",
+          "not moved: a branch inside %s targets +0x%x, so a probe at +0x%x would fire on paths "
+          "that never pass the entry",
           fn.name, t, off);
       return;
     }
@@ -151,17 +147,14 @@ void TryRelocate(const ElfFile& elf, const ElfSymbol& fn, const std::vector<uint
   }
   if (Cost(moved.placement) >= Cost(site->insn.placement)) {
     site->relocation_note = absl::StrFormat(
-        "not moved: the site after %s (+0x%x, %s) is %s under %s, not cheaper "
-        "than %s",
-        what, off, moved.disassembly, PlacementName(moved.placement), ProfileName(profile),
+        "not moved: the site after %s (+0x%x, %s) is %s under %s, not cheaper than %s", what, off,
+        moved.disassembly, PlacementName(moved.placement), ProfileName(profile),
         PlacementName(site->insn.placement));
     return;
   }
   site->relocation_note = absl::StrFormat(
-      "moved from %s+0x0 (%s, %s) to %s+0x%x (%s, %s) under %s: skipped %s, "
-      "which %s no "
-      "architectural effect and still run in place; no branch in %s targets "
-      "+0x1..+0x%x",
+      "moved from %s+0x0 (%s, %s) to %s+0x%x (%s, %s) under %s: skipped %s, which %s no "
+      "architectural effect and still run in place; no branch in %s targets +0x1..+0x%x",
       fn.name, site->insn.disassembly, PlacementName(site->insn.placement), fn.name, off,
       moved.disassembly, PlacementName(moved.placement), ProfileName(profile), what,
       skipped.size() == 1 ? "has" : "have", fn.name, off);
@@ -200,8 +193,8 @@ absl::Status CheckSiteIsCode(const ElfFile& elf, uint64_t file_offset, bool in_f
   if (!elf.has_sections()) {
     return absl::InvalidArgumentError(
         absl::StrCat(where,
-                     " is outside every function symbol and the file has no section headers, so "
-                     "it cannot be confirmed to be in an executable section"));
+                     " is outside every function symbol and the file has no section headers, so it "
+                     "cannot be confirmed to be in an executable section"));
   }
   return absl::OkStatus();
 }
@@ -281,8 +274,7 @@ absl::StatusOr<ResolvedSite> ResolveSite(const ElfFile& elf, const SiteRequest& 
           absl::StrCat("cannot read ", fn->name, " in ", elf.path(), ": ", b.status().message()));
     }
     body = std::move(*b);
-    // The entry is a boundary by definition; only inner offsets need the linear
-    // decode.
+    // The entry is a boundary by definition; only inner offsets need the linear decode.
     const uint64_t off = site.symbol_offset;
     const std::vector<uint32_t> bounds =
         off == 0 ? std::vector<uint32_t>{0} : InstructionBoundaries(body);
@@ -296,9 +288,8 @@ absl::StatusOr<ResolvedSite> ResolveSite(const ElfFile& elf, const SiteRequest& 
       }
       if (off >= end_decoded && end_decoded < body.size()) {
         return absl::InvalidArgumentError(
-            absl::StrFormat("%s: cannot prove it is an instruction boundary: decoding %s from "
-                            "its start stops "
-                            "at an undecodable byte at +0x%x",
+            absl::StrFormat("%s: cannot prove it is an instruction boundary: decoding %s from its "
+                            "start stops at an undecodable byte at +0x%x",
                             Where(elf, site.symbol, off), fn->name, end_decoded));
       }
       const uint64_t before = it == bounds.begin() ? 0 : *(it - 1);
@@ -307,8 +298,7 @@ absl::StatusOr<ResolvedSite> ResolveSite(const ElfFile& elf, const SiteRequest& 
           ClassifyInstruction(absl::MakeConstSpan(body).subspan(before), profile);
       return absl::InvalidArgumentError(
           absl::StrFormat("%s is not an instruction boundary: it is inside '%s' at +0x%x; the "
-                          "nearest "
-                          "boundaries are +0x%x and %s (use one of those offsets)",
+                          "nearest boundaries are +0x%x and %s (use one of those offsets)",
                           Where(elf, site.symbol, off), inside.disassembly, before, before, after));
     }
     const uint64_t left = body.size() - site.symbol_offset;

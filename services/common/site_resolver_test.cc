@@ -66,8 +66,7 @@ TEST_F(SiteResolverTest, OffsetPastSymbolOrFile) {
 }
 
 TEST_F(SiteResolverTest, UndecodableMiddleCannotBeProven) {
-  // push rbp (0), 06 (1, undecodable), pop rbp (2): +2 is after the undecodable
-  // byte.
+  // push rbp (0), 06 (1, undecodable), pop rbp (2): +2 is after the undecodable byte.
   auto site = ResolveSite(*elf_, Req("fx_bad_middle", 2), KernelProfile::kLinux61);
   EXPECT_EQ(site.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(site.status().message(), HasSubstr("undecodable"));

@@ -3,47 +3,38 @@
 // What a kernel does with a uprobe on an instruction is decided in
 // arch/x86/kernel/uprobes.c, arch_uprobe_analyze_insn():
 //
-//   1. uprobe_init_insn() decodes the instruction with the kernel's own
-//      decoder and refuses it (-ENOEXEC/-ENOTSUPP: REFUSED) when it does not
-//      decode, carries a "bad" prefix (is_prefix_bad(): es/cs/ss/ds segment
-//      overrides and lock), is a masking-exception instruction (mov to %ss),
-//      or its first opcode byte is not in good_insns_64 (for two-byte opcodes
-//      good_2byte_insns would be consulted, but see the note at that table).
-//   2. branch_setup_xol_ops() takes jmp rel8/rel32, call rel32, jcc
-//      rel8/rel32 and `prefix* 90` (nop, pause) and emulates them in the trap
-//      handler (EMULATED), except that a branch with a 0x66 prefix is refused.
-//      Since Linux 6.16 (commit 610f6e14c29d "uprobes/x86: Add support to
-//      emulate NOP instructions") any instruction whose bytes equal
-//      x86_nops[len] (len <= ASM_NOP_MAX = 8, the P6 nops of
-//      arch/x86/include/asm/nops.h) is emulated too; 6.18 further rewrites a
-//      probed nop5 into a call to the uprobe trampoline after the first hit
-//      (still no single-step, so still EMULATED here).
-//   3. push_setup_xol_ops() emulates `push reg` (50-57, or 41 50-57 for
-//      r8-r15).
-//   4. Everything else is copied to the XOL slot and single-stepped
-//      (SINGLE_STEP), rip-relative operands included (riprel_analyze()
-//      rewrites them through a scratch register).
+//   1. uprobe_init_insn() decodes the instruction with the kernel's own decoder and refuses it
+//      (-ENOEXEC/-ENOTSUPP: REFUSED) when it does not decode, carries a "bad" prefix
+//      (is_prefix_bad(): es/cs/ss/ds segment overrides and lock), is a masking-exception
+//      instruction (mov to %ss), or its first opcode byte is not in good_insns_64 (for two-byte
+//      opcodes good_2byte_insns would be consulted, but see the note at that table).
+//   2. branch_setup_xol_ops() takes jmp rel8/rel32, call rel32, jcc rel8/rel32 and `prefix* 90`
+//      (nop, pause) and emulates them in the trap handler (EMULATED), except that a branch with a
+//      0x66 prefix is refused. Since Linux 6.16 (commit 610f6e14c29d "uprobes/x86: Add support to
+//      emulate NOP instructions") any instruction whose bytes equal x86_nops[len] (len <=
+//      ASM_NOP_MAX = 8, the P6 nops of arch/x86/include/asm/nops.h) is emulated too; 6.18 further
+//      rewrites a probed nop5 into a call to the uprobe trampoline after the first hit (still no
+//      single-step, so still EMULATED here).
+//   3. push_setup_xol_ops() emulates `push reg` (50-57, or 41 50-57 for r8-r15).
+//   4. Everything else is copied to the XOL slot and single-stepped (SINGLE_STEP), rip-relative
+//      operands included (riprel_analyze() rewrites them through a scratch register).
 //
-// The kernel decides on its decoder's view of the instruction: OPCODE1 is the
-// first opcode byte, which for VEX/EVEX encoded instructions is the opcode
-// byte inside the VEX map. The classifier rebuilds that view from Zydis'
-// decoding (KernelView below), including the two quirks it leads to (both
-// confirmed on the 6.18 host by kernel_placement_test):
-//   - two-byte opcodes are never checked against good_2byte_insns, because
-//     0x0f itself is set in good_insns_64 and uprobe_init_insn() returns on
-//     the first test;
-//   - a VEX/EVEX instruction whose opcode byte is 70-7f, 90, e8, e9 or eb is
-//     taken by branch_setup_xol_ops() for a jcc/nop/call/jmp and "emulated":
-//     the instruction itself never runs. We report EMULATED (that is what the
-//     kernel does), say so in the reason and set InsnPlacement::hazard.
-//     The same byte picks the post-step fix-ups: a VEX/EVEX opcode byte c2 or
-//     ea (vcmpps, vpminsw) gets those of ret/far jmp (no IP fix-up), 0f 38 9a
-//     (vfmsub132ps) those of lcall; the stock profiles say SINGLE_STEP there.
+// The kernel decides on its decoder's view of the instruction: OPCODE1 is the first opcode byte,
+// which for VEX/EVEX encoded instructions is the opcode byte inside the VEX map. The classifier
+// rebuilds that view from Zydis' decoding (KernelView below), including the two quirks it leads to
+// (both confirmed on the 6.18 host by kernel_placement_test):
+//   - two-byte opcodes are never checked against good_2byte_insns, because 0x0f itself is set in
+//     good_insns_64 and uprobe_init_insn() returns on the first test;
+//   - a VEX/EVEX instruction whose opcode byte is 70-7f, 90, e8, e9 or eb is taken by
+//     branch_setup_xol_ops() for a jcc/nop/call/jmp and "emulated": the instruction itself never
+//     runs. We report EMULATED (that is what the kernel does), say so in the reason and set
+//     InsnPlacement::hazard. The same byte picks the post-step fix-ups: a VEX/EVEX opcode byte c2
+//     or ea (vcmpps, vpminsw) gets those of ret/far jmp (no IP fix-up), 0f 38 9a (vfmsub132ps)
+//     those of lcall; the stock profiles say SINGLE_STEP there.
 //
-// The xolfleet-6.1 profile (the patched kernel with boosting on) follows
-// docs/placement.md. Its patch 1 fixes both quirks (a VEX/EVEX instruction is
-// compared with the legacy opcodes as 0, legacy_opcode1()): VEX/EVEX
-// instructions are never emulated there and get ordinary fix-ups.
+// The xolfleet-6.1 profile (the patched kernel with boosting on) follows docs/placement.md. Its
+// patch 1 fixes both quirks (a VEX/EVEX instruction is compared with the legacy opcodes as 0,
+// legacy_opcode1()): VEX/EVEX instructions are never emulated there and get ordinary fix-ups.
 #include "services/common/x86_classifier.h"
 
 #include <Zydis/Zydis.h>
@@ -65,8 +56,7 @@ constexpr size_t kMaxInsnLen = 15;
 // Stock kernel tables (arch/x86/kernel/uprobes.c, identical in 6.1 and 6.18).
 // ---------------------------------------------------------------------------------------------
 
-// good_insns_64: 1 = uprobe_init_insn() accepts this first opcode byte in a
-// 64-bit task.
+// good_insns_64: 1 = uprobe_init_insn() accepts this first opcode byte in a 64-bit task.
 //
 // Genuinely invalid opcodes in 64-bit mode:
 //   06,07 formerly push/pop es; 0e formerly push cs; 16,17 formerly push/pop
@@ -135,8 +125,7 @@ constexpr std::array<uint8_t, 256> kGood2ByteInsns = {
 };
 // clang-format on
 
-// Why a first opcode byte is refused (the comments above, one line each, for
-// reasons).
+// Why a first opcode byte is refused (the comments above, one line each, for reasons).
 const char* RefusedOpcodeWhy(uint8_t op) {
   switch (op) {
     case 0x06:
@@ -207,10 +196,9 @@ const char* RefusedOpcodeWhy(uint8_t op) {
   }
 }
 
-// x86_nops[1..8] for CONFIG_64BIT (arch/x86/include/asm/nops.h): the forms
-// that 6.16+ emulates by exact byte comparison. Anything else (nopw with cs
-// prefix, 9+ byte nops, `0f 1f` with a non-zero displacement, register forms)
-// is not in this list.
+// x86_nops[1..8] for CONFIG_64BIT (arch/x86/include/asm/nops.h): the forms that 6.16+ emulates by
+// exact byte comparison. Anything else (nopw with cs prefix, 9+ byte nops, `0f 1f` with a non-zero
+// displacement, register forms) is not in this list.
 const std::array<std::vector<uint8_t>, 9>& X86Nops() {
   static const auto* nops = new std::array<std::vector<uint8_t>, 9>{{
       {},
@@ -227,9 +215,8 @@ const std::array<std::vector<uint8_t>, 9>& X86Nops() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// xolfleet-6.1 boosting exclusions (docs/placement.md, "Excluded from
-// boosting"). They apply to legacy-encoded instructions; VEX/EVEX/XOP-encoded
-// ones (SSE/AVX) are boostable.
+// xolfleet-6.1 boosting exclusions (docs/placement.md, "Excluded from boosting"). They apply to
+// legacy-encoded instructions; VEX/EVEX/XOP-encoded ones (SSE/AVX) are boostable.
 // ---------------------------------------------------------------------------------------------
 enum class Map : uint8_t { k1, k0F };
 struct Exclusion {
@@ -316,8 +303,7 @@ bool Decode(absl::Span<const uint8_t> code, Decoded* d) {
                                              std::min(code.size(), kMaxInsnLen), &d->insn, d->ops));
 }
 
-// Instruction only, no operands: what the function walkers need, and several
-// times faster.
+// Instruction only, no operands: what the function walkers need, and several times faster.
 bool DecodeInsnOnly(absl::Span<const uint8_t> code, ZydisDecodedInstruction* in) {
   if (code.empty()) return false;
   ZydisDecoderContext ctx;
@@ -376,11 +362,10 @@ KernelView ViewOf(const Decoded& d, absl::Span<const uint8_t> code) {
       v.avx = true;
       v.opc1 = in.opcode;
       v.nbytes = 1;
-      // vvvv as riprel_analyze() reads it (inverted, low 3 bits): from byte 2 of
-      // the prefix. That is where VEX3 (c4) and EVEX (62) keep it; for VEX2 (c5)
-      // it is the opcode byte (vvvv is in byte 1), which only moves the choice of
-      // scratch register: VEX2 encodes map 0f only, whose vvvv is never a
-      // general-purpose register.
+      // vvvv as riprel_analyze() reads it (inverted, low 3 bits): from byte 2 of the prefix. That
+      // is where VEX3 (c4) and EVEX (62) keep it; for VEX2 (c5) it is the opcode byte (vvvv is in
+      // byte 1), which only moves the choice of scratch register: VEX2 encodes map 0f only, whose
+      // vvvv is never a general-purpose register.
       size_t off = 0;  // the VEX/EVEX prefix follows the legacy prefixes (no
                        // REX before it)
       while (off < code.size() && IsLegacyPrefix(code[off])) ++off;
@@ -445,9 +430,8 @@ struct Decision {
 };
 
 constexpr char kVexSkipped[] =
-    "the stock kernel takes this VEX/EVEX instruction's opcode byte for a "
-    "branch/nop and "
-    "emulates that instead: the instruction itself never runs";
+    "the stock kernel takes this VEX/EVEX instruction's opcode byte for a branch/nop and emulates "
+    "that instead: the instruction itself never runs";
 
 // uprobe_init_insn(): a prefix, instruction or opcode the stock kernels refuse.
 std::optional<Decision> RefusedByInitInsn(const KernelView& v) {
@@ -507,9 +491,8 @@ std::optional<Decision> EmulatedNop(absl::Span<const uint8_t> bytes, bool linux_
 
 // branch_setup_xol_ops(): jumps, calls, conditional jumps and nops, judged by `opc1`.
 std::optional<Decision> EmulatedBranch(const KernelView& v, uint8_t opc1) {
-  const char* avx_warning = v.avx ? " -- stock kernel quirk: the VEX/EVEX "
-                                    "opcode byte is taken for a branch/nop, so "
-                                    "the instruction is skipped, not executed"
+  const char* avx_warning = v.avx ? " -- stock kernel quirk: the VEX/EVEX opcode byte is taken for "
+                                    "a branch/nop, so the instruction is skipped, not executed"
                                   : "";
   bool branch = false;
   const char* what = "";
@@ -577,25 +560,20 @@ Decision SingleStepped(const KernelView& v) {
   std::string hazard;
   if (!v.avx && v.nbytes == 1 && v.opc1 == 0x9c) {
     hazard =
-        "pushf is single-stepped with the trap flag set, so the pushed flags "
-        "carry TF; a "
-        "later popf turns on single-stepping and the process dies of SIGTRAP "
-        "(observed on "
-        "the 6.18 host)";
+        "pushf is single-stepped with the trap flag set, so the pushed flags carry TF; a later "
+        "popf turns on single-stepping and the process dies of SIGTRAP (observed on the 6.18 host)";
   }
   if (!v.avx && v.nbytes == 2 && v.opc2 == 0x05) {
     hazard =
-        "single-stepping syscall out of line kills the probed process (SIGSEGV "
-        "after the "
-        "hit, observed on the 6.18 host)";
+        "single-stepping syscall out of line kills the probed process (SIGSEGV after the hit, "
+        "observed on the 6.18 host)";
   }
   return {Placement::kSingleStep, reason, hazard};
 }
 
-// The stock kernels: uprobe_init_insn(), branch_setup_xol_ops(),
-// push_setup_xol_ops(), default_xol_ops, in the kernel's order. `vex_fixed`: the
-// patched kernel, whose patch 1 makes branch_setup_xol_ops() see opcode 0 for a
-// VEX/EVEX instruction.
+// The stock kernels: uprobe_init_insn(), branch_setup_xol_ops(), push_setup_xol_ops(),
+// default_xol_ops, in the kernel's order. `vex_fixed`: the patched kernel, whose patch 1 makes
+// branch_setup_xol_ops() see opcode 0 for a VEX/EVEX instruction.
 Decision ClassifyStock(const KernelView& v, absl::Span<const uint8_t> bytes, bool linux_6_16,
                        bool vex_fixed = false) {
   if (std::optional<Decision> d = RefusedByInitInsn(v)) return *std::move(d);
@@ -629,9 +607,8 @@ Decision BoostOrKeep(const KernelView& v) {
   if (v.nbytes == 1 && !v.avx && (HasPrefix(v, 0xf2) || HasPrefix(v, 0xf3)) &&
       ((v.opc1 >= 0xa4 && v.opc1 <= 0xa7) || (v.opc1 >= 0xaa && v.opc1 <= 0xaf))) {
     return {Placement::kBoosted,
-            "boosted rep string instruction: one hit per execution, an "
-            "interrupted rep resumes at the probe address with its partial "
-            "count"};
+            "boosted rep string instruction: one hit per execution, an interrupted rep resumes at "
+            "the probe address with its partial count"};
   }
   if (!v.riprel) return {Placement::kBoosted, "boosted: insn; jmp back from the per-CPU slot"};
   // riprel_analyze()'s scratch register: %rsi unless ModRM.reg or VEX.vvvv
@@ -664,10 +641,10 @@ Decision ClassifyXolfleet(const KernelView& v, absl::Span<const uint8_t> bytes) 
   Decision stock = ClassifyStock(v, bytes, /*linux_6_16=*/false, /*vex_fixed=*/true);
   if (stock.placement != Placement::kSingleStep) return stock;
   if (SeriesEmulates(v)) {
-    return {Placement::kEmulated, v.opc1 == 0xff ? "emulated indirect branch: target read (and "
-                                                   "return address pushed) in the trap handler"
-                                                 : "emulated return: target popped in the trap "
-                                                   "handler"};
+    return {Placement::kEmulated, v.opc1 == 0xff
+                                      ? "emulated indirect branch: target read (and return address "
+                                        "pushed) in the trap handler"
+                                      : "emulated return: target popped in the trap handler"};
   }
   Decision boosted = BoostOrKeep(v);
   if (boosted.placement == Placement::kSingleStep) boosted.hazard = stock.hazard;
@@ -726,6 +703,9 @@ InsnPlacement ClassifyInstruction(absl::Span<const uint8_t> code, KernelProfile 
       break;
     case KernelProfile::kXolfleet61:
       dec = ClassifyXolfleet(v, bytes);
+      break;
+    case KernelProfile::kXolfleet61NoBoost:
+      dec = ClassifyStock(v, bytes, /*linux_6_16=*/false, /*vex_fixed=*/true);
       break;
   }
   out.placement = dec.placement;

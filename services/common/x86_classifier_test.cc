@@ -34,7 +34,7 @@ struct Row {
   std::vector<uint8_t> bytes;
   std::string text;
   std::string description;
-  Placement expected[3];
+  Placement expected[4];  // the placement columns, in the file's order
 };
 
 std::vector<Row> LoadCorpus() {
@@ -47,14 +47,14 @@ std::vector<Row> LoadCorpus() {
     ++n;
     if (line.empty() || line[0] == '#') continue;
     std::vector<std::string> f = absl::StrSplit(line, '\t');
-    EXPECT_EQ(f.size(), 5u) << "line " << n << ": " << line;
-    if (f.size() != 5) continue;
+    EXPECT_EQ(f.size(), 6u) << "line " << n << ": " << line;
+    if (f.size() != 6) continue;
     Row r;
     r.line = n;
     r.text = f[0];
     r.bytes = Hex(f[0]);
     r.description = f[1];
-    for (int i = 0; i < 3; ++i) {
+    for (int i = 0; i < 4; ++i) {
       absl::StatusOr<Placement> p = ParsePlacement(f[2 + i]);
       EXPECT_TRUE(p.ok()) << "line " << n << ": " << p.status();
       r.expected[i] = p.value_or(Placement::kRefused);
@@ -68,9 +68,9 @@ TEST(PlacementCorpus, EveryRowUnderEveryProfile) {
   const std::vector<Row> rows = LoadCorpus();
   ASSERT_GE(rows.size(), 90u);
   const KernelProfile profiles[] = {KernelProfile::kLinux61, KernelProfile::kLinux618,
-                                    KernelProfile::kXolfleet61};
+                                    KernelProfile::kXolfleet61, KernelProfile::kXolfleet61NoBoost};
   for (const Row& r : rows) {
-    for (int i = 0; i < 3; ++i) {
+    for (int i = 0; i < 4; ++i) {
       InsnPlacement p = ClassifyInstruction(r.bytes, profiles[i]);
       EXPECT_EQ(PlacementName(p.placement), PlacementName(r.expected[i]))
           << "line " << r.line << " [" << r.text << "] " << r.description << " under "
@@ -141,8 +141,7 @@ TEST(Classifier, BadPrefixesRefuseAnything) {
     for (KernelProfile prof : AllProfiles()) {
       InsnPlacement p = ClassifyInstruction(code, prof);
       if (prefix == 0xf0) {
-        // lock add with a register destination is undecodable (#UD): refused
-        // either way.
+        // lock add with a register destination is undecodable (#UD): refused either way.
         EXPECT_EQ(p.placement, Placement::kRefused);
         continue;
       }
@@ -158,8 +157,7 @@ TEST(Classifier, BadPrefixesRefuseAnything) {
 }
 
 TEST(Classifier, NopEmulationIsExactBytesOn618Only) {
-  // Every x86_nops form is emulated on 6.18; flipping any byte of the longer
-  // ones is not.
+  // Every x86_nops form is emulated on 6.18; flipping any byte of the longer ones is not.
   const std::vector<std::vector<uint8_t>> nops = {{0x0f, 0x1f, 0x00},
                                                   {0x0f, 0x1f, 0x40, 0x00},
                                                   {0x0f, 0x1f, 0x44, 0x00, 0x00},
@@ -215,7 +213,7 @@ TEST(Classifier, HazardsWhenTheKernelAcceptsButChangesTheProgram) {
   const std::vector<uint8_t> pause = {0xf3, 0x90};
   for (KernelProfile prof : AllProfiles()) {
     EXPECT_THAT(ClassifyInstruction(syscall, prof).hazard, HasSubstr("SIGSEGV"));
-    if (prof == KernelProfile::kXolfleet61) {
+    if (prof == KernelProfile::kXolfleet61 || prof == KernelProfile::kXolfleet61NoBoost) {
       EXPECT_THAT(ClassifyInstruction(vpcmpeqb, prof).hazard, IsEmpty());  // patch 1: runs
     } else {
       EXPECT_THAT(ClassifyInstruction(vpcmpeqb, prof).hazard, HasSubstr("never runs"));
@@ -233,10 +231,9 @@ TEST(Classifier, HazardsWhenTheKernelAcceptsButChangesTheProgram) {
   }
 }
 
-// Stock kernels take a VEX/EVEX opcode byte for a legacy opcode: branches are
-// "emulated" (the instruction never runs), and c2/0f38 9d get ret's/popf's
-// fix-ups. The patched kernel's patch 1 compares VEX/EVEX instructions with
-// the legacy opcodes as 0: ordinary instructions, boosted.
+// Stock kernels take a VEX/EVEX opcode byte for a legacy opcode: branches are "emulated" (the
+// instruction never runs), and c2/0f38 9d get ret's/popf's fix-ups. The patched kernel's patch 1
+// compares VEX/EVEX instructions with the legacy opcodes as 0: ordinary instructions, boosted.
 TEST(Classifier, VexOpcodeBytesAreNotLegacyOpcodesOnThePatchedKernel) {
   const std::vector<std::vector<uint8_t>> skipped = {
       {0xc5, 0xf9, 0xe8, 0xc1},              // vpsubsb: e8 = call rel32
@@ -255,6 +252,10 @@ TEST(Classifier, VexOpcodeBytesAreNotLegacyOpcodesOnThePatchedKernel) {
     InsnPlacement x = ClassifyInstruction(code, KernelProfile::kXolfleet61);
     EXPECT_EQ(x.placement, Placement::kBoosted) << x.disassembly << ": " << x.reason;
     EXPECT_THAT(x.hazard, IsEmpty()) << x.disassembly;
+    // Boosting off: the same kernel single-steps it, and it runs.
+    InsnPlacement off = ClassifyInstruction(code, KernelProfile::kXolfleet61NoBoost);
+    EXPECT_EQ(off.placement, Placement::kSingleStep) << off.disassembly << ": " << off.reason;
+    EXPECT_THAT(off.hazard, IsEmpty()) << off.disassembly;
   }
   const std::vector<std::vector<uint8_t>> fixups = {
       {0xc5, 0xf8, 0xc2, 0xc1, 0x00},  // vcmpps: c2 = ret imm16
@@ -328,9 +329,8 @@ TEST(Boundaries, StopsAtFirstUndecodableByte) {
 }
 
 TEST(Boundaries, BranchTargetsOnlyInside) {
-  // jmp -2 (to itself, offset 0); call +0x100 (outside); jne rel32 back to 0;
-  // loop to the end of the function (offset 15 == size: outside); jmp +1 (to
-  // 18, inside).
+  // jmp -2 (to itself, offset 0); call +0x100 (outside); jne rel32 back to 0; loop to the end of
+  // the function (offset 15 == size: outside); jmp +1 (to 18, inside).
   const std::vector<uint8_t> fn = {0xeb, 0xfe, 0xe8, 0x00, 0x01, 0x00, 0x00, 0x0f, 0x85, 0xf3,
                                    0xff, 0xff, 0xff, 0xe2, 0x00, 0xeb, 0x01, 0x90, 0xc3};
   EXPECT_THAT(BranchTargetsWithin(fn), ElementsAre(0, 15, 18));

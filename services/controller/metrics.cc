@@ -57,8 +57,8 @@ FleetMetrics::FleetMetrics()
                            .Register(*registry_)),
       kernel_hits_(prometheus::BuildCounter()
                        .Name("xolfleet_controller_node_kernel_uprobe_hits_total")
-                       .Help("Uprobe hits (every probe on the node, fleet or local) by how "
-                             "the node's patched kernel executed them")
+                       .Help("Uprobe hits (every probe on the node, fleet or local) by how the "
+                             "node's patched kernel executed them")
                        .Register(*registry_)),
       rollouts_(prometheus::BuildCounter()
                     .Name("xolfleet_controller_rollouts_total")
@@ -79,8 +79,8 @@ FleetMetrics::FleetMetrics()
       remote_delay_(
           prometheus::BuildHistogram()
               .Name("xolfleet_controller_remote_hits_delay_seconds")
-              .Help("Replicas: from another replica receiving a heartbeat with new hits to "
-                    "this replica counting them (its status flush and this replica's sync)")
+              .Help("Replicas: from another replica receiving a heartbeat with new hits to this "
+                    "replica counting them (its status flush and this replica's sync)")
               .Register(*registry_)
               .Add({}, prometheus::Histogram::BucketBoundaries{0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 2,
                                                                5, 10})),

@@ -53,9 +53,8 @@ class Coordinator {
   virtual void RetractStatus(const std::string& node) = 0;
   // Every replica's published statuses.
   virtual absl::StatusOr<std::vector<AgentStatusRecord>> LoadStatuses() = 0;
-  // The names of the replicas alive now (this one included once it holds a lease): each
-  // advertises itself under its lease, so a replica that stops or is killed drops out
-  // when its lease ends.
+  // The names of the replicas alive now (this one included once it holds a lease): each advertises
+  // itself under its lease, so a replica that stops or is killed drops out when its lease ends.
   virtual absl::StatusOr<std::vector<std::string>> LoadReplicas() = 0;
 };
 

@@ -62,8 +62,8 @@ absl::Status ValidateSelector(const v1::NodeSelector& sel) {
               (!sel.match_labels().empty() ? 1 : 0);
   if (kinds != 1) {
     return Invalid(
-        "selector must set exactly one of: all, node_names, match_labels "
-        "(e.g. --all, --nodes a,b or --labels zone=a)");
+        "selector must set exactly one of: all, node_names, match_labels (e.g. --all, --nodes a,b "
+        "or --labels zone=a)");
   }
   if (sel.node_names_size() > kMaxSelectorNames) {
     return Invalid(absl::StrCat("selector names ", sel.node_names_size(), " nodes; the limit is ",
@@ -103,12 +103,11 @@ absl::Status ValidateAttach(const v1::FleetAttachRequest& req) {
     if (auto s = ValidateSpec(req.specs(i), i); !s.ok()) return s;
     if (FromDurationProto(req.specs(i).ttl()) != ttl) {
       return AddFieldViolation(
-          Invalid(absl::StrCat("spec ", i,
-                               ": every spec of a set must have the same ttl (the "
-                               "set expires as a whole)")),
+          Invalid(absl::StrCat(
+              "spec ", i,
+              ": every spec of a set must have the same ttl (the set expires as a whole)")),
           absl::StrCat("specs[", i, "].ttl"),
-          "every spec of a set must have the same ttl as specs[0] (the set expires as a "
-          "whole)");
+          "every spec of a set must have the same ttl as specs[0] (the set expires as a whole)");
     }
   }
   const auto& pol = req.policy();

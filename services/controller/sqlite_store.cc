@@ -54,10 +54,10 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path, Open
 absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path,
                                                                OpenMode mode) {
   if (mode == OpenMode::kMustExist && path != ":memory:" && access(path.c_str(), F_OK) != 0) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "state database ", path,
-        " does not exist: check --state_db, or start once with --init "
-        "to create a new empty one (every node then detaches the fleet probes it holds)"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("state database ", path,
+                     " does not exist: check --state_db, or start once with --init to create a new "
+                     "empty one (every node then detaches the fleet probes it holds)"));
   }
   sqlite3* db = nullptr;
   int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX;
@@ -75,10 +75,10 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string
   for (const char* sql : {
            "PRAGMA journal_mode=WAL",
            "PRAGMA synchronous=NORMAL",
-           "CREATE TABLE IF NOT EXISTS probe_sets (set_id TEXT PRIMARY KEY, request BLOB NOT "
-           "NULL, rollout BLOB NOT NULL, created_by TEXT NOT NULL)",
-           "CREATE TABLE IF NOT EXISTS agents (node_name TEXT PRIMARY KEY, registration BLOB "
-           "NOT NULL, last_seen_unix_ns INTEGER NOT NULL, identity TEXT NOT NULL)",
+           "CREATE TABLE IF NOT EXISTS probe_sets (set_id TEXT PRIMARY KEY, request BLOB NOT NULL, "
+           "rollout BLOB NOT NULL, created_by TEXT NOT NULL)",
+           "CREATE TABLE IF NOT EXISTS agents (node_name TEXT PRIMARY KEY, registration BLOB NOT "
+           "NULL, last_seen_unix_ns INTEGER NOT NULL, identity TEXT NOT NULL)",
        }) {
     if (auto s = store->Exec(sql); !s.ok()) {
       return absl::FailedPreconditionError(
@@ -146,8 +146,8 @@ absl::Status SqliteStore::Exec(const char* sql) {
 absl::Status SqliteStore::PutSet(const StoredSet& set) {
   absl::MutexLock l(&mu_);
   Stmt st(db_,
-          "INSERT OR REPLACE INTO probe_sets (set_id, request, rollout, created_by) VALUES "
-          "(?, ?, ?, ?)");
+          "INSERT OR REPLACE INTO probe_sets (set_id, request, rollout, created_by) VALUES (?, ?, "
+          "?, ?)");
   if (!st.ok()) return SqlError(db_, "prepare put set");
   st.BindText(1, set.rollout.set_id());
   st.BindBlob(2, set.request.SerializeAsString());

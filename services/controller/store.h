@@ -1,7 +1,6 @@
-// Desired state of the fleet: probe sets (the attach request and its rollout) and the
-// agents the controller has seen. The controller keeps everything in memory and writes
-// through here before it acknowledges a change, so a restart (even kill -9) loses nothing
-// it acknowledged.
+// Desired state of the fleet: probe sets (the attach request and its rollout) and the agents the
+// controller has seen. The controller keeps everything in memory and writes through here before it
+// acknowledges a change, so a restart (even kill -9) loses nothing it acknowledged.
 //
 // Two backends sit behind this interface:
 //   SQLite (sqlite_store.h)  the embedded default for one controller (--state_db);
@@ -40,8 +39,7 @@ class Store {
     kCreateIfMissing,  // a new empty database when there is none (--init; tests)
     kMustExist,        // FAILED_PRECONDITION when there is none (the default at start-up)
   };
-  // The embedded default: the SQLite database at `path` (":memory:" for tests); see
-  // sqlite_store.h.
+  // The embedded default: the SQLite database at `path` (":memory:" for tests); see sqlite_store.h.
   static absl::StatusOr<std::unique_ptr<Store>> Open(const std::string& path,
                                                      OpenMode mode = OpenMode::kCreateIfMissing);
 

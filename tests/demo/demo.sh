@@ -77,8 +77,8 @@ say "placement of the workload's functions on this kernel, and on the patched ke
 
 say "every function entry of libc, per kernel profile (totals)"
 LIBC=/lib/x86_64-linux-gnu/libc.so.6
-for p in linux-6.1 linux-6.18 xolfleet-6.1; do
-  printf '%-13s ' "$p"
+for p in linux-6.1 linux-6.18 xolfleet-6.1 xolfleet-6.1-noboost; do
+  printf '%-21s ' "$p"
   "$XOLCTL" classify --local --all-functions "$LIBC" --profile=$p --json |
     python3 -c 'import json,sys; t=json.load(sys.stdin).get("totals",{}); print("  ".join("%s=%s" % (k.removeprefix("PLACEMENT_"), v) for k,v in sorted(t.items())))'
 done

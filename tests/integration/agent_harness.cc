@@ -391,8 +391,7 @@ int ConfigMapEntries(pid_t agent_pid) {
   while (dirent* e = readdir(d)) {
     if (e->d_name[0] == '.') continue;
     std::string info = ReadAll(dir + "/" + e->d_name);
-    // xol_config: a hash map (type 1) of u32 -> struct xol_probe_config (40
-    // bytes).
+    // xol_config: a hash map (type 1) of u32 -> struct xol_probe_config (40 bytes).
     if (absl::StrContains(info, "map_type:\t1\n") && absl::StrContains(info, "key_size:\t4\n") &&
         absl::StrContains(info, "value_size:\t40\n")) {
       for (absl::string_view line : absl::StrSplit(info, '\n')) {

@@ -1,7 +1,6 @@
-// Real processes for the agent's integration tests and benchmarks: the agent
-// binary on a unix socket, the hit workload driven over a pipe, /metrics over
-// HTTP, and the kernel objects the agent holds (links, config map entries) read
-// from /proc and bpftool.
+// Real processes for the agent's integration tests and benchmarks: the agent binary on a unix
+// socket, the hit workload driven over a pipe, /metrics over HTTP, and the kernel objects the agent
+// holds (links, config map entries) read from /proc and bpftool.
 #ifndef XOLFLEET_TESTS_INTEGRATION_AGENT_HARNESS_H_
 #define XOLFLEET_TESTS_INTEGRATION_AGENT_HARNESS_H_
 
@@ -18,9 +17,8 @@
 
 namespace xolfleet::testing {
 
-// Path of a data dependency in the test's runfiles
-// ("services/agent/xolfleet-agent"), resolved to the real file (uprobes and
-// /proc/PID/maps see the real path).
+// Path of a data dependency in the test's runfiles ("services/agent/xolfleet-agent"), resolved to
+// the real file (uprobes and /proc/PID/maps see the real path).
 std::string Runfile(const std::string& workspace_relative);
 
 // A free TCP port on 127.0.0.1 (bound and released).
@@ -103,13 +101,11 @@ class Workload {
 // GET http://127.0.0.1:port/path; the body.
 absl::StatusOr<std::string> HttpGet(int port, const std::string& path);
 
-// Prometheus text format -> {"name{labels}" or "name": value}. Labels keep the
-// text form
+// Prometheus text format -> {"name{labels}" or "name": value}. Labels keep the text form
 // ("xolfleet_agent_probe_hits_total{probe_id=\"p1\"}").
 std::map<std::string, double> ParseMetrics(const std::string& text);
 
-// Kernel objects held by process `pid`: BPF link fds (fdinfo "link_type"),
-// perf-event fds.
+// Kernel objects held by process `pid`: BPF link fds (fdinfo "link_type"), perf-event fds.
 struct HeldObjects {
   int bpf_links = 0;
   int perf_events = 0;

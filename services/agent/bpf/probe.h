@@ -1,23 +1,19 @@
-// Structures shared by the probe BPF program (probe.bpf.c) and the agent that
-// loads it.
+// Structures shared by the probe BPF program (probe.bpf.c) and the agent that loads it.
 //
 // One BPF program serves every probe. The agent gives each attached probe a
 // slot index in [0, max_probes) and a generation; the 64-bit BPF cookie of the
 // probe's link carries (generation << 32 | slot). The program looks its slot up
-// in `xol_config` and ignores the hit when the generation does not match: that
-// makes a slot safe to reuse while an old link is still being torn down, and
-// lets the agent re-link the survivors of a partially detached multi link
-// without counting any hit twice.
+// in `xol_config` and ignores the hit when the generation does not match: that makes a slot safe to
+// reuse while an old link is still being torn down, and lets the agent re-link the survivors of a
+// partially detached multi link without counting any hit twice.
 #ifndef XOLFLEET_SERVICES_AGENT_BPF_PROBE_H_
 #define XOLFLEET_SERVICES_AGENT_BPF_PROBE_H_
 
 #include <linux/types.h>
 
-// Capacity of the per-probe maps; the agent resizes them before load
-// (--max-probes).
+// Capacity of the per-probe maps; the agent resizes them before load (--max-probes).
 #define XOL_DEFAULT_MAX_PROBES 1024
-// Registers a hit event can carry: the values of xolfleet.v1.Register minus
-// one.
+// Registers a hit event can carry: the values of xolfleet.v1.Register minus one.
 #define XOL_NUM_REGS 18
 // Bytes of a hit event carrying `slots` register slots (struct xol_hit_event).
 #define XOL_EVENT_BYTES(slots) (32 + 8 * (slots))
