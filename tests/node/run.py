@@ -42,7 +42,7 @@ BINARIES = ["services/controller/xolfleet-controller", "services/agent/xolfleet-
 LIBC = "/lib/x86_64-linux-gnu/libc.so.6"
 LIBSTDCXX = "/lib/x86_64-linux-gnu/libstdc++.so.6"
 P0 = "PLACEMENT_UNSPECIFIED"
-STOCK_PROFILE, PATCHED_PROFILE, PATCHED_OFF_PROFILE = "linux-6.18", "xolfleet-6.1", "linux-6.1"
+STOCK_PROFILE, PATCHED_PROFILE, PATCHED_OFF_PROFILE = "linux-6.18", "xolfleet-6.1", "xolfleet-6.1-noboost"
 # The fleet attach: the workload's own sites and libc functions; index i is probe SET/i.
 SITES = ["node_boosted", "node_riprel", "node_emulated"]
 LIBFNS = ["memfrob", "a64l", "l64a"]
