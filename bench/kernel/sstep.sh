@@ -52,7 +52,9 @@ done
 # 2. function entries of the libraries
 adds=()
 for name in libc.so.6 libstdc++.so.6 libgrpc.so libssl.so.3 libpython3.11.so.1.0; do
-  lib=$(ldconfig -p | awk -v n="$name" '$1 == n && /x86-64/ { print $NF; exit }')
+  # awk reads all of ldconfig's output: an early exit gets ldconfig a SIGPIPE, and with
+  # pipefail and set -e that ended the script.
+  lib=$(ldconfig -p | awk -v n="$name" '$1 == n && /x86-64/ && !found { print $NF; found = 1 }')
   [[ -n $lib && -f $lib ]] || continue
   real=$(readlink -f "$lib")
   cp "$real" "$tmp/"
