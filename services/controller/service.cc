@@ -381,7 +381,7 @@ grpc::Status FleetServiceImpl::WatchFleetHits(grpc::ServerContext* ctx,
         if (!lease.ok()) return lease.status();
         auto w =
             fleet_->hits().AddWatcher({req->set_ids().begin(), req->set_ids().end()},
-                                     {req->node_names().begin(), req->node_names().end()}, 4096);
+                                      {req->node_names().begin(), req->node_names().end()}, 4096);
         // Replicas: the first batch names the replicas whose agents' hits it merges.
         if (std::string n = fleet_->HitSourcesNotice(); !n.empty()) w->Notice(n);
         v1::FleetHitBatch batch;
