@@ -369,7 +369,7 @@ TEST(HitHub, FullQueueDropsAndCountsEveryLostEvent) {
   for (const RoutedHit& h : got) EXPECT_EQ(h.probe_num, 2u);
   hub.RemoveWatcher(all);
   EXPECT_EQ(hub.watcher_dropped_total(), 15u);
-  EXPECT_EQ(hub.watcher_count(), 1u);
+  EXPECT_EQ(hub.watchers(), 1u);
 }
 
 // Issue 9: queues take memory only for events waiting in them, all queues

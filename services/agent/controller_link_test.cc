@@ -347,7 +347,7 @@ TEST_F(LinkTest, HitsFlowUpstream) {
   FakeAgentApi& a = Fake("n1");
   links_.push_back(Link(&a));
   ASSERT_TRUE(AllUp(1));
-  auto w = fleet_->hits().Subscribe({}, {}, 16);
+  auto w = fleet_->hits().AddWatcher({}, {}, 16);
   v1::FleetAttachRequest req;
   req.mutable_selector()->set_all(true);
   *req.add_specs() = Spec("/bin/sh", "main");
@@ -360,11 +360,11 @@ TEST_F(LinkTest, HitsFlowUpstream) {
   }));
   uint64_t total = 0;
   v1::FleetHitBatch batch;
-  while (total < 42 && w->Next(100, absl::Seconds(1), &batch) && batch.updates_size()) {
+  while (total < 42 && w->Take(&batch, 100, absl::Seconds(1)) && batch.updates_size()) {
     for (const auto& u : batch.updates()) total += u.hits_delta();
   }
   EXPECT_EQ(total, 42u);
-  fleet_->hits().Unsubscribe(w);
+  fleet_->hits().RemoveWatcher(w);
 }
 
 TEST_F(LinkTest, LocalProbesAreNeverTouched) {

@@ -12,85 +12,25 @@
 
 namespace xolfleet {
 
-Watcher::Watcher(absl::flat_hash_set<uint64_t> probe_nums, size_t capacity,
-                 std::atomic<uint64_t>* total_queued, uint64_t total_limit)
-    : probe_nums_(std::move(probe_nums)),
-      capacity_(std::max<size_t>(capacity, 1)),
-      total_queued_(total_queued),
-      total_limit_(total_limit) {}
+namespace {
 
-Watcher::~Watcher() {
-  absl::MutexLock l(&mu_);
-  if (total_queued_ != nullptr) total_queued_->fetch_sub(queued_);
+BoundedFanOut<RoutedHit>::Limits FanOutLimits(const HitHub::Limits& limits) {
+  BoundedFanOut<RoutedHit>::Limits l;
+  l.max_watchers = limits.max_watchers;
+  l.max_queued = limits.max_queued_events;
+  l.limit_message = [max = limits.max_watchers](size_t open) {
+    return absl::StrCat(open,
+                        " WatchHits streams are open, the agent's limit "
+                        "(--max-watch-streams=",
+                        max, "): close one or watch several probes in one stream");
+  };
+  return l;
 }
 
-size_t Watcher::queued_now() const {
-  absl::MutexLock l(&mu_);
-  return queued_;
-}
+}  // namespace
 
-void Watcher::Offer(const std::shared_ptr<const HitChunk>& hits) {
-  std::shared_ptr<const HitChunk> mine = hits;
-  if (!probe_nums_.empty()) {
-    // The events this watcher wants, copied before the lock is taken.
-    auto wanted = std::make_shared<HitChunk>();
-    for (const RoutedHit& h : *hits) {
-      if (Wants(h.probe_num)) wanted->push_back(h);
-    }
-    mine = std::move(wanted);
-  }
-  const size_t n = mine->size();
-  if (n == 0) return;
-  uint64_t lost = 0;
-  {
-    absl::MutexLock l(&mu_);
-    if (closed_) return;
-    // What fits in this queue, then in the budget shared with the other watchers,
-    // reserved with one atomic add for the whole batch (one per event cost more than
-    // the copy at a million events a second).
-    size_t fit = std::min(n, capacity_ - std::min(capacity_, queued_));
-    if (total_queued_ != nullptr && fit > 0) {
-      const uint64_t before = total_queued_->fetch_add(fit);
-      const uint64_t room = before >= total_limit_ ? 0 : total_limit_ - before;
-      if (room < fit) {
-        total_queued_->fetch_sub(fit - room);
-        fit = room;
-      }
-    }
-    lost = n - fit;
-    if (fit > 0) {
-      queued_ += fit;
-      queue_.push_back(Chunk{std::move(mine), 0, fit});
-    }
-  }
-  if (lost) dropped_.fetch_add(lost, std::memory_order_relaxed);
-}
-
-bool Watcher::Take(std::vector<RoutedHit>* out, size_t max, absl::Duration timeout) {
-  absl::MutexLock l(&mu_);
-  auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return queued_ > 0 || closed_; };
-  mu_.AwaitWithTimeout(absl::Condition(&ready), timeout);
-  size_t n = 0;
-  while (n < max && !queue_.empty()) {
-    Chunk& c = queue_.front();
-    const size_t k = std::min(max - n, c.end - c.next);
-    out->insert(out->end(), c.hits->begin() + c.next, c.hits->begin() + c.next + k);
-    c.next += k;
-    n += k;
-    if (c.next == c.end) queue_.pop_front();
-  }
-  queued_ -= n;
-  if (n > 0 && total_queued_ != nullptr) total_queued_->fetch_sub(n);
-  if (queue_.empty()) queue_.shrink_to_fit();
-  return !(closed_ && queue_.empty() && n == 0);
-}
-
-void Watcher::Close() {
-  absl::MutexLock l(&mu_);
-  closed_ = true;
-}
-
-HitHub::HitHub(uint32_t max_slots, Limits limits) : limits_(limits) {
+HitHub::HitHub(uint32_t max_slots, Limits limits)
+    : limits_(limits), fan_out_(FanOutLimits(limits)) {
   absl::MutexLock l(&mu_);
   routes_.resize(max_slots);
 }
@@ -108,41 +48,18 @@ void HitHub::UnrouteSlot(uint32_t slot) {
 
 absl::StatusOr<std::shared_ptr<Watcher>> HitHub::AddWatcher(
     absl::flat_hash_set<uint64_t> probe_nums, size_t capacity) {
-  auto w = std::make_shared<Watcher>(std::move(probe_nums), capacity, &total_queued_,
-                                     limits_.max_queued_events);
-  absl::MutexLock l(&mu_);
-  if (watchers_.size() >= limits_.max_watchers) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat(watchers_.size(),
-                     " WatchHits streams are open, the agent's limit "
-                     "(--max-watch-streams=",
-                     limits_.max_watchers, "): close one or watch several probes in one stream"));
+  BoundedFanOut<RoutedHit>::Filter wants;  // empty: every probe, chunks shared uncopied
+  if (!probe_nums.empty()) {
+    wants = [nums = std::move(probe_nums)](const RoutedHit& h) {
+      return nums.contains(h.probe_num);
+    };
   }
-  watchers_.push_back(w);
-  return w;
+  return fan_out_.AddWatcher(std::move(wants), capacity);
 }
 
-void HitHub::RemoveWatcher(const std::shared_ptr<Watcher>& w) {
-  w->Close();
-  absl::MutexLock l(&mu_);
-  auto it = std::find(watchers_.begin(), watchers_.end(), w);
-  if (it != watchers_.end()) {
-    removed_watchers_dropped_ += w->dropped();
-    watchers_.erase(it);
-  }
-}
+void HitHub::RemoveWatcher(const std::shared_ptr<Watcher>& w) { fan_out_.RemoveWatcher(w); }
 
-size_t HitHub::watcher_count() const {
-  absl::MutexLock l(&mu_);
-  return watchers_.size();
-}
-
-uint64_t HitHub::watcher_dropped_total() const {
-  absl::MutexLock l(&mu_);
-  uint64_t t = removed_watchers_dropped_;
-  for (const auto& w : watchers_) t += w->dropped();
-  return t;
-}
+size_t HitHub::watchers() const { return fan_out_.watchers(); }
 
 namespace {
 // Chunks kept for reuse: 8 x 1024 events of 200 bytes, 1.6 MB at most.
@@ -184,16 +101,18 @@ void HitHub::Publish(std::shared_ptr<HitChunk>* hits) {
   HitChunk& h = **hits;
   const size_t published = h.size();
   size_t kept = 0;
-  absl::ReaderMutexLock l(&mu_);
-  for (size_t i = 0; i < published; ++i) {
-    const uint64_t cookie = h[i].event.cookie;
-    const uint32_t slot = static_cast<uint32_t>(cookie);
-    const uint32_t gen = static_cast<uint32_t>(cookie >> 32);
-    if (slot >= routes_.size() || !routes_[slot].active || gen < routes_[slot].first_generation) {
-      continue;
+  {
+    absl::ReaderMutexLock l(&mu_);
+    for (size_t i = 0; i < published; ++i) {
+      const uint64_t cookie = h[i].event.cookie;
+      const uint32_t slot = static_cast<uint32_t>(cookie);
+      const uint32_t gen = static_cast<uint32_t>(cookie >> 32);
+      if (slot >= routes_.size() || !routes_[slot].active || gen < routes_[slot].first_generation) {
+        continue;
+      }
+      if (kept != i) h[kept] = h[i];
+      h[kept++].probe_num = routes_[slot].probe_num;
     }
-    if (kept != i) h[kept] = h[i];
-    h[kept++].probe_num = routes_[slot].probe_num;
   }
   h.resize(kept);
   published_.fetch_add(published, std::memory_order_relaxed);
@@ -201,7 +120,7 @@ void HitHub::Publish(std::shared_ptr<HitChunk>* hits) {
   std::shared_ptr<const HitChunk> shared = std::move(*hits);
   *hits = NewChunk();
   if (kept == 0) return;
-  for (const auto& w : watchers_) w->Offer(shared);
+  fan_out_.Publish(shared);
 }
 
 absl::StatusOr<std::unique_ptr<RingBufferReader>> RingBufferReader::Start(int ringbuf_fd,

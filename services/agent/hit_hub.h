@@ -1,10 +1,11 @@
 // Fan-out of hit events from the BPF ring buffer to WatchHits streams.
 //
-// The ring-buffer reader thread publishes raw events; each watcher (one per
-// stream) has a bounded queue. A watcher that cannot keep up loses events, and
-// every lost event is counted on that watcher (HitBatch.dropped_total), never
-// silently: the reader never blocks on a client, so one slow client cannot
-// stall the others or the kernel side.
+// The ring-buffer reader thread publishes raw events; the hub routes each to its probe
+// (slot and generation from the BPF cookie) and hands the batch to a BoundedFanOut
+// (services/common/bounded_fan_out.h), one watcher per stream. A watcher that cannot keep
+// up loses events, and every lost event is counted on that watcher
+// (HitBatch.dropped_total), never silently: the reader never blocks on a client, so one
+// slow client cannot stall the others or the kernel side.
 //
 // Memory: a queue grows with the events actually waiting in it (nothing is
 // allocated up front: 100 idle streams once cost 12 MB each), each queue is
@@ -15,7 +16,6 @@
 
 #include <atomic>
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -27,6 +27,7 @@
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "services/agent/bpf/probe.h"
+#include "services/common/bounded_fan_out.h"
 
 struct ring_buffer;  // libbpf
 
@@ -43,47 +44,8 @@ struct RoutedHit {
 // watcher that wants all of it.
 using HitChunk = std::vector<RoutedHit>;
 
-class Watcher {
- public:
-  // `probe_nums` empty: every probe. `capacity`: events queued at most.
-  // `total_queued`/`total_limit`: a budget shared with other watchers (null: none).
-  Watcher(absl::flat_hash_set<uint64_t> probe_nums, size_t capacity,
-          std::atomic<uint64_t>* total_queued = nullptr, uint64_t total_limit = 0);
-  ~Watcher();
-
-  bool Wants(uint64_t probe_num) const {
-    return probe_nums_.empty() || probe_nums_.contains(probe_num);
-  }
-  // Producer side: queues the events this watcher wants, counting the ones that
-  // do not fit. A watcher of every probe queues `hits` itself, without a copy.
-  void Offer(const std::shared_ptr<const HitChunk>& hits);
-  // Consumer side: waits up to `timeout` for events, then moves at most `max`
-  // into `out`. Returns false once the watcher is closed and drained.
-  bool Take(std::vector<RoutedHit>* out, size_t max, absl::Duration timeout);
-  void Close();
-  uint64_t dropped() const { return dropped_.load(std::memory_order_relaxed); }
-  size_t queued_now() const;
-
- private:
-  const absl::flat_hash_set<uint64_t> probe_nums_;
-  const size_t capacity_;
-  std::atomic<uint64_t>* const total_queued_;
-  const uint64_t total_limit_;
-  mutable absl::Mutex mu_;
-  // The offered batches, oldest first; events [next, end) of a chunk are not taken
-  // yet. Grows and shrinks with use. (A deque of events allocated a block for every
-  // two 192-byte events, and freed it again, a million times a second; then each
-  // watcher's copy of every batch was most of the reader's time.)
-  struct Chunk {
-    std::shared_ptr<const HitChunk> hits;
-    size_t next = 0;
-    size_t end = 0;
-  };
-  std::deque<Chunk> queue_ ABSL_GUARDED_BY(mu_);
-  size_t queued_ ABSL_GUARDED_BY(mu_) = 0;  // events in queue_ not taken yet
-  bool closed_ ABSL_GUARDED_BY(mu_) = false;
-  std::atomic<uint64_t> dropped_{0};
-};
+// One WatchHits stream's queue: Take, dropped, Close (services/common/bounded_fan_out.h).
+using Watcher = BoundedFanOut<RoutedHit>::Watcher;
 
 class HitHub {
  public:
@@ -104,7 +66,7 @@ class HitHub {
   absl::StatusOr<std::shared_ptr<Watcher>> AddWatcher(absl::flat_hash_set<uint64_t> probe_nums,
                                                       size_t capacity);
   void RemoveWatcher(const std::shared_ptr<Watcher>& w);
-  size_t watcher_count() const;
+  size_t watchers() const;
 
   // Reader side.
   void Publish(absl::Span<const xol_hit_event> events);
@@ -119,9 +81,9 @@ class HitHub {
   // Events whose probe was already detached (stale in the ring buffer).
   uint64_t unrouted() const { return unrouted_.load(std::memory_order_relaxed); }
   // Sum of `dropped()` over every watcher, past and present.
-  uint64_t watcher_dropped_total() const;
+  uint64_t watcher_dropped_total() const { return fan_out_.dropped_total(); }
   // Events waiting in all watcher queues now.
-  uint64_t queued_events() const { return total_queued_.load(std::memory_order_relaxed); }
+  uint64_t queued_events() const { return fan_out_.queued_total(); }
   const Limits& limits() const { return limits_; }
 
  private:
@@ -131,11 +93,9 @@ class HitHub {
     uint64_t probe_num = 0;
   };
   const Limits limits_;
-  std::atomic<uint64_t> total_queued_{0};
   mutable absl::Mutex mu_;
   std::vector<Route> routes_ ABSL_GUARDED_BY(mu_);
-  std::vector<std::shared_ptr<Watcher>> watchers_ ABSL_GUARDED_BY(mu_);
-  uint64_t removed_watchers_dropped_ ABSL_GUARDED_BY(mu_) = 0;
+  BoundedFanOut<RoutedHit> fan_out_;
   // Chunks come back here when the last watcher has taken their events, so the reader
   // fills the same few buffers again (a new 800 KB vector per batch page-faulted on
   // every first touch). Shared: a chunk may outlive the hub in a watcher's queue.

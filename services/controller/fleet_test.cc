@@ -415,13 +415,13 @@ TEST_F(FleetTest, NoAnswerNoCompletion) {
 
 TEST_F(FleetTest, HitDeltasSurviveAgentRestart) {
   Connect("a");
-  auto w = fleet_->hits().Subscribe({}, {}, 100);
+  auto w = fleet_->hits().AddWatcher({}, {}, 100);
   Attach(Req(0));
   Report("a", v1::SET_STATE_ATTACHED, 10);
   Report("a", v1::SET_STATE_ATTACHED, 15);
   Report("a", v1::SET_STATE_ATTACHED, 4, "q");  // restarted agent: new local probe id
   v1::FleetHitBatch b;
-  ASSERT_TRUE(w->Next(100, absl::ZeroDuration(), &b));
+  ASSERT_TRUE(w->Take(&b, 100, absl::ZeroDuration()));
   ASSERT_EQ(b.updates_size(), 3);
   EXPECT_EQ(b.updates(0).hits_delta(), 10u);
   EXPECT_EQ(b.updates(1).hits_delta(), 5u);
@@ -431,11 +431,11 @@ TEST_F(FleetTest, HitDeltasSurviveAgentRestart) {
 
 TEST_F(FleetTest, SlowWatcherDropsAreCounted) {
   Connect("a");
-  auto w = fleet_->hits().Subscribe({}, {}, 2);
+  auto w = fleet_->hits().AddWatcher({}, {}, 2);
   Attach(Req(0));
   for (int i = 1; i <= 5; ++i) Report("a", v1::SET_STATE_ATTACHED, i);
   v1::FleetHitBatch b;
-  ASSERT_TRUE(w->Next(100, absl::ZeroDuration(), &b));
+  ASSERT_TRUE(w->Take(&b, 100, absl::ZeroDuration()));
   EXPECT_EQ(b.updates_size(), 2);
   EXPECT_EQ(b.dropped_total(), 3u);
 }

@@ -242,7 +242,7 @@ TEST_F(ReplicaTest, HitsOfEveryReplicaMergedIntoEveryWatcher) {
   ASSERT_TRUE(PumpUntil([&] { return Leaders() == 1; }));
   auto s2 = Connect(b, "n2");
   ASSERT_TRUE(PumpUntil([&] { return Up(a->fleet.get(), "n2"); }));
-  auto w = a->fleet->hits().Subscribe({}, {}, 4096);
+  auto w = a->fleet->hits().AddWatcher({}, {}, 4096);
   // Heartbeats of n2 (to b) with cumulative totals of one probe.
   auto beat = [&](Replica* r, AgentSession* s, uint64_t total) {
     v1::AgentHeartbeat hb;
@@ -260,7 +260,7 @@ TEST_F(ReplicaTest, HitsOfEveryReplicaMergedIntoEveryWatcher) {
   std::vector<std::string> notices;
   auto drain = [&] {
     v1::FleetHitBatch batch;
-    while (w->Next(1024, absl::ZeroDuration(), &batch) &&
+    while (w->Take(&batch, 1024, absl::ZeroDuration()) &&
            (batch.updates_size() > 0 || batch.notices_size() > 0)) {
       for (const auto& u : batch.updates()) {
         EXPECT_EQ(u.node_name(), "n2");
@@ -286,7 +286,7 @@ TEST_F(ReplicaTest, HitsOfEveryReplicaMergedIntoEveryWatcher) {
     return seen >= 400;
   }));
   // From here b counts only what reaches it through a's records.
-  auto wb = b->fleet->hits().Subscribe({}, {}, 4096);
+  auto wb = b->fleet->hits().AddWatcher({}, {}, 4096);
   // The agent moves to a with 50 more hits: a counts them first-hand, from b's marks.
   b->fleet->Disconnect(s2.get(), "n2");
   auto s2a = std::make_shared<FakeSession>();
@@ -303,13 +303,13 @@ TEST_F(ReplicaTest, HitsOfEveryReplicaMergedIntoEveryWatcher) {
   uint64_t seen_b = 0;
   ASSERT_TRUE(PumpUntil([&] {
     v1::FleetHitBatch batch;
-    while (wb->Next(1024, absl::ZeroDuration(), &batch) && batch.updates_size() > 0) {
+    while (wb->Take(&batch, 1024, absl::ZeroDuration()) && batch.updates_size() > 0) {
       for (const auto& u : batch.updates()) seen_b += u.hits_delta();
     }
     return seen_b >= 70;
   }));
   EXPECT_EQ(seen_b, 70u);
-  b->fleet->hits().Unsubscribe(wb);
+  b->fleet->hits().RemoveWatcher(wb);
   // b goes: a's watcher is told.
   for (auto it = replicas_.begin(); it != replicas_.end(); ++it) {
     if (it->get() == b) {
@@ -326,7 +326,7 @@ TEST_F(ReplicaTest, HitsOfEveryReplicaMergedIntoEveryWatcher) {
   })) << absl::StrJoin(notices, " | ");
   drain();
   EXPECT_EQ(seen, 470u);
-  a->fleet->hits().Unsubscribe(w);
+  a->fleet->hits().RemoveWatcher(w);
 }
 
 }  // namespace

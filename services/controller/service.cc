@@ -380,14 +380,14 @@ grpc::Status FleetServiceImpl::WatchFleetHits(grpc::ServerContext* ctx,
         absl::StatusOr<PerKeyLimiter::Lease> lease = watchers_.Acquire(who.ToString());
         if (!lease.ok()) return lease.status();
         auto w =
-            fleet_->hits().Subscribe({req->set_ids().begin(), req->set_ids().end()},
-                                     {req->node_names().begin(), req->node_names().end()}, 4096);
+            fleet_->hits().AddWatcher({req->set_ids().begin(), req->set_ids().end()},
+                                      {req->node_names().begin(), req->node_names().end()}, 4096);
         // Replicas: the first batch names the replicas whose agents' hits it merges.
         if (std::string n = fleet_->HitSourcesNotice(); !n.empty()) w->Notice(n);
         v1::FleetHitBatch batch;
         uint64_t reported_drops = 0;
         while (!ctx->IsCancelled()) {
-          if (!w->Next(1024, absl::Milliseconds(500), &batch)) break;
+          if (!w->Take(&batch, 1024, absl::Milliseconds(500))) break;
           if (batch.updates_size() == 0 && batch.notices_size() == 0 &&
               batch.dropped_total() == reported_drops) {
             continue;
@@ -395,7 +395,7 @@ grpc::Status FleetServiceImpl::WatchFleetHits(grpc::ServerContext* ctx,
           reported_drops = batch.dropped_total();
           if (!writer->Write(batch)) break;
         }
-        fleet_->hits().Unsubscribe(w);
+        fleet_->hits().RemoveWatcher(w);
         return absl::OkStatus();
       });
 }
