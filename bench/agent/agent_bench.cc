@@ -1,7 +1,6 @@
-// Agent benchmarks on this machine's kernel (root): attach/detach cost per
-// probe against bpftrace on the same sites, WatchHits throughput with every
-// event accounted for, and the agent's memory with 10,000 probes. Prints a
-// table; bench/agent/run.sh saves it.
+// Agent benchmarks on this machine's kernel (root): attach/detach cost per probe against bpftrace
+// on the same sites, WatchHits throughput with every event accounted for, and the agent's memory
+// with 10,000 probes. Prints a table; bench/agent/run.sh saves it.
 #include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -186,9 +185,8 @@ double RunTimed(const std::vector<std::string>& argv, const std::string& log) {
   return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? secs : -1;
 }
 
-// 10,000 probes attached and detached by xolctl (`xolctl attach SITE...`,
-// `xolctl detach --all`), as a user would: client-seen wall time, process
-// start included.
+// 10,000 probes attached and detached by xolctl (`xolctl attach SITE...`, `xolctl detach --all`),
+// as a user would: client-seen wall time, process start included.
 struct CliTiming {
   double attach_s = 0, detach_s = 0;
   uint64_t rss_kib = 0;
@@ -234,15 +232,13 @@ std::pair<int, int> CodeMappings(pid_t pid, const std::vector<std::string>& syst
   return {static_cast<int>(code.size()), static_cast<int>(system.size())};
 }
 
-// The traps a libc probe costs an unrelated process. A workload process
-// (`other`) calls libc's strverscmp n times while a probe on it is scoped to
-// another workload (`target`), then while the probe is unscoped. This kernel
-// has no kprobes to count traps with, so the count is exact another way: a
-// process can only trap where its own copy of the page holds int3, so the
-// probed byte in its memory (/proc/PID/mem) is the count's proof (no int3: 0
-// traps); unscoped, the probe's hit counter counts the unrelated process's
-// traps. The calls' wall time, against the same calls unprobed in this run,
-// corroborates both.
+// The traps a libc probe costs an unrelated process. A workload process (`other`) calls libc's
+// strverscmp n times while a probe on it is scoped to another workload (`target`), then while the
+// probe is unscoped. This kernel has no kprobes to count traps with, so the count is exact another
+// way: a process can only trap where its own copy of the page holds int3, so the probed byte in its
+// memory (/proc/PID/mem) is the count's proof (no int3: 0 traps); unscoped, the probe's hit counter
+// counts the unrelated process's traps. The calls' wall time, against the same calls unprobed in
+// this run, corroborates both.
 void PidScoped(AgentProcess& agent, const std::string& mode) {
   const uint64_t n = 100000;
   absl::StatusOr<std::unique_ptr<Workload>> target = Workload::Start();
@@ -370,10 +366,9 @@ int ProcessesMapping(const std::string& path) {
   return n;
 }
 
-// Where a process's resident memory is, from /proc/PID/smaps: the heap and other
-// anonymous memory, BPF maps (the ring buffer counts twice: its data pages are mapped
-// twice), thread stacks, and file-backed mappings (code and data of the program and its
-// libraries).
+// Where a process's resident memory is, from /proc/PID/smaps: the heap and other anonymous memory,
+// BPF maps (the ring buffer counts twice: its data pages are mapped twice), thread stacks, and
+// file-backed mappings (code and data of the program and its libraries).
 std::string RssBreakdown(pid_t pid) {
   std::ifstream f(absl::StrCat("/proc/", pid, "/smaps"));
   uint64_t heap = 0, anon = 0, bpf = 0, files = 0, stack = 0, other = 0;
@@ -404,8 +399,8 @@ std::string RssBreakdown(pid_t pid) {
     }
   }
   return absl::StrFormat(
-      "heap %.1f, other anonymous (malloc arenas, thread stacks) %.1f, BPF maps %.1f, files "
-      "%.1f, other %.1f MiB",
+      "heap %.1f, other anonymous (malloc arenas, thread stacks) %.1f, BPF maps %.1f, files %.1f, "
+      "other %.1f MiB",
       heap / 1024.0, anon / 1024.0, bpf / 1024.0, files / 1024.0, (stack + other) / 1024.0);
 }
 
@@ -603,10 +598,9 @@ void AttachBenchmarks(int bpftrace_sites, bool big_only) {
   rows.push_back("    with 10,000 probes attached, " + rss_breakdown);
   std::cout << rows.back() << std::endl;
 
-  // The same 10,000 sites scoped to one process that maps all three libraries (an
-  // idle agent on the system's libraries): the kernel writes each breakpoint into that
-  // process only, so this is the per-probe kernel work without the host's other
-  // processes.
+  // The same 10,000 sites scoped to one process that maps all three libraries (an idle agent on the
+  // system's libraries): the kernel writes each breakpoint into that process only, so this is the
+  // per-probe kernel work without the host's other processes.
   {
     absl::StatusOr<std::unique_ptr<AgentProcess>> target =
         AgentProcess::Start({"--link-mode=multi", "--calibrate=false", "--metrics-address="}, "",
@@ -627,9 +621,8 @@ void AttachBenchmarks(int bpftrace_sites, bool big_only) {
   }
   KernelScaling(**agent, libc);
 
-  // The same 10,000 sites through xolctl, as a user runs them: the agent and
-  // xolctl on private libraries, then both on the system's libraries (the
-  // build before issue 12), in this run.
+  // The same 10,000 sites through xolctl, as a user runs them: the agent and xolctl on private
+  // libraries, then both on the system's libraries (the build before issue 12), in this run.
   CliTiming priv = XolctlAttachDetach(Runfile("services/cli/xolctl"), **agent, big);
   if (big_only) {
     Row(absl::StrCat("xolctl attach + detach --all, ", what), "", "client-seen wall time");
@@ -863,13 +856,13 @@ int WatchBenchmark(double spin_seconds, int workloads, int rounds) {
                       100.0 * med.achieved() / med.ceiling, rounds));
   Row("  CPU per call in the workload: counting only / capture",
       absl::StrFormat("%.0f / %.0f ns", med.wl_ns_per_call_ceiling, med.wl_ns_per_call_capture),
-      absl::StrFormat("the agent: %.0f ns of CPU per event delivered (reader, queue, stream); "
-                      "the client: %.0f ns per event received",
+      absl::StrFormat("the agent: %.0f ns of CPU per event delivered (reader, queue, stream); the "
+                      "client: %.0f ns per event received",
                       med.agent_ns_per_event, med.client_ns_per_event));
   Row("  ratio bound by the workload's CPU per call alone",
       absl::StrFormat("%.0f%%", 100.0 * med.wl_ns_per_call_ceiling / med.wl_ns_per_call_capture),
-      "counting / capture ns per call: the ratio if the workload kept its CPU and the agent "
-      "and client cost it nothing");
+      "counting / capture ns per call: the ratio if the workload kept its CPU and the agent and "
+      "client cost it nothing");
   Row("  events produced / received / dropped, all rounds",
       absl::StrCat(produced, " / ", got, " / ", lost),
       absl::StrCat("kernel ring-buffer drops ", rb));

@@ -20,9 +20,8 @@ BoundedFanOut<RoutedHit>::Limits FanOutLimits(const HitHub::Limits& limits) {
   l.max_queued = limits.max_queued_events;
   l.limit_message = [max = limits.max_watchers](size_t open) {
     return absl::StrCat(open,
-                        " WatchHits streams are open, the agent's limit "
-                        "(--max-watch-streams=",
-                        max, "): close one or watch several probes in one stream");
+                        " WatchHits streams are open, the agent's limit (--max-watch-streams=", max,
+                        "): close one or watch several probes in one stream");
   };
   return l;
 }

@@ -7,10 +7,9 @@
 // (HitBatch.dropped_total), never silently: the reader never blocks on a client, so one
 // slow client cannot stall the others or the kernel side.
 //
-// Memory: a queue grows with the events actually waiting in it (nothing is
-// allocated up front: 100 idle streams once cost 12 MB each), each queue is
-// bounded by its capacity, all queues together by the hub's
-// `max_queued_events`, and the number of watchers by `max_watchers`.
+// Memory: a queue grows with the events actually waiting in it (nothing is allocated up front: 100
+// idle streams once cost 12 MB each), each queue is bounded by its capacity, all queues together by
+// the hub's `max_queued_events`, and the number of watchers by `max_watchers`.
 #ifndef XOLFLEET_SERVICES_AGENT_HIT_HUB_H_
 #define XOLFLEET_SERVICES_AGENT_HIT_HUB_H_
 
@@ -33,8 +32,7 @@ struct ring_buffer;  // libbpf
 
 namespace xolfleet {
 
-// An event routed to a probe: `probe_num` is the number in the probe id
-// ("p<num>").
+// An event routed to a probe: `probe_num` is the number in the probe id ("p<num>").
 struct RoutedHit {
   uint64_t probe_num;
   xol_hit_event event;
@@ -56,9 +54,8 @@ class HitHub {
   explicit HitHub(uint32_t max_slots) : HitHub(max_slots, Limits()) {}
   HitHub(uint32_t max_slots, Limits limits);
 
-  // Routes events of `slot` with generation >= `first_generation` to probe
-  // `probe_num`. (A probe keeps its slot when it is re-linked with a newer
-  // generation.)
+  // Routes events of `slot` with generation >= `first_generation` to probe `probe_num`. (A probe
+  // keeps its slot when it is re-linked with a newer generation.)
   void RouteSlot(uint32_t slot, uint32_t first_generation, uint64_t probe_num);
   void UnrouteSlot(uint32_t slot);
 
@@ -108,8 +105,7 @@ class HitHub {
   std::atomic<uint64_t> unrouted_{0};
 };
 
-// Polls the probe program's ring buffer on a thread and publishes into a
-// HitHub.
+// Polls the probe program's ring buffer on a thread and publishes into a HitHub.
 class RingBufferReader {
  public:
   // Events published to the hub at most at once (a long burst reaches the watchers

@@ -58,9 +58,8 @@ class BoundedFanOut {
     size_t max_watchers = kNoWatcherLimit;
     // Items in all queues together (counted only under a budget).
     uint64_t max_queued = kNoBudget;
-    // The RESOURCE_EXHAUSTED message when max_watchers is reached, given the number of
-    // watchers: it should name the limit (a flag) and say what the caller can do. Empty: a
-    // generic one.
+    // The RESOURCE_EXHAUSTED message when max_watchers is reached, given the number of watchers: it
+    // should name the limit (a flag) and say what the caller can do. Empty: a generic one.
     std::function<std::string(size_t watchers)> limit_message;
   };
 
@@ -122,9 +121,8 @@ class BoundedFanOut {
       return lost;
     }
 
-    // Consumer side: waits up to `timeout` for items (or Close, or Wake), then appends at
-    // most `max` to `out`, oldest first. Returns false once the watcher is closed and
-    // drained.
+    // Consumer side: waits up to `timeout` for items (or Close, or Wake), then appends at most
+    // `max` to `out`, oldest first. Returns false once the watcher is closed and drained.
     bool Take(std::vector<T>* out, size_t max, absl::Duration timeout) {
       absl::MutexLock l(&mu_);
       auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -174,10 +172,9 @@ class BoundedFanOut {
     std::atomic<uint64_t>* const budget_;
     const uint64_t budget_limit_;
     mutable absl::Mutex mu_;
-    // The offered chunks, oldest first; items [next, end) of one are not taken yet. (A deque
-    // of items allocated a block for every two 192-byte hit events, and freed it again, a
-    // million times a second; a copy of every chunk per watcher was most of the agent's
-    // reader time.)
+    // The offered chunks, oldest first; items [next, end) of one are not taken yet. (A deque of
+    // items allocated a block for every two 192-byte hit events, and freed it again, a million
+    // times a second; a copy of every chunk per watcher was most of the agent's reader time.)
     struct Queued {
       std::shared_ptr<const Chunk> items;
       size_t next = 0;

@@ -59,11 +59,11 @@ bool IsLocalAddress(absl::string_view a) {
 
 absl::Status NeedFiles(const TlsFiles& f, absl::string_view who) {
   if (f.ca_cert.empty() || f.cert.empty() || f.key.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        who,
-        " needs a CA certificate, a certificate and a key for mTLS (tls ca/cert/key "
-        "flags); plaintext only when explicitly asked for (insecure plaintext flag), on a "
-        "loopback address or unix socket"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(who,
+                     " needs a CA certificate, a certificate and a key for mTLS (tls ca/cert/key "
+                     "flags); plaintext only when explicitly asked for (insecure plaintext flag), "
+                     "on a loopback address or unix socket"));
   }
   return absl::OkStatus();
 }

@@ -6,13 +6,12 @@
 //                           holding the node's stream
 //   <prefix>replicas/<name> the replica's name, attached to its lease: the live replicas
 //
-// A background thread keeps the lease alive (every ttl/3), campaigns (a transaction that
-// creates the leader key if nobody holds it), and flushes queued status writes. The lease
-// is believed valid until the send time of the last successful keep-alive plus its TTL
-// (etcd's own expiry is never earlier), minus a margin: when etcd cannot be reached that
-// long, IsLeader() turns false on its own. A replica that stops cleanly revokes its
-// lease, handing leadership over at once; one that is killed hands it over when its
-// lease expires.
+// A background thread keeps the lease alive (every ttl/3), campaigns (a transaction that creates
+// the leader key if nobody holds it), and flushes queued status writes. The lease is believed valid
+// until the send time of the last successful keep-alive plus its TTL (etcd's own expiry is never
+// earlier), minus a margin: when etcd cannot be reached that long, IsLeader() turns false on its
+// own. A replica that stops cleanly revokes its lease, handing leadership over at once; one that is
+// killed hands it over when its lease expires.
 #ifndef XOLFLEET_SERVICES_CONTROLLER_ETCD_REPLICA_H_
 #define XOLFLEET_SERVICES_CONTROLLER_ETCD_REPLICA_H_
 

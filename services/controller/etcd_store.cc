@@ -135,10 +135,10 @@ absl::Status EtcdClient::Credentials(const tls::TlsFiles& files, Options* opts) 
     // leader's fencing travel unauthenticated and in clear only on this machine.
     for (const std::string& ep : opts->endpoints) {
       if (!tls::IsLocalAddress(ep)) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "refusing plaintext to etcd member ", ep,
-            ": plaintext only to loopback addresses; give --etcd_tls_ca, --etcd_tls_cert and "
-            "--etcd_tls_key for client TLS"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("refusing plaintext to etcd member ", ep,
+                         ": plaintext only to loopback addresses; give --etcd_tls_ca, "
+                         "--etcd_tls_cert and --etcd_tls_key for client TLS"));
       }
     }
     opts->credentials = grpc::InsecureChannelCredentials();
@@ -204,8 +204,7 @@ absl::Status EtcdClient::Run(const char* what, const Call& call) {
   }
   return absl::UnavailableError(absl::StrCat(
       "desired-state store unavailable: no etcd member can serve ", what,
-      " (a majority of the cluster is down or unreachable; writes are refused until it is "
-      "back) [",
+      " (a majority of the cluster is down or unreachable; writes are refused until it is back) [",
       absl::StrJoin(errors, "; "), "]"));
 }
 

@@ -1,11 +1,10 @@
 // Fan-out of hit count updates from agents to fleet watchers (WatchFleetHits).
 //
-// Agents report per-probe hit totals in heartbeats; the controller turns them into
-// updates and publishes them here, into a BoundedFanOut (services/common/bounded_fan_out.h)
-// with one watcher per stream, filtered by probe set and node. Each watcher has a bounded
-// queue: when it is full the update is dropped and counted for that watcher (reported in
-// every batch it receives) and in the controller's metrics. Publishing never blocks on a
-// slow watcher.
+// Agents report per-probe hit totals in heartbeats; the controller turns them into updates and
+// publishes them here, into a BoundedFanOut (services/common/bounded_fan_out.h) with one watcher
+// per stream, filtered by probe set and node. Each watcher has a bounded queue: when it is full the
+// update is dropped and counted for that watcher (reported in every batch it receives) and in the
+// controller's metrics. Publishing never blocks on a slow watcher.
 //
 // Notices (replicas: a replica gone, the store unreadable) go to every watcher whatever
 // its filters, at most kMaxNotices queued per watcher (older ones give way).
@@ -34,9 +33,8 @@ class HitWatcher {
  public:
   explicit HitWatcher(std::shared_ptr<HitFanOut::Watcher> updates) : updates_(std::move(updates)) {}
 
-  // Waits up to `timeout` for updates or notices; fills `out` with the notices, at most
-  // `max` updates and the watcher's drop count. False once the watcher is closed and
-  // drained.
+  // Waits up to `timeout` for updates or notices; fills `out` with the notices, at most `max`
+  // updates and the watcher's drop count. False once the watcher is closed and drained.
   bool Take(v1::FleetHitBatch* out, size_t max, absl::Duration timeout);
   void Close() { updates_->Close(); }
   // Queues a notice for this watcher alone (at most HitHub::kMaxNotices are kept).

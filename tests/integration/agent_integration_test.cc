@@ -1,6 +1,5 @@
-// The real agent over real gRPC on this machine's kernel: real uprobes on a
-// real process. Every test runs in both link modes (uprobe_multi links and
-// perf-event links). Root only.
+// The real agent over real gRPC on this machine's kernel: real uprobes on a real process. Every
+// test runs in both link modes (uprobe_multi links and perf-event links). Root only.
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
@@ -254,8 +253,7 @@ TEST_P(AgentTest, CountsEveryHitExactly) {
   ASSERT_TRUE(workload_->Run(766, 0).ok());
   EXPECT_EQ(Get(resp.probes(0).id()).hits(), 2000u);
   EXPECT_EQ(Get(resp.probes(1).id()).hits(), 2000u);
-  // A second process is not counted by the pid-filtered probe but is by the
-  // other.
+  // A second process is not counted by the pid-filtered probe but is by the other.
   {
     absl::StatusOr<std::unique_ptr<Workload>> w2 = Workload::Start();
     ASSERT_TRUE(w2.ok());
@@ -267,10 +265,9 @@ TEST_P(AgentTest, CountsEveryHitExactly) {
   ExpectNothingLeft();
 }
 
-// 32 probes and more go through the kernel's batch map operations (configs written and
-// deleted, counters zeroed and read, each in one call): every probe's final count is its
-// own, and a slot used again starts from zero. (Two attaches of 32: this fixture's agent
-// takes 40 specs a request.)
+// 32 probes and more go through the kernel's batch map operations (configs written and deleted,
+// counters zeroed and read, each in one call): every probe's final count is its own, and a slot
+// used again starts from zero. (Two attaches of 32: this fixture's agent takes 40 specs a request.)
 TEST_P(AgentTest, BatchedAttachAndDetachKeepEveryCountExact) {
   const std::vector<std::string> sites = {"xol_target_add", "xol_target_other", "xol_target_spin",
                                           "xol_target_fast"};
@@ -533,8 +530,7 @@ TEST_P(AgentTest, BadSpecIsNamedInBadRequestDetails) {
   ExpectStillServing();
 }
 
-// Every bad input: the right code, nothing attached, and the agent keeps
-// serving.
+// Every bad input: the right code, nothing attached, and the agent keeps serving.
 TEST_P(AgentTest, BadInputsAreRefusedCleanly) {
   v1::ProbeSpec missing_file = Spec("xol_target_add");
   missing_file.set_binary_path("/nonexistent/xolfleet/binary");
@@ -656,10 +652,9 @@ TEST_P(AgentTest, ClassifyIsADryRun) {
   EXPECT_EQ(CallClassify(*agent_, bad, &allresp).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 }
 
-// Issue 9: a probe writes int3 into its page. On data (.rodata, the ELF header)
-// that corrupts the program; only code inside a function, or a confirmed raw
-// offset in an executable section, may carry a probe. Classify applies the same
-// rule.
+// Issue 9: a probe writes int3 into its page. On data (.rodata, the ELF header) that corrupts the
+// program; only code inside a function, or a confirmed raw offset in an executable section, may
+// carry a probe. Classify applies the same rule.
 TEST_P(AgentTest, OnlyCodeCanCarryAProbe) {
   const uint64_t banner = WorkloadOffset("xol_banner");
   const uint64_t raw_code = WorkloadOffset("xol_raw_code");
@@ -774,11 +769,10 @@ TEST_P(AgentTest, SurvivesAFileTruncatedWhileClassified) {
   unlink(path.c_str());
 }
 
-// Issue 9: a symlink flipped between the workload and another ELF file. The
-// agent opens the file once, checks and reads that descriptor, and attaches
-// through /proc/self/fd/N: an attach that succeeds (the workload was the file
-// opened) must count the workload's calls; one that opened the other file
-// fails, as that file has no xol_target_add.
+// Issue 9: a symlink flipped between the workload and another ELF file. The agent opens the file
+// once, checks and reads that descriptor, and attaches through /proc/self/fd/N: an attach that
+// succeeds (the workload was the file opened) must count the workload's calls; one that opened the
+// other file fails, as that file has no xol_target_add.
 TEST_P(AgentTest, AFlippingSymlinkCannotRedirectAnAttach) {
   const std::string dir = TmpDir() + "/flip-" + GetParam();
   mkdir(dir.c_str(), 0755);
@@ -880,9 +874,8 @@ bool Serves(const std::string& target) {
   return st.ok() || st.error_code() == grpc::StatusCode::PERMISSION_DENIED;
 }
 
-// A process named by pid that exits in the middle of an Attach (the workload exits when
-// the agent opens its file, before that open returns): NOT_FOUND naming the process, and
-// nothing attached.
+// A process named by pid that exits in the middle of an Attach (the workload exits when the agent
+// opens its file, before that open returns): NOT_FOUND naming the process, and nothing attached.
 TEST_P(AgentTest, AProcessExitingMidRequestAttachesNothing) {
   signal(SIGPIPE, SIG_IGN);  // the exited workload's stdin
   absl::StatusOr<std::unique_ptr<Workload>> w = Workload::Start();
@@ -1155,9 +1148,8 @@ TEST(AgentLimits, IdleWatchStreamsDoNotReserveQueues) {
   EXPECT_TRUE(DetachAll(**agent, &dresp).ok());
 }
 
-// Issue 12: the agent runs on private copies of its shared libraries (other
-// inodes), so it never hits a probe it places on the system's libc, libstdc++,
-// libgrpc or dynamic loader.
+// Issue 12: the agent runs on private copies of its shared libraries (other inodes), so it never
+// hits a probe it places on the system's libc, libstdc++, libgrpc or dynamic loader.
 TEST_P(AgentTest, MapsNoSystemCopyOfItsLibraries) {
   std::set<uint64_t> system_inodes;
   for (const char* lib :
@@ -1220,8 +1212,7 @@ TEST_P(AgentTest, StoppingTheAgentDetachesEverything) {
   ASSERT_TRUE(Attach({Spec("xol_target_add")}, &resp).ok());
   ASSERT_TRUE(workload_->Run(5, 0).ok());
   EXPECT_EQ(agent_->Stop(), 0);
-  // The probe is gone with the agent: the workload runs unprobed (no trap, no
-  // crash).
+  // The probe is gone with the agent: the workload runs unprobed (no trap, no crash).
   ASSERT_TRUE(workload_->Run(5, 0).ok());
   agent_.reset();
 }
