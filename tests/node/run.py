@@ -590,12 +590,12 @@ scrape_configs:
 
         def calibrated_as(profile):
             """The guest agent calibrated again under `profile` (issue 14): a boosted
-            figure exactly when the profile is the patched kernel's."""
+            figure exactly when the profile is the patched kernel's with boosting on."""
             c = calibration()
             boosted = {f.get("placement") for f in c.get("figures", [])} & {
                 pl("BOOSTED"), pl("BOOSTED_RIPREL")}
             return c.get("status") == "ok" and c.get("profile") == profile and \
-                bool(boosted) == profile.startswith("xolfleet")
+                bool(boosted) == (profile == PATCHED_PROFILE)
 
         def cal_summary():
             c = calibration()
