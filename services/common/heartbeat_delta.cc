@@ -107,7 +107,7 @@ void HeartbeatDeltaDecoder::RemoveProbe(const std::string& local_id, Observer* o
   if (it == probes_.end()) return;
   auto* probes = view_.mutable_probes();
   const int i = it->second, last = probes->size() - 1;
-  if (observer) observer->ProbeLeaving(probes->Get(i), /*gone=*/true);
+  if (observer) observer->ProbeLeaving(probes->Get(i), /*incoming=*/nullptr);
   probes_.erase(it);
   if (i != last) {
     probes->SwapElements(i, last);  // swaps pointers: no entry moves in memory
@@ -121,7 +121,7 @@ void HeartbeatDeltaDecoder::RemoveSet(const std::string& set_id, Observer* obser
   if (it == sets_.end()) return;
   auto* sets = view_.mutable_sets();
   const int i = it->second, last = sets->size() - 1;
-  if (observer) observer->SetLeaving(sets->Get(i));
+  if (observer) observer->SetLeaving(sets->Get(i), /*gone=*/true);
   sets_.erase(it);
   if (i != last) {
     sets->SwapElements(i, last);
@@ -185,16 +185,16 @@ absl::StatusOr<HeartbeatDeltaDecoder::Applied> HeartbeatDeltaDecoder::Apply(v1::
       continue;
     }
     v1::AgentProbeStatus* now = view_.mutable_probes(it->second);
-    if (observer) observer->ProbeLeaving(*now, /*gone=*/false);
+    if (observer) observer->ProbeLeaving(*now, &p);
     now->Swap(&p);
     if (observer) observer->ProbeEntered(*now);
   }
   for (auto& s : sets) {
     auto [it, added] = sets_.try_emplace(s.set_id(), view_.sets_size());
     v1::AgentSetStatus* now = added ? view_.add_sets() : view_.mutable_sets(it->second);
-    if (!added && observer) observer->SetLeaving(*now);
+    if (!added && observer) observer->SetLeaving(*now, /*gone=*/false);
     now->Swap(&s);
-    if (observer) observer->SetEntered(*now);
+    if (observer) observer->SetEntered(*now, added);
   }
   if (probes_.size() > limits_.max_probes || sets_.size() > limits_.max_sets) {
     have_base_ = false;

@@ -87,12 +87,14 @@ class HeartbeatDeltaDecoder {
   class Observer {
    public:
     virtual ~Observer() = default;
-    // `old` is about to be overwritten by a new report with the same local id (`gone`
-    // false; ProbeEntered follows for the same object) or removed (`gone` true).
-    virtual void ProbeLeaving(const v1::AgentProbeStatus& old, bool gone) = 0;
+    // `old` is about to be overwritten in place by `incoming`, a report with the same
+    // local id (ProbeEntered follows for the same object), or removed (`incoming` null).
+    virtual void ProbeLeaving(const v1::AgentProbeStatus& old,
+                              const v1::AgentProbeStatus* incoming) = 0;
     virtual void ProbeEntered(const v1::AgentProbeStatus& now) = 0;
-    virtual void SetLeaving(const v1::AgentSetStatus& old) = 0;
-    virtual void SetEntered(const v1::AgentSetStatus& now) = 0;
+    // Sets are known by their id: one overwritten in place keeps it.
+    virtual void SetLeaving(const v1::AgentSetStatus& old, bool gone) = 0;
+    virtual void SetEntered(const v1::AgentSetStatus& now, bool added) = 0;
   };
   enum class Applied {
     kReplaced,  // a full heartbeat: the whole view was replaced (the observer is not told)

@@ -142,11 +142,13 @@ TEST(HeartbeatDelta, LimitsBoundWhatTheControllerKeeps) {
 // controller counts them (the difference from the last report of the same local probe).
 class Recorder : public HeartbeatDeltaDecoder::Observer {
  public:
-  void ProbeLeaving(const v1::AgentProbeStatus& old, bool gone) override {
+  void ProbeLeaving(const v1::AgentProbeStatus& old,
+                    const v1::AgentProbeStatus* incoming) override {
     auto it = entries.find(old.local_probe_id());
     ASSERT_NE(it, entries.end());
     EXPECT_EQ(it->second, &old);
-    if (gone) {
+    if (incoming) EXPECT_EQ(incoming->local_probe_id(), old.local_probe_id());
+    if (!incoming) {
       entries.erase(it);
       marks.erase(old.local_probe_id());
     }
@@ -157,8 +159,8 @@ class Recorder : public HeartbeatDeltaDecoder::Observer {
     counted += now.hits() - mark;
     mark = now.hits();
   }
-  void SetLeaving(const v1::AgentSetStatus& old) override { --sets; }
-  void SetEntered(const v1::AgentSetStatus& now) override { ++sets; }
+  void SetLeaving(const v1::AgentSetStatus& old, bool gone) override { sets -= gone; }
+  void SetEntered(const v1::AgentSetStatus& now, bool added) override { sets += added; }
   // Rebuilt after a full heartbeat (the observer is not told of those).
   void Replaced(const v1::AgentHeartbeat& view) {
     entries.clear();

@@ -834,12 +834,17 @@ class FleetController::DeltaApplier : public HeartbeatDeltaDecoder::Observer {
                std::vector<v1::FleetHitUpdate>* updates)
       : fc_(fc), node_(node), n_(n), at_ns_(at_ns), updates_(updates) {}
 
-  void ProbeLeaving(const v1::AgentProbeStatus& old, bool gone) override {
-    n_.reports.RemoveProbe(old);
-    if (gone) ForgetMark(old);
+  void ProbeLeaving(const v1::AgentProbeStatus& old,
+                    const v1::AgentProbeStatus* incoming) override {
+    // Overwritten in place under the same fleet probe id: the index stays as it is.
+    reindex_ = incoming == nullptr || incoming->fleet_probe_id() != old.fleet_probe_id();
+    if (reindex_) n_.reports.RemoveProbe(old);
+    if (!incoming) ForgetMark(old);
+    leaving_ = incoming != nullptr;
   }
   void ProbeEntered(const v1::AgentProbeStatus& p) override {
-    n_.reports.AddProbe(p);
+    if (!leaving_ || reindex_) n_.reports.AddProbe(p);
+    leaving_ = false;
     if (!Counted(p)) {
       ForgetMark(p);
       return;
@@ -865,8 +870,12 @@ class FleetController::DeltaApplier : public HeartbeatDeltaDecoder::Observer {
     u.set_replica(fc_->opts_.coordinator ? fc_->opts_.coordinator->replica() : "");
     updates_->push_back(std::move(u));
   }
-  void SetLeaving(const v1::AgentSetStatus& old) override { n_.reports.RemoveSet(old); }
-  void SetEntered(const v1::AgentSetStatus& now) override { n_.reports.AddSet(now); }
+  void SetLeaving(const v1::AgentSetStatus& old, bool gone) override {
+    if (gone) n_.reports.RemoveSet(old);
+  }
+  void SetEntered(const v1::AgentSetStatus& now, bool added) override {
+    if (added) n_.reports.AddSet(now);
+  }
 
   // Adds the hits counted to the node's counters, once per placement.
   void Finish() {
@@ -894,6 +903,8 @@ class FleetController::DeltaApplier : public HeartbeatDeltaDecoder::Observer {
   const int64_t at_ns_;
   std::vector<v1::FleetHitUpdate>* const updates_;
   std::map<v1::Placement, uint64_t> placement_hits_;
+  bool leaving_ = false;  // between ProbeLeaving (overwritten) and ProbeEntered
+  bool reindex_ = false;  // ... under another fleet probe id
 };
 
 absl::Status FleetController::Heartbeat(const AgentSession* session, const std::string& node,

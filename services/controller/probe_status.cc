@@ -29,18 +29,10 @@ void HeartbeatIndex::RemoveProbe(const v1::AgentProbeStatus& p) {
   if (it == probes_.end()) return;
   ProbeReports& r = it->second;
   r.erase(std::remove(r.begin(), r.end(), &p), r.end());
-  // The key points into the entry that made it: re-keyed on another copy when that goes.
-  if (r.empty() || it->first.data() == p.fleet_probe_id().data()) {
-    ProbeReports rest = std::move(r);
-    probes_.erase(it);
-    if (!rest.empty()) probes_.emplace(rest.front()->fleet_probe_id(), std::move(rest));
-  }
+  if (r.empty()) probes_.erase(it);
 }
 
-void HeartbeatIndex::AddSet(const v1::AgentSetStatus& s) {
-  sets_.erase(s.set_id());  // a key must point into its own entry
-  sets_.emplace(s.set_id(), &s);
-}
+void HeartbeatIndex::AddSet(const v1::AgentSetStatus& s) { sets_[s.set_id()] = &s; }
 
 void HeartbeatIndex::RemoveSet(const v1::AgentSetStatus& s) {
   auto it = sets_.find(s.set_id());

@@ -24,11 +24,13 @@
 
 namespace xolfleet::controller {
 
-// A node's last heartbeat looked up by set id and by fleet probe id, without copies: the
-// keys and values point into the heartbeat's entries. Build again after replacing the
-// heartbeat; an entry changed in place (a delta, heartbeat_delta.h) is taken out before it
-// changes and put back after (Remove*/Add*). A fleet probe id the agent reports more than
-// once (local copies, which it cleans up) has all its reports, in the order they came.
+// A node's last heartbeat looked up by set id and by fleet probe id, without copying the
+// reports: the values point into the heartbeat's entries. Build again after replacing the
+// heartbeat. An entry changed in place (a delta, heartbeat_delta.h) keeps its address: it
+// stays indexed if its key (set id, fleet probe id) is the same, else it is taken out
+// before it changes and put back after (Remove*/Add*). A fleet probe id the agent reports
+// more than once (local copies, which it cleans up) has all its reports, in the order
+// they came.
 class HeartbeatIndex {
  public:
   using ProbeReports = absl::InlinedVector<const v1::AgentProbeStatus*, 1>;
@@ -43,8 +45,9 @@ class HeartbeatIndex {
   const ProbeReports* Probe(absl::string_view fleet_probe_id) const;
 
  private:
-  absl::flat_hash_map<absl::string_view, const v1::AgentSetStatus*> sets_;
-  absl::flat_hash_map<absl::string_view, ProbeReports> probes_;
+  // Keys of their own: an entry overwritten in place keeps its key's string valid.
+  absl::flat_hash_map<std::string, const v1::AgentSetStatus*> sets_;
+  absl::flat_hash_map<std::string, ProbeReports> probes_;
 };
 
 // What one node last told the controller, as the status view needs it. Not owning.

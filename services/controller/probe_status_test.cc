@@ -143,7 +143,7 @@ TEST(PlacementLabel, UnspecifiedIsUnknown) {
 
 // An index kept entry by entry (as delta heartbeats change the view in place) finds what a
 // built one finds, also when the first of two local copies goes and its strings change
-// (the key pointed into it).
+// afterwards (the index's keys are its own).
 TEST_F(ProbeStatusTest, IndexKeptEntryByEntryFollowsTheEntries) {
   Report(0).set_state(v1::PROBE_STATE_ATTACHED);
   Report(0).set_state(v1::PROBE_STATE_FAILED);  // a second local copy
