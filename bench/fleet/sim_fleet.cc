@@ -45,6 +45,7 @@ class SimAgent {
     }
     if (registered_ && now >= next_hb_) {
       hb_wanted_ = true;
+      state_change_ = false;  // a periodic heartbeat is due: every change travels
       MaybeWriteLocked();
     }
     return false;
@@ -141,7 +142,8 @@ class SimAgent {
     } else if (m.has_desired()) {
       counters_->desired++;
       Apply(m.desired());
-      hb_wanted_ = true;  // the agent heartbeats right after reconciling
+      hb_wanted_ = true;  // the agent heartbeats right after reconciling: state changes only
+      state_change_ = true;
       MaybeWriteLocked();
     }
     call_->StartRead(&call_->in);
@@ -227,9 +229,18 @@ class SimAgent {
     hb->set_probes_attached(probes);
     hb->set_desired_generation(generation_);
     hb->set_kernel_profile(reg_.kernel_profile());
-    if (deltas_) encoder_.Encode(hb);
+    // As the agent (controller_link.cc): periodic heartbeats keep their pace; one right
+    // after a desired state, between them, carries state changes only.
+    const absl::Time now = absl::Now();
+    const bool state_change = state_change_ && now < next_hb_;
+    state_change_ = false;
+    if (deltas_) {
+      encoder_.Encode(hb, state_change ? HeartbeatDeltaEncoder::Kind::kStateChange
+                                       : HeartbeatDeltaEncoder::Kind::kPeriodic);
+    }
     if (hb->delta()) counters_->delta_heartbeats++;
-    next_hb_ = absl::Now() + interval_;
+    if (hb->state_change()) counters_->state_change_heartbeats++;
+    if (!state_change) next_hb_ = now + interval_;
     writing_ = true;
     sent_heartbeat_ = true;
     call_->StartWrite(&call_->out);
@@ -259,6 +270,7 @@ class SimAgent {
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool writes_done_ ABSL_GUARDED_BY(mu_) = false;
   bool hb_wanted_ ABSL_GUARDED_BY(mu_) = false;
+  bool state_change_ ABSL_GUARDED_BY(mu_) = false;  // the wanted heartbeat follows a push
   bool sent_heartbeat_ ABSL_GUARDED_BY(mu_) = false;
   absl::Time next_dial_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   absl::Time next_hb_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
@@ -327,6 +339,7 @@ SimFleet::Stats SimFleet::stats() const {
   s.desired = counters_.desired.load();
   s.heartbeats_sent = counters_.heartbeats.load();
   s.delta_heartbeats = counters_.delta_heartbeats.load();
+  s.state_change_heartbeats = counters_.state_change_heartbeats.load();
   s.stream_ends = counters_.ends.load();
   s.stream_errors = counters_.errors.load();
   s.failed_dials = counters_.failed_dials.load();

@@ -12,8 +12,11 @@
 //   - it heartbeats right after each desired state (as the agent does after reconciling)
 //     and every interval the controller asks for; every heartbeat adds `hits_per_heartbeat`
 //     hits to each probe;
-//   - heartbeats are deltas when the controller accepts them (heartbeat_delta.h): only
-//     probes whose hits changed travel (hits_per_heartbeat 0: none);
+//   - heartbeats are deltas when the controller accepts them (heartbeat_delta.h), with the
+//     agent's own encoder and rules: in the periodic ones only probes whose hits changed
+//     travel (hits_per_heartbeat 0: none); the one right after a desired state carries
+//     state changes only (AgentHeartbeat.state_change: the new set's probes), the hits
+//     wait for the next periodic one, which keeps its pace;
 //   - a stream the controller ends is dialled again after `reconnect_delay`.
 // Stop() half-closes every stream and waits until the controller has finished each one:
 // every heartbeat counted as sent has then been handled by the controller, so the
@@ -69,10 +72,11 @@ class SimFleet {
     uint64_t registrations = 0;  // `registered` messages received, ever
     uint64_t desired = 0;        // `desired` messages received
     uint64_t heartbeats_sent = 0;
-    uint64_t delta_heartbeats = 0;  // of the heartbeats started, those sent as deltas
-    uint64_t stream_ends = 0;       // registered streams ended (by either side)
-    uint64_t stream_errors = 0;     // of which with a status other than OK
-    uint64_t failed_dials = 0;      // streams that ended before the controller acknowledged
+    uint64_t delta_heartbeats = 0;         // of the heartbeats started, those sent as deltas
+    uint64_t state_change_heartbeats = 0;  // of those, state changes only (after a push)
+    uint64_t stream_ends = 0;              // registered streams ended (by either side)
+    uint64_t stream_errors = 0;            // of which with a status other than OK
+    uint64_t failed_dials = 0;             // streams that ended before the controller acknowledged
     std::string last_error;
   };
 
@@ -93,7 +97,7 @@ class SimFleet {
   // Used by the agents.
   struct Counters {
     std::atomic<uint64_t> registrations{0}, desired{0}, heartbeats{0}, ends{0}, errors{0},
-        failed_dials{0}, delta_heartbeats{0};
+        failed_dials{0}, delta_heartbeats{0}, state_change_heartbeats{0};
     std::atomic<int> registered{0};
     std::atomic<int> live_streams{0};
     mutable absl::Mutex err_mu;

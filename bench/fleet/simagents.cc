@@ -12,10 +12,10 @@
 //
 // --stats_file is rewritten (atomically) every --stats_interval with one JSON object:
 // agents, registered, registrations, desired, heartbeats_sent, delta_heartbeats,
-// stream_ends, stream_errors, failed_dials, last_error, without_sets, sets {set id: agents
-// holding it}. On SIGINT or SIGTERM every stream is half-closed; once the controller has finished
-// all of them the final stats are written (file and stdout) and the exit status is 0 (1 if some
-// stream did not end within 30 s).
+// state_change_heartbeats, stream_ends, stream_errors, failed_dials, last_error,
+// without_sets, sets {set id: agents holding it}. On SIGINT or SIGTERM every stream is half-closed;
+// once the controller has finished all of them the final stats are written (file and stdout) and
+// the exit status is 0 (1 if some stream did not end within 30 s).
 #include <signal.h>
 #include <sys/resource.h>
 
@@ -71,12 +71,13 @@ std::string Json(const xolfleet::sim::SimFleet& f) {
   }
   return absl::StrFormat(
       "{\"agents\": %d, \"registered\": %d, \"registrations\": %d, \"desired\": %d, "
-      "\"heartbeats_sent\": %d, \"delta_heartbeats\": %d, \"stream_ends\": %d, \"stream_errors\": "
-      "%d, "
+      "\"heartbeats_sent\": %d, \"delta_heartbeats\": %d, \"state_change_heartbeats\": %d, "
+      "\"stream_ends\": %d, \"stream_errors\": %d, "
       "\"failed_dials\": %d, "
       "\"without_sets\": %d, \"last_error\": \"%s\", \"sets\": {%s}}",
       s.agents, s.registered, s.registrations, s.desired, s.heartbeats_sent, s.delta_heartbeats,
-      s.stream_ends, s.stream_errors, s.failed_dials, without, err, sets);
+      s.state_change_heartbeats, s.stream_ends, s.stream_errors, s.failed_dials, without, err,
+      sets);
 }
 
 void WriteStats(const std::string& path, const std::string& json) {

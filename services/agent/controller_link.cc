@@ -297,19 +297,34 @@ absl::Status ControllerLink::RunStream() {
   // Delta heartbeats, if the controller accepts them: the first one on the stream is full.
   HeartbeatDeltaEncoder encoder;
   absl::Time last_repair = absl::Now();
+  // Periodic heartbeats (every change, hits included) keep their pace whatever the pushes
+  // in between: a heartbeat right after reconciling a new desired state carries state
+  // changes only (HeartbeatDeltaEncoder::Kind::kStateChange), unless a periodic one is due.
+  absl::Time last_periodic = absl::Now();
   while (ok) {
     v1::DesiredState desired;
     std::map<std::string, absl::Time> expires;
     bool apply = false;
     bool deltas = false;
+    HeartbeatDeltaEncoder::Kind kind = HeartbeatDeltaEncoder::Kind::kPeriodic;
     {
       absl::MutexLock l(&mu_);
       auto wake = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
         return dirty_ || stream_done_ || stopping_;
       };
-      mu_.AwaitWithTimeout(absl::Condition(&wake), interval_);
+      // interval_ is the controller's once registered: the deadline follows it.
+      mu_.AwaitWithDeadline(absl::Condition(&wake), last_periodic + interval_);
       if (stream_done_ || stopping_) break;
-      if (!status_.connected) continue;  // not registered yet
+      const absl::Time now = absl::Now();
+      if (!status_.connected) {  // not registered yet
+        last_periodic = now;
+        continue;
+      }
+      if (now >= last_periodic + interval_) {
+        last_periodic = now;
+      } else {
+        kind = HeartbeatDeltaEncoder::Kind::kStateChange;  // woken by a push
+      }
       // Never apply before this stream's first desired state: an empty one would
       // detach every fleet probe the node runs.
       apply = desired_.generation() != 0 &&
@@ -325,7 +340,7 @@ absl::Status ControllerLink::RunStream() {
     v1::AgentMessage msg;
     Reconcile(desired, expires, apply, msg.mutable_heartbeat());
     msg.mutable_heartbeat()->set_desired_generation(desired.generation());
-    if (deltas) encoder.Encode(msg.mutable_heartbeat());
+    if (deltas) encoder.Encode(msg.mutable_heartbeat(), kind);
     if (!stream->Write(msg)) break;
   }
   bool server_ended = false;

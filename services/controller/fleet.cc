@@ -126,7 +126,7 @@ void FleetController::PublishLocked(const Node& n) {
   r.identity = n.identity;
   r.registration = n.reg;
   r.have_heartbeat = n.have_heartbeat;
-  if (n.have_heartbeat) r.heartbeat = n.last_hb;
+  if (n.have_heartbeat) r.heartbeat = n.last_hb();
   r.last_seen_unix_ns = absl::ToUnixNanos(n.last_seen);
   opts_.coordinator->PublishStatus(r);
 }
@@ -201,18 +201,25 @@ void FleetController::Sync() {
       n.last_seen = absl::FromUnixNanos(r.last_seen_unix_ns);
       n.up = now - n.last_seen <= opts_.heartbeat_timeout;
       n.have_heartbeat = r.have_heartbeat;
-      n.last_hb = std::move(r.heartbeat);
-      n.reports.Build(n.last_hb);
+      // A record holds a full heartbeat: it replaces the view (one over the limits is
+      // refused and the previous view stays).
+      r.heartbeat.clear_delta();
+      if (auto applied = n.hb.Apply(std::move(r.heartbeat)); !applied.ok()) {
+        Log("controller: node ", name, ": status record of replica ", n.replica,
+            " not taken: ", applied.status().message());
+      }
+      n.reports.Build(n.last_hb());
       if (fresh) {
-        const uint64_t counted = CountHitsLocked(name, n, n.last_hb, r.last_seen_unix_ns, &updates);
+        const uint64_t counted =
+            CountHitsLocked(name, n, n.last_hb(), r.last_seen_unix_ns, &updates);
         n.hits_seen_ns = r.last_seen_unix_ns;
-        CountSlotsLocked(name, n, n.last_hb);
+        CountSlotsLocked(name, n, n.last_hb());
         if (metrics_ && counted > 0) {
           metrics_->RemoteHitsDelay(absl::ToDoubleSeconds(now - n.last_seen));
         }
-      } else if (n.last_hb.has_slot_stats() && n.last_hb.slot_stats().available() &&
+      } else if (n.last_hb().has_slot_stats() && n.last_hb().slot_stats().available() &&
                  !n.have_slots) {
-        n.slots = n.last_hb.slot_stats();
+        n.slots = n.last_hb().slot_stats();
         n.have_slots = true;
       }
     }
@@ -289,7 +296,7 @@ std::string FleetController::HitSourcesNotice() {
 
 uint32_t FleetController::BudgetBreachesLocked(const Node& n) {
   uint32_t k = 0;
-  for (const auto& p : n.last_hb.probes()) {
+  for (const auto& p : n.last_hb().probes()) {
     const v1::BudgetState st = p.cost().budget_state();
     if (st == v1::BUDGET_STATE_ALERTED || st == v1::BUDGET_STATE_THROTTLED ||
         st == v1::BUDGET_STATE_DETACHED)
@@ -312,7 +319,7 @@ absl::StatusOr<v1::FleetAttachResponse> FleetController::DryRun(const v1::FleetA
     for (const auto& [name, n] : nodes_) {
       if (!Matches(req.selector(), n.reg)) continue;
       nodes.push_back(
-          {name, n.reg.kernel_profile(), n.up, n.last_hb.calibration(), n.last_hb.cost()});
+          {name, n.reg.kernel_profile(), n.up, n.last_hb().calibration(), n.last_hb().cost()});
     }
   }
   if (nodes.empty()) {
@@ -805,6 +812,7 @@ absl::Status FleetController::Register(std::shared_ptr<AgentSession> session,
   n.seen_this_run = true;
   n.last_seen = clock_();
   n.have_heartbeat = false;
+  n.hb.Reset();  // a new stream: its first heartbeat is full
   n.reports.Clear();
   RepartLocked(name, &n, before);
   if (metrics_) metrics_->AgentConnected();
@@ -817,8 +825,90 @@ absl::Status FleetController::Register(std::shared_ptr<AgentSession> session,
   return absl::OkStatus();
 }
 
+// Keeps the node's reports index in step with its view while a delta changes it, and
+// counts the hits of each probe report that enters (as CountHitsLocked does for a whole
+// heartbeat): a delta costs what it carries.
+class FleetController::DeltaApplier : public HeartbeatDeltaDecoder::Observer {
+ public:
+  DeltaApplier(FleetController* fc, const std::string& node, Node& n, int64_t at_ns,
+               std::vector<v1::FleetHitUpdate>* updates)
+      : fc_(fc), node_(node), n_(n), at_ns_(at_ns), updates_(updates) {}
+
+  void ProbeLeaving(const v1::AgentProbeStatus& old,
+                    const v1::AgentProbeStatus* incoming) override {
+    // Overwritten in place under the same fleet probe id: the index stays as it is.
+    reindex_ = incoming == nullptr || incoming->fleet_probe_id() != old.fleet_probe_id();
+    if (reindex_) n_.reports.RemoveProbe(old);
+    if (!incoming) ForgetMark(old);
+    leaving_ = incoming != nullptr;
+  }
+  void ProbeEntered(const v1::AgentProbeStatus& p) override {
+    if (!leaving_ || reindex_) n_.reports.AddProbe(p);
+    leaving_ = false;
+    if (!Counted(p)) {
+      ForgetMark(p);
+      return;
+    }
+    auto [mit, added] = n_.hit_marks.try_emplace(p.fleet_probe_id());
+    uint64_t delta = p.hits();  // a new local probe (agent restart or reattach)
+    if (!added && mit->second.first == p.local_probe_id() && p.hits() >= mit->second.second) {
+      delta = p.hits() - mit->second.second;
+    }
+    mit->second.first = p.local_probe_id();
+    mit->second.second = p.hits();
+    if (delta == 0) return;
+    placement_hits_[p.placement()] += delta;
+    if (fc_->hub_.watchers() == 0) return;  // updates are built only for someone
+    v1::FleetHitUpdate u;
+    u.set_node_name(node_);
+    u.set_set_id(p.set_id());
+    u.set_fleet_probe_id(p.fleet_probe_id());
+    u.set_placement(p.placement());
+    u.set_hits_total(p.hits());
+    u.set_hits_delta(delta);
+    *u.mutable_at() = ToTimestamp(absl::FromUnixNanos(at_ns_));
+    u.set_replica(fc_->opts_.coordinator ? fc_->opts_.coordinator->replica() : "");
+    updates_->push_back(std::move(u));
+  }
+  void SetLeaving(const v1::AgentSetStatus& old, bool gone) override {
+    if (gone) n_.reports.RemoveSet(old);
+  }
+  void SetEntered(const v1::AgentSetStatus& now, bool added) override {
+    if (added) n_.reports.AddSet(now);
+  }
+
+  // Adds the hits counted to the node's counters, once per placement.
+  void Finish() {
+    if (!fc_->metrics_) return;
+    for (const auto& [placement, hits] : placement_hits_) {
+      fc_->metrics_->AddHits(node_, PlacementLabel(placement), hits);
+    }
+  }
+
+ private:
+  static bool Counted(const v1::AgentProbeStatus& p) {
+    return p.state() == v1::PROBE_STATE_ATTACHED || p.state() == v1::PROBE_STATE_EXPIRED;
+  }
+  // A report no longer counted drops its mark (as a whole heartbeat without it would).
+  void ForgetMark(const v1::AgentProbeStatus& p) {
+    auto mit = n_.hit_marks.find(p.fleet_probe_id());
+    if (mit != n_.hit_marks.end() && mit->second.first == p.local_probe_id()) {
+      n_.hit_marks.erase(mit);
+    }
+  }
+
+  FleetController* const fc_;
+  const std::string& node_;
+  Node& n_;
+  const int64_t at_ns_;
+  std::vector<v1::FleetHitUpdate>* const updates_;
+  std::map<v1::Placement, uint64_t> placement_hits_;
+  bool leaving_ = false;  // between ProbeLeaving (overwritten) and ProbeEntered
+  bool reindex_ = false;  // ... under another fleet probe id
+};
+
 absl::Status FleetController::Heartbeat(const AgentSession* session, const std::string& node,
-                                        v1::AgentHeartbeat hb) {
+                                        v1::AgentHeartbeat hb, bool* want_full) {
   if (hb.probes_size() > 100000 || hb.sets_size() > 20000) {
     return absl::InvalidArgumentError("heartbeat too large");
   }
@@ -829,16 +919,31 @@ absl::Status FleetController::Heartbeat(const AgentSession* session, const std::
   }
   Node& n = it->second;
   const Parts before = PartsLocked(node, &n);
+  std::vector<v1::FleetHitUpdate> updates;
+  const int64_t now_ns = NowNs();
+  DeltaApplier applier(this, node, n, now_ns, &updates);
+  absl::StatusOr<HeartbeatDeltaDecoder::Applied> applied = n.hb.Apply(std::move(hb), &applier);
+  if (applied.status().code() == absl::StatusCode::kFailedPrecondition && want_full) {
+    *want_full = true;  // nothing changed
+    return absl::OkStatus();
+  }
+  if (!applied.ok()) {
+    // A refused delta may have changed part of the view (and told the applier): keep
+    // the node's counts in step before the caller ends the stream.
+    applier.Finish();
+    RepartLocked(node, &n, before);
+    return applied.status();
+  }
   n.up = true;
   n.last_seen = clock_();
   n.have_heartbeat = true;
-  // The node's views point into its last heartbeat: replaced, not copied.
-  n.last_hb = std::move(hb);
-  n.reports.Build(n.last_hb);
-  const v1::AgentHeartbeat& cur = n.last_hb;
-  std::vector<v1::FleetHitUpdate> updates;
-  const int64_t now_ns = NowNs();
-  CountHitsLocked(node, n, cur, now_ns, &updates);
+  const v1::AgentHeartbeat& cur = n.last_hb();
+  if (*applied == HeartbeatDeltaDecoder::Applied::kReplaced) {
+    n.reports.Build(cur);
+    CountHitsLocked(node, n, cur, now_ns, &updates);
+  } else {
+    applier.Finish();
+  }
   n.hits_seen_ns = now_ns;
   n.replica = opts_.coordinator ? opts_.coordinator->replica() : "";
   CountSlotsLocked(node, n, cur);
@@ -1208,7 +1313,7 @@ absl::StatusOr<v1::ListAgentsResponse> FleetController::ListAgents(
     *a->mutable_registration() = n.reg;
     a->set_health(n.up ? v1::AGENT_HEALTH_UP : v1::AGENT_HEALTH_DOWN);
     if (n.last_seen > absl::UnixEpoch()) *a->mutable_last_seen() = ToTimestamp(n.last_seen);
-    a->set_probes_attached(n.last_hb.probes_attached());
+    a->set_probes_attached(n.last_hb().probes_attached());
     auto desired = DesiredSetsLocked(n);
     a->set_sets_desired(desired.size());
     uint32_t converged = 0;
@@ -1218,9 +1323,9 @@ absl::StatusOr<v1::ListAgentsResponse> FleetController::ListAgents(
     }
     a->set_sets_converged(converged);
     *a->mutable_slot_stats() = n.slots;
-    a->set_placement_mismatches(n.last_hb.placement_mismatches());
-    *a->mutable_calibration() = n.last_hb.calibration();
-    *a->mutable_cost() = n.last_hb.cost();
+    a->set_placement_mismatches(n.last_hb().placement_mismatches());
+    *a->mutable_calibration() = n.last_hb().calibration();
+    *a->mutable_cost() = n.last_hb().cost();
     a->set_budget_breaches(BudgetBreachesLocked(n));
     a->set_peer(n.peer);
     a->set_identity(n.identity);
@@ -1288,11 +1393,11 @@ std::vector<GaugeFamily> FleetController::CollectGauges() {
                              {"boosts", n.reg.kernel_boosts() ? "true" : "false"}},
                             1.0});
     mism.samples.push_back(
-        {{{"node", name}}, static_cast<double>(n.last_hb.placement_mismatches())});
-    cost.samples.push_back({{{"node", name}}, n.last_hb.cost().cpu_seconds_per_sec()});
-    budget.samples.push_back({{{"node", name}}, n.last_hb.cost().node_budget()});
+        {{{"node", name}}, static_cast<double>(n.last_hb().placement_mismatches())});
+    cost.samples.push_back({{{"node", name}}, n.last_hb().cost().cpu_seconds_per_sec()});
+    budget.samples.push_back({{{"node", name}}, n.last_hb().cost().node_budget()});
     breaches.samples.push_back({{{"node", name}}, static_cast<double>(BudgetBreachesLocked(n))});
-    for (const auto& f : n.last_hb.calibration().figures()) {
+    for (const auto& f : n.last_hb().calibration().figures()) {
       if (f.capture()) continue;
       calib.samples.push_back(
           {{{"node", name}, {"placement", PlacementLabel(f.placement())}}, f.ns_per_hit() * 1e-9});

@@ -57,6 +57,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
+#include "services/common/heartbeat_delta.h"
 #include "services/controller/hit_hub.h"
 #include "services/controller/metrics.h"
 #include "services/controller/probe_status.h"
@@ -100,10 +101,15 @@ class FleetController {
   // --- agent side ---
   absl::Status Register(std::shared_ptr<AgentSession> session, const v1::AgentRegister& reg,
                         const std::string& identity, const std::string& peer);
-  // FAILED_PRECONDITION if `session` is not the node's current session.
-  // Takes the heartbeat (kept as the node's last one).
+  // FAILED_PRECONDITION if `session` is not the node's current session. Applies the
+  // heartbeat, full or delta (services/common/heartbeat_delta.h), to the node's view in
+  // place: a delta costs what it carries (the entries it names are re-indexed and their
+  // hits counted; nothing else is touched). A delta the node's stream has no base for
+  // changes nothing and sets `*want_full` (the caller asks the agent for a full
+  // heartbeat; FAILED_PRECONDITION without `want_full`). INVALID_ARGUMENT: over the
+  // decoder's limits.
   absl::Status Heartbeat(const AgentSession* session, const std::string& node,
-                         v1::AgentHeartbeat hb);
+                         v1::AgentHeartbeat hb, bool* want_full = nullptr);
   void Disconnect(const AgentSession* session, const std::string& node);
 
   // --- fleet API (requests already authorized; validated here) ---
@@ -153,8 +159,11 @@ class FleetController {
     bool up = false;
     absl::Time last_seen = absl::InfinitePast();
     bool have_heartbeat = false;
-    v1::AgentHeartbeat last_hb;
-    HeartbeatIndex reports;           // into last_hb; rebuilt whenever it is replaced
+    // The node's last heartbeat (view()), kept in place by its stream's heartbeats (full
+    // or delta); Reset() when a new stream registers.
+    HeartbeatDeltaDecoder hb;
+    const v1::AgentHeartbeat& last_hb() const { return hb.view(); }
+    HeartbeatIndex reports;           // into last_hb(): rebuilt when replaced, kept by deltas
     std::vector<std::string> pushed;  // set ids in the last desired state sent
     absl::flat_hash_map<std::string, std::pair<std::string, uint64_t>>
         hit_marks;  // fleet id -> local
@@ -240,6 +249,8 @@ class FleetController {
   uint64_t CountHitsLocked(const std::string& node, Node& n, const v1::AgentHeartbeat& hb,
                            int64_t at_ns, std::vector<v1::FleetHitUpdate>* updates)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Keeps a node's reports index and hit marks while a delta heartbeat changes its view.
+  class DeltaApplier;
   // Adds what the node's patched-kernel counters moved by since its previous report.
   void CountSlotsLocked(const std::string& node, Node& n, const v1::AgentHeartbeat& hb)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

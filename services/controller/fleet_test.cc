@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "gtest/gtest.h"
+#include "services/common/heartbeat_delta.h"
 #include "services/common/proto_time.h"
 
 namespace xolfleet::controller {
@@ -427,6 +428,120 @@ TEST_F(FleetTest, HitDeltasSurviveAgentRestart) {
   EXPECT_EQ(b.updates(1).hits_delta(), 5u);
   EXPECT_EQ(b.updates(2).hits_delta(), 4u);
   EXPECT_EQ(b.dropped_total(), 0u);
+}
+
+// Delta heartbeats as the agent sends them (heartbeat_delta.h): a state-change heartbeat
+// right after a push carries the new set alone and completes its rollout; the hits that
+// moved meanwhile arrive with the next periodic one, each counted once; the view equals
+// the one full heartbeats give.
+TEST_F(FleetTest, StateChangeHeartbeatsCompleteRolloutsAndKeepHitsExact) {
+  using Kind = HeartbeatDeltaEncoder::Kind;
+  std::map<std::string, HeartbeatDeltaEncoder> enc;
+  // The full heartbeat of a node running every set it was told to, with `hits` each.
+  auto full = [&](const std::string& name, uint64_t hits) {
+    v1::AgentHeartbeat hb;
+    for (const auto& ds : sessions_[name]->last_desired.sets()) {
+      auto* st = hb.add_sets();
+      st->set_set_id(ds.set_id());
+      st->set_state(v1::SET_STATE_ATTACHED);
+      for (int i = 0; i < ds.specs_size(); ++i) {
+        auto* p = hb.add_probes();
+        p->set_fleet_probe_id(absl::StrCat(ds.set_id(), "/", i));
+        p->set_set_id(ds.set_id());
+        p->set_local_probe_id(absl::StrCat(ds.set_id(), "-", i));
+        p->set_state(v1::PROBE_STATE_ATTACHED);
+        p->set_placement(v1::PLACEMENT_EMULATED);
+        p->set_hits(hits);
+      }
+    }
+    return hb;
+  };
+  auto send = [&](const std::string& name, uint64_t hits, Kind kind) {
+    v1::AgentHeartbeat hb = full(name, hits);
+    enc[name].Encode(&hb, kind);
+    bool want_full = false;
+    EXPECT_TRUE(fleet_->Heartbeat(sessions_[name].get(), name, hb, &want_full).ok());
+    EXPECT_FALSE(want_full);
+    return hb;
+  };
+  auto hits_of = [&](const std::string& set_id) {
+    std::map<std::string, uint64_t> by_node;
+    auto rows = fleet_->ListProbes({});
+    EXPECT_TRUE(rows.ok());
+    for (const auto& r : rows->probes()) {
+      if (r.set_id() == set_id) by_node[r.node_name()] = r.hits();
+    }
+    return by_node;
+  };
+  for (const char* n : {"a", "b"}) Connect(n);
+  auto w = fleet_->hits().Subscribe({}, {}, 100);
+  v1::Rollout one = Attach(Req(0));
+  for (const char* n : {"a", "b"}) send(n, 0, Kind::kStateChange);  // no base yet: full
+  ASSERT_EQ(State(one.set_id()), v1::ROLLOUT_STATE_COMPLETE);
+  for (const char* n : {"a", "b"}) EXPECT_FALSE(send(n, 3, Kind::kPeriodic).state_change());
+  // A second set: right after the push each node sends the new set's probe alone.
+  v1::Rollout two = Attach(Req(0));
+  ASSERT_EQ(State(two.set_id()), v1::ROLLOUT_STATE_ROLLING);
+  v1::AgentHeartbeat sent = send("a", 5, Kind::kStateChange);
+  EXPECT_TRUE(sent.delta());
+  EXPECT_TRUE(sent.state_change());
+  ASSERT_EQ(sent.probes_size(), 1);
+  EXPECT_EQ(sent.probes(0).set_id(), two.set_id());
+  EXPECT_EQ(State(two.set_id()), v1::ROLLOUT_STATE_ROLLING);
+  send("b", 5, Kind::kStateChange);
+  EXPECT_EQ(State(two.set_id()), v1::ROLLOUT_STATE_COMPLETE);
+  // The first set's hits wait for the periodic heartbeats.
+  EXPECT_EQ(hits_of(one.set_id()), (std::map<std::string, uint64_t>{{"a", 3}, {"b", 3}}));
+  for (const char* n : {"a", "b"}) send(n, 6, Kind::kPeriodic);
+  EXPECT_EQ(hits_of(one.set_id()), (std::map<std::string, uint64_t>{{"a", 6}, {"b", 6}}));
+  EXPECT_EQ(hits_of(two.set_id()), (std::map<std::string, uint64_t>{{"a", 6}, {"b", 6}}));
+  // Every hit counted once: 6 per probe and node.
+  std::map<std::string, uint64_t> counted;
+  v1::FleetHitBatch b;
+  while (w->Next(100, absl::ZeroDuration(), &b) && b.updates_size() > 0) {
+    for (const auto& u : b.updates()) counted[u.fleet_probe_id()] += u.hits_delta();
+  }
+  EXPECT_EQ(counted, (std::map<std::string, uint64_t>{{one.set_id() + "/0", 12},
+                                                      {two.set_id() + "/0", 12}}));
+  // A detach, reported as a state change: removals only, the other set's hits wait.
+  v1::FleetDetachRequest d;
+  d.add_set_ids(one.set_id());
+  ASSERT_TRUE(fleet_->Detach(d).ok());
+  sent = send("a", 7, Kind::kStateChange);
+  EXPECT_EQ(sent.probes_size(), 0);
+  EXPECT_EQ(sent.removed_local_probe_ids_size(), 1);
+  EXPECT_EQ(sent.removed_set_ids_size(), 1);
+  EXPECT_TRUE(hits_of(one.set_id()).empty());
+  EXPECT_EQ(hits_of(two.set_id())["a"], 6u);
+  send("a", 7, Kind::kPeriodic);
+  EXPECT_EQ(hits_of(two.set_id())["a"], 7u);
+}
+
+// A delta the node's stream has no base for changes nothing and asks for a full one, as
+// does one after the node registered again (a new stream).
+TEST_F(FleetTest, DeltaWithoutBaseAsksForAFullHeartbeat) {
+  Connect("a");
+  v1::Rollout r = Attach(Req(0));
+  v1::AgentHeartbeat delta;
+  delta.set_delta(true);
+  delta.set_state_change(true);
+  auto* st = delta.add_sets();
+  st->set_set_id(r.set_id());
+  st->set_state(v1::SET_STATE_ATTACHED);
+  bool want_full = false;
+  ASSERT_TRUE(fleet_->Heartbeat(sessions_["a"].get(), "a", delta, &want_full).ok());
+  EXPECT_TRUE(want_full);
+  EXPECT_EQ(State(r.set_id()), v1::ROLLOUT_STATE_ROLLING);
+  EXPECT_EQ(fleet_->Heartbeat(sessions_["a"].get(), "a", delta).code(),
+            absl::StatusCode::kFailedPrecondition);
+  Report("a", v1::SET_STATE_ATTACHED);  // full
+  EXPECT_EQ(State(r.set_id()), v1::ROLLOUT_STATE_COMPLETE);
+  want_full = false;
+  ASSERT_TRUE(fleet_->Heartbeat(sessions_["a"].get(), "a", delta, &want_full).ok());
+  EXPECT_FALSE(want_full);
+  Connect("a");
+  ASSERT_TRUE(fleet_->Heartbeat(sessions_["a"].get(), "a", delta, &want_full).ok());
+  EXPECT_TRUE(want_full);
 }
 
 TEST_F(FleetTest, SlowWatcherDropsAreCounted) {

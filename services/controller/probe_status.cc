@@ -1,5 +1,7 @@
 #include "services/controller/probe_status.h"
 
+#include <algorithm>
+
 #include "services/common/enum_names.h"
 #include "services/common/probe_spec.h"
 
@@ -16,6 +18,25 @@ void HeartbeatIndex::Build(const v1::AgentHeartbeat& hb) {
 void HeartbeatIndex::Clear() {
   sets_.clear();
   probes_.clear();
+}
+
+void HeartbeatIndex::AddProbe(const v1::AgentProbeStatus& p) {
+  probes_[p.fleet_probe_id()].push_back(&p);
+}
+
+void HeartbeatIndex::RemoveProbe(const v1::AgentProbeStatus& p) {
+  auto it = probes_.find(p.fleet_probe_id());
+  if (it == probes_.end()) return;
+  ProbeReports& r = it->second;
+  r.erase(std::remove(r.begin(), r.end(), &p), r.end());
+  if (r.empty()) probes_.erase(it);
+}
+
+void HeartbeatIndex::AddSet(const v1::AgentSetStatus& s) { sets_[s.set_id()] = &s; }
+
+void HeartbeatIndex::RemoveSet(const v1::AgentSetStatus& s) {
+  auto it = sets_.find(s.set_id());
+  if (it != sets_.end() && it->second == &s) sets_.erase(it);
 }
 
 const v1::AgentSetStatus* HeartbeatIndex::Set(absl::string_view set_id) const {

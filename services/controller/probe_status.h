@@ -24,22 +24,30 @@
 
 namespace xolfleet::controller {
 
-// A node's last heartbeat looked up by set id and by fleet probe id, without copies: the
-// keys and values point into the heartbeat, which must not change while it is indexed
-// (Build again after replacing it). A fleet probe id the agent reports more than once
-// (local copies, which it cleans up) has all its reports, in heartbeat order.
+// A node's last heartbeat looked up by set id and by fleet probe id, without copying the
+// reports: the values point into the heartbeat's entries. Build again after replacing the
+// heartbeat. An entry changed in place (a delta, heartbeat_delta.h) keeps its address: it
+// stays indexed if its key (set id, fleet probe id) is the same, else it is taken out
+// before it changes and put back after (Remove*/Add*). A fleet probe id the agent reports
+// more than once (local copies, which it cleans up) has all its reports, in the order
+// they came.
 class HeartbeatIndex {
  public:
   using ProbeReports = absl::InlinedVector<const v1::AgentProbeStatus*, 1>;
 
   void Build(const v1::AgentHeartbeat& hb);
   void Clear();
+  void AddProbe(const v1::AgentProbeStatus& p);
+  void RemoveProbe(const v1::AgentProbeStatus& p);
+  void AddSet(const v1::AgentSetStatus& s);
+  void RemoveSet(const v1::AgentSetStatus& s);
   const v1::AgentSetStatus* Set(absl::string_view set_id) const;
   const ProbeReports* Probe(absl::string_view fleet_probe_id) const;
 
  private:
-  absl::flat_hash_map<absl::string_view, const v1::AgentSetStatus*> sets_;
-  absl::flat_hash_map<absl::string_view, ProbeReports> probes_;
+  // Keys of their own: an entry overwritten in place keeps its key's string valid.
+  absl::flat_hash_map<std::string, const v1::AgentSetStatus*> sets_;
+  absl::flat_hash_map<std::string, ProbeReports> probes_;
 };
 
 // What one node last told the controller, as the status view needs it. Not owning.

@@ -141,5 +141,37 @@ TEST(PlacementLabel, UnspecifiedIsUnknown) {
   EXPECT_EQ(PlacementLabel(v1::PLACEMENT_BOOSTED_RIPREL), "BOOSTED_RIPREL");
 }
 
+// An index kept entry by entry (as delta heartbeats change the view in place) finds what a
+// built one finds, also when the first of two local copies goes and its strings change
+// afterwards (the index's keys are its own).
+TEST_F(ProbeStatusTest, IndexKeptEntryByEntryFollowsTheEntries) {
+  Report(0).set_state(v1::PROBE_STATE_ATTACHED);
+  Report(0).set_state(v1::PROBE_STATE_FAILED);  // a second local copy
+  Report(1).set_state(v1::PROBE_STATE_ATTACHED);
+  SetReport("ps-1").set_state(v1::SET_STATE_ATTACHED);
+  HeartbeatIndex inc;
+  for (const auto& p : hb_.probes()) inc.AddProbe(p);
+  for (const auto& s : hb_.sets()) inc.AddSet(s);
+  ASSERT_NE(inc.Probe("ps-1/0"), nullptr);
+  EXPECT_EQ(inc.Probe("ps-1/0")->size(), 2u);
+  inc.RemoveProbe(hb_.probes(0));
+  hb_.mutable_probes(0)->set_fleet_probe_id("xx-9/9");  // same buffer, other content
+  const HeartbeatIndex::ProbeReports* r = inc.Probe("ps-1/0");
+  ASSERT_NE(r, nullptr);
+  ASSERT_EQ(r->size(), 1u);
+  EXPECT_EQ(r->front(), &hb_.probes(1));
+  EXPECT_EQ(inc.Probe("xx-9/9"), nullptr);
+  inc.RemoveProbe(hb_.probes(1));
+  EXPECT_EQ(inc.Probe("ps-1/0"), nullptr);
+  EXPECT_EQ(inc.Probe("ps-1/1")->front(), &hb_.probes(2));
+  // A set report taken out and put back (changed in place).
+  inc.RemoveSet(hb_.sets(0));
+  EXPECT_EQ(inc.Set("ps-1"), nullptr);
+  hb_.mutable_sets(0)->set_state(v1::SET_STATE_FAILED);
+  inc.AddSet(hb_.sets(0));
+  ASSERT_NE(inc.Set("ps-1"), nullptr);
+  EXPECT_EQ(inc.Set("ps-1")->state(), v1::SET_STATE_FAILED);
+}
+
 }  // namespace
 }  // namespace xolfleet::controller

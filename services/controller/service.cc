@@ -8,7 +8,6 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "services/common/grpc_status.h"
-#include "services/common/heartbeat_delta.h"
 #include "services/common/tls.h"
 #include "services/controller/selector.h"
 
@@ -29,10 +28,10 @@ std::string CodeName(grpc::StatusCode c) {
 // heartbeats go to the core as they arrive. A failed read (the agent went away, or the
 // core closed the session and the call was cancelled) ends the stream.
 //
-// Heartbeats may be deltas (services/common/heartbeat_delta.h): the stream's decoder
-// rebuilds each full heartbeat, within its limits on what an agent can make the
-// controller keep, before the core sees it; a delta without a base gets a request for a
-// full heartbeat. `registered` tells the agent this edge accepts deltas.
+// Heartbeats may be deltas (services/common/heartbeat_delta.h): the core applies each to
+// the node's view in place (its decoder, reset when the node registers, bounds what an
+// agent can make the controller keep); a delta without a base gets a request for a full
+// heartbeat. `registered` tells the agent this edge accepts deltas.
 //
 // Writes. Send() only queues, so the core may call it with its lock held; one write is in
 // flight at a time and OnWriteDone starts the next. The queue is bounded by construction:
@@ -101,18 +100,18 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::C
       return;
     }
     if (in_.has_heartbeat()) {
-      absl::StatusOr<v1::AgentHeartbeat> hb = decoder_.Apply(std::move(*in_.mutable_heartbeat()));
-      if (hb.status().code() == absl::StatusCode::kFailedPrecondition) {
-        // A delta this stream has no base for: ask for a full heartbeat, drop this one.
+      bool want_full = false;
+      if (auto s =
+              svc_->fleet_->Heartbeat(this, node_, std::move(*in_.mutable_heartbeat()), &want_full);
+          !s.ok()) {
+        End(ToGrpcStatus(s));
+        return;
+      }
+      if (want_full) {
+        // A delta this stream has no base for: ask for a full heartbeat (it was dropped).
         v1::ControllerMessage m;
         m.mutable_full_heartbeat();
         Send(m);
-      } else if (!hb.ok()) {
-        End(ToGrpcStatus(hb.status()));
-        return;
-      } else if (auto s = svc_->fleet_->Heartbeat(this, node_, *std::move(hb)); !s.ok()) {
-        End(ToGrpcStatus(s));
-        return;
       }
     } else if (in_.has_register_()) {
       End(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "register sent twice"));
@@ -211,7 +210,6 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::C
   // Touched only by the read path (one read at a time).
   Identity who_;
   v1::AgentMessage in_;
-  HeartbeatDeltaDecoder decoder_;
   std::string node_;
   bool registered_ = false;
 
