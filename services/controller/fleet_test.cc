@@ -474,7 +474,7 @@ TEST_F(FleetTest, StateChangeHeartbeatsCompleteRolloutsAndKeepHitsExact) {
     return by_node;
   };
   for (const char* n : {"a", "b"}) Connect(n);
-  auto w = fleet_->hits().Subscribe({}, {}, 100);
+  auto w = fleet_->hits().AddWatcher({}, {}, 100);
   v1::Rollout one = Attach(Req(0));
   for (const char* n : {"a", "b"}) send(n, 0, Kind::kStateChange);  // no base yet: full
   ASSERT_EQ(State(one.set_id()), v1::ROLLOUT_STATE_COMPLETE);
@@ -498,7 +498,7 @@ TEST_F(FleetTest, StateChangeHeartbeatsCompleteRolloutsAndKeepHitsExact) {
   // Every hit counted once: 6 per probe and node.
   std::map<std::string, uint64_t> counted;
   v1::FleetHitBatch b;
-  while (w->Next(100, absl::ZeroDuration(), &b) && b.updates_size() > 0) {
+  while (w->Take(&b, 100, absl::ZeroDuration()) && b.updates_size() > 0) {
     for (const auto& u : b.updates()) counted[u.fleet_probe_id()] += u.hits_delta();
   }
   EXPECT_EQ(counted, (std::map<std::string, uint64_t>{{one.set_id() + "/0", 12},
