@@ -1,7 +1,6 @@
-// A simulated node for the fleet benchmark: the real controller link (gRPC, mTLS,
-// registration, heartbeats, reconciliation) over the in-memory FakeAgentApi instead of
-// BPF. What it measures is the controller and the protocol, not uprobe attach cost
-// (the agent's own benchmark covers that).
+// A simulated node for the fleet benchmark: the real controller link (gRPC, mTLS, registration,
+// heartbeats, reconciliation) over the in-memory FakeAgentApi instead of BPF. What it measures is
+// the controller and the protocol, not uprobe attach cost (the agent's own benchmark covers that).
 #include <signal.h>
 
 #include <cstdio>

@@ -1,11 +1,10 @@
 // Thousands of simulated agents in one process, speaking the real agent link
 // (xolfleet.v1.AgentLink/Connect) to a real controller over gRPC + mTLS.
 //
-// Why not N ControllerLinks? The agent's link has two threads per stream and its own
-// reconciliation against an AgentApi: right for one node, 20,000 threads for 10,000. Here
-// each agent is a ClientBidiReactor (gRPC's callback API) on its own channel, so its own
-// TCP connection and TLS session, as a real node would have; the agent side is a little
-// state in memory:
+// Why not N ControllerLinks? The agent's link has two threads per stream and its own reconciliation
+// against an AgentApi: right for one node, 20,000 threads for 10,000. Here each agent is a
+// ClientBidiReactor (gRPC's callback API) on its own channel, so its own TCP connection and TLS
+// session, as a real node would have; the agent side is a little state in memory:
 //   - it registers (node name, labels, a stock 6.18 kernel profile);
 //   - every `desired` state is "attached" at once: each set is reported SET_ATTACHED and
 //     each spec as an ATTACHED, EMULATED probe whose local id changes on every attach;

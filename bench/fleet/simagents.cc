@@ -72,9 +72,8 @@ std::string Json(const xolfleet::sim::SimFleet& f) {
   return absl::StrFormat(
       "{\"agents\": %d, \"registered\": %d, \"registrations\": %d, \"desired\": %d, "
       "\"heartbeats_sent\": %d, \"delta_heartbeats\": %d, \"state_change_heartbeats\": %d, "
-      "\"stream_ends\": %d, \"stream_errors\": %d, "
-      "\"failed_dials\": %d, "
-      "\"without_sets\": %d, \"last_error\": \"%s\", \"sets\": {%s}}",
+      "\"stream_ends\": %d, \"stream_errors\": %d, \"failed_dials\": %d, \"without_sets\": %d, "
+      "\"last_error\": \"%s\", \"sets\": {%s}}",
       s.agents, s.registered, s.registrations, s.desired, s.heartbeats_sent, s.delta_heartbeats,
       s.state_change_heartbeats, s.stream_ends, s.stream_errors, s.failed_dials, without, err,
       sets);

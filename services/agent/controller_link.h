@@ -8,16 +8,15 @@
 //   auto link = ControllerLink::Start(lo, manager.get());     // AgentApi*
 //   ...                                                       // destroy before the manager
 //
-// What it does. The agent dials the controller (so it works behind NAT) and keeps one
-// bidi stream (xolfleet.v1.AgentLink/Connect): it registers (node name, labels, kernel
-// release/profile, boosting), then heartbeats every interval the controller asks for
-// with the status of every fleet probe (state, placement, hit total), the status of each
-// probe set and the kernel's slot counters; to a controller that accepts them, only what
-// changed since the previous heartbeat (services/common/heartbeat_delta.h), the first
-// heartbeat on each stream full. The controller sends the node's complete
-// desired state whenever it changes; the link reconciles it through AgentApi and
-// heartbeats at once with the state changes only (hit totals that moved wait for the next
-// periodic heartbeat, which keeps its pace whatever the pushes):
+// What it does. The agent dials the controller (so it works behind NAT) and keeps one bidi stream
+// (xolfleet.v1.AgentLink/Connect): it registers (node name, labels, kernel release/profile,
+// boosting), then heartbeats every interval the controller asks for with the status of every fleet
+// probe (state, placement, hit total), the status of each probe set and the kernel's slot counters;
+// to a controller that accepts them, only what changed since the previous heartbeat
+// (services/common/heartbeat_delta.h), the first heartbeat on each stream full. The controller
+// sends the node's complete desired state whenever it changes; the link reconciles it through
+// AgentApi and heartbeats at once with the state changes only (hit totals that moved wait for the
+// next periodic heartbeat, which keeps its pace whatever the pushes):
 //
 //   - every fleet probe is an ordinary agent probe carrying two labels,
 //     `xolfleet.io/fleet-probe` = "<set id>/<index>" and `xolfleet.io/probe-set` = set id,

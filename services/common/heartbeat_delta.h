@@ -1,12 +1,11 @@
 // Delta heartbeats on the agent link (issue 13).
 //
-// An agent heartbeats every interval with the status of every fleet probe and set it
-// runs; most of it does not change from one heartbeat to the next. With a controller
-// that accepts them (Registered.accepts_delta_heartbeats), the agent sends only what
-// changed: a probe whose status differs in any field (hits included) or is new, a set
-// likewise, and the local probe ids and set ids gone since the previous heartbeat on the
-// stream. Every other heartbeat field is sent complete, so the controller's view of the
-// node is kept exactly.
+// An agent heartbeats every interval with the status of every fleet probe and set it runs; most of
+// it does not change from one heartbeat to the next. With a controller that accepts them
+// (Registered.accepts_delta_heartbeats), the agent sends only what changed: a probe whose status
+// differs in any field (hits included) or is new, a set likewise, and the local probe ids and set
+// ids gone since the previous heartbeat on the stream. Every other heartbeat field is sent
+// complete, so the controller's view of the node is kept exactly.
 //
 // Two kinds of delta. The periodic heartbeat carries every change, hits included. The
 // heartbeat right after a reconcile of a new desired state (AgentHeartbeat.state_change)
@@ -23,9 +22,8 @@
 //   - the first heartbeat on a stream is full (the encoder is new or Reset());
 //   - a controller that gets a delta it cannot apply (no full heartbeat before it on this
 //     stream) asks for a full one (ControllerMessage.full_heartbeat) and drops the delta;
-//   - a full heartbeat whose probes do not have distinct, non-empty local ids (or whose
-//     sets do not have distinct ids) cannot be a base: the encoder sends full heartbeats
-//     while that lasts.
+//   - a full heartbeat whose probes do not have distinct, non-empty local ids (or whose sets do not
+//     have distinct ids) cannot be a base: the encoder sends full heartbeats while that lasts.
 //
 // The decoder also bounds what an agent can make the controller keep: probes and sets
 // per heartbeat (after applying a delta), the length of ids (refused) and of status
@@ -51,11 +49,10 @@ class HeartbeatDeltaEncoder {
     kPeriodic,     // every interval: every change, hits included
     kStateChange,  // right after a reconcile: state changes only (AgentHeartbeat.state_change)
   };
-  // `hb` is a full heartbeat. Unless the next one must be full, replaces its probes and
-  // sets by the changes since the previous call and sets `delta`. Remembers what it sent
-  // as the base for the next call: with kStateChange, a probe whose hits alone moved is
-  // not sent and keeps its previous hits in the base, so the next periodic heartbeat
-  // sends it.
+  // `hb` is a full heartbeat. Unless the next one must be full, replaces its probes and sets by the
+  // changes since the previous call and sets `delta`. Remembers what it sent as the base for the
+  // next call: with kStateChange, a probe whose hits alone moved is not sent and keeps its previous
+  // hits in the base, so the next periodic heartbeat sends it.
   void Encode(v1::AgentHeartbeat* hb, Kind kind = Kind::kPeriodic);
   // The next heartbeat is sent full (a new stream, or the controller asked).
   void Reset() { have_base_ = false; }

@@ -249,8 +249,8 @@ void FleetController::NoticeSourcesLocked(const absl::Status& read,
   if (!sources_readable_) {
     sources_readable_ = true;
     hub_.Notice(
-        "the other replicas' agent statuses are readable again: their agents' hits "
-        "resume, none lost (totals are cumulative)");
+        "the other replicas' agent statuses are readable again: their agents' hits resume, none "
+        "lost (totals are cumulative)");
   }
   std::set<std::string> now(live.begin(), live.end());
   if (!sources_known_) {
@@ -271,8 +271,7 @@ void FleetController::NoticeSourcesLocked(const absl::Status& read,
     }
     hub_.Notice(absl::StrCat(
         "replica ", r,
-        " is gone (stopped, or killed and its etcd lease expired): hits of the agents it "
-        "held (",
+        " is gone (stopped, or killed and its etcd lease expired): hits of the agents it held (",
         held.empty() ? "none" : absl::StrJoin(held, ", "),
         ") are not seen until they reconnect to a live replica; none are lost"));
   }
@@ -340,10 +339,9 @@ absl::StatusOr<v1::FleetAttachResponse> FleetController::DryRun(const v1::FleetA
     if (by_profile.count(nv.profile)) continue;
     absl::StatusOr<KernelProfile> kp = ParseProfile(nv.profile);
     if (!kp.ok()) {
-      return absl::FailedPreconditionError(absl::StrCat("node ", nv.name,
-                                                        " reports kernel profile '", nv.profile,
-                                                        "', which the controller "
-                                                        "cannot classify for"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("node ", nv.name, " reports kernel profile '", nv.profile,
+                       "', which the controller cannot classify for"));
     }
     absl::StatusOr<v1::ClassifyResponse> r = ClassifySites(
         creq, *kp, [](const v1::ProbeSpec& s) { return OpenFile::Open(s.binary_path()); });
@@ -1123,10 +1121,10 @@ absl::StatusOr<v1::Rollout> FleetController::Attach(const v1::FleetAttachRequest
     if (up.empty() && !sync_error_.ok()) {
       // Replicas: the other replicas' agents look down because their statuses cannot be
       // read (they age past the heartbeat timeout), not because they are.
-      return absl::UnavailableError(absl::StrCat(
-          "the selector matches no agent this replica knows to be up: it cannot read the "
-          "other replicas' agent statuses (",
-          sync_error_.message(), ")"));
+      return absl::UnavailableError(
+          absl::StrCat("the selector matches no agent this replica knows to be up: it cannot read "
+                       "the other replicas' agent statuses (",
+                       sync_error_.message(), ")"));
     }
     if (up.empty()) {
       return absl::FailedPreconditionError(
@@ -1376,8 +1374,7 @@ std::vector<GaugeFamily> FleetController::CollectGauges() {
                      "The node's probe budget, fraction of one CPU (0: none)",
                      {}};
   GaugeFamily breaches{"xolfleet_controller_node_budget_breaches",
-                       "Fleet probes on the node a budget acted on (alerted, throttled, "
-                       "detached)",
+                       "Fleet probes on the node a budget acted on (alerted, throttled, detached)",
                        {}};
   GaugeFamily calib{"xolfleet_controller_node_calibration_seconds_per_hit",
                     "The node's measured cost of one counting probe hit, by placement",

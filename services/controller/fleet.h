@@ -25,16 +25,15 @@
 // statuses from it every tick, serves reads and its own agents, and only the leader
 // advances rollouts and expires TTLs (its rollout writes are fenced by its lease).
 //
-// Hits across replicas. Agents report cumulative hit totals per probe; each replica keeps
-// per node and fleet probe the last total it counted (with the local probe id), from the
-// agent's own heartbeats when it holds the stream and from the statuses the others
-// publish otherwise. Every replica thus counts every hit of the fleet exactly once into
-// its counters and its WatchFleetHits streams, whichever replica the agent is connected
-// to, and across an agent moving between replicas (the marks follow the node, not the
-// stream). Nothing is forwarded replica to replica: no loops, no peer connections; a
-// hit reaches another replica's watchers after the holder's status flush and the next
-// sync (a few hundred ms). Watchers are told (notices) when a replica joins or goes
-// and when the store cannot be read.
+// Hits across replicas. Agents report cumulative hit totals per probe; each replica keeps per node
+// and fleet probe the last total it counted (with the local probe id), from the agent's own
+// heartbeats when it holds the stream and from the statuses the others publish otherwise. Every
+// replica thus counts every hit of the fleet exactly once into its counters and its WatchFleetHits
+// streams, whichever replica the agent is connected to, and across an agent moving between replicas
+// (the marks follow the node, not the stream). Nothing is forwarded replica to replica: no loops,
+// no peer connections; a hit reaches another replica's watchers after the holder's status flush and
+// the next sync (a few hundred ms). Watchers are told (notices) when a replica joins or goes and
+// when the store cannot be read.
 //
 // Locking: one mutex (mu_) guards all state. AgentSession::Send only queues, so it may
 // be called with mu_ held; nothing called under mu_ calls back into this class.
@@ -101,13 +100,12 @@ class FleetController {
   // --- agent side ---
   absl::Status Register(std::shared_ptr<AgentSession> session, const v1::AgentRegister& reg,
                         const std::string& identity, const std::string& peer);
-  // FAILED_PRECONDITION if `session` is not the node's current session. Applies the
-  // heartbeat, full or delta (services/common/heartbeat_delta.h), to the node's view in
-  // place: a delta costs what it carries (the entries it names are re-indexed and their
-  // hits counted; nothing else is touched). A delta the node's stream has no base for
-  // changes nothing and sets `*want_full` (the caller asks the agent for a full
-  // heartbeat; FAILED_PRECONDITION without `want_full`). INVALID_ARGUMENT: over the
-  // decoder's limits.
+  // FAILED_PRECONDITION if `session` is not the node's current session. Applies the heartbeat, full
+  // or delta (services/common/heartbeat_delta.h), to the node's view in place: a delta costs what
+  // it carries (the entries it names are re-indexed and their hits counted; nothing else is
+  // touched). A delta the node's stream has no base for changes nothing and sets `*want_full` (the
+  // caller asks the agent for a full heartbeat; FAILED_PRECONDITION without `want_full`).
+  // INVALID_ARGUMENT: over the decoder's limits.
   absl::Status Heartbeat(const AgentSession* session, const std::string& node,
                          v1::AgentHeartbeat hb, bool* want_full = nullptr);
   void Disconnect(const AgentSession* session, const std::string& node);
@@ -208,10 +206,9 @@ class FleetController {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PushLocked(Node& n, bool force) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PushAllLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Advances the rollouts due (or all with `all`): those whose nodes' parts changed since
-  // the last evaluation, and every live one when a time-based step (canary soak or
-  // timeout, the restart grace) is due or this replica just became the leader. Pushes
-  // desired state if it changed.
+  // Advances the rollouts due (or all with `all`): those whose nodes' parts changed since the last
+  // evaluation, and every live one when a time-based step (canary soak or timeout, the restart
+  // grace) is due or this replica just became the leader. Pushes desired state if it changed.
   void EvaluateLocked(bool all = false) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Part PartLocked(const Set& s, const std::string& name, const Node& n) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
