@@ -27,26 +27,12 @@ absl::StatusOr<std::string> CheckAllocator() {
   return absl::StrCat("tcmalloc ", major, ".", minor);
 }
 
-std::optional<HeapStats> GetHeapStats() {
-  auto get = [](const char* property) -> std::optional<size_t> {
-    size_t v = 0;
-    if (MallocExtension_GetNumericProperty(property, &v) == 0) return std::nullopt;
-    return v;
-  };
-  std::optional<size_t> in_use = get("generic.current_allocated_bytes");
-  std::optional<size_t> page_heap_free = get("tcmalloc.pageheap_free_bytes");
-  std::optional<size_t> unmapped = get("tcmalloc.pageheap_unmapped_bytes");
-  if (!in_use || !page_heap_free || !unmapped) return std::nullopt;
-  HeapStats h;
-  h.in_use = *in_use;
-  h.free = *page_heap_free;
-  for (const char* cache :
-       {"tcmalloc.central_cache_free_bytes", "tcmalloc.transfer_cache_free_bytes",
-        "tcmalloc.thread_cache_free_bytes"}) {
-    h.free += get(cache).value_or(0);
+std::optional<size_t> AllocatedBytes() {
+  size_t v = 0;
+  if (MallocExtension_GetNumericProperty("generic.current_allocated_bytes", &v) == 0) {
+    return std::nullopt;
   }
-  h.released = *unmapped;
-  return h;
+  return v;
 }
 
 }  // namespace xolfleet::controller

@@ -22,14 +22,9 @@ namespace xolfleet::controller {
 // an LD_PRELOAD of another allocator comes first).
 absl::StatusOr<std::string> CheckAllocator();
 
-// tcmalloc's accounting of the process's heap (exported on /metrics as
-// xolfleet_controller_heap_bytes); nullopt if tcmalloc does not answer.
-struct HeapStats {
-  size_t in_use = 0;    // held by the program (generic.current_allocated_bytes)
-  size_t free = 0;      // free in tcmalloc's page heap and caches: resident, reusable
-  size_t released = 0;  // free and given back to the OS (tcmalloc.pageheap_unmapped_bytes)
-};
-std::optional<HeapStats> GetHeapStats();
+// Bytes the application holds in tcmalloc ("generic.current_allocated_bytes"); nullopt if
+// tcmalloc does not answer.
+std::optional<size_t> AllocatedBytes();
 
 }  // namespace xolfleet::controller
 

@@ -5,10 +5,8 @@
 
 #include <cstdio>
 #include <memory>
-#include <optional>
 #include <string>
 #include <thread>
-#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -216,22 +214,6 @@ int Run() {
   FleetController* core = fleet->get();
   auto collector = FleetMetrics::MakeCollector([core] { return core->CollectGauges(); });
   exposer->RegisterCollectable(collector);
-  // The heap as tcmalloc accounts it: RSS is in_use + free minus what was never touched.
-  auto heap_collector = FleetMetrics::MakeCollector([] {
-    std::vector<GaugeFamily> out;
-    if (std::optional<HeapStats> h = GetHeapStats()) {
-      GaugeFamily f{"xolfleet_controller_heap_bytes",
-                    "tcmalloc heap: held by the controller (in_use), free in tcmalloc's caches "
-                    "(free, reused before the OS is asked), given back to the OS (released)",
-                    {}};
-      f.samples.push_back({{{"state", "in_use"}}, static_cast<double>(h->in_use)});
-      f.samples.push_back({{{"state", "free"}}, static_cast<double>(h->free)});
-      f.samples.push_back({{{"state", "released"}}, static_cast<double>(h->released)});
-      out.push_back(std::move(f));
-    }
-    return out;
-  });
-  exposer->RegisterCollectable(heap_collector);
 
   ServiceOptions sopts;
   sopts.agent_cn_must_match_node = absl::GetFlag(FLAGS_agent_cn_must_match_node);
