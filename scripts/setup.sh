@@ -7,7 +7,6 @@ PKGS=(
   bazel-bootstrap clang libclang-rt-14-dev llvm lld libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev
   protobuf-compiler libabsl-dev prometheus-cpp-dev libbpf-dev libelf-dev zlib1g-dev bpftool
   libzydis-dev libsqlite3-dev libgtest-dev libgmock-dev libbenchmark-dev libssl-dev
-  libgoogle-perftools-dev  # tcmalloc, the controller's malloc (services/controller/allocator.h)
   # kernel + VM
   linux-source-6.1 bc flex bison cpio busybox-static qemu-system-x86 ccache xz-utils
   gcc-multilib  # 32-bit in-guest tests (kernel/tests/xoltest32.c)

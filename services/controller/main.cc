@@ -26,7 +26,6 @@
 #include "services/common/shutdown_signals.h"
 #include "services/common/tls.h"
 #include "services/common/tls_idle_buffers.h"
-#include "services/controller/allocator.h"
 #include "services/controller/etcd_replica.h"
 #include "services/controller/etcd_store.h"
 #include "services/controller/fleet.h"
@@ -256,12 +255,6 @@ int Run() {
     Log("xolfleet-controller: warning: TLS connections keep their idle buffers (about 34 KiB "
         "each): ",
         idle.message());
-  }
-  if (absl::StatusOr<std::string> alloc = CheckAllocator(); !alloc.ok()) {
-    Log("xolfleet-controller: warning: not on tcmalloc (about 12% more memory per agent): ",
-        alloc.status().message());
-  } else {
-    Log("xolfleet-controller: allocator ", *alloc);
   }
   Log("xolfleet-controller: serving on ", absl::GetFlag(FLAGS_listen), " (",
       files.insecure_plaintext ? "PLAINTEXT" : "mTLS", "), metrics on ",
