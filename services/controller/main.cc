@@ -44,23 +44,23 @@ ABSL_FLAG(std::string, store, "",
           "etcd://host:port[,host:port...][/prefix] (shared by controller replicas)");
 ABSL_FLAG(std::string, etcd_tls_ca, "",
           "PEM CA certificate that signed the etcd members' certificates (with "
-          "--etcd_tls_cert/--etcd_tls_key: client TLS to etcd; without them plaintext, "
-          "allowed only to etcd members on loopback addresses)");
+          "--etcd_tls_cert/--etcd_tls_key: client TLS to etcd; without them plaintext, allowed "
+          "only to etcd members on loopback addresses)");
 ABSL_FLAG(std::string, etcd_tls_cert, "",
           "PEM client certificate presented to etcd (its --client-cert-auth)");
 ABSL_FLAG(std::string, etcd_tls_key, "", "PEM private key of --etcd_tls_cert");
 ABSL_FLAG(std::string, replica_name, "",
-          "this replica's name when replicas share an etcd store (default: host name and "
-          "pid); must be unique among running replicas");
+          "this replica's name when replicas share an etcd store (default: host name and pid); "
+          "must be unique among running replicas");
 ABSL_FLAG(absl::Duration, leader_lease, absl::Seconds(5),
           "TTL of each replica's etcd lease: a killed leader is replaced after at most this");
-ABSL_FLAG(bool, init, false,
-          "create a new empty state database if --state_db does not exist (without it a "
-          "missing database is an error: a mistyped path would otherwise make every node "
-          "detach its fleet probes)");
+ABSL_FLAG(
+    bool, init, false,
+    "create a new empty state database if --state_db does not exist (without it a missing database "
+    "is an error: a mistyped path would otherwise make every node detach its fleet probes)");
 ABSL_FLAG(std::string, backup, "",
-          "write a consistent copy of --state_db to this path and exit (safe while a "
-          "controller runs on it)");
+          "write a consistent copy of --state_db to this path and exit (safe while a controller "
+          "runs on it)");
 ABSL_FLAG(std::string, tls_ca, "", "PEM CA certificate that signed agents' and clients' certs");
 ABSL_FLAG(std::string, tls_cert, "", "PEM server certificate");
 ABSL_FLAG(std::string, tls_key, "", "PEM server private key");
@@ -69,17 +69,16 @@ ABSL_FLAG(bool, insecure_plaintext, false,
 ABSL_FLAG(std::string, authz_config, "", "authorization config (capability identity lines)");
 ABSL_FLAG(absl::Duration, config_reload_interval, absl::Seconds(10),
           "how often --authz_config, the --tls_* and --etcd_tls_* files are re-read; a changed "
-          "version is "
-          "used once it validates, a broken one is refused and the one in force stays; 0: "
-          "read at start only");
+          "version is used once it validates, a broken one is refused and the one in force stays; "
+          "0: read at start only");
 ABSL_FLAG(absl::Duration, heartbeat_interval, absl::Seconds(1), "agent heartbeat interval");
 ABSL_FLAG(absl::Duration, heartbeat_timeout, absl::Seconds(10),
           "an agent silent this long is marked down (its probes UNKNOWN)");
 ABSL_FLAG(absl::Duration, canary_timeout, absl::Seconds(60),
           "default canary stage timeout (rolled back when exceeded)");
 ABSL_FLAG(bool, agent_cn_must_match_node, true,
-          "require an agent certificate's CN to equal the node name it registers (default; "
-          "=false lets any agent certificate register any node name)");
+          "require an agent certificate's CN to equal the node name it registers (default; =false "
+          "lets any agent certificate register any node name)");
 ABSL_FLAG(uint32_t, max_watchers, 64, "most WatchFleetHits streams open at once");
 ABSL_FLAG(uint32_t, max_watchers_per_identity, 8,
           "most WatchFleetHits streams open at once per client identity");
