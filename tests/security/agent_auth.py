@@ -26,7 +26,7 @@ BIN = os.path.abspath(sys.argv[1])
 MAKE_CA = os.path.abspath(sys.argv[2])
 AGENT = os.path.join(BIN, "xolfleet-agent")
 FAILED = []
-USERS = ["xft-alice", "xft-bob"]
+USERS = ["xft-alice", "xft-bob", "xft-carol"]
 GROUP = "xft-ops"
 
 
@@ -154,7 +154,7 @@ def main():
     hidden = os.path.join(tmp, "hidden")
     os.mkdir(hidden, 0o700)
     shutil.copy(os.path.join(BIN, "hit_workload"), os.path.join(hidden, "present"))
-    alice, bob = USERS
+    alice, bob, carol = USERS
     alice_uid = pwd.getpwnam(alice).pw_uid
     agents = []
     try:
@@ -318,29 +318,40 @@ def main():
         rc, out, err = a.ctl("classify", "--all-functions", secret)
         result("root-classifies-root-only-binary", rc == 0, err)
 
-        # Connection limit per uid: 3 idle connections by bob, then bob's call is refused
-        # with the limit named; root is unaffected.
+        # Connection limit per uid: 3 idle connections by carol, then carol's call is refused
+        # with the limit named; root and bob are unaffected. Carol has not connected before: a uid
+        # whose earlier calls just ended (bob's) may still hold a place until gRPC has
+        # closed the agent's end, which under load left one idle connection over the limit
+        # and the call under it.
         idle = []
-        pw = pwd.getpwnam(bob)
+        pw = pwd.getpwnam(carol)
         for _ in range(3):
-            # A process running as bob holds each connection (SO_PEERCRED is the connector's).
+            # A process running as carol holds each connection (SO_PEERCRED is the connector's).
             idle.append(subprocess.Popen(
                 ["python3", "-c", "import socket,sys,time; s=socket.socket(socket.AF_UNIX);"
                  "s.connect(sys.argv[1]); print('up', flush=True); time.sleep(60)", a.sock],
                 stdout=subprocess.PIPE, text=True, user=pw.pw_uid, group=pw.pw_gid,
-                extra_groups=os.getgrouplist(bob, pw.pw_gid)))
+                extra_groups=os.getgrouplist(carol, pw.pw_gid)))
         for p in idle:
             p.stdout.readline()
         time.sleep(0.5)
-        expect_denied("connections-per-uid-limited", a.ctl("list", user=bob),
+        expect_denied("connections-per-uid-limited", a.ctl("list", user=carol),
                       "RESOURCE_EXHAUSTED", "--max-connections-per-uid")
         rc, out, err = a.ctl("list")
-        result("other-uids-unaffected-by-a-full-uid", rc == 0, err)
+        rc2, out2, err2 = a.ctl("list", user=bob)
+        result("other-uids-unaffected-by-a-full-uid", rc == 0 and rc2 == 0,
+               f"root: {err.strip()} | bob: {err2.strip()}")
         for p in idle:
             p.kill()
             p.wait()
-        time.sleep(1)
-        rc, out, err = a.ctl("list", user=bob)
+        # The places come back once the agent has seen the connections end (gRPC closes its
+        # end): poll for that, up to a bound far beyond it.
+        deadline = time.monotonic() + 30
+        while True:
+            rc, out, err = a.ctl("list", user=carol)
+            if rc == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.25)
         result("limit-frees-when-connections-close", rc == 0, err)
         wl_proc.stdin.close()
         wl_proc.wait()
