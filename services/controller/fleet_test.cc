@@ -780,6 +780,7 @@ TEST_F(FleetTest, IncrementalRolloutCountsNeverDrift) {
   constexpr int kSteps = 2500;
   const std::vector<std::string> names = {"n0", "n1", "n2", "n3", "n4", "n5", "n6", "n7"};
   size_t checked = 0, rolling_finished = 0;
+  uint64_t deltas_total = 0;
   for (uint32_t seed : {1u, 7u, 42u, 1234u}) {
     SCOPED_TRACE(absl::StrCat("seed ", seed));
     Open();
@@ -789,6 +790,11 @@ TEST_F(FleetTest, IncrementalRolloutCountsNeverDrift) {
     auto pick = [&](size_t n) { return static_cast<size_t>(rng() % n); };
     auto label = [&] { return std::string(pick(2) ? "blue" : "green"); };
     std::vector<std::string> set_ids;
+    // Heartbeats go out as the agent sends them: through a delta encoder per node, new at
+    // each registration, periodic or right after a push (state changes only) at random, and
+    // full again when the controller asks.
+    std::map<std::string, HeartbeatDeltaEncoder> encoders;
+    uint64_t deltas = 0;
     std::string last;
     for (int step = 0; step < kSteps; ++step) {
       const std::string& name = names[pick(names.size())];
@@ -800,7 +806,10 @@ TEST_F(FleetTest, IncrementalRolloutCountsNeverDrift) {
         r.set_node_name(name);
         r.set_kernel_profile("linux-6.18");
         (*r.mutable_labels())["color"] = label();
-        if (fleet_->Register(s, r, "CN=" + name, "test").ok()) sessions_[name] = s;
+        if (fleet_->Register(s, r, "CN=" + name, "test").ok()) {
+          sessions_[name] = s;
+          encoders[name].Reset();
+        }
       } else if (what < 58) {  // heartbeat: a random state per desired set
         auto it = sessions_.find(name);
         if (it == sessions_.end()) continue;
@@ -823,8 +832,14 @@ TEST_F(FleetTest, IncrementalRolloutCountsNeverDrift) {
           }
           absl::StrAppend(&last, " ", id, "=", st->state(), st->over_budget() ? "!" : "");
         }
+        HeartbeatDeltaEncoder& enc = encoders[name];
+        enc.Encode(&hb, pick(3) == 0 ? HeartbeatDeltaEncoder::Kind::kStateChange
+                                     : HeartbeatDeltaEncoder::Kind::kPeriodic);
+        if (hb.delta()) ++deltas;
         // A session replaced by a later registration is refused (FAILED_PRECONDITION).
-        fleet_->Heartbeat(it->second.get(), name, hb).IgnoreError();
+        bool want_full = false;
+        fleet_->Heartbeat(it->second.get(), name, hb, &want_full).IgnoreError();
+        if (want_full) enc.Reset();
       } else if (what < 64) {  // the stream ends
         auto it = sessions_.find(name);
         if (it == sessions_.end()) continue;
@@ -863,6 +878,7 @@ TEST_F(FleetTest, IncrementalRolloutCountsNeverDrift) {
         last = "restart";
         Open();
         sessions_.clear();
+        encoders.clear();
         repaired_before = fleet_->CheckCountsForTest().repaired;
       }
       FleetController::CountCheck c = fleet_->CheckCountsForTest();
@@ -871,6 +887,7 @@ TEST_F(FleetTest, IncrementalRolloutCountsNeverDrift) {
           << "step " << step << " (" << last << "): " << absl::StrJoin(c.drifted, "; ");
       ASSERT_EQ(c.repaired, repaired_before) << "step " << step << " (" << last << ")";
     }
+    deltas_total += deltas;
     for (const std::string& id : set_ids) {
       auto r = fleet_->GetRollout(id);
       if (r.ok() &&
@@ -882,8 +899,10 @@ TEST_F(FleetTest, IncrementalRolloutCountsNeverDrift) {
   // The sequences exercised the counts: many comparisons, rollouts finished by them.
   RecordProperty("counts_compared", static_cast<int>(checked));
   RecordProperty("rollouts_finished_rolling", static_cast<int>(rolling_finished));
+  RecordProperty("delta_heartbeats", static_cast<int>(deltas_total));
   EXPECT_GT(checked, 1000u);
   EXPECT_GT(rolling_finished, 10u);
+  EXPECT_GT(deltas_total, 500u);
 }
 
 }  // namespace
