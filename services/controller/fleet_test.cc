@@ -15,32 +15,10 @@
 #include "gtest/gtest.h"
 #include "services/common/heartbeat_delta.h"
 #include "services/common/proto_time.h"
+#include "services/controller/fake_agent.h"
 
 namespace xolfleet::controller {
 namespace {
-
-class FakeSession : public AgentSession {
- public:
-  void Send(const v1::ControllerMessage& m) override {
-    absl::MutexLock l(&mu);
-    if (m.has_desired()) last_desired = m.desired();
-    ++sent;
-  }
-  void Close() override {
-    absl::MutexLock l(&mu);
-    closed = true;
-  }
-  std::vector<std::string> DesiredIds() {
-    absl::MutexLock l(&mu);
-    std::vector<std::string> ids;
-    for (const auto& s : last_desired.sets()) ids.push_back(s.set_id());
-    return ids;
-  }
-  absl::Mutex mu;
-  v1::DesiredState last_desired;
-  int sent = 0;
-  bool closed = false;
-};
 
 class FleetTest : public ::testing::Test {
  protected:
@@ -439,22 +417,7 @@ TEST_F(FleetTest, StateChangeHeartbeatsCompleteRolloutsAndKeepHitsExact) {
   std::map<std::string, HeartbeatDeltaEncoder> enc;
   // The full heartbeat of a node running every set it was told to, with `hits` each.
   auto full = [&](const std::string& name, uint64_t hits) {
-    v1::AgentHeartbeat hb;
-    for (const auto& ds : sessions_[name]->last_desired.sets()) {
-      auto* st = hb.add_sets();
-      st->set_set_id(ds.set_id());
-      st->set_state(v1::SET_STATE_ATTACHED);
-      for (int i = 0; i < ds.specs_size(); ++i) {
-        auto* p = hb.add_probes();
-        p->set_fleet_probe_id(absl::StrCat(ds.set_id(), "/", i));
-        p->set_set_id(ds.set_id());
-        p->set_local_probe_id(absl::StrCat(ds.set_id(), "-", i));
-        p->set_state(v1::PROBE_STATE_ATTACHED);
-        p->set_placement(v1::PLACEMENT_EMULATED);
-        p->set_hits(hits);
-      }
-    }
-    return hb;
+    return AttachedHeartbeat(sessions_[name]->last_desired, hits);
   };
   auto send = [&](const std::string& name, uint64_t hits, Kind kind) {
     v1::AgentHeartbeat hb = full(name, hits);

@@ -15,29 +15,11 @@
 #include "services/controller/etcd_replica.h"
 #include "services/controller/etcd_store.h"
 #include "services/controller/etcd_test_server.h"
+#include "services/controller/fake_agent.h"
 #include "services/controller/fleet.h"
 
 namespace xolfleet::controller {
 namespace {
-
-class FakeSession : public AgentSession {
- public:
-  void Send(const v1::ControllerMessage& m) override {
-    absl::MutexLock l(&mu);
-    if (m.has_desired()) last_desired = m.desired();
-  }
-  void Close() override {
-    absl::MutexLock l(&mu);
-    closed = true;
-  }
-  v1::DesiredState Desired() {
-    absl::MutexLock l(&mu);
-    return last_desired;
-  }
-  absl::Mutex mu;
-  v1::DesiredState last_desired;
-  bool closed = false;
-};
 
 struct Replica {
   std::shared_ptr<EtcdCoordinator> coord;
@@ -98,21 +80,7 @@ class ReplicaTest : public ::testing::Test {
   }
   // The agent reports every set it was told to run as attached (one probe per spec).
   void ReportAttached(Replica* r, const std::string& name, FakeSession* s) {
-    v1::AgentHeartbeat hb;
-    const v1::DesiredState desired = s->Desired();
-    for (const auto& ds : desired.sets()) {
-      auto* st = hb.add_sets();
-      st->set_set_id(ds.set_id());
-      st->set_state(v1::SET_STATE_ATTACHED);
-      for (int i = 0; i < ds.specs_size(); ++i) {
-        auto* p = hb.add_probes();
-        p->set_fleet_probe_id(absl::StrCat(ds.set_id(), "/", i));
-        p->set_set_id(ds.set_id());
-        p->set_local_probe_id(absl::StrCat("p", i));
-        p->set_state(v1::PROBE_STATE_ATTACHED);
-        p->set_placement(v1::PLACEMENT_EMULATED);
-      }
-    }
+    const v1::AgentHeartbeat hb = AttachedHeartbeat(s->Desired());
     EXPECT_TRUE(r->fleet->Heartbeat(s, name, hb).ok());
   }
   static v1::FleetAttachRequest Req(double canary) {
